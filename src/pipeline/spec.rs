@@ -1,0 +1,1261 @@
+//! Pipeline files: TOML in, a checked [`Pipeline`] out.
+//!
+//! Parsing happens once, here, at the edge. The raw `*Spec` structs mirror the file
+//! (`deny_unknown_fields`, so a typo is an error, not a silently ignored key); then
+//! [`Pipeline::load`] checks every value and cross-field rule and turns it into the
+//! checked types the engine trusts. Every error names the file, line, column and key
+//! and says how to fix it. `${VAR}` (and `${VAR:-default}`) in string values is replaced
+//! from the environment, so secrets stay out of pipeline files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::secret::redact_url;
+use crate::store::Tier;
+
+// ---------------------------------------------------------------------------------------
+// Raw file shape
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineSpec {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    source: SourceSpec,
+    #[serde(default)]
+    partitions: PartitionsSpec,
+    #[serde(default)]
+    compression: CompressionSpec,
+    target: TargetSpec,
+    #[serde(default)]
+    upload: UploadSpec,
+    #[serde(default)]
+    verify: VerifySpec,
+    #[serde(default)]
+    retry: RetrySpec,
+    #[serde(default)]
+    schedule: Option<ScheduleSpec>,
+    #[serde(default)]
+    alerts: Option<AlertsSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceSpec {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    root: Option<Spanned<String>>,
+    #[serde(default)]
+    include: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionsSpec {
+    count: Option<Spanned<CountOrAuto>>,
+    max_parallel: Option<Spanned<CountOrAuto>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum CountOrAuto {
+    Count(i64),
+    Word(AutoWord),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AutoWord {
+    Auto,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompressionSpec {
+    codec: Option<Spanned<String>>,
+    level: Option<Spanned<i64>>,
+    frame_size: Option<Spanned<SizeValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetSpec {
+    url: Spanned<String>,
+    container: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    tier: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadSpec {
+    block_size: Option<Spanned<SizeValue>>,
+    pack_size: Option<Spanned<SizeValue>>,
+    concurrency: Option<Spanned<i64>>,
+    channel_capacity: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifySpec {
+    mode: Option<Spanned<String>>,
+    sample: Option<Spanned<FractionValue>>,
+    seed: Option<u64>,
+    after_backup: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrySpec {
+    attempts: Option<Spanned<i64>>,
+    initial_backoff: Option<Spanned<String>>,
+    max_backoff: Option<Spanned<String>>,
+    budget: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleSpec {
+    cron: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsSpec {
+    #[serde(default)]
+    webhook: Vec<WebhookSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSpec {
+    url: Spanned<String>,
+    format: Option<Spanned<String>>,
+    #[serde(default)]
+    on: Vec<Spanned<String>>,
+}
+
+/// A size written as `"8MiB"`, `"512KiB"`, `"1GB"` or a plain byte count.
+#[derive(Debug, Clone, Copy)]
+struct SizeValue(u64);
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) if n > 0 => Ok(SizeValue(n as u64)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!(
+                "size must be positive, got {n} (write e.g. \"8MiB\")"
+            ))),
+            Raw::S(s) => parse_size(&s)
+                .map(SizeValue)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A fraction written as `"10%"`, `0.1` or `"0.1"`.
+#[derive(Debug, Clone, Copy)]
+struct FractionValue(f64);
+
+impl<'de> Deserialize<'de> for FractionValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            F(f64),
+            S(String),
+        }
+        let f = match Raw::deserialize(d)? {
+            Raw::F(f) => f,
+            Raw::S(s) => parse_fraction(&s).map_err(serde::de::Error::custom)?,
+        };
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(serde::de::Error::custom(format!(
+                "sample must be in (0, 1] or a percentage like \"10%\", got {f}"
+            )));
+        }
+        Ok(FractionValue(f))
+    }
+}
+
+/// Parse `"8MiB"`, `"64 KiB"`, `"1GB"`, `"4096"` into bytes (binary and decimal units).
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1_000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        "t" | "tib" => 1 << 40,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB, e.g. \"8MiB\")"
+            ))
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number with a unit, e.g. \"8MiB\""))?;
+    if n <= 0.0 || !n.is_finite() {
+        return Err(format!("invalid size {s:?}: must be positive"));
+    }
+    Ok((n * mult as f64).round() as u64)
+}
+
+/// Parse `"10%"` or `"0.1"` into a fraction.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    let bad =
+        || format!("invalid fraction {s:?}: write a percentage like \"10%\" or a number like 0.1");
+    if let Some(p) = t.strip_suffix('%') {
+        p.trim()
+            .parse::<f64>()
+            .map(|v| v / 100.0)
+            .map_err(|_| bad())
+    } else {
+        t.parse::<f64>().map_err(|_| bad())
+    }
+}
+
+/// Parse `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`, `"1w"` into a duration.
+///
+/// # Errors
+/// A message naming the accepted units.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected e.g. \"500ms\", \"30s\", \"5m\", \"2h\", \"7d\"")
+    })?;
+    let secs = |m: u64| Duration::from_secs(n.saturating_mul(m));
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => secs(1),
+        "m" | "min" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        "w" => secs(7 * 86_400),
+        u => {
+            return Err(format!(
+                "invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d or w)"
+            ))
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Checked types
+// ---------------------------------------------------------------------------------------
+
+/// A checked pipeline: every value valid, every default applied.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Pipeline name (`[a-z0-9_-]`), also the default store prefix.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// What to back up.
+    pub source: SourceConfig,
+    /// How to split the source.
+    pub partitions: PartitionsConfig,
+    /// Pack compression.
+    pub compression: CompressionConfig,
+    /// Where to store.
+    pub target: TargetConfig,
+    /// Upload shape.
+    pub upload: UploadConfig,
+    /// Verification policy.
+    pub verify: VerifyConfig,
+    /// Retry policy for store operations.
+    pub retry: RetryConfig,
+    /// Cron schedule (UTC, 5 fields), stored for the scheduler.
+    pub schedule: Option<String>,
+    /// Alert webhooks, stored for the alerting stage.
+    pub alerts: Vec<WebhookConfig>,
+}
+
+/// A checked source.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A directory tree.
+    Fs(FsSourceConfig),
+}
+
+/// A directory tree source.
+#[derive(Debug, Clone)]
+pub struct FsSourceConfig {
+    /// Root directory (absolute, or resolved against the pipeline file's directory).
+    pub root: PathBuf,
+    /// Gitignore-style include patterns (empty: everything).
+    pub include: Vec<String>,
+    /// Gitignore-style exclude patterns.
+    pub exclude: Vec<String>,
+}
+
+/// Partitioning.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionsConfig {
+    /// Number of partitions the source is split into.
+    pub count: usize,
+    /// How many partitions are extracted and compressed at once.
+    pub max_parallel: usize,
+}
+
+/// Compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Independent gzip members (`.tar.gz`).
+    Gzip,
+    /// Independent zstd frames (`.tar.zst`).
+    Zstd,
+}
+
+impl Codec {
+    /// Pack file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Codec::Gzip => "tar.gz",
+            Codec::Zstd => "tar.zst",
+        }
+    }
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+/// Checked compression settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressionConfig {
+    /// Codec.
+    pub codec: Codec,
+    /// Level (gzip 0–9, zstd 1–22).
+    pub level: i32,
+    /// Uncompressed bytes per independent frame.
+    pub frame_size: usize,
+}
+
+/// Where a store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A local directory.
+    Local(PathBuf),
+    /// The process-wide in-memory store of that name (tests).
+    Memory(String),
+    /// An Azure (or emulator) URL or connection-string form, interpreted by the Azure backend.
+    Azure(crate::secret::Secret),
+}
+
+/// Checked target.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Store location.
+    pub location: StoreLocation,
+    /// URL as printable (secrets redacted).
+    pub display_url: String,
+    /// Container (a directory for local stores).
+    pub container: String,
+    /// Prefix inside the container (default: the pipeline name).
+    pub prefix: String,
+    /// Access tier for packs.
+    pub tier: Tier,
+}
+
+/// Checked upload settings.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadConfig {
+    /// Block size for packs of known size.
+    pub block_size: usize,
+    /// Uncompressed bytes after which a pack is closed.
+    pub pack_size: u64,
+    /// Concurrent block uploads.
+    pub concurrency: usize,
+    /// Sealed blocks waiting for an uploader (the bounded channel).
+    pub channel_capacity: usize,
+}
+
+/// How much to verify.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "mode", content = "fraction")]
+pub enum VerifyMode {
+    /// Existence, sizes, block lists, Content-MD5.
+    Metadata,
+    /// Metadata plus this fraction of blocks re-read.
+    Sample(f64),
+    /// Every block re-read, every entry hashed.
+    Full,
+}
+
+/// Checked verify policy.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyConfig {
+    /// Mode used after a backup and by default for `verify`.
+    pub mode: VerifyMode,
+    /// Sampling seed (random per run when unset; the report records it).
+    pub seed: Option<u64>,
+    /// Run verification right after every backup.
+    pub after_backup: bool,
+}
+
+/// Checked retry policy (one policy for every store call).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    /// Attempts per operation, including the first.
+    pub attempts: u32,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+    /// Total time budget for retries of one operation.
+    pub budget: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            budget: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Alert webhook.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Destination (may carry a token; treat as secret).
+    pub url: crate::secret::Secret,
+    /// `json`, `slack` or `teams`.
+    pub format: String,
+    /// Events: `failure`, `partial`, `mismatch`, `stale`, `success`.
+    pub on: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading and checking
+// ---------------------------------------------------------------------------------------
+
+/// Collects located errors while checking one file.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn at(
+        &mut self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        msg: impl std::fmt::Display,
+        fix: &str,
+    ) {
+        let (line, col) = line_col(self.text, span.start);
+        let mut s = format!("{}:{line}:{col}: {key}: {msg}", self.file.display());
+        if !fix.is_empty() {
+            s.push_str(&format!("\n  fix: {fix}"));
+        }
+        self.errors.push(s);
+    }
+
+    fn missing(&mut self, key: &str, fix: &str) {
+        self.errors.push(format!(
+            "{}: missing key {key}\n  fix: {fix}",
+            self.file.display()
+        ));
+    }
+
+    /// `${VAR}` / `${VAR:-default}` interpolation; `$${` escapes a literal `${`.
+    fn interp(&mut self, v: &Spanned<String>, key: &str) -> String {
+        match interpolate(v.get_ref()) {
+            Ok(s) => s,
+            Err(var) => {
+                self.at(
+                    v.span(),
+                    key,
+                    format!("environment variable {var} is not set"),
+                    &format!("export {var}=… before running, or write ${{{var}:-default}}"),
+                );
+                String::new()
+            }
+        }
+    }
+}
+
+/// Replace `${VAR}` and `${VAR:-default}` from the environment.
+///
+/// # Errors
+/// The name of the first unset variable without a default.
+pub fn interpolate(s: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(r) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = r;
+        } else if let Some(r) = after.strip_prefix("${") {
+            let Some(end) = r.find('}') else {
+                out.push_str(after);
+                rest = "";
+                break;
+            };
+            let expr = &r[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match (std::env::var(name), default) {
+                (Ok(v), _) if !v.is_empty() => out.push_str(&v),
+                (_, Some(d)) => out.push_str(d),
+                (Ok(v), None) => out.push_str(&v),
+                (Err(_), None) => return Err(name.to_string()),
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, col)
+}
+
+/// The `[table] key` a parse error at `offset` is about, read off the file text.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && l.ends_with(']')).then(|| l.trim_matches(['[', ']']).to_string())
+        })
+        .unwrap_or_default();
+    match (table.is_empty(), key.is_empty() || key.starts_with('[')) {
+        (true, _) => key.to_string(),
+        (false, true) => format!("[{table}]"),
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+fn pos_count(
+    c: &mut Checker<'_>,
+    v: &Option<Spanned<i64>>,
+    key: &str,
+    default: usize,
+    max: i64,
+) -> usize {
+    match v {
+        None => default,
+        Some(s) if *s.get_ref() >= 1 && *s.get_ref() <= max => *s.get_ref() as usize,
+        Some(s) => {
+            c.at(
+                s.span(),
+                key,
+                format!("must be between 1 and {max}, got {}", s.get_ref()),
+                "",
+            );
+            default
+        }
+    }
+}
+
+impl Pipeline {
+    /// Read, parse and check a pipeline file.
+    ///
+    /// # Errors
+    /// `Config` with every problem found, each located by file, line and key.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read pipeline file {}: {e}", path.display()))
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse and check pipeline text as if read from `path` (relative paths in it resolve
+    /// against `path`'s directory).
+    ///
+    /// # Errors
+    /// `Config` with every problem found.
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
+        let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let (line, col) = line_col(text, span.start);
+            let key = key_at(text, span.start);
+            let msg = e.message().trim().to_string();
+            let fix = if msg.contains("unknown field") {
+                "remove or rename the key; see docs/pipeline-reference.md for the keys each table accepts"
+            } else if msg.contains("missing field") {
+                "add the key; see docs/pipeline-reference.md"
+            } else {
+                "see docs/pipeline-reference.md for the expected type and format"
+            };
+            let key = if key.is_empty() { String::new() } else { format!("{key}: ") };
+            Error::config(format!("{}:{line}:{col}: {key}{msg}\n  fix: {fix}", path.display()))
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut c = Checker {
+            file: path,
+            text,
+            errors: Vec::new(),
+        };
+        let p = check(&mut c, spec, &base);
+        if c.errors.is_empty() {
+            Ok(p)
+        } else {
+            Err(Error::config(c.errors.join("\n")))
+        }
+    }
+}
+
+fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
+    let name = s.name.get_ref().clone();
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        c.at(
+            s.name.span(),
+            "name",
+            format!("invalid pipeline name {name:?}"),
+            "use 1–63 characters of a–z, 0–9, '-' and '_'",
+        );
+    }
+
+    let source = check_source(c, &s.source, base);
+
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let count_of =
+        |c: &mut Checker<'_>, v: &Option<Spanned<CountOrAuto>>, key: &str, auto: usize| match v {
+            None => auto,
+            Some(sp) => match *sp.get_ref() {
+                CountOrAuto::Word(AutoWord::Auto) => auto,
+                CountOrAuto::Count(n) if (1..=4096).contains(&n) => n as usize,
+                CountOrAuto::Count(n) => {
+                    c.at(
+                        sp.span(),
+                        key,
+                        format!("must be 1–4096 or \"auto\", got {n}"),
+                        "",
+                    );
+                    auto
+                }
+            },
+        };
+    let partitions = PartitionsConfig {
+        count: count_of(
+            c,
+            &s.partitions.count,
+            "partitions.count",
+            (cores * 4).max(4),
+        ),
+        max_parallel: count_of(
+            c,
+            &s.partitions.max_parallel,
+            "partitions.max_parallel",
+            cores,
+        ),
+    };
+
+    let codec = match &s.compression.codec {
+        None => Codec::Zstd,
+        Some(v) => match v.get_ref().as_str() {
+            "gzip" | "gz" => Codec::Gzip,
+            "zstd" | "zst" => Codec::Zstd,
+            other => {
+                c.at(
+                    v.span(),
+                    "compression.codec",
+                    format!("unknown codec {other:?}"),
+                    "use \"gzip\" or \"zstd\"",
+                );
+                Codec::Zstd
+            }
+        },
+    };
+    let (lmin, lmax, ldef) = match codec {
+        Codec::Gzip => (0, 9, 6),
+        Codec::Zstd => (1, 22, 3),
+    };
+    let level = match &s.compression.level {
+        None => ldef,
+        Some(v) if (lmin..=lmax).contains(v.get_ref()) => *v.get_ref() as i32,
+        Some(v) => {
+            c.at(
+                v.span(),
+                "compression.level",
+                format!(
+                    "{} level must be {lmin}–{lmax}, got {}",
+                    codec.as_str(),
+                    v.get_ref()
+                ),
+                "",
+            );
+            ldef
+        }
+    };
+    let frame_size = size_in(
+        c,
+        &s.compression.frame_size,
+        "compression.frame_size",
+        1 << 20,
+        64 << 10,
+        64 << 20,
+    );
+
+    let target = check_target(c, &s.target, &name, base);
+
+    let block_size = size_in(
+        c,
+        &s.upload.block_size,
+        "upload.block_size",
+        8 << 20,
+        64 << 10,
+        4000 << 20,
+    );
+    let pack_size = size_in(
+        c,
+        &s.upload.pack_size,
+        "upload.pack_size",
+        256 << 20,
+        1 << 20,
+        1 << 40,
+    ) as u64;
+    let upload = UploadConfig {
+        block_size,
+        pack_size,
+        concurrency: pos_count(c, &s.upload.concurrency, "upload.concurrency", 4, 256),
+        channel_capacity: pos_count(
+            c,
+            &s.upload.channel_capacity,
+            "upload.channel_capacity",
+            4,
+            1024,
+        ),
+    };
+
+    let fraction = s
+        .verify
+        .sample
+        .as_ref()
+        .map(|f| f.get_ref().0)
+        .unwrap_or(0.1);
+    let mode = match s
+        .verify
+        .mode
+        .as_ref()
+        .map(|m| (m.get_ref().as_str(), m.span()))
+    {
+        None | Some(("sample", _)) => VerifyMode::Sample(fraction),
+        Some(("metadata", _)) => VerifyMode::Metadata,
+        Some(("full", _)) => VerifyMode::Full,
+        Some((other, span)) => {
+            c.at(
+                span,
+                "verify.mode",
+                format!("unknown verify mode {other:?}"),
+                "use \"metadata\", \"sample\" or \"full\"",
+            );
+            VerifyMode::Metadata
+        }
+    };
+    let verify = VerifyConfig {
+        mode,
+        seed: s.verify.seed,
+        after_backup: s.verify.after_backup.unwrap_or(true),
+    };
+
+    let d = RetryConfig::default();
+    let dur = |c: &mut Checker<'_>, v: &Option<Spanned<String>>, key: &str, def: Duration| match v {
+        None => def,
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                c.at(v.span(), key, e, "");
+                def
+            }
+        },
+    };
+    let retry = RetryConfig {
+        attempts: pos_count(
+            c,
+            &s.retry.attempts,
+            "retry.attempts",
+            d.attempts as usize,
+            100,
+        ) as u32,
+        initial_backoff: dur(
+            c,
+            &s.retry.initial_backoff,
+            "retry.initial_backoff",
+            d.initial_backoff,
+        ),
+        max_backoff: dur(c, &s.retry.max_backoff, "retry.max_backoff", d.max_backoff),
+        budget: dur(c, &s.retry.budget, "retry.budget", d.budget),
+    };
+    if retry.initial_backoff > retry.max_backoff {
+        if let Some(v) = &s.retry.initial_backoff {
+            c.at(
+                v.span(),
+                "retry.initial_backoff",
+                "is larger than retry.max_backoff",
+                "make initial_backoff ≤ max_backoff",
+            );
+        }
+    }
+
+    let schedule = s.schedule.as_ref().map(|sc| {
+        let cron = sc.cron.get_ref().trim().to_string();
+        if cron.split_whitespace().count() != 5 {
+            c.at(
+                sc.cron.span(),
+                "schedule.cron",
+                format!("{cron:?} is not a 5-field cron expression"),
+                "write minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" (UTC)",
+            );
+        }
+        cron
+    });
+
+    let mut alerts = Vec::new();
+    for w in s.alerts.map(|a| a.webhook).unwrap_or_default() {
+        let url = c.interp(&w.url, "alerts.webhook.url");
+        let format = w
+            .format
+            .as_ref()
+            .map(|f| f.get_ref().clone())
+            .unwrap_or_else(|| "json".into());
+        if !matches!(format.as_str(), "json" | "slack" | "teams") {
+            let span = w.format.as_ref().map(|f| f.span()).unwrap_or(0..0);
+            c.at(
+                span,
+                "alerts.webhook.format",
+                format!("unknown format {format:?}"),
+                "use \"json\", \"slack\" or \"teams\"",
+            );
+        }
+        let mut on = Vec::new();
+        for ev in &w.on {
+            if !matches!(
+                ev.get_ref().as_str(),
+                "failure" | "partial" | "mismatch" | "stale" | "success"
+            ) {
+                c.at(
+                    ev.span(),
+                    "alerts.webhook.on",
+                    format!("unknown event {:?}", ev.get_ref()),
+                    "use failure, partial, mismatch, stale or success",
+                );
+            }
+            on.push(ev.get_ref().clone());
+        }
+        if on.is_empty() {
+            on = vec![
+                "failure".into(),
+                "partial".into(),
+                "mismatch".into(),
+                "stale".into(),
+            ];
+        }
+        alerts.push(WebhookConfig {
+            url: crate::secret::Secret::new(url),
+            format,
+            on,
+        });
+    }
+
+    Pipeline {
+        name,
+        description: s.description,
+        file: c.file.to_path_buf(),
+        source,
+        partitions,
+        compression: CompressionConfig {
+            codec,
+            level,
+            frame_size,
+        },
+        target,
+        upload,
+        verify,
+        retry,
+        schedule,
+        alerts,
+    }
+}
+
+fn size_in(
+    c: &mut Checker<'_>,
+    v: &Option<Spanned<SizeValue>>,
+    key: &str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> usize {
+    match v {
+        None => default,
+        Some(s) if (min as u64..=max as u64).contains(&s.get_ref().0) => s.get_ref().0 as usize,
+        Some(s) => {
+            c.at(
+                s.span(),
+                key,
+                format!("{} bytes is out of range", s.get_ref().0),
+                &format!(
+                    "use a size between {} and {}",
+                    human(min as u64),
+                    human(max as u64)
+                ),
+            );
+            default
+        }
+    }
+}
+
+/// Bytes as a short human string (binary units).
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0} {}", U[i])
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfig {
+    let kind = s.kind.get_ref().as_str();
+    if kind != "fs" {
+        c.at(
+            s.kind.span(),
+            "source.type",
+            format!("unknown source type {kind:?}"),
+            "use \"fs\" (directory tree)",
+        );
+    }
+    let root = match &s.root {
+        Some(r) => {
+            let v = c.interp(r, "source.root");
+            let p = PathBuf::from(&v);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        }
+        None => {
+            c.missing("source.root", "add root = \"/path/to/dir\" to [source]");
+            PathBuf::new()
+        }
+    };
+    let mut globs = |list: &[Spanned<String>], key: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for g in list {
+            let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+            if let Err(e) = b
+                .add_line(None, g.get_ref())
+                .and_then(|b| b.build().map(|_| b))
+            {
+                c.at(
+                    g.span(),
+                    key,
+                    format!("invalid glob {:?}: {e}", g.get_ref()),
+                    "use gitignore syntax, e.g. \"*.log\", \"target/\", \"docs/**/*.md\"",
+                );
+            }
+            out.push(g.get_ref().clone());
+        }
+        out
+    };
+    let include = globs(&s.include, "source.include");
+    let exclude = globs(&s.exclude, "source.exclude");
+    SourceConfig::Fs(FsSourceConfig {
+        root,
+        include,
+        exclude,
+    })
+}
+
+fn check_target(c: &mut Checker<'_>, t: &TargetSpec, name: &str, base: &Path) -> TargetConfig {
+    let url = c.interp(&t.url, "target.url");
+    let display_url = redact_url(&url);
+    let location = if let Some(rest) = url.strip_prefix("file://") {
+        let p = PathBuf::from(rest);
+        StoreLocation::Local(if p.is_absolute() { p } else { base.join(p) })
+    } else if let Some(rest) = url.strip_prefix("memory://") {
+        StoreLocation::Memory(rest.to_string())
+    } else if url.starts_with("azure://")
+        || url.starts_with("https://")
+        || url.starts_with("http://")
+        || url.starts_with("UseDevelopmentStorage=")
+        || url.contains("AccountName=")
+    {
+        StoreLocation::Azure(crate::secret::Secret::new(url.clone()))
+    } else {
+        if !url.is_empty() {
+            c.at(
+                t.url.span(),
+                "target.url",
+                format!("unsupported store URL {display_url:?}"),
+                "use file:///abs/dir, file://relative/dir, azure://account/container or https://account.blob.core.windows.net/container",
+            );
+        }
+        StoreLocation::Memory(String::new())
+    };
+    let container = match &t.container {
+        Some(v) => {
+            let s = c.interp(v, "target.container");
+            let ok = (3..=63).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+                && !s.contains("--");
+            if !ok {
+                c.at(
+                    v.span(),
+                    "target.container",
+                    format!("invalid container name {s:?}"),
+                    "use 3–63 characters of a–z, 0–9 and single '-' (Azure container rules)",
+                );
+            }
+            s
+        }
+        None => "backups".to_string(),
+    };
+    let prefix = match &t.prefix {
+        Some(v) => {
+            let s = c.interp(v, "target.prefix");
+            let s = s.trim_matches('/').to_string();
+            if s.split('/').any(|seg| !crate::ids::is_safe_segment(seg)) {
+                c.at(
+                    v.span(),
+                    "target.prefix",
+                    format!("invalid prefix {s:?}"),
+                    "use '/'-separated segments of letters, digits, '-', '_' and '.'",
+                );
+            }
+            s
+        }
+        None => name.to_string(),
+    };
+    let tier = match &t.tier {
+        None => Tier::Hot,
+        Some(v) => Tier::parse(v.get_ref()).unwrap_or_else(|| {
+            c.at(
+                v.span(),
+                "target.tier",
+                format!("unknown access tier {:?}", v.get_ref()),
+                "use \"hot\", \"cool\", \"cold\" or \"archive\"",
+            );
+            Tier::Hot
+        }),
+    };
+    TargetConfig {
+        location,
+        display_url,
+        container,
+        prefix,
+        tier,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "demo"
+[source]
+type = "fs"
+root = "data"
+exclude = ["*.tmp", "target/"]
+[target]
+url = "file://store"
+"#;
+
+    fn parse(text: &str) -> Result<Pipeline> {
+        Pipeline::parse(Path::new("/etc/bp/demo.toml"), text)
+    }
+
+    #[test]
+    fn good_file_gets_defaults_and_resolved_paths() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.name, "demo");
+        assert_eq!(p.target.prefix, "demo");
+        assert_eq!(p.target.container, "backups");
+        assert_eq!(
+            p.target.location,
+            StoreLocation::Local(PathBuf::from("/etc/bp/store"))
+        );
+        let SourceConfig::Fs(fs) = &p.source;
+        assert_eq!(fs.root, PathBuf::from("/etc/bp/data"));
+        assert_eq!(p.upload.block_size, 8 << 20);
+        assert_eq!(p.compression.codec, Codec::Zstd);
+        assert_eq!(p.verify.mode, VerifyMode::Sample(0.1));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = GOOD.replace("[target]\n", "[target]\nbogus = 1\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("demo.toml:8:1"), "{e}");
+        assert!(e.contains("target.bogus"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+        assert!(e.contains("fix:"), "{e}");
+    }
+
+    #[test]
+    fn bad_size_is_located() {
+        let text = format!("{GOOD}[upload]\nblock_size = \"8 parsecs\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(":10:"), "{e}");
+        assert!(e.contains("upload.block_size"), "{e}");
+        assert!(e.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_size_and_wrong_type() {
+        let e = parse(&format!("{GOOD}[upload]\nblock_size = \"1KiB\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upload.block_size") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = parse(&format!("{GOOD}[upload]\nconcurrency = \"four\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upload.concurrency"), "{e}");
+    }
+
+    #[test]
+    fn bad_glob_is_located() {
+        let text = GOOD.replace("\"*.tmp\"", "\"a/{b,c\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("source.exclude") && e.contains("invalid glob"),
+            "{e}"
+        );
+        assert!(e.contains(":6:"), "{e}");
+    }
+
+    #[test]
+    fn env_interpolation_and_missing_var() {
+        std::env::set_var("BP_TEST_ROOT", "/srv/data");
+        let p = parse(&GOOD.replace("root = \"data\"", "root = \"${BP_TEST_ROOT}\"")).unwrap();
+        let SourceConfig::Fs(fs) = &p.source;
+        assert_eq!(fs.root, PathBuf::from("/srv/data"));
+        let e = parse(&GOOD.replace("root = \"data\"", "root = \"${BP_TEST_NOPE_42}\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BP_TEST_NOPE_42 is not set"), "{e}");
+        assert_eq!(
+            interpolate("a$${b}c${BP_TEST_NOPE_42:-d}").unwrap(),
+            "a${b}cd"
+        );
+    }
+
+    #[test]
+    fn secrets_in_url_are_not_echoed() {
+        let text = GOOD.replace("file://store", "ftp://host/c?sig=TOPSECRET");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(!e.contains("TOPSECRET"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_size("1.5 KiB").unwrap(), 1536);
+        assert_eq!(parse_size("2MB").unwrap(), 2_000_000);
+        assert!(parse_size("-1MiB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert!(parse_duration("3 fortnights").is_err());
+        assert_eq!(parse_fraction("10%").unwrap(), 0.1);
+    }
+
+    #[test]
+    fn several_errors_reported_together() {
+        let text = r#"
+name = "Bad Name"
+[source]
+type = "ftp"
+root = "x"
+[target]
+url = "file://s"
+tier = "lukewarm"
+"#;
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains("invalid pipeline name"), "{e}");
+        assert!(e.contains("unknown source type"), "{e}");
+        assert!(e.contains("unknown access tier"), "{e}");
+    }
+}

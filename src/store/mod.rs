@@ -1,0 +1,265 @@
+//! Where packs, manifests and records are kept.
+//!
+//! [`BlobStore`] is the narrow contract every backend implements: the few operations of
+//! Azure block blobs the engine needs (stage a block with its MD5, commit a block list
+//! with tier, Content-MD5 and metadata, create-only small puts, ranged reads, listing,
+//! leases). Backends: [`local`] (a directory: a disk, an NFS or Azure Files mount),
+//! [`memory`] (fast tests), and `azure` (Azure Blob Storage and Azurite).
+//!
+//! Every backend must pass the one conformance suite in [`conformance`]; the engine
+//! relies only on behaviour that suite checks.
+//!
+//! Blob names are `/`-separated relative names (`<prefix>/packs/ab/ab12….tar.zst`); the
+//! store does not interpret them beyond listing by prefix.
+
+pub mod conformance;
+pub mod local;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Azure access tiers; stores without tiers record the value and honour Archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Frequent access.
+    #[default]
+    Hot,
+    /// 30-day minimum, cheaper storage.
+    Cool,
+    /// 90-day minimum.
+    Cold,
+    /// 180-day minimum, offline: must be rehydrated before reading.
+    Archive,
+}
+
+impl Tier {
+    /// Lowercase name as used in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Hot => "hot",
+            Tier::Cool => "cool",
+            Tier::Cold => "cold",
+            Tier::Archive => "archive",
+        }
+    }
+
+    /// Parse a pipeline-file tier name.
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s.to_ascii_lowercase().as_str() {
+            "hot" => Some(Tier::Hot),
+            "cool" => Some(Tier::Cool),
+            "cold" => Some(Tier::Cold),
+            "archive" => Some(Tier::Archive),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Options for committing a block list (the blob becomes visible at commit).
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// Access tier of the new blob.
+    pub tier: Tier,
+    /// MD5 of the whole blob, stored as its Content-MD5.
+    pub content_md5: Option<[u8; 16]>,
+    /// User metadata (pipeline, snapshot, format version, codec).
+    pub metadata: BTreeMap<String, String>,
+    /// Index tags (Azure blob index tags; other stores keep them as properties).
+    pub tags: BTreeMap<String, String>,
+    /// Fail with [`crate::ErrorKind::Conflict`] if the blob already exists.
+    pub create_only: bool,
+}
+
+/// Result of a create-only put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The blob was created.
+    Created,
+    /// The blob already existed with identical content: nothing written, success.
+    AlreadyIdentical,
+}
+
+/// Properties of a committed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobProps {
+    /// Size in bytes.
+    pub size: u64,
+    /// Content-MD5 recorded at commit/put, if any.
+    pub content_md5: Option<[u8; 16]>,
+    /// Access tier.
+    pub tier: Tier,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Last modification time (commit time).
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// One listed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListItem {
+    /// Full blob name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+    /// Access tier.
+    pub tier: Tier,
+}
+
+/// One page of a listing; `next` continues it.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Blobs in lexicographic name order.
+    pub items: Vec<ListItem>,
+    /// Continuation token for the next page, `None` when done.
+    pub next: Option<String>,
+}
+
+/// A block as reported by the service's block list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Block id (the base64 string given to `stage_block`).
+    pub id: String,
+    /// Block size in bytes.
+    pub size: u64,
+}
+
+/// Committed and uncommitted blocks of a blob.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockList {
+    /// Blocks of the committed blob, in order.
+    pub committed: Vec<BlockInfo>,
+    /// Blocks staged but not yet committed.
+    pub uncommitted: Vec<BlockInfo>,
+}
+
+/// A held lease (the run lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Blob the lease is on.
+    pub blob: String,
+    /// Lease id to renew/release with.
+    pub id: String,
+}
+
+/// The storage contract. See the module docs and [`conformance`] for exact semantics.
+#[async_trait]
+pub trait BlobStore: Send + Sync + fmt::Debug {
+    /// A printable description of the target, with secrets redacted.
+    fn describe(&self) -> String;
+
+    /// Stage one block of `blob` under `block_id`. The store checks `md5` against the
+    /// data and fails with `Integrity` on mismatch (Azure: 400 `Md5Mismatch`). Staging
+    /// the same id again replaces the staged block.
+    async fn stage_block(
+        &self,
+        blob: &str,
+        block_id: &str,
+        data: Bytes,
+        md5: [u8; 16],
+    ) -> Result<()>;
+
+    /// Commit `block_ids` (all staged, or committed in the current blob) in order as the
+    /// content of `blob`. Unknown ids fail with `Integrity`. With `create_only` an
+    /// existing blob fails with `Conflict`. Uncommitted blocks are discarded.
+    async fn commit_blocks(
+        &self,
+        blob: &str,
+        block_ids: &[String],
+        opts: &CommitOptions,
+    ) -> Result<()>;
+
+    /// Put a small blob whole. With `create_only`, an existing blob with identical content
+    /// is success ([`PutOutcome::AlreadyIdentical`]); with different content, `Conflict`.
+    async fn put(&self, blob: &str, data: Bytes, create_only: bool) -> Result<PutOutcome>;
+
+    /// Read `range` of `blob` (whole blob when `None`). Missing blob: `NotFound`; range
+    /// past the end: `Integrity`; Archive tier: `Archived`.
+    async fn get(&self, blob: &str, range: Option<Range<u64>>) -> Result<Bytes>;
+
+    /// Properties of `blob`, `None` if it does not exist.
+    async fn head(&self, blob: &str) -> Result<Option<BlobProps>>;
+
+    /// List committed blobs whose names start with `prefix`, in name order, at most
+    /// `max` per page; pass the previous page's `next` to continue.
+    async fn list(&self, prefix: &str, marker: Option<String>, max: usize) -> Result<ListPage>;
+
+    /// Delete `blob`. Returns whether it existed (deleting a missing blob is not an error).
+    async fn delete(&self, blob: &str) -> Result<bool>;
+
+    /// Change the access tier of a committed blob. Missing blob: `NotFound`.
+    async fn set_tier(&self, blob: &str, tier: Tier) -> Result<()>;
+
+    /// Committed and uncommitted block lists of `blob` (empty lists if it has none).
+    async fn block_list(&self, blob: &str) -> Result<BlockList>;
+
+    /// Take an exclusive lease on `blob` (created if missing, holding `holder` as its
+    /// content) for `ttl`. If another live lease holds it: `Locked`, with the holder's
+    /// text in the message. An expired lease is taken over.
+    async fn acquire_lease(&self, blob: &str, ttl: Duration, holder: &str) -> Result<Lease>;
+
+    /// Extend a held lease by its ttl. Lost lease: `Locked`.
+    async fn renew_lease(&self, lease: &Lease) -> Result<()>;
+
+    /// Release a held lease (idempotent).
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+}
+
+/// A shared store handle.
+pub type Store = Arc<dyn BlobStore>;
+
+/// List every blob under `prefix`, following continuation markers.
+///
+/// # Errors
+/// Any store error from a page.
+pub async fn list_all(store: &dyn BlobStore, prefix: &str) -> Result<Vec<ListItem>> {
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = store.list(prefix, marker, 5000).await?;
+        out.extend(page.items);
+        match page.next {
+            Some(m) => marker = Some(m),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// MD5 of `data`.
+pub fn md5(data: &[u8]) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    Md5::digest(data).into()
+}
+
+/// Base64 (standard) of `data`, as Azure writes MD5s and block ids.
+pub fn b64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Decode a base64 MD5 string.
+pub fn md5_from_b64(s: &str) -> Option<[u8; 16]> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+}
