@@ -27,6 +27,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::pipeline::spec::{RetryConfig, StoreLocation, TargetConfig};
 
 /// Azure access tiers; stores without tiers record the value and honour Archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -221,10 +222,38 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Release a held lease (idempotent).
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
+
+    /// How many transient failures this store has retried so far (for run summaries).
+    fn retries(&self) -> u64 {
+        0
+    }
 }
 
 /// A shared store handle.
 pub type Store = Arc<dyn BlobStore>;
+
+/// Open the store a pipeline targets.
+///
+/// Local stores root at `<dir>/<container>`; the pipeline prefix is part of every blob
+/// name the engine passes, not of the store. `retry` configures the backend's own retry
+/// policy (the Azure SDK's), so there is one retry policy per store.
+///
+/// # Errors
+/// `Config` for an unusable location, `Store` when the backend cannot be reached.
+pub async fn open(target: &TargetConfig, retry: &RetryConfig) -> Result<Store> {
+    let _ = retry;
+    match &target.location {
+        StoreLocation::Local(dir) => Ok(Arc::new(local::LocalStore::open(&dir.join(&target.container))?)),
+        StoreLocation::Memory(name) => Ok(Arc::new(memory::MemoryStore::shared(&format!(
+            "{name}/{}",
+            target.container
+        )))),
+        StoreLocation::Azure(_) => Err(crate::Error::config(format!(
+            "{}: the Azure backend is not built yet",
+            target.display_url
+        ))),
+    }
+}
 
 /// List every blob under `prefix`, following continuation markers.
 ///
