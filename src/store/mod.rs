@@ -243,7 +243,10 @@ pub type Store = Arc<dyn BlobStore>;
 pub async fn open(target: &TargetConfig, retry: &RetryConfig) -> Result<Store> {
     let _ = retry;
     match &target.location {
-        StoreLocation::Local(dir) => Ok(Arc::new(local::LocalStore::open(&dir.join(&target.container))?)),
+        StoreLocation::Local(dir) => {
+            let s: Store = Arc::new(local::LocalStore::open(&dir.join(&target.container))?);
+            Ok(s)
+        }
         StoreLocation::Memory(name) => Ok(Arc::new(memory::MemoryStore::shared(&format!(
             "{name}/{}",
             target.container
