@@ -86,7 +86,7 @@ pub async fn load(store: &dyn BlobStore, layout: &Layout, id: &str) -> Result<Ma
 /// Store errors; a manifest whose header cannot be read is an `Integrity` error.
 pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<SnapshotInfo>> {
     let ids = snapshot_ids(store, layout).await?;
-    let reports = list_all(store, &layout.verify_reports("")).await?;
+    let reports = list_all(store, &layout.verify_all()).await?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let name = layout.snapshot(&id);

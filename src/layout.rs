@@ -84,6 +84,10 @@ impl Layout {
     pub fn verify_reports(&self, snapshot: &str) -> String {
         self.join(&format!("verify/{snapshot}/"))
     }
+    /// Prefix of every verify report.
+    pub fn verify_all(&self) -> String {
+        self.join("verify/")
+    }
     /// A verify report.
     pub fn verify_report(&self, snapshot: &str, at: &str) -> String {
         self.join(&format!("verify/{snapshot}/{at}.json"))

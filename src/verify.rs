@@ -220,14 +220,7 @@ pub async fn verify(
         .mismatches
         .sort_by(|a, b| (&a.blob, a.block).cmp(&(&b.blob, b.block)));
     report.finished_at = Utc::now();
-    let name = layout.verify_report(
-        &m.header.snapshot,
-        &format!(
-            "{}-{}",
-            report.finished_at.format(crate::ids::TIME_FMT),
-            crate::ids::random_hex(2)
-        ),
-    );
+    let name = layout.verify_report(&m.header.snapshot, &crate::ids::stamp(report.finished_at));
     report.stored_as = Some(name.clone());
     let body = serde_json::to_vec_pretty(&report)?;
     if let Err(e) = store.put(&name, Bytes::from(body), true).await {

@@ -80,9 +80,13 @@ impl BlockSizer {
             Some(n) => {
                 // Plan for incompressible data: compressed ≤ raw (+ small frame overhead).
                 let need = (n + n / 64).div_ceil((MAX_BLOCKS * 4 / 5) as u64) as usize;
-                let need = need.div_ceil(1 << 20) << 20;
+                let size = if need <= base {
+                    base
+                } else {
+                    need.div_ceil(1 << 20) << 20
+                };
                 Self {
-                    size: base.max(need).min(MAX_BLOCK_SIZE),
+                    size: size.min(MAX_BLOCK_SIZE),
                     known: true,
                 }
             }

@@ -226,8 +226,7 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
 }
 
 async fn write_run_record(store: &dyn store::BlobStore, layout: &Layout, report: &BackupReport) {
-    let at = report.finished_at.format(ids::TIME_FMT).to_string();
-    let name = layout.run_record(&report.run_id, &format!("{at}-{}", ids::random_hex(2)));
+    let name = layout.run_record(&report.run_id, &ids::stamp(report.finished_at));
     match serde_json::to_vec_pretty(report) {
         Ok(body) => {
             if let Err(e) = store.put(&name, Bytes::from(body), true).await {
@@ -383,41 +382,50 @@ async fn run(
         rt: tokio::runtime::Handle::current(),
     });
 
-    // Partition workers, at most max_parallel at once; the first permanent failure
-    // cancels the others.
+    // Partition workers, at most max_parallel at once. After a permanent failure no new
+    // partition starts, but running ones finish and keep their part records, so a rerun
+    // with the same run id has less to do.
     let sem = Arc::new(tokio::sync::Semaphore::new(p.partitions.max_parallel));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let plan = Arc::new(plan);
     let mut tasks = tokio::task::JoinSet::new();
     for idx in 0..plan.partitions.len() {
         if done[idx].is_some() {
             continue;
         }
-        let ctx = ctx.clone();
-        let sem = sem.clone();
-        let plan = plan.clone();
+        let (ctx, sem, plan, failing) = (ctx.clone(), sem.clone(), plan.clone(), failing.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await.map_err(|_| Error::cancelled())?;
+            if failing.load(Ordering::SeqCst) || ctx.cancel.is_cancelled() {
+                return Ok(None);
+            }
             let r = run_partition_with_retries(ctx, plan, idx).await;
-            r.map(|r| (idx, r))
+            if r.is_err() {
+                failing.store(true, Ordering::SeqCst);
+            }
+            r.map(|r| Some((idx, r)))
         });
     }
     let mut first_err: Option<Error> = None;
     while let Some(j) = tasks.join_next().await {
-        match j {
-            Ok(Ok((idx, r))) => done[idx] = Some(r),
-            Ok(Err(e)) => {
-                if first_err.is_none() {
-                    if e.kind() != ErrorKind::Cancelled {
-                        tracing::error!("{e}");
-                    }
-                    cancel.cancel();
-                    first_err = Some(e);
-                }
+        let e = match j {
+            Ok(Ok(Some((idx, r)))) => {
+                done[idx] = Some(r);
+                continue;
             }
-            Err(e) => {
-                cancel.cancel();
-                first_err.get_or_insert(Error::internal(format!("partition task panicked: {e}")));
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => Error::internal(format!("partition task panicked: {e}")),
+        };
+        // Keep the most telling error: a real cause beats a cancellation.
+        if first_err
+            .as_ref()
+            .is_none_or(|f| f.kind() == ErrorKind::Cancelled)
+        {
+            if e.kind() != ErrorKind::Cancelled {
+                tracing::error!("{e}");
             }
+            first_err = Some(e);
         }
     }
     drop(ctx);
@@ -596,11 +604,22 @@ impl BlockSink for ChannelSink {
         if self.cancel.is_cancelled() {
             return Err(Error::cancelled());
         }
-        // Surface upload failures early instead of at the end of the pack.
-        for a in &mut self.acks {
-            if let Ok(Err(e)) = a.try_recv() {
-                return Err(e);
+        // Forget finished uploads; surface a failed one now, not at the end of the pack.
+        let mut failed = None;
+        self.acks.retain_mut(|a| match a.try_recv() {
+            Ok(Ok(())) => false,
+            Ok(Err(e)) => {
+                failed.get_or_insert(e);
+                false
             }
+            Err(oneshot::error::TryRecvError::Empty) => true,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                failed.get_or_insert(Error::cancelled());
+                false
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
         if self.already.contains(&block.id) {
             self.stats.blocks_reused.fetch_add(1, Ordering::Relaxed);
