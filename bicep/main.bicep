@@ -236,7 +236,7 @@ var runtimeSubnetRules = empty(runtimeSubnetId) ? [] : [
 var effectiveNetworkAcls = union(storageNetworkAcls, {
   virtualNetworkRules: concat(storageNetworkAcls.virtualNetworkRules, runtimeSubnetRules)
 })
-var hostStorageNetworkAcls = {
+var functionHostNetworkAcls = {
   defaultAction: 'Deny'
   bypass: 'AzureServices'
   ipRules: storageNetworkAcls.ipRules
@@ -390,7 +390,7 @@ module functionApp 'modules/functionApp.bicep' = if (useFunctions) {
     storageBlobEndpoint: storage.outputs.blobEndpoint
     containerName: storage.outputs.containerName
     virtualNetworkSubnetId: functionsSubnetId
-    hostStorageNetworkAcls: hostStorageNetworkAcls
+    hostStorageNetworkAcls: functionHostNetworkAcls
     publicNetworkAccess: functionPublicNetworkAccess
     logAnalyticsWorkspaceId: monitoring.outputs.id
     extraAppSettings: extraEnv
