@@ -1236,3 +1236,254 @@ impl BlobStore for LocalStore {
         self.run(move |s| s.release_lease(&lease)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::md5;
+
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let s = LocalStore::open(&dir.path().join("c")).expect("open");
+        (dir, s)
+    }
+
+    fn id(i: u32) -> String {
+        crate::store::b64(format!("blk-{i:06}").as_bytes())
+    }
+
+    #[tokio::test]
+    async fn committed_blob_is_a_plain_file() {
+        let (_d, s) = store();
+        let blob = "p/packs/ab/x.tar.gz";
+        let (a, b) = (Bytes::from_static(b"hello "), Bytes::from_static(b"world"));
+        s.stage_block(blob, &id(0), a.clone(), md5(&a))
+            .await
+            .expect("stage");
+        s.stage_block(blob, &id(1), b.clone(), md5(&b))
+            .await
+            .expect("stage");
+        s.commit_blocks(blob, &[id(0), id(1)], &CommitOptions::default())
+            .await
+            .expect("commit");
+        let path = s.root().join("p/packs/ab/x.tar.gz");
+        assert_eq!(s.path_of(blob).expect("path"), path);
+        assert_eq!(fs::read(&path).expect("read by path"), b"hello world");
+        // Staging dir removed after commit; no temp files left beside the blob.
+        assert!(!s.inner.staging_dir(blob).exists());
+        let names: Vec<_> = fs::read_dir(path.parent().expect("parent"))
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.tar.gz")]);
+    }
+
+    #[tokio::test]
+    async fn crash_between_stage_and_commit_leaves_nothing_visible() {
+        let (_d, s) = store();
+        let blob = "p/packs/cd/y.tar.zst";
+        let a = Bytes::from(vec![7u8; 1000]);
+        s.stage_block(blob, &id(0), a.clone(), md5(&a))
+            .await
+            .expect("stage");
+        // A crash mid-commit leaves a temp file in the destination directory.
+        let dir = s.inner.ensure_parent(blob).expect("parent");
+        fs::write(tmp_in(&dir), b"partial").expect("tmp");
+        drop(s);
+        let s = LocalStore::open(&_d.path().join("c")).expect("reopen");
+        let page = s.list("", None, 100).await.expect("list");
+        assert!(
+            page.items.is_empty(),
+            "visible after a crash: {:?}",
+            page.items
+        );
+        assert_eq!(s.head(blob).await.expect("head"), None);
+        assert_eq!(s.block_list(blob).await.expect("bl").uncommitted.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn corruption_on_disk_is_not_hidden() {
+        let (_d, s) = store();
+        let blob = "p/packs/ef/z";
+        let data = Bytes::from(vec![1u8; 4096]);
+        let opts = CommitOptions {
+            content_md5: Some(md5(&data)),
+            ..CommitOptions::default()
+        };
+        s.stage_block(blob, &id(0), data.clone(), md5(&data))
+            .await
+            .expect("stage");
+        s.commit_blocks(blob, &[id(0)], &opts)
+            .await
+            .expect("commit");
+        let path = s.path_of(blob).expect("path");
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[100] ^= 0xff;
+        fs::write(&path, &bytes).expect("corrupt");
+        let got = s.get(blob, None).await.expect("get");
+        assert_eq!(&got[..], &bytes[..], "get must return what is on disk");
+        assert_ne!(md5(&got), md5(&data));
+        // Same size: the sidecar still applies, so the recorded MD5 exposes it.
+        let props = s.head(blob).await.expect("head").expect("exists");
+        assert_eq!(props.content_md5, Some(md5(&data)));
+        assert_eq!(
+            &s.get(blob, Some(100..101)).await.expect("range")[..],
+            &bytes[100..101]
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_names_are_rejected() {
+        let (_d, s) = store();
+        for bad in [
+            "",
+            "/abs",
+            "a/../b",
+            "..",
+            "a//b",
+            "a/",
+            ".meta/x",
+            "a/.staging",
+            "a/.tmp-1",
+            ".",
+            "a\\b",
+        ] {
+            let e = s
+                .put(bad, Bytes::from_static(b"x"), true)
+                .await
+                .expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::Config, "{bad:?}: {e}");
+            assert!(e.to_string().contains("invalid blob name"), "{e}");
+            assert!(s.get(bad, None).await.is_err());
+        }
+        // Listing with a hostile prefix never escapes the root.
+        assert!(s
+            .list("../", None, 10)
+            .await
+            .expect("list")
+            .items
+            .is_empty());
+        assert!(s
+            .list(".meta/", None, 10)
+            .await
+            .expect("list")
+            .items
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn wrong_content_md5_publishes_nothing() {
+        let (_d, s) = store();
+        let blob = "p/m";
+        let data = Bytes::from_static(b"abc");
+        s.stage_block(blob, &id(0), data.clone(), md5(&data))
+            .await
+            .expect("stage");
+        let opts = CommitOptions {
+            content_md5: Some(md5(b"abd")),
+            ..CommitOptions::default()
+        };
+        let e = s
+            .commit_blocks(blob, &[id(0)], &opts)
+            .await
+            .expect_err("mismatch");
+        assert_eq!(e.kind(), ErrorKind::Integrity);
+        assert!(
+            e.to_string().contains("Md5Mismatch") && e.to_string().contains(blob),
+            "{e}"
+        );
+        assert_eq!(s.head(blob).await.expect("head"), None);
+        assert!(s.list("", None, 10).await.expect("list").items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stage_md5_mismatch_names_blob() {
+        let (_d, s) = store();
+        let e = s
+            .stage_block("p/q", &id(0), Bytes::from_static(b"x"), [0; 16])
+            .await
+            .expect_err("mismatch");
+        assert_eq!(e.kind(), ErrorKind::Integrity);
+        assert!(
+            e.to_string().contains("Md5Mismatch") && e.to_string().contains("p/q"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn file_and_directory_of_one_name_conflict() {
+        let (_d, s) = store();
+        s.put("a/b", Bytes::from_static(b"1"), true)
+            .await
+            .expect("put");
+        let e = s
+            .put("a/b/c", Bytes::from_static(b"2"), true)
+            .await
+            .expect_err("under a file");
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+        let e = s
+            .put("a", Bytes::from_static(b"3"), false)
+            .await
+            .expect_err("over a dir");
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    }
+
+    #[tokio::test]
+    async fn missing_or_stale_sidecar_falls_back_to_the_file() {
+        let (_d, s) = store();
+        let blob = "p/r";
+        s.put(blob, Bytes::from_static(b"v1"), true)
+            .await
+            .expect("put");
+        s.set_tier(blob, Tier::Archive).await.expect("tier");
+        // A crash between publishing data and sidecar on an overwrite: sizes differ.
+        fs::write(s.path_of(blob).expect("path"), b"v2-longer").expect("write");
+        let p = s.head(blob).await.expect("head").expect("exists");
+        assert_eq!((p.size, p.tier, p.content_md5), (9, Tier::Hot, None));
+        assert_eq!(&s.get(blob, None).await.expect("get")[..], b"v2-longer");
+        fs::remove_file(s.inner.meta_path(blob)).expect("rm meta");
+        assert_eq!(s.head(blob).await.expect("head").expect("exists").size, 9);
+    }
+
+    #[tokio::test]
+    async fn delete_prunes_empty_directories() {
+        let (_d, s) = store();
+        s.put("p/parts/run-1/0.json", Bytes::from_static(b"{}"), true)
+            .await
+            .expect("put");
+        assert!(s.delete("p/parts/run-1/0.json").await.expect("delete"));
+        assert!(!s.root().join("p").exists());
+        assert!(s.root().join(META_DIR).is_dir(), "internal dirs stay");
+    }
+
+    #[tokio::test]
+    async fn lease_takeover_has_one_winner() {
+        let (_d, s) = store();
+        let blob = "p/lock";
+        let ttl = Duration::from_millis(200);
+        let first = s
+            .acquire_lease(blob, ttl, "crashed")
+            .await
+            .expect("acquire");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let tries = (0..6).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.acquire_lease(blob, Duration::from_secs(30), &format!("taker-{i}"))
+                    .await
+            })
+        });
+        let mut won = 0;
+        for t in tries {
+            match t.await.expect("join") {
+                Ok(_) => won += 1,
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Locked, "{e}"),
+            }
+        }
+        assert_eq!(won, 1, "exactly one contender takes over an expired lease");
+        assert_eq!(
+            s.renew_lease(&first).await.expect_err("lost").kind(),
+            ErrorKind::Locked
+        );
+    }
+}
