@@ -175,6 +175,15 @@ param replicaTimeoutSeconds int = 21600
 @maxValue(10)
 param replicaRetryLimit int = 2
 
+@description('Create the scheduled freshness (RPO) check job (containerAppsJob mode).')
+param enableFreshnessJob bool = true
+
+@description('Cron (5 fields, UTC) of the freshness check job.')
+param freshnessCron string = '15 * * * *'
+
+@description('Maximum age of the newest verified snapshot before the freshness check fails and alerts, e.g. 26h.')
+param freshnessMaxAge string = '26h'
+
 @description('Extra non-secret environment variables for the jobs / app settings for the Function App: array of {name, value}.')
 param extraEnv array = []
 
@@ -368,6 +377,9 @@ module containerApps 'modules/containerAppsJobs.bicep' = if (useJobs) {
     jobs: jobs
     replicaTimeoutSeconds: replicaTimeoutSeconds
     replicaRetryLimit: replicaRetryLimit
+    enableFreshnessJob: enableFreshnessJob
+    freshnessCron: freshnessCron
+    freshnessMaxAge: freshnessMaxAge
     extraEnv: extraEnv
   }
   dependsOn: [

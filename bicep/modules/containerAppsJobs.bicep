@@ -55,6 +55,15 @@ param replicaRetryLimit int = 2
 @description('Extra environment variables for every job: array of {name, value} (non-secret values only).')
 param extraEnv array = []
 
+@description('Also create the freshness (RPO) job: `blobpipe check /etc/blobpipe/pipelines --max-age <freshnessMaxAge>` on freshnessCron; it exits non-zero and alerts when a pipeline has no recent verified snapshot (catches missed schedules).')
+param enableFreshnessJob bool = true
+
+@description('Cron (5 fields, UTC) of the freshness job.')
+param freshnessCron string = '15 * * * *'
+
+@description('Maximum age of the newest verified snapshot before the freshness job fails, e.g. 26h (pipelines may override with rpo).')
+param freshnessMaxAge string = '26h'
+
 var pipelineDir = '/etc/blobpipe/pipelines'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
@@ -157,6 +166,73 @@ resource pipelineJobs 'Microsoft.App/jobs@2024-03-01' = [for job in jobs: {
     }
   }
 }]
+
+resource freshnessJob 'Microsoft.App/jobs@2024-03-01' = if (enableFreshnessJob) {
+  name: 'bp-freshness-check'
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    environmentId: managedEnvironment.id
+    workloadProfileName: 'Consumption'
+    configuration: {
+      triggerType: 'Schedule'
+      replicaTimeout: 900
+      replicaRetryLimit: 1
+      scheduleTriggerConfig: {
+        cronExpression: freshnessCron
+        parallelism: 1
+        replicaCompletionCount: 1
+      }
+      registries: empty(registryServer) ? [] : [
+        {
+          server: registryServer
+          identity: identityId
+        }
+      ]
+    }
+    template: {
+      containers: [
+        {
+          name: 'blobpipe'
+          image: image
+          command: [
+            'blobpipe'
+          ]
+          args: [
+            'check'
+            pipelineDir
+            '--max-age'
+            freshnessMaxAge
+          ]
+          env: concat([
+            {
+              name: 'AZURE_CLIENT_ID'
+              value: identityClientId
+            }
+            {
+              name: 'BLOBPIPE_STORAGE_URL'
+              value: storageBlobEndpoint
+            }
+            {
+              name: 'BLOBPIPE_CONTAINER'
+              value: containerName
+            }
+          ], extraEnv)
+          resources: {
+            cpu: json('0.25')
+            memory: '0.5Gi'
+          }
+        }
+      ]
+    }
+  }
+}
 
 @description('Resource id of the managed environment.')
 output environmentId string = managedEnvironment.id
