@@ -53,6 +53,53 @@ fn header(kind: tar::EntryType, size: u64, m: &HeaderMeta) -> tar::Header {
 
 type Builder<S> = tar::Builder<PackWriter<S>>;
 
+/// Append a header whose name (and link name) are written as raw bytes, with GNU
+/// `L`/`K` extension records when longer than the 100-byte fields. The `tar` crate's own
+/// path setters validate paths as `Path`s and reject legal oddities (a symlink to `.`),
+/// so names are written here exactly as stored.
+fn append_raw<S: BlockSink, R: Read>(
+    b: &mut Builder<S>,
+    mut h: tar::Header,
+    name: &[u8],
+    link: Option<&[u8]>,
+    data: R,
+) -> io::Result<()> {
+    fn long<S: BlockSink>(
+        b: &mut Builder<S>,
+        kind: tar::EntryType,
+        value: &[u8],
+    ) -> io::Result<()> {
+        let mut k = tar::Header::new_gnu();
+        k.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        k.set_mode(0o644);
+        k.set_mtime(0);
+        k.set_entry_type(kind);
+        let mut v = value.to_vec();
+        v.push(0);
+        k.set_size(v.len() as u64);
+        k.set_cksum();
+        b.append(&k, &v[..])
+    }
+    if name.len() > 100 {
+        long(b, tar::EntryType::GNULongName, name)?;
+    }
+    let n = name.len().min(100);
+    let old = h.as_old_mut();
+    old.name = [0; 100];
+    old.name[..n].copy_from_slice(&name[..n]);
+    if let Some(link) = link {
+        if link.len() > 100 {
+            long(b, tar::EntryType::GNULongLink, link)?;
+        }
+        let l = link.len().min(100);
+        let old = h.as_old_mut();
+        old.linkname = [0; 100];
+        old.linkname[..l].copy_from_slice(&link[..l]);
+    }
+    h.set_cksum();
+    b.append(&h, data)
+}
+
 /// Append a directory entry.
 ///
 /// # Errors
@@ -63,10 +110,15 @@ pub fn append_dir<S: BlockSink>(
     m: &HeaderMeta,
 ) -> io::Result<Placed> {
     let start = b.get_ref().raw_offset();
-    let mut h = header(tar::EntryType::Directory, 0, m);
-    let mut p = path.0.clone();
-    p.push(b'/');
-    b.append_data(&mut h, PathBytes(p).to_path(), io::empty())?;
+    let mut name = path.0.clone();
+    name.push(b'/');
+    append_raw(
+        b,
+        header(tar::EntryType::Directory, 0, m),
+        &name,
+        None,
+        io::empty(),
+    )?;
     let end = b.get_ref().raw_offset();
     Ok(Placed {
         offset: start,
@@ -85,8 +137,8 @@ pub fn append_symlink<S: BlockSink>(
     m: &HeaderMeta,
 ) -> io::Result<Placed> {
     let start = b.get_ref().raw_offset();
-    let mut h = header(tar::EntryType::Symlink, 0, m);
-    b.append_link(&mut h, path.to_path(), target.to_path())?;
+    let h = header(tar::EntryType::Symlink, 0, m);
+    append_raw(b, h, &path.0, Some(&target.0), io::empty())?;
     let end = b.get_ref().raw_offset();
     Ok(Placed {
         offset: start,
@@ -117,9 +169,9 @@ pub fn append_file<S: BlockSink, R: Read>(
     src: R,
 ) -> io::Result<(Placed, FileRead)> {
     let start = b.get_ref().raw_offset();
-    let mut h = header(tar::EntryType::Regular, size, m);
+    let h = header(tar::EntryType::Regular, size, m);
     let mut r = ExactReader::new(src, size);
-    b.append_data(&mut h, path.to_path(), &mut r)?;
+    append_raw(b, h, &path.0, None, &mut r)?;
     let end = b.get_ref().raw_offset();
     let padded = size.div_ceil(512) * 512;
     let read = r.finish()?;
