@@ -183,6 +183,7 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
         store.clone(),
         &layout,
         &run_id,
+        p.lock_ttl,
         opts.wait_lock,
         &opts.cancel,
     )

@@ -12,9 +12,6 @@ use crate::error::{ErrorKind, Result};
 use crate::layout::Layout;
 use crate::store::{Lease, Store};
 
-/// Lease length: Azure accepts 15–60 s; renewed every third of it.
-pub const LEASE_TTL: Duration = Duration::from_secs(60);
-
 /// A held run lock; renews itself until released.
 pub struct RunLock {
     store: Store,
@@ -32,6 +29,7 @@ impl RunLock {
         store: Store,
         layout: &Layout,
         run_id: &str,
+        ttl: Duration,
         wait: bool,
         cancel: &Cancel,
     ) -> Result<RunLock> {
@@ -43,13 +41,13 @@ impl RunLock {
         );
         let blob = layout.lock();
         let lease = loop {
-            match store.acquire_lease(&blob, LEASE_TTL, &holder).await {
+            match store.acquire_lease(&blob, ttl, &holder).await {
                 Ok(l) => break l,
                 Err(e) if e.kind() == ErrorKind::Locked && wait => {
                     tracing::info!("waiting for the run lock: {e}");
                     tokio::select! {
                         _ = cancel.cancelled() => return Err(crate::Error::cancelled()),
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Locked => {
@@ -63,7 +61,7 @@ impl RunLock {
         let (s, l, c) = (store.clone(), lease.clone(), cancel.clone());
         let renewer = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE_TTL / 3).await;
+                tokio::time::sleep(ttl / 3).await;
                 if let Err(e) = s.renew_lease(&l).await {
                     tracing::error!("lost the run lock, stopping the run: {e}");
                     c.cancel();

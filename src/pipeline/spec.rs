@@ -40,6 +40,8 @@ struct PipelineSpec {
     #[serde(default)]
     retry: RetrySpec,
     #[serde(default)]
+    lock: LockSpec,
+    #[serde(default)]
     schedule: Option<ScheduleSpec>,
     #[serde(default)]
     alerts: Option<AlertsSpec>,
@@ -119,6 +121,12 @@ struct RetrySpec {
     initial_backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
     budget: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockSpec {
+    ttl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,6 +308,9 @@ pub struct Pipeline {
     pub verify: VerifyConfig,
     /// Retry policy for store operations.
     pub retry: RetryConfig,
+    /// Run-lock lease length (15–60 s, Azure's lease range); renewed every third of it.
+    /// A killed run's lock expires after this long.
+    pub lock_ttl: Duration,
     /// Cron schedule (UTC, 5 fields), stored for the scheduler.
     pub schedule: Option<String>,
     /// Alert webhooks, stored for the alerting stage.
@@ -861,6 +872,25 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         }
     }
 
+    let lock_ttl = match &s.lock.ttl {
+        None => Duration::from_secs(60),
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if (Duration::from_secs(15)..=Duration::from_secs(60)).contains(&d) => d,
+            Ok(_) => {
+                c.at(
+                    v.span(),
+                    "lock.ttl",
+                    "must be between 15s and 60s (Azure lease limits)",
+                    "",
+                );
+                Duration::from_secs(60)
+            }
+            Err(e) => {
+                c.at(v.span(), "lock.ttl", e, "");
+                Duration::from_secs(60)
+            }
+        },
+    };
     let schedule = s.schedule.as_ref().map(|sc| {
         let cron = sc.cron.get_ref().trim().to_string();
         if cron.split_whitespace().count() != 5 {
@@ -936,6 +966,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         upload,
         verify,
         retry,
+        lock_ttl,
         schedule,
         alerts,
     }

@@ -1,0 +1,256 @@
+//! The binary as a user runs it: documented exit codes, clear errors for bad input,
+//! `--json` output, and nothing stored lost when something is refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn bp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_blobpipe"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Fixture {
+    t: tempfile::TempDir,
+    src: PathBuf,
+    pipeline: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    sample_tree(&src);
+    let store = t.path().join("store");
+    let pipeline = write_pipeline(
+        t.path(),
+        "cli",
+        &src,
+        &format!("file://{}", store.display()),
+        "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"128KiB\"\npack_size = \"1MiB\"\n",
+    );
+    Fixture { t, src, pipeline }
+}
+
+fn p(f: &Fixture) -> &str {
+    f.pipeline.to_str().unwrap()
+}
+
+#[test]
+fn backup_list_verify_restore_with_json() {
+    let f = fixture();
+    let o = bp(&["--json", "backup", p(&f)]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["status"], "ok");
+    let snap = r["snapshot"].as_str().unwrap().to_string();
+
+    let o = bp(&["--json", "snapshots", p(&f)]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["id"], snap.as_str());
+    assert_eq!(list[0]["verify_status"], "ok");
+    assert_eq!(list[0]["header"]["totals"]["files"], r["totals"]["files"]);
+
+    let o = bp(&["--json", "ls", p(&f), &snap[..12], "docs/**"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let ls: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["path"] == "docs/guide/intro.md"));
+    assert!(ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["path"].as_str().unwrap().starts_with("docs")));
+
+    let o = bp(&["verify", p(&f), "latest", "--full"]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verify: ok"));
+
+    let out = f.t.path().join("restored");
+    let o = bp(&["restore", p(&f), "latest", "--to", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_same_tree(&f.src, &out);
+
+    // Again into the same place: refused (7), nothing changed; --overwrite works.
+    std::fs::write(out.join("README.md"), "local edit").unwrap();
+    let o = bp(&["restore", p(&f), "latest", "--to", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 7, "{}", err(&o));
+    assert!(err(&o).contains("--overwrite"));
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), b"local edit");
+    let o = bp(&[
+        "restore",
+        p(&f),
+        "latest",
+        "--to",
+        out.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_same_tree(&f.src, &out);
+
+    // Missing snapshot / path: 6.
+    let o = bp(&["restore", p(&f), "19990101", "--to", "/tmp/x-never"]);
+    assert_eq!(code(&o), 6, "{}", err(&o));
+    assert!(err(&o).contains("no snapshot"));
+    let o = bp(&[
+        "restore",
+        p(&f),
+        "latest",
+        "--to",
+        "/tmp/x-never",
+        "--path",
+        "no/such/*",
+    ]);
+    assert_eq!(code(&o), 6, "{}", err(&o));
+    assert!(
+        !Path::new("/tmp/x-never").exists()
+            || std::fs::read_dir("/tmp/x-never").unwrap().next().is_none()
+    );
+}
+
+#[test]
+fn flipped_byte_fails_full_verify_with_exit_3_naming_pack_and_block() {
+    let f = fixture();
+    assert_eq!(code(&bp(&["backup", p(&f)])), 0);
+    let o = bp(&["--json", "ls", p(&f), "latest", "data/big.bin"]);
+    let ls: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pack_id = ls[0]["pack"].as_str().unwrap().to_string();
+    let pack_file =
+        f.t.path()
+            .join("store/backups/cli/packs")
+            .join(&pack_id[..2])
+            .join(format!("{pack_id}.tar.zst"));
+    let mut bytes = std::fs::read(&pack_file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&pack_file, bytes).unwrap();
+    let o = bp(&["--json", "verify", p(&f), "latest", "--full"]);
+    assert_eq!(code(&o), 3, "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mm = v["mismatches"].as_array().unwrap();
+    let block = mm
+        .iter()
+        .find(|m| m["check"] == "block-md5")
+        .expect("block mismatch");
+    assert_eq!(block["pack"], pack_id.as_str());
+    let expected_block = at / (128 << 10);
+    assert_eq!(block["block"], expected_block);
+    assert!(block["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "data/big.bin"));
+    // Metadata-only verify cannot see it (the size and block list are right).
+    assert_eq!(code(&bp(&["verify", p(&f), "latest", "--metadata"])), 0);
+    // A sample of 100% catches it.
+    assert_eq!(
+        code(&bp(&["verify", p(&f), "latest", "--sample", "100%"])),
+        3
+    );
+}
+
+fn broken(f: &Fixture, from: &str, to: &str) -> (i32, String) {
+    let text = std::fs::read_to_string(&f.pipeline).unwrap();
+    assert!(text.contains(from), "fixture lacks {from:?}");
+    let bad = f.t.path().join("bad.toml");
+    std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+    let o = bp(&["validate", bad.to_str().unwrap()]);
+    (code(&o), err(&o))
+}
+
+#[test]
+fn malformed_pipeline_files_give_located_errors_and_exit_2() {
+    let f = fixture();
+    let o = bp(&["validate", p(&f)]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "[target]",
+            "[target]\ncolour = \"blue\"",
+            &["bad.toml:8:1", "target.colour", "unknown field", "fix:"],
+        ),
+        (
+            "[upload]\n",
+            "[upload]\nconcurrency = \"lots\"\n",
+            &["bad.toml:", "upload.concurrency", "invalid type"],
+        ),
+        (
+            "block_size = \"128KiB\"",
+            "block_size = \"128 furlongs\"",
+            &["upload.block_size", "unknown unit"],
+        ),
+        (
+            "[source]\n",
+            "[source]\nexclude = [\"a/{b\"]\n",
+            &["source.exclude", "invalid glob"],
+        ),
+        (
+            "type = \"fs\"",
+            "type = \"ftp\"",
+            &["source.type", "unknown source type"],
+        ),
+        ("name = \"cli\"", "name = \"cli\"\n[[[", &["bad.toml:"]),
+        (
+            "[target]\nurl = \"",
+            "[target]\nurl = \"${BLOBPIPE_SURELY_UNSET}",
+            &["BLOBPIPE_SURELY_UNSET is not set"],
+        ),
+        (
+            "[compression]\n",
+            "[compression]\nlevel = 99\n",
+            &["compression.level", "1–22"],
+        ),
+    ];
+    for (from, to, wants) in cases {
+        let (c, e) = broken(&f, from, to);
+        assert_eq!(c, 2, "{to}: {e}");
+        for w in *wants {
+            assert!(e.contains(w), "{to}: expected {w:?} in:\n{e}");
+        }
+    }
+    let o = bp(&["validate", "/nonexistent/pipeline.toml"]);
+    assert_eq!(code(&o), 2);
+    assert!(err(&o).contains("/nonexistent/pipeline.toml"));
+    // A config error on backup runs nothing and stores nothing.
+    let bad = f.t.path().join("bad.toml");
+    let o = bp(&["backup", bad.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(!f.t.path().join("store").exists());
+}
+
+#[tokio::test]
+async fn a_second_run_fails_fast_with_exit_5_naming_the_holder() {
+    let f = fixture();
+    let store =
+        blobpipe::store::local::LocalStore::open(&f.t.path().join("store/backups")).unwrap();
+    use blobpipe::store::BlobStore;
+    let lease = store
+        .acquire_lease(
+            "cli/lock",
+            std::time::Duration::from_secs(30),
+            "run exec-7 on host-a",
+        )
+        .await
+        .unwrap();
+    let o = bp(&["backup", p(&f)]);
+    assert_eq!(code(&o), 5, "{}", err(&o));
+    assert!(err(&o).contains("exec-7"), "{}", err(&o));
+    store.release_lease(&lease).await.unwrap();
+    assert_eq!(code(&bp(&["backup", p(&f)])), 0);
+}
