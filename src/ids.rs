@@ -34,9 +34,26 @@ pub fn random_hex(n: usize) -> String {
 /// Time format used at the front of snapshot ids and in stored names.
 pub const TIME_FMT: &str = "%Y%m%dT%H%M%SZ";
 
-/// A new snapshot id for a snapshot created at `at`.
+/// A new snapshot id for a snapshot created at `at` (millisecond precision, so two
+/// snapshots of one pipeline never tie).
 pub fn snapshot_id(at: DateTime<Utc>) -> String {
-    format!("{}-{}", at.format(TIME_FMT), random_hex(4))
+    format!(
+        "{}{:03}Z-{}",
+        at.format("%Y%m%dT%H%M%S"),
+        at.timestamp_subsec_millis(),
+        random_hex(4)
+    )
+}
+
+/// A unique, time-sortable name for a record written at `at` (run records, verify
+/// reports): millisecond time plus a random suffix.
+pub fn stamp(at: DateTime<Utc>) -> String {
+    format!(
+        "{}{:03}Z-{}",
+        at.format("%Y%m%dT%H%M%S"),
+        at.timestamp_subsec_millis(),
+        random_hex(2)
+    )
 }
 
 /// A fresh run id (used when neither `--run-id` nor a Container Apps execution name is given).

@@ -9,12 +9,23 @@
 //!                                                azure)
 //! ```
 //!
-//! [`pipeline::backup`] orchestrates a run; [`cli`] is the command line on top.
+//! [`pipeline::backup`] orchestrates a run; [`catalog`] finds snapshots; [`cli`] is the
+//! command line on top.
 
+pub mod cancel;
+pub mod catalog;
+pub mod cli;
 pub mod error;
+pub mod extract;
 pub mod ids;
+pub mod layout;
+pub mod manifest;
+pub mod pack;
 pub mod pipeline;
+pub mod progress;
+pub mod restore;
 pub mod secret;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,5 +1,9 @@
-//! Pipelines: the checked configuration ([`spec`]) and the orchestration of a run.
+//! Pipelines: the checked configuration ([`spec`]), the run lock ([`lock`]) and the
+//! orchestration of a backup run ([`backup`]).
 
+pub mod backup;
+pub mod lock;
 pub mod spec;
 
+pub use backup::{backup, BackupOptions, BackupReport, RunStatus};
 pub use spec::Pipeline;

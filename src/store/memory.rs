@@ -54,6 +54,7 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     delay: Arc<Mutex<Option<Duration>>>,
     fail_puts_matching: Arc<Mutex<Option<String>>>,
+    fail_commits_matching: Arc<Mutex<Option<String>>>,
     /// Operation counters.
     pub counts: Arc<OpCounts>,
 }
@@ -77,6 +78,7 @@ impl MemoryStore {
             state: Default::default(),
             delay: Default::default(),
             fail_puts_matching: Default::default(),
+            fail_commits_matching: Default::default(),
             counts: Default::default(),
         }
     }
@@ -99,6 +101,12 @@ impl MemoryStore {
     /// Make puts and commits of blobs whose name contains `pattern` fail transiently.
     pub fn fail_writes_containing(&self, pattern: Option<&str>) {
         *self.fail_puts_matching.lock().expect("poisoned") = pattern.map(str::to_string);
+    }
+
+    /// Make block-list commits of blobs whose name contains `pattern` fail transiently
+    /// (staging still works: leaves staged, uncommitted blocks behind).
+    pub fn fail_commits_containing(&self, pattern: Option<&str>) {
+        *self.fail_commits_matching.lock().expect("poisoned") = pattern.map(str::to_string);
     }
 
     /// Overwrite one byte of a committed blob (corruption tests).
@@ -197,6 +205,19 @@ impl BlobStore for MemoryStore {
     ) -> Result<()> {
         self.pause().await;
         self.check_fault(blob)?;
+        if let Some(p) = self
+            .fail_commits_matching
+            .lock()
+            .expect("poisoned")
+            .as_deref()
+        {
+            if blob.contains(p) {
+                return Err(Error::transient(
+                    ErrorKind::Store,
+                    format!("injected fault committing {blob}"),
+                ));
+            }
+        }
         let mut st = self.lock();
         if opts.create_only && st.blobs.contains_key(blob) {
             return Err(Error::new(

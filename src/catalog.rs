@@ -1,0 +1,124 @@
+//! The catalog: which snapshots exist, and finding one by id, prefix or `latest`.
+//!
+//! A snapshot exists iff its manifest exists under `snapshots/`; nothing else is
+//! consulted. Listing reads only the first kilobytes of each manifest (the header line)
+//! and the names of verify reports, so it stays cheap for long histories.
+
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::Layout;
+use crate::manifest::{self, Header, Line, Manifest};
+use crate::store::{list_all, BlobStore};
+
+/// A snapshot as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    /// Snapshot id.
+    pub id: String,
+    /// Manifest header (times, totals, run id).
+    pub header: Header,
+    /// Newest verification outcome: `ok`, `mismatch`, or `unverified`.
+    pub verify_status: String,
+    /// Newest verification mode (metadata, sample, full).
+    pub verify_mode: Option<String>,
+}
+
+/// All snapshot ids of a pipeline, oldest first.
+///
+/// # Errors
+/// Store errors.
+pub async fn snapshot_ids(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = list_all(store, &layout.snapshots())
+        .await?
+        .into_iter()
+        .filter_map(|i| Layout::snapshot_id_of(&i.name).map(str::to_string))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Resolve `latest`, a full id or a unique id prefix.
+///
+/// # Errors
+/// `NotFound` when nothing matches (or the pipeline has no snapshot), `Config` when a
+/// prefix is ambiguous.
+pub async fn resolve(store: &dyn BlobStore, layout: &Layout, spec: &str) -> Result<String> {
+    let ids = snapshot_ids(store, layout).await?;
+    if spec == "latest" {
+        return ids.last().cloned().ok_or_else(|| {
+            Error::not_found("the pipeline has no snapshot yet (run a backup first)")
+        });
+    }
+    if ids.iter().any(|i| i == spec) {
+        return Ok(spec.to_string());
+    }
+    let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(spec)).collect();
+    match matches.len() {
+        1 => Ok(matches[0].clone()),
+        0 => Err(Error::not_found(format!(
+            "no snapshot {spec:?} (list them with `blobpipe snapshots`)"
+        ))),
+        n => Err(Error::config(format!(
+            "snapshot prefix {spec:?} is ambiguous ({n} snapshots match); give more characters"
+        ))),
+    }
+}
+
+/// Load a whole manifest.
+///
+/// # Errors
+/// `NotFound` for a missing snapshot, `Integrity` for a malformed manifest.
+pub async fn load(store: &dyn BlobStore, layout: &Layout, id: &str) -> Result<Manifest> {
+    let bytes = store.get(&layout.snapshot(id), None).await.map_err(|e| {
+        if e.kind() == ErrorKind::NotFound {
+            Error::not_found(format!("snapshot {id} does not exist"))
+        } else {
+            e
+        }
+    })?;
+    Manifest::from_bytes(&bytes).map_err(|e| e.context(format!("snapshot {id}")))
+}
+
+/// List snapshots with their headers and newest verify status, oldest first.
+///
+/// # Errors
+/// Store errors; a manifest whose header cannot be read is an `Integrity` error.
+pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<SnapshotInfo>> {
+    let ids = snapshot_ids(store, layout).await?;
+    let reports = list_all(store, &layout.verify_all()).await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let name = layout.snapshot(&id);
+        let size = store.head(&name).await?.map(|p| p.size).unwrap_or(0);
+        let head = store.get(&name, Some(0..size.min(64 << 10))).await?;
+        let header = match manifest::decode_first(&head) {
+            Ok(Line::Header(h)) => h,
+            Ok(_) | Err(_) => load(store, layout, &id).await?.header,
+        };
+        let pre = layout.verify_reports(&id);
+        let newest = reports
+            .iter()
+            .filter(|r| r.name.starts_with(&pre))
+            .map(|r| &r.name)
+            .max();
+        let (verify_status, verify_mode) = match newest {
+            None => ("unverified".to_string(), None),
+            Some(n) => {
+                let v: serde_json::Value = serde_json::from_slice(&store.get(n, None).await?)?;
+                let ok = v["mismatches"].as_array().is_some_and(|a| a.is_empty());
+                (
+                    if ok { "ok" } else { "mismatch" }.to_string(),
+                    v["mode"].as_str().map(str::to_string),
+                )
+            }
+        };
+        out.push(SnapshotInfo {
+            id,
+            header,
+            verify_status,
+            verify_mode,
+        });
+    }
+    Ok(out)
+}

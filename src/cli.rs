@@ -1,0 +1,540 @@
+//! The command line: arguments in, a report and an exit code out.
+//!
+//! Every command prints a human summary, or one JSON document with `--json`. Exit codes
+//! are part of the interface (see `docs/exit-codes.md`):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the run failed (source, store or internal error); nothing committed |
+//! | 2 | usage or pipeline-file error; nothing run |
+//! | 3 | verification found a mismatch |
+//! | 4 | partial: committed, but some source files could not be read (or kept changing) |
+//! | 5 | another run holds the pipeline's lock |
+//! | 6 | not found: no such snapshot or path |
+//! | 7 | refused: restore would overwrite or escape its target |
+//! | 8 | data is in the Archive tier and must be rehydrated first |
+//! | 130 | cancelled by a signal; resumable with the same `--run-id` |
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::Layout;
+use crate::pipeline::spec::{human, parse_fraction, VerifyMode};
+use crate::pipeline::{BackupOptions, Pipeline, RunStatus};
+use crate::progress::Reporter;
+use crate::{catalog, restore, store, verify};
+
+/// Exit codes.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Run failed.
+    pub const FAILED: i32 = 1;
+    /// Usage or config error.
+    pub const CONFIG: i32 = 2;
+    /// Verification mismatch.
+    pub const MISMATCH: i32 = 3;
+    /// Partial success.
+    pub const PARTIAL: i32 = 4;
+    /// Lock held by another run.
+    pub const LOCKED: i32 = 5;
+    /// Not found.
+    pub const NOT_FOUND: i32 = 6;
+    /// Refused (restore safety).
+    pub const REFUSED: i32 = 7;
+    /// Archived data.
+    pub const ARCHIVED: i32 = 8;
+    /// Cancelled.
+    pub const CANCELLED: i32 = 130;
+}
+
+/// Exit code for an error.
+pub fn exit_code(e: &Error) -> i32 {
+    match e.kind() {
+        ErrorKind::Config => exit::CONFIG,
+        ErrorKind::Integrity => exit::MISMATCH,
+        ErrorKind::Locked => exit::LOCKED,
+        ErrorKind::NotFound => exit::NOT_FOUND,
+        ErrorKind::Refused => exit::REFUSED,
+        ErrorKind::Archived => exit::ARCHIVED,
+        ErrorKind::Cancelled => exit::CANCELLED,
+        _ => exit::FAILED,
+    }
+}
+
+/// blobpipe: backup pipelines into Azure Blob Storage, verified, restorable with standard tools.
+#[derive(Debug, Parser)]
+#[command(name = "blobpipe", version, about)]
+pub struct Cli {
+    /// Print one JSON document instead of a human summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// No progress bar or progress lines.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines (containers, Log Analytics).
+    Json,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a pipeline file; point at the line and key of every problem.
+    Validate {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Run a pipeline: extract → compress → upload → commit → verify.
+    #[command(alias = "run")]
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
+    /// List the entries of a snapshot.
+    Ls {
+        /// Pipeline file.
+        pipeline: PathBuf,
+        /// Snapshot id, unique id prefix, or `latest`.
+        snapshot: String,
+        /// Gitignore-style globs selecting paths.
+        globs: Vec<String>,
+    },
+    /// Check that the store still holds a snapshot exactly.
+    Verify(VerifyArgs),
+    /// Restore a snapshot (or some paths) into a directory.
+    Restore(RestoreArgs),
+}
+
+/// `backup` arguments.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Run id; pass an interrupted run's id to resume it. Defaults to
+    /// `$CONTAINER_APP_JOB_EXECUTION_NAME` when set, else a fresh id.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Skip verification after commit.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Wait for another run of the pipeline to finish instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
+}
+
+/// `verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub snapshot: String,
+    /// Re-read this fraction of blocks and files ("10%" or 0.1).
+    #[arg(long, conflicts_with_all = ["full", "metadata"])]
+    pub sample: Option<String>,
+    /// Re-read everything.
+    #[arg(long, conflicts_with = "metadata")]
+    pub full: bool,
+    /// Check existence, sizes, block lists and Content-MD5 only.
+    #[arg(long)]
+    pub metadata: bool,
+    /// Sampling seed (a report names the seed it used).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `restore` arguments.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub snapshot: String,
+    /// Target directory.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Restore only paths matching these gitignore-style globs (repeatable).
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// Replace existing files in the target.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
+    if json {
+        match serde_json::to_string_pretty(value) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: encoding JSON output: {e}"),
+        }
+    } else {
+        human();
+    }
+}
+
+async fn open(p: &Pipeline) -> Result<store::Store> {
+    store::open(&p.target, &p.retry).await
+}
+
+/// Run a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let json = cli.json;
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            let code = exit_code(&e);
+            if json {
+                let v = serde_json::json!({
+                    "error": e.to_string(),
+                    "kind": format!("{:?}", e.kind()),
+                    "exit_code": code,
+                });
+                println!("{v:#}");
+            }
+            eprintln!("error: {e}");
+            code
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    let json = cli.json;
+    let quiet = cli.quiet || json;
+    match cli.command {
+        Command::Validate { pipeline } => {
+            let p = Pipeline::load(&pipeline)?;
+            let summary = serde_json::json!({
+                "valid": true,
+                "pipeline": p.name,
+                "target": p.target.display_url,
+                "container": p.target.container,
+                "prefix": p.target.prefix,
+                "codec": p.compression.codec,
+                "level": p.compression.level,
+                "partitions": p.partitions.count,
+            });
+            emit(json, &summary, || {
+                println!(
+                    "{}: ok — pipeline {:?} → {} container {} prefix {} ({} level {}, {} partitions)",
+                    pipeline.display(),
+                    p.name,
+                    p.target.display_url,
+                    p.target.container,
+                    p.target.prefix,
+                    p.compression.codec.as_str(),
+                    p.compression.level,
+                    p.partitions.count
+                )
+            });
+            Ok(exit::OK)
+        }
+        Command::Backup(a) => {
+            let p = Pipeline::load(&a.pipeline)?;
+            let store = open(&p).await?;
+            let cancel = crate::cancel::Cancel::new();
+            cancel.on_signals();
+            let reporter = Reporter::start("backup", quiet);
+            let run_id = a.run_id.or_else(|| {
+                std::env::var("CONTAINER_APP_JOB_EXECUTION_NAME")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            });
+            let res = crate::pipeline::backup(
+                &p,
+                store,
+                BackupOptions {
+                    run_id,
+                    no_verify: a.no_verify,
+                    wait_lock: a.wait_lock,
+                    cancel,
+                    counters: Some(reporter.counters.clone()),
+                },
+            )
+            .await;
+            reporter.finish().await;
+            let r = res?;
+            emit(json, &r, || {
+                let t = &r.totals;
+                println!(
+                    "snapshot {} committed: {} files, {} dirs, {} symlinks, {} → {} stored in {} packs",
+                    r.snapshot.as_deref().unwrap_or("-"),
+                    t.files,
+                    t.dirs,
+                    t.symlinks,
+                    human(t.bytes),
+                    human(t.stored_bytes),
+                    t.packs
+                );
+                println!(
+                    "run {}: {} partitions ({} resumed), {} blocks uploaded, {} reused, {} retries",
+                    r.run_id,
+                    r.partitions,
+                    r.partitions_resumed,
+                    r.blocks_staged,
+                    r.blocks_reused,
+                    r.retries
+                );
+                for p in r.problems.iter().take(20) {
+                    println!("unreadable: {}: {}", p.path.display(), p.error);
+                }
+                for p in r.inconsistent.iter().take(20) {
+                    println!("changed while read (stored as last read): {}", p.display());
+                }
+                if let Some(v) = &r.verify {
+                    print_verify(v);
+                }
+                println!("status: {:?}", r.status);
+            });
+            Ok(match r.status {
+                RunStatus::Ok => exit::OK,
+                RunStatus::Partial => exit::PARTIAL,
+                RunStatus::Mismatch => exit::MISMATCH,
+                RunStatus::Cancelled => exit::CANCELLED,
+                RunStatus::Failed => exit::FAILED,
+            })
+        }
+        Command::Snapshots { pipeline } => {
+            let p = Pipeline::load(&pipeline)?;
+            let store = open(&p).await?;
+            let list = catalog::list(&*store, &Layout::new(&p.target.prefix)).await?;
+            emit(json, &list, || {
+                println!(
+                    "{:<28} {:<20} {:>8} {:>11} {:>11} verify",
+                    "id", "time", "files", "bytes", "stored"
+                );
+                for s in &list {
+                    let h = &s.header;
+                    println!(
+                        "{:<28} {:<20} {:>8} {:>11} {:>11} {}{}",
+                        s.id,
+                        h.committed_at.format("%Y-%m-%d %H:%M:%S"),
+                        h.totals.files,
+                        human(h.totals.bytes),
+                        human(h.totals.stored_bytes),
+                        s.verify_status,
+                        s.verify_mode
+                            .as_deref()
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    );
+                }
+                if list.is_empty() {
+                    println!("(no snapshots)");
+                }
+            });
+            Ok(exit::OK)
+        }
+        Command::Ls {
+            pipeline,
+            snapshot,
+            globs,
+        } => {
+            let p = Pipeline::load(&pipeline)?;
+            let store = open(&p).await?;
+            let layout = Layout::new(&p.target.prefix);
+            let id = catalog::resolve(&*store, &layout, &snapshot).await?;
+            let m = catalog::load(&*store, &layout, &id).await?;
+            let matcher = if globs.is_empty() {
+                None
+            } else {
+                let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+                for g in &globs {
+                    b.add_line(None, g)
+                        .map_err(|e| Error::config(format!("invalid glob {g:?}: {e}")))?;
+                }
+                Some(
+                    b.build()
+                        .map_err(|e| Error::config(format!("invalid globs: {e}")))?,
+                )
+            };
+            let entries: Vec<_> = m
+                .entries
+                .iter()
+                .filter(|e| {
+                    matcher.as_ref().is_none_or(|g| {
+                        g.matched_path_or_any_parents(
+                            e.path.to_path(),
+                            e.kind == crate::manifest::EntryKind::Dir,
+                        )
+                        .is_ignore()
+                    })
+                })
+                .collect();
+            if !globs.is_empty() && entries.is_empty() {
+                return Err(Error::not_found(format!(
+                    "no entry of {id} matches {}",
+                    globs.join(", ")
+                )));
+            }
+            emit(json, &entries, || {
+                for e in &entries {
+                    let kind = match e.kind {
+                        crate::manifest::EntryKind::File => '-',
+                        crate::manifest::EntryKind::Dir => 'd',
+                        crate::manifest::EntryKind::Symlink => 'l',
+                    };
+                    let t = chrono::DateTime::from_timestamp(e.mtime, 0)
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_default();
+                    let link = e
+                        .target
+                        .as_ref()
+                        .map(|t| format!(" -> {}", t.display()))
+                        .unwrap_or_default();
+                    println!(
+                        "{kind}{:04o} {:>12} {t} {}{link}",
+                        e.mode,
+                        e.size,
+                        e.path.display()
+                    );
+                }
+            });
+            Ok(exit::OK)
+        }
+        Command::Verify(a) => {
+            let p = Pipeline::load(&a.pipeline)?;
+            let store = open(&p).await?;
+            let layout = Layout::new(&p.target.prefix);
+            let id = catalog::resolve(&*store, &layout, &a.snapshot).await?;
+            let m = catalog::load(&*store, &layout, &id).await?;
+            let mode = if a.full {
+                VerifyMode::Full
+            } else if a.metadata {
+                VerifyMode::Metadata
+            } else if let Some(s) = &a.sample {
+                let f = parse_fraction(s).map_err(Error::config)?;
+                if !(f > 0.0 && f <= 1.0) {
+                    return Err(Error::config(format!(
+                        "--sample must be in (0, 100%], got {s}"
+                    )));
+                }
+                VerifyMode::Sample(f)
+            } else {
+                p.verify.mode
+            };
+            let reporter = Reporter::start("verify", quiet);
+            let res = verify::verify(
+                &store,
+                &layout,
+                &m,
+                mode,
+                a.seed.or(p.verify.seed),
+                &p.upload,
+                Some(reporter.counters.clone()),
+            )
+            .await;
+            reporter.finish().await;
+            let r = res?;
+            emit(json, &r, || print_verify(&r));
+            Ok(if r.ok() { exit::OK } else { exit::MISMATCH })
+        }
+        Command::Restore(a) => {
+            let p = Pipeline::load(&a.pipeline)?;
+            let store = open(&p).await?;
+            let layout = Layout::new(&p.target.prefix);
+            let id = catalog::resolve(&*store, &layout, &a.snapshot).await?;
+            let m = catalog::load(&*store, &layout, &id).await?;
+            let reporter = Reporter::start("restore", quiet);
+            let res = restore::restore(
+                &store,
+                &layout,
+                &m,
+                &restore::RestoreOptions {
+                    to: a.to,
+                    paths: a.paths,
+                    overwrite: a.overwrite,
+                    concurrency: p.upload.concurrency,
+                },
+                Some(reporter.counters.clone()),
+            )
+            .await;
+            reporter.finish().await;
+            let r = res?;
+            emit(json, &r, || {
+                println!(
+                    "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs; every file's SHA-256 checked",
+                    r.snapshot,
+                    r.to.display(),
+                    r.files,
+                    human(r.bytes),
+                    r.dirs,
+                    r.symlinks,
+                    human(r.bytes_fetched),
+                    r.packs_read
+                );
+                for p in r.inconsistent.iter().take(20) {
+                    println!("note: {p} was changing while it was backed up");
+                }
+            });
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn print_verify(v: &verify::VerifyReport) {
+    println!(
+        "verify {} of {}: {} packs, {} blocks and {} files re-read ({}), seed {}{}",
+        v.mode,
+        v.snapshot,
+        v.packs,
+        v.blocks_checked,
+        v.entries_checked,
+        human(v.bytes_read),
+        v.seed,
+        if v.archived_packs_skipped > 0 {
+            format!(
+                ", {} archived packs checked by metadata only",
+                v.archived_packs_skipped
+            )
+        } else {
+            String::new()
+        }
+    );
+    for m in &v.mismatches {
+        println!(
+            "MISMATCH {} in {}{}: {}{}",
+            m.check,
+            m.blob,
+            m.block.map(|b| format!(" block {b}")).unwrap_or_default(),
+            m.detail,
+            if m.paths.is_empty() {
+                String::new()
+            } else {
+                format!(" — affects {}", m.paths.join(", "))
+            }
+        );
+    }
+    println!("verify: {}", if v.ok() { "ok" } else { "MISMATCH" });
+}
+
+/// Install the tracing subscriber for `format` (stderr; `RUST_LOG` filters, default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}

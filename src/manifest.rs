@@ -1,0 +1,504 @@
+//! Manifests and part records: what a snapshot contains and where each byte lives.
+//!
+//! A manifest is gzip-compressed JSON Lines: one [`Header`] line, then one line per
+//! [`PackRecord`], then one line per [`Entry`], entries sorted by path bytes. It is
+//! written **last** and create-only: a snapshot exists iff its manifest exists.
+//!
+//! Part records (`parts/<run-id>/<partition>.jsonl.gz`) use the same line types with a
+//! [`PartHeader`] first: they are the durable result of one partition, merged into the
+//! manifest at commit and used to resume a crashed run.
+//!
+//! Paths are bytes: a UTF-8 path is stored as a JSON string, any other as
+//! `{"b64": "…"}`, so non-UTF-8 names survive the round trip.
+
+use std::io::{BufRead, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::pipeline::spec::Codec;
+use crate::store::Tier;
+
+/// Manifest format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A path as raw bytes, `/`-separated, relative to the source root.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathBytes(pub Vec<u8>);
+
+impl PathBytes {
+    /// Lossy display form.
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+    /// As an OS path (Unix: the exact bytes).
+    pub fn to_path(&self) -> std::path::PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&self.0))
+    }
+}
+
+impl Serialize for PathBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(t) => s.serialize_str(t),
+            Err(_) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("b64", &crate::store::b64(&self.0))?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PathBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            B { b64: String },
+        }
+        match Raw::deserialize(d)? {
+            Raw::S(s) => Ok(PathBytes(s.into_bytes())),
+            Raw::B { b64 } => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map(PathBytes)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}
+
+/// Kind of a stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (stored, never followed).
+    Symlink,
+}
+
+/// One file, directory or symlink of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path relative to the source root.
+    pub path: PathBytes,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Size in bytes (files).
+    #[serde(default)]
+    pub size: u64,
+    /// Permission bits (including setuid/setgid/sticky).
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds part of the modification time.
+    #[serde(default)]
+    pub mtime_nsec: u32,
+    /// Owner uid (recorded; restored only by root).
+    #[serde(default)]
+    pub uid: u32,
+    /// Owner gid.
+    #[serde(default)]
+    pub gid: u32,
+    /// SHA-256 of the content (files), lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Link target (symlinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBytes>,
+    /// Pack holding the entry's tar record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+    /// Uncompressed offset of the entry's tar header in the pack.
+    #[serde(default)]
+    pub offset: u64,
+    /// Uncompressed offset of the entry's data in the pack.
+    #[serde(default)]
+    pub data_offset: u64,
+    /// The file kept changing while read (stored as last read; see the run record).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconsistent: bool,
+}
+
+/// A block of a pack blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// Block id as staged (base64).
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// MD5 of the block, base64.
+    pub md5: String,
+}
+
+/// One pack blob: a tar stream in independent compressed frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRecord {
+    /// Pack id.
+    pub id: String,
+    /// Blob name relative to the pipeline prefix (`packs/ab/ab….tar.zst`).
+    pub blob: String,
+    /// Codec of every frame.
+    pub codec: Codec,
+    /// Compressed size (blob size).
+    pub size: u64,
+    /// Uncompressed (tar) size.
+    pub raw_size: u64,
+    /// MD5 of the whole blob, base64 (its Content-MD5).
+    pub md5: String,
+    /// Access tier at commit.
+    pub tier: Tier,
+    /// Frame table: `[uncompressed offset, compressed offset]` of each frame start.
+    pub frames: Vec<(u64, u64)>,
+    /// Block table in blob order.
+    pub blocks: Vec<BlockRecord>,
+}
+
+impl PackRecord {
+    /// Index of the frame containing uncompressed offset `raw`.
+    pub fn frame_at(&self, raw: u64) -> usize {
+        match self.frames.binary_search_by(|f| f.0.cmp(&raw)) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+
+    /// Compressed byte range of frames `a..=b`.
+    pub fn frames_comp_range(&self, a: usize, b: usize) -> std::ops::Range<u64> {
+        let start = self.frames[a].1;
+        let end = self.frames.get(b + 1).map(|f| f.1).unwrap_or(self.size);
+        start..end
+    }
+
+    /// Uncompressed byte range of frames `a..=b`.
+    pub fn frames_raw_range(&self, a: usize, b: usize) -> std::ops::Range<u64> {
+        let start = self.frames[a].0;
+        let end = self.frames.get(b + 1).map(|f| f.0).unwrap_or(self.raw_size);
+        start..end
+    }
+
+    /// Compressed byte range of block `i`.
+    pub fn block_range(&self, i: usize) -> std::ops::Range<u64> {
+        let start: u64 = self.blocks[..i].iter().map(|b| b.size).sum();
+        start..start + self.blocks[i].size
+    }
+}
+
+/// Totals of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Sum of file sizes.
+    pub bytes: u64,
+    /// Sum of pack sizes (compressed, as stored).
+    pub stored_bytes: u64,
+    /// Number of packs.
+    pub packs: u64,
+    /// Files stored as inconsistent (changed while read).
+    pub inconsistent: u64,
+    /// Files that could not be read (not in the snapshot).
+    pub unreadable: u64,
+}
+
+/// First line of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Format version.
+    pub format: u32,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Snapshot id (starts with its UTC time).
+    pub snapshot: String,
+    /// Run that created it.
+    pub run_id: String,
+    /// Run start.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Commit time.
+    pub committed_at: chrono::DateTime<chrono::Utc>,
+    /// Parent snapshot (incrementals).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// What was backed up (e.g. `fs:/srv/data`).
+    pub source: String,
+    /// Codec of the packs written by this run.
+    pub codec: Codec,
+    /// Totals.
+    pub totals: Totals,
+    /// Paths that could not be read (the snapshot is partial).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<PathBytes>,
+}
+
+/// First line of a part record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartHeader {
+    /// Format version.
+    pub format: u32,
+    /// Run id.
+    pub run_id: String,
+    /// Partition index.
+    pub partition: usize,
+    /// Paths of this partition that could not be read.
+    #[serde(default)]
+    pub unreadable: Vec<PathBytes>,
+    /// Finish time.
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One line of a manifest or part record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Line {
+    /// Manifest header.
+    Header(Header),
+    /// Part record header.
+    Part(PartHeader),
+    /// A pack.
+    Pack(PackRecord),
+    /// An entry.
+    Entry(Entry),
+}
+
+/// A whole manifest in memory.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Header.
+    pub header: Header,
+    /// Packs.
+    pub packs: Vec<PackRecord>,
+    /// Entries sorted by path.
+    pub entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// The pack record with id `id`.
+    pub fn pack(&self, id: &str) -> Option<&PackRecord> {
+        self.packs.iter().find(|p| p.id == id)
+    }
+}
+
+/// Encode lines as gzip JSON Lines.
+///
+/// # Errors
+/// Only on serialization bugs.
+pub fn encode<'a>(lines: impl IntoIterator<Item = &'a Line>) -> Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    for l in lines {
+        serde_json::to_writer(&mut gz, l)
+            .map_err(|e| Error::internal(format!("encoding manifest: {e}")))?;
+        gz.write_all(b"\n")
+            .map_err(|e| Error::internal(format!("encoding manifest: {e}")))?;
+    }
+    gz.finish()
+        .map_err(|e| Error::internal(format!("encoding manifest: {e}")))
+}
+
+/// Decode gzip JSON Lines.
+///
+/// # Errors
+/// `Integrity` if the data is not valid gzip JSON Lines.
+pub fn decode(data: &[u8]) -> Result<Vec<Line>> {
+    let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(data));
+    let mut out = Vec::new();
+    for (i, line) in r.lines().enumerate() {
+        let line =
+            line.map_err(|e| Error::integrity(format!("manifest is not valid gzip: {e}")))?;
+        if line.is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line)
+                .map_err(|e| Error::integrity(format!("manifest line {}: {e}", i + 1)))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Decode just the first line of (possibly truncated) gzip JSON Lines.
+///
+/// # Errors
+/// `Integrity` if no complete first line can be read.
+pub fn decode_first(data: &[u8]) -> Result<Line> {
+    let mut r = flate2::read::MultiGzDecoder::new(data);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = r.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.contains(&b'\n') {
+            break;
+        }
+    }
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    serde_json::from_slice(&buf[..end])
+        .map_err(|e| Error::integrity(format!("manifest header: {e}")))
+}
+
+impl Manifest {
+    /// Parse a manifest blob.
+    ///
+    /// # Errors
+    /// `Integrity` for malformed content, a missing header or unsorted entries.
+    pub fn from_bytes(data: &[u8]) -> Result<Manifest> {
+        let mut header = None;
+        let mut packs = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        for l in decode(data)? {
+            match l {
+                Line::Header(h) => header = Some(h),
+                Line::Pack(p) => packs.push(p),
+                Line::Entry(e) => {
+                    if entries.last().is_some_and(|last| last.path >= e.path) {
+                        return Err(Error::integrity(format!(
+                            "manifest entries not sorted at {}",
+                            e.path.display()
+                        )));
+                    }
+                    entries.push(e)
+                }
+                Line::Part(_) => return Err(Error::integrity("part header inside a manifest")),
+            }
+        }
+        let header = header.ok_or_else(|| Error::integrity("manifest has no header line"))?;
+        if header.format > FORMAT_VERSION {
+            return Err(Error::integrity(format!(
+                "manifest format {} is newer than this blobpipe understands ({FORMAT_VERSION}); upgrade blobpipe",
+                header.format
+            )));
+        }
+        Ok(Manifest {
+            header,
+            packs,
+            entries,
+        })
+    }
+
+    /// Serialize (header, packs, entries).
+    ///
+    /// # Errors
+    /// Only on serialization bugs.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let lines: Vec<Line> = std::iter::once(Line::Header(self.header.clone()))
+            .chain(self.packs.iter().cloned().map(Line::Pack))
+            .chain(self.entries.iter().cloned().map(Line::Entry))
+            .collect();
+        encode(&lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(p: &[u8]) -> Entry {
+        Entry {
+            path: PathBytes(p.to_vec()),
+            kind: EntryKind::File,
+            size: 3,
+            mode: 0o644,
+            mtime: 1,
+            mtime_nsec: 5,
+            uid: 0,
+            gid: 0,
+            sha256: Some("00".into()),
+            target: None,
+            pack: Some("p".into()),
+            offset: 0,
+            data_offset: 512,
+            inconsistent: false,
+        }
+    }
+
+    #[test]
+    fn non_utf8_paths_round_trip() {
+        let lines = vec![
+            Line::Entry(entry(b"a/\xff\xfe.bin")),
+            Line::Entry(entry("ü/ß".as_bytes())),
+        ];
+        let bytes = encode(&lines).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back, lines);
+        let text = String::from_utf8_lossy(&{
+            let mut s = Vec::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .read_to_end(&mut s)
+                .unwrap();
+            s
+        })
+        .into_owned();
+        assert!(text.contains("\"b64\""), "{text}");
+        assert!(text.contains("ü/ß"), "{text}");
+    }
+
+    #[test]
+    fn unsorted_or_headerless_manifest_is_rejected() {
+        let h = Header {
+            format: 1,
+            pipeline: "p".into(),
+            snapshot: "s".into(),
+            run_id: "r".into(),
+            started_at: chrono::Utc::now(),
+            committed_at: chrono::Utc::now(),
+            parent: None,
+            source: "fs:/".into(),
+            codec: Codec::Zstd,
+            totals: Totals::default(),
+            unreadable: vec![],
+        };
+        let bad = encode(&[
+            Line::Header(h.clone()),
+            Line::Entry(entry(b"b")),
+            Line::Entry(entry(b"a")),
+        ])
+        .unwrap();
+        assert!(Manifest::from_bytes(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("not sorted"));
+        let nohdr = encode(&[Line::Entry(entry(b"a"))]).unwrap();
+        assert!(Manifest::from_bytes(&nohdr).is_err());
+        let good = encode(&[Line::Header(h), Line::Entry(entry(b"a"))]).unwrap();
+        assert!(matches!(
+            decode_first(&good[..good.len() / 2 + 10]),
+            Ok(Line::Header(_)) | Err(_)
+        ));
+        assert!(matches!(decode_first(&good).unwrap(), Line::Header(_)));
+    }
+
+    #[test]
+    fn frame_lookup() {
+        let p = PackRecord {
+            id: "x".into(),
+            blob: "b".into(),
+            codec: Codec::Gzip,
+            size: 300,
+            raw_size: 3000,
+            md5: String::new(),
+            tier: Tier::Hot,
+            frames: vec![(0, 0), (1000, 100), (2000, 200)],
+            blocks: vec![],
+        };
+        assert_eq!(p.frame_at(0), 0);
+        assert_eq!(p.frame_at(999), 0);
+        assert_eq!(p.frame_at(1000), 1);
+        assert_eq!(p.frame_at(2999), 2);
+        assert_eq!(p.frames_comp_range(1, 2), 100..300);
+        assert_eq!(p.frames_raw_range(0, 0), 0..1000);
+    }
+}

@@ -1,0 +1,203 @@
+//! Reading packs back: ranged reads of just the frames needed, or a verified stream.
+//!
+//! [`PackCursor`] serves uncompressed byte ranges of one pack by fetching the frames
+//! that hold them (one ranged GET per window) and keeping the last decompressed window,
+//! so entries read in offset order cost one fetch per window, not per entry.
+//! [`BlockStream`] reads a whole pack block by block, checking every block's MD5 as it
+//! goes: the full verifier decompresses it as a stream, in memory of one block.
+//!
+//! Both are synchronous (they run on blocking threads next to the codec work) and reach
+//! the async store through a runtime handle.
+
+use std::io::Read;
+use std::ops::Range;
+
+use crate::error::{Error, Result, ResultExt};
+use crate::manifest::PackRecord;
+use crate::pack::decompress;
+use crate::pipeline::spec::Codec;
+use crate::store::{md5, md5_from_b64, BlobStore};
+
+/// Uncompressed bytes fetched per window at most (unless one frame is larger).
+pub const WINDOW: u64 = 8 << 20;
+
+/// Random access to a pack's uncompressed bytes.
+pub struct PackCursor<'a> {
+    store: &'a dyn BlobStore,
+    rt: tokio::runtime::Handle,
+    blob: String,
+    pack: &'a PackRecord,
+    window: Option<(u64, Vec<u8>)>,
+    /// Compressed bytes fetched so far.
+    pub fetched: u64,
+}
+
+impl<'a> PackCursor<'a> {
+    /// A cursor over `pack`, stored as `blob`.
+    pub fn new(
+        store: &'a dyn BlobStore,
+        rt: tokio::runtime::Handle,
+        blob: String,
+        pack: &'a PackRecord,
+    ) -> Self {
+        Self {
+            store,
+            rt,
+            blob,
+            pack,
+            window: None,
+            fetched: 0,
+        }
+    }
+
+    /// Feed uncompressed bytes `range` to `sink` in order. `hint_end` is how far the
+    /// caller will read soon (the end of the last wanted entry nearby): windows extend up
+    /// to it, at most [`WINDOW`] bytes, so small neighbouring entries share one fetch.
+    ///
+    /// # Errors
+    /// Store errors, `Integrity` if frames do not decompress to their recorded sizes, or
+    /// whatever `sink` returns.
+    pub fn read(
+        &mut self,
+        range: Range<u64>,
+        hint_end: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if range.end > self.pack.raw_size {
+            return Err(Error::integrity(format!(
+                "{}: range {}..{} is past the pack's end ({})",
+                self.blob, range.start, range.end, self.pack.raw_size
+            )));
+        }
+        let mut pos = range.start;
+        while pos < range.end {
+            if let Some((ws, data)) = &self.window {
+                let we = ws + data.len() as u64;
+                if *ws <= pos && pos < we {
+                    let end = range.end.min(we);
+                    sink(&data[(pos - ws) as usize..(end - ws) as usize])?;
+                    pos = end;
+                    continue;
+                }
+            }
+            let want_end = hint_end
+                .max(range.end)
+                .min(pos + WINDOW)
+                .max(pos + 1)
+                .min(self.pack.raw_size);
+            let fa = self.pack.frame_at(pos);
+            let fb = self.pack.frame_at(want_end - 1).max(fa);
+            let comp = self.pack.frames_comp_range(fa, fb);
+            let raw = self.pack.frames_raw_range(fa, fb);
+            let bytes = self
+                .rt
+                .block_on(self.store.get(&self.blob, Some(comp.clone())))
+                .ctx(format!("reading frames {fa}..={fb} of {}", self.blob))?;
+            self.fetched += bytes.len() as u64;
+            let data = decompress(
+                self.pack.codec,
+                &bytes,
+                Some((raw.end - raw.start) as usize),
+            )
+            .ctx(format!("{} frames {fa}..={fb}", self.blob))?;
+            if data.len() as u64 != raw.end - raw.start {
+                return Err(Error::integrity(format!(
+                    "{} frames {fa}..={fb} decompress to {} bytes, the frame table says {}",
+                    self.blob,
+                    data.len(),
+                    raw.end - raw.start
+                )));
+            }
+            self.window = Some((raw.start, data));
+        }
+        Ok(())
+    }
+}
+
+/// A pack read sequentially block by block, each block's MD5 checked.
+pub struct BlockStream<'a> {
+    store: &'a dyn BlobStore,
+    rt: tokio::runtime::Handle,
+    blob: String,
+    pack: &'a PackRecord,
+    next: usize,
+    offset: u64,
+    buf: bytes::Bytes,
+    pos: usize,
+    /// Blocks whose MD5 did not match: (index, actual MD5 base64).
+    pub bad_blocks: Vec<(usize, String)>,
+    /// Compressed bytes read.
+    pub fetched: u64,
+}
+
+impl<'a> BlockStream<'a> {
+    /// A stream over all blocks of `pack`.
+    pub fn new(
+        store: &'a dyn BlobStore,
+        rt: tokio::runtime::Handle,
+        blob: String,
+        pack: &'a PackRecord,
+    ) -> Self {
+        Self {
+            store,
+            rt,
+            blob,
+            pack,
+            next: 0,
+            offset: 0,
+            buf: bytes::Bytes::new(),
+            pos: 0,
+            bad_blocks: Vec::new(),
+            fetched: 0,
+        }
+    }
+}
+
+impl Read for BlockStream<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.next >= self.pack.blocks.len() {
+                return Ok(0);
+            }
+            let b = &self.pack.blocks[self.next];
+            let r = self.offset..self.offset + b.size;
+            let data = self
+                .rt
+                .block_on(self.store.get(&self.blob, Some(r)))
+                .map_err(|e| {
+                    std::io::Error::other(format!(
+                        "reading block {} of {}: {e}",
+                        self.next, self.blob
+                    ))
+                })?;
+            let actual = md5(&data);
+            if md5_from_b64(&b.md5) != Some(actual) {
+                self.bad_blocks
+                    .push((self.next, crate::store::b64(&actual)));
+            }
+            self.fetched += data.len() as u64;
+            self.offset += b.size;
+            self.next += 1;
+            self.buf = data;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A streaming decoder over a compressed reader (all frames, in order).
+///
+/// # Errors
+/// `Internal` if the zstd decoder cannot be created.
+pub fn decoder<'r, R: Read + 'r>(codec: Codec, r: R) -> Result<Box<dyn Read + 'r>> {
+    Ok(match codec {
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Codec::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(r)
+                .map_err(|e| Error::internal(format!("zstd decoder: {e}")))?,
+        ),
+    })
+}
