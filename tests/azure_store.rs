@@ -200,6 +200,37 @@ async fn store_basics_on_azurite() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_on_azurite() {
+    let Some(ep) = support::azurite() else { return };
+    let c = support::unique_container("conf");
+    let s = open_cs(&ep, &c, &fast_opts()).await;
+    // Azure leases last 15–60 s; expiry itself is not waited out here (see
+    // lease_excludes_and_is_taken_over_after_break for the takeover path).
+    blobpipe::store::conformance::run_all_with(
+        &s,
+        "conf-azure",
+        &blobpipe::store::conformance::Options {
+            lease_ttl: Duration::from_secs(15),
+            lease_expiry_ttl: None,
+            instant_rehydrate: true,
+        },
+    )
+    .await;
+    let left = blobpipe::store::list_all(&s, "").await.expect("list");
+    assert!(left.is_empty(), "checks left blobs behind: {left:?}");
+    // The same suite under a root prefix taken from the URL.
+    let s2 = AzureStore::open(
+        &Secret::new(format!("{ep}/{c}/root/dir")),
+        "unused",
+        &fast_opts(),
+        &no_env,
+    )
+    .expect("open");
+    blobpipe::store::conformance::check_list_paging(&s2, "rooted").await;
+    blobpipe::store::conformance::check_stage_commit_roundtrip(&s2, "rooted").await;
+}
+
 #[tokio::test]
 async fn azure_only_properties() {
     let Some(ep) = support::azurite() else { return };
@@ -497,6 +528,31 @@ async fn secrets_never_reach_logs_errors_or_debug() {
             seen.push(format!("{e:?}"));
         }
     }
+    // A network error (nothing listens on port 1) carries the request URL inside the
+    // HTTP client's error; the SAS must be gone from it.
+    let dead = AzureStore::open(
+        &Secret::new(format!(
+            "http://127.0.0.1:1/devstoreaccount1/{c}?{}",
+            sas.expose()
+        )),
+        &c,
+        &AzureOptions {
+            retry: RetryConfig {
+                attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+                budget: Duration::from_secs(5),
+            },
+            io_timeout: Duration::from_secs(2),
+        },
+        &no_env,
+    )
+    .expect("open");
+    let e = dead.get("p/x", None).await.expect_err("refused");
+    assert_eq!(e.kind(), ErrorKind::Store);
+    assert!(e.is_retryable());
+    seen.push(e.to_string());
+    seen.push(format!("{e:?}"));
     // A refused plain-http target and a bad connection string echo nothing secret.
     for bad in [
         format!(
@@ -569,8 +625,8 @@ async fn ten_percent_faults_are_retried_transparently() {
         &no_env,
     )
     .expect("open");
-    for i in 0..6 {
-        roundtrip(&s, &format!("p/packs/f{i}")).await;
+    for i in 0..25 {
+        roundtrip(&s, &format!("p/packs/f{i:02}")).await;
     }
     let lease = s
         .acquire_lease("p/lock", Duration::from_secs(15), "faulty run")
@@ -581,24 +637,65 @@ async fn ten_percent_faults_are_retried_transparently() {
     let all = blobpipe::store::list_all(&s, "p/packs/")
         .await
         .expect("list");
-    assert_eq!(all.len(), 12);
-    let faulted = proxy
-        .stats
-        .faulted
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(faulted > 0, "the proxy injected nothing");
+    assert_eq!(all.len(), 50);
+    let stats = &proxy.stats;
+    let faulted = stats.faulted.load(std::sync::atomic::Ordering::Relaxed);
+    let kinds = stats.kinds();
+    assert!(kinds.len() >= 4, "too few fault kinds exercised: {kinds:?}");
     assert!(
-        s.retries() > 0,
-        "faults were injected but no retry was counted"
-    );
-    eprintln!(
-        "requests {} faulted {faulted} retries {}",
-        proxy
-            .stats
-            .requests
-            .load(std::sync::atomic::Ordering::Relaxed),
+        s.retries() >= faulted,
+        "{faulted} faults injected but only {} retries counted",
         s.retries()
     );
+    eprintln!(
+        "requests {} faulted {faulted} ({kinds:?}) retries {}",
+        stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+        s.retries()
+    );
+}
+
+#[tokio::test]
+async fn truncated_and_reset_responses_are_retried() {
+    let Some(ep) = support::azurite() else { return };
+    let c = support::unique_container("trunc");
+    drop(open_cs(&ep, &c, &fast_opts()).await);
+    let cfg = FaultConfig {
+        rate: 0.3,
+        seed: 11,
+        kinds: vec![Fault::Truncate, Fault::ResetAfterForward],
+        stall: Duration::from_secs(1),
+    };
+    let proxy = FaultProxy::start(upstream_of(&ep), cfg)
+        .await
+        .expect("proxy");
+    let s = AzureStore::open(
+        &Secret::new(support::azurite_connection_string(
+            &proxy.endpoint("devstoreaccount1"),
+        )),
+        &c,
+        &fast_opts(),
+        &no_env,
+    )
+    .expect("open");
+    for i in 0..6 {
+        roundtrip(&s, &format!("p/t{i}")).await;
+    }
+    // Create-only writes whose first attempt succeeded but whose answer was lost: the
+    // retry meets the blob and still reports success.
+    for i in 0..6 {
+        let name = format!("p/t{i}.manifest");
+        let _ = s
+            .put(&name, Bytes::from_static(b"m"), true)
+            .await
+            .expect("put");
+    }
+    let listed = blobpipe::store::list_all(&s, "p/").await.expect("list");
+    assert_eq!(listed.len(), 18);
+    assert_eq!(
+        proxy.stats.kinds(),
+        vec![Fault::ResetAfterForward, Fault::Truncate]
+    );
+    assert!(s.retries() > 0);
 }
 
 #[tokio::test]

@@ -84,6 +84,18 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// Requests faulted.
     pub faulted: AtomicU64,
+    /// Kinds injected, in order.
+    pub injected: Mutex<Vec<Fault>>,
+}
+
+impl Stats {
+    /// Distinct fault kinds injected so far.
+    pub fn kinds(&self) -> Vec<Fault> {
+        let mut k = self.injected.lock().expect("poisoned").clone();
+        k.sort_by_key(|f| *f as u8);
+        k.dedup();
+        k
+    }
 }
 
 /// A running proxy; stops when dropped.
@@ -187,8 +199,9 @@ async fn serve(
     let r = mix(cfg.seed ^ mix(n));
     let faulted = !cfg.kinds.is_empty() && ((r >> 11) as f64 / (1u64 << 53) as f64) < cfg.rate;
     let fault = faulted.then(|| cfg.kinds[(mix(r) % cfg.kinds.len() as u64) as usize]);
-    if fault.is_some() {
+    if let Some(f) = fault {
         stats.faulted.fetch_add(1, Ordering::Relaxed);
+        stats.injected.lock().expect("poisoned").push(f);
     }
     let mut sock = client.into_inner();
     let status = |code: &str, reason: &str, retry_after: bool| {
