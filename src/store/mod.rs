@@ -12,6 +12,7 @@
 //! Blob names are `/`-separated relative names (`<prefix>/packs/ab/ab12….tar.zst`); the
 //! store does not interpret them beyond listing by prefix.
 
+pub mod azure;
 pub mod conformance;
 pub mod local;
 pub mod memory;
@@ -241,7 +242,6 @@ pub type Store = Arc<dyn BlobStore>;
 /// # Errors
 /// `Config` for an unusable location, `Store` when the backend cannot be reached.
 pub async fn open(target: &TargetConfig, retry: &RetryConfig) -> Result<Store> {
-    let _ = retry;
     match &target.location {
         StoreLocation::Local(dir) => {
             let s: Store = Arc::new(local::LocalStore::open(&dir.join(&target.container))?);
@@ -251,10 +251,20 @@ pub async fn open(target: &TargetConfig, retry: &RetryConfig) -> Result<Store> {
             "{name}/{}",
             target.container
         )))),
-        StoreLocation::Azure(_) => Err(crate::Error::config(format!(
-            "{}: the Azure backend is not built yet",
-            target.display_url
-        ))),
+        StoreLocation::Azure(loc) => {
+            let opts = azure::AzureOptions {
+                retry: *retry,
+                ..Default::default()
+            };
+            let s = azure::AzureStore::open(
+                loc,
+                &target.container,
+                &opts,
+                &azure::credential::process_env,
+            )?;
+            s.ensure_container().await?;
+            Ok(Arc::new(s))
+        }
     }
 }
 
