@@ -3,6 +3,8 @@
 use clap::Parser;
 
 fn main() {
+    // One TLS provider for every HTTP client in the process (Azure SDK, webhooks).
+    blobpipe::store::azure::client::ensure_tls_provider();
     let cli = blobpipe::cli::Cli::parse();
     blobpipe::cli::init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()

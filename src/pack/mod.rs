@@ -258,7 +258,8 @@ impl<S: BlockSink> PackWriter<S> {
     fn seal_full_blocks(&mut self, last: bool) -> Result<()> {
         loop {
             let size = self.sizer.size_for(self.blocks.len());
-            if self.pending.len() < size && !(last && !self.pending.is_empty()) {
+            let flush_rest = last && !self.pending.is_empty();
+            if self.pending.len() < size && !flush_rest {
                 return Ok(());
             }
             let take = size.min(self.pending.len());

@@ -390,8 +390,8 @@ async fn run(
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let plan = Arc::new(plan);
     let mut tasks = tokio::task::JoinSet::new();
-    for idx in 0..plan.partitions.len() {
-        if done[idx].is_some() {
+    for (idx, finished) in done.iter().enumerate() {
+        if finished.is_some() {
             continue;
         }
         let (ctx, sem, plan, failing) = (ctx.clone(), sem.clone(), plan.clone(), failing.clone());
