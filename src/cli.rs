@@ -122,6 +122,24 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore a snapshot (or some paths) into a directory.
     Restore(RestoreArgs),
+    /// Credentials: which one the chain picks for a pipeline's target, and what it can do.
+    Auth {
+        /// The auth command.
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+/// `auth` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Print the credential chosen for the pipeline's Azure target and whether it can
+    /// list and write the container (a probe blob is written and deleted). Never prints
+    /// a secret.
+    Check {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
 }
 
 /// `backup` arguments.
@@ -446,6 +464,29 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let r = res?;
             emit(json, &r, || print_verify(&r));
             Ok(if r.ok() { exit::OK } else { exit::MISMATCH })
+        }
+        Command::Auth {
+            command: AuthCommand::Check { pipeline },
+        } => {
+            let p = Pipeline::load(&pipeline)?;
+            let r = store::azure::auth_check(&p.target, &p.retry).await?;
+            emit(json, &r, || {
+                println!("target:     {}", r.target);
+                println!("credential: {} (from {})", r.credential, r.source);
+                for t in &r.tried {
+                    println!("  skipped:  {t}");
+                }
+                let yes_no = |ok: bool, err: &Option<String>| {
+                    if ok {
+                        "yes".to_string()
+                    } else {
+                        format!("NO — {}", err.as_deref().unwrap_or("unknown error"))
+                    }
+                };
+                println!("can list:   {}", yes_no(r.can_list, &r.list_error));
+                println!("can write:  {}", yes_no(r.can_write, &r.write_error));
+            });
+            Ok(if r.ok() { exit::OK } else { exit::FAILED })
         }
         Command::Restore(a) => {
             let p = Pipeline::load(&a.pipeline)?;
