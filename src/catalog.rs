@@ -65,6 +65,59 @@ pub async fn resolve(store: &dyn BlobStore, layout: &Layout, spec: &str) -> Resu
     }
 }
 
+/// The time a snapshot id starts with (its run's start, UTC).
+pub fn id_time(id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    // 20261122T033530710Z-…: seconds, then milliseconds.
+    let secs = chrono::NaiveDateTime::parse_from_str(id.get(..15)?, "%Y%m%dT%H%M%S").ok()?;
+    let ms: i64 = id.get(15..18)?.parse().ok()?;
+    Some(secs.and_utc() + chrono::Duration::milliseconds(ms))
+}
+
+/// Parse a point in time: RFC 3339 (`2026-11-20T00:00:00Z`, offsets allowed), or
+/// `2026-11-20T00:00Z`, `2026-11-20 00:00`, `2026-11-20` (UTC).
+///
+/// # Errors
+/// `Config` naming the accepted forms.
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let t = s.trim().trim_end_matches('Z');
+    for f in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(n) = chrono::NaiveDateTime::parse_from_str(t, f) {
+            return Ok(n.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    Err(Error::config(format!(
+        "invalid time {s:?}: use RFC 3339 like 2026-11-20T00:00:00Z, or 2026-11-20T00:00Z, or 2026-11-20 (UTC)"
+    )))
+}
+
+/// The newest snapshot taken at or before `at`.
+///
+/// # Errors
+/// `NotFound` when every snapshot is newer (or there is none).
+pub async fn resolve_at(
+    store: &dyn BlobStore,
+    layout: &Layout,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<String> {
+    snapshot_ids(store, layout)
+        .await?
+        .into_iter()
+        .filter(|id| id_time(id).is_some_and(|t| t <= at))
+        .next_back()
+        .ok_or_else(|| Error::not_found(format!("no snapshot at or before {}", at.to_rfc3339())))
+}
+
 /// Load a whole manifest.
 ///
 /// # Errors

@@ -113,10 +113,21 @@ pub enum Command {
     Ls {
         /// Pipeline file.
         pipeline: PathBuf,
-        /// Snapshot id, unique id prefix, or `latest`.
-        snapshot: String,
-        /// Gitignore-style globs selecting paths.
+        /// Which snapshot.
+        #[command(flatten)]
+        sel: SnapshotSel,
+        /// Gitignore-style globs selecting paths (repeatable).
+        #[arg(long = "path")]
         globs: Vec<String>,
+    },
+    /// Paths added, changed and removed between two snapshots.
+    Diff {
+        /// Pipeline file.
+        pipeline: PathBuf,
+        /// The older snapshot (id, prefix or `latest`).
+        from: String,
+        /// The newer snapshot (id, prefix or `latest`).
+        to: String,
     },
     /// Check that the store still holds a snapshot exactly.
     Verify(VerifyArgs),
@@ -157,6 +168,29 @@ pub struct BackupArgs {
     /// Wait for another run of the pipeline to finish instead of failing.
     #[arg(long)]
     pub wait_lock: bool,
+    /// Read everything (a full backup), even if an incremental is possible.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Which snapshot: an id, a unique id prefix, `latest`, or `--at TIME`.
+#[derive(Debug, Args)]
+pub struct SnapshotSel {
+    /// Snapshot id, unique id prefix, or `latest` (default).
+    pub snapshot: Option<String>,
+    /// The newest snapshot taken at or before this time (RFC 3339, or 2026-11-20T00:00Z, UTC).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub at: Option<String>,
+}
+
+impl SnapshotSel {
+    async fn resolve(&self, store: &dyn store::BlobStore, layout: &Layout) -> Result<String> {
+        match (&self.snapshot, &self.at) {
+            (_, Some(at)) => catalog::resolve_at(store, layout, catalog::parse_time(at)?).await,
+            (Some(s), None) => catalog::resolve(store, layout, s).await,
+            (None, None) => catalog::resolve(store, layout, "latest").await,
+        }
+    }
 }
 
 /// `verify` arguments.
@@ -164,8 +198,9 @@ pub struct BackupArgs {
 pub struct VerifyArgs {
     /// Pipeline file.
     pub pipeline: PathBuf,
-    /// Snapshot id, unique id prefix, or `latest`.
-    pub snapshot: String,
+    /// Which snapshot.
+    #[command(flatten)]
+    pub sel: SnapshotSel,
     /// Re-read this fraction of blocks and files ("10%" or 0.1).
     #[arg(long, conflicts_with_all = ["full", "metadata"])]
     pub sample: Option<String>,
@@ -185,8 +220,9 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     /// Pipeline file.
     pub pipeline: PathBuf,
-    /// Snapshot id, unique id prefix, or `latest`.
-    pub snapshot: String,
+    /// Which snapshot.
+    #[command(flatten)]
+    pub sel: SnapshotSel,
     /// Target directory.
     #[arg(long)]
     pub to: PathBuf,
@@ -283,6 +319,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                     run_id,
                     no_verify: a.no_verify,
                     wait_lock: a.wait_lock,
+                    full: a.full,
                     cancel,
                     counters: Some(reporter.counters.clone()),
                 },
@@ -293,7 +330,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             emit(json, &r, || {
                 let t = &r.totals;
                 println!(
-                    "snapshot {} committed: {} files, {} dirs, {} symlinks, {} → {} stored in {} packs",
+                    "{} snapshot {} committed: {} files, {} dirs, {} symlinks, {} → {} stored in {} packs",
+                    r.kind,
                     r.snapshot.as_deref().unwrap_or("-"),
                     t.files,
                     t.dirs,
@@ -311,6 +349,20 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                     r.blocks_reused,
                     r.retries
                 );
+                if let Some(c) = &r.changes {
+                    println!(
+                        "changes: {} new ({}), {} changed ({}), {} unchanged ({}), {} deleted ({}); {} files read",
+                        c.new,
+                        human(c.new_bytes),
+                        c.changed,
+                        human(c.changed_bytes),
+                        c.unchanged,
+                        human(c.unchanged_bytes),
+                        c.deleted,
+                        human(c.deleted_bytes),
+                        r.files_read
+                    );
+                }
                 for p in r.problems.iter().take(20) {
                     println!("unreadable: {}: {}", p.path.display(), p.error);
                 }
@@ -361,15 +413,49 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             });
             Ok(exit::OK)
         }
+        Command::Diff { pipeline, from, to } => {
+            let p = Pipeline::load(&pipeline)?;
+            let store = open(&p).await?;
+            let layout = Layout::new(&p.target.prefix);
+            let a = catalog::load(
+                &*store,
+                &layout,
+                &catalog::resolve(&*store, &layout, &from).await?,
+            )
+            .await?;
+            let b = catalog::load(
+                &*store,
+                &layout,
+                &catalog::resolve(&*store, &layout, &to).await?,
+            )
+            .await?;
+            let d = crate::manifest::diff(&a.entries, &b.entries);
+            emit(json, &d, || {
+                for (sign, list) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
+                    for p in list {
+                        println!("{sign} {p}");
+                    }
+                }
+                println!(
+                    "{} added, {} changed, {} removed ({} → {})",
+                    d.added.len(),
+                    d.changed.len(),
+                    d.removed.len(),
+                    a.header.snapshot,
+                    b.header.snapshot
+                );
+            });
+            Ok(exit::OK)
+        }
         Command::Ls {
             pipeline,
-            snapshot,
+            sel,
             globs,
         } => {
             let p = Pipeline::load(&pipeline)?;
             let store = open(&p).await?;
             let layout = Layout::new(&p.target.prefix);
-            let id = catalog::resolve(&*store, &layout, &snapshot).await?;
+            let id = sel.resolve(&*store, &layout).await?;
             let m = catalog::load(&*store, &layout, &id).await?;
             let matcher = if globs.is_empty() {
                 None
@@ -432,7 +518,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let p = Pipeline::load(&a.pipeline)?;
             let store = open(&p).await?;
             let layout = Layout::new(&p.target.prefix);
-            let id = catalog::resolve(&*store, &layout, &a.snapshot).await?;
+            let id = a.sel.resolve(&*store, &layout).await?;
             let m = catalog::load(&*store, &layout, &id).await?;
             let mode = if a.full {
                 VerifyMode::Full
@@ -492,7 +578,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let p = Pipeline::load(&a.pipeline)?;
             let store = open(&p).await?;
             let layout = Layout::new(&p.target.prefix);
-            let id = catalog::resolve(&*store, &layout, &a.snapshot).await?;
+            let id = a.sel.resolve(&*store, &layout).await?;
             let m = catalog::load(&*store, &layout, &id).await?;
             let reporter = Reporter::start("restore", quiet);
             let res = restore::restore(

@@ -45,6 +45,19 @@ pub fn snapshot_id(at: DateTime<Utc>) -> String {
     )
 }
 
+/// The snapshot id of run `run_id` planned at `at`: deterministic, so every attempt of
+/// one run commits under the same name and a rerun of a committed run finds it.
+pub fn snapshot_id_for(at: DateTime<Utc>, run_id: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(run_id.as_bytes());
+    format!(
+        "{}{:03}Z-{}",
+        at.format("%Y%m%dT%H%M%S"),
+        at.timestamp_subsec_millis(),
+        hex::encode(&h[..4])
+    )
+}
+
 /// A unique, time-sortable name for a record written at `at` (run records, verify
 /// reports): millisecond time plus a random suffix.
 pub fn stamp(at: DateTime<Utc>) -> String {
@@ -59,11 +72,6 @@ pub fn stamp(at: DateTime<Utc>) -> String {
 /// A fresh run id (used when neither `--run-id` nor a Container Apps execution name is given).
 pub fn run_id(at: DateTime<Utc>) -> String {
     format!("run-{}-{}", at.format(TIME_FMT), random_hex(4))
-}
-
-/// A fresh pack id (32 hex characters).
-pub fn pack_id() -> String {
-    random_hex(16)
 }
 
 /// Whether `s` is safe as one path segment of a stored name (run ids come from users).
@@ -86,7 +94,9 @@ mod tests {
         let b = snapshot_id("2026-01-02T00:00:00Z".parse().unwrap());
         assert!(a < b);
         assert_ne!(random_hex(8), random_hex(8));
-        assert_eq!(pack_id().len(), 32);
+        let t = "2026-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(snapshot_id_for(t, "r1"), snapshot_id_for(t, "r1"));
+        assert_ne!(snapshot_id_for(t, "r1"), snapshot_id_for(t, "r2"));
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub struct Entry {
     /// Nanoseconds part of the modification time.
     #[serde(default)]
     pub mtime_nsec: u32,
-    /// Owner uid (recorded; restored only by root).
+    /// Owner uid (recorded; restore does not change ownership).
     #[serde(default)]
     pub uid: u32,
     /// Owner gid.
@@ -126,6 +126,24 @@ pub struct Entry {
     /// The file kept changing while read (stored as last read; see the run record).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inconsistent: bool,
+    /// Inode at backup time (change detection for incrementals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    /// Status-change time (seconds) at backup time (change detection for incrementals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime: Option<i64>,
+}
+
+impl Entry {
+    /// Same kind, size, content hash, mode, mtime and link target (location may differ).
+    pub fn same_as(&self, other: &Entry) -> bool {
+        self.kind == other.kind
+            && self.size == other.size
+            && self.sha256 == other.sha256
+            && self.mode == other.mode
+            && (self.mtime, self.mtime_nsec) == (other.mtime, other.mtime_nsec)
+            && self.target == other.target
+    }
 }
 
 /// A block of a pack blob.
@@ -240,6 +258,118 @@ pub struct Header {
     /// Paths that could not be read (the snapshot is partial).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<PathBytes>,
+    /// Incrementals since the last full backup (0: this snapshot is a full).
+    #[serde(default)]
+    pub chain: u32,
+    /// Start time of the full backup this snapshot's chain began with.
+    #[serde(default)]
+    pub full_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What changed against the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
+}
+
+/// Entries and bytes that were new, changed, unchanged or deleted against the parent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// Entries not in the parent.
+    pub new: u64,
+    /// Bytes of new files.
+    pub new_bytes: u64,
+    /// Entries in the parent whose content or metadata changed.
+    pub changed: u64,
+    /// Bytes of changed files.
+    pub changed_bytes: u64,
+    /// Entries equal to the parent's.
+    pub unchanged: u64,
+    /// Bytes of unchanged files.
+    pub unchanged_bytes: u64,
+    /// Entries of the parent no longer in the source.
+    pub deleted: u64,
+    /// Bytes of deleted files.
+    pub deleted_bytes: u64,
+}
+
+impl Changes {
+    /// Compare a new, path-sorted entry list with its parent's. An entry is unchanged
+    /// when kind, size, content hash, mode, mtime and link target are equal.
+    pub fn between(parent: &[Entry], new: &[Entry]) -> Changes {
+        let mut c = Changes::default();
+        let (mut i, mut j) = (0, 0);
+        while i < parent.len() || j < new.len() {
+            let ord = match (parent.get(i), new.get(j)) {
+                (Some(a), Some(b)) => a.path.cmp(&b.path),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match ord {
+                std::cmp::Ordering::Less => {
+                    c.deleted += 1;
+                    c.deleted_bytes += parent[i].size;
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    c.new += 1;
+                    c.new_bytes += new[j].size;
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    if parent[i].same_as(&new[j]) {
+                        c.unchanged += 1;
+                        c.unchanged_bytes += new[j].size;
+                    } else {
+                        c.changed += 1;
+                        c.changed_bytes += new[j].size;
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Paths that differ between two snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    /// In `to` only.
+    pub added: Vec<String>,
+    /// In both, with different kind, size, content, mode, mtime or link target.
+    pub changed: Vec<String>,
+    /// In `from` only.
+    pub removed: Vec<String>,
+}
+
+/// Compare two path-sorted entry lists by streaming both.
+pub fn diff(from: &[Entry], to: &[Entry]) -> Diff {
+    let mut d = Diff::default();
+    let (mut i, mut j) = (0, 0);
+    while i < from.len() || j < to.len() {
+        match (from.get(i), to.get(j)) {
+            (Some(a), Some(b)) if a.path == b.path => {
+                if !a.same_as(b) {
+                    d.changed.push(b.path.display());
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.path < b.path => {
+                d.removed.push(a.path.display());
+                i += 1;
+            }
+            (Some(a), None) => {
+                d.removed.push(a.path.display());
+                i += 1;
+            }
+            (_, Some(b)) => {
+                d.added.push(b.path.display());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    d
 }
 
 /// First line of a part record.
@@ -422,6 +552,8 @@ mod tests {
             offset: 0,
             data_offset: 512,
             inconsistent: false,
+            ino: None,
+            ctime: None,
         }
     }
 
@@ -460,6 +592,9 @@ mod tests {
             codec: Codec::Zstd,
             totals: Totals::default(),
             unreadable: vec![],
+            chain: 0,
+            full_at: None,
+            changes: None,
         };
         let bad = encode(&[
             Line::Header(h.clone()),

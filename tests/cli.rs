@@ -64,7 +64,7 @@ fn backup_list_verify_restore_with_json() {
     assert_eq!(list[0]["verify_status"], "ok");
     assert_eq!(list[0]["header"]["totals"]["files"], r["totals"]["files"]);
 
-    let o = bp(&["--json", "ls", p(&f), &snap[..12], "docs/**"]);
+    let o = bp(&["--json", "ls", p(&f), &snap[..12], "--path", "docs/**"]);
     assert_eq!(code(&o), 0, "{}", err(&o));
     let ls: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(ls
@@ -128,7 +128,7 @@ fn backup_list_verify_restore_with_json() {
 fn flipped_byte_fails_full_verify_with_exit_3_naming_pack_and_block() {
     let f = fixture();
     assert_eq!(code(&bp(&["backup", p(&f)])), 0);
-    let o = bp(&["--json", "ls", p(&f), "latest", "data/big.bin"]);
+    let o = bp(&["--json", "ls", p(&f), "latest", "--path", "data/big.bin"]);
     let ls: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let pack_id = ls[0]["pack"].as_str().unwrap().to_string();
     let pack_file =

@@ -7,7 +7,8 @@
 //! directories are kept only when they match or hold something taken.
 //!
 //! Nothing unreadable is skipped silently: every directory or file that cannot be read is
-//! reported as a [`Problem`] by path, and the run becomes partial.
+//! reported as a [`Problem`] by path, and the run becomes partial. Sockets, FIFOs and
+//! devices are not backed up (like GNU tar's default); each is logged.
 
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
@@ -105,11 +106,11 @@ fn matcher(root: &Path, globs: &[String]) -> Result<Option<Gitignore>> {
 /// the plan instead.
 pub fn plan(cfg: &FsSourceConfig, count: usize) -> Result<Plan> {
     let root = &cfg.root;
+    // A missing root is a failed run (exit 1), not a "not found" lookup (exit 6).
     let meta = std::fs::metadata(root).map_err(|e| {
-        Error::io(
+        Error::new(
             ErrorKind::Source,
-            format!("source root {}", root.display()),
-            e,
+            format!("cannot read source root {}: {e}", root.display()),
         )
     })?;
     if !meta.is_dir() {
@@ -158,7 +159,13 @@ pub fn plan(cfg: &FsSourceConfig, count: usize) -> Result<Plan> {
                 }
             };
             let st = Stat::from_meta(&m);
-            let Some(kind) = st.kind else { continue };
+            let Some(kind) = st.kind else {
+                tracing::info!(
+                    "skipping special file (socket, fifo or device): {}",
+                    rel.display()
+                );
+                continue;
+            };
             let is_dir = kind == EntryKind::Dir;
             if exclude
                 .as_ref()
@@ -207,9 +214,15 @@ pub fn plan(cfg: &FsSourceConfig, count: usize) -> Result<Plan> {
     kept.sort_by(|a, b| a.path.cmp(&b.path));
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Plan {
-        source: format!("fs:{}", root.display()),
+        source: format!(
+            "fs:{}",
+            root.canonicalize()
+                .unwrap_or_else(|_| root.clone())
+                .display()
+        ),
         partitions: partition(kept, count),
         problems,
+        ..Plan::default()
     })
 }
 
@@ -265,7 +278,7 @@ mod tests {
     #[test]
     fn missing_root_is_a_source_error() {
         let e = plan(&cfg(Path::new("/nonexistent/blobpipe"), &[], &[]), 1).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.kind(), ErrorKind::Source);
         assert!(e.to_string().contains("/nonexistent/blobpipe"));
     }
 }

@@ -6,7 +6,7 @@
 //! manifest, and balancing by size keeps the compressing workers equally busy.
 //! Partitions are the unit of parallelism, of retry and of resume.
 //!
-//! The plan is stored with the run (`parts/<run-id>/plan.jsonl.gz`), so a resumed run
+//! The plan is stored with the run (`parts/<run-id>/plan.json.gz`), so a resumed run
 //! works through exactly the partitions the first attempt planned.
 
 pub mod fs;
@@ -45,6 +45,21 @@ pub struct Plan {
     pub partitions: Vec<Vec<PlannedEntry>>,
     /// Entries that could not even be listed.
     pub problems: Vec<Problem>,
+    /// When the run that made this plan started (names its snapshot).
+    #[serde(default)]
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Newest snapshot when the plan was made (the incremental parent if `reuse`).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Reuse unchanged entries of `parent` (an incremental) instead of reading them.
+    #[serde(default)]
+    pub reuse: bool,
+    /// Incrementals since the last full, counting this run.
+    #[serde(default)]
+    pub chain: u32,
+    /// Start of the full backup this run's chain began with.
+    #[serde(default)]
+    pub full_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Plan {

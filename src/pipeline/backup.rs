@@ -74,6 +74,8 @@ pub struct BackupOptions {
     pub no_verify: bool,
     /// Wait for the run lock instead of failing fast.
     pub wait_lock: bool,
+    /// Read everything (a full backup) even if an incremental is possible.
+    pub full: bool,
     /// Cancellation.
     pub cancel: Cancel,
     /// Progress counters to update.
@@ -93,6 +95,8 @@ pub struct Stats {
     pub blocks_reused: AtomicU64,
     /// Partition attempts retried after a transient failure.
     pub partition_retries: AtomicU64,
+    /// Files opened and read by this attempt (incrementals read only what changed).
+    pub files_read: AtomicU64,
 }
 
 /// What a backup run reports (also stored as the run record).
@@ -112,6 +116,14 @@ pub struct BackupReport {
     pub finished_at: DateTime<Utc>,
     /// Totals of the snapshot.
     pub totals: Totals,
+    /// `full` or `incremental`.
+    pub kind: String,
+    /// Parent snapshot an incremental reused entries from.
+    pub parent: Option<String>,
+    /// New, changed, unchanged and deleted entries against the newest earlier snapshot.
+    pub changes: Option<manifest::Changes>,
+    /// Files this attempt opened and read.
+    pub files_read: u64,
     /// Partitions planned.
     pub partitions: usize,
     /// Partitions taken from an earlier attempt of this run.
@@ -151,6 +163,8 @@ struct Ctx {
     counters: Arc<Counters>,
     stats: Arc<Stats>,
     rt: tokio::runtime::Handle,
+    /// The incremental parent, when unchanged entries may be reused.
+    reuse: Option<Arc<Manifest>>,
 }
 
 /// The result of one partition (what its part record holds).
@@ -188,7 +202,17 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
         &opts.cancel,
     )
     .await?;
-    let result = run(p, store.clone(), &layout, &run_id, started_at, &opts).await;
+    let mut result = run(p, store.clone(), &layout, &run_id, started_at, &opts).await;
+    if lock.lost() {
+        if let Err(e) = &result {
+            if e.kind() == ErrorKind::Cancelled {
+                result = Err(Error::new(
+                    ErrorKind::Locked,
+                    "the run lock could not be renewed, so the run stopped before committing (rerun with the same --run-id to resume)",
+                ));
+            }
+        }
+    }
     lock.release().await;
     let mut report = match result {
         Ok(r) => r,
@@ -206,6 +230,10 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
                 started_at,
                 finished_at: Utc::now(),
                 totals: Totals::default(),
+                kind: String::new(),
+                parent: None,
+                changes: None,
+                files_read: 0,
                 partitions: 0,
                 partitions_resumed: 0,
                 blocks_staged: 0,
@@ -243,6 +271,8 @@ async fn load_or_make_plan(
     store: &Store,
     layout: &Layout,
     run_id: &str,
+    started_at: DateTime<Utc>,
+    full: bool,
 ) -> Result<(Plan, bool)> {
     let name = layout.plan(run_id);
     match store.get(&name, None).await {
@@ -256,11 +286,45 @@ async fn load_or_make_plan(
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e.context(format!("reading plan {name}"))),
     }
+    // Incremental or full: decided once per run and stored with the plan, so every
+    // attempt of the run agrees.
+    let latest = match crate::catalog::resolve(&**store, layout, "latest").await {
+        Ok(id) => Some(crate::catalog::load(&**store, layout, &id).await?.header),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let (reuse, chain, full_at) = match &latest {
+        Some(h) if p.incremental.enabled && !full => {
+            let chain_full = h.full_at.unwrap_or(h.started_at);
+            let due = match p.incremental.full_every {
+                super::spec::FullEvery::Never => false,
+                super::spec::FullEvery::Count(n) => h.chain + 1 > n,
+                super::spec::FullEvery::Age(d) => {
+                    started_at
+                        .signed_duration_since(chain_full)
+                        .to_std()
+                        .unwrap_or_default()
+                        >= d
+                }
+            };
+            if due {
+                (false, 0, started_at)
+            } else {
+                (true, h.chain + 1, chain_full)
+            }
+        }
+        _ => (false, 0, started_at),
+    };
     let SourceConfig::Fs(fs) = p.source.clone();
     let count = p.partitions.count;
-    let plan = tokio::task::spawn_blocking(move || extract::fs::plan(&fs, count))
+    let mut plan = tokio::task::spawn_blocking(move || extract::fs::plan(&fs, count))
         .await
         .map_err(|e| Error::internal(format!("planning task: {e}")))??;
+    plan.started_at = Some(started_at);
+    plan.parent = latest.map(|h| h.snapshot);
+    plan.reuse = reuse;
+    plan.chain = chain;
+    plan.full_at = Some(full_at);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     serde_json::to_writer(&mut gz, &plan)?;
     let body = gz
@@ -271,6 +335,21 @@ async fn load_or_make_plan(
         .await
         .ctx("storing the run plan")?;
     Ok((plan, false))
+}
+
+async fn already_committed(
+    store: &Store,
+    layout: &Layout,
+    snapshot: &str,
+) -> Result<Option<Header>> {
+    if store.head(&layout.snapshot(snapshot)).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        crate::catalog::load(&**store, layout, snapshot)
+            .await?
+            .header,
+    ))
 }
 
 async fn load_part(store: &Store, name: &str) -> Result<(PartHeader, PartResult)> {
@@ -305,7 +384,52 @@ async fn run(
     let cancel = opts.cancel.clone();
     let counters = opts.counters.clone().unwrap_or_default();
     let stats = Arc::new(Stats::default());
-    let (plan, resumed) = load_or_make_plan(p, &store, layout, run_id).await?;
+    let (plan, resumed) =
+        load_or_make_plan(p, &store, layout, run_id, started_at, opts.full).await?;
+    let started_at = plan.started_at.unwrap_or(started_at);
+    let snapshot = ids::snapshot_id_for(started_at, run_id);
+    if let Some(done) = already_committed(&store, layout, &snapshot).await? {
+        tracing::info!(
+            snapshot,
+            "run {run_id} already committed this snapshot; nothing to do"
+        );
+        return Ok(BackupReport {
+            pipeline: p.name.clone(),
+            run_id: run_id.to_string(),
+            status: RunStatus::Ok,
+            snapshot: Some(snapshot),
+            started_at,
+            finished_at: Utc::now(),
+            totals: done.totals.clone(),
+            kind: if done.chain == 0 {
+                "full"
+            } else {
+                "incremental"
+            }
+            .into(),
+            parent: done.parent.clone(),
+            changes: done.changes.clone(),
+            files_read: 0,
+            partitions: plan.partitions.len(),
+            partitions_resumed: plan.partitions.len(),
+            blocks_staged: 0,
+            blocks_reused: 0,
+            max_inflight_blocks: 0,
+            retries: 0,
+            problems: vec![],
+            inconsistent: vec![],
+            verify: None,
+            error: None,
+        });
+    }
+    let parent: Option<Arc<Manifest>> = match &plan.parent {
+        Some(id) => Some(Arc::new(
+            crate::catalog::load(&*store, layout, id)
+                .await
+                .ctx("loading the parent snapshot")?,
+        )),
+        None => None,
+    };
     tracing::info!(
         run_id,
         resumed,
@@ -381,6 +505,7 @@ async fn run(
         counters: counters.clone(),
         stats: stats.clone(),
         rt: tokio::runtime::Handle::current(),
+        reuse: parent.clone().filter(|_| plan.reuse),
     });
 
     // Partition workers, at most max_parallel at once. After a permanent failure no new
@@ -451,6 +576,20 @@ async fn run(
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|b, a| a.path == b.path);
+    // Reused entries point into the parent's packs: carry those pack records over, so
+    // the manifest stays complete and restores on its own.
+    if let Some(parent) = parent.as_ref().filter(|_| plan.reuse) {
+        let have: HashSet<String> = packs.iter().map(|p: &PackRecord| p.id.clone()).collect();
+        let needed: HashSet<&str> = entries.iter().filter_map(|e| e.pack.as_deref()).collect();
+        for pk in &parent.packs {
+            if needed.contains(pk.id.as_str()) && !have.contains(&pk.id) {
+                packs.push(pk.clone());
+            }
+        }
+    }
+    let changes = parent
+        .as_ref()
+        .map(|pm| manifest::Changes::between(&pm.entries, &entries));
     let mut totals = Totals::default();
     for e in &entries {
         match e.kind {
@@ -468,7 +607,6 @@ async fn run(
     totals.packs = packs.len() as u64;
     totals.stored_bytes = packs.iter().map(|p| p.size).sum();
     totals.unreadable = problems.len() as u64;
-    let snapshot = ids::snapshot_id(started_at);
     let inconsistent: Vec<PathBytes> = entries
         .iter()
         .filter(|e| e.inconsistent)
@@ -482,11 +620,14 @@ async fn run(
             run_id: run_id.to_string(),
             started_at,
             committed_at: Utc::now(),
-            parent: None,
+            parent: plan.parent.clone().filter(|_| plan.reuse),
             source: plan.source.clone(),
             codec: p.compression.codec,
             totals: totals.clone(),
             unreadable: problems.iter().map(|x| x.path.clone()).collect(),
+            chain: plan.chain,
+            full_at: plan.full_at,
+            changes: changes.clone(),
         },
         packs,
         entries,
@@ -524,6 +665,10 @@ async fn run(
         started_at,
         finished_at: Utc::now(),
         totals,
+        kind: if plan.reuse { "incremental" } else { "full" }.into(),
+        parent: plan.parent.clone().filter(|_| plan.reuse),
+        changes,
+        files_read: stats.files_read.load(Ordering::Relaxed),
         partitions: plan.partitions.len(),
         partitions_resumed,
         blocks_staged: stats.blocks_staged.load(Ordering::Relaxed),
@@ -789,6 +934,15 @@ fn run_partition(
             }
         };
         let Some(kind) = st.kind else { continue };
+        if let Some(prev) = ctx
+            .reuse
+            .as_deref()
+            .and_then(|m| unchanged(m, path, kind, &st, &abs))
+        {
+            ctx.counters.add(1, prev.size);
+            result.entries.push(prev);
+            continue;
+        }
         let is_large = kind == EntryKind::File && st.size >= large;
         if is_large {
             if let Some(pk) = cur.take() {
@@ -828,6 +982,8 @@ fn run_partition(
             offset: 0,
             data_offset: 0,
             inconsistent: false,
+            ino: Some(st.ino),
+            ctime: Some(st.ctime),
         };
         match kind {
             EntryKind::Dir => {
@@ -906,6 +1062,40 @@ fn run_partition(
     Ok(result)
 }
 
+/// The parent's entry for `path`, if what is on disk now is unchanged: same kind, size,
+/// mode, mtime (to the nanosecond), inode and ctime, and for symlinks the same target.
+/// Entries the parent stored as inconsistent are always read again.
+fn unchanged(
+    parent: &Manifest,
+    path: &PathBytes,
+    kind: EntryKind,
+    st: &extract::fs::Stat,
+    abs: &std::path::Path,
+) -> Option<Entry> {
+    let i = parent.entries.binary_search_by(|e| e.path.cmp(path)).ok()?;
+    let prev = &parent.entries[i];
+    let same = prev.kind == kind
+        && !prev.inconsistent
+        && prev.pack.is_some()
+        && prev.mode == st.mode
+        && (prev.mtime, prev.mtime_nsec) == (st.mtime, st.mtime_nsec)
+        && (kind != EntryKind::File || prev.size == st.size)
+        && prev.ino.is_none_or(|ino| ino == st.ino)
+        && prev.ctime.is_none_or(|c| c == st.ctime)
+        && prev.uid == st.uid
+        && prev.gid == st.gid;
+    if !same {
+        return None;
+    }
+    if kind == EntryKind::Symlink {
+        let t = std::fs::read_link(abs).ok()?;
+        if prev.target.as_ref().map(|x| x.0.as_slice()) != Some(t.as_os_str().as_bytes()) {
+            return None;
+        }
+    }
+    Some(prev.clone())
+}
+
 enum FileErr {
     Unreadable(String),
     Fatal(Error),
@@ -922,13 +1112,14 @@ struct StoredFile {
 
 /// Append one file, re-reading it once if it changed while being read.
 fn store_file(
-    _ctx: &Ctx,
+    ctx: &Ctx,
     pk: &mut OpenPack,
     path: &PathBytes,
     abs: &std::path::Path,
 ) -> std::result::Result<StoredFile, FileErr> {
     let mut last = None;
     for attempt in 0..2 {
+        ctx.stats.files_read.fetch_add(1, Ordering::Relaxed);
         let f = std::fs::File::open(abs)
             .map_err(|e| FileErr::Unreadable(format!("cannot open: {e}")))?;
         let before = f

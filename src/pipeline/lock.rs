@@ -17,6 +17,7 @@ pub struct RunLock {
     store: Store,
     lease: Lease,
     renewer: tokio::task::JoinHandle<()>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RunLock {
@@ -58,12 +59,14 @@ impl RunLock {
                 Err(e) => return Err(e.context("taking the run lock")),
             }
         };
-        let (s, l, c) = (store.clone(), lease.clone(), cancel.clone());
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, l, c, lo) = (store.clone(), lease.clone(), cancel.clone(), lost.clone());
         let renewer = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl / 3).await;
                 if let Err(e) = s.renew_lease(&l).await {
                     tracing::error!("lost the run lock, stopping the run: {e}");
+                    lo.store(true, std::sync::atomic::Ordering::SeqCst);
                     c.cancel();
                     return;
                 }
@@ -73,7 +76,13 @@ impl RunLock {
             store,
             lease,
             renewer,
+            lost,
         })
+    }
+
+    /// Whether renewing failed (the run was stopped because another may take over).
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stop renewing and release.

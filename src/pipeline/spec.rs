@@ -42,6 +42,8 @@ struct PipelineSpec {
     #[serde(default)]
     lock: LockSpec,
     #[serde(default)]
+    incremental: IncrementalSpec,
+    #[serde(default)]
     schedule: Option<ScheduleSpec>,
     #[serde(default)]
     alerts: Option<AlertsSpec>,
@@ -121,6 +123,20 @@ struct RetrySpec {
     initial_backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
     budget: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrementalSpec {
+    enabled: Option<bool>,
+    full_every: Option<Spanned<CountOrDuration>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum CountOrDuration {
+    Count(i64),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +324,8 @@ pub struct Pipeline {
     pub verify: VerifyConfig,
     /// Retry policy for store operations.
     pub retry: RetryConfig,
+    /// Incremental backups.
+    pub incremental: IncrementalConfig,
     /// Run-lock lease length (15–60 s, Azure's lease range); renewed every third of it.
     /// A killed run's lock expires after this long.
     pub lock_ttl: Duration,
@@ -468,6 +486,26 @@ impl Default for RetryConfig {
     }
 }
 
+/// When a backup reads everything again instead of only what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullEvery {
+    /// Never forced (only `--full`, or when there is no parent).
+    Never,
+    /// After this many incrementals in a row.
+    Count(u32),
+    /// When the chain's full backup is at least this old.
+    Age(Duration),
+}
+
+/// Checked incremental settings.
+#[derive(Debug, Clone, Copy)]
+pub struct IncrementalConfig {
+    /// Reuse unchanged entries of the newest snapshot (default true).
+    pub enabled: bool,
+    /// Force a full backup on this schedule (bounds how old referenced packs get).
+    pub full_every: FullEvery,
+}
+
 /// Alert webhook.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -521,7 +559,7 @@ impl Checker<'_> {
                 self.at(
                     v.span(),
                     key,
-                    format!("environment variable {var} is not set"),
+                    format!("environment variable {var} is not set (or empty)"),
                     &format!("export {var}=… before running, or write ${{{var}:-default}}"),
                 );
                 String::new()
@@ -554,11 +592,12 @@ pub fn interpolate(s: &str) -> std::result::Result<String, String> {
                 Some((n, d)) => (n, Some(d)),
                 None => (expr, None),
             };
+            // Set-but-empty counts as unset: an empty store URL or root must never
+            // silently become "somewhere else".
             match (std::env::var(name), default) {
                 (Ok(v), _) if !v.is_empty() => out.push_str(&v),
                 (_, Some(d)) => out.push_str(d),
-                (Ok(v), None) => out.push_str(&v),
-                (Err(_), None) => return Err(name.to_string()),
+                (_, None) => return Err(name.to_string()),
             }
             rest = &r[end + 1..];
         } else {
@@ -891,6 +930,47 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
             }
         },
     };
+    let full_every = match &s.incremental.full_every {
+        None => FullEvery::Age(Duration::from_secs(7 * 86_400)),
+        Some(v) => match v.get_ref() {
+            CountOrDuration::Count(n) if (1..=10_000).contains(n) => FullEvery::Count(*n as u32),
+            CountOrDuration::Count(n) => {
+                c.at(
+                    v.span(),
+                    "incremental.full_every",
+                    format!("count must be 1–10000, got {n}"),
+                    "write a count like 7 or an age like \"7d\"",
+                );
+                FullEvery::Never
+            }
+            CountOrDuration::Text(t) if t == "never" => FullEvery::Never,
+            CountOrDuration::Text(t) => match parse_duration(t) {
+                Ok(d) if d >= Duration::from_secs(60) => FullEvery::Age(d),
+                Ok(_) => {
+                    c.at(
+                        v.span(),
+                        "incremental.full_every",
+                        "must be at least 1m",
+                        "",
+                    );
+                    FullEvery::Never
+                }
+                Err(e) => {
+                    c.at(
+                        v.span(),
+                        "incremental.full_every",
+                        e,
+                        "write a count like 7, an age like \"7d\", or \"never\"",
+                    );
+                    FullEvery::Never
+                }
+            },
+        },
+    };
+    let incremental = IncrementalConfig {
+        enabled: s.incremental.enabled.unwrap_or(true),
+        full_every,
+    };
     let schedule = s.schedule.as_ref().map(|sc| {
         let cron = sc.cron.get_ref().trim().to_string();
         if cron.split_whitespace().count() != 5 {
@@ -966,6 +1046,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         upload,
         verify,
         retry,
+        incremental,
         lock_ttl,
         schedule,
         alerts,
@@ -1030,6 +1111,14 @@ fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfi
     let root = match &s.root {
         Some(r) => {
             let v = c.interp(r, "source.root");
+            if v.trim().is_empty() && !c.errors.iter().any(|e| e.contains("source.root")) {
+                c.at(
+                    r.span(),
+                    "source.root",
+                    "is empty",
+                    "give the directory to back up",
+                );
+            }
             let p = PathBuf::from(&v);
             if p.is_absolute() {
                 p
@@ -1073,6 +1162,14 @@ fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfi
 fn check_target(c: &mut Checker<'_>, t: &TargetSpec, name: &str, base: &Path) -> TargetConfig {
     let url = c.interp(&t.url, "target.url");
     let display_url = redact_url(&url);
+    if url.trim().is_empty() && !c.errors.iter().any(|e| e.contains("target.url")) {
+        c.at(
+            t.url.span(),
+            "target.url",
+            "is empty",
+            "give a store URL such as file:///var/backups or azure://account/container",
+        );
+    }
     let location = if let Some(rest) = url.strip_prefix("file://") {
         let p = PathBuf::from(rest);
         StoreLocation::Local(if p.is_absolute() { p } else { base.join(p) })
@@ -1248,6 +1345,26 @@ url = "file://store"
             interpolate("a$${b}c${BP_TEST_NOPE_42:-d}").unwrap(),
             "a${b}cd"
         );
+    }
+
+    #[test]
+    fn empty_url_or_root_is_an_error_not_a_default() {
+        std::env::set_var("BP_TEST_EMPTY", "");
+        let e = parse(&GOOD.replace("file://store", "${BP_TEST_EMPTY}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("target.url") && e.contains("BP_TEST_EMPTY"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("file://store", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("target.url") && e.contains("is empty"), "{e}");
+        let e = parse(&GOOD.replace("root = \"data\"", "root = \"\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.root") && e.contains("is empty"), "{e}");
     }
 
     #[test]
