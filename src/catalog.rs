@@ -18,9 +18,10 @@ pub struct SnapshotInfo {
     pub id: String,
     /// Manifest header (times, totals, run id).
     pub header: Header,
-    /// Newest verification outcome: `ok`, `mismatch`, or `unverified`.
+    /// Verification outcome: `mismatch` if the newest report of any mode found one,
+    /// else `ok` (newest report), or `unverified`.
     pub verify_status: String,
-    /// Newest verification mode (metadata, sample, full).
+    /// The mode that decided the status (metadata, sample, full).
     pub verify_mode: Option<String>,
 }
 
@@ -150,21 +151,28 @@ pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<Snapshot
             Ok(_) | Err(_) => load(store, layout, &id).await?.header,
         };
         let pre = layout.verify_reports(&id);
-        let newest = reports
+        // The newest report of each mode decides; a mismatch found by a deeper check is
+        // not hidden by a later, shallower one that passed.
+        let mut names: Vec<&String> = reports
             .iter()
             .filter(|r| r.name.starts_with(&pre))
             .map(|r| &r.name)
-            .max();
-        let (verify_status, verify_mode) = match newest {
-            None => ("unverified".to_string(), None),
-            Some(n) => {
-                let v: serde_json::Value = serde_json::from_slice(&store.get(n, None).await?)?;
-                let ok = v["mismatches"].as_array().is_some_and(|a| a.is_empty());
-                (
-                    if ok { "ok" } else { "mismatch" }.to_string(),
-                    v["mode"].as_str().map(str::to_string),
-                )
-            }
+            .collect();
+        names.sort();
+        let mut latest_by_mode: Vec<(String, bool)> = Vec::new();
+        for n in names {
+            let v: serde_json::Value = serde_json::from_slice(&store.get(n, None).await?)?;
+            let ok = v["mismatches"].as_array().is_some_and(|a| a.is_empty());
+            let mode = v["mode"].as_str().unwrap_or("?").to_string();
+            latest_by_mode.retain(|(m, _)| *m != mode);
+            latest_by_mode.push((mode, ok));
+        }
+        let (verify_status, verify_mode) = match latest_by_mode.iter().find(|(_, ok)| !ok) {
+            Some((mode, _)) => ("mismatch".to_string(), Some(mode.clone())),
+            None => match latest_by_mode.last() {
+                Some((mode, _)) => ("ok".to_string(), Some(mode.clone())),
+                None => ("unverified".to_string(), None),
+            },
         };
         out.push(SnapshotInfo {
             id,

@@ -229,6 +229,31 @@ pub async fn restore(
             }
         }
     }
+    // Archive-tier packs cannot be read: say so before writing anything.
+    let mut by_pack: BTreeMap<String, Vec<(Entry, PathBuf)>> = BTreeMap::new();
+    for (e, rel) in entries.iter().zip(&rels) {
+        if e.kind == EntryKind::File {
+            by_pack
+                .entry(e.pack.clone().unwrap_or_default())
+                .or_default()
+                .push((e.clone(), rel.clone()));
+        }
+    }
+    for pid in by_pack.keys() {
+        if let Some(p) = m.pack(pid) {
+            if let Some(props) = store.head(&layout.full(&p.blob)).await? {
+                if props.tier == Tier::Archive {
+                    return Err(Error::new(
+                        ErrorKind::Archived,
+                        format!(
+                            "pack {} is in the Archive tier: rehydrate it to Hot or Cool first (nothing was written)",
+                            p.blob
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     std::fs::create_dir_all(&opts.to).map_err(|e| {
         Error::io(
             ErrorKind::Internal,
@@ -257,31 +282,6 @@ pub async fn restore(
                 root.display(),
                 clashes.join(", ")
             )));
-        }
-    }
-    // Archive-tier packs cannot be read: say so before writing anything.
-    let mut by_pack: BTreeMap<String, Vec<(Entry, PathBuf)>> = BTreeMap::new();
-    for (e, rel) in entries.iter().zip(&rels) {
-        if e.kind == EntryKind::File {
-            by_pack
-                .entry(e.pack.clone().unwrap_or_default())
-                .or_default()
-                .push((e.clone(), rel.clone()));
-        }
-    }
-    for pid in by_pack.keys() {
-        if let Some(p) = m.pack(pid) {
-            if let Some(props) = store.head(&layout.full(&p.blob)).await? {
-                if props.tier == Tier::Archive {
-                    return Err(Error::new(
-                        ErrorKind::Archived,
-                        format!(
-                            "pack {} is in the Archive tier: rehydrate it to Hot or Cool first (nothing was written)",
-                            p.blob
-                        ),
-                    ));
-                }
-            }
         }
     }
     let total_bytes: u64 = entries.iter().map(|e| e.size).sum();

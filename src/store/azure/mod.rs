@@ -752,8 +752,8 @@ impl AuthReport {
     }
 }
 
-/// Check a target's credentials: resolve the chain, list the container, put and delete a
-/// probe blob under the pipeline prefix. Failures of list/write are reported in the
+/// Check a target's credentials: resolve the chain, create the container if missing (as
+/// a backup would), list it, put and delete a probe blob under the pipeline prefix. Failures of list/write are reported in the
 /// result, not as errors.
 ///
 /// # Errors
@@ -793,6 +793,13 @@ pub async fn auth_check_with(
         crate::ids::random_hex(8)
     );
     let probe = probe.trim_start_matches('/').to_string();
+    // As a backup does (`store::open`): create the container if missing, so a check
+    // before the first backup does not report a container the run would create as
+    // unlistable. A credential that may not create containers is left for the list and
+    // write probes below to report.
+    if let Err(e) = store.ensure_container().await {
+        tracing::debug!("auth check: could not ensure the container: {e}");
+    }
     let (can_list, list_error) = match store.list(&target.prefix, None, 1).await {
         Ok(_) => (true, None),
         Err(e) => (false, Some(e.to_string())),
