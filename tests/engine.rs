@@ -251,6 +251,10 @@ async fn corruption_is_found_and_named() {
         .await
         .unwrap();
     assert!(md.ok());
+    // ...and a later passing metadata check does not hide the full check's mismatch.
+    let list = catalog::list(&*s, &layout).await.unwrap();
+    assert_eq!(list.last().unwrap().verify_status, "mismatch");
+    assert_eq!(list.last().unwrap().verify_mode.as_deref(), Some("full"));
     // A sample that includes every block catches it; the report is stored.
     let sample = verify(
         &s,
