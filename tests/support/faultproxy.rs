@@ -9,6 +9,11 @@
 //! Each forwarded request uses its own upstream connection with `Connection: close`, and
 //! every response to the client is followed by closing the connection: simple framing,
 //! at the cost of one connection per request (fine for tests).
+//!
+//! A [`Filter`] limits faults to some requests (e.g. only `comp=blocklist` PUTs); the
+//! proxy also records each request's method, path and `comp`/`blockid` parameters (never
+//! the rest of the query: a SAS lives there) and counts bytes in both directions, so a
+//! test can assert what reached the service.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +82,36 @@ impl FaultConfig {
     }
 }
 
+/// One request as the proxy saw it (no secrets: only `comp` and `blockid` of the query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// HTTP method.
+    pub method: String,
+    /// Path, percent-decoded (`/devstoreaccount1/<container>/<blob>`).
+    pub path: String,
+    /// The `comp` query parameter, if any (`block`, `blocklist`, `lease`, `list`, …).
+    pub comp: Option<String>,
+    /// The `blockid` query parameter, if any (percent-decoded).
+    pub blockid: Option<String>,
+    /// Whether this request was faulted.
+    pub faulted: bool,
+}
+
+impl Seen {
+    /// A Put Block request.
+    pub fn is_put_block(&self) -> bool {
+        self.method == "PUT" && self.comp.as_deref() == Some("block")
+    }
+
+    /// A Put Block List request.
+    pub fn is_put_block_list(&self) -> bool {
+        self.method == "PUT" && self.comp.as_deref() == Some("blocklist")
+    }
+}
+
+/// Decides which requests may be faulted (the others always pass through).
+pub type Filter = Arc<dyn Fn(&Seen) -> bool + Send + Sync>;
+
 /// Counters of what the proxy did.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -86,6 +121,12 @@ pub struct Stats {
     pub faulted: AtomicU64,
     /// Kinds injected, in order.
     pub injected: Mutex<Vec<Fault>>,
+    /// Every request, in arrival order.
+    pub seen: Mutex<Vec<Seen>>,
+    /// Request bytes (head + body) received from clients.
+    pub bytes_up: AtomicU64,
+    /// Response bytes sent to clients.
+    pub bytes_down: AtomicU64,
 }
 
 impl Stats {
@@ -95,6 +136,18 @@ impl Stats {
         k.sort_by_key(|f| *f as u8);
         k.dedup();
         k
+    }
+
+    /// A copy of the requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("poisoned").clone()
+    }
+
+    /// Forget the requests seen and the byte counts (start of a measured phase).
+    pub fn reset_seen(&self) {
+        self.seen.lock().expect("poisoned").clear();
+        self.bytes_up.store(0, Ordering::Relaxed);
+        self.bytes_down.store(0, Ordering::Relaxed);
     }
 }
 
@@ -106,6 +159,7 @@ pub struct FaultProxy {
     pub config: Arc<Mutex<FaultConfig>>,
     /// Counters.
     pub stats: Arc<Stats>,
+    filter: Arc<Mutex<Option<Filter>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -122,12 +176,13 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let config = Arc::new(Mutex::new(config));
         let stats = Arc::new(Stats::default());
-        let (c, s) = (config.clone(), stats.clone());
+        let filter: Arc<Mutex<Option<Filter>>> = Arc::new(Mutex::new(None));
+        let (c, s, f) = (config.clone(), stats.clone(), filter.clone());
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (c, s) = (c.clone(), s.clone());
+                let (c, s, f) = (c.clone(), s.clone(), f.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, upstream, c, s).await;
+                    let _ = serve(sock, upstream, c, s, f).await;
                 });
             }
         });
@@ -135,8 +190,14 @@ impl FaultProxy {
             addr,
             config,
             stats,
+            filter,
             task,
         })
+    }
+
+    /// Fault only requests `f` accepts (`None`: any request may be faulted).
+    pub fn set_filter(&self, f: Option<Filter>) {
+        *self.filter.lock().expect("poisoned") = f;
     }
 
     /// Replace the configuration.
@@ -163,6 +224,7 @@ async fn serve(
     upstream: SocketAddr,
     config: Arc<Mutex<FaultConfig>>,
     stats: Arc<Stats>,
+    filter: Arc<Mutex<Option<Filter>>>,
 ) -> std::io::Result<()> {
     let mut client = BufReader::new(sock);
     // Request head.
@@ -194,15 +256,26 @@ async fn serve(
     let mut body = vec![0u8; len];
     client.read_exact(&mut body).await?;
 
+    stats
+        .bytes_up
+        .fetch_add((head.len() + body.len()) as u64, Ordering::Relaxed);
+    let mut seen = describe(&text);
     let n = stats.requests.fetch_add(1, Ordering::Relaxed);
     let cfg = config.lock().expect("poisoned").clone();
+    let eligible = match &*filter.lock().expect("poisoned") {
+        Some(f) => f(&seen),
+        None => true,
+    };
     let r = mix(cfg.seed ^ mix(n));
-    let faulted = !cfg.kinds.is_empty() && ((r >> 11) as f64 / (1u64 << 53) as f64) < cfg.rate;
+    let faulted =
+        eligible && !cfg.kinds.is_empty() && ((r >> 11) as f64 / (1u64 << 53) as f64) < cfg.rate;
     let fault = faulted.then(|| cfg.kinds[(mix(r) % cfg.kinds.len() as u64) as usize]);
     if let Some(f) = fault {
         stats.faulted.fetch_add(1, Ordering::Relaxed);
         stats.injected.lock().expect("poisoned").push(f);
     }
+    seen.faulted = fault.is_some();
+    stats.seen.lock().expect("poisoned").push(seen);
     let mut sock = client.into_inner();
     let status = |code: &str, reason: &str, retry_after: bool| {
         format!(
@@ -271,12 +344,60 @@ async fn serve(
             } else {
                 head_end / 2
             };
+            stats.bytes_down.fetch_add(cut as u64, Ordering::Relaxed);
             sock.write_all(&rsp[..cut]).await?;
             sock.shutdown().await
         }
         _ => {
+            stats
+                .bytes_down
+                .fetch_add(rsp.len() as u64, Ordering::Relaxed);
             sock.write_all(&rsp).await?;
             sock.shutdown().await
         }
     }
+}
+
+/// Method, path and the non-secret query parameters of a request head.
+fn describe(head: &str) -> Seen {
+    let line = head.lines().next().unwrap_or("");
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut comp = None;
+    let mut blockid = None;
+    for kv in query.split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "comp" => comp = Some(percent_decode(v)),
+            "blockid" => blockid = Some(percent_decode(v)),
+            _ => {}
+        }
+    }
+    Seen {
+        method,
+        path: percent_decode(path),
+        comp,
+        blockid,
+        faulted: false,
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
