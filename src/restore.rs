@@ -12,7 +12,6 @@
 //! anything is written.
 
 use std::collections::BTreeMap;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -99,6 +98,29 @@ pub fn safe_relative(p: &PathBytes) -> Result<PathBuf> {
         return Err(bad("not a plain relative path"));
     }
     Ok(path)
+}
+
+/// Directories this restore has created or checked (relative to the target): each is
+/// checked once, not once per file below it (restore is syscall-bound on small files).
+#[derive(Debug, Default)]
+struct KnownDirs(std::sync::Mutex<std::collections::HashSet<PathBuf>>);
+
+impl KnownDirs {
+    fn ensure(&self, root: &Path, rel: &Path) -> Result<()> {
+        if rel.as_os_str().is_empty() || self.0.lock().map(|s| s.contains(rel)).unwrap_or(false) {
+            return Ok(());
+        }
+        ensure_dir(root, rel)?;
+        if let Ok(mut s) = self.0.lock() {
+            let mut p = rel.to_path_buf();
+            loop {
+                if !s.insert(p.clone()) || !p.pop() || p.as_os_str().is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Create `rel` (a directory) under `root`, refusing to pass through symlinks or files.
@@ -305,9 +327,10 @@ pub async fn restore(
         finished_at: started_at,
     };
     // 1. Directories, parents first (entries are path-sorted).
+    let known = Arc::new(KnownDirs::default());
     for (e, rel) in entries.iter().zip(&rels) {
         if e.kind == EntryKind::Dir {
-            ensure_dir(&root, rel)?;
+            known.ensure(&root, rel)?;
             report.dirs += 1;
             counters.add(1, 0);
         }
@@ -317,26 +340,26 @@ pub async fn restore(
     let mut tasks = tokio::task::JoinSet::new();
     for (pid, files) in by_pack {
         let pack = m.pack(&pid).cloned();
-        let (store, layout, root, sem, counters) = (
+        let (store, layout, root, sem, counters, known) = (
             store.clone(),
             layout.clone(),
             root.clone(),
             sem.clone(),
             counters.clone(),
+            known.clone(),
         );
+        let overwrite = opts.overwrite;
         let rt = tokio::runtime::Handle::current();
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await.map_err(|_| Error::cancelled())?;
             tokio::task::spawn_blocking(move || {
-                restore_files(
-                    &*store,
-                    rt,
-                    &layout,
-                    pack.as_ref(),
-                    &files,
-                    &root,
-                    &counters,
-                )
+                let w = Writer {
+                    root: &root,
+                    known: &known,
+                    overwrite,
+                    counters: &counters,
+                };
+                restore_files(&*store, rt, &layout, pack.as_ref(), &files, &w)
             })
             .await
             .map_err(|e| Error::internal(format!("restore worker: {e}")))?
@@ -365,7 +388,7 @@ pub async fn restore(
             continue;
         }
         if let Some(parent) = rel.parent() {
-            ensure_dir(&root, parent)?;
+            known.ensure(&root, parent)?;
         }
         let dest = root.join(rel);
         if std::fs::symlink_metadata(&dest).is_ok() {
@@ -412,29 +435,41 @@ fn remove_existing(dest: &Path) -> Result<()> {
     })
 }
 
+/// Where and how restored files are written.
+struct Writer<'a> {
+    root: &'a Path,
+    known: &'a KnownDirs,
+    overwrite: bool,
+    counters: &'a Counters,
+}
+
 fn restore_files(
     store: &dyn crate::store::BlobStore,
     rt: tokio::runtime::Handle,
     layout: &Layout,
     pack: Option<&PackRecord>,
     files: &[(Entry, PathBuf)],
-    root: &Path,
-    counters: &Counters,
+    w: &Writer<'_>,
 ) -> Result<(u64, u64, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TMP: AtomicU64 = AtomicU64::new(0);
     let mut sorted: Vec<&(Entry, PathBuf)> = files.iter().collect();
     sorted.sort_by_key(|(e, _)| e.data_offset);
     let mut cursor = pack.map(|p| PackCursor::new(store, rt, layout.full(&p.blob), p));
     let (mut n, mut bytes) = (0u64, 0u64);
+    let pid = std::process::id();
     for (k, (e, rel)) in sorted.iter().enumerate() {
         if let Some(parent) = rel.parent() {
-            ensure_dir(root, parent)?;
+            w.known.ensure(w.root, parent)?;
         }
-        let dest = root.join(rel);
-        let tmp = dest.with_file_name(format!(
-            ".{}.blobpipe-{}",
-            String::from_utf8_lossy(rel.file_name().map(|f| f.as_bytes()).unwrap_or(b"f")),
-            crate::ids::random_hex(4)
+        let dest = w.root.join(rel);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(rel.file_name().unwrap_or_default());
+        tmp_name.push(format!(
+            ".blobpipe-{pid}-{}",
+            TMP.fetch_add(1, Ordering::Relaxed)
         ));
+        let tmp = dest.with_file_name(tmp_name);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -476,10 +511,27 @@ fn restore_files(
                     e.pack.as_deref().unwrap_or("?")
                 )));
             }
+            // Mode and times through the open handle (fchmod, futimens): no path lookups.
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o7777))
+                .map_err(|err| {
+                    Error::io(
+                        ErrorKind::Internal,
+                        format!("setting mode of {}", tmp.display()),
+                        err,
+                    )
+                })?;
+            let t = filetime::FileTime::from_unix_time(e.mtime, e.mtime_nsec);
+            filetime::set_file_handle_times(&f, Some(t), Some(t)).map_err(|err| {
+                Error::io(
+                    ErrorKind::Internal,
+                    format!("setting times of {}", tmp.display()),
+                    err,
+                )
+            })?;
             drop(f);
-            set_mode(&tmp, e.mode)?;
-            set_times(&tmp, e, false)?;
-            if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            // Only --overwrite can meet something at `dest` (checked before writing).
+            if w.overwrite && std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
                 remove_existing(&dest)?;
             }
             std::fs::rename(&tmp, &dest).map_err(|err| {
@@ -496,7 +548,7 @@ fn restore_files(
         }
         n += 1;
         bytes += e.size;
-        counters.add(1, e.size);
+        w.counters.add(1, e.size);
     }
     Ok((n, bytes, cursor.map(|c| c.fetched).unwrap_or(0)))
 }

@@ -1147,9 +1147,11 @@ fn store_file(
         if let Some(e) = reader.error {
             return Err(FileErr::Unreadable(format!("read error: {e}")));
         }
-        let after = std::fs::symlink_metadata(abs)
+        // fstat on the open file: sees every change to what was read, no path lookup.
+        let after = f
+            .metadata()
             .map(|m| extract::fs::Stat::from_meta(&m))
-            .map_err(|e| FileErr::Unreadable(format!("vanished while reading: {e}")))?;
+            .map_err(|e| FileErr::Unreadable(format!("cannot stat after reading: {e}")))?;
         let changed = read.shrank || read.grew || before.changed(&after);
         last = Some(StoredFile {
             size: before.size,
