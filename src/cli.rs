@@ -14,6 +14,7 @@
 //! | 6 | not found: no such snapshot or path |
 //! | 7 | refused: restore would overwrite or escape its target |
 //! | 8 | data is in the Archive tier and must be rehydrated first |
+//! | 9 | stale: a pipeline's newest verified snapshot is older than allowed (`check`) |
 //! | 130 | cancelled by a signal; resumable with the same `--run-id` |
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ use crate::pipeline::spec::{human, parse_fraction, VerifyMode};
 use crate::pipeline::{BackupOptions, Pipeline, RunStatus};
 use crate::progress::Reporter;
 use crate::{catalog, restore, store, verify};
+
+pub mod ops;
 
 /// Exit codes.
 pub mod exit {
@@ -48,6 +51,8 @@ pub mod exit {
     pub const REFUSED: i32 = 7;
     /// Archived data.
     pub const ARCHIVED: i32 = 8;
+    /// Stale: no verified snapshot recent enough (`check`).
+    pub const STALE: i32 = 9;
     /// Cancelled.
     pub const CANCELLED: i32 = 130;
 }
@@ -138,6 +143,36 @@ pub enum Command {
         /// The auth command.
         #[command(subcommand)]
         command: AuthCommand,
+    },
+    /// Freshness (RPO) check: exit 9 and send `stale` alerts when a pipeline's newest
+    /// verified snapshot is older than its `[freshness] rpo` (else `--max-age`).
+    Check(ops::CheckArgs),
+    /// Per pipeline: last run, newest verified snapshot and its age, stored bytes by
+    /// tier, last verify, last restore drill and its measured restore time.
+    Status {
+        /// A pipeline file or a directory of them.
+        pipelines: PathBuf,
+    },
+    /// Restore drill: restore the newest snapshot into a scratch directory, check every
+    /// hash, record the measured restore time (RTO), alert on failure.
+    Drill(ops::DrillArgs),
+    /// Run every pipeline on its `[schedule] cron` (UTC) until SIGTERM/Ctrl-C.
+    Schedule(ops::ScheduleArgs),
+    /// Print the next scheduled run times.
+    Next {
+        /// A pipeline file or a directory of them.
+        pipelines: PathBuf,
+        /// How many times per pipeline.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+    },
+    /// Azure Functions custom handler: timer/HTTP invocations and Prometheus metrics.
+    Serve(ops::ServeArgs),
+    /// Azure Functions app files.
+    Functions {
+        /// The functions command.
+        #[command(subcommand)]
+        command: ops::FunctionsCommand,
     },
 }
 
@@ -574,6 +609,13 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             });
             Ok(if r.ok() { exit::OK } else { exit::FAILED })
         }
+        Command::Check(a) => ops::check(a, json).await,
+        Command::Status { pipelines } => ops::status(&pipelines, json).await,
+        Command::Drill(a) => ops::drill(a, json).await,
+        Command::Schedule(a) => ops::schedule(a, json).await,
+        Command::Next { pipelines, count } => ops::next(&pipelines, count, json),
+        Command::Serve(a) => ops::serve(a).await,
+        Command::Functions { command } => ops::functions(command, json),
         Command::Restore(a) => {
             let p = Pipeline::load(&a.pipeline)?;
             let store = open(&p).await?;

@@ -8,6 +8,7 @@
 //! <prefix>/runs/<run-id>/<time>.json              run records (one per attempt)
 //! <prefix>/verify/<snapshot-id>/<time>.json       verification reports
 //! <prefix>/lock                                   lease target for the run lock
+//! <prefix>/drills/<time>.json                      restore-drill records (measured RTO)
 //! ```
 //!
 //! Snapshot ids begin with their UTC time, so `snapshots/` lists in time order. Run
@@ -95,5 +96,13 @@ impl Layout {
     /// The lock blob.
     pub fn lock(&self) -> String {
         self.join("lock")
+    }
+    /// Prefix of restore-drill records.
+    pub fn drills(&self) -> String {
+        self.join("drills/")
+    }
+    /// A restore-drill record (`at` from [`crate::ids::stamp`], so names sort by time).
+    pub fn drill_record(&self, at: &str) -> String {
+        self.join(&format!("drills/{at}.json"))
     }
 }

@@ -12,9 +12,11 @@
 //! [`pipeline::backup`] orchestrates a run; [`catalog`] finds snapshots; [`cli`] is the
 //! command line on top.
 
+pub mod alert;
 pub mod cancel;
 pub mod catalog;
 pub mod cli;
+pub mod drill;
 pub mod error;
 pub mod extract;
 pub mod ids;
@@ -24,7 +26,10 @@ pub mod pack;
 pub mod pipeline;
 pub mod progress;
 pub mod restore;
+pub mod schedule;
 pub mod secret;
+pub mod serve;
+pub mod status;
 pub mod store;
 pub mod verify;
 

@@ -144,6 +144,9 @@ pub struct BackupReport {
     pub verify: Option<VerifyReport>,
     /// Error, when the run failed.
     pub error: Option<String>,
+    /// Webhook deliveries for this run's alert (a failed delivery never fails the run).
+    #[serde(default)]
+    pub alerts: Vec<crate::alert::AlertOutcome>,
 }
 
 struct UploadJob {
@@ -244,12 +247,16 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
                 inconsistent: vec![],
                 verify: None,
                 error: Some(e.to_string()),
+                alerts: vec![],
             };
+            let mut report = report;
+            report.alerts = crate::alert::on_run(p, &report).await;
             write_run_record(&*store, &layout, &report).await;
             return Err(e.context(format!("run {run_id}")));
         }
     };
     report.finished_at = Utc::now();
+    report.alerts = crate::alert::on_run(p, &report).await;
     write_run_record(&*store, &layout, &report).await;
     Ok(report)
 }
@@ -420,6 +427,7 @@ async fn run(
             inconsistent: vec![],
             verify: None,
             error: None,
+            alerts: vec![],
         });
     }
     let parent: Option<Arc<Manifest>> = match &plan.parent {
@@ -679,6 +687,7 @@ async fn run(
         inconsistent,
         verify,
         error: None,
+        alerts: vec![],
     })
 }
 

@@ -47,6 +47,14 @@ struct PipelineSpec {
     schedule: Option<ScheduleSpec>,
     #[serde(default)]
     alerts: Option<AlertsSpec>,
+    #[serde(default)]
+    freshness: Option<FreshnessSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreshnessSpec {
+    rpo: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +157,8 @@ struct LockSpec {
 #[serde(deny_unknown_fields)]
 struct ScheduleSpec {
     cron: Spanned<String>,
+    #[serde(default)]
+    catch_up: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,6 +343,11 @@ pub struct Pipeline {
     pub schedule: Option<String>,
     /// Alert webhooks, stored for the alerting stage.
     pub alerts: Vec<WebhookConfig>,
+    /// Recovery point objective (`[freshness] rpo`): the newest verified snapshot may be
+    /// at most this old; overrides `blobpipe check --max-age`.
+    pub rpo: Option<Duration>,
+    /// `[schedule] catch_up` (default true): after downtime, run a missed schedule once.
+    pub catch_up: bool,
 }
 
 /// A checked source.
@@ -980,9 +995,40 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
                 format!("{cron:?} is not a 5-field cron expression"),
                 "write minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" (UTC)",
             );
+        } else if let Err(e) = croner::Cron::new(&cron).parse() {
+            c.at(
+                sc.cron.span(),
+                "schedule.cron",
+                format!("invalid cron expression {cron:?}: {e}"),
+                "write minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" (UTC)",
+            );
         }
         cron
     });
+    let catch_up = s
+        .schedule
+        .as_ref()
+        .and_then(|sc| sc.catch_up)
+        .unwrap_or(true);
+    let rpo = match s.freshness.as_ref().and_then(|f| f.rpo.as_ref()) {
+        None => None,
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(60) => Some(d),
+            Ok(_) => {
+                c.at(
+                    v.span(),
+                    "freshness.rpo",
+                    "must be at least 1m",
+                    "write e.g. \"1h\" or \"26h\"",
+                );
+                None
+            }
+            Err(e) => {
+                c.at(v.span(), "freshness.rpo", e, "write e.g. \"1h\" or \"26h\"");
+                None
+            }
+        },
+    };
 
     let mut alerts = Vec::new();
     for w in s.alerts.map(|a| a.webhook).unwrap_or_default() {
@@ -1050,6 +1096,8 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         lock_ttl,
         schedule,
         alerts,
+        rpo,
+        catch_up,
     }
 }
 

@@ -1,0 +1,331 @@
+//! Operations commands: `check`, `status`, `drill`, `schedule`, `next`, `serve`,
+//! `functions scaffold` — what runs blobpipe unattended and tells a team when something
+//! is wrong.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{emit, exit, exit_code};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::spec::parse_duration;
+use crate::pipeline::Pipeline;
+use crate::status::{self, load_pipelines};
+use crate::{drill as drill_mod, schedule as sched, serve as serve_mod, store};
+
+/// `check` arguments.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A pipeline file or a directory of them.
+    pub pipelines: PathBuf,
+    /// Largest allowed age of the newest verified snapshot (e.g. 26h) for pipelines
+    /// without `[freshness] rpo`.
+    #[arg(long)]
+    pub max_age: Option<String>,
+}
+
+/// `drill` arguments.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Snapshot id, prefix or `latest` (default).
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Make the scratch directory in this directory (default: the system temp dir).
+    #[arg(long)]
+    pub scratch_dir: Option<PathBuf>,
+}
+
+/// `schedule` arguments.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// A pipeline file or a directory of them (those with `[schedule]` run).
+    pub pipelines: PathBuf,
+    /// Do not catch up missed runs at start, whatever the pipelines say.
+    #[arg(long)]
+    pub no_catch_up: bool,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A pipeline file or a directory of them (function names are pipeline names).
+    #[arg(default_value = "pipelines", env = "BLOBPIPE_PIPELINES")]
+    pub pipelines: PathBuf,
+    /// Port; default `$FUNCTIONS_CUSTOMHANDLER_PORT`, else 8080.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on (the Functions host connects over loopback).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+}
+
+/// `functions` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FunctionsCommand {
+    /// Write host.json and one function.json per pipeline (timer on its cron as 6-field
+    /// NCRONTAB) plus the `runs` HTTP function.
+    Scaffold {
+        /// A pipeline file or a directory of them.
+        pipelines: PathBuf,
+        /// Output directory (the Function App's root).
+        #[arg(long)]
+        out: PathBuf,
+        /// The pipelines directory as the handler will see it, relative to the app root.
+        #[arg(long, default_value = "pipelines")]
+        pipeline_dir: String,
+    },
+}
+
+/// Every pipeline in `path`; any file that does not load is a config error.
+fn all_valid(path: &Path) -> Result<Vec<Pipeline>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (_, p) in load_pipelines(path)? {
+        match p {
+            Ok(p) => out.push(p),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::config(errors.join("\n")))
+    }
+}
+
+pub(super) async fn check(a: CheckArgs, json: bool) -> Result<i32> {
+    let default = match &a.max_age {
+        None => None,
+        Some(s) => Some(parse_duration(s).map_err(|e| Error::config(format!("--max-age: {e}")))?),
+    };
+    let now = chrono::Utc::now();
+    let mut results = Vec::new();
+    let mut config_errors = Vec::new();
+    for (file, p) in load_pipelines(&a.pipelines)? {
+        match p {
+            Ok(p) => match status::check_pipeline(&p, default, now).await {
+                Ok(f) => results.push(f),
+                Err(e) => config_errors.push(format!("{}: {e}", file.display())),
+            },
+            Err(e) => config_errors.push(e.to_string()),
+        }
+    }
+    let stale = results.iter().filter(|f| f.stale).count();
+    let code = if stale > 0 {
+        exit::STALE
+    } else if !config_errors.is_empty() {
+        exit::CONFIG
+    } else {
+        exit::OK
+    };
+    let out = json!({
+        "ok": code == exit::OK,
+        "stale": stale,
+        "pipelines": results,
+        "errors": config_errors,
+        "exit_code": code,
+    });
+    emit(json, &out, || {
+        for f in &results {
+            println!(
+                "{:<5} {}: {}",
+                if f.stale { "STALE" } else { "ok" },
+                f.pipeline,
+                f.reason
+            );
+            for o in f.alerts.iter().filter(|o| !o.delivered) {
+                println!(
+                    "      alert to {} NOT delivered: {}",
+                    o.target,
+                    o.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        for e in &config_errors {
+            println!("ERROR {e}");
+        }
+    });
+    if !json {
+        for e in &config_errors {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(code)
+}
+
+pub(super) async fn status(path: &Path, json: bool) -> Result<i32> {
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (file, p) in load_pipelines(path)? {
+        match p {
+            Ok(p) => out.push(status::status(&p, now).await),
+            Err(e) => errors.push(format!("{}: {e}", file.display())),
+        }
+    }
+    emit(json, &json!({"pipelines": out, "errors": errors}), || {
+        for s in &out {
+            status::print_status(s);
+        }
+        for e in &errors {
+            println!("ERROR {e}");
+        }
+    });
+    Ok(if !errors.is_empty() {
+        exit::CONFIG
+    } else if out.iter().any(|s| s.error.is_some()) {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+pub(super) async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
+    let p = Pipeline::load(&a.pipeline)?;
+    let s = store::open(&p.target, &p.retry).await?;
+    let r = drill_mod::drill(
+        &p,
+        s,
+        &drill_mod::DrillOptions {
+            snapshot: a.snapshot,
+            scratch_in: a.scratch_dir,
+        },
+    )
+    .await?;
+    emit(json, &r, || println!("{}", drill_mod::summary(&r)));
+    Ok(match r.failure_kind() {
+        None => exit::OK,
+        Some(k) => exit_code(&Error::new(k, "")),
+    })
+}
+
+pub(super) async fn schedule(a: ScheduleArgs, json: bool) -> Result<i32> {
+    let mut jobs = Vec::new();
+    for p in all_valid(&a.pipelines)? {
+        if let Some(j) = sched::Job::from_pipeline(p)? {
+            jobs.push(j);
+        }
+    }
+    let cancel = crate::cancel::Cancel::new();
+    cancel.on_signals();
+    let summary = sched::run(
+        jobs,
+        Arc::new(sched::BackupRunner),
+        cancel,
+        &sched::ScheduleOptions {
+            no_catch_up: a.no_catch_up,
+        },
+    )
+    .await?;
+    emit(json, &summary, || {
+        for (p, n) in &summary.started {
+            println!(
+                "{p}: {n} runs started ({} catch-up), {} ticks skipped (previous run still going), {} errors",
+                summary.caught_up.get(p).unwrap_or(&0),
+                summary.skipped_overlap.get(p).unwrap_or(&0),
+                summary.errors.get(p).unwrap_or(&0)
+            );
+        }
+    });
+    Ok(exit::OK)
+}
+
+pub(super) fn next(path: &Path, count: usize, json: bool) -> Result<i32> {
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for p in all_valid(path)? {
+        let name = p.name.clone();
+        match sched::Job::from_pipeline(p)? {
+            Some(j) => out.push(json!({
+                "pipeline": name,
+                "cron": j.expr,
+                "next": j.upcoming(now, count).iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+            })),
+            None => out.push(json!({"pipeline": name, "cron": null, "next": []})),
+        }
+    }
+    emit(json, &out, || {
+        for o in &out {
+            match o["cron"].as_str() {
+                None => println!("{}: no [schedule]", o["pipeline"].as_str().unwrap_or("")),
+                Some(c) => {
+                    let times: Vec<&str> = o["next"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+                        .unwrap_or_default();
+                    println!(
+                        "{} ({c}, UTC): {}",
+                        o["pipeline"].as_str().unwrap_or(""),
+                        times.join(", ")
+                    );
+                }
+            }
+        }
+    });
+    Ok(exit::OK)
+}
+
+pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
+    let pipelines = all_valid(&a.pipelines)?;
+    let port = match a.port {
+        Some(p) => p,
+        None => match std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
+                Error::config(format!("FUNCTIONS_CUSTOMHANDLER_PORT={v:?} is not a port"))
+            })?,
+            _ => 8080,
+        },
+    };
+    let cancel = crate::cancel::Cancel::new();
+    cancel.on_signals();
+    let server = serve_mod::Server::bind(
+        SocketAddr::new(a.bind, port),
+        pipelines,
+        Arc::new(sched::BackupRunner),
+        cancel,
+    )
+    .await?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, "blobpipe serve listening");
+    eprintln!("listening on {addr}");
+    server.run().await?;
+    Ok(exit::OK)
+}
+
+pub(super) fn functions(c: FunctionsCommand, json: bool) -> Result<i32> {
+    match c {
+        FunctionsCommand::Scaffold {
+            pipelines,
+            out,
+            pipeline_dir,
+        } => {
+            let ps = all_valid(&pipelines)?;
+            let s = serve_mod::scaffold(&ps, &pipeline_dir, &out).map_err(|e| {
+                if e.kind() == ErrorKind::Config {
+                    e
+                } else {
+                    e.context("scaffold")
+                }
+            })?;
+            emit(json, &s, || {
+                for f in &s.files {
+                    println!("wrote {}", out.join(f).display());
+                }
+                for (n, c) in &s.timers {
+                    println!("timer {n}: {c} (NCRONTAB, UTC)");
+                }
+                for n in &s.unscheduled {
+                    println!(
+                        "note: {n} has no [schedule]: start it over HTTP (POST /api/runs/{n})"
+                    );
+                }
+            });
+            Ok(exit::OK)
+        }
+    }
+}
