@@ -5,7 +5,9 @@
 //! * **metadata** — every pack exists, has the recorded size and Content-MD5, and its
 //!   committed block list equals the recorded block table;
 //! * **sample** — a seeded fraction of blocks is re-read and MD5-compared, and a seeded
-//!   fraction of files is read back through its frames and SHA-256-compared;
+//!   fraction of files is read back through its frames and SHA-256-compared; at least
+//!   one block and one file of every pack, so a small snapshot is never "verified" by
+//!   reading nothing;
 //! * **full** — every pack is streamed block by block (every block MD5-checked) and
 //!   decompressed, and every file's SHA-256 is checked.
 //!
@@ -96,6 +98,19 @@ fn sampled(seed: u64, key: &str, index: u64, f: f64) -> bool {
     let d = h.finalize();
     let x = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
     (x as f64 / u64::MAX as f64) < f
+}
+
+/// The index in `0..n` the seed ranks first (used so a sample is never empty).
+fn first_pick(seed: u64, key: &str, n: usize) -> usize {
+    (0..n)
+        .min_by_key(|i| {
+            let mut h = Sha256::new();
+            h.update(seed.to_le_bytes());
+            h.update(key.as_bytes());
+            h.update((*i as u64).to_le_bytes());
+            h.finalize()[..8].to_vec()
+        })
+        .unwrap_or(0)
 }
 
 /// Paths of `pack` whose tar records intersect uncompressed `raw`.
@@ -470,10 +485,15 @@ fn sample_pack(
     seed: u64,
     r: &mut PackResult,
 ) -> Result<()> {
-    for i in 0..p.blocks.len() {
-        if !sampled(seed, &p.id, i as u64, f) {
-            continue;
-        }
+    // A seeded fraction of blocks, and never none: a small pack still gets one block
+    // re-read (the one the seed picks first).
+    let mut chosen_blocks: Vec<usize> = (0..p.blocks.len())
+        .filter(|&i| sampled(seed, &p.id, i as u64, f))
+        .collect();
+    if chosen_blocks.is_empty() && !p.blocks.is_empty() {
+        chosen_blocks.push(first_pick(seed, &p.id, p.blocks.len()));
+    }
+    for i in chosen_blocks {
         let data = rt.block_on(store.get(blob, Some(p.block_range(i))))?;
         r.bytes += data.len() as u64;
         r.blocks += 1;
@@ -489,12 +509,15 @@ fn sample_pack(
         }
     }
     let files = file_entries(entries);
-    let chosen: Vec<&Entry> = files
+    let mut chosen: Vec<&Entry> = files
         .iter()
         .enumerate()
         .filter(|(i, e)| sampled(seed ^ 0x5eed, &e.path.display(), *i as u64, f))
         .map(|(_, e)| *e)
         .collect();
+    if chosen.is_empty() && !files.is_empty() {
+        chosen.push(files[first_pick(seed ^ 0x5eed, &p.id, files.len())]);
+    }
     let mut cur = PackCursor::new(store, rt, blob.to_string(), p);
     for (k, e) in chosen.iter().enumerate() {
         let hint = chosen
@@ -539,5 +562,8 @@ mod tests {
         let b: Vec<bool> = (0..100).map(|i| sampled(7, "p", i, 0.5)).collect();
         assert_eq!(a, b);
         assert!((0..100).all(|i| sampled(1, "p", i, 1.0)));
+        let a = first_pick(3, "p", 10);
+        assert!(a < 10);
+        assert_eq!(a, first_pick(3, "p", 10));
     }
 }

@@ -554,3 +554,47 @@ async fn rerun_reuses_blocks_staged_by_a_failed_attempt() {
     .unwrap();
     assert!(v.ok(), "{:?}", v.mismatches);
 }
+
+#[tokio::test]
+async fn a_small_sample_still_reads_something_and_catches_corruption() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("only.txt"),
+        b"the one file of a tiny backup\n".repeat(100),
+    )
+    .unwrap();
+    let name = unique("tiny");
+    let pf = write_pipeline(
+        t.path(),
+        "tiny",
+        &src,
+        &format!("memory://{name}"),
+        "[verify]\nsample = \"1%\"\n",
+    );
+    let (p, s) = open(&pf).await;
+    let r = backup(&p, &s).await;
+    let v = r.verify.unwrap();
+    assert!(v.blocks_checked >= 1 && v.entries_checked >= 1, "{v:?}");
+    let layout = Layout::new("tiny");
+    let m = catalog::load(&*s, &layout, r.snapshot.as_deref().unwrap())
+        .await
+        .unwrap();
+    MemoryStore::shared(&format!("{name}/backups")).corrupt(&layout.full(&m.packs[0].blob), 40);
+    let v = verify(
+        &s,
+        &layout,
+        &m,
+        VerifyMode::Sample(0.01),
+        Some(5),
+        &p.upload,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !v.ok(),
+        "a 1% sample of a one-block pack must still read that block"
+    );
+}
