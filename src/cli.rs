@@ -139,6 +139,39 @@ pub enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// Delete the snapshots `[retention]` does not keep (their manifests only; `prune`
+    /// frees the packs). Prints which go and which rule keeps each survivor.
+    Forget(RetentionArgs),
+    /// Delete packs no remaining snapshot references (older than the grace period),
+    /// finished runs' part records and forgotten snapshots' verify reports.
+    Prune(RetentionArgs),
+    /// Print the Azure Storage lifecycle management policy JSON for the pipelines'
+    /// `[lifecycle]` tables (one rule each, packs only, never a delete action).
+    Lifecycle {
+        /// Pipeline files (one policy holds every pipeline of a storage account).
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+}
+
+/// `forget` / `prune` arguments.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Decide and print, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait for a running backup to finish instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
+    /// Prune: keep unreferenced packs whose tier's early-deletion minimum (cool 30,
+    /// cold 90, archive 180 days) has not passed, instead of deleting them early.
+    #[arg(long)]
+    pub defer_early_deletion: bool,
+    /// Prune: grace period overriding `[retention] prune_grace` (e.g. "2d").
+    #[arg(long)]
+    pub grace: Option<String>,
 }
 
 /// `auth` subcommands.
@@ -574,6 +607,17 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             });
             Ok(if r.ok() { exit::OK } else { exit::FAILED })
         }
+        Command::Forget(a) => retention_cmd(a, true, json).await,
+        Command::Prune(a) => retention_cmd(a, false, json).await,
+        Command::Lifecycle { pipelines } => {
+            let ps = pipelines
+                .iter()
+                .map(|f| Pipeline::load(f))
+                .collect::<Result<Vec<_>>>()?;
+            let v = crate::lifecycle::policy(&ps)?;
+            println!("{v:#}");
+            Ok(exit::OK)
+        }
         Command::Restore(a) => {
             let p = Pipeline::load(&a.pipeline)?;
             let store = open(&p).await?;
@@ -615,6 +659,84 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+async fn retention_cmd(a: RetentionArgs, forget: bool, json: bool) -> Result<i32> {
+    use crate::retention;
+    let p = Pipeline::load(&a.pipeline)?;
+    let store = open(&p).await?;
+    let cancel = crate::cancel::Cancel::new();
+    cancel.on_signals();
+    let opts = retention::Options {
+        dry_run: a.dry_run,
+        wait_lock: a.wait_lock,
+        grace: a
+            .grace
+            .as_deref()
+            .map(crate::pipeline::spec::parse_duration)
+            .transpose()
+            .map_err(|e| Error::config(format!("--grace: {e}")))?,
+        defer_early_deletion: a.defer_early_deletion,
+        cancel,
+    };
+    let would = if a.dry_run { "would " } else { "" };
+    if forget {
+        let r = retention::forget(&p, &store, &opts).await?;
+        emit(json, &r, || {
+            for d in &r.decisions {
+                if d.keep {
+                    let why: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+                    println!("keep   {}  ({})", d.id, why.join(", "));
+                } else {
+                    println!("forget {}", d.id);
+                }
+            }
+            println!(
+                "{} snapshots kept, {} {}forgotten{}",
+                r.kept,
+                r.forgotten.len(),
+                if a.dry_run { "to be " } else { "" },
+                if r.forgotten.is_empty() || a.dry_run {
+                    ""
+                } else {
+                    " (run `blobpipe prune` to free their packs)"
+                }
+            );
+        });
+    } else {
+        let r = retention::prune(&p, &store, &opts).await?;
+        emit(json, &r, || {
+            println!(
+                "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} {would}be deleted ({} {would}be freed)",
+                r.snapshots,
+                r.packs_total,
+                r.packs_referenced,
+                r.packs_young,
+                r.packs_deleted,
+                human(r.bytes_freed)
+            );
+            for (tier, e) in &r.early_deletion {
+                println!(
+                    "{tier}: {} unreferenced packs ({}) inside the {}-day early-deletion minimum: {}{}",
+                    e.packs,
+                    human(e.bytes),
+                    retention::early_deletion_days(crate::store::Tier::parse(tier).unwrap_or_default()),
+                    if e.deferred { "kept (deferred)" } else { "deleted early (Azure charges the remaining days)" },
+                    e.free_after
+                        .map(|t| format!(", free to delete after {}", t.format("%Y-%m-%d")))
+                        .unwrap_or_default()
+                );
+            }
+            println!(
+                "{} runs' part records ({} blobs) and {} verify reports of forgotten snapshots {would}deleted ({})",
+                r.runs_cleaned.len(),
+                r.part_blobs_deleted,
+                r.verify_reports_deleted,
+                human(r.record_bytes_freed)
+            );
+        });
+    }
+    Ok(exit::OK)
 }
 
 fn print_verify(v: &verify::VerifyReport) {

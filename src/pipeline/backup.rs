@@ -251,6 +251,9 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
     };
     report.finished_at = Utc::now();
     write_run_record(&*store, &layout, &report).await;
+    if report.status == RunStatus::Ok && p.retention.as_ref().is_some_and(|r| r.auto) {
+        crate::retention::after_backup(p, &store, &report).await;
+    }
     Ok(report)
 }
 

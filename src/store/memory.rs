@@ -118,6 +118,18 @@ impl MemoryStore {
         b.data = Bytes::from(v);
     }
 
+    /// Move the `last_modified` of every blob under `prefix` back by `by` (tests of the
+    /// prune grace period and early-deletion minimums).
+    pub fn backdate(&self, prefix: &str, by: Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
+        let mut st = self.state.lock().expect("poisoned");
+        for (name, b) in st.blobs.iter_mut() {
+            if name.starts_with(prefix) {
+                b.props.last_modified -= by;
+            }
+        }
+    }
+
     /// Names of all committed blobs.
     pub fn names(&self) -> Vec<String> {
         self.state
