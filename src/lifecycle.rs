@@ -14,7 +14,8 @@
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::pipeline::spec::Pipeline;
+use crate::pipeline::spec::{Pipeline, StoreLocation};
+use crate::store::azure::builder::AzureTarget;
 
 /// The rule name Azure accepts for a pipeline: `packs` + the name without `-`, `_`, `.`
 /// (rule names must be alphanumeric), as the Bicep module builds it.
@@ -24,14 +25,29 @@ pub fn rule_name(pipeline: &str) -> String {
     s
 }
 
-/// The `prefixMatch` of a pipeline's packs: `<container>/<prefix>/packs/`.
-pub fn packs_prefix(p: &Pipeline) -> String {
-    let prefix = p.target.prefix.trim_matches('/');
-    if prefix.is_empty() {
-        format!("{}/packs/", p.target.container)
-    } else {
-        format!("{}/{prefix}/packs/", p.target.container)
+/// The `prefixMatch` of a pipeline's packs: `<container>/[<root>/]<prefix>/packs/`, with
+/// the container (and root) an Azure URL names taking precedence over
+/// `target.container`, as the store itself does.
+///
+/// # Errors
+/// `Config` for an Azure location that does not parse.
+pub fn packs_prefix(p: &Pipeline) -> Result<String> {
+    let (container, root) = match &p.target.location {
+        StoreLocation::Azure(loc) => {
+            let t = AzureTarget::parse(loc, &p.target.container)?;
+            (t.container, t.root)
+        }
+        _ => (p.target.container.clone(), String::new()),
+    };
+    let mut s = container;
+    for part in [root.trim_matches('/'), p.target.prefix.trim_matches('/')] {
+        if !part.is_empty() {
+            s.push('/');
+            s.push_str(part);
+        }
     }
+    s.push_str("/packs/");
+    Ok(s)
 }
 
 /// One lifecycle rule for `p`.
@@ -65,7 +81,7 @@ pub fn rule(p: &Pipeline) -> Result<Value> {
         "definition": {
             "filters": {
                 "blobTypes": ["blockBlob"],
-                "prefixMatch": [packs_prefix(p)],
+                "prefixMatch": [packs_prefix(p)?],
             },
             "actions": { "baseBlob": Value::Object(base) },
         },
@@ -89,7 +105,7 @@ pub fn policy(pipelines: &[Pipeline]) -> Result<Value> {
                 p.file.display()
             )));
         }
-        let pre = packs_prefix(p);
+        let pre = packs_prefix(p)?;
         if let Some(other) = prefixes.insert(pre.clone(), p.file.display().to_string()) {
             return Err(Error::config(format!(
                 "{} and {other} both store packs under {pre}; give each pipeline its own target.prefix",
