@@ -265,6 +265,26 @@ pub struct RestoreArgs {
     /// Replace existing files in the target.
     #[arg(long)]
     pub overwrite: bool,
+    /// Print the packs the restore needs, their tiers, and what must be rehydrated from
+    /// Archive (packs, bytes, expected wait), without restoring anything.
+    #[arg(long)]
+    pub plan: bool,
+    /// Rehydrate archived packs first (copies to Hot staging blobs), wait for them with
+    /// progress, restore, then delete the copies. Rerun to resume an interrupted wait.
+    #[arg(long, value_enum)]
+    pub rehydrate: Option<RehydrateArg>,
+    /// With --rehydrate: seconds between polls of pending rehydrations.
+    #[arg(long, default_value_t = 60)]
+    pub rehydrate_poll_secs: u64,
+}
+
+/// `--rehydrate` priorities.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RehydrateArg {
+    /// Up to 15 hours, cheaper.
+    Standard,
+    /// Usually under 1 hour for packs under 10 GB, costs more.
+    High,
 }
 
 fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
@@ -624,6 +644,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let layout = Layout::new(&p.target.prefix);
             let id = a.sel.resolve(&*store, &layout).await?;
             let m = catalog::load(&*store, &layout, &id).await?;
+            if a.plan || a.rehydrate.is_some() {
+                return restore_archive_cmd(&a, &p, &store, &layout, &m, json, quiet).await;
+            }
             let reporter = Reporter::start("restore", quiet);
             let res = restore::restore(
                 &store,
@@ -736,6 +759,95 @@ async fn retention_cmd(a: RetentionArgs, forget: bool, json: bool) -> Result<i32
             );
         });
     }
+    Ok(exit::OK)
+}
+
+async fn restore_archive_cmd(
+    a: &RestoreArgs,
+    p: &Pipeline,
+    store: &store::Store,
+    layout: &Layout,
+    m: &crate::manifest::Manifest,
+    json: bool,
+    quiet: bool,
+) -> Result<i32> {
+    if a.plan {
+        let pl = restore::plan(store, layout, m, &a.paths).await?;
+        emit(json, &pl, || {
+            println!(
+                "restore of {} ({} entries) reads {} packs ({})",
+                pl.snapshot,
+                pl.entries,
+                pl.packs.len(),
+                human(pl.packs.iter().map(|x| x.size).sum())
+            );
+            for x in &pl.archived {
+                println!(
+                    "rehydrate {} ({}){}",
+                    x.blob,
+                    human(x.size),
+                    x.staging
+                        .as_deref()
+                        .map(|s| format!(" — staging copy {s}"))
+                        .unwrap_or_default()
+                );
+            }
+            if pl.archived.is_empty() {
+                println!("nothing to rehydrate: every needed pack is online");
+            } else {
+                println!(
+                    "{} archived packs, {} to rehydrate; expected wait: standard {}, high {}",
+                    pl.archived.len(),
+                    human(pl.archived_bytes),
+                    pl.wait_standard,
+                    pl.wait_high
+                );
+                println!("start with: blobpipe restore … --rehydrate standard|high");
+            }
+        });
+        return Ok(exit::OK);
+    }
+    let cancel = crate::cancel::Cancel::new();
+    cancel.on_signals();
+    let rh = a.rehydrate.map(|r| restore::RehydrateOptions {
+        priority: match r {
+            RehydrateArg::Standard => store::RehydratePriority::Standard,
+            RehydrateArg::High => store::RehydratePriority::High,
+        },
+        poll: std::time::Duration::from_secs(a.rehydrate_poll_secs.max(1)),
+        timeout: None,
+    });
+    let reporter = Reporter::start("restore", quiet);
+    let res = restore::restore_with(
+        store,
+        layout,
+        m,
+        &restore::RestoreOptions {
+            to: a.to.clone(),
+            paths: a.paths.clone(),
+            overwrite: a.overwrite,
+            concurrency: p.upload.concurrency,
+        },
+        rh,
+        &cancel,
+        Some(reporter.counters.clone()),
+    )
+    .await;
+    reporter.finish().await;
+    let r = res?;
+    emit(json, &r, || {
+        println!(
+            "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs (archived packs read from rehydrated copies, since deleted); every file's SHA-256 checked",
+            r.snapshot,
+            r.to.display(),
+            r.files,
+            human(r.bytes),
+            r.dirs,
+            r.symlinks,
+            human(r.bytes_fetched),
+            r.packs_read
+        );
+    });
     Ok(exit::OK)
 }
 
