@@ -113,8 +113,7 @@ pub async fn resolve_at(
     snapshot_ids(store, layout)
         .await?
         .into_iter()
-        .filter(|id| id_time(id).is_some_and(|t| t <= at))
-        .next_back()
+        .rfind(|id| id_time(id).is_some_and(|t| t <= at))
         .ok_or_else(|| Error::not_found(format!("no snapshot at or before {}", at.to_rfc3339())))
 }
 

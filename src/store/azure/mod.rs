@@ -660,7 +660,7 @@ impl BlobStore for AzureStore {
                 }
                 // An emulator that cannot copy from an archived source: fall back to
                 // changing the original's tier in place (documented in docs/retention.md).
-                if status == 409 || status == 501 {
+                if (status == 409 && code == "CannotVerifyCopySource") || status == 501 {
                     tracing::warn!(
                         "{what}: Copy Blob refused ({status} {code}); falling back to setting the original's tier to Hot"
                     );
