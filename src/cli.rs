@@ -702,7 +702,11 @@ async fn retention_cmd(a: RetentionArgs, forget: bool, json: bool) -> Result<i32
         defer_early_deletion: a.defer_early_deletion,
         cancel,
     };
-    let would = if a.dry_run { "would " } else { "" };
+    let (deleted, freed) = if a.dry_run {
+        ("would be deleted", "would be freed")
+    } else {
+        ("deleted", "freed")
+    };
     if forget {
         let r = retention::forget(&p, &store, &opts).await?;
         emit(json, &r, || {
@@ -730,7 +734,7 @@ async fn retention_cmd(a: RetentionArgs, forget: bool, json: bool) -> Result<i32
         let r = retention::prune(&p, &store, &opts).await?;
         emit(json, &r, || {
             println!(
-                "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} {would}be deleted ({} {would}be freed)",
+                "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} {deleted} ({} {freed})",
                 r.snapshots,
                 r.packs_total,
                 r.packs_referenced,
@@ -751,7 +755,7 @@ async fn retention_cmd(a: RetentionArgs, forget: bool, json: bool) -> Result<i32
                 );
             }
             println!(
-                "{} runs' part records ({} blobs) and {} verify reports of forgotten snapshots {would}deleted ({})",
+                "{} runs' part records ({} blobs) and {} verify reports of forgotten snapshots {deleted} ({})",
                 r.runs_cleaned.len(),
                 r.part_blobs_deleted,
                 r.verify_reports_deleted,
