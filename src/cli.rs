@@ -174,6 +174,39 @@ pub enum Command {
         #[command(subcommand)]
         command: ops::FunctionsCommand,
     },
+    /// Delete the snapshots `[retention]` does not keep (their manifests only; `prune`
+    /// frees the packs). Prints which go and which rule keeps each survivor.
+    Forget(RetentionArgs),
+    /// Delete packs no remaining snapshot references (older than the grace period),
+    /// finished runs' part records and forgotten snapshots' verify reports.
+    Prune(RetentionArgs),
+    /// Print the Azure Storage lifecycle management policy JSON for the pipelines'
+    /// `[lifecycle]` tables (one rule each, packs only, never a delete action).
+    Lifecycle {
+        /// Pipeline files (one policy holds every pipeline of a storage account).
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+}
+
+/// `forget` / `prune` arguments.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Decide and print, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait for a running backup to finish instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
+    /// Prune: keep unreferenced packs whose tier's early-deletion minimum (cool 30,
+    /// cold 90, archive 180 days) has not passed, instead of deleting them early.
+    #[arg(long)]
+    pub defer_early_deletion: bool,
+    /// Prune: grace period overriding `[retention] prune_grace` (e.g. "2d").
+    #[arg(long)]
+    pub grace: Option<String>,
 }
 
 /// `auth` subcommands.
@@ -267,6 +300,26 @@ pub struct RestoreArgs {
     /// Replace existing files in the target.
     #[arg(long)]
     pub overwrite: bool,
+    /// Print the packs the restore needs, their tiers, and what must be rehydrated from
+    /// Archive (packs, bytes, expected wait), without restoring anything.
+    #[arg(long)]
+    pub plan: bool,
+    /// Rehydrate archived packs first (copies to Hot staging blobs), wait for them with
+    /// progress, restore, then delete the copies. Rerun to resume an interrupted wait.
+    #[arg(long, value_enum)]
+    pub rehydrate: Option<RehydrateArg>,
+    /// With --rehydrate: seconds between polls of pending rehydrations.
+    #[arg(long, default_value_t = 60)]
+    pub rehydrate_poll_secs: u64,
+}
+
+/// `--rehydrate` priorities.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RehydrateArg {
+    /// Up to 15 hours, cheaper.
+    Standard,
+    /// Usually under 1 hour for packs under 10 GB, costs more.
+    High,
 }
 
 fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
@@ -616,12 +669,26 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Next { pipelines, count } => ops::next(&pipelines, count, json),
         Command::Serve(a) => ops::serve(a).await,
         Command::Functions { command } => ops::functions(command, json),
+        Command::Forget(a) => retention_cmd(a, true, json).await,
+        Command::Prune(a) => retention_cmd(a, false, json).await,
+        Command::Lifecycle { pipelines } => {
+            let ps = pipelines
+                .iter()
+                .map(|f| Pipeline::load(f))
+                .collect::<Result<Vec<_>>>()?;
+            let v = crate::lifecycle::policy(&ps)?;
+            println!("{v:#}");
+            Ok(exit::OK)
+        }
         Command::Restore(a) => {
             let p = Pipeline::load(&a.pipeline)?;
             let store = open(&p).await?;
             let layout = Layout::new(&p.target.prefix);
             let id = a.sel.resolve(&*store, &layout).await?;
             let m = catalog::load(&*store, &layout, &id).await?;
+            if a.plan || a.rehydrate.is_some() {
+                return restore_archive_cmd(&a, &p, &store, &layout, &m, json, quiet).await;
+            }
             let reporter = Reporter::start("restore", quiet);
             let res = restore::restore(
                 &store,
@@ -657,6 +724,177 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+async fn retention_cmd(a: RetentionArgs, forget: bool, json: bool) -> Result<i32> {
+    use crate::retention;
+    let p = Pipeline::load(&a.pipeline)?;
+    let store = open(&p).await?;
+    let cancel = crate::cancel::Cancel::new();
+    cancel.on_signals();
+    let opts = retention::Options {
+        dry_run: a.dry_run,
+        wait_lock: a.wait_lock,
+        grace: a
+            .grace
+            .as_deref()
+            .map(crate::pipeline::spec::parse_duration)
+            .transpose()
+            .map_err(|e| Error::config(format!("--grace: {e}")))?,
+        defer_early_deletion: a.defer_early_deletion,
+        cancel,
+    };
+    let (deleted, freed) = if a.dry_run {
+        ("would be deleted", "would be freed")
+    } else {
+        ("deleted", "freed")
+    };
+    if forget {
+        let r = retention::forget(&p, &store, &opts).await?;
+        emit(json, &r, || {
+            for d in &r.decisions {
+                if d.keep {
+                    let why: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+                    println!("keep   {}  ({})", d.id, why.join(", "));
+                } else {
+                    println!("forget {}", d.id);
+                }
+            }
+            println!(
+                "{} snapshots kept, {} {}forgotten{}",
+                r.kept,
+                r.forgotten.len(),
+                if a.dry_run { "to be " } else { "" },
+                if r.forgotten.is_empty() || a.dry_run {
+                    ""
+                } else {
+                    " (run `blobpipe prune` to free their packs)"
+                }
+            );
+        });
+    } else {
+        let r = retention::prune(&p, &store, &opts).await?;
+        emit(json, &r, || {
+            println!(
+                "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} {deleted} ({} {freed})",
+                r.snapshots,
+                r.packs_total,
+                r.packs_referenced,
+                r.packs_young,
+                r.packs_deleted,
+                human(r.bytes_freed)
+            );
+            for (tier, e) in &r.early_deletion {
+                println!(
+                    "{tier}: {} unreferenced packs ({}) inside the {}-day early-deletion minimum: {}{}",
+                    e.packs,
+                    human(e.bytes),
+                    retention::early_deletion_days(crate::store::Tier::parse(tier).unwrap_or_default()),
+                    if e.deferred { "kept (deferred)" } else { "deleted early (Azure charges the remaining days)" },
+                    e.free_after
+                        .map(|t| format!(", free to delete after {}", t.format("%Y-%m-%d")))
+                        .unwrap_or_default()
+                );
+            }
+            println!(
+                "{} runs' part records ({} blobs) and {} verify reports of forgotten snapshots {deleted} ({})",
+                r.runs_cleaned.len(),
+                r.part_blobs_deleted,
+                r.verify_reports_deleted,
+                human(r.record_bytes_freed)
+            );
+        });
+    }
+    Ok(exit::OK)
+}
+
+async fn restore_archive_cmd(
+    a: &RestoreArgs,
+    p: &Pipeline,
+    store: &store::Store,
+    layout: &Layout,
+    m: &crate::manifest::Manifest,
+    json: bool,
+    quiet: bool,
+) -> Result<i32> {
+    if a.plan {
+        let pl = restore::plan(store, layout, m, &a.paths).await?;
+        emit(json, &pl, || {
+            println!(
+                "restore of {} ({} entries) reads {} packs ({})",
+                pl.snapshot,
+                pl.entries,
+                pl.packs.len(),
+                human(pl.packs.iter().map(|x| x.size).sum())
+            );
+            for x in &pl.archived {
+                println!(
+                    "rehydrate {} ({}){}",
+                    x.blob,
+                    human(x.size),
+                    x.staging
+                        .as_deref()
+                        .map(|s| format!(" — staging copy {s}"))
+                        .unwrap_or_default()
+                );
+            }
+            if pl.archived.is_empty() {
+                println!("nothing to rehydrate: every needed pack is online");
+            } else {
+                println!(
+                    "{} archived packs, {} to rehydrate; expected wait: standard {}, high {}",
+                    pl.archived.len(),
+                    human(pl.archived_bytes),
+                    pl.wait_standard,
+                    pl.wait_high
+                );
+                println!("start with: blobpipe restore … --rehydrate standard|high");
+            }
+        });
+        return Ok(exit::OK);
+    }
+    let cancel = crate::cancel::Cancel::new();
+    cancel.on_signals();
+    let rh = a.rehydrate.map(|r| restore::RehydrateOptions {
+        priority: match r {
+            RehydrateArg::Standard => store::RehydratePriority::Standard,
+            RehydrateArg::High => store::RehydratePriority::High,
+        },
+        poll: std::time::Duration::from_secs(a.rehydrate_poll_secs.max(1)),
+        timeout: None,
+    });
+    let reporter = Reporter::start("restore", quiet);
+    let res = restore::restore_with(
+        store,
+        layout,
+        m,
+        &restore::RestoreOptions {
+            to: a.to.clone(),
+            paths: a.paths.clone(),
+            overwrite: a.overwrite,
+            concurrency: p.upload.concurrency,
+        },
+        rh,
+        &cancel,
+        Some(reporter.counters.clone()),
+    )
+    .await;
+    reporter.finish().await;
+    let r = res?;
+    emit(json, &r, || {
+        println!(
+            "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs (archived packs read from rehydrated copies, since deleted); every file's SHA-256 checked",
+            r.snapshot,
+            r.to.display(),
+            r.files,
+            human(r.bytes),
+            r.dirs,
+            r.symlinks,
+            human(r.bytes_fetched),
+            r.packs_read
+        );
+    });
+    Ok(exit::OK)
 }
 
 fn print_verify(v: &verify::VerifyReport) {

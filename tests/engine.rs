@@ -432,7 +432,9 @@ async fn file_changing_while_read_is_reread_then_flagged() {
     let src = t.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     let busy = src.join("busy.log");
-    std::fs::write(&busy, vec![b'x'; 4 << 20]).unwrap();
+    // Incompressible, so level-19 compression keeps each read window open long enough
+    // for the writer to change the file even on a loaded machine.
+    std::fs::write(&busy, noise(3 << 20, 7)).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let st = stop.clone();
     let b2 = busy.clone();

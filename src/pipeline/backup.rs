@@ -258,6 +258,9 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
     report.finished_at = Utc::now();
     report.alerts = crate::alert::on_run(p, &report).await;
     write_run_record(&*store, &layout, &report).await;
+    if report.status == RunStatus::Ok && p.retention.as_ref().is_some_and(|r| r.auto) {
+        crate::retention::after_backup(p, &store, &report).await;
+    }
     Ok(report)
 }
 

@@ -49,6 +49,34 @@ struct PipelineSpec {
     alerts: Option<AlertsSpec>,
     #[serde(default)]
     freshness: Option<FreshnessSpec>,
+    #[serde(default)]
+    retention: Option<RetentionSpec>,
+    #[serde(default)]
+    lifecycle: Option<LifecycleSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSpec {
+    keep_last: Option<Spanned<i64>>,
+    keep_hourly: Option<Spanned<i64>>,
+    keep_daily: Option<Spanned<i64>>,
+    keep_weekly: Option<Spanned<i64>>,
+    keep_monthly: Option<Spanned<i64>>,
+    keep_yearly: Option<Spanned<i64>>,
+    keep_within: Option<Spanned<String>>,
+    prune_grace: Option<Spanned<String>>,
+    auto: Option<bool>,
+    defer_early_deletion: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecycleSpec {
+    cool_after_days: Option<Spanned<i64>>,
+    cold_after_days: Option<Spanned<i64>>,
+    archive_after_days: Option<Spanned<i64>>,
+    allow_archive_before_full: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -348,6 +376,48 @@ pub struct Pipeline {
     pub rpo: Option<Duration>,
     /// `[schedule] catch_up` (default true): after downtime, run a missed schedule once.
     pub catch_up: bool,
+    /// Which snapshots to keep (`[retention]`); `None`: forget/prune refuse to run.
+    pub retention: Option<RetentionConfig>,
+    /// Tiering of packs by age (`[lifecycle]`), printed as an Azure management policy.
+    pub lifecycle: Option<LifecycleConfig>,
+}
+
+/// Checked `[retention]`: restic-like keep rules. A snapshot survives `forget` when any
+/// rule keeps it; `prune` then deletes packs no surviving manifest references.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Keep the newest N snapshots.
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one (UTC).
+    pub keep_hourly: u32,
+    /// … of each of the last N days.
+    pub keep_daily: u32,
+    /// … of each of the last N ISO weeks.
+    pub keep_weekly: u32,
+    /// … of each of the last N months.
+    pub keep_monthly: u32,
+    /// … of each of the last N years.
+    pub keep_yearly: u32,
+    /// Keep every snapshot taken within this long of the newest snapshot.
+    pub keep_within: Option<Duration>,
+    /// Packs (and records of unfinished runs) younger than this are never pruned.
+    pub prune_grace: Duration,
+    /// Apply forget + prune after every successful, verified backup.
+    pub auto: bool,
+    /// Keep unreferenced packs whose tier's early-deletion minimum has not passed.
+    pub defer_early_deletion: bool,
+}
+
+/// Checked `[lifecycle]`: days since a pack was written after which Azure moves it to a
+/// colder tier. Only packs; never a delete action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    /// Move packs to Cool after this many days.
+    pub cool_after_days: Option<u32>,
+    /// Move packs to Cold after this many days.
+    pub cold_after_days: Option<u32>,
+    /// Move packs to Archive after this many days.
+    pub archive_after_days: Option<u32>,
 }
 
 /// A checked source.
@@ -1098,6 +1168,8 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         alerts,
         rpo,
         catch_up,
+        retention: check_retention(c, s.retention.as_ref()),
+        lifecycle: check_lifecycle(c, s.lifecycle.as_ref(), &incremental),
     }
 }
 
@@ -1297,6 +1369,191 @@ fn check_target(c: &mut Checker<'_>, t: &TargetSpec, name: &str, base: &Path) ->
         prefix,
         tier,
     }
+}
+
+fn keep_count(c: &mut Checker<'_>, v: &Option<Spanned<i64>>, key: &str) -> u32 {
+    match v {
+        None => 0,
+        Some(s) if (0..=1_000_000).contains(s.get_ref()) => *s.get_ref() as u32,
+        Some(s) => {
+            c.at(
+                s.span(),
+                key,
+                format!("must be a count between 0 and 1000000, got {}", s.get_ref()),
+                "",
+            );
+            0
+        }
+    }
+}
+
+fn check_retention(c: &mut Checker<'_>, r: Option<&RetentionSpec>) -> Option<RetentionConfig> {
+    let r = r?;
+    let keep_within = r
+        .keep_within
+        .as_ref()
+        .and_then(|v| match parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                c.at(
+                    v.span(),
+                    "retention.keep_within",
+                    "must be longer than 0",
+                    "write an age like \"30d\", or remove the key",
+                );
+                None
+            }
+            Err(e) => {
+                c.at(
+                    v.span(),
+                    "retention.keep_within",
+                    e,
+                    "write an age like \"30d\"",
+                );
+                None
+            }
+        });
+    let prune_grace = match &r.prune_grace {
+        None => Duration::from_secs(2 * 86_400),
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                c.at(
+                    v.span(),
+                    "retention.prune_grace",
+                    e,
+                    "write an age like \"2d\" (packs younger than this are never pruned)",
+                );
+                Duration::from_secs(2 * 86_400)
+            }
+        },
+    };
+    let cfg = RetentionConfig {
+        keep_last: keep_count(c, &r.keep_last, "retention.keep_last"),
+        keep_hourly: keep_count(c, &r.keep_hourly, "retention.keep_hourly"),
+        keep_daily: keep_count(c, &r.keep_daily, "retention.keep_daily"),
+        keep_weekly: keep_count(c, &r.keep_weekly, "retention.keep_weekly"),
+        keep_monthly: keep_count(c, &r.keep_monthly, "retention.keep_monthly"),
+        keep_yearly: keep_count(c, &r.keep_yearly, "retention.keep_yearly"),
+        keep_within,
+        prune_grace,
+        auto: r.auto.unwrap_or(false),
+        defer_early_deletion: r.defer_early_deletion.unwrap_or(false),
+    };
+    let counts = [
+        cfg.keep_last,
+        cfg.keep_hourly,
+        cfg.keep_daily,
+        cfg.keep_weekly,
+        cfg.keep_monthly,
+        cfg.keep_yearly,
+    ];
+    let bad_key = c.errors.iter().any(|e| e.contains("retention."));
+    if counts.iter().all(|&n| n == 0) && cfg.keep_within.is_none() && !bad_key {
+        let span = [
+            &r.keep_last,
+            &r.keep_hourly,
+            &r.keep_daily,
+            &r.keep_weekly,
+            &r.keep_monthly,
+            &r.keep_yearly,
+        ]
+        .iter()
+        .find_map(|v| v.as_ref().map(|s| s.span()));
+        let msg =
+            "every keep rule is 0 and there is no keep_within: forget would delete every snapshot";
+        let fix = "set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly above 0, or keep_within = \"30d\"";
+        match span {
+            Some(sp) => c.at(sp, "retention", msg, fix),
+            None => c.missing("retention.keep_*", &format!("{msg}; {fix}")),
+        }
+    }
+    Some(cfg)
+}
+
+fn check_lifecycle(
+    c: &mut Checker<'_>,
+    l: Option<&LifecycleSpec>,
+    incremental: &IncrementalConfig,
+) -> Option<LifecycleConfig> {
+    let l = l?;
+    let mut days = |v: &Option<Spanned<i64>>, key: &str| -> Option<(u32, std::ops::Range<usize>)> {
+        let v = v.as_ref()?;
+        if (0..=99_999).contains(v.get_ref()) {
+            Some((*v.get_ref() as u32, v.span()))
+        } else {
+            c.at(
+                v.span(),
+                key,
+                format!(
+                    "must be a day count between 0 and 99999, got {}",
+                    v.get_ref()
+                ),
+                "",
+            );
+            None
+        }
+    };
+    let cool = days(&l.cool_after_days, "lifecycle.cool_after_days");
+    let cold = days(&l.cold_after_days, "lifecycle.cold_after_days");
+    let archive = days(&l.archive_after_days, "lifecycle.archive_after_days");
+    let set: Vec<(&str, u32, std::ops::Range<usize>)> = [
+        ("cool_after_days", cool.clone()),
+        ("cold_after_days", cold.clone()),
+        ("archive_after_days", archive.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|(d, sp)| (k, d, sp)))
+    .collect();
+    if set.is_empty() && c.errors.iter().all(|e| !e.contains("lifecycle.")) {
+        c.missing(
+            "lifecycle.*_after_days",
+            "[lifecycle] has no tier rule: set cool_after_days, cold_after_days and/or archive_after_days, or remove the table",
+        );
+    }
+    for w in set.windows(2) {
+        let ((ka, da, _), (kb, db, sb)) = ((&w[0].0, w[0].1, &w[0].2), (&w[1].0, w[1].1, &w[1].2));
+        if db <= da {
+            c.at(
+                sb.clone(),
+                &format!("lifecycle.{kb}"),
+                format!(
+                    "{kb} = {db} is not later than {ka} = {da}: tiers must get colder with age"
+                ),
+                "make cool_after_days < cold_after_days < archive_after_days",
+            );
+        }
+    }
+    if let Some((a, sp)) = &archive {
+        if incremental.enabled && !l.allow_archive_before_full.unwrap_or(false) {
+            let archive_age = Duration::from_secs(u64::from(*a) * 86_400);
+            let problem = match incremental.full_every {
+                FullEvery::Never => Some(
+                    "incrementals are on and full_every is \"never\", so the newest snapshot can reference packs of any age"
+                        .to_string(),
+                ),
+                FullEvery::Age(d) if archive_age <= d => Some(format!(
+                    "packs are archived after {a} days but a full backup comes only every {} days, so the newest incremental snapshots reference archived packs",
+                    d.as_secs_f64() / 86_400.0
+                )),
+                // A count of incrementals has no age; the check cannot know it.
+                _ => None,
+            };
+            if let Some(p) = problem {
+                c.at(
+                    sp.clone(),
+                    "lifecycle.archive_after_days",
+                    format!("{p}: restoring the latest snapshot would need hours of rehydration first"),
+                    "archive later than incremental.full_every (or make full_every shorter), or set allow_archive_before_full = true if slow restores are acceptable",
+                );
+            }
+        }
+    }
+    Some(LifecycleConfig {
+        cool_after_days: cool.map(|x| x.0),
+        cold_after_days: cold.map(|x| x.0),
+        archive_after_days: archive.map(|x| x.0),
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ struct State {
     blobs: BTreeMap<String, Blob>,
     staged: HashMap<String, HashMap<String, Bytes>>,
     leases: HashMap<String, (String, Instant, Duration)>,
+    /// Staging copies still rehydrating, and when they become readable.
+    rehydrating: HashMap<String, Instant>,
 }
 
 /// Counters of store operations, for tests that assert what was (not) done.
@@ -55,6 +57,7 @@ pub struct MemoryStore {
     delay: Arc<Mutex<Option<Duration>>>,
     fail_puts_matching: Arc<Mutex<Option<String>>>,
     fail_commits_matching: Arc<Mutex<Option<String>>>,
+    rehydrate_delay: Arc<Mutex<Option<Duration>>>,
     /// Operation counters.
     pub counts: Arc<OpCounts>,
 }
@@ -79,6 +82,7 @@ impl MemoryStore {
             delay: Default::default(),
             fail_puts_matching: Default::default(),
             fail_commits_matching: Default::default(),
+            rehydrate_delay: Default::default(),
             counts: Default::default(),
         }
     }
@@ -116,6 +120,24 @@ impl MemoryStore {
         let mut v = b.data.to_vec();
         v[offset] ^= 0xff;
         b.data = Bytes::from(v);
+    }
+
+    /// Make rehydration take `delay` (a staging copy stays pending that long), so
+    /// polling and resuming are tested; `None`: instant.
+    pub fn set_rehydrate_delay(&self, delay: Option<Duration>) {
+        *self.rehydrate_delay.lock().expect("poisoned") = delay;
+    }
+
+    /// Move the `last_modified` of every blob under `prefix` back by `by` (tests of the
+    /// prune grace period and early-deletion minimums).
+    pub fn backdate(&self, prefix: &str, by: Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
+        let mut st = self.state.lock().expect("poisoned");
+        for (name, b) in st.blobs.iter_mut() {
+            if name.starts_with(prefix) {
+                b.props.last_modified -= by;
+            }
+        }
     }
 
     /// Names of all committed blobs.
@@ -368,6 +390,49 @@ impl BlobStore for MemoryStore {
             .ok_or_else(|| Error::not_found(format!("BlobNotFound: {blob}")))?;
         b.props.tier = tier;
         Ok(())
+    }
+
+    async fn rehydrate(
+        &self,
+        blob: &str,
+        staging: &str,
+        _priority: super::RehydratePriority,
+    ) -> Result<super::Rehydration> {
+        let delay = *self.rehydrate_delay.lock().expect("poisoned");
+        let mut st = self.lock();
+        let now = Instant::now();
+        if st.blobs.contains_key(staging) {
+            return Ok(match st.rehydrating.get(staging) {
+                Some(at) if *at > now => super::Rehydration::Pending,
+                _ => {
+                    st.rehydrating.remove(staging);
+                    if let Some(b) = st.blobs.get_mut(staging) {
+                        b.props.tier = Tier::Hot;
+                    }
+                    super::Rehydration::Ready
+                }
+            });
+        }
+        let mut copy = st
+            .blobs
+            .get(blob)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("BlobNotFound: {blob}")))?;
+        copy.props.last_modified = chrono::Utc::now();
+        let state = match delay {
+            Some(d) if !d.is_zero() => {
+                // Like Azure: the destination exists at once, unreadable until done.
+                copy.props.tier = Tier::Archive;
+                st.rehydrating.insert(staging.to_string(), now + d);
+                super::Rehydration::Pending
+            }
+            _ => {
+                copy.props.tier = Tier::Hot;
+                super::Rehydration::Ready
+            }
+        };
+        st.blobs.insert(staging.to_string(), copy);
+        Ok(state)
     }
 
     async fn block_list(&self, blob: &str) -> Result<BlockList> {

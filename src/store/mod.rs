@@ -162,6 +162,36 @@ pub struct Lease {
     pub id: String,
 }
 
+/// How fast Azure should rehydrate an archived blob (`x-ms-rehydrate-priority`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RehydratePriority {
+    /// Up to 15 hours.
+    Standard,
+    /// Usually under 1 hour for blobs under 10 GB; costs more.
+    High,
+}
+
+impl RehydratePriority {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RehydratePriority::Standard => "standard",
+            RehydratePriority::High => "high",
+        }
+    }
+}
+
+/// Where a rehydrated copy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rehydration {
+    /// Started; not readable yet.
+    Pending,
+    /// Readable (Hot).
+    Ready,
+}
+
 /// The storage contract. See the module docs and [`conformance`] for exact semantics.
 #[async_trait]
 pub trait BlobStore: Send + Sync + fmt::Debug {
@@ -223,6 +253,35 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Release a held lease (idempotent).
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
+
+    /// Make the Archive-tier blob `blob` readable as the Hot blob `staging`.
+    ///
+    /// Rehydration is by **copy to a staging blob** (Azure Copy Blob with
+    /// `x-ms-access-tier: Hot` and `x-ms-rehydrate-priority`), not by changing the
+    /// original's tier: the archived pack stays as it is — its early-deletion clock is
+    /// not touched, the lifecycle policy does not archive it again after use, and the
+    /// staging copy is deleted after the restore, so the bill is one rehydration plus
+    /// a few hours of Hot storage.
+    ///
+    /// Idempotent, to poll and to resume: when `staging` already exists it only reports
+    /// its state; otherwise it starts the copy. The default implementation says the
+    /// store cannot rehydrate.
+    ///
+    /// # Errors
+    /// `Archived` when the store cannot rehydrate, `NotFound` for a missing `blob`, store
+    /// errors.
+    async fn rehydrate(
+        &self,
+        blob: &str,
+        staging: &str,
+        priority: RehydratePriority,
+    ) -> Result<Rehydration> {
+        let _ = (staging, priority);
+        Err(crate::Error::new(
+            crate::ErrorKind::Archived,
+            format!("{}: this store cannot rehydrate {blob}", self.describe()),
+        ))
+    }
 
     /// How many transient failures this store has retried so far (for run summaries).
     fn retries(&self) -> u64 {

@@ -586,6 +586,94 @@ impl BlobStore for AzureStore {
             .map_err(|e| map_error(&format!("setting tier {tier} on {blob}"), e))
     }
 
+    async fn rehydrate(
+        &self,
+        blob: &str,
+        staging: &str,
+        priority: super::RehydratePriority,
+    ) -> Result<super::Rehydration> {
+        use azure_storage_blob::models::{
+            ArchiveStatus, BlobClientStartCopyFromUrlOptions,
+            BlobClientStartCopyFromUrlResultHeaders, CopyStatus, RehydratePriority,
+        };
+        let what = format!("rehydrating {blob} into {staging}");
+        // Already started (a resumed restore, or polling)?
+        match self.blob(staging).get_properties(None).await {
+            Ok(r) => {
+                let m = |e| map_error(&what, e);
+                let copy = r.copy_status().map_err(m)?;
+                let archive = r.archive_status().map_err(m)?;
+                let tier = tier_from_str(r.access_tier().map_err(m)?.as_deref());
+                if matches!(copy, Some(CopyStatus::Failed) | Some(CopyStatus::Aborted)) {
+                    // Start over on the next poll.
+                    let _ = self.delete(staging).await;
+                    return Ok(super::Rehydration::Pending);
+                }
+                let pending = matches!(copy, Some(CopyStatus::Pending))
+                    || matches!(archive, Some(ArchiveStatus::RehydratePendingToHot))
+                    || archive.is_some()
+                    || tier == Tier::Archive;
+                return Ok(if pending {
+                    super::Rehydration::Pending
+                } else {
+                    super::Rehydration::Ready
+                });
+            }
+            Err(e) if http_parts(&e).is_some_and(|(s, _)| s == 404) => {}
+            Err(e) => return Err(map_error(&what, e)),
+        }
+        // Copy Blob from the archived original to a Hot staging blob. The source URL
+        // carries the SAS when the store authenticates with one (same-account copies
+        // with an Entra token are authorised by the destination request).
+        let mut source = self.blob(blob).url().clone();
+        if let Some(sas) = &self.sas {
+            source.set_query(Some(sas.current(chrono::Utc::now()).expose()));
+        }
+        let opts = BlobClientStartCopyFromUrlOptions {
+            tier: Some(AccessTier::Hot),
+            rehydrate_priority: Some(match priority {
+                super::RehydratePriority::Standard => RehydratePriority::Standard,
+                super::RehydratePriority::High => RehydratePriority::High,
+            }),
+            ..Default::default()
+        };
+        match self
+            .blob(staging)
+            .start_copy_from_url(source.to_string(), Some(opts))
+            .await
+        {
+            Ok(r) => Ok(match r.copy_status().map_err(|e| map_error(&what, e))? {
+                Some(CopyStatus::Success) => {
+                    // Azurite copies an archived source at once and keeps the tier it
+                    // was asked for; Azure reports pending until the rehydration ends.
+                    match self.head(staging).await? {
+                        Some(p) if p.tier != Tier::Archive => super::Rehydration::Ready,
+                        _ => super::Rehydration::Pending,
+                    }
+                }
+                _ => super::Rehydration::Pending,
+            }),
+            Err(e) => {
+                let (status, code) = http_parts(&e).unwrap_or((0, String::new()));
+                if status == 404 {
+                    return Err(Error::not_found(format!("{what}: BlobNotFound")));
+                }
+                // An emulator that cannot copy from an archived source: fall back to
+                // changing the original's tier in place (documented in docs/retention.md).
+                if (status == 409 && code == "CannotVerifyCopySource") || status == 501 {
+                    tracing::warn!(
+                        "{what}: Copy Blob refused ({status} {code}); falling back to setting the original's tier to Hot"
+                    );
+                    self.set_tier(blob, Tier::Hot).await?;
+                    let data = self.get(blob, None).await?;
+                    self.put(staging, data, true).await?;
+                    return Ok(super::Rehydration::Ready);
+                }
+                Err(map_error(&what, e))
+            }
+        }
+    }
+
     async fn block_list(&self, blob: &str) -> Result<BlockList> {
         let what = format!("reading the block list of {blob}");
         let rsp = match self

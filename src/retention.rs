@@ -1,0 +1,716 @@
+//! Retention: which snapshots to keep (`forget`) and which packs can go (`prune`).
+//!
+//! Two steps, on purpose:
+//!
+//! * [`evaluate`] is pure: given the snapshot ids (their times come from the id, see
+//!   [`catalog::id_time`]) and a [`RetentionConfig`], it decides, restic-like, which
+//!   snapshots survive and *which rules* keep each survivor. Buckets are UTC hours,
+//!   days, ISO weeks, months and years; walking newest first, a rule keeps the newest
+//!   snapshot of each bucket until it has kept its count. `keep_last` keeps the newest
+//!   N; `keep_within` keeps everything taken within that long of the *newest* snapshot
+//!   (not of now: a pipeline that stopped backing up does not lose its history).
+//! * [`forget`] deletes the manifests of the snapshots that go — nothing else. A snapshot
+//!   exists iff its manifest exists, so this is the whole of "deleting a snapshot".
+//! * [`prune`] deletes packs that no remaining manifest references, and only when they
+//!   are older than the grace period (blob `last_modified`); it also deletes part
+//!   records of runs that committed or were abandoned longer than the grace ago, and the
+//!   verify reports of forgotten snapshots.
+//!
+//! Invariants: both run under the pipeline's run lock ([`RunLock`]), so no backup runs
+//! while they change the store; and even without that, a pack younger than the grace
+//! period, or referenced by any remaining manifest or by the part records of an
+//! unfinished run, is never deleted. Manifests are streamed one at a time: memory grows
+//! with the number of packs, not with the number of files or snapshots.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::BufRead;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::Serialize;
+
+use crate::cancel::Cancel;
+use crate::catalog;
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::layout::Layout;
+use crate::manifest::Line;
+use crate::pipeline::lock::RunLock;
+use crate::pipeline::spec::{Pipeline, RetentionConfig};
+use crate::store::{list_all, BlobStore, Store, Tier};
+
+/// One rule that keeps a snapshot, with the bucket it kept it for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// `last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`, `within`, `undated` or
+    /// `pending-run`.
+    pub rule: &'static str,
+    /// The bucket (`2026-11-20`, `2026-W47`, …), for bucketed rules.
+    pub bucket: Option<String>,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.bucket {
+            Some(b) => write!(f, "{} {b}", self.rule),
+            None => f.write_str(self.rule),
+        }
+    }
+}
+
+/// The decision for one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Snapshot id.
+    pub id: String,
+    /// Time from the id (`None` for an id that does not start with one: always kept).
+    pub time: Option<DateTime<Utc>>,
+    /// Survives `forget`.
+    pub keep: bool,
+    /// Every rule that keeps it (empty when it goes).
+    pub reasons: Vec<Reason>,
+}
+
+type Bucket = fn(DateTime<Utc>) -> String;
+
+fn rules(p: &RetentionConfig) -> [(&'static str, u32, Bucket); 5] {
+    [
+        ("hourly", p.keep_hourly, |t| {
+            t.format("%Y-%m-%dT%H").to_string()
+        }),
+        ("daily", p.keep_daily, |t| t.format("%Y-%m-%d").to_string()),
+        ("weekly", p.keep_weekly, |t| {
+            let w = t.iso_week();
+            format!("{}-W{:02}", w.year(), w.week())
+        }),
+        ("monthly", p.keep_monthly, |t| t.format("%Y-%m").to_string()),
+        ("yearly", p.keep_yearly, |t| t.format("%Y").to_string()),
+    ]
+}
+
+/// Decide which of `ids` survive `policy`. Returns one decision per id, newest first.
+pub fn evaluate(policy: &RetentionConfig, ids: &[String]) -> Vec<Decision> {
+    let mut out: Vec<Decision> = ids
+        .iter()
+        .map(|id| Decision {
+            id: id.clone(),
+            time: catalog::id_time(id),
+            keep: false,
+            reasons: vec![],
+        })
+        .collect();
+    // Newest first; ties (never, in practice) by id.
+    out.sort_by(|a, b| (b.time, &b.id).cmp(&(a.time, &a.id)));
+    for d in out.iter_mut().filter(|d| d.time.is_none()) {
+        d.reasons.push(Reason {
+            rule: "undated",
+            bucket: None,
+        });
+    }
+    let dated: Vec<usize> = (0..out.len()).filter(|&i| out[i].time.is_some()).collect();
+    for &i in dated.iter().take(policy.keep_last as usize) {
+        out[i].reasons.push(Reason {
+            rule: "last",
+            bucket: None,
+        });
+    }
+    for (name, count, bucket) in rules(policy) {
+        let mut last: Option<String> = None;
+        let mut kept = 0u32;
+        for &i in &dated {
+            if kept >= count {
+                break;
+            }
+            let b = bucket(out[i].time.unwrap_or_default());
+            if last.as_ref() != Some(&b) {
+                out[i].reasons.push(Reason {
+                    rule: name,
+                    bucket: Some(b.clone()),
+                });
+                kept += 1;
+                last = Some(b);
+            }
+        }
+    }
+    if let (Some(within), Some(&first)) = (policy.keep_within, dated.first()) {
+        let newest = out[first].time.unwrap_or_default();
+        let cutoff = newest - chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
+        for &i in &dated {
+            if out[i].time.is_some_and(|t| t >= cutoff) {
+                out[i].reasons.push(Reason {
+                    rule: "within",
+                    bucket: None,
+                });
+            }
+        }
+    }
+    for d in &mut out {
+        d.keep = !d.reasons.is_empty();
+    }
+    out
+}
+
+/// Options shared by `forget` and `prune`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Decide and report, change nothing (no lock taken).
+    pub dry_run: bool,
+    /// Wait for a running backup to release the run lock instead of failing.
+    pub wait_lock: bool,
+    /// Override `[retention] prune_grace`.
+    pub grace: Option<Duration>,
+    /// Keep unreferenced packs whose tier's early-deletion minimum has not passed
+    /// (in addition to `[retention] defer_early_deletion`).
+    pub defer_early_deletion: bool,
+    /// Cancellation (while waiting for the lock).
+    pub cancel: Cancel,
+}
+
+/// What `forget` decided (and did).
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgetReport {
+    /// Nothing was deleted.
+    pub dry_run: bool,
+    /// Every snapshot, newest first, with the rules keeping it.
+    pub decisions: Vec<Decision>,
+    /// Snapshots whose manifests were (or would be) deleted.
+    pub forgotten: Vec<String>,
+    /// Snapshots kept.
+    pub kept: usize,
+}
+
+/// A run with records under `parts/<run-id>/`.
+#[derive(Debug, Clone)]
+struct RunParts {
+    run: String,
+    /// Its snapshot exists (the run committed).
+    committed: bool,
+    /// The incremental parent named by its plan.
+    parent: Option<String>,
+    /// Newest record time.
+    newest: DateTime<Utc>,
+    /// Every blob under its prefix, with sizes.
+    blobs: Vec<(String, u64)>,
+}
+
+impl RunParts {
+    /// Committed, or untouched for the grace period: its records can go.
+    fn stale(&self, now: DateTime<Utc>, grace: Duration) -> bool {
+        self.committed || age(now, self.newest) >= grace
+    }
+}
+
+fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
+    now.signed_duration_since(then).to_std().unwrap_or_default()
+}
+
+async fn run_parts(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<RunParts>> {
+    let prefix = layout.parts("");
+    let prefix = prefix.trim_end_matches('/').to_string() + "/";
+    let mut by_run: BTreeMap<String, RunParts> = BTreeMap::new();
+    for item in list_all(store, &prefix).await? {
+        let Some((run, _)) = item.name[prefix.len()..].split_once('/') else {
+            continue;
+        };
+        let e = by_run.entry(run.to_string()).or_insert_with(|| RunParts {
+            run: run.to_string(),
+            committed: false,
+            parent: None,
+            newest: item.last_modified,
+            blobs: vec![],
+        });
+        e.newest = e.newest.max(item.last_modified);
+        e.blobs.push((item.name.clone(), item.size));
+    }
+    for r in by_run.values_mut() {
+        let plan = layout.plan(&r.run);
+        if !r.blobs.iter().any(|(n, _)| *n == plan) {
+            continue;
+        }
+        // Read the plan loosely (only the fields needed), so plan changes elsewhere do
+        // not break prune.
+        let bytes = match store.get(&plan, None).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.context(format!("reading {plan}"))),
+        };
+        let mut s = Vec::new();
+        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s)
+            .is_err()
+        {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&s).unwrap_or_default();
+        r.parent = v["parent"].as_str().map(str::to_string);
+        if let Some(t) = v["started_at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        {
+            let snap = crate::ids::snapshot_id_for(t.with_timezone(&Utc), &r.run);
+            r.committed = store.head(&layout.snapshot(&snap)).await?.is_some();
+        }
+    }
+    // A run whose snapshot was forgotten since still committed: its run record says so.
+    for r in by_run.values_mut().filter(|r| !r.committed) {
+        let prefix = format!("{}{}/", layout.runs(), r.run);
+        for rec in list_all(store, &prefix).await? {
+            let Ok(body) = store.get(&rec.name, None).await else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if v["run_id"].as_str() == Some(r.run.as_str()) && v["snapshot"].is_string() {
+                r.committed = true;
+                break;
+            }
+        }
+    }
+    Ok(by_run.into_values().collect())
+}
+
+async fn lock(
+    store: &Store,
+    layout: &Layout,
+    what: &str,
+    ttl: Duration,
+    opts: &Options,
+) -> Result<RunLock> {
+    let id = format!("{what}-{}", crate::ids::stamp(Utc::now()));
+    RunLock::acquire(
+        store.clone(),
+        layout,
+        &id,
+        ttl,
+        opts.wait_lock,
+        &opts.cancel,
+    )
+    .await
+    .ctx(what)
+}
+
+fn policy_of(p: &Pipeline) -> Result<&RetentionConfig> {
+    p.retention.as_ref().ok_or_else(|| {
+        Error::config(format!(
+            "{}: the pipeline has no [retention] table, so nothing decides what to keep (add e.g. keep_daily = 30; see docs/retention.md)",
+            p.file.display()
+        ))
+    })
+}
+
+/// Delete the manifests of the snapshots `p`'s `[retention]` does not keep.
+///
+/// The parent of an unfinished run (one that may still resume) is kept too, with the
+/// reason `pending-run`.
+///
+/// # Errors
+/// `Config` without `[retention]`, `Locked` when a backup holds the lock (unless
+/// waiting), store errors.
+pub async fn forget(p: &Pipeline, store: &Store, opts: &Options) -> Result<ForgetReport> {
+    let policy = policy_of(p)?;
+    let layout = Layout::new(&p.target.prefix);
+    let guard = if opts.dry_run {
+        None
+    } else {
+        Some(lock(store, &layout, "forget", p.lock_ttl, opts).await?)
+    };
+    let res = forget_locked(store, &layout, policy, opts).await;
+    if let Some(g) = guard {
+        g.release().await;
+    }
+    res
+}
+
+async fn forget_locked(
+    store: &Store,
+    layout: &Layout,
+    policy: &RetentionConfig,
+    opts: &Options,
+) -> Result<ForgetReport> {
+    let ids = catalog::snapshot_ids(&**store, layout).await?;
+    let mut decisions = evaluate(policy, &ids);
+    let now = Utc::now();
+    let grace = opts.grace.unwrap_or(policy.prune_grace);
+    for r in run_parts(&**store, layout).await? {
+        if r.stale(now, grace) {
+            continue;
+        }
+        if let Some(d) = decisions
+            .iter_mut()
+            .find(|d| Some(&d.id) == r.parent.as_ref())
+        {
+            d.reasons.push(Reason {
+                rule: "pending-run",
+                bucket: Some(r.run.clone()),
+            });
+            d.keep = true;
+        }
+    }
+    let forgotten: Vec<String> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.clone())
+        .collect();
+    if !opts.dry_run {
+        for id in &forgotten {
+            store
+                .delete(&layout.snapshot(id))
+                .await
+                .ctx(format!("forgetting snapshot {id}"))?;
+            tracing::info!(snapshot = id, "forgot snapshot");
+        }
+    }
+    Ok(ForgetReport {
+        dry_run: opts.dry_run,
+        kept: decisions.len() - forgotten.len(),
+        decisions,
+        forgotten,
+    })
+}
+
+/// Days a blob must stay in `tier` before deleting it costs nothing extra.
+pub fn early_deletion_days(tier: Tier) -> u32 {
+    match tier {
+        Tier::Hot => 0,
+        Tier::Cool => 30,
+        Tier::Cold => 90,
+        Tier::Archive => 180,
+    }
+}
+
+/// Unreferenced packs of one tier still inside its early-deletion minimum.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EarlyDeletion {
+    /// Packs.
+    pub packs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Whether they were kept (deferred) rather than deleted (an early-deletion charge).
+    pub deferred: bool,
+    /// When the last of them passes its minimum.
+    pub free_after: Option<DateTime<Utc>>,
+}
+
+/// What `prune` found (and did).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Nothing was deleted.
+    pub dry_run: bool,
+    /// Grace period applied.
+    pub grace_secs: u64,
+    /// Remaining snapshots whose manifests were read.
+    pub snapshots: usize,
+    /// Packs in the store.
+    pub packs_total: u64,
+    /// Packs referenced by a remaining manifest or an unfinished run.
+    pub packs_referenced: u64,
+    /// Unreferenced packs kept because they are younger than the grace period.
+    pub packs_young: u64,
+    /// Unreferenced packs deleted (or that would be).
+    pub packs_deleted: u64,
+    /// Bytes of the deleted packs.
+    pub bytes_freed: u64,
+    /// Per tier: unreferenced packs inside the tier's early-deletion minimum.
+    pub early_deletion: BTreeMap<String, EarlyDeletion>,
+    /// Runs whose part records were deleted (committed, or abandoned past the grace).
+    pub runs_cleaned: Vec<String>,
+    /// Blobs of those part records and plans.
+    pub part_blobs_deleted: u64,
+    /// Verify reports of snapshots that no longer exist, deleted.
+    pub verify_reports_deleted: u64,
+    /// Bytes of part records and verify reports deleted.
+    pub record_bytes_freed: u64,
+}
+
+fn pack_id_of(name: &str) -> &str {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    file.split_once('.').map(|(id, _)| id).unwrap_or(file)
+}
+
+/// Add every pack id `blob` (a manifest or part record) references to `out`, reading it
+/// line by line.
+async fn referenced_by(store: &dyn BlobStore, blob: &str, out: &mut HashSet<String>) -> Result<()> {
+    let bytes = store.get(blob, None).await?;
+    let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
+    for (i, line) in r.lines().enumerate() {
+        let line = line.map_err(|e| Error::integrity(format!("{blob} is not valid gzip: {e}")))?;
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Line>(&line)
+            .map_err(|e| Error::integrity(format!("{blob} line {}: {e}", i + 1)))?
+        {
+            Line::Pack(p) => {
+                out.insert(pack_id_of(&p.blob).to_string());
+                out.insert(p.id);
+            }
+            Line::Entry(e) => {
+                if let Some(p) = e.pack {
+                    out.insert(p);
+                }
+            }
+            Line::Header(_) | Line::Part(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Delete packs no remaining manifest references (older than the grace period), stale
+/// part records and verify reports of forgotten snapshots.
+///
+/// A manifest that cannot be read stops the prune before anything is deleted: an
+/// unreadable manifest's packs must not be taken for garbage.
+///
+/// # Errors
+/// `Config` without `[retention]`, `Locked` when a backup holds the lock (unless
+/// waiting), `Integrity` for an unreadable manifest, store errors.
+pub async fn prune(p: &Pipeline, store: &Store, opts: &Options) -> Result<PruneReport> {
+    let policy = policy_of(p)?;
+    let layout = Layout::new(&p.target.prefix);
+    let guard = if opts.dry_run {
+        None
+    } else {
+        Some(lock(store, &layout, "prune", p.lock_ttl, opts).await?)
+    };
+    let grace = opts.grace.unwrap_or(policy.prune_grace);
+    let defer = opts.defer_early_deletion || policy.defer_early_deletion;
+    let res = prune_locked(store, &layout, grace, defer, opts.dry_run).await;
+    if let Some(g) = guard {
+        g.release().await;
+    }
+    res
+}
+
+/// [`prune`] on a store and layout, without taking the lock (the caller holds it).
+///
+/// # Errors
+/// As [`prune`].
+pub async fn prune_locked(
+    store: &Store,
+    layout: &Layout,
+    grace: Duration,
+    defer_early: bool,
+    dry_run: bool,
+) -> Result<PruneReport> {
+    let now = Utc::now();
+    let mut rep = PruneReport {
+        dry_run,
+        grace_secs: grace.as_secs(),
+        ..Default::default()
+    };
+    // 1. What is referenced: every remaining manifest, and unfinished runs' part records.
+    let ids = catalog::snapshot_ids(&**store, layout).await?;
+    rep.snapshots = ids.len();
+    let mut referenced = HashSet::new();
+    for id in &ids {
+        match referenced_by(&**store, &layout.snapshot(id), &mut referenced).await {
+            Ok(()) => {}
+            // Forgotten by a concurrent forget between the listing and the read.
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.context(format!("reading snapshot {id}; nothing was pruned"))),
+        }
+    }
+    let runs = run_parts(&**store, layout).await?;
+    for r in &runs {
+        if r.stale(now, grace) {
+            continue;
+        }
+        for (name, _) in &r.blobs {
+            if name.ends_with(".jsonl.gz") {
+                referenced_by(&**store, name, &mut referenced)
+                    .await
+                    .ctx(format!("reading part record {name}; nothing was pruned"))?;
+            }
+        }
+    }
+    // 2. Packs.
+    for item in list_all(&**store, &layout.packs()).await? {
+        rep.packs_total += 1;
+        if referenced.contains(pack_id_of(&item.name)) {
+            rep.packs_referenced += 1;
+            continue;
+        }
+        let a = age(now, item.last_modified);
+        if a < grace {
+            rep.packs_young += 1;
+            continue;
+        }
+        let min = Duration::from_secs(u64::from(early_deletion_days(item.tier)) * 86_400);
+        if a < min {
+            let e = rep
+                .early_deletion
+                .entry(item.tier.as_str().to_string())
+                .or_default();
+            e.packs += 1;
+            e.bytes += item.size;
+            e.deferred = defer_early;
+            let free = item.last_modified
+                + chrono::Duration::days(i64::from(early_deletion_days(item.tier)));
+            e.free_after = Some(e.free_after.map_or(free, |f| f.max(free)));
+            if defer_early {
+                continue;
+            }
+        }
+        if !dry_run {
+            store
+                .delete(&item.name)
+                .await
+                .ctx(format!("deleting pack {}", item.name))?;
+        }
+        rep.packs_deleted += 1;
+        rep.bytes_freed += item.size;
+    }
+    // 3. Part records of runs that committed or were abandoned past the grace.
+    for r in runs.iter().filter(|r| r.stale(now, grace)) {
+        for (name, size) in &r.blobs {
+            if !dry_run {
+                store.delete(name).await.ctx(format!("deleting {name}"))?;
+            }
+            rep.part_blobs_deleted += 1;
+            rep.record_bytes_freed += size;
+        }
+        rep.runs_cleaned.push(r.run.clone());
+    }
+    // 4. Verify reports of snapshots that no longer exist.
+    let live: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let vprefix = layout.verify_all();
+    for item in list_all(&**store, &vprefix).await? {
+        let snap = item.name[vprefix.len()..].split('/').next().unwrap_or("");
+        if live.contains(snap) {
+            continue;
+        }
+        if !dry_run {
+            store
+                .delete(&item.name)
+                .await
+                .ctx(format!("deleting {}", item.name))?;
+        }
+        rep.verify_reports_deleted += 1;
+        rep.record_bytes_freed += item.size;
+    }
+    tracing::info!(
+        packs_deleted = rep.packs_deleted,
+        bytes_freed = rep.bytes_freed,
+        dry_run,
+        "prune"
+    );
+    Ok(rep)
+}
+
+/// What automatic retention did after a backup (stored as
+/// `runs/<run-id>/<time>-retention.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoReport {
+    /// The backup run.
+    pub run_id: String,
+    /// Forget, when it ran.
+    pub forget: Option<ForgetReport>,
+    /// Prune, when it ran.
+    pub prune: Option<PruneReport>,
+    /// Why it stopped, when it did.
+    pub error: Option<String>,
+}
+
+/// The hook `pipeline::backup` calls after a run: when `[retention] auto = true` and the
+/// run is `ok` *and verified*, forget and prune. Failures are logged and recorded,
+/// never turned into a failed backup (the snapshot is committed and verified).
+pub async fn after_backup(
+    p: &Pipeline,
+    store: &Store,
+    report: &crate::pipeline::BackupReport,
+) -> Option<AutoReport> {
+    let policy = p.retention.as_ref().filter(|r| r.auto)?;
+    if report.status != crate::pipeline::RunStatus::Ok
+        || !report.verify.as_ref().is_some_and(|v| v.ok())
+    {
+        tracing::info!("automatic retention skipped: the run was not ok and verified");
+        return None;
+    }
+    let opts = Options {
+        defer_early_deletion: policy.defer_early_deletion,
+        ..Default::default()
+    };
+    let mut out = AutoReport {
+        run_id: report.run_id.clone(),
+        forget: None,
+        prune: None,
+        error: None,
+    };
+    match forget(p, store, &opts).await {
+        Ok(f) => {
+            tracing::info!(
+                forgotten = f.forgotten.len(),
+                kept = f.kept,
+                "retention: forget"
+            );
+            out.forget = Some(f);
+            match prune(p, store, &opts).await {
+                Ok(r) => out.prune = Some(r),
+                Err(e) => out.error = Some(format!("prune: {e}")),
+            }
+        }
+        Err(e) => out.error = Some(format!("forget: {e}")),
+    }
+    if let Some(e) = &out.error {
+        tracing::warn!("automatic retention did not complete (the backup itself is fine): {e}");
+    }
+    let layout = Layout::new(&p.target.prefix);
+    let name = layout.run_record(
+        &report.run_id,
+        &format!("{}-retention", crate::ids::stamp(Utc::now())),
+    );
+    if let Ok(body) = serde_json::to_vec_pretty(&out) {
+        if let Err(e) = store.put(&name, bytes::Bytes::from(body), true).await {
+            tracing::warn!("could not store the retention record {name}: {e}");
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(times: &[&str]) -> Vec<String> {
+        times
+            .iter()
+            .map(|t| crate::ids::snapshot_id_for(t.parse().unwrap(), "r"))
+            .collect()
+    }
+
+    #[test]
+    fn keep_last_and_within() {
+        let ids = ids(&[
+            "2026-01-01T00:00:00Z",
+            "2026-01-02T00:00:00Z",
+            "2026-01-03T00:00:00Z",
+            "2026-01-10T00:00:00Z",
+        ]);
+        let p = RetentionConfig {
+            keep_last: 1,
+            keep_within: Some(Duration::from_secs(8 * 86_400)),
+            ..Default::default()
+        };
+        let d = evaluate(&p, &ids);
+        let kept: Vec<&str> = d.iter().filter(|d| d.keep).map(|d| &d.id[..8]).collect();
+        assert_eq!(kept, ["20260110", "20260103", "20260102"]);
+        assert_eq!(d[0].reasons.len(), 2);
+        assert!(!d[3].keep && d[3].reasons.is_empty());
+    }
+
+    #[test]
+    fn undated_ids_are_kept() {
+        let d = evaluate(
+            &RetentionConfig {
+                keep_last: 1,
+                ..Default::default()
+            },
+            &["not-a-time".to_string()],
+        );
+        assert!(d[0].keep);
+        assert_eq!(d[0].reasons[0].rule, "undated");
+    }
+
+    #[test]
+    fn pack_ids_from_names() {
+        assert_eq!(pack_id_of("p/packs/ab/ab12.tar.zst"), "ab12");
+        assert_eq!(pack_id_of("packs/ab/ab12.tar.gz"), "ab12");
+    }
+}
