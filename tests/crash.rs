@@ -55,12 +55,13 @@ fn kill_9_at_several_points_then_resume() {
     }
     let store = t.path().join("store");
     // Slow compression so the kill points are reachable; small blocks so uploads interleave.
+    // Full backups: an incremental of an unchanged tree would finish before any kill point.
     let pf = write_pipeline(
         t.path(),
         "crash",
         &src,
         &format!("file://{}", store.display()),
-        "[compression]\nlevel = 17\nframe_size = \"128KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"2MiB\"\n[partitions]\ncount = 6\nmax_parallel = 2\n[verify]\nmode = \"full\"\n[lock]\nttl = \"15s\"\n",
+        "[compression]\nlevel = 17\nframe_size = \"128KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"2MiB\"\n[partitions]\ncount = 6\nmax_parallel = 2\n[verify]\nmode = \"full\"\n[lock]\nttl = \"15s\"\n[incremental]\nenabled = false\n",
     );
     let pfs = pf.to_str().unwrap();
     // An earlier, complete snapshot.
