@@ -586,3 +586,59 @@ async fn run_lock_refuses_a_second_run_and_an_abandoned_lease_expires() {
         2
     );
 }
+
+/// Storage Blob Data Contributor may not set blob index tags (403): packs are committed
+/// without them and the backup succeeds, verifies and restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_index_tags_do_not_fail_the_backup() {
+    let Some(ep) = support::azurite() else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    for i in 0..3u64 {
+        std::fs::write(src.join(format!("f{i}.bin")), noise(300_000, i + 1)).expect("write");
+    }
+    let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
+        .await
+        .expect("proxy");
+    let container = support::unique_container("notags");
+    let (p, s) = az(
+        t.path(),
+        "nt",
+        &src,
+        &proxy.endpoint("devstoreaccount1"),
+        &container,
+        SMALL,
+    )
+    .await;
+    let tagged: Filter = Arc::new(|s: &Seen| s.is_put_block_list() && s.tags);
+    proxy.set_filter(Some(tagged));
+    proxy.set(FaultConfig {
+        rate: 1.0,
+        seed: 1,
+        kinds: vec![Fault::Forbidden403],
+        stall: Duration::from_secs(1),
+    });
+    let r = blobpipe::pipeline::backup(&p, s.clone(), BackupOptions::default())
+        .await
+        .expect("backup without tags");
+    assert_eq!(r.status, blobpipe::pipeline::RunStatus::Ok);
+    let seen = proxy.stats.seen();
+    let refused = seen
+        .iter()
+        .filter(|x| x.is_put_block_list() && x.tags && x.faulted)
+        .count();
+    assert_eq!(refused, 1, "tags are tried once, then no longer sent");
+    assert!(
+        seen.iter().any(|x| x.is_put_block_list() && !x.tags),
+        "committed without tags"
+    );
+    let layout = Layout::new(&p.target.prefix);
+    let m = catalog::load(&*s, &layout, r.snapshot.as_deref().expect("snap"))
+        .await
+        .expect("manifest");
+    let v = blobpipe::verify::verify(&s, &layout, &m, VerifyMode::Full, None, &p.upload, None)
+        .await
+        .expect("verify");
+    assert!(v.ok(), "{:?}", v.mismatches);
+}

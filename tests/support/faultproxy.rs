@@ -38,6 +38,9 @@ pub enum Fault {
     Stall,
     /// Forward, then send the head and only half the body, then close.
     Truncate,
+    /// 403 `AuthorizationPermissionMismatch` (what Azure answers a role without a
+    /// permission, e.g. blob index tags for Storage Blob Data Contributor).
+    Forbidden403,
 }
 
 /// What to inject.
@@ -93,6 +96,8 @@ pub struct Seen {
     pub comp: Option<String>,
     /// The `blockid` query parameter, if any (percent-decoded).
     pub blockid: Option<String>,
+    /// Whether the request set blob index tags (`x-ms-tags`).
+    pub tags: bool,
     /// Whether this request was faulted.
     pub faulted: bool,
 }
@@ -284,6 +289,11 @@ async fn serve(
         )
     };
     match fault {
+        Some(Fault::Forbidden403) => {
+            let rsp = "HTTP/1.1 403 This request is not authorized to perform this operation using this permission.\r\nx-ms-error-code: AuthorizationPermissionMismatch\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            sock.write_all(rsp.as_bytes()).await?;
+            return sock.shutdown().await;
+        }
         Some(Fault::Busy503) => {
             sock.write_all(status("503", "Server Busy", true).as_bytes())
                 .await?;
@@ -375,11 +385,16 @@ fn describe(head: &str) -> Seen {
             _ => {}
         }
     }
+    let tags = head.lines().any(|l| {
+        l.split_once(':')
+            .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("x-ms-tags"))
+    });
     Seen {
         method,
         path: percent_decode(path),
         comp,
         blockid,
+        tags,
         faulted: false,
     }
 }

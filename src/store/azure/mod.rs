@@ -84,6 +84,8 @@ pub struct AzureStore {
     credential_tried: Vec<String>,
     sas: Option<Arc<SasPolicy>>,
     retries: Arc<AtomicU64>,
+    /// Set once the service refused blob index tags (403): later commits skip them.
+    tags_denied: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for AzureStore {
@@ -155,7 +157,83 @@ impl AzureStore {
             credential_tried: chosen.tried,
             sas,
             retries,
+            tags_denied: Default::default(),
         })
+    }
+
+    /// One Put Block List, optionally with index tags; errors carry the HTTP status.
+    async fn commit_once(
+        &self,
+        blob: &str,
+        block_ids: &[String],
+        opts: &CommitOptions,
+        with_tags: bool,
+    ) -> std::result::Result<(), (u16, Error)> {
+        let what = format!("committing {} blocks of {blob}", block_ids.len());
+        let ids = block_ids
+            .iter()
+            .map(|i| decode_block_id(i))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| (0, e.context(&what)))?;
+        let list = BlockLookupList {
+            latest: Some(ids),
+            ..Default::default()
+        };
+        let body: RequestContent<BlockLookupList, azure_core::http::XmlFormat> =
+            list.try_into().map_err(|e| (0, map_error(&what, e)))?;
+        let calls = CallRetries::default();
+        let mut o = BlockBlobClientCommitBlockListOptions {
+            tier: Some(tier_to_azure(opts.tier)),
+            blob_content_md5: opts.content_md5.map(|m| m.to_vec()),
+            metadata: (!opts.metadata.is_empty()).then(|| {
+                opts.metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+            if_none_match: opts.create_only.then(|| "*".into()),
+            method_options: ctx_with(&calls),
+            ..Default::default()
+        };
+        if with_tags {
+            let tags: HashMap<String, String> = opts
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            o = o.with_tags(tags);
+        }
+        match self
+            .blob(blob)
+            .block_blob_client()
+            .commit_block_list(body, Some(o))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let (status, code) = http_parts(&e).unwrap_or_default();
+                if status == 409 && opts.create_only {
+                    // A retried commit may meet its own first attempt's success: the
+                    // same committed block list and Content-MD5 means it did.
+                    if calls.get() > 0
+                        && self.committed_ids(blob).await.map_err(|e| (0, e))? == block_ids
+                    {
+                        let props = self.head(blob).await.map_err(|e| (0, e))?;
+                        if props.is_some_and(|p| p.content_md5 == opts.content_md5) {
+                            return Ok(());
+                        }
+                    }
+                    return Err((
+                        status,
+                        Error::new(
+                            ErrorKind::Conflict,
+                            format!("{what}: {blob} already exists ({code})"),
+                        ),
+                    ));
+                }
+                Err((status, map_error(&what, e)))
+            }
+        }
     }
 
     /// Create the container if it does not exist (409 `ContainerAlreadyExists` is fine; a
@@ -360,65 +438,23 @@ impl BlobStore for AzureStore {
         block_ids: &[String],
         opts: &CommitOptions,
     ) -> Result<()> {
-        let what = format!("committing {} blocks of {blob}", block_ids.len());
-        let ids = block_ids
-            .iter()
-            .map(|i| decode_block_id(i))
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| e.context(&what))?;
-        let list = BlockLookupList {
-            latest: Some(ids),
-            ..Default::default()
-        };
-        let body: RequestContent<BlockLookupList, azure_core::http::XmlFormat> =
-            list.try_into().map_err(|e| map_error(&what, e))?;
-        let calls = CallRetries::default();
-        let mut o = BlockBlobClientCommitBlockListOptions {
-            tier: Some(tier_to_azure(opts.tier)),
-            blob_content_md5: opts.content_md5.map(|m| m.to_vec()),
-            metadata: (!opts.metadata.is_empty()).then(|| {
-                opts.metadata
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }),
-            if_none_match: opts.create_only.then(|| "*".into()),
-            method_options: ctx_with(&calls),
-            ..Default::default()
-        };
-        if !opts.tags.is_empty() {
-            let tags: HashMap<String, String> = opts
-                .tags
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            o = o.with_tags(tags);
-        }
-        match self
-            .blob(blob)
-            .block_blob_client()
-            .commit_block_list(body, Some(o))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let (status, code) = http_parts(&e).unwrap_or_default();
-                if status == 409 && opts.create_only {
-                    // A retried commit may meet its own first attempt's success: the
-                    // same committed block list and Content-MD5 means it did.
-                    if calls.get() > 0 && self.committed_ids(blob).await? == block_ids {
-                        let props = self.head(blob).await?;
-                        if props.is_some_and(|p| p.content_md5 == opts.content_md5) {
-                            return Ok(());
-                        }
-                    }
-                    return Err(Error::new(
-                        ErrorKind::Conflict,
-                        format!("{what}: {blob} already exists ({code})"),
-                    ));
+        let with_tags = !opts.tags.is_empty() && !self.tags_denied.load(Ordering::Relaxed);
+        match self.commit_once(blob, block_ids, opts, with_tags).await {
+            // Setting blob index tags needs the `tags/write` data action, which Storage Blob
+            // Data Contributor lacks (Owner or a custom role has it). Tags help find packs;
+            // they are not part of the backup: commit without them and stop sending them.
+            Err((403, e)) if with_tags => {
+                if !self.tags_denied.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "blob index tags refused ({e}); committing packs without tags. Grant \
+                         Storage Blob Data Owner or a role with blobs/tags/write to keep them"
+                    );
                 }
-                Err(map_error(&what, e))
+                self.commit_once(blob, block_ids, opts, false)
+                    .await
+                    .map_err(|(_, e)| e)
             }
+            r => r.map_err(|(_, e)| e),
         }
     }
 
