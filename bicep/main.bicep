@@ -93,8 +93,11 @@ param immutabilityDays int = 0
 @description('Lifecycle rules, one per pipeline: {name, prefix, coolAfterDays, coldAfterDays, archiveAfterDays}. They match only <container>/<prefix>/packs/ and never delete; 0 days skips a tier. Keep equal to `blobpipe lifecycle` output.')
 param lifecycleRules array
 
-@description('Create the hand-off queue and grant Storage Queue Data Contributor on the account.')
+@description('Create the hand-off queue and grant Storage Queue Data Contributor on the account; in containerAppsJob mode also add the queue-triggered bp-handoff job (blobpipe run-queued), in function mode set BLOBPIPE_HANDOFF_QUEUE.')
 param enableQueue bool = false
+
+@description('Name of the hand-off queue (when enableQueue).')
+param handoffQueueName string = 'blobpipe-runs'
 
 // ---------------------------------------------------------------------------------------
 // Network
@@ -286,6 +289,7 @@ module storage 'modules/storage.bicep' = {
     containerSoftDeleteDays: containerSoftDeleteDays
     immutabilityDays: immutabilityDays
     enableQueue: enableQueue
+    queueName: handoffQueueName
     logAnalyticsWorkspaceId: monitoring.outputs.id
   }
 }
@@ -374,6 +378,9 @@ module containerApps 'modules/containerAppsJobs.bicep' = if (useJobs) {
     registryServer: registryServer
     storageBlobEndpoint: storage.outputs.blobEndpoint
     containerName: storage.outputs.containerName
+    handoffQueueName: enableQueue ? handoffQueueName : ''
+    storageAccountName: storage.outputs.name
+    storageQueueEndpoint: storage.outputs.queueEndpoint
     jobs: jobs
     replicaTimeoutSeconds: replicaTimeoutSeconds
     replicaRetryLimit: replicaRetryLimit
@@ -401,6 +408,7 @@ module functionApp 'modules/functionApp.bicep' = if (useFunctions) {
     packageUrl: functionPackageUrl
     storageBlobEndpoint: storage.outputs.blobEndpoint
     containerName: storage.outputs.containerName
+    handoffQueueUrl: enableQueue ? '${storage.outputs.queueEndpoint}${handoffQueueName}' : ''
     virtualNetworkSubnetId: functionsSubnetId
     hostStorageNetworkAcls: functionHostNetworkAcls
     publicNetworkAccess: functionPublicNetworkAccess
