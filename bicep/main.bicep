@@ -218,6 +218,10 @@ var drStorageAccountName = take(toLower('${namePrefix}dr${uniqueString(resourceG
 var hostStorageAccountName = take(toLower('${namePrefix}fn${suffix}'), 24)
 var useJobs = deploymentMode == 'containerAppsJob'
 var useFunctions = deploymentMode == 'functionApp'
+// The queue-triggered hand-off job (bp-handoff) needs the Container Apps environment in
+// functionApp mode too.
+var useHandoffJob = useFunctions && enableQueue
+var useContainerApps = useJobs || useHandoffJob
 var registryServer = empty(acrName) ? '' : '${acrName}${environment().suffixes.acrLoginServer}'
 
 // ---------------------------------------------------------------------------------------
@@ -245,8 +249,14 @@ var runtimeSubnetRules = empty(runtimeSubnetId) ? [] : [
     action: 'Allow'
   }
 ]
+var handoffSubnetRules = (useHandoffJob && !empty(appsSubnetId)) ? [
+  {
+    id: appsSubnetId
+    action: 'Allow'
+  }
+] : []
 var effectiveNetworkAcls = union(storageNetworkAcls, {
-  virtualNetworkRules: concat(storageNetworkAcls.virtualNetworkRules, runtimeSubnetRules)
+  virtualNetworkRules: concat(storageNetworkAcls.virtualNetworkRules, runtimeSubnetRules, handoffSubnetRules)
 })
 var functionHostNetworkAcls = {
   defaultAction: 'Deny'
@@ -364,7 +374,7 @@ module replicationSource 'modules/replicationSource.bicep' = if (enableObjectRep
   }
 }
 
-module containerApps 'modules/containerAppsJobs.bicep' = if (useJobs) {
+module containerApps 'modules/containerAppsJobs.bicep' = if (useContainerApps) {
   name: 'blobpipe-container-apps'
   params: {
     environmentName: '${namePrefix}-env'
@@ -381,10 +391,10 @@ module containerApps 'modules/containerAppsJobs.bicep' = if (useJobs) {
     handoffQueueName: enableQueue ? handoffQueueName : ''
     storageAccountName: storage.outputs.name
     storageQueueEndpoint: storage.outputs.queueEndpoint
-    jobs: jobs
+    jobs: useJobs ? jobs : []
     replicaTimeoutSeconds: replicaTimeoutSeconds
     replicaRetryLimit: replicaRetryLimit
-    enableFreshnessJob: enableFreshnessJob
+    enableFreshnessJob: useJobs && enableFreshnessJob
     freshnessCron: freshnessCron
     freshnessMaxAge: freshnessMaxAge
     extraEnv: extraEnv
