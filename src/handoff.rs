@@ -759,14 +759,6 @@ pub async fn enqueue(client: &QueueClient, msg: &HandoffMessage) -> Result<Strin
         .map_err(|e| e.context(format!("handing off to {}", client.queue().display())))
 }
 
-/// How `serve` runs `p`: in-process or handed off (for reports).
-pub fn describe(p: &Pipeline) -> String {
-    match &p.handoff {
-        Some(h) => format!("hand-off to {}", h.queue.display()),
-        None => "in-process".to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
