@@ -93,8 +93,11 @@ param immutabilityDays int = 0
 @description('Lifecycle rules, one per pipeline: {name, prefix, coolAfterDays, coldAfterDays, archiveAfterDays}. They match only <container>/<prefix>/packs/ and never delete; 0 days skips a tier. Keep equal to `blobpipe lifecycle` output.')
 param lifecycleRules array
 
-@description('Create the hand-off queue and grant Storage Queue Data Contributor on the account.')
+@description('Create the hand-off queue and grant Storage Queue Data Contributor on the account; in containerAppsJob mode also add the queue-triggered bp-handoff job (blobpipe run-queued), in function mode set BLOBPIPE_HANDOFF_QUEUE.')
 param enableQueue bool = false
+
+@description('Name of the hand-off queue (when enableQueue).')
+param handoffQueueName string = 'blobpipe-runs'
 
 // ---------------------------------------------------------------------------------------
 // Network
@@ -215,6 +218,10 @@ var drStorageAccountName = take(toLower('${namePrefix}dr${uniqueString(resourceG
 var hostStorageAccountName = take(toLower('${namePrefix}fn${suffix}'), 24)
 var useJobs = deploymentMode == 'containerAppsJob'
 var useFunctions = deploymentMode == 'functionApp'
+// The queue-triggered hand-off job (bp-handoff) needs the Container Apps environment in
+// functionApp mode too.
+var useHandoffJob = useFunctions && enableQueue
+var useContainerApps = useJobs || useHandoffJob
 var registryServer = empty(acrName) ? '' : '${acrName}${environment().suffixes.acrLoginServer}'
 
 // ---------------------------------------------------------------------------------------
@@ -242,8 +249,14 @@ var runtimeSubnetRules = empty(runtimeSubnetId) ? [] : [
     action: 'Allow'
   }
 ]
+var handoffSubnetRules = (useHandoffJob && !empty(appsSubnetId)) ? [
+  {
+    id: appsSubnetId
+    action: 'Allow'
+  }
+] : []
 var effectiveNetworkAcls = union(storageNetworkAcls, {
-  virtualNetworkRules: concat(storageNetworkAcls.virtualNetworkRules, runtimeSubnetRules)
+  virtualNetworkRules: concat(storageNetworkAcls.virtualNetworkRules, runtimeSubnetRules, handoffSubnetRules)
 })
 var functionHostNetworkAcls = {
   defaultAction: 'Deny'
@@ -286,6 +299,7 @@ module storage 'modules/storage.bicep' = {
     containerSoftDeleteDays: containerSoftDeleteDays
     immutabilityDays: immutabilityDays
     enableQueue: enableQueue
+    queueName: handoffQueueName
     logAnalyticsWorkspaceId: monitoring.outputs.id
   }
 }
@@ -360,7 +374,7 @@ module replicationSource 'modules/replicationSource.bicep' = if (enableObjectRep
   }
 }
 
-module containerApps 'modules/containerAppsJobs.bicep' = if (useJobs) {
+module containerApps 'modules/containerAppsJobs.bicep' = if (useContainerApps) {
   name: 'blobpipe-container-apps'
   params: {
     environmentName: '${namePrefix}-env'
@@ -374,10 +388,13 @@ module containerApps 'modules/containerAppsJobs.bicep' = if (useJobs) {
     registryServer: registryServer
     storageBlobEndpoint: storage.outputs.blobEndpoint
     containerName: storage.outputs.containerName
-    jobs: jobs
+    handoffQueueName: enableQueue ? handoffQueueName : ''
+    storageAccountName: storage.outputs.name
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    jobs: useJobs ? jobs : []
     replicaTimeoutSeconds: replicaTimeoutSeconds
     replicaRetryLimit: replicaRetryLimit
-    enableFreshnessJob: enableFreshnessJob
+    enableFreshnessJob: useJobs && enableFreshnessJob
     freshnessCron: freshnessCron
     freshnessMaxAge: freshnessMaxAge
     extraEnv: extraEnv
@@ -401,6 +418,7 @@ module functionApp 'modules/functionApp.bicep' = if (useFunctions) {
     packageUrl: functionPackageUrl
     storageBlobEndpoint: storage.outputs.blobEndpoint
     containerName: storage.outputs.containerName
+    handoffQueueUrl: enableQueue ? '${storage.outputs.queueEndpoint}${handoffQueueName}' : ''
     virtualNetworkSubnetId: functionsSubnetId
     hostStorageNetworkAcls: functionHostNetworkAcls
     publicNetworkAccess: functionPublicNetworkAccess

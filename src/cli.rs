@@ -168,6 +168,10 @@ pub enum Command {
     },
     /// Azure Functions custom handler: timer/HTTP invocations and Prometheus metrics.
     Serve(ops::ServeArgs),
+    /// Run ONE handed-off run from the hand-off queue (what the queue-triggered Container
+    /// Apps job runs): receive a message, run its pipeline with its run id, delete the
+    /// message on success. Exit 0 when the queue is empty.
+    RunQueued(ops::RunQueuedArgs),
     /// Azure Functions app files.
     Functions {
         /// The functions command.
@@ -668,6 +672,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Schedule(a) => ops::schedule(a, json).await,
         Command::Next { pipelines, count } => ops::next(&pipelines, count, json),
         Command::Serve(a) => ops::serve(a).await,
+        Command::RunQueued(a) => ops::run_queued(a, json).await,
         Command::Functions { command } => ops::functions(command, json),
         Command::Forget(a) => retention_cmd(a, true, json).await,
         Command::Prune(a) => retention_cmd(a, false, json).await,

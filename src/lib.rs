@@ -19,6 +19,7 @@ pub mod cli;
 pub mod drill;
 pub mod error;
 pub mod extract;
+pub mod handoff;
 pub mod ids;
 pub mod layout;
 pub mod lifecycle;

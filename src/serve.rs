@@ -38,6 +38,7 @@ use serde_json::{json, Value};
 
 use crate::cancel::Cancel;
 use crate::error::{Error, ErrorKind, Result};
+use crate::handoff::{HandoffMessage, QueueClient};
 use crate::layout::Layout;
 use crate::pipeline::{Pipeline, RunStatus};
 use crate::schedule::Runner;
@@ -81,6 +82,8 @@ struct PipelineMetrics {
     last_duration: Option<f64>,
     last_finished: Option<DateTime<Utc>>,
     in_progress: u64,
+    handoffs: u64,
+    handoff_failures: u64,
 }
 
 #[derive(Default)]
@@ -93,6 +96,8 @@ struct Shared {
 
 struct App {
     pipelines: BTreeMap<String, Pipeline>,
+    /// Queue clients of the pipelines with `[serve] handoff = "queue"`.
+    handoff: BTreeMap<String, QueueClient>,
     runner: Arc<dyn Runner>,
     cancel: Cancel,
     shared: Mutex<Shared>,
@@ -125,6 +130,16 @@ impl Server {
                 )));
             }
         }
+        let mut handoff = BTreeMap::new();
+        for (n, p) in &map {
+            if let Some(h) = &p.handoff {
+                let c =
+                    QueueClient::new(&h.queue).map_err(|e| e.context(format!("pipeline {n}")))?;
+                tracing::info!(pipeline = %n, queue = %h.queue.display(), credential = %c.credential,
+                               "runs are handed off to the queue");
+                handoff.insert(n.clone(), c);
+            }
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::io(ErrorKind::Internal, format!("binding {addr}"), e))?;
@@ -136,6 +151,7 @@ impl Server {
             listener,
             app: Arc::new(App {
                 pipelines: map,
+                handoff,
                 runner,
                 cancel,
                 shared: Mutex::new(shared),
@@ -417,6 +433,13 @@ async fn timer(app: Arc<App>, function: &str, t: &Value) -> Response<Full<Bytes>
         logs.push(msg);
     }
     let run_id = ids::run_id(Utc::now());
+    if app.handoff.contains_key(&p.name) {
+        let past_due = t.get("IsPastDue").and_then(Value::as_bool) == Some(true);
+        return match hand_off(&app, &p, run_id, "timer", past_due, &mut logs).await {
+            Ok(v) => host_answer(StatusCode::ACCEPTED, json!({}), logs, v),
+            Err(v) => host_answer(StatusCode::INTERNAL_SERVER_ERROR, json!({}), logs, v),
+        };
+    }
     let rx = match start(&app, &p, run_id.clone(), "timer") {
         Ok(rx) => rx,
         Err(running) => {
@@ -468,6 +491,84 @@ async fn timer(app: Arc<App>, function: &str, t: &Value) -> Response<Full<Bytes>
     )
 }
 
+/// Put a run of `p` on its hand-off queue. `Ok`: what to answer (run id, `queued`);
+/// `Err`: the failure, as an answer body.
+async fn hand_off(
+    app: &Arc<App>,
+    p: &Pipeline,
+    run_id: String,
+    trigger: &str,
+    past_due: bool,
+    logs: &mut Vec<String>,
+) -> std::result::Result<Value, Value> {
+    let Some(client) = app.handoff.get(&p.name) else {
+        return Err(json!({"error": "no hand-off queue"}));
+    };
+    let msg = HandoffMessage {
+        pipeline: p.name.clone(),
+        run_id: run_id.clone(),
+        requested_at: Utc::now(),
+        past_due,
+        trigger: Some(trigger.to_string()),
+    };
+    let queue = client.queue().display();
+    match crate::handoff::enqueue(client, &msg).await {
+        Ok(message_id) => {
+            let line = format!(
+                "run {run_id} of {} handed off to {queue} ({trigger}, message {message_id})",
+                p.name
+            );
+            tracing::info!("{line}");
+            logs.push(line);
+            let st = RunState {
+                run_id: run_id.clone(),
+                pipeline: p.name.clone(),
+                state: "queued".into(),
+                trigger: trigger.into(),
+                started_at: msg.requested_at,
+                finished_at: None,
+                snapshot: None,
+                error: None,
+            };
+            let mut sh = app.shared.lock().expect("poisoned");
+            sh.metrics.entry(p.name.clone()).or_default().handoffs += 1;
+            if sh.runs.insert(run_id.clone(), st).is_none() {
+                sh.order.push_back(run_id.clone());
+                while sh.order.len() > KEEP_RUNS {
+                    let Some(old) = sh.order.pop_front() else {
+                        break;
+                    };
+                    if sh.runs.get(&old).is_some_and(|r| r.state == "running") {
+                        sh.order.push_back(old);
+                        break;
+                    }
+                    sh.runs.remove(&old);
+                }
+            }
+            Ok(
+                json!({"run_id": run_id, "pipeline": p.name, "state": "queued",
+                      "queue": queue, "message_id": message_id}),
+            )
+        }
+        Err(e) => {
+            let line = format!("hand-off of {} failed: {e}", p.name);
+            tracing::error!("{line}");
+            logs.push(line);
+            app.shared
+                .lock()
+                .expect("poisoned")
+                .metrics
+                .entry(p.name.clone())
+                .or_default()
+                .handoff_failures += 1;
+            Err(
+                json!({"run_id": run_id, "pipeline": p.name, "state": "failed",
+                       "error": format!("hand-off to {queue} failed: {e}")}),
+            )
+        }
+    }
+}
+
 fn http_out(status: u16, body: &Value) -> Value {
     json!({"res": {"statusCode": status, "body": body.to_string(), "headers": {"Content-Type": "application/json"}}})
 }
@@ -516,7 +617,33 @@ async fn http(app: Arc<App>, function: &str, req: &Value) -> Response<Full<Bytes
                 let b = json!({"error": format!("no pipeline named {name:?}"), "pipelines": app.pipelines.keys().collect::<Vec<_>>()});
                 return host_answer(StatusCode::OK, http_out(404, &b), logs, Value::Null);
             };
-            let run_id = ids::run_id(Utc::now());
+            let given = query(req, "run_id").map(str::to_string).or_else(|| {
+                body_json
+                    .as_ref()
+                    .and_then(|b| b.get("run_id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            let run_id = match given {
+                Some(id) if !ids::is_safe_segment(&id) => {
+                    let b = json!({"error": format!("run_id {id:?} is not a safe id (letters, digits, - _ .)")});
+                    return host_answer(StatusCode::OK, http_out(400, &b), logs, Value::Null);
+                }
+                Some(id) => id,
+                None => ids::run_id(Utc::now()),
+            };
+            if app.handoff.contains_key(&p.name) {
+                return match hand_off(&app, &p, run_id, "http", false, &mut logs).await {
+                    Ok(mut v) => {
+                        v["status_query"] = json!(format!(
+                            "/api/{HTTP_FUNCTION}?id={}",
+                            v["run_id"].as_str().unwrap_or_default()
+                        ));
+                        host_answer(StatusCode::OK, http_out(202, &v), logs, Value::Null)
+                    }
+                    Err(v) => host_answer(StatusCode::OK, http_out(503, &v), logs, Value::Null),
+                };
+            }
             match start(&app, &p, run_id.clone(), "http") {
                 Ok(_) => {
                     logs.push(format!("run {run_id} of {name} started (HTTP)"));
@@ -534,6 +661,13 @@ async fn http(app: Arc<App>, function: &str, req: &Value) -> Response<Full<Bytes
             if let Some(id) = query(req, "id") {
                 let known = app.shared.lock().expect("poisoned").runs.get(id).cloned();
                 let found = match known {
+                    // A handed-off run: the job's run record, once it has one.
+                    Some(st) if st.state == "queued" => {
+                        match stored_run(&app, id, Some(&st.pipeline)).await {
+                            Some(v) => Some(v),
+                            None => Some(serde_json::to_value(st).unwrap_or(Value::Null)),
+                        }
+                    }
                     Some(st) => Some(serde_json::to_value(st).unwrap_or(Value::Null)),
                     None => stored_run(&app, id, pipeline.as_deref()).await,
                 };
@@ -671,6 +805,18 @@ async fn metrics_text(app: &App) -> String {
         "counter",
         "Stored (compressed) bytes of the snapshots committed by this process.",
         per(&|m| Some(m.stored_bytes.to_string())),
+    );
+    family(
+        "blobpipe_handoffs_total",
+        "counter",
+        "Runs put on the hand-off queue.",
+        per(&|m| Some(m.handoffs.to_string())),
+    );
+    family(
+        "blobpipe_handoff_failures_total",
+        "counter",
+        "Hand-offs that could not be put on the queue.",
+        per(&|m| Some(m.handoff_failures.to_string())),
     );
     family(
         "blobpipe_last_run_duration_seconds",

@@ -64,7 +64,22 @@ param freshnessCron string = '15 * * * *'
 @description('Maximum age of the newest verified snapshot before the freshness job fails, e.g. 26h (pipelines may override with rpo).')
 param freshnessMaxAge string = '26h'
 
+@description('Hand-off queue name; not empty: add an event-triggered job (bp-handoff) that runs `blobpipe run-queued` once per message, for pipelines with [serve] handoff = "queue".')
+param handoffQueueName string = ''
+
+@description('Storage account holding the hand-off queue (the azure-queue scale rule reads its length with the job identity).')
+param storageAccountName string = ''
+
+@description('Queue endpoint of that account (https://<account>.queue.core.windows.net/).')
+param storageQueueEndpoint string = ''
+
+@description('Most hand-off executions at once (each runs one message; the run lock keeps runs of one pipeline apart).')
+@minValue(1)
+@maxValue(20)
+param handoffMaxExecutions int = 2
+
 var pipelineDir = '/etc/blobpipe/pipelines'
+var handoffQueueUrl = '${storageQueueEndpoint}${handoffQueueName}'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: logAnalyticsWorkspaceName
@@ -227,6 +242,99 @@ resource freshnessJob 'Microsoft.App/jobs@2024-03-01' = if (enableFreshnessJob) 
           resources: {
             cpu: json('0.25')
             memory: '0.5Gi'
+          }
+        }
+      ]
+    }
+  }
+}
+
+// Queue-triggered hand-off job: one execution per message (KEDA azure-queue scaler with
+// the job identity). `run-queued` keeps the message invisible while it runs, deletes it on
+// success and leaves it to reappear on failure. The scale rule's `identity` needs API
+// version 2024-10-02-preview or later.
+resource handoffJob 'Microsoft.App/jobs@2025-02-02-preview' = if (!empty(handoffQueueName)) {
+  name: 'bp-handoff'
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    environmentId: managedEnvironment.id
+    workloadProfileName: 'Consumption'
+    configuration: {
+      triggerType: 'Event'
+      replicaTimeout: replicaTimeoutSeconds
+      replicaRetryLimit: replicaRetryLimit
+      eventTriggerConfig: {
+        parallelism: 1
+        replicaCompletionCount: 1
+        scale: {
+          minExecutions: 0
+          maxExecutions: handoffMaxExecutions
+          pollingInterval: 30
+          rules: [
+            {
+              name: 'handoff-queue'
+              type: 'azure-queue'
+              metadata: {
+                accountName: storageAccountName
+                queueName: handoffQueueName
+                queueLength: '1'
+              }
+              identity: identityId
+            }
+          ]
+        }
+      }
+      registries: empty(registryServer) ? [] : [
+        {
+          server: registryServer
+          identity: identityId
+        }
+      ]
+    }
+    template: {
+      containers: [
+        {
+          name: 'blobpipe'
+          image: image
+          command: [
+            'blobpipe'
+          ]
+          args: [
+            '--log-format'
+            'json'
+            'run-queued'
+            pipelineDir
+            '--visibility'
+            '${replicaTimeoutSeconds}s'
+          ]
+          env: concat([
+            {
+              name: 'AZURE_CLIENT_ID'
+              value: identityClientId
+            }
+            {
+              name: 'BLOBPIPE_HANDOFF_QUEUE'
+              value: handoffQueueUrl
+            }
+            {
+              name: 'BLOBPIPE_STORAGE_URL'
+              value: storageBlobEndpoint
+            }
+            {
+              name: 'BLOBPIPE_CONTAINER'
+              value: containerName
+            }
+          ], extraEnv)
+          resources: {
+            cpu: json('1.0')
+            memory: '2Gi'
           }
         }
       ]

@@ -71,6 +71,9 @@ param logAnalyticsWorkspaceId string = ''
 @description('Extra app settings: array of {name, value} (non-secret values only).')
 param extraAppSettings array = []
 
+@description('Hand-off queue URL (https://<account>.queue.core.windows.net/<queue>), exported as BLOBPIPE_HANDOFF_QUEUE for pipelines with queue_url = "${BLOBPIPE_HANDOFF_QUEUE}"; empty: none.')
+param handoffQueueUrl string = ''
+
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 
@@ -106,6 +109,13 @@ var baseAppSettings = [
   {
     name: 'BLOBPIPE_CONTAINER'
     value: containerName
+  }
+]
+
+var handoffAppSettings = empty(handoffQueueUrl) ? [] : [
+  {
+    name: 'BLOBPIPE_HANDOFF_QUEUE'
+    value: handoffQueueUrl
   }
 ]
 
@@ -233,7 +243,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       http20Enabled: true
       vnetRouteAllEnabled: !empty(virtualNetworkSubnetId)
       remoteDebuggingEnabled: false
-      appSettings: concat(baseAppSettings, packageAppSettings, extraAppSettings)
+      appSettings: concat(baseAppSettings, handoffAppSettings, packageAppSettings, extraAppSettings)
     }
   }
   dependsOn: [

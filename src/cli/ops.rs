@@ -64,6 +64,28 @@ pub struct ServeArgs {
     pub bind: IpAddr,
 }
 
+/// `run-queued` arguments.
+#[derive(Debug, Args)]
+pub struct RunQueuedArgs {
+    /// A pipeline file or a directory of them (the message names the pipeline).
+    #[arg(default_value = "pipelines", env = "BLOBPIPE_PIPELINES")]
+    pub pipelines: PathBuf,
+    /// The hand-off queue URL (`https://<account>.queue.core.windows.net/<queue>`); default:
+    /// the one `[serve] queue_url` all hand-off pipelines share.
+    #[arg(long, env = "BLOBPIPE_HANDOFF_QUEUE")]
+    pub queue: Option<String>,
+    /// How long the received message stays invisible (renewed every third of it while
+    /// the run goes).
+    #[arg(long, default_value = "2h")]
+    pub visibility: String,
+    /// After a failed run the message reappears after this long.
+    #[arg(long, default_value = "5m")]
+    pub retry_delay: String,
+    /// A message received more often than this is poison (deleted, exit 1).
+    #[arg(long, default_value_t = 5)]
+    pub max_dequeue: u32,
+}
+
 /// `functions` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum FunctionsCommand {
@@ -295,6 +317,104 @@ pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
     eprintln!("listening on {addr}");
     server.run().await?;
     Ok(exit::OK)
+}
+
+pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
+    use crate::handoff::{self, QueueClient, QueueUrl, RunQueuedOptions};
+    let dur = |flag: &str, v: &str| {
+        parse_duration(v).map_err(|e| Error::config(format!("--{flag}: {e}")))
+    };
+    let opts = RunQueuedOptions {
+        visibility: dur("visibility", &a.visibility)?,
+        retry_delay: dur("retry-delay", &a.retry_delay)?,
+        max_dequeue: a.max_dequeue,
+    };
+    // A broken pipelines directory must not eat messages: fail before receiving.
+    let pipelines = all_valid(&a.pipelines)?;
+    let queue =
+        match &a.queue {
+            Some(u) => QueueUrl::parse(u).map_err(|e| Error::config(format!("--queue: {e}")))?,
+            None => {
+                let mut qs: Vec<QueueUrl> = Vec::new();
+                for p in &pipelines {
+                    if let Some(h) = &p.handoff {
+                        if !qs.iter().any(|q| q.display() == h.queue.display()) {
+                            qs.push(h.queue.clone());
+                        }
+                    }
+                }
+                match qs.len() {
+                    1 => qs.remove(0),
+                    0 => {
+                        return Err(Error::config(
+                            "no --queue given and no pipeline has [serve] handoff = \"queue\"",
+                        ))
+                    }
+                    _ => {
+                        return Err(Error::config(format!(
+                        "no --queue given and the pipelines use {} different hand-off queues: {}",
+                        qs.len(),
+                        qs.iter().map(QueueUrl::display).collect::<Vec<_>>().join(", ")
+                    )))
+                    }
+                }
+            }
+        };
+    let client = QueueClient::new(&queue)?;
+    let cancel = crate::cancel::Cancel::new();
+    cancel.on_signals();
+    let out = handoff::run_queued(
+        &pipelines,
+        &client,
+        Arc::new(sched::BackupRunner),
+        &opts,
+        cancel,
+    )
+    .await?;
+    let code = match out.outcome.as_str() {
+        "empty" | "ok" => exit::OK,
+        "partial" => exit::PARTIAL,
+        "mismatch" => exit::MISMATCH,
+        "locked" => exit::LOCKED,
+        "cancelled" => exit::CANCELLED,
+        "poison" if out.message.is_none() || out.dequeue_count.unwrap_or(0) <= a.max_dequeue => {
+            exit::CONFIG
+        }
+        _ => exit::FAILED,
+    };
+    emit(json, &out, || match out.outcome.as_str() {
+        "empty" => println!("{}: no message, nothing to run", queue.display()),
+        "poison" => println!(
+            "poison message {} deleted from {}",
+            out.message_id.as_deref().unwrap_or("-"),
+            queue.display()
+        ),
+        o => {
+            let m = out.message.as_ref();
+            println!(
+                "run {} of {}: {o}{}; message {}",
+                m.map(|m| m.run_id.as_str()).unwrap_or("-"),
+                m.map(|m| m.pipeline.as_str()).unwrap_or("-"),
+                out.snapshot
+                    .as_deref()
+                    .map(|s| format!(", snapshot {s}"))
+                    .unwrap_or_default(),
+                if out.deleted {
+                    "deleted".to_string()
+                } else {
+                    format!("reappears in {}", a.retry_delay)
+                }
+            );
+        }
+    });
+    if let Some(e) = &out.error {
+        if out.outcome == "poison" {
+            eprintln!("error: poison message: {e}");
+        } else if code != exit::OK {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(code)
 }
 
 pub(super) fn functions(c: FunctionsCommand, json: bool) -> Result<i32> {

@@ -53,6 +53,15 @@ struct PipelineSpec {
     retention: Option<RetentionSpec>,
     #[serde(default)]
     lifecycle: Option<LifecycleSpec>,
+    #[serde(default)]
+    serve: Option<ServeSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeSpec {
+    handoff: Option<Spanned<String>>,
+    queue_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,6 +389,16 @@ pub struct Pipeline {
     pub retention: Option<RetentionConfig>,
     /// Tiering of packs by age (`[lifecycle]`), printed as an Azure management policy.
     pub lifecycle: Option<LifecycleConfig>,
+    /// `[serve] handoff = "queue"`: `blobpipe serve` enqueues runs of this pipeline for a
+    /// queue-triggered job (`blobpipe run-queued`) instead of running them itself.
+    pub handoff: Option<HandoffConfig>,
+}
+
+/// Checked `[serve]` hand-off.
+#[derive(Debug, Clone)]
+pub struct HandoffConfig {
+    /// The queue (its URL may carry a SAS: never print it, use `display()`).
+    pub queue: crate::handoff::QueueUrl,
 }
 
 /// Checked `[retention]`: restic-like keep rules. A snapshot survives `forget` when any
@@ -1170,6 +1189,70 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         catch_up,
         retention: check_retention(c, s.retention.as_ref()),
         lifecycle: check_lifecycle(c, s.lifecycle.as_ref(), &incremental),
+        handoff: check_serve(c, s.serve.as_ref()),
+    }
+}
+
+fn check_serve(c: &mut Checker<'_>, s: Option<&ServeSpec>) -> Option<HandoffConfig> {
+    let s = s?;
+    let fix_url =
+        "write e.g. queue_url = \"https://<account>.queue.core.windows.net/blobpipe-runs\" \
+                   (or \"${BLOBPIPE_HANDOFF_QUEUE}\")";
+    let mode = match &s.handoff {
+        None => {
+            if let Some(u) = &s.queue_url {
+                c.at(
+                    u.span(),
+                    "serve.queue_url",
+                    "is set but serve.handoff is not",
+                    "add handoff = \"queue\" (or remove queue_url)",
+                );
+            }
+            return None;
+        }
+        Some(h) => h,
+    };
+    match mode.get_ref().as_str() {
+        "none" => {
+            return None;
+        }
+        "queue" => {}
+        "job" => {
+            c.at(
+                mode.span(),
+                "serve.handoff",
+                "\"job\" (starting the Container Apps job through ARM) is not implemented",
+                "use handoff = \"queue\" with an event-triggered job (docs/deploy.md §12.8)",
+            );
+            return None;
+        }
+        other => {
+            c.at(
+                mode.span(),
+                "serve.handoff",
+                format!("unknown hand-off {other:?}"),
+                "use \"queue\" (or \"none\" to run in the handler)",
+            );
+            return None;
+        }
+    }
+    let Some(u) = &s.queue_url else {
+        c.missing("serve.queue_url", fix_url);
+        return None;
+    };
+    let url = c.interp(u, "serve.queue_url");
+    if url.is_empty() {
+        if !c.errors.iter().any(|e| e.contains("serve.queue_url")) {
+            c.at(u.span(), "serve.queue_url", "is empty", fix_url);
+        }
+        return None;
+    }
+    match crate::handoff::QueueUrl::parse(&url) {
+        Ok(queue) => Some(HandoffConfig { queue }),
+        Err(e) => {
+            c.at(u.span(), "serve.queue_url", e, "");
+            None
+        }
     }
 }
 
@@ -1650,6 +1733,38 @@ url = "file://store"
             interpolate("a$${b}c${BP_TEST_NOPE_42:-d}").unwrap(),
             "a${b}cd"
         );
+    }
+
+    #[test]
+    fn serve_handoff_is_checked_and_located() {
+        let p = parse(&format!(
+            "{GOOD}[serve]\nhandoff = \"queue\"\nqueue_url = \"https://acct.queue.core.windows.net/blobpipe-runs\"\n"
+        ))
+        .unwrap();
+        let h = p.handoff.expect("handoff");
+        assert_eq!(h.queue.queue, "blobpipe-runs");
+        assert!(parse(GOOD).unwrap().handoff.is_none());
+        let e = parse(&format!("{GOOD}[serve]\nhandoff = \"queue\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing key serve.queue_url"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}[serve]\nhandoff = \"queue\"\nqueue_url = \"https://acct.queue.core.windows.net/Bad_Name?sig=SECRET\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(":11:") && e.contains("serve.queue_url"), "{e}");
+        assert!(!e.contains("SECRET"), "{e}");
+        let e = parse(&format!("{GOOD}[serve]\nhandoff = \"carrier-pigeon\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":10:") && e.contains("serve.handoff"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}[serve]\nhandoff = \"queue\"\nqueue_url = \"${{BP_TEST_NO_QUEUE_7}}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("BP_TEST_NO_QUEUE_7 is not set"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,46 @@ impl fmt::Debug for Chosen {
 /// when a forced kind is unavailable, or when a found credential is malformed (a key that
 /// is not base64). Never includes a secret value.
 pub fn resolve(target: &AzureTarget, env: EnvLookup<'_>) -> Result<Chosen> {
+    resolve_for(target, env, SasServices::Blob)
+}
+
+/// Which storage service a self-signed account SAS is for (`ss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SasServices {
+    /// The blob service (`ss=b`): stores.
+    Blob,
+    /// The queue service (`ss=q`): the hand-off queue.
+    Queue,
+}
+
+impl SasServices {
+    fn ss(self) -> &'static str {
+        match self {
+            SasServices::Blob => "b",
+            SasServices::Queue => "q",
+        }
+    }
+
+    fn sp(self) -> &'static str {
+        // Account SAS permissions, in the order the service requires.
+        match self {
+            SasServices::Blob => "rwdlacutf",
+            SasServices::Queue => "rwdlacup",
+        }
+    }
+}
+
+/// [`resolve`] for a given service: `target.service_url` is that service's endpoint
+/// (`https://acct.queue.core.windows.net` for [`SasServices::Queue`]), and a signed
+/// account SAS is signed for that service.
+///
+/// # Errors
+/// As [`resolve`].
+pub fn resolve_for(
+    target: &AzureTarget,
+    env: EnvLookup<'_>,
+    services: SasServices,
+) -> Result<Chosen> {
     // azure_identity builds reqwest clients for token requests.
     super::client::ensure_tls_provider();
     let forced = env("BLOBPIPE_AZURE_CREDENTIAL");
@@ -162,7 +202,8 @@ pub fn resolve(target: &AzureTarget, env: EnvLookup<'_>) -> Result<Chosen> {
     if want(CredentialKind::AccountKey) || want(CredentialKind::Sas) {
         if target.from_connection_string {
             if let (Some(key), true) = (&target.account_key, want(CredentialKind::AccountKey)) {
-                let signer = AccountSasSigner::new(&target.account, key, !https)?;
+                let signer =
+                    AccountSasSigner::new(&target.account, key, !https)?.for_services(services);
                 return Ok(chosen(
                     CredentialKind::AccountKey,
                     "AccountKey in the target connection string",
@@ -193,7 +234,7 @@ pub fn resolve(target: &AzureTarget, env: EnvLookup<'_>) -> Result<Chosen> {
                     )),
                     Ok(p) => {
                         if let (Some(key), true) = (&p.account_key, want(CredentialKind::AccountKey)) {
-                            let signer = AccountSasSigner::new(&target.account, key, !https)?;
+                            let signer = AccountSasSigner::new(&target.account, key, !https)?.for_services(services);
                             return Ok(chosen(
                                 CredentialKind::AccountKey,
                                 "AccountKey in AZURE_STORAGE_CONNECTION_STRING",
@@ -219,7 +260,8 @@ pub fn resolve(target: &AzureTarget, env: EnvLookup<'_>) -> Result<Chosen> {
     if want(CredentialKind::AccountKey) {
         match env("AZURE_STORAGE_KEY") {
             Some(k) => {
-                let signer = AccountSasSigner::new(&target.account, &Secret::new(k), !https)?;
+                let signer = AccountSasSigner::new(&target.account, &Secret::new(k), !https)?
+                    .for_services(services);
                 return Ok(chosen(
                     CredentialKind::AccountKey,
                     "AZURE_STORAGE_KEY",
@@ -372,7 +414,8 @@ pub fn resolve(target: &AzureTarget, env: EnvLookup<'_>) -> Result<Chosen> {
     }
     // 8. Emulator.
     if forced_kind.is_none() && target.is_loopback() && target.account == EMULATOR_ACCOUNT {
-        let signer = AccountSasSigner::new(EMULATOR_ACCOUNT, &Secret::new(EMULATOR_KEY), true)?;
+        let signer = AccountSasSigner::new(EMULATOR_ACCOUNT, &Secret::new(EMULATOR_KEY), true)?
+            .for_services(services);
         return Ok(chosen(
             CredentialKind::EmulatorKey,
             "well-known emulator key (loopback devstoreaccount1)",
@@ -403,6 +446,7 @@ pub struct AccountSasSigner {
     account: String,
     key: Vec<u8>,
     allow_http: bool,
+    services: SasServices,
 }
 
 impl fmt::Debug for AccountSasSigner {
@@ -433,7 +477,14 @@ impl AccountSasSigner {
             account: account.to_string(),
             key,
             allow_http,
+            services: SasServices::Blob,
         })
+    }
+
+    /// Sign for `services` instead of the blob service.
+    pub fn for_services(mut self, services: SasServices) -> Self {
+        self.services = services;
+        self
     }
 
     /// The string-to-sign of an account SAS (service version 2020-12-06 and later),
@@ -462,8 +513,8 @@ impl AccountSasSigner {
         let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(8));
         SasParams {
-            sp: "rwdlacutf".into(),
-            ss: "b".into(),
+            sp: self.services.sp().into(),
+            ss: self.services.ss().into(),
             srt: "sco".into(),
             st: fmt(now - chrono::Duration::minutes(15)),
             se: fmt(now + lifetime),
@@ -679,6 +730,23 @@ mod tests {
             s.signature(&p),
             "+hI807BUQnf+Bs/ErPaC0O84HJEJmGy6E6HzQhCyMhI="
         );
+    }
+
+    #[test]
+    fn queue_sas_is_signed_for_the_queue_service() {
+        let s = AccountSasSigner::new("devstoreaccount1", &Secret::new(EMULATOR_KEY), true)
+            .expect("key")
+            .for_services(SasServices::Queue);
+        let p = s.params(Utc::now(), Duration::from_secs(3600));
+        assert_eq!((p.ss.as_str(), p.sp.as_str()), ("q", "rwdlacup"));
+        let (tok, _) = s.token(Utc::now(), Duration::from_secs(3600));
+        assert!(tok.expose().contains("ss=q"));
+        let t = target("http://127.0.0.1:10001/devstoreaccount1/runs");
+        let c = resolve_for(&t, &env_of(&[]), SasServices::Queue).expect("emulator");
+        let Resolved::Sas(pol) = c.resolved else {
+            panic!("sas")
+        };
+        assert!(pol.current(Utc::now()).expose().contains("ss=q"));
     }
 
     #[test]
