@@ -24,6 +24,8 @@ pub mod pack;
 pub mod pipeline;
 pub mod progress;
 pub mod restore;
+pub mod restore_db;
+pub mod restore_db_mysql;
 pub mod secret;
 pub mod store;
 pub mod verify;
