@@ -232,29 +232,30 @@ async fn concurrent_writer_transactions_are_all_in_or_all_out() {
         .unwrap();
     }
     c.batch_execute(&format!(
-        "INSERT INTO {src}.a1 SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;
-         INSERT INTO {src}.a2 SELECT g, repeat('y', 200) FROM generate_series(1, 20000) g;
+        "INSERT INTO {src}.a1 SELECT 2 * g, repeat('x', 200) FROM generate_series(1, 20000) g;
+         INSERT INTO {src}.a2 SELECT 2 * g, repeat('y', 200) FROM generate_series(1, 20000) g;
          ANALYZE {src}.a1; ANALYZE {src}.a2;"
     ))
     .await
     .unwrap();
-    // The writer: each transaction inserts one id into both tables (a2 first, so a
-    // backup reading a1 before a2 without a shared snapshot would see a1 ⊂ a2 broken).
+    // The writer: each transaction inserts one odd id (inside the key ranges the plan
+    // reads) into both tables. Without a shared snapshot the ranges read later would see
+    // more of its transactions than those read earlier.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (url, src, stop) = (url.clone(), src.clone(), stop.clone());
         tokio::spawn(async move {
             let w = client(&url).await;
-            let mut id = 1_000_000;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                id += 1;
+            let mut id = -1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && id < 39_000 {
+                id += 2;
                 w.batch_execute(&format!(
                     "BEGIN; INSERT INTO {src}.a2 VALUES ({id}, 'w'); INSERT INTO {src}.a1 VALUES ({id}, 'w'); COMMIT;"
                 ))
                 .await
                 .unwrap();
             }
-            id - 1_000_000
+            (id + 1) / 2
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
