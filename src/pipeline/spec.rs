@@ -1739,6 +1739,116 @@ url = "file://store"
         assert_eq!(parse_fraction("10%").unwrap(), 0.1);
     }
 
+    const PG: &str = r#"
+name = "db"
+[source]
+type = "postgres"
+url = "postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app"
+schemas = ["public", "audit"]
+include = ["task_*", "public.variable"]
+exclude = ["task_fail"]
+split_rows = 5000
+chunk_size = "8MiB"
+[target]
+url = "memory://x"
+[restore]
+strategy = "truncate"
+[restore.tables]
+variable = "skip-existing"
+"#;
+
+    #[test]
+    fn postgres_source_is_checked() {
+        let p = parse(PG).unwrap();
+        let SourceConfig::Postgres(db) = &p.source else {
+            panic!("postgres expected")
+        };
+        assert_eq!(db.url.expose(), "postgres://app:pw@db:5432/app");
+        assert!(!format!("{:?}", p.source).contains(":pw@"), "URL is a secret");
+        assert_eq!(db.schemas, vec!["public", "audit"]);
+        assert_eq!(db.include, vec!["task_*", "public.variable"]);
+        assert_eq!(db.split_rows, 5000);
+        assert_eq!(db.chunk_size, 8 << 20);
+        assert_eq!(p.restore.strategy, Strategy::Truncate);
+        assert_eq!(p.restore.tables["variable"], Strategy::SkipExisting);
+        assert!(p.source.is_streamed());
+    }
+
+    #[test]
+    fn database_source_errors_are_located() {
+        let e = parse(&PG.replace("postgres://app", "mysql://app"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.url") && e.contains("not a PostgreSQL URL"), "{e}");
+        assert!(!e.contains(":pw@"), "{e}");
+        let e = parse(&PG.replace("split_rows = 5000", "split_rows = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":9:") && e.contains("source.split_rows"), "{e}");
+        let e = parse(&PG.replace("\"task_*\"", "\"task/*\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid table pattern"), "{e}");
+        let e = parse(&PG.replace("schemas = [", "root = \"/x\"\nschemas = ["))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.root") && e.contains("not a key of a \"postgres\" source"), "{e}");
+        let e = parse(&PG.replace("\"skip-existing\"", "\"merge\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("restore.tables.variable") && e.contains("unknown strategy"), "{e}");
+    }
+
+    #[test]
+    fn mysql_database_comes_from_the_url() {
+        let text = PG
+            .replace("type = \"postgres\"", "type = \"mysql\"")
+            .replace("postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app", "mysql://root@db:3306/shop")
+            .replace("schemas = [\"public\", \"audit\"]\n", "");
+        let p = parse(&text).unwrap();
+        let SourceConfig::Mysql(db) = &p.source else {
+            panic!("mysql expected")
+        };
+        assert_eq!(db.schemas, vec!["shop"]);
+        let e = parse(&text.replace("/shop", "")).unwrap_err().to_string();
+        assert!(e.contains("names no database"), "{e}");
+    }
+
+    #[test]
+    fn command_source_is_checked() {
+        let text = r#"
+name = "cmd"
+[source]
+type = "command"
+command = ["pg_dump", "-Fc", "app"]
+timeout = "30m"
+name = "pg_dump"
+[target]
+url = "memory://x"
+"#;
+        let p = parse(text).unwrap();
+        let SourceConfig::Command(c) = &p.source else {
+            panic!("command expected")
+        };
+        assert_eq!(c.argv, vec!["pg_dump", "-Fc", "app"]);
+        assert_eq!(c.timeout, Duration::from_secs(1800));
+        assert!(!c.shell);
+        let e = parse(&text.replace("\"30m\"", "\"soon\"")).unwrap_err().to_string();
+        assert!(e.contains("source.timeout"), "{e}");
+        let e = parse(&text.replace("timeout = \"30m\"", "shell = true"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("with shell = true, give one string"), "{e}");
+        let e = parse(&text.replace("command = [\"pg_dump\", \"-Fc\", \"app\"]\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing key source.command"), "{e}");
+        let e = parse(&text.replace("name = \"pg_dump\"", "name = \"../x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid stream name"), "{e}");
+    }
+
     #[test]
     fn several_errors_reported_together() {
         let text = r#"
