@@ -187,7 +187,7 @@ pub fn fk_order(names: &[String], deps: &[(String, String)]) -> (Vec<String>, Ve
 }
 
 /// Read one chunk entry's bytes from its pack and check its SHA-256.
-async fn read_chunk(
+pub(crate) async fn read_chunk(
     store: &Store,
     layout: &Layout,
     m: &Arc<Manifest>,
