@@ -519,7 +519,11 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                     "restored snapshot {} into {}{}:",
                     r.snapshot,
                     r.target,
-                    if r.transaction { " (one transaction)" } else { "" }
+                    if r.transaction {
+                        " (one transaction)"
+                    } else {
+                        ""
+                    }
                 );
                 for t in &r.tables {
                     println!(
@@ -529,7 +533,11 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                         t.rows_stored,
                         t.rows_added,
                         t.rows_after,
-                        if t.checksum_checked { "  checksum ok" } else { "" }
+                        if t.checksum_checked {
+                            "  checksum ok"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 if !r.cycles.is_empty() {
@@ -590,9 +598,8 @@ fn db_restore_options(
 ) -> Result<crate::restore_db::DbRestoreOptions> {
     use crate::pipeline::spec::Strategy;
     let url = a.to_db.as_deref().unwrap_or_default();
-    let url = crate::pipeline::spec::interpolate(url).map_err(|var| {
-        Error::config(format!("--to-db: environment variable {var} is not set"))
-    })?;
+    let url = crate::pipeline::spec::interpolate(url)
+        .map_err(|var| Error::config(format!("--to-db: environment variable {var} is not set")))?;
     let mut strategy = p.restore.strategy;
     let mut strategies = p.restore.tables.clone();
     let bad = |s: &str| {
@@ -603,7 +610,10 @@ fn db_restore_options(
     for s in &a.strategies {
         match s.split_once('=') {
             Some((t, st)) => {
-                strategies.insert(t.trim().to_string(), Strategy::parse(st).ok_or_else(|| bad(s))?);
+                strategies.insert(
+                    t.trim().to_string(),
+                    Strategy::parse(st).ok_or_else(|| bad(s))?,
+                );
             }
             None => {
                 strategy = Strategy::parse(s).ok_or_else(|| bad(s))?;
@@ -615,7 +625,10 @@ fn db_restore_options(
     // Per-table flags come after a global one whatever their order on the line.
     for s in &a.strategies {
         if let Some((t, st)) = s.split_once('=') {
-            strategies.insert(t.trim().to_string(), Strategy::parse(st).ok_or_else(|| bad(s))?);
+            strategies.insert(
+                t.trim().to_string(),
+                Strategy::parse(st).ok_or_else(|| bad(s))?,
+            );
         }
     }
     Ok(crate::restore_db::DbRestoreOptions {

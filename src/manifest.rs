@@ -679,7 +679,10 @@ mod tests {
         let m = merge_tables(vec![t(1, 2, b"y"), t(0, 1, b"x")]);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].rows, 3);
-        assert_eq!(m[0].chunks, vec![PathBytes(b"c0".to_vec()), PathBytes(b"c1".to_vec())]);
+        assert_eq!(
+            m[0].chunks,
+            vec![PathBytes(b"c0".to_vec()), PathBytes(b"c1".to_vec())]
+        );
         let mut d = RowsetDigest::default();
         d.add_row(b"x");
         d.add_row(b"y");

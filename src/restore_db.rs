@@ -161,14 +161,11 @@ pub fn fk_order(names: &[String], deps: &[(String, String)]) -> (Vec<String>, Ve
     }
     let mut order = Vec::new();
     let mut done = HashSet::new();
-    loop {
-        // Lowest manifest position among the ready ones: a stable, readable order.
-        let Some(next) = names
-            .iter()
-            .find(|n| !done.contains(*n) && indeg.get(n) == Some(&0))
-        else {
-            break;
-        };
+    // Lowest manifest position among the ready ones: a stable, readable order.
+    while let Some(next) = names
+        .iter()
+        .find(|n| !done.contains(*n) && indeg.get(n) == Some(&0))
+    {
         done.insert(next);
         order.push(next.clone());
         for c in children.get(next).cloned().unwrap_or_default() {
@@ -273,11 +270,17 @@ impl Planned<'_> {
     }
 }
 
-pub(crate) fn plan_tables<'a>(m: &'a Manifest, opts: &DbRestoreOptions) -> Result<Vec<Planned<'a>>> {
+pub(crate) fn plan_tables<'a>(
+    m: &'a Manifest,
+    opts: &DbRestoreOptions,
+) -> Result<Vec<Planned<'a>>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for rec in select_tables(m, &opts.tables)? {
-        let schema = opts.target_schema.clone().unwrap_or_else(|| rec.schema.clone());
+        let schema = opts
+            .target_schema
+            .clone()
+            .unwrap_or_else(|| rec.schema.clone());
         let p = Planned {
             rec,
             schema,

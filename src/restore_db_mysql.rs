@@ -268,7 +268,11 @@ async fn load(
         let after = after.unwrap_or(0);
         let prior = before.get(k).copied().unwrap_or(0);
         let stored = p.rec.rows;
-        let prior_now = if p.strategy == Strategy::Truncate { 0 } else { prior };
+        let prior_now = if p.strategy == Strategy::Truncate {
+            0
+        } else {
+            prior
+        };
         let exact = prior_now == 0 && p.strategy != Strategy::SkipExisting
             || (p.strategy == Strategy::SkipExisting && prior == 0);
         let counts_ok = match p.strategy {

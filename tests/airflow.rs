@@ -97,7 +97,9 @@ async fn airflow_metadata_backup_drop_restore() {
     let s = support::unique_ident("airflow");
     let c = client(&url).await;
     let setup = |sql: &str| sql.replace("{s}", &s);
-    c.batch_execute(&format!("CREATE SCHEMA {s}")).await.unwrap();
+    c.batch_execute(&format!("CREATE SCHEMA {s}"))
+        .await
+        .unwrap();
     c.batch_execute(&setup(DDL)).await.unwrap();
     c.batch_execute(&setup(MIGRATED)).await.unwrap();
     c.batch_execute(&setup(DATA)).await.unwrap();
@@ -110,7 +112,8 @@ async fn airflow_metadata_backup_drop_restore() {
     std::env::set_var("AIRFLOW_DB_URL", &url);
     std::env::set_var("AIRFLOW_DB_SCHEMA", &s);
     std::env::set_var("BLOBPIPE_TARGET_URL", format!("memory://{s}"));
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/airflow-metadata.toml");
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/airflow-metadata.toml");
     let p = Pipeline::load(&file).unwrap();
     assert_eq!(p.schedule.as_deref(), Some("0 * * * *"));
     assert_eq!(p.verify.mode, blobpipe::pipeline::spec::VerifyMode::Full);
@@ -167,5 +170,7 @@ async fn airflow_metadata_backup_drop_restore() {
     ))
     .await
     .unwrap();
-    c.batch_execute(&format!("DROP SCHEMA {s} CASCADE")).await.unwrap();
+    c.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
+        .await
+        .unwrap();
 }

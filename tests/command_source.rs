@@ -104,7 +104,9 @@ async fn assert_fails_without_snapshot(p: &Pipeline, needle: &[&str]) {
         .unwrap()
         .is_empty());
     // The run record keeps the error, stderr included.
-    let runs = blobpipe::store::list_all(&*store, &layout.runs()).await.unwrap();
+    let runs = blobpipe::store::list_all(&*store, &layout.runs())
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 1);
     let rec = store.get(&runs[0].name, None).await.unwrap();
     let rec = String::from_utf8_lossy(&rec);
@@ -125,7 +127,10 @@ async fn non_zero_exit_fails_the_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_kills_the_command_and_fails_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), "command = [\"sleep\", \"30\"]\ntimeout = \"300ms\"");
+    let p = pipeline(
+        dir.path(),
+        "command = [\"sleep\", \"30\"]\ntimeout = \"300ms\"",
+    );
     let t = std::time::Instant::now();
     assert_fails_without_snapshot(&p, &["timed out"]).await;
     assert!(t.elapsed() < std::time::Duration::from_secs(20));

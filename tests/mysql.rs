@@ -103,7 +103,10 @@ async fn restore(
 }
 
 async fn checksum(c: &mut Conn, t: &str) -> (u64, Option<u64>) {
-    let n: Option<u64> = c.query_first(format!("SELECT COUNT(*) FROM {t}")).await.unwrap();
+    let n: Option<u64> = c
+        .query_first(format!("SELECT COUNT(*) FROM {t}"))
+        .await
+        .unwrap();
     let row: Option<(String, Option<u64>)> =
         c.query_first(format!("CHECKSUM TABLE {t}")).await.unwrap();
     (n.unwrap(), row.unwrap().1)
@@ -118,7 +121,11 @@ CREATE TABLE {d}.child (id INT PRIMARY KEY, parent_id INT NOT NULL, FOREIGN KEY 
 
 async fn fixture(c: &mut Conn, src: &str, dst: &str) {
     for d in [src, dst] {
-        for stmt in DDL.replace("{d}", d).split(';').filter(|s| !s.trim().is_empty()) {
+        for stmt in DDL
+            .replace("{d}", d)
+            .split(';')
+            .filter(|s| !s.trim().is_empty())
+        {
             c.query_drop(stmt).await.unwrap();
         }
     }
@@ -178,13 +185,23 @@ async fn round_trip_fk_order_and_strategies() {
     }
 
     // fail-if-not-empty refuses now; truncate replaces; skip-existing keeps local rows.
-    let e = restore(&p, &store, &m, &url, &dst, Strategy::FailIfNotEmpty, &["parent"])
-        .await
-        .unwrap_err();
+    let e = restore(
+        &p,
+        &store,
+        &m,
+        &url,
+        &dst,
+        Strategy::FailIfNotEmpty,
+        &["parent"],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
-    c.query_drop(format!("UPDATE {dst}.big SET payload = 'local' WHERE id = 1; DELETE FROM {dst}.big WHERE id = 2"))
-        .await
-        .unwrap();
+    c.query_drop(format!(
+        "UPDATE {dst}.big SET payload = 'local' WHERE id = 1; DELETE FROM {dst}.big WHERE id = 2"
+    ))
+    .await
+    .unwrap();
     let r = restore(&p, &store, &m, &url, &dst, Strategy::SkipExisting, &["big"])
         .await
         .unwrap();
@@ -206,10 +223,20 @@ async fn round_trip_fk_order_and_strategies() {
     c.query_drop(format!("ALTER TABLE {dst}.types MODIFY f FLOAT"))
         .await
         .unwrap();
-    c.query_drop(format!("DELETE FROM {dst}.types")).await.unwrap();
-    let e = restore(&p, &store, &m, &url, &dst, Strategy::FailIfNotEmpty, &["types"])
+    c.query_drop(format!("DELETE FROM {dst}.types"))
         .await
-        .unwrap_err();
+        .unwrap();
+    let e = restore(
+        &p,
+        &store,
+        &m,
+        &url,
+        &dst,
+        Strategy::FailIfNotEmpty,
+        &["types"],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
     assert!(e.to_string().contains("\"f\" is float"), "{e}");
     assert_eq!(checksum(&mut c, &format!("{dst}.types")).await.0, 0);

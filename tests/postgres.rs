@@ -56,7 +56,9 @@ async fn schemas(url: &str, tags: &[&str]) -> (Client, Schemas) {
     let c = client(url).await;
     let names: Vec<String> = tags.iter().map(|t| support::unique_ident(t)).collect();
     for n in &names {
-        c.batch_execute(&format!("CREATE SCHEMA {n}")).await.unwrap();
+        c.batch_execute(&format!("CREATE SCHEMA {n}"))
+            .await
+            .unwrap();
     }
     (
         c,
@@ -186,14 +188,28 @@ async fn round_trip_of_common_types_and_key_range_split() {
         .iter()
         .map(|c| c.display().split('/').nth(2).unwrap()[..4].to_string())
         .collect();
-    assert!(ranges.len() >= 4, "big table split by key range: {ranges:?}");
-    assert!(big.chunks.len() > ranges.len(), "ranges cut into 64 KiB chunks");
+    assert!(
+        ranges.len() >= 4,
+        "big table split by key range: {ranges:?}"
+    );
+    assert!(
+        big.chunks.len() > ranges.len(),
+        "ranges cut into 64 KiB chunks"
+    );
     let mut sorted = big.chunks.clone();
     sorted.sort();
     assert_eq!(sorted, big.chunks, "chunks listed in key order");
     let types = m.tables.iter().find(|t| t.name == "types").unwrap();
     assert_eq!(types.rows, 4);
-    let col = |n: &str| types.columns.iter().find(|c| c.name == n).unwrap().ty.clone();
+    let col = |n: &str| {
+        types
+            .columns
+            .iter()
+            .find(|c| c.name == n)
+            .unwrap()
+            .ty
+            .clone()
+    };
     assert_eq!(col("n"), "numeric(20,6)");
     assert_eq!(col("arr"), "integer[]");
     assert_eq!(col("ts"), "timestamp with time zone");
@@ -379,9 +395,14 @@ async fn conflict_strategies() {
     .unwrap();
 
     // fail-if-not-empty: refused before anything is written (parent stays empty too).
-    let e = restore(&p, &store, &m, &only(&["other", "parent"], Strategy::FailIfNotEmpty))
-        .await
-        .unwrap_err();
+    let e = restore(
+        &p,
+        &store,
+        &m,
+        &only(&["other", "parent"], Strategy::FailIfNotEmpty),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
     assert!(e.to_string().contains("fail-if-not-empty"), "{e}");
     assert_eq!(count("parent").await, 0);
@@ -400,9 +421,14 @@ async fn conflict_strategies() {
     assert_eq!(count("other").await, 4);
 
     // append: duplicate keys fail and roll back the whole restore.
-    let e = restore(&p, &store, &m, &only(&["parent", "other"], Strategy::Append))
-        .await
-        .unwrap_err();
+    let e = restore(
+        &p,
+        &store,
+        &m,
+        &only(&["parent", "other"], Strategy::Append),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Source, "{e}");
     assert!(e.to_string().contains("rolled back"), "{e}");
     assert_eq!(count("parent").await, 0, "parent load rolled back");
@@ -448,7 +474,10 @@ async fn schema_mismatch_is_refused_with_nothing_written() {
     let msg = e.to_string();
     assert!(msg.contains("column \"v\" is missing"), "{msg}");
     assert!(msg.contains("is bigint in the target but integer"), "{msg}");
-    assert!(msg.contains("\"must\" is NOT NULL without a default"), "{msg}");
+    assert!(
+        msg.contains("\"must\" is NOT NULL without a default"),
+        "{msg}"
+    );
     assert!(msg.contains("nothing was written"), "{msg}");
     let n: i64 = c
         .query_one(&format!("SELECT count(*) FROM {dst}.parent"), &[])

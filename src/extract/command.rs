@@ -110,7 +110,11 @@ async fn run(cfg: &CommandSourceConfig, tx: &mpsc::Sender<Result<Chunk>>) -> Res
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let program = if cfg.shell { "sh" } else { cfg.argv[0].as_str() };
+    let program = if cfg.shell {
+        "sh"
+    } else {
+        cfg.argv[0].as_str()
+    };
     let mut child = cmd.spawn().map_err(|e| {
         Error::new(
             ErrorKind::Source,

@@ -99,7 +99,7 @@ pub type ChunkRx = mpsc::Receiver<Result<Chunk>>;
 /// An open streamed source for one run attempt.
 pub enum Session {
     /// PostgreSQL (exported snapshot).
-    Postgres(postgres::PgSession),
+    Postgres(Box<postgres::PgSession>),
     /// MySQL / MariaDB (one consistent-snapshot connection).
     Mysql(mysql::MySession),
     /// A command.
@@ -124,7 +124,9 @@ impl Session {
     /// matches.
     pub async fn open(src: &SourceConfig, _count: usize) -> Result<(Plan, Session)> {
         let session = match src {
-            SourceConfig::Postgres(c) => Session::Postgres(postgres::PgSession::open(c).await?),
+            SourceConfig::Postgres(c) => {
+                Session::Postgres(Box::new(postgres::PgSession::open(c).await?))
+            }
             SourceConfig::Mysql(c) => Session::Mysql(mysql::MySession::open(c).await?),
             SourceConfig::Command(c) => Session::Command(command::CommandSession::new(c)),
             SourceConfig::Fs(_) => return Err(Error::internal("fs source is not streamed")),

@@ -51,9 +51,8 @@ pub async fn connect(url: &Secret, password: Option<&Secret>) -> Result<Conn> {
         Some(rest) => format!("mysql://{rest}"),
         None => raw.to_string(),
     };
-    let opts = Opts::from_url(&u).map_err(|e| {
-        Error::config(format!("invalid MySQL URL {}: {e}", redact_url(raw)))
-    })?;
+    let opts = Opts::from_url(&u)
+        .map_err(|e| Error::config(format!("invalid MySQL URL {}: {e}", redact_url(raw))))?;
     let mut b = OptsBuilder::from_opts(opts);
     if let Some(p) = password {
         b = b.pass(Some(p.expose().to_string()));
@@ -75,7 +74,10 @@ pub fn ident(s: &str) -> String {
 /// Whether a `COLUMN_TYPE` holds bytes rather than text.
 pub fn is_binary(ty: &str) -> bool {
     let t = ty.to_ascii_lowercase();
-    t.contains("blob") || t.starts_with("binary") || t.starts_with("varbinary") || t.starts_with("bit")
+    t.contains("blob")
+        || t.starts_with("binary")
+        || t.starts_with("varbinary")
+        || t.starts_with("bit")
 }
 
 /// Append one CSV field: NULL unquoted and empty, everything else quoted.

@@ -270,7 +270,9 @@ async fn load_or_make_plan(
         Err(e) => return Err(e.context(format!("reading plan {name}"))),
     }
     let SourceConfig::Fs(fs) = p.source.clone() else {
-        return Err(Error::internal("filesystem plan for a non-filesystem source"));
+        return Err(Error::internal(
+            "filesystem plan for a non-filesystem source",
+        ));
     };
     let count = p.partitions.count;
     let plan = tokio::task::spawn_blocking(move || extract::fs::plan(&fs, count))

@@ -1165,10 +1165,7 @@ fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfi
             ("name", s.name.as_ref().map(|v| v.span())),
             (
                 "include/exclude",
-                s.include
-                    .first()
-                    .or(s.exclude.first())
-                    .map(|v| v.span()),
+                s.include.first().or(s.exclude.first()).map(|v| v.span()),
             ),
         ];
         for (key, span) in present {
@@ -1178,7 +1175,10 @@ fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfi
                         span,
                         &format!("source.{key}"),
                         format!("is not a key of a {kind:?} source"),
-                        &format!("remove it; a {kind:?} source takes: type, {}", allowed.join(", ")),
+                        &format!(
+                            "remove it; a {kind:?} source takes: type, {}",
+                            allowed.join(", ")
+                        ),
                     );
                 }
             }
@@ -1246,9 +1246,8 @@ fn table_patterns(c: &mut Checker<'_>, list: &[Spanned<String>], key: &str) -> V
     for p in list {
         let v = p.get_ref().trim();
         let ok = !v.is_empty()
-            && v.chars().all(|ch| {
-                ch.is_alphanumeric() || matches!(ch, '_' | '.' | '$' | '-' | '*' | '?')
-            });
+            && v.chars()
+                .all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '.' | '$' | '-' | '*' | '?'));
         if !ok {
             c.at(
                 p.span(),
@@ -1324,7 +1323,12 @@ fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceCon
     for sc in &s.schemas {
         let v = c.interp(sc, "source.schemas");
         if v.is_empty() || v.contains(['"', '`', '\0']) {
-            c.at(sc.span(), "source.schemas", format!("invalid schema name {v:?}"), "");
+            c.at(
+                sc.span(),
+                "source.schemas",
+                format!("invalid schema name {v:?}"),
+                "",
+            );
         }
         schemas.push(v);
     }
@@ -1412,7 +1416,12 @@ fn check_command_source(c: &mut Checker<'_>, s: &SourceSpec) -> CommandSourceCon
                 }
             }
             if out.is_empty() || out[0].is_empty() {
-                c.at(v.span(), "source.command", "is empty", "name the program first");
+                c.at(
+                    v.span(),
+                    "source.command",
+                    "is empty",
+                    "name the program first",
+                );
             } else if shell && out.len() != 1 {
                 c.at(
                     v.span(),
@@ -1764,7 +1773,10 @@ variable = "skip-existing"
             panic!("postgres expected")
         };
         assert_eq!(db.url.expose(), "postgres://app:pw@db:5432/app");
-        assert!(!format!("{:?}", p.source).contains(":pw@"), "URL is a secret");
+        assert!(
+            !format!("{:?}", p.source).contains(":pw@"),
+            "URL is a secret"
+        );
         assert_eq!(db.schemas, vec!["public", "audit"]);
         assert_eq!(db.include, vec!["task_*", "public.variable"]);
         assert_eq!(db.split_rows, 5000);
@@ -1779,7 +1791,10 @@ variable = "skip-existing"
         let e = parse(&PG.replace("postgres://app", "mysql://app"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("source.url") && e.contains("not a PostgreSQL URL"), "{e}");
+        assert!(
+            e.contains("source.url") && e.contains("not a PostgreSQL URL"),
+            "{e}"
+        );
         assert!(!e.contains(":pw@"), "{e}");
         let e = parse(&PG.replace("split_rows = 5000", "split_rows = 5"))
             .unwrap_err()
@@ -1792,18 +1807,27 @@ variable = "skip-existing"
         let e = parse(&PG.replace("schemas = [", "root = \"/x\"\nschemas = ["))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("source.root") && e.contains("not a key of a \"postgres\" source"), "{e}");
+        assert!(
+            e.contains("source.root") && e.contains("not a key of a \"postgres\" source"),
+            "{e}"
+        );
         let e = parse(&PG.replace("\"skip-existing\"", "\"merge\""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("restore.tables.variable") && e.contains("unknown strategy"), "{e}");
+        assert!(
+            e.contains("restore.tables.variable") && e.contains("unknown strategy"),
+            "{e}"
+        );
     }
 
     #[test]
     fn mysql_database_comes_from_the_url() {
         let text = PG
             .replace("type = \"postgres\"", "type = \"mysql\"")
-            .replace("postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app", "mysql://root@db:3306/shop")
+            .replace(
+                "postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app",
+                "mysql://root@db:3306/shop",
+            )
             .replace("schemas = [\"public\", \"audit\"]\n", "");
         let p = parse(&text).unwrap();
         let SourceConfig::Mysql(db) = &p.source else {
@@ -1833,7 +1857,9 @@ url = "memory://x"
         assert_eq!(c.argv, vec!["pg_dump", "-Fc", "app"]);
         assert_eq!(c.timeout, Duration::from_secs(1800));
         assert!(!c.shell);
-        let e = parse(&text.replace("\"30m\"", "\"soon\"")).unwrap_err().to_string();
+        let e = parse(&text.replace("\"30m\"", "\"soon\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("source.timeout"), "{e}");
         let e = parse(&text.replace("timeout = \"30m\"", "shell = true"))
             .unwrap_err()

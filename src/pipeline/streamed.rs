@@ -21,8 +21,7 @@ use super::backup::{close_pack, io_to_err, open_pack, Ctx, OpenPack, PartResult}
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::{self, Chunk, ItemKind};
 use crate::manifest::{
-    self, Entry, EntryKind, Line, PartHeader, PathBytes, RowsetDigest, StreamRecord,
-    TableRecord,
+    self, Entry, EntryKind, Line, PartHeader, PathBytes, RowsetDigest, StreamRecord, TableRecord,
 };
 use crate::pack::tarball::{self, HeaderMeta};
 
