@@ -191,7 +191,8 @@ pub struct RestoreArgs {
     #[arg(long, required_unless_present = "to_db", conflicts_with = "to_db")]
     pub to: Option<PathBuf>,
     /// Load the snapshot's tables into this database instead (`postgres://…`,
-    /// `mysql://…`; `${ENV}` allowed so the password can stay out of the shell history).
+    /// `mysql://…`). The password may come from `${ENV}` in the URL, or from
+    /// `PGPASSWORD` / `MYSQL_PWD` when the URL has none.
     #[arg(long, value_name = "URL")]
     pub to_db: Option<String>,
     /// With --to-db: restore only this table (`table` or `schema.table`; repeatable).

@@ -257,6 +257,21 @@ pub async fn restore_db(
     }
 }
 
+/// The password from `var` when the URL carries none (libpq's `PGPASSWORD`, MySQL's
+/// `MYSQL_PWD`), so it need not appear on a command line.
+pub(crate) fn env_password(url: &Secret, var: &str) -> Option<Secret> {
+    let has = url::Url::parse(url.expose())
+        .ok()
+        .is_some_and(|u| u.password().is_some());
+    if has {
+        return None;
+    }
+    std::env::var(var)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new)
+}
+
 /// A selected table with its target name and strategy.
 pub(crate) struct Planned<'a> {
     pub(crate) rec: &'a TableRecord,
@@ -316,7 +331,7 @@ async fn restore_pg(
 ) -> Result<DbRestoreReport> {
     let started_at = Utc::now();
     let planned = plan_tables(m, opts)?;
-    let c = pg::connect(&opts.url, None).await?;
+    let c = pg::connect(&opts.url, env_password(&opts.url, "PGPASSWORD").as_ref()).await?;
     c.batch_execute(SESSION_SETTINGS)
         .await
         .map_err(|e| pg_err("session settings", e))?;

@@ -43,7 +43,8 @@ pub async fn restore_mysql(
 ) -> Result<DbRestoreReport> {
     let started_at = Utc::now();
     let planned = plan_tables(m, opts)?;
-    let mut c = my::connect(&opts.url, None).await?;
+    let pw = crate::restore_db::env_password(&opts.url, "MYSQL_PWD");
+    let mut c = my::connect(&opts.url, pw.as_ref()).await?;
 
     let mut problems = Vec::new();
     let mut before: HashMap<String, u64> = HashMap::new();
