@@ -232,6 +232,31 @@ pub(crate) async fn read_chunk(
     .map_err(|e| Error::internal(format!("restore reader: {e}")))?
 }
 
+/// Chunks read ahead of the load, per table.
+const PREFETCH: usize = 2;
+
+/// Read `chunks` in order on a task, handing them over through a bounded channel.
+pub(crate) fn prefetch(
+    store: &Store,
+    layout: &Layout,
+    m: &Arc<Manifest>,
+    by_path: &Arc<HashMap<PathBytes, Entry>>,
+    chunks: Vec<PathBytes>,
+) -> tokio::sync::mpsc::Receiver<Result<(Bytes, u64)>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH);
+    let (store, layout, m, by_path) = (store.clone(), layout.clone(), m.clone(), by_path.clone());
+    tokio::spawn(async move {
+        for c in chunks {
+            let r = read_chunk(&store, &layout, &m, &by_path, &c).await;
+            let failed = r.is_err();
+            if tx.send(r).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Restore the tables of snapshot `m` into the database `opts.url`.
 ///
 /// # Errors
@@ -525,8 +550,14 @@ async fn load_pg(
         };
         let copy = format!("COPY {into} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)");
         let mut loaded = 0u64;
+        // Read (download, decompress, hash-check) the next chunks while this one loads:
+        // at most PREFETCH chunks wait in memory.
+        let mut rx = prefetch(store, layout, &man, &by_path, p.rec.chunks.clone());
         for chunk in &p.rec.chunks {
-            let (data, f) = read_chunk(store, layout, &man, &by_path, chunk).await?;
+            let (data, f) = rx
+                .recv()
+                .await
+                .ok_or_else(|| Error::internal("chunk reader stopped"))??;
             fetched += f;
             let sink = c
                 .copy_in::<_, Bytes>(&copy)

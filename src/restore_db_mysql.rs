@@ -22,7 +22,7 @@ use crate::layout::Layout;
 use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest};
 use crate::pipeline::spec::Strategy;
 use crate::restore_db::{
-    fk_order, plan_tables, read_chunk, refuse, DbRestoreOptions, DbRestoreReport, Planned,
+    fk_order, plan_tables, prefetch, refuse, DbRestoreOptions, DbRestoreReport, Planned,
     TableReport,
 };
 use crate::secret::redact_url;
@@ -213,8 +213,12 @@ async fn load(
             String::new()
         };
         let (mut loaded, mut added) = (0u64, 0u64);
+        let mut rx = prefetch(store, layout, &man, &by_path, p.rec.chunks.clone());
         for chunk in &p.rec.chunks {
-            let (data, f) = read_chunk(store, layout, &man, &by_path, chunk).await?;
+            let (data, f) = rx
+                .recv()
+                .await
+                .ok_or_else(|| Error::internal("chunk reader stopped"))??;
             fetched += f;
             let recs = parse_csv(&data)?;
             for batch in recs[1.min(recs.len())..].chunks(per) {

@@ -166,9 +166,14 @@ impl PgSession {
         c.batch_execute(SESSION_SETTINGS)
             .await
             .map_err(|e| pg_err("session settings", e))?;
-        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| pg_err("beginning the snapshot transaction", e))?;
+        // The coordinator idles in its transaction for the whole run: a server-wide
+        // idle-in-transaction timeout must not end it (and the snapshot) early.
+        c.batch_execute(
+            "SET idle_in_transaction_session_timeout = 0; \
+             BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )
+        .await
+        .map_err(|e| pg_err("beginning the snapshot transaction", e))?;
         let snapshot: String = c
             .query_one("SELECT pg_export_snapshot()", &[])
             .await
