@@ -296,8 +296,27 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub sel: SnapshotSel,
     /// Target directory.
-    #[arg(long)]
-    pub to: PathBuf,
+    #[arg(long, required_unless_present = "to_db", conflicts_with = "to_db")]
+    pub to: Option<PathBuf>,
+    /// Load the snapshot's tables into this database instead (`postgres://…`,
+    /// `mysql://…`). The password may come from `${ENV}` in the URL, or from
+    /// `PGPASSWORD` / `MYSQL_PWD` when the URL has none.
+    #[arg(long, value_name = "URL")]
+    pub to_db: Option<String>,
+    /// With --to-db: restore only this table (`table` or `schema.table`; repeatable).
+    #[arg(long = "table", value_name = "T", requires = "to_db")]
+    pub tables: Vec<String>,
+    /// With --to-db: `fail-if-not-empty` (default), `truncate`, `append` or
+    /// `skip-existing`, for all tables, or `table=strategy` for one (repeatable).
+    /// Overrides the pipeline's `[restore]` section.
+    #[arg(long = "strategy", value_name = "[TABLE=]STRATEGY", requires = "to_db")]
+    pub strategies: Vec<String>,
+    /// With --to-db: load table by table without one enclosing transaction.
+    #[arg(long, requires = "to_db")]
+    pub no_transaction: bool,
+    /// With --to-db: load every table into this schema (PostgreSQL) or database (MySQL).
+    #[arg(long, value_name = "NAME", requires = "to_db")]
+    pub schema: Option<String>,
     /// Restore only paths matching these gitignore-style globs (repeatable).
     #[arg(long = "path")]
     pub paths: Vec<String>,
@@ -685,6 +704,46 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             println!("{v:#}");
             Ok(exit::OK)
         }
+        Command::Restore(a) if a.to_db.is_some() => {
+            let p = Pipeline::load(&a.pipeline)?;
+            let opts = db_restore_options(&p, &a)?;
+            let store = open(&p).await?;
+            let layout = Layout::new(&p.target.prefix);
+            let id = a.sel.resolve(&*store, &layout).await?;
+            let m = catalog::load(&*store, &layout, &id).await?;
+            let r = crate::restore_db::restore_db(&store, &layout, &m, &opts).await?;
+            emit(json, &r, || {
+                println!(
+                    "restored snapshot {} into {}{}:",
+                    r.snapshot,
+                    r.target,
+                    if r.transaction {
+                        " (one transaction)"
+                    } else {
+                        ""
+                    }
+                );
+                for t in &r.tables {
+                    println!(
+                        "  {:<40} {:<18} {:>10} stored {:>10} added {:>10} now{}",
+                        t.table,
+                        t.strategy.as_str(),
+                        t.rows_stored,
+                        t.rows_added,
+                        t.rows_after,
+                        if t.checksum_checked {
+                            "  checksum ok"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                if !r.cycles.is_empty() {
+                    println!("note: foreign-key cycle among {}", r.cycles.join(", "));
+                }
+            });
+            Ok(exit::OK)
+        }
         Command::Restore(a) => {
             let p = Pipeline::load(&a.pipeline)?;
             let store = open(&p).await?;
@@ -700,7 +759,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 &layout,
                 &m,
                 &restore::RestoreOptions {
-                    to: a.to,
+                    to: a
+                        .to
+                        .ok_or_else(|| Error::config("restore needs --to DIR or --to-db URL"))?,
                     paths: a.paths,
                     overwrite: a.overwrite,
                     concurrency: p.upload.concurrency,
@@ -874,7 +935,10 @@ async fn restore_archive_cmd(
         layout,
         m,
         &restore::RestoreOptions {
-            to: a.to.clone(),
+            to: a
+                .to
+                .clone()
+                .ok_or_else(|| Error::config("restore needs --to DIR (or --to-db URL)"))?,
             paths: a.paths.clone(),
             overwrite: a.overwrite,
             concurrency: p.upload.concurrency,
@@ -900,6 +964,56 @@ async fn restore_archive_cmd(
         );
     });
     Ok(exit::OK)
+}
+
+/// Database restore options from the pipeline's `[restore]` section and the flags.
+fn db_restore_options(
+    p: &Pipeline,
+    a: &RestoreArgs,
+) -> Result<crate::restore_db::DbRestoreOptions> {
+    use crate::pipeline::spec::Strategy;
+    let url = a.to_db.as_deref().unwrap_or_default();
+    let url = crate::pipeline::spec::interpolate(url)
+        .map_err(|var| Error::config(format!("--to-db: environment variable {var} is not set")))?;
+    let mut strategy = p.restore.strategy;
+    let mut strategies = p.restore.tables.clone();
+    let bad = |s: &str| {
+        Error::config(format!(
+            "--strategy {s:?}: use fail-if-not-empty, truncate, append or skip-existing, optionally as TABLE=STRATEGY"
+        ))
+    };
+    for s in &a.strategies {
+        match s.split_once('=') {
+            Some((t, st)) => {
+                strategies.insert(
+                    t.trim().to_string(),
+                    Strategy::parse(st).ok_or_else(|| bad(s))?,
+                );
+            }
+            None => {
+                strategy = Strategy::parse(s).ok_or_else(|| bad(s))?;
+                // A flag for all tables beats the file's per-table defaults.
+                strategies.clear();
+            }
+        }
+    }
+    // Per-table flags come after a global one whatever their order on the line.
+    for s in &a.strategies {
+        if let Some((t, st)) = s.split_once('=') {
+            strategies.insert(
+                t.trim().to_string(),
+                Strategy::parse(st).ok_or_else(|| bad(s))?,
+            );
+        }
+    }
+    Ok(crate::restore_db::DbRestoreOptions {
+        url: crate::secret::Secret::new(url),
+        tables: a.tables.clone(),
+        strategy,
+        strategies,
+        no_transaction: a.no_transaction,
+        target_schema: a.schema.clone(),
+    })
 }
 
 fn print_verify(v: &verify::VerifyReport) {

@@ -28,6 +28,8 @@ pub mod pack;
 pub mod pipeline;
 pub mod progress;
 pub mod restore;
+pub mod restore_db;
+pub mod restore_db_mysql;
 pub mod retention;
 pub mod schedule;
 pub mod secret;

@@ -8,6 +8,12 @@
 //! [`PartHeader`] first: they are the durable result of one partition, merged into the
 //! manifest at commit and used to resume a crashed run.
 //!
+//! Database and command sources add optional lines (older manifests simply have none):
+//! a [`TableRecord`] per backed-up table (columns and types, row count, a row-set
+//! checksum, the ordered chunk entries holding its CSV) and a [`StreamRecord`] per
+//! command output. Readers that predate them fail loudly on the unknown line type rather
+//! than restoring half a database.
+//!
 //! Paths are bytes: a UTF-8 path is stored as a JSON string, any other as
 //! `{"b64": "…"}`, so non-UTF-8 names survive the round trip.
 
@@ -388,6 +394,139 @@ pub struct PartHeader {
     pub finished_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// One column of a backed-up table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// Type as the source database spells it (`format_type()` / `COLUMN_TYPE`).
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+}
+
+/// A table of a database snapshot (or, in a part record, the key range one partition
+/// read of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRecord {
+    /// `postgres` or `mysql`.
+    pub source: String,
+    /// Schema (PostgreSQL) or database (MySQL).
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Columns in stored (CSV) order.
+    pub columns: Vec<Column>,
+    /// Primary-key columns (empty: none).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Rows stored.
+    pub rows: u64,
+    /// Row-set checksum: `rowset-sha256:<hex>`, the lane-wise sum of the SHA-256 of every
+    /// CSV row. Independent of row order, so a restored table can be checked by
+    /// re-reading it in any order, and key ranges add up.
+    pub checksum: String,
+    /// CSV bytes stored (headers excluded).
+    #[serde(default)]
+    pub bytes: u64,
+    /// Entry paths holding the rows, in load order. Each is a complete CSV file with a
+    /// header line.
+    pub chunks: Vec<PathBytes>,
+    /// Key range index within the table (part records only; 0 in manifests).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub range: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The stored output of a command source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    /// Stream name (`command/<name>/…`).
+    pub name: String,
+    /// The program run (arguments are not recorded: they may hold secrets).
+    pub program: String,
+    /// Exit code (always 0 in a committed snapshot).
+    pub exit_code: i32,
+    /// Bytes of standard output.
+    pub bytes: u64,
+    /// SHA-256 of the whole output (the chunks concatenated).
+    pub sha256: String,
+    /// Entry paths holding the output, in order; concatenate them to get it back.
+    pub chunks: Vec<PathBytes>,
+    /// Standard error, the last 64 KiB at most.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+}
+
+/// Sum of per-row SHA-256 digests, lane-wise (4 × u64, wrapping): an order-independent
+/// digest of a multiset of rows that adds across key ranges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowsetDigest([u64; 4]);
+
+impl RowsetDigest {
+    /// Add one row (its CSV bytes, line ending included).
+    pub fn add_row(&mut self, row: &[u8]) {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(row);
+        for (i, lane) in self.0.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&d[i * 8..i * 8 + 8]);
+            *lane = lane.wrapping_add(u64::from_be_bytes(b));
+        }
+    }
+    /// Combine with another digest (disjoint row sets).
+    pub fn merge(&mut self, o: &RowsetDigest) {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a = a.wrapping_add(b);
+        }
+    }
+    /// `rowset-sha256:<hex>`.
+    pub fn to_checksum(&self) -> String {
+        let mut s = String::from("rowset-sha256:");
+        for l in self.0 {
+            s.push_str(&format!("{l:016x}"));
+        }
+        s
+    }
+    /// Parse what [`RowsetDigest::to_checksum`] wrote.
+    pub fn from_checksum(s: &str) -> Option<RowsetDigest> {
+        let h = s.strip_prefix("rowset-sha256:")?;
+        if h.len() != 64 {
+            return None;
+        }
+        let mut d = RowsetDigest::default();
+        for (i, lane) in d.0.iter_mut().enumerate() {
+            *lane = u64::from_str_radix(&h[i * 16..i * 16 + 16], 16).ok()?;
+        }
+        Some(d)
+    }
+}
+
+/// Merge the per-range table records of part records into one record per table, chunks
+/// in range order; tables sorted by schema and name.
+pub fn merge_tables(mut parts: Vec<TableRecord>) -> Vec<TableRecord> {
+    parts.sort_by(|a, b| (&a.schema, &a.name, a.range).cmp(&(&b.schema, &b.name, b.range)));
+    let mut out: Vec<TableRecord> = Vec::new();
+    for t in parts {
+        match out.last_mut() {
+            Some(last) if last.schema == t.schema && last.name == t.name => {
+                let mut d = RowsetDigest::from_checksum(&last.checksum).unwrap_or_default();
+                d.merge(&RowsetDigest::from_checksum(&t.checksum).unwrap_or_default());
+                last.checksum = d.to_checksum();
+                last.rows += t.rows;
+                last.bytes += t.bytes;
+                last.chunks.extend(t.chunks);
+            }
+            _ => out.push(TableRecord { range: 0, ..t }),
+        }
+    }
+    out
+}
+
 /// One line of a manifest or part record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -400,6 +539,10 @@ pub enum Line {
     Pack(PackRecord),
     /// An entry.
     Entry(Entry),
+    /// A database table (database sources).
+    Table(TableRecord),
+    /// A command's output (command sources).
+    Stream(StreamRecord),
 }
 
 /// A whole manifest in memory.
@@ -411,6 +554,10 @@ pub struct Manifest {
     pub packs: Vec<PackRecord>,
     /// Entries sorted by path.
     pub entries: Vec<Entry>,
+    /// Tables (database sources; empty otherwise).
+    pub tables: Vec<TableRecord>,
+    /// Command outputs (command sources; empty otherwise).
+    pub streams: Vec<StreamRecord>,
 }
 
 impl Manifest {
@@ -489,6 +636,8 @@ impl Manifest {
         let mut header = None;
         let mut packs = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
+        let mut tables = Vec::new();
+        let mut streams = Vec::new();
         for l in decode(data)? {
             match l {
                 Line::Header(h) => header = Some(h),
@@ -502,6 +651,8 @@ impl Manifest {
                     }
                     entries.push(e)
                 }
+                Line::Table(t) => tables.push(t),
+                Line::Stream(st) => streams.push(st),
                 Line::Part(_) => return Err(Error::integrity("part header inside a manifest")),
             }
         }
@@ -516,6 +667,8 @@ impl Manifest {
             header,
             packs,
             entries,
+            tables,
+            streams,
         })
     }
 
@@ -527,6 +680,8 @@ impl Manifest {
         let lines: Vec<Line> = std::iter::once(Line::Header(self.header.clone()))
             .chain(self.packs.iter().cloned().map(Line::Pack))
             .chain(self.entries.iter().cloned().map(Line::Entry))
+            .chain(self.tables.iter().cloned().map(Line::Table))
+            .chain(self.streams.iter().cloned().map(Line::Stream))
             .collect();
         encode(&lines)
     }
@@ -614,6 +769,59 @@ mod tests {
             Ok(Line::Header(_)) | Err(_)
         ));
         assert!(matches!(decode_first(&good).unwrap(), Line::Header(_)));
+    }
+
+    #[test]
+    fn rowset_digest_is_order_independent_and_adds_up() {
+        let rows: [&[u8]; 3] = [b"1,a\n", b"2,b\n", b"3,\"c\nd\"\n"];
+        let mut fwd = RowsetDigest::default();
+        rows.iter().for_each(|r| fwd.add_row(r));
+        let mut rev = RowsetDigest::default();
+        rows.iter().rev().for_each(|r| rev.add_row(r));
+        assert_eq!(fwd, rev);
+        let (mut a, mut b) = (RowsetDigest::default(), RowsetDigest::default());
+        a.add_row(rows[0]);
+        b.add_row(rows[1]);
+        b.add_row(rows[2]);
+        a.merge(&b);
+        assert_eq!(a, fwd);
+        assert_eq!(RowsetDigest::from_checksum(&fwd.to_checksum()), Some(fwd));
+        let mut other = RowsetDigest::default();
+        other.add_row(b"1,a\n");
+        other.add_row(b"1,a\n");
+        other.add_row(b"3,c\n");
+        assert_ne!(other, fwd);
+    }
+
+    #[test]
+    fn table_records_merge_by_range() {
+        let t = |range: usize, rows: u64, row: &[u8]| {
+            let mut d = RowsetDigest::default();
+            d.add_row(row);
+            TableRecord {
+                source: "postgres".into(),
+                schema: "s".into(),
+                name: "t".into(),
+                columns: vec![],
+                primary_key: vec![],
+                rows,
+                checksum: d.to_checksum(),
+                bytes: 1,
+                chunks: vec![PathBytes(format!("c{range}").into_bytes())],
+                range,
+            }
+        };
+        let m = merge_tables(vec![t(1, 2, b"y"), t(0, 1, b"x")]);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].rows, 3);
+        assert_eq!(
+            m[0].chunks,
+            vec![PathBytes(b"c0".to_vec()), PathBytes(b"c1".to_vec())]
+        );
+        let mut d = RowsetDigest::default();
+        d.add_row(b"x");
+        d.add_row(b"y");
+        assert_eq!(m[0].checksum, d.to_checksum());
     }
 
     #[test]

@@ -446,7 +446,7 @@ async fn referenced_by(store: &dyn BlobStore, blob: &str, out: &mut HashSet<Stri
                     out.insert(p);
                 }
             }
-            Line::Header(_) | Line::Part(_) => {}
+            Line::Header(_) | Line::Part(_) | Line::Table(_) | Line::Stream(_) => {}
         }
     }
     Ok(())

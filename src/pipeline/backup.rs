@@ -149,33 +149,38 @@ pub struct BackupReport {
     pub alerts: Vec<crate::alert::AlertOutcome>,
 }
 
-struct UploadJob {
+pub(super) struct UploadJob {
     blob: String,
     block: SealedBlock,
     done: oneshot::Sender<Result<()>>,
 }
 
 /// Everything a partition worker needs, shared.
-struct Ctx {
-    pipeline: Pipeline,
-    layout: Layout,
-    run_id: String,
-    store: Store,
-    tx: mpsc::Sender<UploadJob>,
-    cancel: Cancel,
-    counters: Arc<Counters>,
-    stats: Arc<Stats>,
-    rt: tokio::runtime::Handle,
+pub(super) struct Ctx {
+    pub(super) pipeline: Pipeline,
+    pub(super) layout: Layout,
+    pub(super) run_id: String,
+    pub(super) store: Store,
+    pub(super) tx: mpsc::Sender<UploadJob>,
+    pub(super) cancel: Cancel,
+    pub(super) counters: Arc<Counters>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) rt: tokio::runtime::Handle,
+    /// Open source session of a database or command source (the exported snapshot and
+    /// the work items); `None` for the filesystem.
+    pub(super) session: Option<Arc<extract::Session>>,
     /// The incremental parent, when unchanged entries may be reused.
-    reuse: Option<Arc<Manifest>>,
+    pub(super) reuse: Option<Arc<Manifest>>,
 }
 
 /// The result of one partition (what its part record holds).
 #[derive(Debug, Clone, Default)]
-struct PartResult {
-    packs: Vec<PackRecord>,
-    entries: Vec<Entry>,
-    problems: Vec<Problem>,
+pub(super) struct PartResult {
+    pub(super) packs: Vec<PackRecord>,
+    pub(super) entries: Vec<Entry>,
+    pub(super) problems: Vec<Problem>,
+    pub(super) tables: Vec<manifest::TableRecord>,
+    pub(super) streams: Vec<manifest::StreamRecord>,
 }
 
 /// Run a backup of `p` into `store`.
@@ -276,6 +281,8 @@ async fn write_run_record(store: &dyn store::BlobStore, layout: &Layout, report:
     }
 }
 
+type Planned = (Plan, bool, Option<Arc<extract::Session>>);
+
 async fn load_or_make_plan(
     p: &Pipeline,
     store: &Store,
@@ -283,7 +290,13 @@ async fn load_or_make_plan(
     run_id: &str,
     started_at: DateTime<Utc>,
     full: bool,
-) -> Result<(Plan, bool)> {
+) -> Result<Planned> {
+    if p.source.is_streamed() {
+        // A database or command source is planned afresh by every attempt: a new
+        // attempt reads a new snapshot, so nothing of an earlier one may be reused.
+        let (plan, session) = extract::Session::open(&p.source, p.partitions.count).await?;
+        return Ok((plan, false, Some(Arc::new(session))));
+    }
     let name = layout.plan(run_id);
     match store.get(&name, None).await {
         Ok(bytes) => {
@@ -291,7 +304,7 @@ async fn load_or_make_plan(
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s)
                 .map_err(|e| Error::integrity(format!("plan {name}: {e}")))?;
             let plan: Plan = serde_json::from_slice(&s)?;
-            return Ok((plan, true));
+            return Ok((plan, true, None));
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e.context(format!("reading plan {name}"))),
@@ -325,7 +338,11 @@ async fn load_or_make_plan(
         }
         _ => (false, 0, started_at),
     };
-    let SourceConfig::Fs(fs) = p.source.clone();
+    let SourceConfig::Fs(fs) = p.source.clone() else {
+        return Err(Error::internal(
+            "filesystem plan for a non-filesystem source",
+        ));
+    };
     let count = p.partitions.count;
     let mut plan = tokio::task::spawn_blocking(move || extract::fs::plan(&fs, count))
         .await
@@ -344,7 +361,7 @@ async fn load_or_make_plan(
         .put(&name, Bytes::from(body), true)
         .await
         .ctx("storing the run plan")?;
-    Ok((plan, false))
+    Ok((plan, false, None))
 }
 
 async fn already_committed(
@@ -371,6 +388,8 @@ async fn load_part(store: &Store, name: &str) -> Result<(PartHeader, PartResult)
             Line::Part(h) => header = Some(h),
             Line::Pack(p) => r.packs.push(p),
             Line::Entry(e) => r.entries.push(e),
+            Line::Table(t) => r.tables.push(t),
+            Line::Stream(s) => r.streams.push(s),
             Line::Header(_) => {
                 return Err(Error::integrity(format!(
                     "{name}: manifest header in a part record"
@@ -394,7 +413,7 @@ async fn run(
     let cancel = opts.cancel.clone();
     let counters = opts.counters.clone().unwrap_or_default();
     let stats = Arc::new(Stats::default());
-    let (plan, resumed) =
+    let (plan, resumed, session) =
         load_or_make_plan(p, &store, layout, run_id, started_at, opts.full).await?;
     let started_at = plan.started_at.unwrap_or(started_at);
     let snapshot = ids::snapshot_id_for(started_at, run_id);
@@ -454,7 +473,12 @@ async fn run(
     // Partitions finished by an earlier attempt of this run.
     let mut done: Vec<Option<PartResult>> = vec![None; plan.partitions.len()];
     let mut problems = plan.problems.clone();
-    for item in store::list_all(&*store, &layout.parts(run_id)).await? {
+    let earlier = if session.is_some() {
+        Vec::new() // streamed sources never reuse part records (see load_or_make_plan)
+    } else {
+        store::list_all(&*store, &layout.parts(run_id)).await?
+    };
+    for item in earlier {
         if !item.name.ends_with(".jsonl.gz") {
             continue;
         }
@@ -517,6 +541,7 @@ async fn run(
         stats: stats.clone(),
         rt: tokio::runtime::Handle::current(),
         reuse: parent.clone().filter(|_| plan.reuse),
+        session,
     });
 
     // Partition workers, at most max_parallel at once. After a permanent failure no new
@@ -580,11 +605,16 @@ async fn run(
     // Commit: merge part results in partition (= path) order.
     let mut packs = Vec::new();
     let mut entries = Vec::new();
+    let mut tables = Vec::new();
+    let mut streams = Vec::new();
     for r in done.into_iter().flatten() {
         packs.extend(r.packs);
         entries.extend(r.entries);
         problems.extend(r.problems);
+        tables.extend(r.tables);
+        streams.extend(r.streams);
     }
+    let tables = manifest::merge_tables(tables);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|b, a| a.path == b.path);
     // Reused entries point into the parent's packs: carry those pack records over, so
@@ -642,6 +672,8 @@ async fn run(
         },
         packs,
         entries,
+        tables,
+        streams,
     };
     let body = m.to_bytes()?;
     store
@@ -748,7 +780,7 @@ async fn run_partition_with_retries(
 }
 
 /// Sends sealed blocks to the uploaders, skipping blocks already staged.
-struct ChannelSink {
+pub(super) struct ChannelSink {
     blob: String,
     tx: mpsc::Sender<UploadJob>,
     acks: Vec<oneshot::Receiver<Result<()>>>,
@@ -802,14 +834,14 @@ impl BlockSink for ChannelSink {
     }
 }
 
-struct OpenPack {
-    id: String,
+pub(super) struct OpenPack {
+    pub(super) id: String,
     rel: String,
-    blob: String,
-    builder: tar::Builder<PackWriter<ChannelSink>>,
+    pub(super) blob: String,
+    pub(super) builder: tar::Builder<PackWriter<ChannelSink>>,
 }
 
-fn open_pack(
+pub(super) fn open_pack(
     ctx: &Ctx,
     partition: usize,
     seq: usize,
@@ -862,7 +894,7 @@ fn open_pack(
     })
 }
 
-fn close_pack(ctx: &Ctx, pack: OpenPack) -> Result<PackRecord> {
+pub(super) fn close_pack(ctx: &Ctx, pack: OpenPack) -> Result<PackRecord> {
     let p = &ctx.pipeline;
     let w = tarball::finish(pack.builder).map_err(|e| io_to_err(e, &pack.blob))?;
     let (sum, sink) = w.finish()?;
@@ -900,7 +932,7 @@ fn close_pack(ctx: &Ctx, pack: OpenPack) -> Result<PackRecord> {
     })
 }
 
-fn io_to_err(e: std::io::Error, what: &str) -> Error {
+pub(super) fn io_to_err(e: std::io::Error, what: &str) -> Error {
     // Errors from the sink are carried as io::Error text; a cancelled sink reads so.
     if e.to_string().contains("cancelled") {
         Error::cancelled()
@@ -916,7 +948,11 @@ fn run_partition(
     idx: usize,
     attempt: u32,
 ) -> Result<PartResult> {
-    let SourceConfig::Fs(fs) = &ctx.pipeline.source;
+    let fs = match (&ctx.pipeline.source, &ctx.session) {
+        (_, Some(session)) => return super::streamed::run_partition(ctx, session, idx, attempt),
+        (SourceConfig::Fs(fs), None) => fs,
+        _ => return Err(Error::internal("no source session for a streamed source")),
+    };
     let pack_size = ctx.pipeline.upload.pack_size;
     let large = (pack_size / 2).max(1);
     let mut result = PartResult::default();

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod lock;
 pub mod spec;
+mod streamed;
 
 pub use backup::{backup, BackupOptions, BackupReport, RunStatus};
 pub use spec::Pipeline;

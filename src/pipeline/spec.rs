@@ -55,6 +55,8 @@ struct PipelineSpec {
     lifecycle: Option<LifecycleSpec>,
     #[serde(default)]
     serve: Option<ServeSpec>,
+    #[serde(default)]
+    restore: RestoreSpec,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +106,26 @@ struct SourceSpec {
     include: Vec<Spanned<String>>,
     #[serde(default)]
     exclude: Vec<Spanned<String>>,
+    // postgres / mysql
+    url: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    #[serde(default)]
+    schemas: Vec<Spanned<String>>,
+    split_rows: Option<Spanned<i64>>,
+    chunk_size: Option<Spanned<SizeValue>>,
+    // command
+    command: Option<Spanned<Vec<String>>>,
+    shell: Option<bool>,
+    timeout: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreSpec {
+    strategy: Option<Spanned<String>>,
+    #[serde(default)]
+    tables: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +414,8 @@ pub struct Pipeline {
     /// `[serve] handoff = "queue"`: `blobpipe serve` enqueues runs of this pipeline for a
     /// queue-triggered job (`blobpipe run-queued`) instead of running them itself.
     pub handoff: Option<HandoffConfig>,
+    /// Defaults for `restore --to-db` (database sources).
+    pub restore: RestoreConfig,
 }
 
 /// Checked `[serve]` hand-off.
@@ -444,6 +468,111 @@ pub struct LifecycleConfig {
 pub enum SourceConfig {
     /// A directory tree.
     Fs(FsSourceConfig),
+    /// PostgreSQL tables (one exported snapshot shared by all workers).
+    Postgres(DbSourceConfig),
+    /// MySQL / MariaDB tables.
+    Mysql(DbSourceConfig),
+    /// The standard output of a command.
+    Command(CommandSourceConfig),
+}
+
+impl SourceConfig {
+    /// Whether this source is a database or a command: its runs re-plan on resume and
+    /// never reuse part records (a new attempt sees a new snapshot of the data).
+    pub fn is_streamed(&self) -> bool {
+        !matches!(self, SourceConfig::Fs(_))
+    }
+}
+
+/// A PostgreSQL or MySQL/MariaDB source.
+#[derive(Debug, Clone)]
+pub struct DbSourceConfig {
+    /// Connection URL (`postgres://user@host:5432/db`, `mysql://user@host:3306/db`);
+    /// may carry a password, so it is a secret.
+    pub url: crate::secret::Secret,
+    /// Password given separately (overrides one in the URL).
+    pub password: Option<crate::secret::Secret>,
+    /// Schemas (PostgreSQL) or databases (MySQL) to read. Default: `public` / the URL's
+    /// database.
+    pub schemas: Vec<String>,
+    /// Table patterns (`*` and `?`), matched against `table` and `schema.table`; empty:
+    /// every table.
+    pub include: Vec<String>,
+    /// Table patterns to leave out.
+    pub exclude: Vec<String>,
+    /// Tables with more (estimated) rows than this are split into primary-key ranges.
+    pub split_rows: u64,
+    /// Bytes of CSV buffered per tar entry (each chunk becomes one entry).
+    pub chunk_size: usize,
+}
+
+/// A command source.
+#[derive(Debug, Clone)]
+pub struct CommandSourceConfig {
+    /// Program and arguments (with `shell`, one string run by `sh -c`).
+    pub argv: Vec<String>,
+    /// Run through `/bin/sh -c`.
+    pub shell: bool,
+    /// The run fails when the command has not exited after this long.
+    pub timeout: Duration,
+    /// Name of the stored stream (`command/<name>/…`).
+    pub name: String,
+    /// Bytes of output buffered per tar entry.
+    pub chunk_size: usize,
+}
+
+/// How `restore --to-db` treats a table that already has rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Refuse (before writing anything) when the table has rows.
+    FailIfNotEmpty,
+    /// Empty the table first (in the same transaction).
+    Truncate,
+    /// Insert every row; a duplicate key fails the restore.
+    Append,
+    /// Insert only rows whose key is absent.
+    SkipExisting,
+}
+
+impl Strategy {
+    /// Parse `fail-if-not-empty`, `truncate`, `append`, `skip-existing`.
+    pub fn parse(s: &str) -> Option<Strategy> {
+        Some(match s.trim() {
+            "fail-if-not-empty" => Strategy::FailIfNotEmpty,
+            "truncate" => Strategy::Truncate,
+            "append" => Strategy::Append,
+            "skip-existing" => Strategy::SkipExisting,
+            _ => return None,
+        })
+    }
+    /// The name as written in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::FailIfNotEmpty => "fail-if-not-empty",
+            Strategy::Truncate => "truncate",
+            Strategy::Append => "append",
+            Strategy::SkipExisting => "skip-existing",
+        }
+    }
+}
+
+/// Restore defaults for database sources.
+#[derive(Debug, Clone)]
+pub struct RestoreConfig {
+    /// Strategy for tables without their own.
+    pub strategy: Strategy,
+    /// Per-table strategies (`table` or `schema.table`).
+    pub tables: std::collections::BTreeMap<String, Strategy>,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::FailIfNotEmpty,
+            tables: Default::default(),
+        }
+    }
 }
 
 /// A directory tree source.
@@ -1166,6 +1295,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         });
     }
 
+    let restore = check_restore(c, &s.restore);
     Pipeline {
         name,
         description: s.description,
@@ -1190,6 +1320,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         retention: check_retention(c, s.retention.as_ref()),
         lifecycle: check_lifecycle(c, s.lifecycle.as_ref(), &incremental),
         handoff: check_serve(c, s.serve.as_ref()),
+        restore,
     }
 }
 
@@ -1303,14 +1434,354 @@ pub fn human(n: u64) -> String {
 
 fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfig {
     let kind = s.kind.get_ref().as_str();
-    if kind != "fs" {
-        c.at(
-            s.kind.span(),
-            "source.type",
-            format!("unknown source type {kind:?}"),
-            "use \"fs\" (directory tree)",
-        );
+    // Keys that belong to other source types are errors, not silently ignored.
+    let foreign = |c: &mut Checker<'_>, allowed: &[&str]| {
+        let present: [(&str, Option<std::ops::Range<usize>>); 11] = [
+            ("root", s.root.as_ref().map(|v| v.span())),
+            ("url", s.url.as_ref().map(|v| v.span())),
+            ("password", s.password.as_ref().map(|v| v.span())),
+            ("schemas", s.schemas.first().map(|v| v.span())),
+            ("split_rows", s.split_rows.as_ref().map(|v| v.span())),
+            ("chunk_size", s.chunk_size.as_ref().map(|v| v.span())),
+            ("command", s.command.as_ref().map(|v| v.span())),
+            ("shell", s.shell.map(|_| s.kind.span())),
+            ("timeout", s.timeout.as_ref().map(|v| v.span())),
+            ("name", s.name.as_ref().map(|v| v.span())),
+            (
+                "include/exclude",
+                s.include.first().or(s.exclude.first()).map(|v| v.span()),
+            ),
+        ];
+        for (key, span) in present {
+            if let Some(span) = span {
+                if !allowed.contains(&key) {
+                    c.at(
+                        span,
+                        &format!("source.{key}"),
+                        format!("is not a key of a {kind:?} source"),
+                        &format!(
+                            "remove it; a {kind:?} source takes: type, {}",
+                            allowed.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    match kind {
+        "fs" => {
+            foreign(c, &["root", "include/exclude"]);
+            SourceConfig::Fs(check_fs_source(c, s, base))
+        }
+        "postgres" | "postgresql" | "mysql" | "mariadb" => {
+            foreign(
+                c,
+                &[
+                    "url",
+                    "password",
+                    "schemas",
+                    "include/exclude",
+                    "split_rows",
+                    "chunk_size",
+                ],
+            );
+            let pg = kind.starts_with("postgres");
+            let db = check_db_source(c, s, pg);
+            if pg {
+                SourceConfig::Postgres(db)
+            } else {
+                SourceConfig::Mysql(db)
+            }
+        }
+        "command" => {
+            foreign(c, &["command", "shell", "timeout", "name", "chunk_size"]);
+            SourceConfig::Command(check_command_source(c, s))
+        }
+        _ => {
+            c.at(
+                s.kind.span(),
+                "source.type",
+                format!("unknown source type {kind:?}"),
+                "use \"fs\" (directory tree), \"postgres\", \"mysql\" or \"command\"",
+            );
+            SourceConfig::Fs(FsSourceConfig {
+                root: PathBuf::new(),
+                include: vec![],
+                exclude: vec![],
+            })
+        }
     }
+}
+
+fn chunk_size_of(c: &mut Checker<'_>, s: &SourceSpec) -> usize {
+    size_in(
+        c,
+        &s.chunk_size,
+        "source.chunk_size",
+        16 << 20,
+        64 << 10,
+        256 << 20,
+    )
+}
+
+/// Table patterns: `*` and `?` wildcards over `[A-Za-z0-9_.$-]`.
+fn table_patterns(c: &mut Checker<'_>, list: &[Spanned<String>], key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in list {
+        let v = p.get_ref().trim();
+        let ok = !v.is_empty()
+            && v.chars()
+                .all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '.' | '$' | '-' | '*' | '?'));
+        if !ok {
+            c.at(
+                p.span(),
+                key,
+                format!("invalid table pattern {:?}", p.get_ref()),
+                "use a table name or `schema.table`, with * and ? as wildcards, e.g. \"task_*\"",
+            );
+        }
+        out.push(v.to_string());
+    }
+    out
+}
+
+fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceConfig {
+    let scheme_ok = |u: &str| {
+        if pg {
+            u.starts_with("postgres://") || u.starts_with("postgresql://")
+        } else {
+            u.starts_with("mysql://") || u.starts_with("mariadb://")
+        }
+    };
+    let url = match &s.url {
+        Some(v) => {
+            let u = c.interp(v, "source.url");
+            if !u.is_empty() && !scheme_ok(&u) {
+                c.at(
+                    v.span(),
+                    "source.url",
+                    format!("not a {} URL: {:?}", if pg { "PostgreSQL" } else { "MySQL" }, redact_url(&u)),
+                    if pg {
+                        "write postgres://user@host:5432/dbname (password via `password` or ${PGPASSWORD})"
+                    } else {
+                        "write mysql://user@host:3306/dbname (password via `password`)"
+                    },
+                );
+            } else if !u.is_empty() && url::Url::parse(&u).is_err() {
+                c.at(
+                    v.span(),
+                    "source.url",
+                    format!("malformed URL {:?}", redact_url(&u)),
+                    "percent-encode special characters in user and password",
+                );
+            }
+            u
+        }
+        None if pg => match libpq_env_url() {
+            Some(u) => u,
+            None => {
+                c.missing(
+                    "source.url",
+                    "add url = \"postgres://user@host:5432/db\" or set PGHOST/PGDATABASE",
+                );
+                String::new()
+            }
+        },
+        None => {
+            c.missing("source.url", "add url = \"mysql://user@host:3306/db\"");
+            String::new()
+        }
+    };
+    let password = match &s.password {
+        Some(v) => {
+            let p = c.interp(v, "source.password");
+            (!p.is_empty()).then(|| crate::secret::Secret::new(p))
+        }
+        None if pg => std::env::var("PGPASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(crate::secret::Secret::new),
+        None => None,
+    };
+    let mut schemas = Vec::new();
+    for sc in &s.schemas {
+        let v = c.interp(sc, "source.schemas");
+        if v.is_empty() || v.contains(['"', '`', '\0']) {
+            c.at(
+                sc.span(),
+                "source.schemas",
+                format!("invalid schema name {v:?}"),
+                "",
+            );
+        }
+        schemas.push(v);
+    }
+    if schemas.is_empty() {
+        if pg {
+            schemas.push("public".into());
+        } else if let Some(db) = url::Url::parse(&url)
+            .ok()
+            .map(|u| u.path().trim_matches('/').to_string())
+            .filter(|d| !d.is_empty())
+        {
+            schemas.push(db);
+        } else if !url.is_empty() {
+            let span = s.url.as_ref().map(|v| v.span()).unwrap_or(0..0);
+            c.at(
+                span,
+                "source.url",
+                "names no database",
+                "add the database to the URL (mysql://user@host/db) or list schemas = [\"db\"]",
+            );
+        }
+    }
+    let split_rows = match &s.split_rows {
+        None => 1_000_000,
+        Some(v) if *v.get_ref() >= 1000 => *v.get_ref() as u64,
+        Some(v) => {
+            c.at(
+                v.span(),
+                "source.split_rows",
+                format!("must be at least 1000, got {}", v.get_ref()),
+                "tables above this many rows are split by primary-key range; e.g. 1000000",
+            );
+            1_000_000
+        }
+    };
+    DbSourceConfig {
+        url: crate::secret::Secret::new(url),
+        password,
+        schemas,
+        include: table_patterns(c, &s.include, "source.include"),
+        exclude: table_patterns(c, &s.exclude, "source.exclude"),
+        split_rows,
+        chunk_size: chunk_size_of(c, s),
+    }
+}
+
+/// A `postgres://` URL from libpq's environment variables, when `PGHOST` or `PGDATABASE`
+/// is set (the password stays in `PGPASSWORD`, read separately).
+fn libpq_env_url() -> Option<String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (host, db) = (var("PGHOST"), var("PGDATABASE"));
+    if host.is_none() && db.is_none() {
+        return None;
+    }
+    let user = var("PGUSER").unwrap_or_else(|| "postgres".into());
+    let port = var("PGPORT").unwrap_or_else(|| "5432".into());
+    Some(format!(
+        "postgres://{user}@{}:{port}/{}",
+        host.unwrap_or_else(|| "localhost".into()),
+        db.unwrap_or_else(|| user.clone())
+    ))
+}
+
+fn check_command_source(c: &mut Checker<'_>, s: &SourceSpec) -> CommandSourceConfig {
+    let shell = s.shell.unwrap_or(false);
+    let argv = match &s.command {
+        None => {
+            c.missing(
+                "source.command",
+                "add command = [\"pg_dump\", \"-Fc\", \"mydb\"] (an argument list; no shell unless shell = true)",
+            );
+            vec![]
+        }
+        Some(v) => {
+            let mut out = Vec::new();
+            for a in v.get_ref() {
+                match interpolate(a) {
+                    Ok(x) => out.push(x),
+                    Err(var) => c.at(
+                        v.span(),
+                        "source.command",
+                        format!("environment variable {var} is not set"),
+                        &format!("export {var}=… before running"),
+                    ),
+                }
+            }
+            if out.is_empty() || out[0].is_empty() {
+                c.at(
+                    v.span(),
+                    "source.command",
+                    "is empty",
+                    "name the program first",
+                );
+            } else if shell && out.len() != 1 {
+                c.at(
+                    v.span(),
+                    "source.command",
+                    "with shell = true, give one string (the script for sh -c)",
+                    "e.g. command = [\"pg_dump mydb | gzip -1\"]",
+                );
+            }
+            out
+        }
+    };
+    let timeout = match &s.timeout {
+        None => Duration::from_secs(3600),
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_millis(100) => d,
+            Ok(_) => {
+                c.at(v.span(), "source.timeout", "must be at least 100ms", "");
+                Duration::from_secs(3600)
+            }
+            Err(e) => {
+                c.at(v.span(), "source.timeout", e, "");
+                Duration::from_secs(3600)
+            }
+        },
+    };
+    let name = match &s.name {
+        None => "stdout".to_string(),
+        Some(v) => {
+            let n = v.get_ref().clone();
+            if !crate::ids::is_safe_segment(&n) {
+                c.at(
+                    v.span(),
+                    "source.name",
+                    format!("invalid stream name {n:?}"),
+                    "use letters, digits, '-', '_' and '.'",
+                );
+            }
+            n
+        }
+    };
+    CommandSourceConfig {
+        argv,
+        shell,
+        timeout,
+        name,
+        chunk_size: chunk_size_of(c, s),
+    }
+}
+
+fn check_restore(c: &mut Checker<'_>, r: &RestoreSpec) -> RestoreConfig {
+    let fix = "use \"fail-if-not-empty\", \"truncate\", \"append\" or \"skip-existing\"";
+    let parse = |c: &mut Checker<'_>, v: &Spanned<String>, key: &str| {
+        Strategy::parse(v.get_ref()).unwrap_or_else(|| {
+            c.at(
+                v.span(),
+                key,
+                format!("unknown strategy {:?}", v.get_ref()),
+                fix,
+            );
+            Strategy::FailIfNotEmpty
+        })
+    };
+    let strategy = r
+        .strategy
+        .as_ref()
+        .map(|v| parse(c, v, "restore.strategy"))
+        .unwrap_or(Strategy::FailIfNotEmpty);
+    let mut tables = std::collections::BTreeMap::new();
+    for (t, v) in &r.tables {
+        let st = parse(c, v, &format!("restore.tables.{t}"));
+        tables.insert(t.clone(), st);
+    }
+    RestoreConfig { strategy, tables }
+}
+
+fn check_fs_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> FsSourceConfig {
     let root = match &s.root {
         Some(r) => {
             let v = c.interp(r, "source.root");
@@ -1355,11 +1826,11 @@ fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfi
     };
     let include = globs(&s.include, "source.include");
     let exclude = globs(&s.exclude, "source.exclude");
-    SourceConfig::Fs(FsSourceConfig {
+    FsSourceConfig {
         root,
         include,
         exclude,
-    })
+    }
 }
 
 fn check_target(c: &mut Checker<'_>, t: &TargetSpec, name: &str, base: &Path) -> TargetConfig {
@@ -1667,7 +2138,9 @@ url = "file://store"
             p.target.location,
             StoreLocation::Local(PathBuf::from("/etc/bp/store"))
         );
-        let SourceConfig::Fs(fs) = &p.source;
+        let SourceConfig::Fs(fs) = &p.source else {
+            panic!("fs source expected")
+        };
         assert_eq!(fs.root, PathBuf::from("/etc/bp/data"));
         assert_eq!(p.upload.block_size, 8 << 20);
         assert_eq!(p.compression.codec, Codec::Zstd);
@@ -1723,7 +2196,9 @@ url = "file://store"
     fn env_interpolation_and_missing_var() {
         std::env::set_var("BP_TEST_ROOT", "/srv/data");
         let p = parse(&GOOD.replace("root = \"data\"", "root = \"${BP_TEST_ROOT}\"")).unwrap();
-        let SourceConfig::Fs(fs) = &p.source;
+        let SourceConfig::Fs(fs) = &p.source else {
+            panic!("fs source expected")
+        };
         assert_eq!(fs.root, PathBuf::from("/srv/data"));
         let e = parse(&GOOD.replace("root = \"data\"", "root = \"${BP_TEST_NOPE_42}\""))
             .unwrap_err()
@@ -1808,6 +2283,133 @@ url = "file://store"
         );
         assert!(parse_duration("3 fortnights").is_err());
         assert_eq!(parse_fraction("10%").unwrap(), 0.1);
+    }
+
+    const PG: &str = r#"
+name = "db"
+[source]
+type = "postgres"
+url = "postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app"
+schemas = ["public", "audit"]
+include = ["task_*", "public.variable"]
+exclude = ["task_fail"]
+split_rows = 5000
+chunk_size = "8MiB"
+[target]
+url = "memory://x"
+[restore]
+strategy = "truncate"
+[restore.tables]
+variable = "skip-existing"
+"#;
+
+    #[test]
+    fn postgres_source_is_checked() {
+        let p = parse(PG).unwrap();
+        let SourceConfig::Postgres(db) = &p.source else {
+            panic!("postgres expected")
+        };
+        assert_eq!(db.url.expose(), "postgres://app:pw@db:5432/app");
+        assert!(
+            !format!("{:?}", p.source).contains(":pw@"),
+            "URL is a secret"
+        );
+        assert_eq!(db.schemas, vec!["public", "audit"]);
+        assert_eq!(db.include, vec!["task_*", "public.variable"]);
+        assert_eq!(db.split_rows, 5000);
+        assert_eq!(db.chunk_size, 8 << 20);
+        assert_eq!(p.restore.strategy, Strategy::Truncate);
+        assert_eq!(p.restore.tables["variable"], Strategy::SkipExisting);
+        assert!(p.source.is_streamed());
+    }
+
+    #[test]
+    fn database_source_errors_are_located() {
+        let e = parse(&PG.replace("postgres://app", "mysql://app"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("source.url") && e.contains("not a PostgreSQL URL"),
+            "{e}"
+        );
+        assert!(!e.contains(":pw@"), "{e}");
+        let e = parse(&PG.replace("split_rows = 5000", "split_rows = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":9:") && e.contains("source.split_rows"), "{e}");
+        let e = parse(&PG.replace("\"task_*\"", "\"task/*\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid table pattern"), "{e}");
+        let e = parse(&PG.replace("schemas = [", "root = \"/x\"\nschemas = ["))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("source.root") && e.contains("not a key of a \"postgres\" source"),
+            "{e}"
+        );
+        let e = parse(&PG.replace("\"skip-existing\"", "\"merge\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("restore.tables.variable") && e.contains("unknown strategy"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mysql_database_comes_from_the_url() {
+        let text = PG
+            .replace("type = \"postgres\"", "type = \"mysql\"")
+            .replace(
+                "postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app",
+                "mysql://root@db:3306/shop",
+            )
+            .replace("schemas = [\"public\", \"audit\"]\n", "");
+        let p = parse(&text).unwrap();
+        let SourceConfig::Mysql(db) = &p.source else {
+            panic!("mysql expected")
+        };
+        assert_eq!(db.schemas, vec!["shop"]);
+        let e = parse(&text.replace("/shop", "")).unwrap_err().to_string();
+        assert!(e.contains("names no database"), "{e}");
+    }
+
+    #[test]
+    fn command_source_is_checked() {
+        let text = r#"
+name = "cmd"
+[source]
+type = "command"
+command = ["pg_dump", "-Fc", "app"]
+timeout = "30m"
+name = "pg_dump"
+[target]
+url = "memory://x"
+"#;
+        let p = parse(text).unwrap();
+        let SourceConfig::Command(c) = &p.source else {
+            panic!("command expected")
+        };
+        assert_eq!(c.argv, vec!["pg_dump", "-Fc", "app"]);
+        assert_eq!(c.timeout, Duration::from_secs(1800));
+        assert!(!c.shell);
+        let e = parse(&text.replace("\"30m\"", "\"soon\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.timeout"), "{e}");
+        let e = parse(&text.replace("timeout = \"30m\"", "shell = true"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("with shell = true, give one string"), "{e}");
+        let e = parse(&text.replace("command = [\"pg_dump\", \"-Fc\", \"app\"]\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing key source.command"), "{e}");
+        let e = parse(&text.replace("name = \"pg_dump\"", "name = \"../x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid stream name"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,408 @@
+//! PostgreSQL source: one consistent snapshot read by parallel workers, as `pg_dump -j`.
+//!
+//! **Consistency.** A coordinating connection opens `REPEATABLE READ READ ONLY`, exports
+//! its snapshot (`pg_export_snapshot()`) and stays open, idle in that transaction, for
+//! the whole run attempt ([`PgSession`] owns it). Every worker connection opens its own
+//! `REPEATABLE READ READ ONLY` transaction and adopts the snapshot with
+//! `SET TRANSACTION SNAPSHOT` before its first query, so all tables and all key ranges
+//! are read as of one instant: a concurrent writer's transaction is in every table or in
+//! none. Planning (table list, columns, key bounds) also runs inside that snapshot.
+//! Because a snapshot dies with the coordinator, a resumed run re-plans and re-reads
+//! everything: part records of another attempt are never mixed in.
+//!
+//! **Chunking.** Partitions are tables; a table whose estimated row count
+//! (`pg_class.reltuples`, or `count(*)` when never analyzed) exceeds `split_rows` and whose
+//! primary key is one integer column is split into equal key ranges between `min` and
+//! `max` of the key (read in the snapshot). Each partition streams
+//! `COPY (SELECT … WHERE key >= a AND key < b ORDER BY key) TO STDOUT (FORMAT csv,
+//! HEADER)`; the server sends one row per CopyData message, so the packer can cut tar
+//! entries of about `chunk_size` bytes at row boundaries, each a complete CSV file with
+//! the header repeated. Memory stays bounded by the batch queue and one chunk.
+//!
+//! **Session settings** are pinned (`TimeZone=UTC`, ISO dates, `extra_float_digits=3`,
+//! hex `bytea`) so the CSV, and so the row-set checksum, does not depend on the server's
+//! or the role's defaults; restore sets the same when it re-reads a table to check it.
+//!
+//! **TLS** is not supported yet: connections are plain TCP (`NoTls`), so use a private
+//! network or a local socket tunnel; a server that requires TLS refuses the connection.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls};
+
+use super::{Batcher, Chunk, Done, Item, ItemKind};
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::{Column, TableRecord};
+use crate::pipeline::spec::DbSourceConfig;
+use crate::secret::{redact_url, Secret};
+
+/// Session settings shared by backup and the restore check, so CSV text is canonical.
+pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET client_encoding = 'UTF8'";
+
+/// Turn a driver error into ours: connection-level failures are transient, errors the
+/// server reports are not.
+pub fn pg_err(what: impl std::fmt::Display, e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => Error::new(
+            ErrorKind::Source,
+            format!("{what}: {} ({})", db.message(), db.code().code()),
+        ),
+        None => Error::transient(ErrorKind::Source, format!("{what}: {e}")),
+    }
+}
+
+/// Connect to `url` (password from `password` when given), spawning the connection task.
+///
+/// # Errors
+/// `Config` for a malformed URL, `Source` (transient) when the server is unreachable.
+pub async fn connect(url: &Secret, password: Option<&Secret>) -> Result<Client> {
+    let mut cfg: tokio_postgres::Config = url.expose().parse().map_err(|e| {
+        Error::config(format!(
+            "invalid PostgreSQL URL {}: {e}",
+            redact_url(url.expose())
+        ))
+    })?;
+    if let Some(p) = password {
+        cfg.password(p.expose());
+    }
+    cfg.application_name("blobpipe");
+    cfg.connect_timeout(std::time::Duration::from_secs(30));
+    let (client, conn) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|e| pg_err(format!("connecting to {}", redact_url(url.expose())), e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("postgres connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Quote an identifier.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quote a string literal.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The `SELECT` list of a table's stored columns.
+pub fn select_list(cols: &[Column]) -> String {
+    cols.iter()
+        .map(|c| ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Columns (stored, non-generated, in attribute order) and primary key of a table.
+///
+/// # Errors
+/// Server errors.
+pub async fn table_shape(
+    c: &Client,
+    schema: &str,
+    name: &str,
+) -> Result<Option<(Vec<Column>, Vec<String>)>> {
+    let q = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+               AND a.attgenerated = '' ORDER BY a.attnum";
+    let rows = c
+        .query(q, &[&schema, &name])
+        .await
+        .map_err(|e| pg_err(format!("reading columns of {schema}.{name}"), e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let cols = rows
+        .iter()
+        .map(|r| Column {
+            name: r.get(0),
+            ty: r.get(1),
+            nullable: r.get(2),
+        })
+        .collect();
+    let q = "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) ON true \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary ORDER BY k.ord";
+    let pk = c
+        .query(q, &[&schema, &name])
+        .await
+        .map_err(|e| pg_err(format!("reading the primary key of {schema}.{name}"), e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    Ok(Some((cols, pk)))
+}
+
+/// An open PostgreSQL source: the coordinator holding the exported snapshot, and the
+/// planned work items.
+pub struct PgSession {
+    cfg: DbSourceConfig,
+    /// Kept open (idle in its transaction) so the exported snapshot stays valid.
+    _coordinator: Client,
+    snapshot: String,
+    /// One item per partition.
+    pub items: Vec<Item>,
+}
+
+impl PgSession {
+    /// Connect, export a snapshot and plan work items inside it.
+    ///
+    /// # Errors
+    /// `Source` for connection or catalog errors, `Config` when no table matches.
+    pub async fn open(cfg: &DbSourceConfig) -> Result<PgSession> {
+        let c = connect(&cfg.url, cfg.password.as_ref()).await?;
+        c.batch_execute(SESSION_SETTINGS)
+            .await
+            .map_err(|e| pg_err("session settings", e))?;
+        // The coordinator idles in its transaction for the whole run: a server-wide
+        // idle-in-transaction timeout must not end it (and the snapshot) early.
+        c.batch_execute(
+            "SET idle_in_transaction_session_timeout = 0; \
+             BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )
+        .await
+        .map_err(|e| pg_err("beginning the snapshot transaction", e))?;
+        let snapshot: String = c
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| pg_err("exporting the snapshot", e))?
+            .get(0);
+        let rows = c
+            .query(
+                "SELECT n.nspname::text, c.relname::text, c.reltuples::float8 \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+                   AND n.nspname = ANY($1) ORDER BY 1, 2",
+                &[&cfg.schemas],
+            )
+            .await
+            .map_err(|e| pg_err("listing tables", e))?;
+        let mut items = Vec::new();
+        for r in rows {
+            let (schema, name, est): (String, String, f64) = (r.get(0), r.get(1), r.get(2));
+            if !super::table_selected(&cfg.include, &cfg.exclude, &schema, &name) {
+                continue;
+            }
+            let Some((columns, pk)) = table_shape(&c, &schema, &name).await? else {
+                continue;
+            };
+            let fq = format!("{}.{}", ident(&schema), ident(&name));
+            let int_pk = pk.len() == 1 && {
+                let ty = columns
+                    .iter()
+                    .find(|c| c.name == pk[0])
+                    .map(|c| c.ty.as_str())
+                    .unwrap_or("");
+                matches!(ty, "integer" | "bigint" | "smallint")
+            };
+            let template = Arc::new(TableRecord {
+                source: "postgres".into(),
+                schema: schema.clone(),
+                name: name.clone(),
+                columns,
+                primary_key: pk.clone(),
+                rows: 0,
+                checksum: String::new(),
+                bytes: 0,
+                chunks: vec![],
+                range: 0,
+            });
+            let seg = super::table_segment(&schema, &name);
+            let mut ranges: Vec<Option<(i64, i64)>> = vec![None];
+            if int_pk {
+                let est = if est < 0.0 {
+                    let n: i64 = c
+                        .query_one(&format!("SELECT count(*) FROM {fq}"), &[])
+                        .await
+                        .map_err(|e| pg_err(format!("counting {fq}"), e))?
+                        .get(0);
+                    n as f64
+                } else {
+                    est
+                };
+                if est > cfg.split_rows as f64 {
+                    let k = ident(&pk[0]);
+                    let row = c
+                        .query_one(
+                            &format!("SELECT min({k})::int8, max({k})::int8 FROM {fq}"),
+                            &[],
+                        )
+                        .await
+                        .map_err(|e| pg_err(format!("key bounds of {fq}"), e))?;
+                    if let (Some(lo), Some(hi)) =
+                        (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+                    {
+                        let n = (est / cfg.split_rows as f64).ceil().clamp(1.0, 4096.0) as i64;
+                        ranges = split_range(lo, hi, n).into_iter().map(Some).collect();
+                    }
+                }
+            }
+            for (i, bounds) in ranges.into_iter().enumerate() {
+                items.push(Item {
+                    kind: ItemKind::Table {
+                        template: template.clone(),
+                    },
+                    range: i,
+                    bounds,
+                    base: format!("postgres/{seg}/{i:04}"),
+                    ext: "csv",
+                    chunk_size: cfg.chunk_size,
+                });
+            }
+        }
+        if items.is_empty() {
+            return Err(Error::config(format!(
+                "no table of schema(s) {} matches the pipeline's include/exclude patterns",
+                cfg.schemas.join(", ")
+            )));
+        }
+        Ok(PgSession {
+            cfg: DbSourceConfig {
+                include: vec![],
+                exclude: vec![],
+                ..cfg.clone()
+            },
+            _coordinator: c,
+            snapshot,
+            items,
+        })
+    }
+
+    /// `postgres:<host>/<db>` (no credentials).
+    pub fn describe(&self) -> String {
+        format!("postgres:{}", redact_url(self.cfg.url.expose()))
+    }
+
+    /// Spawn the producer of item `item`.
+    pub fn start(&self, item: Item, tx: mpsc::Sender<Result<Chunk>>) {
+        let (url, password, snapshot) = (
+            self.cfg.url.clone(),
+            self.cfg.password.clone(),
+            self.snapshot.clone(),
+        );
+        tokio::spawn(async move {
+            let mut b = Batcher::new(tx);
+            match produce(&url, password.as_ref(), &snapshot, &item, &mut b).await {
+                Ok(()) => {}
+                Err(e) => b.fail(e).await,
+            }
+        });
+    }
+}
+
+/// Split `[lo, hi]` into `n` half-open ranges `[a, b)` covering it exactly.
+pub fn split_range(lo: i64, hi: i64, n: i64) -> Vec<(i64, i64)> {
+    let (lo, end) = (lo as i128, hi as i128 + 1);
+    let n = (n as i128).clamp(1, (end - lo).max(1));
+    let step = (end - lo) / n;
+    let mut out = Vec::new();
+    let mut a = lo;
+    for i in 0..n {
+        let b = if i == n - 1 { end } else { a + step };
+        out.push((a as i64, b.min(i64::MAX as i128) as i64));
+        a = b;
+    }
+    out
+}
+
+async fn produce(
+    url: &Secret,
+    password: Option<&Secret>,
+    snapshot: &str,
+    item: &Item,
+    b: &mut Batcher,
+) -> Result<()> {
+    let ItemKind::Table { template: t } = &item.kind else {
+        return Err(Error::internal("postgres item is not a table"));
+    };
+    let c = connect(url, password).await?;
+    c.batch_execute(SESSION_SETTINGS)
+        .await
+        .map_err(|e| pg_err("session settings", e))?;
+    c.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+        literal(snapshot)
+    ))
+    .await
+    .map_err(|e| {
+        // The coordinator is gone (or the snapshot expired): retrying cannot help.
+        pg_err("adopting the exported snapshot", e)
+    })?;
+    let fq = format!("{}.{}", ident(&t.schema), ident(&t.name));
+    let mut q = format!("SELECT {} FROM {fq}", select_list(&t.columns));
+    if let (Some((lo, hi)), Some(k)) = (item.bounds, t.primary_key.first()) {
+        let k = ident(k);
+        q.push_str(&format!(" WHERE {k} >= {lo} AND {k} < {hi}"));
+    }
+    if !t.primary_key.is_empty() {
+        let keys: Vec<String> = t.primary_key.iter().map(|k| ident(k)).collect();
+        q.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+    }
+    let copy = format!("COPY ({q}) TO STDOUT WITH (FORMAT csv, HEADER true)");
+    let stream = c
+        .copy_out(&copy)
+        .await
+        .map_err(|e| pg_err(format!("COPY of {fq}"), e))?;
+    futures::pin_mut!(stream);
+    let mut first = true;
+    while let Some(msg) = stream.next().await {
+        let row = msg.map_err(|e| pg_err(format!("reading {fq}"), e))?;
+        let sent = if first {
+            first = false;
+            b.send(Chunk::Header(row)).await
+        } else {
+            b.push(row).await
+        };
+        if sent.is_err() {
+            return Ok(()); // the packer stopped (failure or cancel); nothing to report
+        }
+    }
+    if first {
+        return Err(Error::new(
+            ErrorKind::Source,
+            format!("COPY of {fq} sent no header"),
+        ));
+    }
+    let _ = b.flush().await;
+    let _ = c.batch_execute("COMMIT").await;
+    let _ = b.send(Chunk::Done(Done::default())).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_exactly() {
+        let r = split_range(1, 100, 4);
+        assert_eq!(r.first().unwrap().0, 1);
+        assert_eq!(r.last().unwrap().1, 101);
+        for w in r.windows(2) {
+            assert_eq!(w[0].1, w[1].0);
+        }
+        assert_eq!(r.len(), 4);
+        assert_eq!(split_range(5, 5, 10), vec![(5, 6)]);
+        let r = split_range(i64::MIN, i64::MAX - 1, 3);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.last().unwrap().1, i64::MAX);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,723 @@
+//! Restore into a database: the tables of a database snapshot loaded into a live
+//! PostgreSQL (`COPY … FROM STDIN`) or MySQL/MariaDB (batched `INSERT`s).
+//!
+//! Order of work, so that a refusal writes nothing:
+//!
+//! 1. **Check** every selected table against the target's catalog: the table exists,
+//!    every stored column exists with the same type, every target column left out is
+//!    nullable or has a default, `skip-existing` has a key to compare, and
+//!    `fail-if-not-empty` tables are empty. All problems are reported together
+//!    (`Refused`, exit 7) before anything is written.
+//! 2. **Order** the tables by the target's foreign keys (parents first, Kahn's algorithm;
+//!    self-references ignored; a cycle is loaded in manifest order and reported).
+//! 3. **Load** in one transaction (unless `no_transaction`): `truncate` tables are
+//!    emptied in one `TRUNCATE` (without `CASCADE`: a table outside the restore that
+//!    references one makes the restore fail rather than silently emptying it); rows are
+//!    streamed chunk by chunk, each chunk's SHA-256 checked against the manifest before
+//!    it is sent; `skip-existing` loads into a temporary table and inserts with
+//!    `ON CONFLICT DO NOTHING` (MySQL: `INSERT IGNORE`); sequences behind serial and
+//!    identity columns are moved past the largest restored key.
+//! 4. **Compare** with the manifest, still inside the transaction: row counts for every
+//!    strategy (exact for `fail-if-not-empty`/`truncate`, the added rows for `append`, at
+//!    least the stored rows for `skip-existing`), and the row-set checksum (re-reading the
+//!    table) where the table should now hold exactly the stored rows. A mismatch rolls
+//!    the transaction back (`Integrity`, exit 3).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::extract::postgres::{self as pg, ident, pg_err, select_list, SESSION_SETTINGS};
+use crate::layout::Layout;
+use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest, TableRecord};
+use crate::pack::read::PackCursor;
+use crate::pipeline::spec::Strategy;
+use crate::secret::{redact_url, Secret};
+use crate::store::Store;
+
+/// What to restore into which database.
+#[derive(Debug, Clone)]
+pub struct DbRestoreOptions {
+    /// Target database URL (`postgres://…` or `mysql://…`).
+    pub url: Secret,
+    /// Tables to restore (`table` or `schema.table`); empty: all of the snapshot.
+    pub tables: Vec<String>,
+    /// Strategy for tables not named in `strategies`.
+    pub strategy: Strategy,
+    /// Per-table strategies (`table` or `schema.table`).
+    pub strategies: BTreeMap<String, Strategy>,
+    /// Load table by table in autocommit mode (a failure leaves earlier tables loaded).
+    pub no_transaction: bool,
+    /// Load every table into this schema (PostgreSQL) or database (MySQL) instead of
+    /// the one it was read from.
+    pub target_schema: Option<String>,
+}
+
+/// What happened to one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    /// `schema.table` in the target.
+    pub table: String,
+    /// Strategy applied.
+    pub strategy: Strategy,
+    /// Rows in the snapshot.
+    pub rows_stored: u64,
+    /// Rows the restore added.
+    pub rows_added: u64,
+    /// Rows in the table afterwards.
+    pub rows_after: u64,
+    /// Row-set checksum compared (only where the table holds exactly the stored rows).
+    pub checksum_checked: bool,
+}
+
+/// What a database restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbRestoreReport {
+    /// Snapshot restored.
+    pub snapshot: String,
+    /// Target (no credentials).
+    pub target: String,
+    /// Tables in load order.
+    pub tables: Vec<TableReport>,
+    /// Whether it ran as one transaction.
+    pub transaction: bool,
+    /// Foreign-key cycles loaded in manifest order.
+    pub cycles: Vec<String>,
+    /// Compressed bytes downloaded.
+    pub bytes_fetched: u64,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The strategy for `t`: `schema.table`, then `table`, then the default.
+pub fn strategy_for(o: &DbRestoreOptions, t: &TableRecord) -> Strategy {
+    o.strategies
+        .get(&format!("{}.{}", t.schema, t.name))
+        .or_else(|| o.strategies.get(&t.name))
+        .copied()
+        .unwrap_or(o.strategy)
+}
+
+/// The tables of `m` selected by `names` (all when empty).
+///
+/// # Errors
+/// `NotFound` for a name the snapshot does not hold, or a snapshot without tables.
+pub fn select_tables<'a>(m: &'a Manifest, names: &[String]) -> Result<Vec<&'a TableRecord>> {
+    if m.tables.is_empty() {
+        return Err(Error::not_found(format!(
+            "snapshot {} holds no database tables (source {})",
+            m.header.snapshot, m.header.source
+        )));
+    }
+    if names.is_empty() {
+        return Ok(m.tables.iter().collect());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let hit: Vec<&TableRecord> = m
+            .tables
+            .iter()
+            .filter(|t| &t.name == n || &format!("{}.{}", t.schema, t.name) == n)
+            .collect();
+        if hit.is_empty() {
+            return Err(Error::not_found(format!(
+                "snapshot {} has no table {n:?}",
+                m.header.snapshot
+            )));
+        }
+        for t in hit {
+            if !out.iter().any(|o: &&TableRecord| std::ptr::eq(*o, t)) {
+                out.push(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Order `names` so that every table comes after the tables it references (`deps`:
+/// child → parents). Returns the order and the tables left in cycles.
+pub fn fk_order(names: &[String], deps: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    let set: HashSet<&String> = names.iter().collect();
+    let mut indeg: HashMap<&String, usize> = names.iter().map(|n| (n, 0)).collect();
+    let mut children: HashMap<&String, Vec<&String>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (child, parent) in deps {
+        if child == parent || !set.contains(child) || !set.contains(parent) {
+            continue;
+        }
+        if !seen.insert((child, parent)) {
+            continue;
+        }
+        *indeg.entry(child).or_default() += 1;
+        children.entry(parent).or_default().push(child);
+    }
+    let mut order = Vec::new();
+    let mut done = HashSet::new();
+    // Lowest manifest position among the ready ones: a stable, readable order.
+    while let Some(next) = names
+        .iter()
+        .find(|n| !done.contains(*n) && indeg.get(n) == Some(&0))
+    {
+        done.insert(next);
+        order.push(next.clone());
+        for c in children.get(next).cloned().unwrap_or_default() {
+            if let Some(d) = indeg.get_mut(c) {
+                *d -= 1;
+            }
+        }
+    }
+    let cycles: Vec<String> = names
+        .iter()
+        .filter(|n| !done.contains(*n))
+        .cloned()
+        .collect();
+    order.extend(cycles.iter().cloned());
+    (order, cycles)
+}
+
+/// Read one chunk entry's bytes from its pack and check its SHA-256.
+pub(crate) async fn read_chunk(
+    store: &Store,
+    layout: &Layout,
+    m: &Arc<Manifest>,
+    by_path: &Arc<HashMap<PathBytes, Entry>>,
+    path: &PathBytes,
+) -> Result<(Bytes, u64)> {
+    let e = by_path.get(path).cloned().ok_or_else(|| {
+        Error::integrity(format!(
+            "chunk {} is listed by a table but not by the manifest",
+            path.display()
+        ))
+    })?;
+    let (store, layout, m) = (store.clone(), layout.clone(), m.clone());
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || -> Result<(Bytes, u64)> {
+        let mut data = Vec::with_capacity(e.size as usize);
+        let mut fetched = 0;
+        if e.size > 0 {
+            let pid = e.pack.as_deref().unwrap_or("");
+            let pack = m.pack(pid).ok_or_else(|| {
+                Error::integrity(format!(
+                    "{}: refers to pack {pid:?}, which the manifest does not list",
+                    e.path.display()
+                ))
+            })?;
+            let mut cur = PackCursor::new(&*store, rt, layout.full(&pack.blob), pack);
+            let end = e.data_offset + e.size;
+            cur.read(e.data_offset..end, end, &mut |b| {
+                data.extend_from_slice(b);
+                Ok(())
+            })?;
+            fetched = cur.fetched;
+        }
+        let got = hex::encode(Sha256::digest(&data));
+        if Some(got.as_str()) != e.sha256.as_deref() {
+            return Err(Error::integrity(format!(
+                "{}: stored chunk has SHA-256 {got}, the manifest says {}; nothing of it was loaded",
+                e.path.display(),
+                e.sha256.as_deref().unwrap_or("(none)")
+            )));
+        }
+        Ok((Bytes::from(data), fetched))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("restore reader: {e}")))?
+}
+
+/// Chunks read ahead of the load, per table.
+const PREFETCH: usize = 2;
+
+/// Read `chunks` in order on a task, handing them over through a bounded channel.
+pub(crate) fn prefetch(
+    store: &Store,
+    layout: &Layout,
+    m: &Arc<Manifest>,
+    by_path: &Arc<HashMap<PathBytes, Entry>>,
+    chunks: Vec<PathBytes>,
+) -> tokio::sync::mpsc::Receiver<Result<(Bytes, u64)>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH);
+    let (store, layout, m, by_path) = (store.clone(), layout.clone(), m.clone(), by_path.clone());
+    tokio::spawn(async move {
+        for c in chunks {
+            let r = read_chunk(&store, &layout, &m, &by_path, &c).await;
+            let failed = r.is_err();
+            if tx.send(r).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Restore the tables of snapshot `m` into the database `opts.url`.
+///
+/// # Errors
+/// `NotFound` (no such table), `Refused` (schema mismatch, non-empty table, missing key;
+/// nothing written), `Integrity` (a chunk's hash, or the counts/checksums after loading,
+/// differ; the transaction is rolled back), `Source` (database errors).
+pub async fn restore_db(
+    store: &Store,
+    layout: &Layout,
+    m: &Manifest,
+    opts: &DbRestoreOptions,
+) -> Result<DbRestoreReport> {
+    let url = opts.url.expose();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        restore_pg(store, layout, m, opts).await
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        crate::restore_db_mysql::restore_mysql(store, layout, m, opts).await
+    } else {
+        Err(Error::config(format!(
+            "--to-db {}: use a postgres://… or mysql://… URL",
+            redact_url(url)
+        )))
+    }
+}
+
+/// The password from `var` when the URL carries none (libpq's `PGPASSWORD`, MySQL's
+/// `MYSQL_PWD`), so it need not appear on a command line.
+pub(crate) fn env_password(url: &Secret, var: &str) -> Option<Secret> {
+    let has = url::Url::parse(url.expose())
+        .ok()
+        .is_some_and(|u| u.password().is_some());
+    if has {
+        return None;
+    }
+    std::env::var(var)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new)
+}
+
+/// A selected table with its target name and strategy.
+pub(crate) struct Planned<'a> {
+    pub(crate) rec: &'a TableRecord,
+    pub(crate) schema: String,
+    pub(crate) strategy: Strategy,
+}
+
+impl Planned<'_> {
+    pub(crate) fn key(&self) -> String {
+        format!("{}.{}", self.schema, self.rec.name)
+    }
+}
+
+pub(crate) fn plan_tables<'a>(
+    m: &'a Manifest,
+    opts: &DbRestoreOptions,
+) -> Result<Vec<Planned<'a>>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for rec in select_tables(m, &opts.tables)? {
+        let schema = opts
+            .target_schema
+            .clone()
+            .unwrap_or_else(|| rec.schema.clone());
+        let p = Planned {
+            rec,
+            schema,
+            strategy: strategy_for(opts, rec),
+        };
+        if !seen.insert(p.key()) {
+            return Err(Error::config(format!(
+                "two stored tables would load into {}; restore them separately",
+                p.key()
+            )));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Render problems as one `Refused` error.
+pub(crate) fn refuse(problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::refused(format!(
+        "the target does not fit the snapshot; nothing was written:\n  - {}",
+        problems.join("\n  - ")
+    )))
+}
+
+async fn restore_pg(
+    store: &Store,
+    layout: &Layout,
+    m: &Manifest,
+    opts: &DbRestoreOptions,
+) -> Result<DbRestoreReport> {
+    let started_at = Utc::now();
+    let planned = plan_tables(m, opts)?;
+    let c = pg::connect(&opts.url, env_password(&opts.url, "PGPASSWORD").as_ref()).await?;
+    c.batch_execute(SESSION_SETTINGS)
+        .await
+        .map_err(|e| pg_err("session settings", e))?;
+
+    // 1. Check, all tables, before writing.
+    let mut problems = Vec::new();
+    let mut before: HashMap<String, i64> = HashMap::new();
+    for p in &planned {
+        let fq = format!("{}.{}", ident(&p.schema), ident(&p.rec.name));
+        let Some((cols, pk)) = pg::table_shape(&c, &p.schema, &p.rec.name).await? else {
+            problems.push(format!("table {} does not exist", p.key()));
+            continue;
+        };
+        let target: HashMap<&str, &crate::manifest::Column> =
+            cols.iter().map(|c| (c.name.as_str(), c)).collect();
+        for sc in &p.rec.columns {
+            match target.get(sc.name.as_str()) {
+                None => problems.push(format!("{}: column {:?} is missing", p.key(), sc.name)),
+                Some(tc) if tc.ty != sc.ty => problems.push(format!(
+                    "{}: column {:?} is {} in the target but {} in the snapshot",
+                    p.key(),
+                    sc.name,
+                    tc.ty,
+                    sc.ty
+                )),
+                _ => {}
+            }
+        }
+        let stored: HashSet<&str> = p.rec.columns.iter().map(|c| c.name.as_str()).collect();
+        let no_default: Vec<String> = c
+            .query(
+                "SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+                   AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''",
+                &[&p.schema, &p.rec.name],
+            )
+            .await
+            .map_err(|e| pg_err(format!("reading {}", p.key()), e))?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        for col in no_default {
+            if !stored.contains(col.as_str()) {
+                problems.push(format!(
+                    "{}: column {col:?} is NOT NULL without a default and not in the snapshot",
+                    p.key()
+                ));
+            }
+        }
+        if p.strategy == Strategy::SkipExisting {
+            let has_key: bool = c
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique)",
+                    &[&p.schema, &p.rec.name],
+                )
+                .await
+                .map_err(|e| pg_err(format!("reading keys of {}", p.key()), e))?
+                .get(0);
+            if !has_key && pk.is_empty() {
+                problems.push(format!(
+                    "{}: skip-existing needs a primary key or unique index to compare",
+                    p.key()
+                ));
+            }
+        }
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {fq}"), &[])
+            .await
+            .map_err(|e| pg_err(format!("counting {}", p.key()), e))?
+            .get(0);
+        if p.strategy == Strategy::FailIfNotEmpty && n > 0 {
+            problems.push(format!(
+                "{} has {n} row(s) and its strategy is fail-if-not-empty (use --strategy {}=truncate|append|skip-existing)",
+                p.key(),
+                p.rec.name
+            ));
+        }
+        before.insert(p.key(), n);
+    }
+    refuse(problems)?;
+
+    // 2. Foreign-key order from the target's catalog.
+    let names: Vec<String> = planned.iter().map(Planned::key).collect();
+    let deps: Vec<(String, String)> = c
+        .query(
+            "SELECT cn.nspname || '.' || cc.relname, pn.nspname || '.' || pc.relname \
+             FROM pg_constraint k \
+             JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
+             JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+             WHERE k.contype = 'f'",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_err("reading foreign keys", e))?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
+    let (order, cycles) = fk_order(&names, &deps);
+    if !cycles.is_empty() {
+        tracing::warn!(
+            "foreign-key cycle among {}: loaded in snapshot order",
+            cycles.join(", ")
+        );
+    }
+    let by_key: HashMap<String, &Planned> = planned.iter().map(|p| (p.key(), p)).collect();
+
+    // 3. Load.
+    let tx = !opts.no_transaction;
+    if tx {
+        c.batch_execute("BEGIN")
+            .await
+            .map_err(|e| pg_err("BEGIN", e))?;
+    }
+    let result = load_pg(&c, store, layout, m, &order, &by_key, &before).await;
+    match result {
+        Ok((tables, fetched)) => {
+            if tx {
+                c.batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| pg_err("COMMIT", e))?;
+            }
+            Ok(DbRestoreReport {
+                snapshot: m.header.snapshot.clone(),
+                target: redact_url(opts.url.expose()),
+                tables,
+                transaction: tx,
+                cycles,
+                bytes_fetched: fetched,
+                started_at,
+                finished_at: Utc::now(),
+            })
+        }
+        Err(e) => {
+            if tx {
+                let _ = c.batch_execute("ROLLBACK").await;
+                Err(e.context("restore rolled back, nothing was written"))
+            } else {
+                Err(e.context("restore stopped (--no-transaction: earlier tables stay loaded)"))
+            }
+        }
+    }
+}
+
+async fn load_pg(
+    c: &tokio_postgres::Client,
+    store: &Store,
+    layout: &Layout,
+    m: &Manifest,
+    order: &[String],
+    by_key: &HashMap<String, &Planned<'_>>,
+    before: &HashMap<String, i64>,
+) -> Result<(Vec<TableReport>, u64)> {
+    let man = Arc::new(m.clone());
+    let by_path: Arc<HashMap<PathBytes, Entry>> = Arc::new(
+        m.entries
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect(),
+    );
+    let fq = |p: &Planned| format!("{}.{}", ident(&p.schema), ident(&p.rec.name));
+    let trunc: Vec<String> = order
+        .iter()
+        .filter_map(|k| by_key.get(k))
+        .filter(|p| p.strategy == Strategy::Truncate)
+        .map(|p| fq(p))
+        .collect();
+    if !trunc.is_empty() {
+        c.batch_execute(&format!("TRUNCATE {}", trunc.join(", ")))
+            .await
+            .map_err(|e| pg_err("TRUNCATE", e))?;
+    }
+    let mut reports = Vec::new();
+    let mut fetched = 0;
+    for (i, k) in order.iter().enumerate() {
+        let p = by_key[k];
+        let target = fq(p);
+        let cols = select_list(&p.rec.columns);
+        let (into, tmp) = if p.strategy == Strategy::SkipExisting {
+            let tmp = format!("blobpipe_restore_{i}");
+            c.batch_execute(&format!(
+                "DROP TABLE IF EXISTS pg_temp.{tmp}; CREATE TEMP TABLE {tmp} AS SELECT {cols} FROM {target} WITH NO DATA"
+            ))
+            .await
+            .map_err(|e| pg_err(format!("staging table for {k}"), e))?;
+            (tmp.clone(), Some(tmp))
+        } else {
+            (target.clone(), None)
+        };
+        let copy = format!("COPY {into} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)");
+        let mut loaded = 0u64;
+        // Read (download, decompress, hash-check) the next chunks while this one loads:
+        // at most PREFETCH chunks wait in memory.
+        let mut rx = prefetch(store, layout, &man, &by_path, p.rec.chunks.clone());
+        for chunk in &p.rec.chunks {
+            let (data, f) = rx
+                .recv()
+                .await
+                .ok_or_else(|| Error::internal("chunk reader stopped"))??;
+            fetched += f;
+            let sink = c
+                .copy_in::<_, Bytes>(&copy)
+                .await
+                .map_err(|e| pg_err(format!("COPY into {k}"), e))?;
+            futures::pin_mut!(sink);
+            sink.send(data)
+                .await
+                .map_err(|e| pg_err(format!("COPY into {k}"), e))?;
+            loaded += sink
+                .finish()
+                .await
+                .map_err(|e| pg_err(format!("COPY into {k} ({})", chunk.display()), e))?;
+        }
+        if loaded != p.rec.rows {
+            return Err(Error::integrity(format!(
+                "{k}: loaded {loaded} rows, the manifest says {}",
+                p.rec.rows
+            )));
+        }
+        let added = match &tmp {
+            Some(tmp) => c
+                .execute(
+                    &format!(
+                        "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {tmp} ON CONFLICT DO NOTHING"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| pg_err(format!("inserting new rows into {k}"), e))?,
+            None => loaded,
+        };
+        if let Some(tmp) = &tmp {
+            c.batch_execute(&format!("DROP TABLE pg_temp.{tmp}"))
+                .await
+                .map_err(|e| pg_err("dropping the staging table", e))?;
+        }
+        // Sequences behind serial/identity columns move past the restored keys.
+        for col in &p.rec.columns {
+            let seq: Option<String> = c
+                .query_one(
+                    "SELECT pg_get_serial_sequence($1, $2)",
+                    &[&target, &col.name],
+                )
+                .await
+                .map_err(|e| pg_err(format!("sequence of {k}.{}", col.name), e))?
+                .get(0);
+            if let Some(seq) = seq {
+                let cn = ident(&col.name);
+                c.batch_execute(&format!(
+                    "SELECT setval({}, GREATEST(COALESCE((SELECT max({cn}) FROM {target}), 0), 1), (SELECT max({cn}) FROM {target}) IS NOT NULL)",
+                    pg::literal(&seq)
+                ))
+                .await
+                .map_err(|e| pg_err(format!("advancing {seq}"), e))?;
+            }
+        }
+        // 4. Compare.
+        let after: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {target}"), &[])
+            .await
+            .map_err(|e| pg_err(format!("counting {k}"), e))?
+            .get(0);
+        let after = after as u64;
+        let prior = before.get(k).copied().unwrap_or(0) as u64;
+        let stored = p.rec.rows;
+        let exact = matches!(p.strategy, Strategy::FailIfNotEmpty | Strategy::Truncate)
+            || (p.strategy == Strategy::Append && prior == 0)
+            || (p.strategy == Strategy::SkipExisting && prior == 0);
+        let counts_ok = match p.strategy {
+            Strategy::FailIfNotEmpty | Strategy::Truncate => after == stored,
+            Strategy::Append => after == prior + stored,
+            Strategy::SkipExisting => after >= stored && after == prior + added,
+        };
+        if !counts_ok {
+            return Err(Error::integrity(format!(
+                "{k}: {after} rows after restore ({prior} before, {stored} stored, strategy {})",
+                p.strategy.as_str()
+            )));
+        }
+        if exact {
+            let got = pg_rowset(c, &target, &p.rec.columns).await?;
+            if got.to_checksum() != p.rec.checksum {
+                return Err(Error::integrity(format!(
+                    "{k}: row-set checksum after restore {} differs from the snapshot's {}",
+                    got.to_checksum(),
+                    p.rec.checksum
+                )));
+            }
+        }
+        tracing::info!(table = %k, rows = added, "restored");
+        reports.push(TableReport {
+            table: k.clone(),
+            strategy: p.strategy,
+            rows_stored: stored,
+            rows_added: added,
+            rows_after: after,
+            checksum_checked: exact,
+        });
+    }
+    Ok((reports, fetched))
+}
+
+/// The row-set digest of a table as it is now (same CSV settings as the backup).
+///
+/// # Errors
+/// Database errors.
+pub async fn pg_rowset(
+    c: &tokio_postgres::Client,
+    fq: &str,
+    cols: &[crate::manifest::Column],
+) -> Result<RowsetDigest> {
+    let q = format!(
+        "COPY (SELECT {} FROM {fq}) TO STDOUT WITH (FORMAT csv)",
+        select_list(cols)
+    );
+    let stream = c
+        .copy_out(&q)
+        .await
+        .map_err(|e| pg_err(format!("re-reading {fq}"), e))?;
+    futures::pin_mut!(stream);
+    let mut d = RowsetDigest::default();
+    while let Some(row) = stream.next().await {
+        d.add_row(&row.map_err(|e| pg_err(format!("re-reading {fq}"), e))?);
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn fk_order_parents_first_and_cycles_reported() {
+        let names = s(&["p.ti", "p.dag_run", "p.log", "p.dag"]);
+        let deps = vec![
+            ("p.ti".to_string(), "p.dag_run".to_string()),
+            ("p.dag_run".to_string(), "p.dag".to_string()),
+            ("p.ti".to_string(), "p.ti".to_string()),
+            ("p.x".to_string(), "p.ti".to_string()),
+        ];
+        let (order, cycles) = fk_order(&names, &deps);
+        assert!(cycles.is_empty());
+        let pos = |n: &str| order.iter().position(|o| o == n).unwrap();
+        assert!(pos("p.dag") < pos("p.dag_run"));
+        assert!(pos("p.dag_run") < pos("p.ti"));
+        assert_eq!(order.len(), 4);
+        let (order, cycles) = fk_order(
+            &s(&["a", "b", "c"]),
+            &[
+                ("a".into(), "b".into()),
+                ("b".into(), "a".into()),
+                ("c".into(), "a".into()),
+            ],
+        );
+        assert_eq!(order.len(), 3);
+        assert_eq!(cycles, s(&["a", "b", "c"]));
+    }
+}

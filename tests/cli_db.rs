@@ -1,0 +1,127 @@
+//! `blobpipe restore --to-db` as a user runs it: flags, per-table strategies, exit codes.
+
+mod support;
+
+use std::process::{Command, Output};
+
+fn bp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_blobpipe"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = bp(&[
+        "restore", "p.toml", "latest", "--table", "t", "--to", "/tmp/x",
+    ]);
+    assert_eq!(code(&o), 2, "--table needs --to-db");
+    let o = bp(&["restore", "p.toml", "latest"]);
+    assert_eq!(code(&o), 2, "--to or --to-db is required");
+    let o = bp(&[
+        "restore",
+        "p.toml",
+        "latest",
+        "--to",
+        "/tmp/x",
+        "--to-db",
+        "postgres://x/y",
+    ]);
+    assert_eq!(code(&o), 2, "--to and --to-db exclude each other");
+}
+
+#[test]
+fn backup_then_restore_to_db_with_strategies() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (src, dst) = (
+        support::unique_ident("clisrc"),
+        support::unique_ident("clidst"),
+    );
+    let psql = |sql: &str| {
+        let o = Command::new("psql")
+            .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    for s in [&src, &dst] {
+        psql(&format!(
+            "CREATE SCHEMA {s}; CREATE TABLE {s}.kv (k text PRIMARY KEY, v int); CREATE TABLE {s}.n (id int PRIMARY KEY)"
+        ));
+    }
+    psql(&format!(
+        "INSERT INTO {src}.kv VALUES ('a', 1), ('b', 2); INSERT INTO {src}.n SELECT generate_series(1, 10);
+         INSERT INTO {dst}.kv VALUES ('a', 100)"
+    ));
+    let t = tempfile::tempdir().unwrap();
+    let pipeline = t.path().join("db.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"clidb\"\n[source]\ntype = \"postgres\"\nurl = \"{url}\"\nschemas = [\"{src}\"]\n[target]\nurl = \"file://{}\"\n",
+            t.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let p = pipeline.to_str().unwrap();
+    let o = bp(&["--json", "backup", p]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Default fail-if-not-empty: kv has a row → refused, exit 7, nothing written.
+    let o = bp(&["restore", p, "latest", "--to-db", &url, "--schema", &dst]);
+    assert_eq!(code(&o), 7, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fail-if-not-empty"));
+
+    // Per-table override: kv skip-existing, n the default.
+    let o = bp(&[
+        "--json",
+        "restore",
+        p,
+        "latest",
+        "--to-db",
+        &url,
+        "--schema",
+        &dst,
+        "--strategy",
+        "kv=skip-existing",
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tables = r["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2);
+    let kv = tables
+        .iter()
+        .find(|t| t["table"].as_str().unwrap().ends_with(".kv"))
+        .unwrap();
+    assert_eq!(kv["strategy"], "skip-existing");
+    assert_eq!(kv["rows_added"], 1);
+
+    // Subset with --table and a global strategy.
+    let o = bp(&[
+        "restore",
+        p,
+        "latest",
+        "--to-db",
+        &url,
+        "--schema",
+        &dst,
+        "--table",
+        "n",
+        "--strategy",
+        "truncate",
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bp(&["restore", p, "latest", "--to-db", &url, "--table", "nope"]);
+    assert_eq!(code(&o), 6, "unknown table is not found");
+    psql(&format!(
+        "DROP SCHEMA {src} CASCADE; DROP SCHEMA {dst} CASCADE"
+    ));
+}

@@ -1,0 +1,519 @@
+//! PostgreSQL source and `restore --to-db` against the real server.
+//!
+//! Every test works in its own schemas (unique names) and drops them at the end, so
+//! tests run in parallel. Skipped with a notice when PostgreSQL is unreachable, failed
+//! when `BLOBPIPE_REQUIRE_SERVICES=1`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use blobpipe::manifest::Manifest;
+use blobpipe::pipeline::spec::Strategy;
+use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::restore_db::{restore_db, DbRestoreOptions};
+use blobpipe::secret::Secret;
+use blobpipe::store::Store;
+use blobpipe::ErrorKind;
+use tokio_postgres::{Client, NoTls};
+
+async fn client(url: &str) -> Client {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    c
+}
+
+/// Drops the schemas when the test ends (also on panic).
+struct Schemas {
+    url: String,
+    names: Vec<String>,
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        let names = self.names.clone();
+        let url = self.url.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let c = client(&url).await;
+                for n in names {
+                    let _ = c
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {n} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+async fn schemas(url: &str, tags: &[&str]) -> (Client, Schemas) {
+    let c = client(url).await;
+    let names: Vec<String> = tags.iter().map(|t| support::unique_ident(t)).collect();
+    for n in &names {
+        c.batch_execute(&format!("CREATE SCHEMA {n}"))
+            .await
+            .unwrap();
+    }
+    (
+        c,
+        Schemas {
+            url: url.to_string(),
+            names,
+        },
+    )
+}
+
+fn pipeline(dir: &Path, url: &str, schema: &str, extra_source: &str) -> Pipeline {
+    let text = format!(
+        "name = \"pgtest\"\n[source]\ntype = \"postgres\"\nurl = \"{url}\"\nschemas = [\"{schema}\"]\n{extra_source}\n\
+         [target]\nurl = \"memory://{}\"\n[verify]\nmode = \"full\"\n",
+        support::unique_ident("mem")
+    );
+    let p = dir.join("pg.toml");
+    std::fs::write(&p, text).unwrap();
+    Pipeline::load(&p).unwrap()
+}
+
+async fn backup(p: &Pipeline) -> (Store, Manifest) {
+    let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let r = blobpipe::pipeline::backup(p, store.clone(), BackupOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
+    let m = blobpipe::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+        .await
+        .unwrap();
+    (store, m)
+}
+
+fn opts(url: &str, schema: &str, strategy: Strategy) -> DbRestoreOptions {
+    DbRestoreOptions {
+        url: Secret::new(url),
+        tables: vec![],
+        strategy,
+        strategies: BTreeMap::new(),
+        no_transaction: false,
+        target_schema: Some(schema.to_string()),
+    }
+}
+
+async fn restore(
+    p: &Pipeline,
+    store: &Store,
+    m: &Manifest,
+    o: &DbRestoreOptions,
+) -> blobpipe::Result<blobpipe::restore_db::DbRestoreReport> {
+    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
+    restore_db(store, &layout, m, o).await
+}
+
+/// A text fingerprint of a table's content (works for json, which has no `=`).
+async fn fingerprint(c: &Client, table: &str, order: &str) -> (i64, String) {
+    let r = c
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY {order})), '') FROM {table} t"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+const TYPES_DDL: &str = "CREATE TABLE {s}.types (
+    id bigint PRIMARY KEY,
+    n numeric(20,6), t text, b bytea, j json, jb jsonb, arr int[], tarr text[],
+    ts timestamptz, d date, f float8, ok boolean, u uuid, iv interval)";
+const BIG_DDL: &str = "CREATE TABLE {s}.big (id int PRIMARY KEY, payload text NOT NULL)";
+const NOPK_DDL: &str = "CREATE TABLE {s}.nopk (x text, y int)";
+
+fn ddl(t: &str, s: &str) -> String {
+    t.replace("{s}", s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_of_common_types_and_key_range_split() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["src", "dst"]).await;
+    let (src, dst) = (&g.names[0], &g.names[1]);
+    for s in [src, dst] {
+        for t in [TYPES_DDL, BIG_DDL, NOPK_DDL] {
+            c.batch_execute(&ddl(t, s)).await.unwrap();
+        }
+    }
+    c.batch_execute(&format!(
+        r#"INSERT INTO {src}.types VALUES
+        (1, 12345678.123456, E'line1\nline2, "quoted" \\ back\r\nend', '\x00ff10'::bytea,
+         '{{"a": [1, "x\n"]}}', '{{"k": {{"n": null}}}}', '{{1,2,NULL}}', ARRAY['a,b', 'c"d', NULL, ''],
+         '2024-02-29 23:59:59.123456+05:30', '2000-01-01', 1.0e-300, true,
+         'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '1 day 02:03:04'),
+        (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        (3, -0.5, '', ''::bytea, '[]', '[]', '{{}}', '{{}}', '-infinity', 'infinity', 'NaN', false,
+         NULL, '-1 mon'),
+        (4, 0, 'ünïcødé ✓ 😀', decode(repeat('ab', 5000), 'hex'), 'null', '"s"', '{{-1}}',
+         '{{"\\\\"}}', '1970-01-01 00:00:00+00', '1999-12-31', 3.141592653589793, NULL, NULL, NULL);
+        INSERT INTO {src}.big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 5000) g;
+        INSERT INTO {src}.nopk VALUES ('dup', 1), ('dup', 1), (NULL, NULL), ('', 0);
+        ANALYZE {src}.big;"#
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        &url,
+        src,
+        "split_rows = 1000\nchunk_size = \"64KiB\"",
+    );
+    let (store, m) = backup(&p).await;
+
+    // Manifest: per-table columns, counts, checksums and ordered chunks.
+    assert_eq!(m.tables.len(), 3, "{:?}", m.tables);
+    let big = m.tables.iter().find(|t| t.name == "big").unwrap();
+    assert_eq!(big.rows, 5000);
+    assert_eq!(big.primary_key, vec!["id".to_string()]);
+    assert!(big.checksum.starts_with("rowset-sha256:"));
+    let ranges: std::collections::BTreeSet<String> = big
+        .chunks
+        .iter()
+        .map(|c| c.display().split('/').nth(2).unwrap()[..4].to_string())
+        .collect();
+    assert!(
+        ranges.len() >= 4,
+        "big table split by key range: {ranges:?}"
+    );
+    assert!(
+        big.chunks.len() > ranges.len(),
+        "ranges cut into 64 KiB chunks"
+    );
+    let mut sorted = big.chunks.clone();
+    sorted.sort();
+    assert_eq!(sorted, big.chunks, "chunks listed in key order");
+    let types = m.tables.iter().find(|t| t.name == "types").unwrap();
+    assert_eq!(types.rows, 4);
+    let col = |n: &str| {
+        types
+            .columns
+            .iter()
+            .find(|c| c.name == n)
+            .unwrap()
+            .ty
+            .clone()
+    };
+    assert_eq!(col("n"), "numeric(20,6)");
+    assert_eq!(col("arr"), "integer[]");
+    assert_eq!(col("ts"), "timestamp with time zone");
+    assert_eq!(m.tables.iter().find(|t| t.name == "nopk").unwrap().rows, 4);
+    // Every chunk is a standalone CSV file with the header line.
+    let first = m.entries.iter().find(|e| e.path == big.chunks[1]).unwrap();
+    assert!(first.size > 0);
+
+    // Restore into the empty copy of the schema; contents equal.
+    let r = restore(&p, &store, &m, &opts(&url, dst, Strategy::FailIfNotEmpty))
+        .await
+        .unwrap();
+    assert_eq!(r.tables.len(), 3);
+    assert!(r.tables.iter().all(|t| t.checksum_checked));
+    for (t, order) in [("types", "id"), ("big", "id"), ("nopk", "t::text")] {
+        assert_eq!(
+            fingerprint(&c, &format!("{src}.{t}"), order).await,
+            fingerprint(&c, &format!("{dst}.{t}"), order).await,
+            "{t}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writer_transactions_are_all_in_or_all_out() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["cons", "consdst"]).await;
+    let (src, dst) = (g.names[0].clone(), g.names[1].clone());
+    for s in [&src, &dst] {
+        c.batch_execute(&format!(
+            "CREATE TABLE {s}.a1 (id int PRIMARY KEY, v text); CREATE TABLE {s}.a2 (id int PRIMARY KEY, v text)"
+        ))
+        .await
+        .unwrap();
+    }
+    c.batch_execute(&format!(
+        "INSERT INTO {src}.a1 SELECT 2 * g, repeat('x', 200) FROM generate_series(1, 20000) g;
+         INSERT INTO {src}.a2 SELECT 2 * g, repeat('y', 200) FROM generate_series(1, 20000) g;
+         ANALYZE {src}.a1; ANALYZE {src}.a2;"
+    ))
+    .await
+    .unwrap();
+    // The writer: each transaction inserts one odd id (inside the key ranges the plan
+    // reads) into both tables. Without a shared snapshot the ranges read later would see
+    // more of its transactions than those read earlier.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, src, stop) = (url.clone(), src.clone(), stop.clone());
+        tokio::spawn(async move {
+            let w = client(&url).await;
+            let mut id = -1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && id < 39_000 {
+                id += 2;
+                w.batch_execute(&format!(
+                    "BEGIN; INSERT INTO {src}.a2 VALUES ({id}, 'w'); INSERT INTO {src}.a1 VALUES ({id}, 'w'); COMMIT;"
+                ))
+                .await
+                .unwrap();
+            }
+            (id + 1) / 2
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        &url,
+        &src,
+        "split_rows = 1000\nchunk_size = \"64KiB\"\n[partitions]\nmax_parallel = 2",
+    );
+    let (store, m) = backup(&p).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    assert!(written > 0, "the writer ran during the backup");
+    let a1 = m.tables.iter().find(|t| t.name == "a1").unwrap();
+    let a2 = m.tables.iter().find(|t| t.name == "a2").unwrap();
+    assert_eq!(a1.rows, a2.rows, "same writer transactions in both tables");
+    restore(&p, &store, &m, &opts(&url, &dst, Strategy::FailIfNotEmpty))
+        .await
+        .unwrap();
+    let only_one: i64 = c
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM (SELECT id FROM {dst}.a1 EXCEPT SELECT id FROM {dst}.a2) x"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(only_one, 0);
+}
+
+const FK_DDL: &str = "
+    CREATE TABLE {s}.parent (id serial PRIMARY KEY, name text UNIQUE NOT NULL);
+    CREATE TABLE {s}.child (id serial PRIMARY KEY, parent_id int NOT NULL REFERENCES {s}.parent(id), v text);
+    CREATE TABLE {s}.grandchild (id int PRIMARY KEY, child_id int REFERENCES {s}.child(id), note text);
+    CREATE TABLE {s}.other (k text PRIMARY KEY, v int);";
+
+async fn fk_fixture(c: &Client, src: &str, dst: &str) {
+    for s in [src, dst] {
+        c.batch_execute(&ddl(FK_DDL, s)).await.unwrap();
+    }
+    c.batch_execute(&format!(
+        "INSERT INTO {src}.parent (name) SELECT 'p' || g FROM generate_series(1, 50) g;
+         INSERT INTO {src}.child (parent_id, v) SELECT 1 + g % 50, 'c' || g FROM generate_series(1, 300) g;
+         INSERT INTO {src}.grandchild SELECT g, 1 + g % 300, NULL FROM generate_series(1, 600) g;
+         INSERT INTO {src}.other VALUES ('a', 1), ('b', 2), ('c', 3);"
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fk_ordered_restore_into_empty_schema_and_sequences_advance() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["fk", "fkdst"]).await;
+    let (src, dst) = (&g.names[0], &g.names[1]);
+    fk_fixture(&c, src, dst).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &url, src, "");
+    let (store, m) = backup(&p).await;
+    // Snapshot order is alphabetical (child before parent): the FK order must fix it.
+    let r = restore(&p, &store, &m, &opts(&url, dst, Strategy::FailIfNotEmpty))
+        .await
+        .unwrap();
+    let order: Vec<&str> = r.tables.iter().map(|t| t.table.as_str()).collect();
+    let pos = |n: &str| order.iter().position(|t| t.ends_with(n)).unwrap();
+    assert!(pos(".parent") < pos(".child"), "{order:?}");
+    assert!(pos(".child") < pos(".grandchild"), "{order:?}");
+    for t in ["parent", "child", "grandchild", "other"] {
+        assert_eq!(
+            fingerprint(&c, &format!("{src}.{t}"), "1").await.0,
+            fingerprint(&c, &format!("{dst}.{t}"), "1").await.0
+        );
+    }
+    // The serial sequence moved past the restored ids: a new row does not collide.
+    let id: i32 = c
+        .query_one(
+            &format!("INSERT INTO {dst}.parent (name) VALUES ('new') RETURNING id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_strategies() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["st", "stdst"]).await;
+    let (src, dst) = (&g.names[0], &g.names[1]);
+    fk_fixture(&c, src, dst).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &url, src, "");
+    let (store, m) = backup(&p).await;
+    let only = |tables: &[&str], s: Strategy| {
+        let mut o = opts(&url, dst, s);
+        o.tables = tables.iter().map(|t| t.to_string()).collect();
+        o
+    };
+    let count = |t: &'static str| {
+        let c = &c;
+        let dst = dst.clone();
+        async move {
+            c.query_one(&format!("SELECT count(*) FROM {dst}.{t}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    c.batch_execute(&format!(
+        "INSERT INTO {dst}.other VALUES ('a', 100), ('z', 26)"
+    ))
+    .await
+    .unwrap();
+
+    // fail-if-not-empty: refused before anything is written (parent stays empty too).
+    let e = restore(
+        &p,
+        &store,
+        &m,
+        &only(&["other", "parent"], Strategy::FailIfNotEmpty),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("fail-if-not-empty"), "{e}");
+    assert_eq!(count("parent").await, 0);
+
+    // skip-existing: keeps ('a', 100), adds b and c, keeps z.
+    let r = restore(&p, &store, &m, &only(&["other"], Strategy::SkipExisting))
+        .await
+        .unwrap();
+    assert_eq!(r.tables[0].rows_added, 2);
+    let a: i32 = c
+        .query_one(&format!("SELECT v FROM {dst}.other WHERE k = 'a'"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(a, 100);
+    assert_eq!(count("other").await, 4);
+
+    // append: duplicate keys fail and roll back the whole restore.
+    let e = restore(
+        &p,
+        &store,
+        &m,
+        &only(&["parent", "other"], Strategy::Append),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Source, "{e}");
+    assert!(e.to_string().contains("rolled back"), "{e}");
+    assert_eq!(count("parent").await, 0, "parent load rolled back");
+    assert_eq!(count("other").await, 4);
+
+    // truncate: exactly the snapshot afterwards, checksum checked.
+    let r = restore(&p, &store, &m, &only(&["other"], Strategy::Truncate))
+        .await
+        .unwrap();
+    assert!(r.tables[0].checksum_checked);
+    assert_eq!(count("other").await, 3);
+
+    // append into an empty table works; per-table override via strategies map.
+    let mut o = only(&["parent", "child"], Strategy::FailIfNotEmpty);
+    o.strategies.insert("parent".into(), Strategy::Append);
+    restore(&p, &store, &m, &o).await.unwrap();
+    assert_eq!(count("parent").await, 50);
+    assert_eq!(count("child").await, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_mismatch_is_refused_with_nothing_written() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["mm", "mmdst"]).await;
+    let (src, dst) = (&g.names[0], &g.names[1]);
+    fk_fixture(&c, src, dst).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &url, src, "");
+    let (store, m) = backup(&p).await;
+    c.batch_execute(&format!(
+        "ALTER TABLE {dst}.child DROP COLUMN v;
+         ALTER TABLE {dst}.other ALTER COLUMN v TYPE bigint;
+         ALTER TABLE {dst}.grandchild ADD COLUMN must int NOT NULL;"
+    ))
+    .await
+    .unwrap();
+    let e = restore(&p, &store, &m, &opts(&url, dst, Strategy::FailIfNotEmpty))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("column \"v\" is missing"), "{msg}");
+    assert!(msg.contains("is bigint in the target but integer"), "{msg}");
+    assert!(
+        msg.contains("\"must\" is NOT NULL without a default"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing was written"), "{msg}");
+    let n: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {dst}.parent"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    c.batch_execute(&format!("DROP TABLE {dst}.grandchild"))
+        .await
+        .unwrap();
+    let e = restore(&p, &store, &m, &opts(&url, dst, Strategy::FailIfNotEmpty))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_fails_the_run_without_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        "postgres://postgres:s3cr3t-pw@127.0.0.1:1/nope",
+        "public",
+        "",
+    );
+    let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let mut p = p;
+    p.retry.attempts = 1;
+    let e = blobpipe::pipeline::backup(&p, store.clone(), BackupOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Source, "{e}");
+    assert!(!e.to_string().contains("s3cr3t-pw"), "{e}");
+    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
+    assert!(blobpipe::catalog::list(&*store, &layout)
+        .await
+        .unwrap()
+        .is_empty());
+}
