@@ -2,8 +2,9 @@
 //!
 //! Only the frames holding the wanted entries are read (ranged GETs, neighbouring
 //! entries sharing a fetch); packs are restored in parallel. Every restored file's
-//! SHA-256 is checked before it is moved into place, so a restored file is either
-//! correct or absent.
+//! SHA-256 is checked as it is written; a file whose hash is wrong is removed (with
+//! `--overwrite`, written beside and renamed over only when right), so a restored file
+//! is either correct or absent.
 //!
 //! Safety, even against a hand-edited manifest: a path that is absolute, empty or has a
 //! `..`/`.` component is refused; nothing is written through a symlink (each parent is
@@ -695,7 +696,14 @@ fn restore_files(
             ".blobpipe-{pid}-{}",
             TMP.fetch_add(1, Ordering::Relaxed)
         ));
-        let tmp = dest.with_file_name(tmp_name);
+        // Without --overwrite nothing exists at `dest` (checked before writing), so the
+        // file is written in place (create_new still refuses a newcomer) and removed if
+        // its hash is wrong; with --overwrite it is written beside and renamed over.
+        let tmp = if w.overwrite {
+            dest.with_file_name(tmp_name)
+        } else {
+            dest.clone()
+        };
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -756,8 +764,11 @@ fn restore_files(
                 )
             })?;
             drop(f);
+            if !w.overwrite {
+                return Ok(());
+            }
             // Only --overwrite can meet something at `dest` (checked before writing).
-            if w.overwrite && std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
                 remove_existing(&dest)?;
             }
             std::fs::rename(&tmp, &dest).map_err(|err| {
