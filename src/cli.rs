@@ -772,17 +772,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             reporter.finish().await;
             let r = res?;
             emit(json, &r, || {
-                println!(
-                    "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs; every file's SHA-256 checked",
-                    r.snapshot,
-                    r.to.display(),
-                    r.files,
-                    human(r.bytes),
-                    r.dirs,
-                    r.symlinks,
-                    human(r.bytes_fetched),
-                    r.packs_read
-                );
+                print_restore(&r, "");
                 for p in r.inconsistent.iter().take(20) {
                     println!("note: {p} was changing while it was backed up");
                 }
@@ -951,17 +941,10 @@ async fn restore_archive_cmd(
     reporter.finish().await;
     let r = res?;
     emit(json, &r, || {
-        println!(
-            "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs (archived packs read from rehydrated copies, since deleted); every file's SHA-256 checked",
-            r.snapshot,
-            r.to.display(),
-            r.files,
-            human(r.bytes),
-            r.dirs,
-            r.symlinks,
-            human(r.bytes_fetched),
-            r.packs_read
-        );
+        print_restore(
+            &r,
+            " (archived packs read from rehydrated copies, since deleted)",
+        )
     });
     Ok(exit::OK)
 }
@@ -1014,6 +997,20 @@ fn db_restore_options(
         no_transaction: a.no_transaction,
         target_schema: a.schema.clone(),
     })
+}
+
+fn print_restore(r: &restore::RestoreReport, note: &str) {
+    println!(
+        "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs{note}; every file's SHA-256 checked",
+        r.snapshot,
+        r.to.display(),
+        r.files,
+        human(r.bytes),
+        r.dirs,
+        r.symlinks,
+        human(r.bytes_fetched),
+        r.packs_read
+    );
 }
 
 fn print_verify(v: &verify::VerifyReport) {

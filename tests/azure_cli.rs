@@ -152,18 +152,6 @@ fn auth_check_with_the_emulator_url_and_a_wrong_key() {
     assert_eq!(a["can_list"], false, "{a}");
 }
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 200) as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_backup_then_rerun_with_the_same_run_id() {
     let Some(ep) = support::azurite() else { return };

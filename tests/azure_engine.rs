@@ -139,19 +139,6 @@ async fn az(
     open(&pf).await
 }
 
-/// Incompressible bytes (xorshift), so block counts follow data size.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn restore_opts(to: std::path::PathBuf) -> RestoreOptions {
     RestoreOptions {
         to,

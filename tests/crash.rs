@@ -28,18 +28,6 @@ fn snapshots(store: &Path) -> Vec<String> {
     }
 }
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 200) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn kill_9_at_several_points_then_resume() {
     let t = tempfile::tempdir().unwrap();

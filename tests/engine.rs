@@ -488,19 +488,6 @@ async fn second_run_is_locked_out() {
     assert_eq!(backup(&p, &s).await.status, RunStatus::Ok);
 }
 
-/// Incompressible bytes (xorshift), so block counts follow data size.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn rerun_reuses_blocks_staged_by_a_failed_attempt() {
     let t = tempfile::tempdir().unwrap();

@@ -20,18 +20,6 @@ fn job(execution: &str) -> Command {
     c
 }
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 200) as u8
-        })
-        .collect()
-}
-
 fn count(dir: &Path, suffix: &str) -> usize {
     let mut n = 0;
     if let Ok(rd) = std::fs::read_dir(dir) {
