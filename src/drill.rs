@@ -59,12 +59,59 @@ pub struct DrillRecord {
     pub error: Option<String>,
     /// Name of the stored record.
     pub stored_as: Option<String>,
+    /// Database drills: where the snapshot was loaded (URL without password, and the
+    /// scratch schema / database, dropped afterwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<String>,
+    /// Database drills: tables restored, every row count and checksum compared.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tables: u64,
+    /// Database drills: rows restored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows: u64,
+    /// Database drills: the scratch schema / database could not be dropped (left behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<String>,
     /// Alert deliveries.
     #[serde(default)]
     pub alerts: Vec<AlertOutcome>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl DrillRecord {
+    /// A record of a drill that started at `started_at` and ran `rto` seconds; counts zero.
+    pub(crate) fn new(
+        p: &Pipeline,
+        snapshot: Option<String>,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        rto: f64,
+        err: Option<&Error>,
+    ) -> Self {
+        Self {
+            pipeline: p.name.clone(),
+            snapshot,
+            started_at,
+            finished_at,
+            rto_seconds: rto,
+            ok: err.is_none(),
+            files: 0,
+            bytes: 0,
+            bytes_fetched: 0,
+            error_kind: err.map(|e| format!("{:?}", e.kind())),
+            error: err.map(|e| e.to_string()),
+            stored_as: None,
+            scratch: None,
+            tables: 0,
+            rows: 0,
+            cleanup_error: None,
+            alerts: vec![],
+        }
+    }
+
     /// The error kind that decides the exit code, if the drill failed.
     pub fn failure_kind(&self) -> Option<ErrorKind> {
         if self.ok {
@@ -75,6 +122,8 @@ impl DrillRecord {
             Some("NotFound") => ErrorKind::NotFound,
             Some("Archived") => ErrorKind::Archived,
             Some("Cancelled") => ErrorKind::Cancelled,
+            Some("Refused") => ErrorKind::Refused,
+            Some("Config") => ErrorKind::Config,
             _ => ErrorKind::Store,
         })
     }
@@ -131,38 +180,46 @@ pub async fn drill(p: &Pipeline, store: Store, opts: &DrillOptions) -> Result<Dr
             scratch.display()
         );
     }
-    let mut rec = DrillRecord {
-        pipeline: p.name.clone(),
+    let mut rec = DrillRecord::new(
+        p,
         snapshot,
         started_at,
         finished_at,
-        rto_seconds: rto,
-        ok: res.is_ok(),
-        files: 0,
-        bytes: 0,
-        bytes_fetched: 0,
-        error_kind: None,
-        error: None,
-        stored_as: None,
-        alerts: vec![],
-    };
-    match &res {
-        Ok(r) => {
-            rec.files = r.files;
-            rec.bytes = r.bytes;
-            rec.bytes_fetched = r.bytes_fetched;
-        }
-        Err(e) => {
-            rec.error_kind = Some(format!("{:?}", e.kind()));
-            rec.error = Some(e.to_string());
-        }
+        rto,
+        res.as_ref().err(),
+    );
+    if let Ok(r) = &res {
+        rec.files = r.files;
+        rec.bytes = r.bytes;
+        rec.bytes_fetched = r.bytes_fetched;
     }
-    if let Err(e) = &res {
+    Ok(conclude(p, &store, &layout, rec, res.as_ref().err()).await)
+}
+
+/// Alert on a failed drill, then store the record (create-only; a store failure is
+/// logged and leaves `stored_as` empty).
+pub(crate) async fn conclude(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    mut rec: DrillRecord,
+    err: Option<&Error>,
+) -> DrillRecord {
+    if let Some(e) = err {
         let event = if e.kind() == ErrorKind::Integrity {
             Event::Mismatch
         } else {
             Event::Failure
         };
+        let mut facts = vec![
+            ("pipeline".into(), p.name.clone()),
+            ("kind".into(), "restore drill".into()),
+            ("after".into(), format!("{:.1} s", rec.rto_seconds)),
+            ("target".into(), p.target.display_url.clone()),
+        ];
+        if let Some(s) = &rec.scratch {
+            facts.push(("scratch".into(), s.clone()));
+        }
         let a = Alert {
             pipeline: p.name.clone(),
             event,
@@ -173,17 +230,12 @@ pub async fn drill(p: &Pipeline, store: Store, opts: &DrillOptions) -> Result<Dr
             ),
             run_id: None,
             snapshot: rec.snapshot.clone(),
-            facts: vec![
-                ("pipeline".into(), p.name.clone()),
-                ("kind".into(), "restore drill".into()),
-                ("after".into(), format!("{rto:.1} s")),
-                ("target".into(), p.target.display_url.clone()),
-            ],
-            at: finished_at,
+            facts,
+            at: rec.finished_at,
         };
         rec.alerts = alert::notify(&p.alerts, &a).await;
     }
-    let name = layout.drill_record(&ids::stamp(finished_at));
+    let name = layout.drill_record(&ids::stamp(rec.finished_at));
     rec.stored_as = Some(name.clone());
     match serde_json::to_vec_pretty(&rec) {
         Ok(body) => {
@@ -197,12 +249,27 @@ pub async fn drill(p: &Pipeline, store: Store, opts: &DrillOptions) -> Result<Dr
             rec.stored_as = None;
         }
     }
-    Ok(rec)
+    rec
 }
 
 /// One line for humans.
 pub fn summary(r: &DrillRecord) -> String {
-    if r.ok {
+    let cleanup = r
+        .cleanup_error
+        .as_deref()
+        .map(|e| format!("; WARNING: the scratch was not dropped: {e}"))
+        .unwrap_or_default();
+    if r.ok && r.scratch.is_some() {
+        format!(
+            "drill ok: snapshot {} restored into {} in {:.2} s (measured RTO): {} tables, {} rows, every row count and checksum compared; {} downloaded; scratch dropped{cleanup}",
+            r.snapshot.as_deref().unwrap_or("-"),
+            r.scratch.as_deref().unwrap_or("-"),
+            r.rto_seconds,
+            r.tables,
+            r.rows,
+            human(r.bytes_fetched)
+        )
+    } else if r.ok {
         format!(
             "drill ok: snapshot {} restored into a scratch directory in {:.2} s (measured RTO): {} files, {}, every SHA-256 checked; {} downloaded",
             r.snapshot.as_deref().unwrap_or("-"),
@@ -213,9 +280,13 @@ pub fn summary(r: &DrillRecord) -> String {
         )
     } else {
         format!(
-            "drill FAILED after {:.2} s (snapshot {}): {}",
+            "drill FAILED after {:.2} s (snapshot {}{}): {}{cleanup}",
             r.rto_seconds,
             r.snapshot.as_deref().unwrap_or("-"),
+            r.scratch
+                .as_deref()
+                .map(|s| format!(", into {s}"))
+                .unwrap_or_default(),
             r.error.as_deref().unwrap_or("unknown error")
         )
     }

@@ -17,6 +17,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod cli;
 pub mod drill;
+pub mod drill_db;
 pub mod error;
 pub mod extract;
 pub mod handoff;

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::spec::parse_duration;
 use crate::pipeline::Pipeline;
 use crate::status::{self, load_pipelines};
-use crate::{drill as drill_mod, schedule as sched, serve as serve_mod, store};
+use crate::{drill as drill_mod, drill_db, schedule as sched, serve as serve_mod, store};
 
 /// `check` arguments.
 #[derive(Debug, Args)]
@@ -38,6 +38,12 @@ pub struct DrillArgs {
     /// Make the scratch directory in this directory (default: the system temp dir).
     #[arg(long)]
     pub scratch_dir: Option<PathBuf>,
+    /// Database pipelines: the server to restore into (`postgres://…` / `mysql://…`,
+    /// password via PGPASSWORD / MYSQL_PWD); a uniquely named scratch schema (PostgreSQL)
+    /// or database (MySQL) is made there and dropped afterwards. Default:
+    /// `[restore] scratch_url`.
+    #[arg(long, value_name = "URL")]
+    pub scratch_db: Option<String>,
 }
 
 /// `schedule` arguments.
@@ -209,16 +215,43 @@ pub(super) async fn status(path: &Path, json: bool) -> Result<i32> {
 
 pub(super) async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
     let p = Pipeline::load(&a.pipeline)?;
-    let s = store::open(&p.target, &p.retry).await?;
-    let r = drill_mod::drill(
-        &p,
-        s,
-        &drill_mod::DrillOptions {
-            snapshot: a.snapshot,
-            scratch_in: a.scratch_dir,
-        },
-    )
-    .await?;
+    let opts = drill_mod::DrillOptions {
+        snapshot: a.snapshot,
+        scratch_in: a.scratch_dir,
+    };
+    let scratch_db = a
+        .scratch_db
+        .map(crate::secret::Secret::new)
+        .or_else(|| p.restore.scratch_url.clone());
+    let r = match (drill_db::db_kind(&p), scratch_db) {
+        (None, None) => {
+            let s = store::open(&p.target, &p.retry).await?;
+            drill_mod::drill(&p, s, &opts).await?
+        }
+        (None, Some(_)) => {
+            return Err(Error::config(format!(
+                "pipeline {} does not read a database: leave out --scratch-db (its drill restores into a scratch directory)",
+                p.name
+            )))
+        }
+        (Some(kind), None) => {
+            return Err(Error::config(format!(
+                "pipeline {} reads {kind}: its drill restores into a scratch {} on a database server; pass --scratch-db {} or set [restore] scratch_url in {}",
+                p.name,
+                if kind == "postgres" { "schema" } else { "database" },
+                if kind == "postgres" {
+                    "postgres://user@host:5432/db"
+                } else {
+                    "mysql://user@host:3306/db"
+                },
+                a.pipeline.display()
+            )))
+        }
+        (Some(_), Some(url)) => {
+            let s = store::open(&p.target, &p.retry).await?;
+            drill_db::drill_db(&p, s, &opts, &url).await?
+        }
+    };
     emit(json, &r, || println!("{}", drill_mod::summary(&r)));
     Ok(match r.failure_kind() {
         None => exit::OK,

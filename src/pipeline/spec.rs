@@ -124,6 +124,7 @@ struct SourceSpec {
 #[serde(deny_unknown_fields)]
 struct RestoreSpec {
     strategy: Option<Spanned<String>>,
+    scratch_url: Option<Spanned<String>>,
     #[serde(default)]
     tables: std::collections::BTreeMap<String, Spanned<String>>,
 }
@@ -564,6 +565,9 @@ pub struct RestoreConfig {
     pub strategy: Strategy,
     /// Per-table strategies (`table` or `schema.table`).
     pub tables: std::collections::BTreeMap<String, Strategy>,
+    /// Server that `blobpipe drill` restores into (a scratch schema / database made and
+    /// dropped there); `--scratch-db` overrides it. May carry a password: a secret.
+    pub scratch_url: Option<crate::secret::Secret>,
 }
 
 impl Default for RestoreConfig {
@@ -571,6 +575,7 @@ impl Default for RestoreConfig {
         Self {
             strategy: Strategy::FailIfNotEmpty,
             tables: Default::default(),
+            scratch_url: None,
         }
     }
 }
@@ -1295,7 +1300,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         });
     }
 
-    let restore = check_restore(c, &s.restore);
+    let restore = check_restore(c, &s.restore, &source);
     Pipeline {
         name,
         description: s.description,
@@ -1755,7 +1760,7 @@ fn check_command_source(c: &mut Checker<'_>, s: &SourceSpec) -> CommandSourceCon
     }
 }
 
-fn check_restore(c: &mut Checker<'_>, r: &RestoreSpec) -> RestoreConfig {
+fn check_restore(c: &mut Checker<'_>, r: &RestoreSpec, source: &SourceConfig) -> RestoreConfig {
     let fix = "use \"fail-if-not-empty\", \"truncate\", \"append\" or \"skip-existing\"";
     let parse = |c: &mut Checker<'_>, v: &Spanned<String>, key: &str| {
         Strategy::parse(v.get_ref()).unwrap_or_else(|| {
@@ -1778,7 +1783,65 @@ fn check_restore(c: &mut Checker<'_>, r: &RestoreSpec) -> RestoreConfig {
         let st = parse(c, v, &format!("restore.tables.{t}"));
         tables.insert(t.clone(), st);
     }
-    RestoreConfig { strategy, tables }
+    let scratch_url = r.scratch_url.as_ref().and_then(|v| {
+        let u = c.interp(v, "restore.scratch_url");
+        if u.is_empty() {
+            return None;
+        }
+        let (pg, fix) = match source {
+            SourceConfig::Postgres(_) => (
+                true,
+                "write postgres://user@host:5432/dbname (a server the drill may CREATE SCHEMA on)",
+            ),
+            SourceConfig::Mysql(_) => (
+                false,
+                "write mysql://user@host:3306/dbname (a server the drill may CREATE DATABASE on)",
+            ),
+            _ => {
+                c.at(
+                    v.span(),
+                    "restore.scratch_url",
+                    "only database sources (postgres, mysql) are drilled into a scratch database",
+                    "remove it: a drill of this pipeline restores into a scratch directory",
+                );
+                return None;
+            }
+        };
+        let ok = if pg {
+            u.starts_with("postgres://") || u.starts_with("postgresql://")
+        } else {
+            u.starts_with("mysql://") || u.starts_with("mariadb://")
+        };
+        if !ok {
+            c.at(
+                v.span(),
+                "restore.scratch_url",
+                format!(
+                    "not a {} URL: {:?} (a {} source is drilled into a server of the same kind)",
+                    if pg { "PostgreSQL" } else { "MySQL" },
+                    redact_url(&u),
+                    if pg { "postgres" } else { "mysql" }
+                ),
+                fix,
+            );
+            return None;
+        }
+        if url::Url::parse(&u).is_err() {
+            c.at(
+                v.span(),
+                "restore.scratch_url",
+                format!("malformed URL {:?}", redact_url(&u)),
+                "percent-encode special characters in user and password",
+            );
+            return None;
+        }
+        Some(crate::secret::Secret::new(u))
+    });
+    RestoreConfig {
+        strategy,
+        tables,
+        scratch_url,
+    }
 }
 
 fn check_fs_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> FsSourceConfig {
@@ -2321,6 +2384,40 @@ variable = "skip-existing"
         assert_eq!(p.restore.strategy, Strategy::Truncate);
         assert_eq!(p.restore.tables["variable"], Strategy::SkipExisting);
         assert!(p.source.is_streamed());
+    }
+
+    #[test]
+    fn restore_scratch_url_is_checked_against_the_source() {
+        let p = parse(&PG.replace(
+            "strategy = \"truncate\"",
+            "strategy = \"truncate\"\nscratch_url = \"postgres://drill:${BP_TEST_PGPW:-pw}@scratch:5432/x\"",
+        ))
+        .unwrap();
+        let u = p.restore.scratch_url.as_ref().unwrap();
+        assert_eq!(u.expose(), "postgres://drill:pw@scratch:5432/x");
+        assert!(!format!("{:?}", p.restore).contains(":pw@"), "a secret");
+        let e = parse(&PG.replace(
+            "strategy = \"truncate\"",
+            "strategy = \"truncate\"\nscratch_url = \"mysql://root:pw@h/x\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":15:")
+                && e.contains("restore.scratch_url")
+                && e.contains("not a PostgreSQL URL"),
+            "{e}"
+        );
+        assert!(!e.contains(":pw@"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}[restore]\nscratch_url = \"postgres://h/x\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("restore.scratch_url") && e.contains("only database sources"),
+            "{e}"
+        );
     }
 
     #[test]
