@@ -43,7 +43,10 @@ fn files_under(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(p)?
             .map(|e| e.map(|e| e.path()))
             .collect::<std::io::Result<_>>()?;
-        names.retain(|n| !n.file_name().is_some_and(|f| f.to_string_lossy().starts_with('.')));
+        names.retain(|n| {
+            !n.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with('.'))
+        });
         names.sort();
         for n in names {
             files_under(&n, out)?;
@@ -141,7 +144,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let (store, names) = (store.clone(), names.clone());
                     async move {
                         let n = data.len();
-                        store.stage_block(&names[fi], &block_id(bi), data, md5).await?;
+                        store
+                            .stage_block(&names[fi], &block_id(bi), data, md5)
+                            .await?;
                         Ok::<_, blobpipe::Error>((fi, n))
                     }
                 })

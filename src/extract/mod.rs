@@ -19,6 +19,7 @@
 pub mod command;
 pub mod fs;
 pub mod mysql;
+pub mod pg_conn;
 pub mod postgres;
 
 use std::sync::Arc;

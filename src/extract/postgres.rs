@@ -23,14 +23,15 @@
 //! hex `bytea`) so the CSV, and so the row-set checksum, does not depend on the server's
 //! or the role's defaults; restore sets the same when it re-reads a table to check it.
 //!
-//! **TLS** is not supported yet: connections are plain TCP (`NoTls`), so use a private
-//! network or a local socket tunnel; a server that requires TLS refuses the connection.
+//! **Connections** take a libpq-style URL completed from `PG*` environment variables, and
+//! TLS per `sslmode` (default `prefer`: TLS when the server offers it); see
+//! [`super::pg_conn`].
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{Batcher, Chunk, Done, Item, ItemKind};
 use crate::error::{Error, ErrorKind, Result};
@@ -55,32 +56,18 @@ pub fn pg_err(what: impl std::fmt::Display, e: tokio_postgres::Error) -> Error {
     }
 }
 
-/// Connect to `url` (password from `password` when given), spawning the connection task.
+/// Connect to `url` (password from `password` when given, else the URL's, else
+/// `PGPASSWORD`), completing the URL from libpq's environment variables and using TLS as
+/// `sslmode` says (see [`super::pg_conn`]); spawns the connection task.
 ///
 /// # Errors
-/// `Config` for a malformed URL, `Source` (transient) when the server is unreachable.
+/// `Config` for a malformed URL, `Source` (transient) when the server is unreachable,
+/// `Source` (permanent) when the server refuses or the certificate does not verify.
 pub async fn connect(url: &Secret, password: Option<&Secret>) -> Result<Client> {
-    let mut cfg: tokio_postgres::Config = url.expose().parse().map_err(|e| {
-        Error::config(format!(
-            "invalid PostgreSQL URL {}: {e}",
-            redact_url(url.expose())
-        ))
-    })?;
-    if let Some(p) = password {
-        cfg.password(p.expose());
-    }
-    cfg.application_name("blobpipe");
-    cfg.connect_timeout(std::time::Duration::from_secs(30));
-    let (client, conn) = cfg
-        .connect(NoTls)
-        .await
-        .map_err(|e| pg_err(format!("connecting to {}", redact_url(url.expose())), e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("postgres connection ended: {e}");
-        }
-    });
-    Ok(client)
+    let mut spec = super::pg_conn::resolve(url, password)?;
+    spec.cfg.application_name("blobpipe");
+    spec.cfg.connect_timeout(std::time::Duration::from_secs(30));
+    super::pg_conn::connect_spec(&spec).await
 }
 
 /// Quote an identifier.

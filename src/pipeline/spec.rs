@@ -1602,10 +1602,7 @@ fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceCon
             let p = c.interp(v, "source.password");
             (!p.is_empty()).then(|| crate::secret::Secret::new(p))
         }
-        None if pg => std::env::var("PGPASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .map(crate::secret::Secret::new),
+        // PostgreSQL: the connection falls back to the URL's password, then PGPASSWORD.
         None => None,
     };
     let mut schemas = Vec::new();
@@ -1664,21 +1661,12 @@ fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceCon
     }
 }
 
-/// A `postgres://` URL from libpq's environment variables, when `PGHOST` or `PGDATABASE`
-/// is set (the password stays in `PGPASSWORD`, read separately).
+/// A `postgres://` URL standing for libpq's environment variables, when `PGHOST` or
+/// `PGDATABASE` is set: the connection fills host, port, user, database, password and
+/// `sslmode` from `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`.
 fn libpq_env_url() -> Option<String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let (host, db) = (var("PGHOST"), var("PGDATABASE"));
-    if host.is_none() && db.is_none() {
-        return None;
-    }
-    let user = var("PGUSER").unwrap_or_else(|| "postgres".into());
-    let port = var("PGPORT").unwrap_or_else(|| "5432".into());
-    Some(format!(
-        "postgres://{user}@{}:{port}/{}",
-        host.unwrap_or_else(|| "localhost".into()),
-        db.unwrap_or_else(|| user.clone())
-    ))
+    (var("PGHOST").is_some() || var("PGDATABASE").is_some()).then(|| "postgres://".to_string())
 }
 
 fn check_command_source(c: &mut Checker<'_>, s: &SourceSpec) -> CommandSourceConfig {
