@@ -32,15 +32,7 @@ fn snapshots(store: &Path) -> Vec<String> {
 fn kill_9_at_several_points_then_resume() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    sample_tree(&src.join("tree"));
-    for i in 0..12u64 {
-        std::fs::write(
-            src.join(format!("blob-{i:02}.bin")),
-            noise(1_000_000, i + 1),
-        )
-        .unwrap();
-    }
+    slow_source(&src, 1);
     let store = t.path().join("store");
     // Slow compression so the kill points are reachable; small blocks so uploads interleave.
     // Full backups: an incremental of an unchanged tree would finish before any kill point.

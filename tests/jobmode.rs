@@ -39,15 +39,7 @@ fn count(dir: &Path, suffix: &str) -> usize {
 fn exit_codes_sigterm_and_resume_with_the_execution_name() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    sample_tree(&src.join("tree"));
-    for i in 0..12u64 {
-        std::fs::write(
-            src.join(format!("blob-{i:02}.bin")),
-            noise(1_000_000, i + 7),
-        )
-        .unwrap();
-    }
+    slow_source(&src, 7);
     let store = t.path().join("store");
     let pf = write_pipeline(
         t.path(),

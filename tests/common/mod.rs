@@ -149,3 +149,17 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A source slow enough to kill mid-backup at level-17 zstd: the sample tree under
+/// `tree/` plus twelve 1 MB incompressible blobs (seeded from `seed`).
+pub fn slow_source(src: &Path, seed: u64) {
+    std::fs::create_dir_all(src).unwrap();
+    sample_tree(&src.join("tree"));
+    for i in 0..12u64 {
+        std::fs::write(
+            src.join(format!("blob-{i:02}.bin")),
+            noise(1_000_000, i + seed),
+        )
+        .unwrap();
+    }
+}
