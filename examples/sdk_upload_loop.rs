@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use blobpipe::secret::Secret;
 use blobpipe::store::azure::{AzureOptions, AzureStore};
 use blobpipe::store::{BlobStore, CommitOptions};
+use blobpipe::support::secret::Secret;
 use bytes::Bytes;
 use futures::StreamExt;
 

@@ -6,7 +6,7 @@
 //! operation could help. Module-level errors convert into it at the module boundary.
 //!
 //! Errors never carry secrets: anything built from a URL or a credential goes through
-//! [`crate::secret`] redaction before it reaches a message.
+//! [`crate::support::secret`] redaction before it reaches a message.
 
 use std::fmt;
 

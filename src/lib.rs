@@ -13,30 +13,19 @@
 //! command line on top.
 
 pub mod alert;
-pub mod cancel;
-pub mod catalog;
 pub mod cli;
-pub mod drill;
-pub mod drill_db;
+pub mod db;
 pub mod error;
 pub mod extract;
-pub mod handoff;
-pub mod ids;
-pub mod layout;
-pub mod lifecycle;
 pub mod manifest;
 pub mod pack;
 pub mod pipeline;
-pub mod progress;
 pub mod restore;
-pub mod restore_db;
-pub mod restore_db_mysql;
 pub mod retention;
 pub mod schedule;
-pub mod secret;
 pub mod serve;
-pub mod status;
 pub mod store;
+pub mod support;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -6,8 +6,8 @@
 mod support;
 
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
-use blobpipe::restore_db::{restore_db, DbRestoreOptions};
-use blobpipe::secret::Secret;
+use blobpipe::restore::db::{restore_db, DbRestoreOptions};
+use blobpipe::support::secret::Secret;
 use tokio_postgres::{Client, NoTls};
 
 const DDL: &str = r#"
@@ -123,8 +123,8 @@ async fn airflow_metadata_backup_drop_restore() {
         .unwrap();
     assert_eq!(r.status, RunStatus::Ok);
     assert!(r.verify.as_ref().unwrap().ok());
-    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
-    let m = blobpipe::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
         .await
         .unwrap();
     let mut names: Vec<&str> = m.tables.iter().map(|t| t.name.as_str()).collect();

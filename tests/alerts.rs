@@ -8,7 +8,7 @@ mod ops_support;
 use common::*;
 use ops_support::{dead_url, Receiver};
 
-use blobpipe::layout::Layout;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::pipeline::RunStatus;
 use blobpipe::store::list_all;
 

@@ -10,13 +10,13 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use blobpipe::cancel::Cancel;
-use blobpipe::catalog;
-use blobpipe::layout::Layout;
+use blobpipe::manifest::catalog;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::pipeline::spec::VerifyMode;
 use blobpipe::restore::{self, RehydrateOptions, RestoreOptions};
 use blobpipe::store::memory::MemoryStore;
 use blobpipe::store::{list_all, RehydratePriority, Tier};
+use blobpipe::support::cancel::Cancel;
 use blobpipe::ErrorKind;
 use common::*;
 

@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blobpipe::catalog;
-use blobpipe::layout::Layout;
+use blobpipe::manifest::catalog;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::pipeline::spec::VerifyMode;
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
 use blobpipe::restore::{restore, RestoreOptions};

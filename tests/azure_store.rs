@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blobpipe::pipeline::spec::{RetryConfig, StoreLocation, TargetConfig};
-use blobpipe::secret::Secret;
 use blobpipe::store::azure::credential::{AccountSasSigner, CredentialKind, EnvLookup};
 use blobpipe::store::azure::{auth_check_with, AzureOptions, AzureStore};
 use blobpipe::store::{b64, md5, BlobStore, CommitOptions, PutOutcome, Tier};
+use blobpipe::support::secret::Secret;
 use blobpipe::ErrorKind;
 use bytes::Bytes;
 use support::faultproxy::{Fault, FaultConfig, FaultProxy};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use blobpipe::layout::Layout;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
 use blobpipe::ErrorKind;
 use sha2::{Digest, Sha256};
@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 fn pipeline(dir: &Path, source: &str) -> Pipeline {
     let text = format!(
         "name = \"cmd\"\n[source]\ntype = \"command\"\n{source}\n[target]\nurl = \"memory://cmd-{}\"\n[verify]\nmode = \"full\"\n",
-        blobpipe::ids::random_hex(6)
+        blobpipe::support::ids::random_hex(6)
     );
     let p = dir.join("cmd.toml");
     std::fs::write(&p, text).unwrap();
@@ -36,7 +36,7 @@ async fn stdout_is_stored_in_order_and_restores_byte_exact() {
         .unwrap()
         .stdout;
     let layout = Layout::new(&p.target.prefix);
-    let m = blobpipe::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+    let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
         .await
         .unwrap();
     assert_eq!(m.streams.len(), 1);
@@ -81,7 +81,7 @@ async fn empty_output_and_stderr_are_kept() {
         .await
         .unwrap();
     let layout = Layout::new(&p.target.prefix);
-    let m = blobpipe::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+    let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
         .await
         .unwrap();
     assert_eq!(m.streams[0].bytes, 0);
@@ -99,7 +99,7 @@ async fn assert_fails_without_snapshot(p: &Pipeline, needle: &[&str]) {
         assert!(e.to_string().contains(n), "{n:?} not in {e}");
     }
     let layout = Layout::new(&p.target.prefix);
-    assert!(blobpipe::catalog::list(&*store, &layout)
+    assert!(blobpipe::manifest::catalog::list(&*store, &layout)
         .await
         .unwrap()
         .is_empty());

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobpipe::catalog;
-use blobpipe::layout::Layout;
+use blobpipe::manifest::catalog;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::manifest::{Manifest, PathBytes};
 use blobpipe::pipeline::spec::VerifyMode;
 use blobpipe::pipeline::{BackupOptions, RunStatus};

@@ -12,12 +12,13 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobpipe::cancel::Cancel;
-use blobpipe::handoff::{HandoffMessage, QueueClient, QueueUrl};
-use blobpipe::layout::Layout;
+use blobpipe::manifest::catalog;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::schedule::BackupRunner;
+use blobpipe::serve::handoff::{HandoffMessage, QueueClient, QueueUrl};
 use blobpipe::serve::Server;
-use blobpipe::{catalog, store};
+use blobpipe::store;
+use blobpipe::support::cancel::Cancel;
 use common::*;
 use serde_json::{json, Value};
 
@@ -30,7 +31,7 @@ fn queue_endpoint() -> Option<String> {
 
 /// A fresh queue name (3–63 lowercase, digits, single hyphens).
 fn unique_queue() -> String {
-    format!("bp-{}", blobpipe::ids::random_hex(8))
+    format!("bp-{}", blobpipe::support::ids::random_hex(8))
 }
 
 fn client(url: &str) -> QueueClient {
@@ -323,7 +324,7 @@ async fn poison_messages_are_deleted_with_an_error() {
     // Unknown pipeline.
     let msg = |p: &str| HandoffMessage {
         pipeline: p.into(),
-        run_id: blobpipe::ids::run_id(chrono::Utc::now()),
+        run_id: blobpipe::support::ids::run_id(chrono::Utc::now()),
         requested_at: chrono::Utc::now(),
         past_due: false,
         trigger: Some("http".into()),

@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use blobpipe::catalog;
-use blobpipe::layout::Layout;
+use blobpipe::manifest::catalog;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::pipeline::{BackupOptions, BackupReport, Pipeline};
 use blobpipe::restore::{restore, RestoreOptions};
 use blobpipe::store::Store;

@@ -129,11 +129,13 @@ fn exit_codes_sigterm_and_resume_with_the_execution_name() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let total: usize = rt.block_on(async {
         let (p, s) = open(&pf).await;
-        let layout = blobpipe::layout::Layout::new(&p.target.prefix);
-        let id = blobpipe::catalog::resolve(&*s, &layout, "latest")
+        let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+        let id = blobpipe::manifest::catalog::resolve(&*s, &layout, "latest")
             .await
             .unwrap();
-        let m = blobpipe::catalog::load(&*s, &layout, &id).await.unwrap();
+        let m = blobpipe::manifest::catalog::load(&*s, &layout, &id)
+            .await
+            .unwrap();
         m.packs.iter().map(|p| p.blocks.len()).sum()
     });
     let staged = r["blocks_staged"].as_u64().unwrap() as usize;

@@ -7,9 +7,9 @@
 
 mod ops_support;
 
-use blobpipe::secret::Secret;
 use blobpipe::store::azure::builder::AzureTarget;
 use blobpipe::store::azure::credential::{self, CredentialKind, Resolved};
+use blobpipe::support::secret::Secret;
 use ops_support::Receiver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

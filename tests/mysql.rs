@@ -9,9 +9,9 @@ use std::path::Path;
 use blobpipe::manifest::Manifest;
 use blobpipe::pipeline::spec::Strategy;
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
-use blobpipe::restore_db::{restore_db, DbRestoreOptions};
-use blobpipe::secret::Secret;
+use blobpipe::restore::db::{restore_db, DbRestoreOptions};
 use blobpipe::store::Store;
+use blobpipe::support::secret::Secret;
 use blobpipe::ErrorKind;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -74,8 +74,8 @@ async fn backup(p: &Pipeline) -> (Store, Manifest) {
         .await
         .unwrap();
     assert_eq!(r.status, RunStatus::Ok);
-    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
-    let m = blobpipe::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
         .await
         .unwrap();
     (store, m)
@@ -89,8 +89,8 @@ async fn restore(
     schema: &str,
     strategy: Strategy,
     tables: &[&str],
-) -> blobpipe::Result<blobpipe::restore_db::DbRestoreReport> {
-    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
+) -> blobpipe::Result<blobpipe::restore::db::DbRestoreReport> {
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
     let o = DbRestoreOptions {
         url: Secret::new(url),
         tables: tables.iter().map(|t| t.to_string()).collect(),

@@ -12,9 +12,9 @@ use std::path::Path;
 use blobpipe::manifest::Manifest;
 use blobpipe::pipeline::spec::Strategy;
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
-use blobpipe::restore_db::{restore_db, DbRestoreOptions};
-use blobpipe::secret::Secret;
+use blobpipe::restore::db::{restore_db, DbRestoreOptions};
 use blobpipe::store::Store;
+use blobpipe::support::secret::Secret;
 use blobpipe::ErrorKind;
 use tokio_postgres::{Client, NoTls};
 
@@ -86,8 +86,8 @@ async fn backup(p: &Pipeline) -> (Store, Manifest) {
         .await
         .unwrap();
     assert_eq!(r.status, RunStatus::Ok, "{r:?}");
-    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
-    let m = blobpipe::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
         .await
         .unwrap();
     (store, m)
@@ -109,8 +109,8 @@ async fn restore(
     store: &Store,
     m: &Manifest,
     o: &DbRestoreOptions,
-) -> blobpipe::Result<blobpipe::restore_db::DbRestoreReport> {
-    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
+) -> blobpipe::Result<blobpipe::restore::db::DbRestoreReport> {
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
     restore_db(store, &layout, m, o).await
 }
 
@@ -511,8 +511,8 @@ async fn unreachable_database_fails_the_run_without_a_snapshot() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Source, "{e}");
     assert!(!e.to_string().contains("s3cr3t-pw"), "{e}");
-    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
-    assert!(blobpipe::catalog::list(&*store, &layout)
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    assert!(blobpipe::manifest::catalog::list(&*store, &layout)
         .await
         .unwrap()
         .is_empty());

@@ -8,12 +8,12 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use blobpipe::extract::pg_conn::{self, session_is_encrypted};
+use blobpipe::db::postgres::{self as pg_conn, session_is_encrypted};
 use blobpipe::extract::postgres::connect;
 use blobpipe::pipeline::spec::Strategy;
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
-use blobpipe::restore_db::{restore_db, DbRestoreOptions};
-use blobpipe::secret::Secret;
+use blobpipe::restore::db::{restore_db, DbRestoreOptions};
+use blobpipe::support::secret::Secret;
 
 const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 
@@ -220,8 +220,8 @@ async fn backup_and_restore_over_tls() {
         .await
         .unwrap();
     assert_eq!(r.status, RunStatus::Ok, "{r:?}");
-    let layout = blobpipe::layout::Layout::new(&p.target.prefix);
-    let m = blobpipe::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
         .await
         .unwrap();
     assert_eq!(m.tables.iter().map(|t| t.rows).sum::<u64>(), 5000);

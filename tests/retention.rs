@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use blobpipe::catalog;
-use blobpipe::layout::Layout;
+use blobpipe::manifest::catalog;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::pipeline::spec::{RetentionConfig, VerifyMode};
 use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::restore::{restore, RestoreOptions};
@@ -28,7 +28,7 @@ use proptest::prelude::*;
 fn year_of_dailies() -> Vec<String> {
     let start: chrono::DateTime<chrono::Utc> = "2025-01-01T02:00:00Z".parse().unwrap();
     (0..365)
-        .map(|d| blobpipe::ids::snapshot_id_for(start + chrono::Duration::days(d), "r"))
+        .map(|d| blobpipe::support::ids::snapshot_id_for(start + chrono::Duration::days(d), "r"))
         .collect()
 }
 
@@ -121,7 +121,9 @@ fn a_year_of_dailies_keeps_exactly_the_expected_survivors() {
 fn hourly_keeps_the_newest_of_each_hour() {
     let start: chrono::DateTime<chrono::Utc> = "2025-06-01T00:00:00Z".parse().unwrap();
     let ids: Vec<String> = (0..48)
-        .map(|i| blobpipe::ids::snapshot_id_for(start + chrono::Duration::minutes(30 * i), "r"))
+        .map(|i| {
+            blobpipe::support::ids::snapshot_id_for(start + chrono::Duration::minutes(30 * i), "r")
+        })
         .collect();
     let d = evaluate(
         &RetentionConfig {
@@ -183,7 +185,10 @@ fn copy_tree(from: &Path, to: &Path) {
 async fn restores_identically(p: &Pipeline, s: &Store, snap: &str, tree: &Path, scratch: &Path) {
     let layout = Layout::new(&p.target.prefix);
     let m = catalog::load(&**s, &layout, snap).await.unwrap();
-    let out = scratch.join(format!("r-{snap}-{}", blobpipe::ids::random_hex(3)));
+    let out = scratch.join(format!(
+        "r-{snap}-{}",
+        blobpipe::support::ids::random_hex(3)
+    ));
     restore(
         s,
         &layout,

@@ -6,10 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobpipe::cancel::Cancel;
-use blobpipe::layout::Layout;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::schedule::{self, BackupRunner, Job, ScheduleOptions};
 use blobpipe::store::list_all;
+use blobpipe::support::cancel::Cancel;
 use chrono::{DateTime, Utc};
 use common::*;
 
@@ -118,7 +118,7 @@ async fn a_missed_run_is_caught_up_once() {
     let long_ago = Utc::now() - chrono::Duration::days(730);
     let rec = serde_json::json!({"run_id": "old", "status": "ok", "started_at": long_ago, "finished_at": long_ago});
     s.put(
-        &Layout::new(&p.target.prefix).run_record("old", &blobpipe::ids::stamp(long_ago)),
+        &Layout::new(&p.target.prefix).run_record("old", &blobpipe::support::ids::stamp(long_ago)),
         rec.to_string().into(),
         true,
     )

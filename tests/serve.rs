@@ -6,11 +6,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blobpipe::cancel::Cancel;
-use blobpipe::layout::Layout;
+use blobpipe::manifest::layout::Layout;
 use blobpipe::schedule::BackupRunner;
 use blobpipe::serve::Server;
 use blobpipe::store::list_all;
+use blobpipe::support::cancel::Cancel;
 use common::*;
 use serde_json::{json, Value};
 

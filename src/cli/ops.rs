@@ -13,8 +13,9 @@ use super::{emit, exit, exit_code};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::spec::parse_duration;
 use crate::pipeline::Pipeline;
-use crate::status::{self, load_pipelines};
-use crate::{drill as drill_mod, drill_db, schedule as sched, serve as serve_mod, store};
+use crate::restore::{drill as drill_mod, drill_db};
+use crate::schedule::status::{self, load_pipelines};
+use crate::{schedule as sched, serve as serve_mod, store};
 
 /// `check` arguments.
 #[derive(Debug, Args)]
@@ -221,7 +222,7 @@ pub(super) async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
     };
     let scratch_db = a
         .scratch_db
-        .map(crate::secret::Secret::new)
+        .map(crate::support::secret::Secret::new)
         .or_else(|| p.restore.scratch_url.clone());
     let r = match (drill_db::db_kind(&p), scratch_db) {
         (None, None) => {
@@ -266,7 +267,7 @@ pub(super) async fn schedule(a: ScheduleArgs, json: bool) -> Result<i32> {
             jobs.push(j);
         }
     }
-    let cancel = crate::cancel::Cancel::new();
+    let cancel = crate::support::cancel::Cancel::new();
     cancel.on_signals();
     let summary = sched::run(
         jobs,
@@ -336,7 +337,7 @@ pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
             _ => 8080,
         },
     };
-    let cancel = crate::cancel::Cancel::new();
+    let cancel = crate::support::cancel::Cancel::new();
     cancel.on_signals();
     let server = serve_mod::Server::bind(
         SocketAddr::new(a.bind, port),
@@ -353,7 +354,7 @@ pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
 }
 
 pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
-    use crate::handoff::{self, QueueClient, QueueUrl, RunQueuedOptions};
+    use crate::serve::handoff::{self, QueueClient, QueueUrl, RunQueuedOptions};
     let dur = |flag: &str, v: &str| {
         parse_duration(v).map_err(|e| Error::config(format!("--{flag}: {e}")))
     };
@@ -394,7 +395,7 @@ pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
             }
         };
     let client = QueueClient::new(&queue)?;
-    let cancel = crate::cancel::Cancel::new();
+    let cancel = crate::support::cancel::Cancel::new();
     cancel.on_signals();
     let out = handoff::run_queued(
         &pipelines,

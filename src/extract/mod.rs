@@ -19,7 +19,6 @@
 pub mod command;
 pub mod fs;
 pub mod mysql;
-pub mod pg_conn;
 pub mod postgres;
 
 use std::sync::Arc;

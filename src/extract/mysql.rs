@@ -34,7 +34,7 @@ use super::{Batcher, Chunk, Done, Item, ItemKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{Column, TableRecord};
 use crate::pipeline::spec::DbSourceConfig;
-use crate::secret::{redact_url, Secret};
+use crate::support::secret::{redact_url, Secret};
 
 /// Map a driver error (never retried: a broken connection loses the snapshot).
 pub fn my_err(what: impl std::fmt::Display, e: mysql_async::Error) -> Error {

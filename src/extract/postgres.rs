@@ -25,7 +25,7 @@
 //!
 //! **Connections** take a libpq-style URL completed from `PG*` environment variables, and
 //! TLS per `sslmode` (default `prefer`: TLS when the server offers it); see
-//! [`super::pg_conn`].
+//! [`crate::db::postgres`].
 
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ use super::{Batcher, Chunk, Done, Item, ItemKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{Column, TableRecord};
 use crate::pipeline::spec::DbSourceConfig;
-use crate::secret::{redact_url, Secret};
+use crate::support::secret::{redact_url, Secret};
 
 /// Session settings shared by backup and the restore check, so CSV text is canonical.
 pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
@@ -58,16 +58,16 @@ pub fn pg_err(what: impl std::fmt::Display, e: tokio_postgres::Error) -> Error {
 
 /// Connect to `url` (password from `password` when given, else the URL's, else
 /// `PGPASSWORD`), completing the URL from libpq's environment variables and using TLS as
-/// `sslmode` says (see [`super::pg_conn`]); spawns the connection task.
+/// `sslmode` says (see [`crate::db::postgres`]); spawns the connection task.
 ///
 /// # Errors
 /// `Config` for a malformed URL, `Source` (transient) when the server is unreachable,
 /// `Source` (permanent) when the server refuses or the certificate does not verify.
 pub async fn connect(url: &Secret, password: Option<&Secret>) -> Result<Client> {
-    let mut spec = super::pg_conn::resolve(url, password)?;
+    let mut spec = crate::db::postgres::resolve(url, password)?;
     spec.cfg.application_name("blobpipe");
     spec.cfg.connect_timeout(std::time::Duration::from_secs(30));
-    super::pg_conn::connect_spec(&spec).await
+    crate::db::postgres::connect_spec(&spec).await
 }
 
 /// Quote an identifier.

@@ -35,18 +35,18 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::spec::{Pipeline, SourceConfig, VerifyMode};
-use crate::cancel::Cancel;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::{self, Plan, PlannedEntry, Problem};
-use crate::ids;
-use crate::layout::Layout;
+use crate::manifest::layout::Layout;
 use crate::manifest::{
     self, Entry, EntryKind, Header, Line, Manifest, PackRecord, PartHeader, PathBytes, Totals,
 };
 use crate::pack::tarball::{self, HeaderMeta};
 use crate::pack::{BlockSink, BlockSizer, FrameCompressor, PackWriter, SealedBlock};
-use crate::progress::Counters;
 use crate::store::{self, CommitOptions, Store};
+use crate::support::cancel::Cancel;
+use crate::support::ids;
+use crate::support::progress::Counters;
 use crate::verify::{self, VerifyReport};
 
 /// How a run ended.
@@ -311,8 +311,12 @@ async fn load_or_make_plan(
     }
     // Incremental or full: decided once per run and stored with the plan, so every
     // attempt of the run agrees.
-    let latest = match crate::catalog::resolve(&**store, layout, "latest").await {
-        Ok(id) => Some(crate::catalog::load(&**store, layout, &id).await?.header),
+    let latest = match crate::manifest::catalog::resolve(&**store, layout, "latest").await {
+        Ok(id) => Some(
+            crate::manifest::catalog::load(&**store, layout, &id)
+                .await?
+                .header,
+        ),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
@@ -373,7 +377,7 @@ async fn already_committed(
         return Ok(None);
     }
     Ok(Some(
-        crate::catalog::load(&**store, layout, snapshot)
+        crate::manifest::catalog::load(&**store, layout, snapshot)
             .await?
             .header,
     ))
@@ -454,7 +458,7 @@ async fn run(
     }
     let parent: Option<Arc<Manifest>> = match &plan.parent {
         Some(id) => Some(Arc::new(
-            crate::catalog::load(&*store, layout, id)
+            crate::manifest::catalog::load(&*store, layout, id)
                 .await
                 .ctx("loading the parent snapshot")?,
         )),

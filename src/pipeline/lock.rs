@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use crate::cancel::Cancel;
 use crate::error::{ErrorKind, Result};
-use crate::layout::Layout;
+use crate::manifest::layout::Layout;
 use crate::store::{Lease, Store};
+use crate::support::cancel::Cancel;
 
 /// A held run lock; renews itself until released.
 pub struct RunLock {

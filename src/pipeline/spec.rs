@@ -14,8 +14,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
-use crate::secret::redact_url;
 use crate::store::Tier;
+use crate::support::secret::redact_url;
 
 // ---------------------------------------------------------------------------------------
 // Raw file shape
@@ -423,7 +423,7 @@ pub struct Pipeline {
 #[derive(Debug, Clone)]
 pub struct HandoffConfig {
     /// The queue (its URL may carry a SAS: never print it, use `display()`).
-    pub queue: crate::handoff::QueueUrl,
+    pub queue: crate::serve::handoff::QueueUrl,
 }
 
 /// Checked `[retention]`: restic-like keep rules. A snapshot survives `forget` when any
@@ -490,9 +490,9 @@ impl SourceConfig {
 pub struct DbSourceConfig {
     /// Connection URL (`postgres://user@host:5432/db`, `mysql://user@host:3306/db`);
     /// may carry a password, so it is a secret.
-    pub url: crate::secret::Secret,
+    pub url: crate::support::secret::Secret,
     /// Password given separately (overrides one in the URL).
-    pub password: Option<crate::secret::Secret>,
+    pub password: Option<crate::support::secret::Secret>,
     /// Schemas (PostgreSQL) or databases (MySQL) to read. Default: `public` / the URL's
     /// database.
     pub schemas: Vec<String>,
@@ -567,7 +567,7 @@ pub struct RestoreConfig {
     pub tables: std::collections::BTreeMap<String, Strategy>,
     /// Server that `blobpipe drill` restores into (a scratch schema / database made and
     /// dropped there); `--scratch-db` overrides it. May carry a password: a secret.
-    pub scratch_url: Option<crate::secret::Secret>,
+    pub scratch_url: Option<crate::support::secret::Secret>,
 }
 
 impl Default for RestoreConfig {
@@ -646,7 +646,7 @@ pub enum StoreLocation {
     /// The process-wide in-memory store of that name (tests).
     Memory(String),
     /// An Azure (or emulator) URL or connection-string form, interpreted by the Azure backend.
-    Azure(crate::secret::Secret),
+    Azure(crate::support::secret::Secret),
 }
 
 /// Checked target.
@@ -748,7 +748,7 @@ pub struct IncrementalConfig {
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// Destination (may carry a token; treat as secret).
-    pub url: crate::secret::Secret,
+    pub url: crate::support::secret::Secret,
     /// `json`, `slack` or `teams`.
     pub format: String,
     /// Events: `failure`, `partial`, `mismatch`, `stale`, `success`.
@@ -1294,7 +1294,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
             ];
         }
         alerts.push(WebhookConfig {
-            url: crate::secret::Secret::new(url),
+            url: crate::support::secret::Secret::new(url),
             format,
             on,
         });
@@ -1383,7 +1383,7 @@ fn check_serve(c: &mut Checker<'_>, s: Option<&ServeSpec>) -> Option<HandoffConf
         }
         return None;
     }
-    match crate::handoff::QueueUrl::parse(&url) {
+    match crate::serve::handoff::QueueUrl::parse(&url) {
         Ok(queue) => Some(HandoffConfig { queue }),
         Err(e) => {
             c.at(u.span(), "serve.queue_url", e, "");
@@ -1600,7 +1600,7 @@ fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceCon
     let password = match &s.password {
         Some(v) => {
             let p = c.interp(v, "source.password");
-            (!p.is_empty()).then(|| crate::secret::Secret::new(p))
+            (!p.is_empty()).then(|| crate::support::secret::Secret::new(p))
         }
         // PostgreSQL: the connection falls back to the URL's password, then PGPASSWORD.
         None => None,
@@ -1651,7 +1651,7 @@ fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceCon
         }
     };
     DbSourceConfig {
-        url: crate::secret::Secret::new(url),
+        url: crate::support::secret::Secret::new(url),
         password,
         schemas,
         include: table_patterns(c, &s.include, "source.include"),
@@ -1728,7 +1728,7 @@ fn check_command_source(c: &mut Checker<'_>, s: &SourceSpec) -> CommandSourceCon
         None => "stdout".to_string(),
         Some(v) => {
             let n = v.get_ref().clone();
-            if !crate::ids::is_safe_segment(&n) {
+            if !crate::support::ids::is_safe_segment(&n) {
                 c.at(
                     v.span(),
                     "source.name",
@@ -1823,7 +1823,7 @@ fn check_restore(c: &mut Checker<'_>, r: &RestoreSpec, source: &SourceConfig) ->
             );
             return None;
         }
-        Some(crate::secret::Secret::new(u))
+        Some(crate::support::secret::Secret::new(u))
     });
     RestoreConfig {
         strategy,
@@ -1906,7 +1906,7 @@ fn check_target(c: &mut Checker<'_>, t: &TargetSpec, name: &str, base: &Path) ->
         || url.starts_with("UseDevelopmentStorage=")
         || url.contains("AccountName=")
     {
-        StoreLocation::Azure(crate::secret::Secret::new(url.clone()))
+        StoreLocation::Azure(crate::support::secret::Secret::new(url.clone()))
     } else {
         if !url.is_empty() {
             c.at(
@@ -1943,7 +1943,9 @@ fn check_target(c: &mut Checker<'_>, t: &TargetSpec, name: &str, base: &Path) ->
         Some(v) => {
             let s = c.interp(v, "target.prefix");
             let s = s.trim_matches('/').to_string();
-            if s.split('/').any(|seg| !crate::ids::is_safe_segment(seg)) {
+            if s.split('/')
+                .any(|seg| !crate::support::ids::is_safe_segment(seg))
+            {
                 c.at(
                     v.span(),
                     "target.prefix",

@@ -214,7 +214,7 @@ pub(super) fn run_partition(
     let name = format!(
         "{}s{}-p-{idx:05}.jsonl.gz",
         ctx.layout.parts(&ctx.run_id),
-        crate::ids::random_hex(4)
+        crate::support::ids::random_hex(4)
     );
     ctx.rt
         .block_on(ctx.store.put(&name, Bytes::from(body), true))

@@ -239,7 +239,10 @@ fn store_io(what: impl std::fmt::Display, path: &Path, e: io::Error) -> Error {
 
 /// A fresh dot-named temp path in `dir` (listing skips it).
 fn tmp_in(dir: &Path) -> PathBuf {
-    dir.join(format!("{TMP_PREFIX}{}", crate::ids::random_hex(8)))
+    dir.join(format!(
+        "{TMP_PREFIX}{}",
+        crate::support::ids::random_hex(8)
+    ))
 }
 
 /// fsync a directory so a rename/link in it is durable. Best effort: some network
@@ -1016,7 +1019,7 @@ impl Inner {
                 .with_kind_if_not_found(ErrorKind::Store)
         })?;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let lease_id = crate::ids::random_hex(16);
+        let lease_id = crate::support::ids::random_hex(16);
         let current = self.current_lease(blob)?;
         let next_gen = match &current {
             None => 0,

@@ -485,7 +485,7 @@ impl BlobStore for MemoryStore {
                 ));
             }
         }
-        let id = crate::ids::random_hex(16);
+        let id = crate::support::ids::random_hex(16);
         st.leases.insert(blob.to_string(), (id.clone(), now, ttl));
         let data = Bytes::from(holder.as_bytes().to_vec());
         let size = data.len() as u64;

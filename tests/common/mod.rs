@@ -36,7 +36,7 @@ pub async fn backup(p: &Pipeline, s: &Store) -> BackupReport {
 
 /// A unique name for memory stores.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", blobpipe::ids::random_hex(6))
+    format!("{prefix}-{}", blobpipe::support::ids::random_hex(6))
 }
 
 /// A varied tree: nested dirs, empty dir, empty file, binary file, a file bigger than a

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::secret::{redact_url, Secret};
+use crate::support::secret::{redact_url, Secret};
 
 /// Account name of the Azure Storage emulator.
 pub const EMULATOR_ACCOUNT: &str = "devstoreaccount1";

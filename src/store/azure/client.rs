@@ -280,7 +280,7 @@ pub fn redact_text(s: &str) -> String {
             .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
             .map_or(rest.len(), |p| i + p);
         out.push_str(&rest[..start]);
-        out.push_str(&crate::secret::redact_url(&rest[start..end]));
+        out.push_str(&crate::support::secret::redact_url(&rest[start..end]));
         rest = &rest[end..];
     }
     out.push_str(rest);

@@ -39,7 +39,7 @@ use sha2::Sha256;
 
 use super::builder::{AzureTarget, EMULATOR_ACCOUNT, EMULATOR_KEY};
 use crate::error::{Error, Result};
-use crate::secret::Secret;
+use crate::support::secret::Secret;
 
 /// How long a self-signed account SAS is valid.
 pub const SAS_LIFETIME: Duration = Duration::from_secs(8 * 3600);

@@ -55,7 +55,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::spec::{RetryConfig, StoreLocation, TargetConfig};
-use crate::secret::Secret;
+use crate::support::secret::Secret;
 
 /// Settings of an Azure store beyond the target string.
 #[derive(Debug, Clone)]
@@ -914,7 +914,7 @@ pub async fn auth_check_with(
     let probe = format!(
         "{}/.auth-check-{}",
         target.prefix.trim_matches('/'),
-        crate::ids::random_hex(8)
+        crate::support::ids::random_hex(8)
     );
     let probe = probe.trim_start_matches('/').to_string();
     // As a backup does (`store::open`): create the container if missing, so a check

@@ -23,6 +23,8 @@
 //!    table) where the table should now hold exactly the stored rows. A mismatch rolls
 //!    the transaction back (`Integrity`, exit 3).
 
+pub mod mysql;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -34,12 +36,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::extract::postgres::{self as pg, ident, pg_err, select_list, SESSION_SETTINGS};
-use crate::layout::Layout;
+use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest, TableRecord};
 use crate::pack::read::PackCursor;
 use crate::pipeline::spec::Strategy;
-use crate::secret::{redact_url, Secret};
 use crate::store::Store;
+use crate::support::secret::{redact_url, Secret};
 
 /// What to restore into which database.
 #[derive(Debug, Clone)]
@@ -273,7 +275,7 @@ pub async fn restore_db(
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         restore_pg(store, layout, m, opts).await
     } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        crate::restore_db_mysql::restore_mysql(store, layout, m, opts).await
+        crate::restore::db::mysql::restore_mysql(store, layout, m, opts).await
     } else {
         Err(Error::config(format!(
             "--to-db {}: use a postgres://… or mysql://… URL",

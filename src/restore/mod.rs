@@ -12,6 +12,10 @@
 //! existing file is never overwritten without `--overwrite`, and that check runs before
 //! anything is written.
 
+pub mod db;
+pub mod drill;
+pub mod drill_db;
+
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -21,11 +25,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
-use crate::layout::Layout;
+use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, EntryKind, Manifest, PackRecord, PathBytes};
 use crate::pack::read::PackCursor;
-use crate::progress::Counters;
 use crate::store::{Store, Tier};
+use crate::support::progress::Counters;
 
 /// What to restore and how.
 #[derive(Debug, Clone)]
@@ -568,7 +572,7 @@ pub async fn restore_with(
     m: &Manifest,
     opts: &RestoreOptions,
     rehydrate: Option<RehydrateOptions>,
-    cancel: &crate::cancel::Cancel,
+    cancel: &crate::support::cancel::Cancel,
     counters: Option<Arc<Counters>>,
 ) -> Result<RestoreReport> {
     let Some(rh) = rehydrate else {

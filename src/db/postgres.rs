@@ -29,7 +29,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use tokio_postgres::Client;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::secret::{redact_url, Secret};
+use crate::support::secret::{redact_url, Secret};
 
 /// libpq's `sslmode` values (`allow` is treated as `prefer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

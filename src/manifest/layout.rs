@@ -101,7 +101,7 @@ impl Layout {
     pub fn drills(&self) -> String {
         self.join("drills/")
     }
-    /// A restore-drill record (`at` from [`crate::ids::stamp`], so names sort by time).
+    /// A restore-drill record (`at` from [`crate::support::ids::stamp`], so names sort by time).
     pub fn drill_record(&self, at: &str) -> String {
         self.join(&format!("drills/{at}.json"))
     }

@@ -22,6 +22,8 @@
 //! unfinished run, is never deleted. Manifests are streamed one at a time: memory grows
 //! with the number of packs, not with the number of files or snapshots.
 
+pub mod lifecycle;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
 use std::time::Duration;
@@ -29,14 +31,14 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 
-use crate::cancel::Cancel;
-use crate::catalog;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
-use crate::layout::Layout;
+use crate::manifest::catalog;
+use crate::manifest::layout::Layout;
 use crate::manifest::Line;
 use crate::pipeline::lock::RunLock;
 use crate::pipeline::spec::{Pipeline, RetentionConfig};
 use crate::store::{list_all, BlobStore, Store, Tier};
+use crate::support::cancel::Cancel;
 
 /// One rule that keeps a snapshot, with the bucket it kept it for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -245,7 +247,7 @@ async fn run_parts(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<RunPart
             .as_str()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         {
-            let snap = crate::ids::snapshot_id_for(t.with_timezone(&Utc), &r.run);
+            let snap = crate::support::ids::snapshot_id_for(t.with_timezone(&Utc), &r.run);
             r.committed = store.head(&layout.snapshot(&snap)).await?.is_some();
         }
     }
@@ -273,7 +275,7 @@ async fn lock(
     ttl: Duration,
     opts: &Options,
 ) -> Result<RunLock> {
-    let id = format!("{what}-{}", crate::ids::stamp(Utc::now()));
+    let id = format!("{what}-{}", crate::support::ids::stamp(Utc::now()));
     RunLock::acquire(
         store.clone(),
         layout,
@@ -654,7 +656,7 @@ pub async fn after_backup(
     let layout = Layout::new(&p.target.prefix);
     let name = layout.run_record(
         &report.run_id,
-        &format!("{}-retention", crate::ids::stamp(Utc::now())),
+        &format!("{}-retention", crate::support::ids::stamp(Utc::now())),
     );
     if let Ok(body) = serde_json::to_vec_pretty(&out) {
         if let Err(e) = store.put(&name, bytes::Bytes::from(body), true).await {
@@ -671,7 +673,7 @@ mod tests {
     fn ids(times: &[&str]) -> Vec<String> {
         times
             .iter()
-            .map(|t| crate::ids::snapshot_id_for(t.parse().unwrap(), "r"))
+            .map(|t| crate::support::ids::snapshot_id_for(t.parse().unwrap(), "r"))
             .collect()
     }
 

@@ -106,7 +106,7 @@ impl Reporter {
                         0.0
                     };
                     tracing::info!(
-                        target: "blobpipe::progress",
+                        target: "blobpipe::support::progress",
                         "{what}: {ed}/{et} entries, {}/{} ({}/s), ETA {:.0}s",
                         human(done),
                         human(total),

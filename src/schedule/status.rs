@@ -21,9 +21,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::alert::{self, Alert, AlertOutcome, Event};
-use crate::catalog;
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::manifest::catalog;
+use crate::manifest::layout::Layout;
 use crate::pipeline::spec::human;
 use crate::pipeline::Pipeline;
 use crate::store::{self, list_all, BlobStore, ListItem};

@@ -24,12 +24,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::Layout;
+use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, EntryKind, Manifest, PackRecord};
 use crate::pack::read::{decoder, BlockStream, PackCursor};
 use crate::pipeline::spec::{UploadConfig, VerifyMode};
-use crate::progress::Counters;
 use crate::store::{md5, md5_from_b64, Store, Tier};
+use crate::support::progress::Counters;
 
 /// One thing that did not match.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -165,8 +165,9 @@ pub async fn verify(
     counters: Option<Arc<Counters>>,
 ) -> Result<VerifyReport> {
     let started_at = Utc::now();
-    let seed =
-        seed.unwrap_or_else(|| u64::from_str_radix(&crate::ids::random_hex(8), 16).unwrap_or(42));
+    let seed = seed.unwrap_or_else(|| {
+        u64::from_str_radix(&crate::support::ids::random_hex(8), 16).unwrap_or(42)
+    });
     let counters = counters.unwrap_or_default();
     let data_bytes: u64 = match mode {
         VerifyMode::Metadata => 0,
@@ -235,7 +236,10 @@ pub async fn verify(
         .mismatches
         .sort_by(|a, b| (&a.blob, a.block).cmp(&(&b.blob, b.block)));
     report.finished_at = Utc::now();
-    let name = layout.verify_report(&m.header.snapshot, &crate::ids::stamp(report.finished_at));
+    let name = layout.verify_report(
+        &m.header.snapshot,
+        &crate::support::ids::stamp(report.finished_at),
+    );
     report.stored_as = Some(name.clone());
     let body = serde_json::to_vec_pretty(&report)?;
     if let Err(e) = store.put(&name, Bytes::from(body), true).await {

@@ -27,14 +27,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::cancel::Cancel;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ids;
 use crate::pipeline::{Pipeline, RunStatus};
 use crate::schedule::Runner;
-use crate::secret::Secret;
 use crate::store::azure::builder::{is_loopback, AzureTarget};
 use crate::store::azure::credential::{self, Resolved, SasServices};
+use crate::support::cancel::Cancel;
+use crate::support::ids;
+use crate::support::secret::Secret;
 
 /// Queue service version sent as `x-ms-version`.
 pub const QUEUE_VERSION: &str = "2021-12-02";

@@ -159,7 +159,7 @@ pub fn webhook_label(url: &str) -> String {
                 None => format!("{}://{host}/***", u.scheme()),
             }
         }
-        Err(_) => crate::secret::redact_url(url)
+        Err(_) => crate::support::secret::redact_url(url)
             .split('/')
             .take(3)
             .collect::<Vec<_>>()
@@ -409,7 +409,7 @@ async fn deliver(
 
 /// Full jitter: uniform in [0, max].
 fn jitter(max: Duration) -> Duration {
-    let r = u64::from_str_radix(&crate::ids::random_hex(4), 16).unwrap_or(0);
+    let r = u64::from_str_radix(&crate::support::ids::random_hex(4), 16).unwrap_or(0);
     let ms = max.as_millis() as u64;
     Duration::from_millis(if ms == 0 { 0 } else { r % (ms + 1) })
 }

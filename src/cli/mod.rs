@@ -23,11 +23,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::Layout;
+use crate::manifest::catalog;
+use crate::manifest::layout::Layout;
 use crate::pipeline::spec::{human, parse_fraction, VerifyMode};
 use crate::pipeline::{BackupOptions, Pipeline, RunStatus};
-use crate::progress::Reporter;
-use crate::{catalog, restore, store, verify};
+use crate::support::progress::Reporter;
+use crate::{restore, store, verify};
 
 pub mod ops;
 
@@ -415,7 +416,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Backup(a) => {
             let p = Pipeline::load(&a.pipeline)?;
             let store = open(&p).await?;
-            let cancel = crate::cancel::Cancel::new();
+            let cancel = crate::support::cancel::Cancel::new();
             cancel.on_signals();
             let reporter = Reporter::start("backup", quiet);
             let run_id = a.run_id.or_else(|| {
@@ -700,7 +701,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 .iter()
                 .map(|f| Pipeline::load(f))
                 .collect::<Result<Vec<_>>>()?;
-            let v = crate::lifecycle::policy(&ps)?;
+            let v = crate::retention::lifecycle::policy(&ps)?;
             println!("{v:#}");
             Ok(exit::OK)
         }
@@ -711,7 +712,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let layout = Layout::new(&p.target.prefix);
             let id = a.sel.resolve(&*store, &layout).await?;
             let m = catalog::load(&*store, &layout, &id).await?;
-            let r = crate::restore_db::restore_db(&store, &layout, &m, &opts).await?;
+            let r = crate::restore::db::restore_db(&store, &layout, &m, &opts).await?;
             emit(json, &r, || {
                 println!(
                     "restored snapshot {} into {}{}:",
@@ -786,7 +787,7 @@ async fn retention_cmd(a: RetentionArgs, forget: bool, json: bool) -> Result<i32
     use crate::retention;
     let p = Pipeline::load(&a.pipeline)?;
     let store = open(&p).await?;
-    let cancel = crate::cancel::Cancel::new();
+    let cancel = crate::support::cancel::Cancel::new();
     cancel.on_signals();
     let opts = retention::Options {
         dry_run: a.dry_run,
@@ -909,7 +910,7 @@ async fn restore_archive_cmd(
         });
         return Ok(exit::OK);
     }
-    let cancel = crate::cancel::Cancel::new();
+    let cancel = crate::support::cancel::Cancel::new();
     cancel.on_signals();
     let rh = a.rehydrate.map(|r| restore::RehydrateOptions {
         priority: match r {
@@ -953,7 +954,7 @@ async fn restore_archive_cmd(
 fn db_restore_options(
     p: &Pipeline,
     a: &RestoreArgs,
-) -> Result<crate::restore_db::DbRestoreOptions> {
+) -> Result<crate::restore::db::DbRestoreOptions> {
     use crate::pipeline::spec::Strategy;
     let url = a.to_db.as_deref().unwrap_or_default();
     let url = crate::pipeline::spec::interpolate(url)
@@ -989,8 +990,8 @@ fn db_restore_options(
             );
         }
     }
-    Ok(crate::restore_db::DbRestoreOptions {
-        url: crate::secret::Secret::new(url),
+    Ok(crate::restore::db::DbRestoreOptions {
+        url: crate::support::secret::Secret::new(url),
         tables: a.tables.clone(),
         strategy,
         strategies,

@@ -17,6 +17,9 @@
 //! Paths are bytes: a UTF-8 path is stored as a JSON string, any other as
 //! `{"b64": "…"}`, so non-UTF-8 names survive the round trip.
 
+pub mod catalog;
+pub mod layout;
+
 use std::io::{BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};

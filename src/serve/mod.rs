@@ -22,6 +22,8 @@
 //! within the process (and the run lock keeps them apart across processes). On
 //! SIGTERM the server stops accepting, running backups stop resumably, and it exits.
 
+pub mod handoff;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,13 +38,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cancel::Cancel;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handoff::{HandoffMessage, QueueClient};
-use crate::layout::Layout;
+use crate::manifest::catalog;
+use crate::manifest::layout::Layout;
 use crate::pipeline::{Pipeline, RunStatus};
 use crate::schedule::Runner;
-use crate::{catalog, ids, store};
+use crate::serve::handoff::{HandoffMessage, QueueClient};
+use crate::store;
+use crate::support::cancel::Cancel;
+use crate::support::ids;
 
 /// Name of the HTTP-trigger function [`scaffold`] writes.
 pub const HTTP_FUNCTION: &str = "runs";
@@ -512,7 +516,7 @@ async fn hand_off(
         trigger: Some(trigger.to_string()),
     };
     let queue = client.queue().display();
-    match crate::handoff::enqueue(client, &msg).await {
+    match crate::serve::handoff::enqueue(client, &msg).await {
         Ok(message_id) => {
             let line = format!(
                 "run {run_id} of {} handed off to {queue} ({trigger}, message {message_id})",

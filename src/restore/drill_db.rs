@@ -22,16 +22,17 @@ use std::time::Instant;
 use chrono::Utc;
 use mysql_async::prelude::Queryable;
 
-use crate::drill::{conclude, DrillOptions, DrillRecord};
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::manifest::catalog;
+use crate::manifest::layout::Layout;
 use crate::manifest::TableRecord;
 use crate::pipeline::spec::{SourceConfig, Strategy};
 use crate::pipeline::Pipeline;
-use crate::restore_db::{env_password, restore_db, DbRestoreOptions};
-use crate::secret::{redact_url, Secret};
+use crate::restore::db::{env_password, restore_db, DbRestoreOptions};
+use crate::restore::drill::{conclude, DrillOptions, DrillRecord};
 use crate::store::Store;
-use crate::{catalog, ids};
+use crate::support::ids;
+use crate::support::secret::{redact_url, Secret};
 
 /// Which server kind a pipeline's source needs; `None` for non-database sources.
 pub fn db_kind(p: &Pipeline) -> Option<&'static str> {

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::Layout;
+use crate::manifest::layout::Layout;
 use crate::manifest::{self, Header, Line, Manifest};
 use crate::store::{list_all, BlobStore};
 

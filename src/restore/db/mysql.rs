@@ -1,5 +1,5 @@
 //! Restore into MySQL / MariaDB: the same checks, order and comparisons as
-//! [`crate::restore_db`], with MySQL's means.
+//! [`crate::restore::db`], with MySQL's means.
 //!
 //! Rows go in as batched, parameterised multi-row `INSERT`s (`LOAD DATA LOCAL INFILE` is
 //! off by default on servers and clients, and batched inserts need no server setting).
@@ -18,15 +18,15 @@ use mysql_async::{Conn, Value};
 
 use crate::error::{Error, Result};
 use crate::extract::mysql::{self as my, ident, is_binary, my_err, parse_csv};
-use crate::layout::Layout;
+use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest};
 use crate::pipeline::spec::Strategy;
-use crate::restore_db::{
+use crate::restore::db::{
     fk_order, plan_tables, prefetch, refuse, DbRestoreOptions, DbRestoreReport, Planned,
     TableReport,
 };
-use crate::secret::redact_url;
 use crate::store::Store;
+use crate::support::secret::redact_url;
 
 /// Rows per `INSERT` at most (also bounded by 65,535 placeholders).
 const ROWS_PER_INSERT: usize = 500;
@@ -34,7 +34,7 @@ const ROWS_PER_INSERT: usize = 500;
 /// Restore into MySQL / MariaDB.
 ///
 /// # Errors
-/// As [`crate::restore_db::restore_db`].
+/// As [`crate::restore::db::restore_db`].
 pub async fn restore_mysql(
     store: &Store,
     layout: &Layout,
@@ -43,7 +43,7 @@ pub async fn restore_mysql(
 ) -> Result<DbRestoreReport> {
     let started_at = Utc::now();
     let planned = plan_tables(m, opts)?;
-    let pw = crate::restore_db::env_password(&opts.url, "MYSQL_PWD");
+    let pw = crate::restore::db::env_password(&opts.url, "MYSQL_PWD");
     let mut c = my::connect(&opts.url, pw.as_ref()).await?;
 
     let mut problems = Vec::new();

@@ -14,9 +14,11 @@
 //!   never queued: the next run is the next tick after now.
 //! - **Resume.** If the newest run record says the run was cancelled (the scheduler or
 //!   its machine was stopped), the first run reuses that run id and resumes it.
-//! - **Graceful shutdown.** On SIGTERM/Ctrl-C ([`crate::cancel::Cancel`]) no new run
+//! - **Graceful shutdown.** On SIGTERM/Ctrl-C ([`crate::support::cancel::Cancel`]) no new run
 //!   starts; running ones stop at their next checkpoint (nothing committed, resumable)
 //!   and the scheduler waits for them before returning.
+
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,11 +28,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::cancel::Cancel;
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::manifest::layout::Layout;
 use crate::pipeline::{BackupOptions, BackupReport, Pipeline};
 use crate::store;
+use crate::support::cancel::Cancel;
 
 /// One scheduled pipeline.
 #[derive(Debug, Clone)]
@@ -171,7 +173,7 @@ struct Slot {
 async fn history(p: &Pipeline) -> Result<(Option<DateTime<Utc>>, Option<String>)> {
     let s = store::open(&p.target, &p.retry).await?;
     let layout = Layout::new(&p.target.prefix);
-    let last = crate::status::last_run(&*s, &layout).await?;
+    let last = crate::schedule::status::last_run(&*s, &layout).await?;
     Ok(match last {
         None => (None, None),
         Some(r) => {

@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{self, Alert, AlertOutcome, Event};
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::Layout;
+use crate::manifest::catalog;
+use crate::manifest::layout::Layout;
 use crate::pipeline::spec::human;
 use crate::pipeline::Pipeline;
+use crate::restore;
 use crate::store::Store;
-use crate::{catalog, ids, restore};
+use crate::support::ids;
 
 /// Options of a drill.
 #[derive(Debug, Clone, Default)]
