@@ -116,7 +116,7 @@ async fn airflow_metadata_backup_drop_restore() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/airflow-metadata.toml");
     let p = Pipeline::load(&file).unwrap();
     assert_eq!(p.schedule.as_deref(), Some("0 * * * *"));
-    assert_eq!(p.verify.mode, blobpipe::pipeline::spec::VerifyMode::Full);
+    assert_eq!(p.verify.mode, blobpipe::verify::config::VerifyMode::Full);
     let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
     let r = blobpipe::pipeline::backup(&p, store.clone(), BackupOptions::default())
         .await

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use blobpipe::manifest::catalog;
 use blobpipe::manifest::layout::Layout;
-use blobpipe::pipeline::spec::VerifyMode;
 use blobpipe::restore::{self, RehydrateOptions, RestoreOptions};
 use blobpipe::store::memory::MemoryStore;
 use blobpipe::store::{list_all, RehydratePriority, Tier};
 use blobpipe::support::cancel::Cancel;
+use blobpipe::verify::config::VerifyMode;
 use blobpipe::ErrorKind;
 use common::*;
 

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use blobpipe::manifest::catalog;
 use blobpipe::manifest::layout::Layout;
-use blobpipe::pipeline::spec::VerifyMode;
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
 use blobpipe::restore::{restore, RestoreOptions};
 use blobpipe::store::{CommitOptions, Store};
+use blobpipe::verify::config::VerifyMode;
 use blobpipe::verify::verify;
 use blobpipe::ErrorKind;
 use common::*;

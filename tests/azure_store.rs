@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blobpipe::pipeline::spec::{RetryConfig, StoreLocation, TargetConfig};
 use blobpipe::store::azure::credential::{AccountSasSigner, CredentialKind, EnvLookup};
 use blobpipe::store::azure::{auth_check_with, AzureOptions, AzureStore};
+use blobpipe::store::config::{RetryConfig, StoreLocation, TargetConfig};
 use blobpipe::store::{b64, md5, BlobStore, CommitOptions, PutOutcome, Tier};
 use blobpipe::support::secret::Secret;
 use blobpipe::ErrorKind;

@@ -9,10 +9,10 @@ use std::time::Duration;
 use blobpipe::manifest::catalog;
 use blobpipe::manifest::layout::Layout;
 use blobpipe::manifest::{Manifest, PathBytes};
-use blobpipe::pipeline::spec::VerifyMode;
 use blobpipe::pipeline::{BackupOptions, RunStatus};
 use blobpipe::restore::{restore, RestoreOptions};
 use blobpipe::store::memory::MemoryStore;
+use blobpipe::verify::config::VerifyMode;
 use blobpipe::verify::verify;
 use blobpipe::ErrorKind;
 use common::*;
@@ -219,7 +219,7 @@ async fn corruption_is_found_and_named() {
     let mem = MemoryStore::shared(&format!(
         "{}/backups",
         match &p.target.location {
-            blobpipe::pipeline::spec::StoreLocation::Memory(n) => n.clone(),
+            blobpipe::store::config::StoreLocation::Memory(n) => n.clone(),
             _ => unreachable!(),
         }
     ));

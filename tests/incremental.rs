@@ -148,7 +148,7 @@ async fn incrementals_read_only_what_changed_and_restore_on_their_own() {
         &s,
         &layout,
         &m2,
-        blobpipe::pipeline::spec::VerifyMode::Full,
+        blobpipe::verify::config::VerifyMode::Full,
         None,
         &p.upload,
         None,

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use blobpipe::manifest::Manifest;
-use blobpipe::pipeline::spec::Strategy;
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::restore::config::Strategy;
 use blobpipe::restore::db::{restore_db, DbRestoreOptions};
 use blobpipe::store::Store;
 use blobpipe::support::secret::Secret;

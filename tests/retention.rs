@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use blobpipe::manifest::catalog;
 use blobpipe::manifest::layout::Layout;
-use blobpipe::pipeline::spec::{RetentionConfig, VerifyMode};
 use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::restore::{restore, RestoreOptions};
+use blobpipe::retention::config::RetentionConfig;
 use blobpipe::retention::{self, evaluate, Options};
 use blobpipe::store::memory::MemoryStore;
 use blobpipe::store::{list_all, Store};
+use blobpipe::verify::config::VerifyMode;
 use blobpipe::ErrorKind;
 use common::*;
 use proptest::prelude::*;
@@ -347,7 +348,7 @@ async fn grace_and_early_deletion_minimums_keep_packs() {
     let mem = MemoryStore::shared(&format!(
         "{}/backups",
         match &p.target.location {
-            blobpipe::pipeline::spec::StoreLocation::Memory(n) => n.clone(),
+            blobpipe::store::config::StoreLocation::Memory(n) => n.clone(),
             _ => unreachable!(),
         }
     ));
@@ -421,7 +422,7 @@ async fn an_unfinished_runs_parent_and_packs_are_protected() {
         "[incremental]\nfull_every = 100\n[retention]\nkeep_last = 1\n",
     );
     let s = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
-    let blobpipe::pipeline::spec::StoreLocation::Memory(n) = &p.target.location else {
+    let blobpipe::store::config::StoreLocation::Memory(n) = &p.target.location else {
         unreachable!()
     };
     let mem = MemoryStore::shared(&format!("{n}/backups"));
@@ -497,7 +498,7 @@ async fn prune_racing_a_backup_loses_nothing() {
         "[incremental]\nenabled = false\n[retention]\nkeep_last = 1\nprune_grace = \"0s\"\n",
     );
     let s = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
-    let blobpipe::pipeline::spec::StoreLocation::Memory(n) = &p.target.location else {
+    let blobpipe::store::config::StoreLocation::Memory(n) = &p.target.location else {
         unreachable!()
     };
     let mem = MemoryStore::shared(&format!("{n}/backups"));

@@ -13,13 +13,15 @@
 //! log line names only the scheme and host ([`webhook_label`]), and transport errors are
 //! stripped of the URL before they are kept.
 
+pub mod config;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::pipeline::spec::WebhookConfig;
+use self::config::WebhookConfig;
 use crate::pipeline::{BackupReport, Pipeline, RunStatus};
 
 /// What happened.
@@ -484,7 +486,7 @@ pub fn run_alert(p: &Pipeline, r: &BackupReport) -> Option<Alert> {
         facts.push(("files".into(), r.totals.files.to_string()));
         facts.push((
             "stored".into(),
-            crate::pipeline::spec::human(r.totals.stored_bytes),
+            crate::support::units::human(r.totals.stored_bytes),
         ));
     }
     facts.push(("target".into(), p.target.display_url.clone()));

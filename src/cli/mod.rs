@@ -25,9 +25,10 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
-use crate::pipeline::spec::{human, parse_fraction, VerifyMode};
 use crate::pipeline::{BackupOptions, Pipeline, RunStatus};
 use crate::support::progress::Reporter;
+use crate::support::units::{human, parse_fraction};
+use crate::verify::config::VerifyMode;
 use crate::{restore, store, verify};
 
 pub mod ops;
@@ -795,7 +796,7 @@ async fn retention_cmd(a: RetentionArgs, forget: bool, json: bool) -> Result<i32
         grace: a
             .grace
             .as_deref()
-            .map(crate::pipeline::spec::parse_duration)
+            .map(crate::support::units::parse_duration)
             .transpose()
             .map_err(|e| Error::config(format!("--grace: {e}")))?,
         defer_early_deletion: a.defer_early_deletion,
@@ -955,7 +956,7 @@ fn db_restore_options(
     p: &Pipeline,
     a: &RestoreArgs,
 ) -> Result<crate::restore::db::DbRestoreOptions> {
-    use crate::pipeline::spec::Strategy;
+    use crate::restore::config::Strategy;
     let url = a.to_db.as_deref().unwrap_or_default();
     let url = crate::pipeline::spec::interpolate(url)
         .map_err(|var| Error::config(format!("--to-db: environment variable {var} is not set")))?;

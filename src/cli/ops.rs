@@ -11,10 +11,10 @@ use serde_json::json;
 
 use super::{emit, exit, exit_code};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::spec::parse_duration;
 use crate::pipeline::Pipeline;
 use crate::restore::{drill as drill_mod, drill_db};
 use crate::schedule::status::{self, load_pipelines};
+use crate::support::units::parse_duration;
 use crate::{schedule as sched, serve as serve_mod, store};
 
 /// `check` arguments.
@@ -354,7 +354,8 @@ pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
 }
 
 pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
-    use crate::serve::handoff::{self, QueueClient, QueueUrl, RunQueuedOptions};
+    use crate::serve::handoff::{self, QueueClient, RunQueuedOptions};
+    use crate::store::azure::queue_url::QueueUrl;
     let dur = |flag: &str, v: &str| {
         parse_duration(v).map_err(|e| Error::config(format!("--{flag}: {e}")))
     };

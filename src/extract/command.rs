@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::{Chunk, Done, Item, ItemKind};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::spec::CommandSourceConfig;
+use crate::extract::config::CommandSourceConfig;
 
 /// Standard error kept, at most.
 pub const STDERR_KEEP: usize = 64 << 10;

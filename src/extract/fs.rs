@@ -19,8 +19,8 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use super::{partition, Plan, PlannedEntry, Problem};
 use crate::error::{Error, ErrorKind, Result};
+use crate::extract::config::FsSourceConfig;
 use crate::manifest::{EntryKind, PathBytes};
-use crate::pipeline::spec::FsSourceConfig;
 
 /// Metadata of one path, read with `lstat`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,7 @@
 //! new snapshot, and mixing part records of two snapshots would break consistency.
 
 pub mod command;
+pub mod config;
 pub mod fs;
 pub mod mysql;
 pub mod postgres;
@@ -26,9 +27,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use self::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::manifest::TableRecord;
-use crate::pipeline::spec::SourceConfig;
 
 /// Records sent per batch at most (a batch is also capped at [`BATCH_BYTES`]).
 pub const BATCH_ROWS: usize = 4096;

@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::{Batcher, Chunk, Done, Item, ItemKind};
 use crate::error::{Error, ErrorKind, Result};
+use crate::extract::config::DbSourceConfig;
 use crate::manifest::{Column, TableRecord};
-use crate::pipeline::spec::DbSourceConfig;
 use crate::support::secret::{redact_url, Secret};
 
 /// Map a driver error (never retried: a broken connection loses the snapshot).

@@ -35,8 +35,8 @@ use tokio_postgres::Client;
 
 use super::{Batcher, Chunk, Done, Item, ItemKind};
 use crate::error::{Error, ErrorKind, Result};
+use crate::extract::config::DbSourceConfig;
 use crate::manifest::{Column, TableRecord};
-use crate::pipeline::spec::DbSourceConfig;
 use crate::support::secret::{redact_url, Secret};
 
 /// Session settings shared by backup and the restore check, so CSV text is canonical.

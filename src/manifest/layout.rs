@@ -15,7 +15,7 @@
 //! records are per attempt (not `runs/<run-id>.json`) because a resumed run reuses its id
 //! and every record is create-only.
 
-use crate::pipeline::spec::Codec;
+use crate::pack::codec::Codec;
 
 /// Stored names for one pipeline prefix.
 #[derive(Debug, Clone)]

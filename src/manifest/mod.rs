@@ -25,7 +25,7 @@ use std::io::{BufRead, Read, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::pipeline::spec::Codec;
+use crate::pack::codec::Codec;
 use crate::store::Tier;
 
 /// Manifest format version written by this build.

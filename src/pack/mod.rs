@@ -12,6 +12,7 @@
 //! bounded channel to the uploaders). The whole-blob MD5 is computed on the way. The
 //! writer is synchronous: it runs on a blocking thread so compression uses real cores.
 
+pub mod codec;
 pub mod read;
 pub mod tarball;
 
@@ -22,7 +23,7 @@ use md5::{Digest, Md5};
 
 use crate::error::{Error, Result};
 use crate::manifest::BlockRecord;
-use crate::pipeline::spec::Codec;
+use crate::pack::codec::Codec;
 use crate::store::b64;
 
 /// Azure's limit on blocks per blob.

@@ -281,8 +281,8 @@ pub fn finish<S: BlockSink>(b: Builder<S>) -> io::Result<PackWriter<S>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pack::codec::Codec;
     use crate::pack::{decompress, BlockSizer, FrameCompressor};
-    use crate::pipeline::spec::Codec;
 
     #[test]
     fn exact_reader_pads_and_detects_growth() {

@@ -34,8 +34,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::spec::{Pipeline, SourceConfig, VerifyMode};
+use super::spec::Pipeline;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::extract::config::SourceConfig;
 use crate::extract::{self, Plan, PlannedEntry, Problem};
 use crate::manifest::layout::Layout;
 use crate::manifest::{
@@ -47,6 +48,7 @@ use crate::store::{self, CommitOptions, Store};
 use crate::support::cancel::Cancel;
 use crate::support::ids;
 use crate::support::progress::Counters;
+use crate::verify::config::VerifyMode;
 use crate::verify::{self, VerifyReport};
 
 /// How a run ended.

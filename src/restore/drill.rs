@@ -19,11 +19,11 @@ use crate::alert::{self, Alert, AlertOutcome, Event};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
-use crate::pipeline::spec::human;
 use crate::pipeline::Pipeline;
 use crate::restore;
 use crate::store::Store;
 use crate::support::ids;
+use crate::support::units::human;
 
 /// Options of a drill.
 #[derive(Debug, Clone, Default)]

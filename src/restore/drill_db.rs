@@ -23,11 +23,12 @@ use chrono::Utc;
 use mysql_async::prelude::Queryable;
 
 use crate::error::{Error, Result};
+use crate::extract::config::SourceConfig;
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
 use crate::manifest::TableRecord;
-use crate::pipeline::spec::{SourceConfig, Strategy};
 use crate::pipeline::Pipeline;
+use crate::restore::config::Strategy;
 use crate::restore::db::{env_password, restore_db, DbRestoreOptions};
 use crate::restore::drill::{conclude, DrillOptions, DrillRecord};
 use crate::store::Store;

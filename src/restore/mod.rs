@@ -12,6 +12,7 @@
 //! existing file is never overwritten without `--overwrite`, and that check runs before
 //! anything is written.
 
+pub mod config;
 pub mod db;
 pub mod drill;
 pub mod drill_db;

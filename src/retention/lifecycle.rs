@@ -14,8 +14,9 @@
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::pipeline::spec::{Pipeline, StoreLocation};
+use crate::pipeline::spec::Pipeline;
 use crate::store::azure::builder::AzureTarget;
+use crate::store::config::StoreLocation;
 
 /// The rule name Azure accepts for a pipeline: `packs` + the name without `-`, `_`, `.`
 /// (rule names must be alphanumeric), as the Bicep module builds it.

@@ -22,6 +22,7 @@
 //! unfinished run, is never deleted. Manifests are streamed one at a time: memory grows
 //! with the number of packs, not with the number of files or snapshots.
 
+pub mod config;
 pub mod lifecycle;
 
 use std::collections::{BTreeMap, HashSet};
@@ -31,12 +32,13 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 
+use self::config::RetentionConfig;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
 use crate::manifest::Line;
 use crate::pipeline::lock::RunLock;
-use crate::pipeline::spec::{Pipeline, RetentionConfig};
+use crate::pipeline::spec::Pipeline;
 use crate::store::{list_all, BlobStore, Store, Tier};
 use crate::support::cancel::Cancel;
 

@@ -24,9 +24,9 @@ use crate::alert::{self, Alert, AlertOutcome, Event};
 use crate::error::{Error, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
-use crate::pipeline::spec::human;
 use crate::pipeline::Pipeline;
 use crate::store::{self, list_all, BlobStore, ListItem};
+use crate::support::units::human;
 
 /// Load one pipeline file, or every `*.toml` in a directory (sorted by name). Each file
 /// keeps its own result so one bad file does not hide the others.

@@ -13,6 +13,7 @@
 //! store does not interpret them beyond listing by prefix.
 
 pub mod azure;
+pub mod config;
 pub mod conformance;
 pub mod local;
 pub mod memory;
@@ -27,8 +28,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use self::config::{RetryConfig, StoreLocation, TargetConfig};
 use crate::error::Result;
-use crate::pipeline::spec::{RetryConfig, StoreLocation, TargetConfig};
 
 /// Azure access tiers; stores without tiers record the value and honour Archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

@@ -7,3 +7,4 @@ pub mod cancel;
 pub mod ids;
 pub mod progress;
 pub mod secret;
+pub mod units;

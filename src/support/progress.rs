@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::pipeline::spec::human;
+use crate::support::units::human;
 
 /// Shared counters.
 #[derive(Debug, Default)]

@@ -15,6 +15,8 @@
 //! `verify/<snapshot>/<time>.json` and decides the exit code. Packs in the Archive tier
 //! get the metadata checks only, and the report says so.
 
+pub mod config;
+
 use std::io::Read;
 use std::sync::Arc;
 
@@ -23,11 +25,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use self::config::VerifyMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, EntryKind, Manifest, PackRecord};
 use crate::pack::read::{decoder, BlockStream, PackCursor};
-use crate::pipeline::spec::{UploadConfig, VerifyMode};
+use crate::store::config::UploadConfig;
 use crate::store::{md5, md5_from_b64, Store, Tier};
 use crate::support::progress::Counters;
 

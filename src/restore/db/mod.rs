@@ -39,7 +39,7 @@ use crate::extract::postgres::{self as pg, ident, pg_err, select_list, SESSION_S
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest, TableRecord};
 use crate::pack::read::PackCursor;
-use crate::pipeline::spec::Strategy;
+use crate::restore::config::Strategy;
 use crate::store::Store;
 use crate::support::secret::{redact_url, Secret};
 

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::extract::mysql::{self as my, ident, is_binary, my_err, parse_csv};
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest};
-use crate::pipeline::spec::Strategy;
+use crate::restore::config::Strategy;
 use crate::restore::db::{
     fk_order, plan_tables, prefetch, refuse, DbRestoreOptions, DbRestoreReport, Planned,
     TableReport,

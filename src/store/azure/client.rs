@@ -28,7 +28,7 @@ use azure_core::http::policies::{
 use azure_core::http::{AsyncRawResponse, Context, Request, StatusCode};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::spec::RetryConfig;
+use crate::store::config::RetryConfig;
 
 /// Install `ring` as the process-wide rustls crypto provider (once).
 ///

@@ -21,6 +21,7 @@
 pub mod builder;
 pub mod client;
 pub mod credential;
+pub mod queue_url;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZero;
@@ -54,7 +55,7 @@ use super::{
     PutOutcome, Tier,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::spec::{RetryConfig, StoreLocation, TargetConfig};
+use crate::store::config::{RetryConfig, StoreLocation, TargetConfig};
 use crate::support::secret::Secret;
 
 /// Settings of an Azure store beyond the target string.

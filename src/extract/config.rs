@@ -1,0 +1,87 @@
+//! Checked source settings: what to read and how to split it.
+//!
+//! `pipeline::spec` builds these from the `[source]` and `[partitions]` tables; the
+//! readers in this folder trust them (paths resolved, patterns valid, sizes in range).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::secret::Secret;
+
+/// A checked source.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A directory tree.
+    Fs(FsSourceConfig),
+    /// PostgreSQL tables (one exported snapshot shared by all workers).
+    Postgres(DbSourceConfig),
+    /// MySQL / MariaDB tables.
+    Mysql(DbSourceConfig),
+    /// The standard output of a command.
+    Command(CommandSourceConfig),
+}
+
+impl SourceConfig {
+    /// Whether this source is a database or a command: its runs re-plan on resume and
+    /// never reuse part records (a new attempt sees a new snapshot of the data).
+    pub fn is_streamed(&self) -> bool {
+        !matches!(self, SourceConfig::Fs(_))
+    }
+}
+
+/// A PostgreSQL or MySQL/MariaDB source.
+#[derive(Debug, Clone)]
+pub struct DbSourceConfig {
+    /// Connection URL (`postgres://user@host:5432/db`, `mysql://user@host:3306/db`);
+    /// may carry a password, so it is a secret.
+    pub url: Secret,
+    /// Password given separately (overrides one in the URL).
+    pub password: Option<Secret>,
+    /// Schemas (PostgreSQL) or databases (MySQL) to read. Default: `public` / the URL's
+    /// database.
+    pub schemas: Vec<String>,
+    /// Table patterns (`*` and `?`), matched against `table` and `schema.table`; empty:
+    /// every table.
+    pub include: Vec<String>,
+    /// Table patterns to leave out.
+    pub exclude: Vec<String>,
+    /// Tables with more (estimated) rows than this are split into primary-key ranges.
+    pub split_rows: u64,
+    /// Bytes of CSV buffered per tar entry (each chunk becomes one entry).
+    pub chunk_size: usize,
+}
+
+/// A command source.
+#[derive(Debug, Clone)]
+pub struct CommandSourceConfig {
+    /// Program and arguments (with `shell`, one string run by `sh -c`).
+    pub argv: Vec<String>,
+    /// Run through `/bin/sh -c`.
+    pub shell: bool,
+    /// The run fails when the command has not exited after this long.
+    pub timeout: Duration,
+    /// Name of the stored stream (`command/<name>/…`).
+    pub name: String,
+    /// Bytes of output buffered per tar entry.
+    pub chunk_size: usize,
+}
+
+/// A directory tree source.
+#[derive(Debug, Clone)]
+pub struct FsSourceConfig {
+    /// Root directory (absolute, or resolved against the pipeline file's directory).
+    pub root: PathBuf,
+    /// Gitignore-style include patterns (empty: everything).
+    pub include: Vec<String>,
+    /// Gitignore-style exclude patterns.
+    pub exclude: Vec<String>,
+}
+
+/// Partitioning.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionsConfig {
+    /// Number of partitions the source is split into.
+    pub count: usize,
+    /// How many partitions are extracted and compressed at once.
+    pub max_parallel: usize,
+}

@@ -1,0 +1,145 @@
+//! The checker every area check shares: it collects located messages instead of
+//! stopping at the first, so one run of `blobpipe validate` shows every problem.
+//!
+//! A message reads `file:line:col: key: what is wrong` and, when there is one, a second
+//! line `  fix: how to fix it`; tests and users rely on that shape.
+
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::interpolate;
+use super::raw::SizeValue;
+use crate::support::units::human;
+
+/// Collects located errors while checking one file.
+pub(super) struct Checker<'a> {
+    /// The pipeline file, as given (printed in every message).
+    pub(super) file: &'a Path,
+    /// Its text (to turn byte offsets into line and column).
+    pub(super) text: &'a str,
+    /// Messages so far, in the order the checks ran.
+    pub(super) errors: Vec<String>,
+}
+
+impl Checker<'_> {
+    /// Record `msg` about `key` at `span`, with a fix line unless `fix` is empty.
+    pub(super) fn at(
+        &mut self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        msg: impl std::fmt::Display,
+        fix: &str,
+    ) {
+        let (line, col) = line_col(self.text, span.start);
+        let mut s = format!("{}:{line}:{col}: {key}: {msg}", self.file.display());
+        if !fix.is_empty() {
+            s.push_str(&format!("\n  fix: {fix}"));
+        }
+        self.errors.push(s);
+    }
+
+    /// Record a required key that is absent (no position to point at).
+    pub(super) fn missing(&mut self, key: &str, fix: &str) {
+        self.errors.push(format!(
+            "{}: missing key {key}\n  fix: {fix}",
+            self.file.display()
+        ));
+    }
+
+    /// `${VAR}` / `${VAR:-default}` interpolation; `$${` escapes a literal `${`.
+    pub(super) fn interp(&mut self, v: &Spanned<String>, key: &str) -> String {
+        match interpolate(v.get_ref()) {
+            Ok(s) => s,
+            Err(var) => {
+                self.at(
+                    v.span(),
+                    key,
+                    format!("environment variable {var} is not set (or empty)"),
+                    &format!("export {var}=… before running, or write ${{{var}:-default}}"),
+                );
+                String::new()
+            }
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, col)
+}
+
+/// The `[table] key` a parse error at `offset` is about, read off the file text.
+pub(super) fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && l.ends_with(']')).then(|| l.trim_matches(['[', ']']).to_string())
+        })
+        .unwrap_or_default();
+    match (table.is_empty(), key.is_empty() || key.starts_with('[')) {
+        (true, _) => key.to_string(),
+        (false, true) => format!("[{table}]"),
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+/// A count in `1..=max`, `default` when absent.
+pub(super) fn pos_count(
+    c: &mut Checker<'_>,
+    v: &Option<Spanned<i64>>,
+    key: &str,
+    default: usize,
+    max: i64,
+) -> usize {
+    match v {
+        None => default,
+        Some(s) if *s.get_ref() >= 1 && *s.get_ref() <= max => *s.get_ref() as usize,
+        Some(s) => {
+            c.at(
+                s.span(),
+                key,
+                format!("must be between 1 and {max}, got {}", s.get_ref()),
+                "",
+            );
+            default
+        }
+    }
+}
+
+/// A size in `min..=max` bytes, `default` when absent.
+pub(super) fn size_in(
+    c: &mut Checker<'_>,
+    v: &Option<Spanned<SizeValue>>,
+    key: &str,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> usize {
+    match v {
+        None => default,
+        Some(s) if (min as u64..=max as u64).contains(&s.get_ref().0) => s.get_ref().0 as usize,
+        Some(s) => {
+            c.at(
+                s.span(),
+                key,
+                format!("{} bytes is out of range", s.get_ref().0),
+                &format!(
+                    "use a size between {} and {}",
+                    human(min as u64),
+                    human(max as u64)
+                ),
+            );
+            default
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Pipeline files: TOML in, a checked [`Pipeline`] out.
+//!
+//! Parsing happens once, here, at the edge. The raw `*Spec` structs ([`raw`]) mirror the
+//! file (`deny_unknown_fields`, so a typo is an error, not a silently ignored key); then
+//! [`Pipeline::load`] checks every value and cross-field rule and turns it into the
+//! checked types the engine trusts. Every error names the file, line, column and key
+//! and says how to fix it. `${VAR}` (and `${VAR:-default}`) in string values is replaced
+//! from the environment, so secrets stay out of pipeline files.
+//!
+//! The checked types belong to the stages that use them (`extract::config`,
+//! `pack::codec`, `store::config`, `verify::config`, `retention::config`,
+//! `restore::config`, `alert::config`); this module only composes them into a
+//! [`Pipeline`]. One file per area checks its tables: [`source`], [`target`] (compression,
+//! target, upload, retry), [`run`] (verify, lock, incremental), [`schedule`], [`alerts`],
+//! [`retention`], [`restore`], [`serve`]; [`check`] holds the shared checker.
+
+mod alerts;
+mod check;
+mod raw;
+mod restore;
+mod retention;
+mod run;
+mod schedule;
+mod serve;
+mod source;
+mod target;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use self::check::{key_at, line_col, Checker};
+use self::raw::PipelineSpec;
+use crate::alert::config::WebhookConfig;
+use crate::error::{Error, Result};
+use crate::extract::config::{PartitionsConfig, SourceConfig};
+use crate::pack::codec::CompressionConfig;
+use crate::restore::config::RestoreConfig;
+use crate::retention::config::{LifecycleConfig, RetentionConfig};
+use crate::store::azure::queue_url::QueueUrl;
+use crate::store::config::{RetryConfig, TargetConfig, UploadConfig};
+use crate::verify::config::VerifyConfig;
+
+/// A checked pipeline: every value valid, every default applied.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Pipeline name (`[a-z0-9_-]`), also the default store prefix.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// What to back up.
+    pub source: SourceConfig,
+    /// How to split the source.
+    pub partitions: PartitionsConfig,
+    /// Pack compression.
+    pub compression: CompressionConfig,
+    /// Where to store.
+    pub target: TargetConfig,
+    /// Upload shape.
+    pub upload: UploadConfig,
+    /// Verification policy.
+    pub verify: VerifyConfig,
+    /// Retry policy for store operations.
+    pub retry: RetryConfig,
+    /// Incremental backups.
+    pub incremental: IncrementalConfig,
+    /// Run-lock lease length (15–60 s, Azure's lease range); renewed every third of it.
+    /// A killed run's lock expires after this long.
+    pub lock_ttl: Duration,
+    /// Cron schedule (UTC, 5 fields), stored for the scheduler.
+    pub schedule: Option<String>,
+    /// Alert webhooks, stored for the alerting stage.
+    pub alerts: Vec<WebhookConfig>,
+    /// Recovery point objective (`[freshness] rpo`): the newest verified snapshot may be
+    /// at most this old; overrides `blobpipe check --max-age`.
+    pub rpo: Option<Duration>,
+    /// `[schedule] catch_up` (default true): after downtime, run a missed schedule once.
+    pub catch_up: bool,
+    /// Which snapshots to keep (`[retention]`); `None`: forget/prune refuse to run.
+    pub retention: Option<RetentionConfig>,
+    /// Tiering of packs by age (`[lifecycle]`), printed as an Azure management policy.
+    pub lifecycle: Option<LifecycleConfig>,
+    /// `[serve] handoff = "queue"`: `blobpipe serve` enqueues runs of this pipeline for a
+    /// queue-triggered job (`blobpipe run-queued`) instead of running them itself.
+    pub handoff: Option<HandoffConfig>,
+    /// Defaults for `restore --to-db` (database sources).
+    pub restore: RestoreConfig,
+}
+
+/// Checked `[serve]` hand-off.
+///
+/// Read by `serve` and `run-queued`, but kept here: `serve` sits above `pipeline`, and
+/// the pipeline does not import the layers above it.
+#[derive(Debug, Clone)]
+pub struct HandoffConfig {
+    /// The queue (its URL may carry a SAS: never print it, use `display()`).
+    pub queue: QueueUrl,
+}
+
+/// When a backup reads everything again instead of only what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullEvery {
+    /// Never forced (only `--full`, or when there is no parent).
+    Never,
+    /// After this many incrementals in a row.
+    Count(u32),
+    /// When the chain's full backup is at least this old.
+    Age(Duration),
+}
+
+/// Checked incremental settings.
+#[derive(Debug, Clone, Copy)]
+pub struct IncrementalConfig {
+    /// Reuse unchanged entries of the newest snapshot (default true).
+    pub enabled: bool,
+    /// Force a full backup on this schedule (bounds how old referenced packs get).
+    pub full_every: FullEvery,
+}
+
+/// Replace `${VAR}` and `${VAR:-default}` from the environment.
+///
+/// # Errors
+/// The name of the first unset variable without a default.
+pub fn interpolate(s: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(r) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = r;
+        } else if let Some(r) = after.strip_prefix("${") {
+            let Some(end) = r.find('}') else {
+                out.push_str(after);
+                rest = "";
+                break;
+            };
+            let expr = &r[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            // Set-but-empty counts as unset: an empty store URL or root must never
+            // silently become "somewhere else".
+            match (std::env::var(name), default) {
+                (Ok(v), _) if !v.is_empty() => out.push_str(&v),
+                (_, Some(d)) => out.push_str(d),
+                (_, None) => return Err(name.to_string()),
+            }
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Pipeline {
+    /// Read, parse and check a pipeline file.
+    ///
+    /// # Errors
+    /// `Config` with every problem found, each located by file, line and key.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read pipeline file {}: {e}", path.display()))
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse and check pipeline text as if read from `path` (relative paths in it resolve
+    /// against `path`'s directory).
+    ///
+    /// # Errors
+    /// `Config` with every problem found.
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
+        let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let (line, col) = line_col(text, span.start);
+            let key = key_at(text, span.start);
+            let msg = e.message().trim().to_string();
+            let fix = if msg.contains("unknown field") {
+                "remove or rename the key; see docs/pipeline-reference.md for the keys each table accepts"
+            } else if msg.contains("missing field") {
+                "add the key; see docs/pipeline-reference.md"
+            } else {
+                "see docs/pipeline-reference.md for the expected type and format"
+            };
+            let key = if key.is_empty() { String::new() } else { format!("{key}: ") };
+            Error::config(format!("{}:{line}:{col}: {key}{msg}\n  fix: {fix}", path.display()))
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut c = Checker {
+            file: path,
+            text,
+            errors: Vec::new(),
+        };
+        let p = check(&mut c, spec, &base);
+        if c.errors.is_empty() {
+            Ok(p)
+        } else {
+            Err(Error::config(c.errors.join("\n")))
+        }
+    }
+}
+
+fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
+    let name = s.name.get_ref().clone();
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        c.at(
+            s.name.span(),
+            "name",
+            format!("invalid pipeline name {name:?}"),
+            "use 1–63 characters of a–z, 0–9, '-' and '_'",
+        );
+    }
+
+    let source = source::check_source(c, &s.source, base);
+    let partitions = source::check_partitions(c, &s.partitions);
+    let compression = target::check_compression(c, &s.compression);
+    let target = target::check_target(c, &s.target, &name, base);
+    let upload = target::check_upload(c, &s.upload);
+    let verify = run::check_verify(c, &s.verify);
+    let retry = target::check_retry(c, &s.retry);
+    let lock_ttl = run::check_lock_ttl(c, &s.lock);
+    let incremental = run::check_incremental(c, &s.incremental);
+    let (schedule, catch_up) = schedule::check_schedule(c, s.schedule.as_ref());
+    let rpo = schedule::check_freshness(c, s.freshness.as_ref());
+    let alerts = alerts::check_alerts(c, s.alerts);
+    let restore = restore::check_restore(c, &s.restore, &source);
+    Pipeline {
+        name,
+        description: s.description,
+        file: c.file.to_path_buf(),
+        source,
+        partitions,
+        compression,
+        target,
+        upload,
+        verify,
+        retry,
+        incremental,
+        lock_ttl,
+        schedule,
+        alerts,
+        rpo,
+        catch_up,
+        retention: retention::check_retention(c, s.retention.as_ref()),
+        lifecycle: retention::check_lifecycle(c, s.lifecycle.as_ref(), &incremental),
+        handoff: serve::check_serve(c, s.serve.as_ref()),
+        restore,
+    }
+}
+
+#[cfg(test)]
+mod fixtures {
+    use std::path::Path;
+
+    use super::Pipeline;
+    use crate::error::Result;
+
+    pub(super) const GOOD: &str = r#"
+name = "demo"
+[source]
+type = "fs"
+root = "data"
+exclude = ["*.tmp", "target/"]
+[target]
+url = "file://store"
+"#;
+
+    pub(super) const PG: &str = r#"
+name = "db"
+[source]
+type = "postgres"
+url = "postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app"
+schemas = ["public", "audit"]
+include = ["task_*", "public.variable"]
+exclude = ["task_fail"]
+split_rows = 5000
+chunk_size = "8MiB"
+[target]
+url = "memory://x"
+[restore]
+strategy = "truncate"
+[restore.tables]
+variable = "skip-existing"
+"#;
+
+    pub(super) fn parse(text: &str) -> Result<Pipeline> {
+        Pipeline::parse(Path::new("/etc/bp/demo.toml"), text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::fixtures::{parse, GOOD};
+    use super::*;
+    use crate::extract::config::SourceConfig;
+    use crate::pack::codec::Codec;
+    use crate::store::config::StoreLocation;
+    use crate::verify::config::VerifyMode;
+
+    #[test]
+    fn good_file_gets_defaults_and_resolved_paths() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.name, "demo");
+        assert_eq!(p.target.prefix, "demo");
+        assert_eq!(p.target.container, "backups");
+        assert_eq!(
+            p.target.location,
+            StoreLocation::Local(PathBuf::from("/etc/bp/store"))
+        );
+        let SourceConfig::Fs(fs) = &p.source else {
+            panic!("fs source expected")
+        };
+        assert_eq!(fs.root, PathBuf::from("/etc/bp/data"));
+        assert_eq!(p.upload.block_size, 8 << 20);
+        assert_eq!(p.compression.codec, Codec::Zstd);
+        assert_eq!(p.verify.mode, VerifyMode::Sample(0.1));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = GOOD.replace("[target]\n", "[target]\nbogus = 1\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("demo.toml:8:1"), "{e}");
+        assert!(e.contains("target.bogus"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+        assert!(e.contains("fix:"), "{e}");
+    }
+
+    #[test]
+    fn env_interpolation_and_missing_var() {
+        std::env::set_var("BP_TEST_ROOT", "/srv/data");
+        let p = parse(&GOOD.replace("root = \"data\"", "root = \"${BP_TEST_ROOT}\"")).unwrap();
+        let SourceConfig::Fs(fs) = &p.source else {
+            panic!("fs source expected")
+        };
+        assert_eq!(fs.root, PathBuf::from("/srv/data"));
+        let e = parse(&GOOD.replace("root = \"data\"", "root = \"${BP_TEST_NOPE_42}\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BP_TEST_NOPE_42 is not set"), "{e}");
+        assert_eq!(
+            interpolate("a$${b}c${BP_TEST_NOPE_42:-d}").unwrap(),
+            "a${b}cd"
+        );
+    }
+
+    #[test]
+    fn several_errors_reported_together() {
+        let text = r#"
+name = "Bad Name"
+[source]
+type = "ftp"
+root = "x"
+[target]
+url = "file://s"
+tier = "lukewarm"
+"#;
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains("invalid pipeline name"), "{e}");
+        assert!(e.contains("unknown source type"), "{e}");
+        assert!(e.contains("unknown access tier"), "{e}");
+    }
+}

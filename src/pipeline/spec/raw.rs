@@ -1,0 +1,277 @@
+//! The raw shape of a pipeline file: one `*Spec` struct per TOML table, as written.
+//!
+//! Every table is `deny_unknown_fields`, so a typo is an error rather than a silently
+//! ignored key, and values keep their [`Spanned`] position so the checks in the sibling
+//! files can point at file, line and column. Nothing here applies defaults or rules.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::support::units::{parse_fraction, parse_size};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PipelineSpec {
+    pub(super) name: Spanned<String>,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    pub(super) source: SourceSpec,
+    #[serde(default)]
+    pub(super) partitions: PartitionsSpec,
+    #[serde(default)]
+    pub(super) compression: CompressionSpec,
+    pub(super) target: TargetSpec,
+    #[serde(default)]
+    pub(super) upload: UploadSpec,
+    #[serde(default)]
+    pub(super) verify: VerifySpec,
+    #[serde(default)]
+    pub(super) retry: RetrySpec,
+    #[serde(default)]
+    pub(super) lock: LockSpec,
+    #[serde(default)]
+    pub(super) incremental: IncrementalSpec,
+    #[serde(default)]
+    pub(super) schedule: Option<ScheduleSpec>,
+    #[serde(default)]
+    pub(super) alerts: Option<AlertsSpec>,
+    #[serde(default)]
+    pub(super) freshness: Option<FreshnessSpec>,
+    #[serde(default)]
+    pub(super) retention: Option<RetentionSpec>,
+    #[serde(default)]
+    pub(super) lifecycle: Option<LifecycleSpec>,
+    #[serde(default)]
+    pub(super) serve: Option<ServeSpec>,
+    #[serde(default)]
+    pub(super) restore: RestoreSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServeSpec {
+    pub(super) handoff: Option<Spanned<String>>,
+    pub(super) queue_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetentionSpec {
+    pub(super) keep_last: Option<Spanned<i64>>,
+    pub(super) keep_hourly: Option<Spanned<i64>>,
+    pub(super) keep_daily: Option<Spanned<i64>>,
+    pub(super) keep_weekly: Option<Spanned<i64>>,
+    pub(super) keep_monthly: Option<Spanned<i64>>,
+    pub(super) keep_yearly: Option<Spanned<i64>>,
+    pub(super) keep_within: Option<Spanned<String>>,
+    pub(super) prune_grace: Option<Spanned<String>>,
+    pub(super) auto: Option<bool>,
+    pub(super) defer_early_deletion: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LifecycleSpec {
+    pub(super) cool_after_days: Option<Spanned<i64>>,
+    pub(super) cold_after_days: Option<Spanned<i64>>,
+    pub(super) archive_after_days: Option<Spanned<i64>>,
+    pub(super) allow_archive_before_full: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FreshnessSpec {
+    pub(super) rpo: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SourceSpec {
+    #[serde(rename = "type")]
+    pub(super) kind: Spanned<String>,
+    pub(super) root: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) include: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) exclude: Vec<Spanned<String>>,
+    // postgres / mysql
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) schemas: Vec<Spanned<String>>,
+    pub(super) split_rows: Option<Spanned<i64>>,
+    pub(super) chunk_size: Option<Spanned<SizeValue>>,
+    // command
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    pub(super) shell: Option<bool>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RestoreSpec {
+    pub(super) strategy: Option<Spanned<String>>,
+    pub(super) scratch_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tables: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PartitionsSpec {
+    pub(super) count: Option<Spanned<CountOrAuto>>,
+    pub(super) max_parallel: Option<Spanned<CountOrAuto>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub(super) enum CountOrAuto {
+    Count(i64),
+    Word(AutoWord),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum AutoWord {
+    Auto,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CompressionSpec {
+    pub(super) codec: Option<Spanned<String>>,
+    pub(super) level: Option<Spanned<i64>>,
+    pub(super) frame_size: Option<Spanned<SizeValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TargetSpec {
+    pub(super) url: Spanned<String>,
+    pub(super) container: Option<Spanned<String>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) tier: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UploadSpec {
+    pub(super) block_size: Option<Spanned<SizeValue>>,
+    pub(super) pack_size: Option<Spanned<SizeValue>>,
+    pub(super) concurrency: Option<Spanned<i64>>,
+    pub(super) channel_capacity: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VerifySpec {
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) sample: Option<Spanned<FractionValue>>,
+    pub(super) seed: Option<u64>,
+    pub(super) after_backup: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetrySpec {
+    pub(super) attempts: Option<Spanned<i64>>,
+    pub(super) initial_backoff: Option<Spanned<String>>,
+    pub(super) max_backoff: Option<Spanned<String>>,
+    pub(super) budget: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IncrementalSpec {
+    pub(super) enabled: Option<bool>,
+    pub(super) full_every: Option<Spanned<CountOrDuration>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum CountOrDuration {
+    Count(i64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LockSpec {
+    pub(super) ttl: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScheduleSpec {
+    pub(super) cron: Spanned<String>,
+    #[serde(default)]
+    pub(super) catch_up: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertsSpec {
+    #[serde(default)]
+    pub(super) webhook: Vec<WebhookSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WebhookSpec {
+    pub(super) url: Spanned<String>,
+    pub(super) format: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) on: Vec<Spanned<String>>,
+}
+
+/// A size written as `"8MiB"`, `"512KiB"`, `"1GB"` or a plain byte count.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SizeValue(pub(super) u64);
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) if n > 0 => Ok(SizeValue(n as u64)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!(
+                "size must be positive, got {n} (write e.g. \"8MiB\")"
+            ))),
+            Raw::S(s) => parse_size(&s)
+                .map(SizeValue)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A fraction written as `"10%"`, `0.1` or `"0.1"`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FractionValue(pub(super) f64);
+
+impl<'de> Deserialize<'de> for FractionValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            F(f64),
+            S(String),
+        }
+        let f = match Raw::deserialize(d)? {
+            Raw::F(f) => f,
+            Raw::S(s) => parse_fraction(&s).map_err(serde::de::Error::custom)?,
+        };
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(serde::de::Error::custom(format!(
+                "sample must be in (0, 1] or a percentage like \"10%\", got {f}"
+            )));
+        }
+        Ok(FractionValue(f))
+    }
+}

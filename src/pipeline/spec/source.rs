@@ -1,0 +1,539 @@
+//! `[source]` and `[partitions]`: checked into the extract stage's own config types.
+//!
+//! Keys that belong to another source type are errors (a `root` on a database source is
+//! a mistake, not something to ignore); patterns and URLs are checked here so the readers
+//! never see a bad one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::check::{size_in, Checker};
+use super::interpolate;
+use super::raw::{AutoWord, CountOrAuto, PartitionsSpec, SourceSpec};
+use crate::extract::config::{
+    CommandSourceConfig, DbSourceConfig, FsSourceConfig, PartitionsConfig, SourceConfig,
+};
+use crate::support::secret::{redact_url, Secret};
+use crate::support::units::parse_duration;
+
+/// `[partitions]`: `count` and `max_parallel` (1–4096 or `"auto"`, from the core count).
+pub(super) fn check_partitions(c: &mut Checker<'_>, s: &PartitionsSpec) -> PartitionsConfig {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let count_of =
+        |c: &mut Checker<'_>, v: &Option<Spanned<CountOrAuto>>, key: &str, auto: usize| match v {
+            None => auto,
+            Some(sp) => match *sp.get_ref() {
+                CountOrAuto::Word(AutoWord::Auto) => auto,
+                CountOrAuto::Count(n) if (1..=4096).contains(&n) => n as usize,
+                CountOrAuto::Count(n) => {
+                    c.at(
+                        sp.span(),
+                        key,
+                        format!("must be 1–4096 or \"auto\", got {n}"),
+                        "",
+                    );
+                    auto
+                }
+            },
+        };
+    PartitionsConfig {
+        count: count_of(c, &s.count, "partitions.count", (cores * 4).max(4)),
+        max_parallel: count_of(c, &s.max_parallel, "partitions.max_parallel", cores),
+    }
+}
+
+pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfig {
+    let kind = s.kind.get_ref().as_str();
+    // Keys that belong to other source types are errors, not silently ignored.
+    let foreign = |c: &mut Checker<'_>, allowed: &[&str]| {
+        let present: [(&str, Option<std::ops::Range<usize>>); 11] = [
+            ("root", s.root.as_ref().map(|v| v.span())),
+            ("url", s.url.as_ref().map(|v| v.span())),
+            ("password", s.password.as_ref().map(|v| v.span())),
+            ("schemas", s.schemas.first().map(|v| v.span())),
+            ("split_rows", s.split_rows.as_ref().map(|v| v.span())),
+            ("chunk_size", s.chunk_size.as_ref().map(|v| v.span())),
+            ("command", s.command.as_ref().map(|v| v.span())),
+            ("shell", s.shell.map(|_| s.kind.span())),
+            ("timeout", s.timeout.as_ref().map(|v| v.span())),
+            ("name", s.name.as_ref().map(|v| v.span())),
+            (
+                "include/exclude",
+                s.include.first().or(s.exclude.first()).map(|v| v.span()),
+            ),
+        ];
+        for (key, span) in present {
+            if let Some(span) = span {
+                if !allowed.contains(&key) {
+                    c.at(
+                        span,
+                        &format!("source.{key}"),
+                        format!("is not a key of a {kind:?} source"),
+                        &format!(
+                            "remove it; a {kind:?} source takes: type, {}",
+                            allowed.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    match kind {
+        "fs" => {
+            foreign(c, &["root", "include/exclude"]);
+            SourceConfig::Fs(check_fs_source(c, s, base))
+        }
+        "postgres" | "postgresql" | "mysql" | "mariadb" => {
+            foreign(
+                c,
+                &[
+                    "url",
+                    "password",
+                    "schemas",
+                    "include/exclude",
+                    "split_rows",
+                    "chunk_size",
+                ],
+            );
+            let pg = kind.starts_with("postgres");
+            let db = check_db_source(c, s, pg);
+            if pg {
+                SourceConfig::Postgres(db)
+            } else {
+                SourceConfig::Mysql(db)
+            }
+        }
+        "command" => {
+            foreign(c, &["command", "shell", "timeout", "name", "chunk_size"]);
+            SourceConfig::Command(check_command_source(c, s))
+        }
+        _ => {
+            c.at(
+                s.kind.span(),
+                "source.type",
+                format!("unknown source type {kind:?}"),
+                "use \"fs\" (directory tree), \"postgres\", \"mysql\" or \"command\"",
+            );
+            SourceConfig::Fs(FsSourceConfig {
+                root: PathBuf::new(),
+                include: vec![],
+                exclude: vec![],
+            })
+        }
+    }
+}
+
+fn chunk_size_of(c: &mut Checker<'_>, s: &SourceSpec) -> usize {
+    size_in(
+        c,
+        &s.chunk_size,
+        "source.chunk_size",
+        16 << 20,
+        64 << 10,
+        256 << 20,
+    )
+}
+
+/// Table patterns: `*` and `?` wildcards over `[A-Za-z0-9_.$-]`.
+fn table_patterns(c: &mut Checker<'_>, list: &[Spanned<String>], key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in list {
+        let v = p.get_ref().trim();
+        let ok = !v.is_empty()
+            && v.chars()
+                .all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '.' | '$' | '-' | '*' | '?'));
+        if !ok {
+            c.at(
+                p.span(),
+                key,
+                format!("invalid table pattern {:?}", p.get_ref()),
+                "use a table name or `schema.table`, with * and ? as wildcards, e.g. \"task_*\"",
+            );
+        }
+        out.push(v.to_string());
+    }
+    out
+}
+
+fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceConfig {
+    let scheme_ok = |u: &str| {
+        if pg {
+            u.starts_with("postgres://") || u.starts_with("postgresql://")
+        } else {
+            u.starts_with("mysql://") || u.starts_with("mariadb://")
+        }
+    };
+    let url = match &s.url {
+        Some(v) => {
+            let u = c.interp(v, "source.url");
+            if !u.is_empty() && !scheme_ok(&u) {
+                c.at(
+                    v.span(),
+                    "source.url",
+                    format!("not a {} URL: {:?}", if pg { "PostgreSQL" } else { "MySQL" }, redact_url(&u)),
+                    if pg {
+                        "write postgres://user@host:5432/dbname (password via `password` or ${PGPASSWORD})"
+                    } else {
+                        "write mysql://user@host:3306/dbname (password via `password`)"
+                    },
+                );
+            } else if !u.is_empty() && url::Url::parse(&u).is_err() {
+                c.at(
+                    v.span(),
+                    "source.url",
+                    format!("malformed URL {:?}", redact_url(&u)),
+                    "percent-encode special characters in user and password",
+                );
+            }
+            u
+        }
+        None if pg => match libpq_env_url() {
+            Some(u) => u,
+            None => {
+                c.missing(
+                    "source.url",
+                    "add url = \"postgres://user@host:5432/db\" or set PGHOST/PGDATABASE",
+                );
+                String::new()
+            }
+        },
+        None => {
+            c.missing("source.url", "add url = \"mysql://user@host:3306/db\"");
+            String::new()
+        }
+    };
+    let password = match &s.password {
+        Some(v) => {
+            let p = c.interp(v, "source.password");
+            (!p.is_empty()).then(|| Secret::new(p))
+        }
+        // PostgreSQL: the connection falls back to the URL's password, then PGPASSWORD.
+        None => None,
+    };
+    let mut schemas = Vec::new();
+    for sc in &s.schemas {
+        let v = c.interp(sc, "source.schemas");
+        if v.is_empty() || v.contains(['"', '`', '\0']) {
+            c.at(
+                sc.span(),
+                "source.schemas",
+                format!("invalid schema name {v:?}"),
+                "",
+            );
+        }
+        schemas.push(v);
+    }
+    if schemas.is_empty() {
+        if pg {
+            schemas.push("public".into());
+        } else if let Some(db) = url::Url::parse(&url)
+            .ok()
+            .map(|u| u.path().trim_matches('/').to_string())
+            .filter(|d| !d.is_empty())
+        {
+            schemas.push(db);
+        } else if !url.is_empty() {
+            let span = s.url.as_ref().map(|v| v.span()).unwrap_or(0..0);
+            c.at(
+                span,
+                "source.url",
+                "names no database",
+                "add the database to the URL (mysql://user@host/db) or list schemas = [\"db\"]",
+            );
+        }
+    }
+    let split_rows = match &s.split_rows {
+        None => 1_000_000,
+        Some(v) if *v.get_ref() >= 1000 => *v.get_ref() as u64,
+        Some(v) => {
+            c.at(
+                v.span(),
+                "source.split_rows",
+                format!("must be at least 1000, got {}", v.get_ref()),
+                "tables above this many rows are split by primary-key range; e.g. 1000000",
+            );
+            1_000_000
+        }
+    };
+    DbSourceConfig {
+        url: Secret::new(url),
+        password,
+        schemas,
+        include: table_patterns(c, &s.include, "source.include"),
+        exclude: table_patterns(c, &s.exclude, "source.exclude"),
+        split_rows,
+        chunk_size: chunk_size_of(c, s),
+    }
+}
+
+/// A `postgres://` URL standing for libpq's environment variables, when `PGHOST` or
+/// `PGDATABASE` is set: the connection fills host, port, user, database, password and
+/// `sslmode` from `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`.
+fn libpq_env_url() -> Option<String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    (var("PGHOST").is_some() || var("PGDATABASE").is_some()).then(|| "postgres://".to_string())
+}
+
+fn check_command_source(c: &mut Checker<'_>, s: &SourceSpec) -> CommandSourceConfig {
+    let shell = s.shell.unwrap_or(false);
+    let argv = match &s.command {
+        None => {
+            c.missing(
+                "source.command",
+                "add command = [\"pg_dump\", \"-Fc\", \"mydb\"] (an argument list; no shell unless shell = true)",
+            );
+            vec![]
+        }
+        Some(v) => {
+            let mut out = Vec::new();
+            for a in v.get_ref() {
+                match interpolate(a) {
+                    Ok(x) => out.push(x),
+                    Err(var) => c.at(
+                        v.span(),
+                        "source.command",
+                        format!("environment variable {var} is not set"),
+                        &format!("export {var}=… before running"),
+                    ),
+                }
+            }
+            if out.is_empty() || out[0].is_empty() {
+                c.at(
+                    v.span(),
+                    "source.command",
+                    "is empty",
+                    "name the program first",
+                );
+            } else if shell && out.len() != 1 {
+                c.at(
+                    v.span(),
+                    "source.command",
+                    "with shell = true, give one string (the script for sh -c)",
+                    "e.g. command = [\"pg_dump mydb | gzip -1\"]",
+                );
+            }
+            out
+        }
+    };
+    let timeout = match &s.timeout {
+        None => Duration::from_secs(3600),
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_millis(100) => d,
+            Ok(_) => {
+                c.at(v.span(), "source.timeout", "must be at least 100ms", "");
+                Duration::from_secs(3600)
+            }
+            Err(e) => {
+                c.at(v.span(), "source.timeout", e, "");
+                Duration::from_secs(3600)
+            }
+        },
+    };
+    let name = match &s.name {
+        None => "stdout".to_string(),
+        Some(v) => {
+            let n = v.get_ref().clone();
+            if !crate::support::ids::is_safe_segment(&n) {
+                c.at(
+                    v.span(),
+                    "source.name",
+                    format!("invalid stream name {n:?}"),
+                    "use letters, digits, '-', '_' and '.'",
+                );
+            }
+            n
+        }
+    };
+    CommandSourceConfig {
+        argv,
+        shell,
+        timeout,
+        name,
+        chunk_size: chunk_size_of(c, s),
+    }
+}
+
+fn check_fs_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> FsSourceConfig {
+    let root = match &s.root {
+        Some(r) => {
+            let v = c.interp(r, "source.root");
+            if v.trim().is_empty() && !c.errors.iter().any(|e| e.contains("source.root")) {
+                c.at(
+                    r.span(),
+                    "source.root",
+                    "is empty",
+                    "give the directory to back up",
+                );
+            }
+            let p = PathBuf::from(&v);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        }
+        None => {
+            c.missing("source.root", "add root = \"/path/to/dir\" to [source]");
+            PathBuf::new()
+        }
+    };
+    let mut globs = |list: &[Spanned<String>], key: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for g in list {
+            let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+            if let Err(e) = b
+                .add_line(None, g.get_ref())
+                .and_then(|b| b.build().map(|_| b))
+            {
+                c.at(
+                    g.span(),
+                    key,
+                    format!("invalid glob {:?}: {e}", g.get_ref()),
+                    "use gitignore syntax, e.g. \"*.log\", \"target/\", \"docs/**/*.md\"",
+                );
+            }
+            out.push(g.get_ref().clone());
+        }
+        out
+    };
+    let include = globs(&s.include, "source.include");
+    let exclude = globs(&s.exclude, "source.exclude");
+    FsSourceConfig {
+        root,
+        include,
+        exclude,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::fixtures::{parse, GOOD, PG};
+    use super::*;
+    use crate::restore::config::Strategy;
+
+    #[test]
+    fn bad_glob_is_located() {
+        let text = GOOD.replace("\"*.tmp\"", "\"a/{b,c\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("source.exclude") && e.contains("invalid glob"),
+            "{e}"
+        );
+        assert!(e.contains(":6:"), "{e}");
+    }
+
+    #[test]
+    fn postgres_source_is_checked() {
+        let p = parse(PG).unwrap();
+        let SourceConfig::Postgres(db) = &p.source else {
+            panic!("postgres expected")
+        };
+        assert_eq!(db.url.expose(), "postgres://app:pw@db:5432/app");
+        assert!(
+            !format!("{:?}", p.source).contains(":pw@"),
+            "URL is a secret"
+        );
+        assert_eq!(db.schemas, vec!["public", "audit"]);
+        assert_eq!(db.include, vec!["task_*", "public.variable"]);
+        assert_eq!(db.split_rows, 5000);
+        assert_eq!(db.chunk_size, 8 << 20);
+        assert_eq!(p.restore.strategy, Strategy::Truncate);
+        assert_eq!(p.restore.tables["variable"], Strategy::SkipExisting);
+        assert!(p.source.is_streamed());
+    }
+
+    #[test]
+    fn database_source_errors_are_located() {
+        let e = parse(&PG.replace("postgres://app", "mysql://app"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("source.url") && e.contains("not a PostgreSQL URL"),
+            "{e}"
+        );
+        assert!(!e.contains(":pw@"), "{e}");
+        let e = parse(&PG.replace("split_rows = 5000", "split_rows = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":9:") && e.contains("source.split_rows"), "{e}");
+        let e = parse(&PG.replace("\"task_*\"", "\"task/*\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid table pattern"), "{e}");
+        let e = parse(&PG.replace("schemas = [", "root = \"/x\"\nschemas = ["))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("source.root") && e.contains("not a key of a \"postgres\" source"),
+            "{e}"
+        );
+        let e = parse(&PG.replace("\"skip-existing\"", "\"merge\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("restore.tables.variable") && e.contains("unknown strategy"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mysql_database_comes_from_the_url() {
+        let text = PG
+            .replace("type = \"postgres\"", "type = \"mysql\"")
+            .replace(
+                "postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app",
+                "mysql://root@db:3306/shop",
+            )
+            .replace("schemas = [\"public\", \"audit\"]\n", "");
+        let p = parse(&text).unwrap();
+        let SourceConfig::Mysql(db) = &p.source else {
+            panic!("mysql expected")
+        };
+        assert_eq!(db.schemas, vec!["shop"]);
+        let e = parse(&text.replace("/shop", "")).unwrap_err().to_string();
+        assert!(e.contains("names no database"), "{e}");
+    }
+
+    #[test]
+    fn command_source_is_checked() {
+        let text = r#"
+name = "cmd"
+[source]
+type = "command"
+command = ["pg_dump", "-Fc", "app"]
+timeout = "30m"
+name = "pg_dump"
+[target]
+url = "memory://x"
+"#;
+        let p = parse(text).unwrap();
+        let SourceConfig::Command(c) = &p.source else {
+            panic!("command expected")
+        };
+        assert_eq!(c.argv, vec!["pg_dump", "-Fc", "app"]);
+        assert_eq!(c.timeout, Duration::from_secs(1800));
+        assert!(!c.shell);
+        let e = parse(&text.replace("\"30m\"", "\"soon\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.timeout"), "{e}");
+        let e = parse(&text.replace("timeout = \"30m\"", "shell = true"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("with shell = true, give one string"), "{e}");
+        let e = parse(&text.replace("command = [\"pg_dump\", \"-Fc\", \"app\"]\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing key source.command"), "{e}");
+        let e = parse(&text.replace("name = \"pg_dump\"", "name = \"../x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid stream name"), "{e}");
+    }
+}

@@ -1,0 +1,42 @@
+//! Checked `[retention]` and `[lifecycle]` settings: which snapshots survive `forget`,
+//! when `prune` may delete, and after how many days packs move to colder tiers.
+
+use std::time::Duration;
+
+/// Checked `[retention]`: restic-like keep rules. A snapshot survives `forget` when any
+/// rule keeps it; `prune` then deletes packs no surviving manifest references.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Keep the newest N snapshots.
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one (UTC).
+    pub keep_hourly: u32,
+    /// … of each of the last N days.
+    pub keep_daily: u32,
+    /// … of each of the last N ISO weeks.
+    pub keep_weekly: u32,
+    /// … of each of the last N months.
+    pub keep_monthly: u32,
+    /// … of each of the last N years.
+    pub keep_yearly: u32,
+    /// Keep every snapshot taken within this long of the newest snapshot.
+    pub keep_within: Option<Duration>,
+    /// Packs (and records of unfinished runs) younger than this are never pruned.
+    pub prune_grace: Duration,
+    /// Apply forget + prune after every successful, verified backup.
+    pub auto: bool,
+    /// Keep unreferenced packs whose tier's early-deletion minimum has not passed.
+    pub defer_early_deletion: bool,
+}
+
+/// Checked `[lifecycle]`: days since a pack was written after which Azure moves it to a
+/// colder tier. Only packs; never a delete action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    /// Move packs to Cool after this many days.
+    pub cool_after_days: Option<u32>,
+    /// Move packs to Cold after this many days.
+    pub cold_after_days: Option<u32>,
+    /// Move packs to Archive after this many days.
+    pub archive_after_days: Option<u32>,
+}
