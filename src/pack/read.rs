@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use crate::error::{Error, Result, ResultExt};
 use crate::manifest::PackRecord;
-use crate::pack::decompress;
+use crate::pack::frame::decompress;
 use crate::pipeline::spec::Codec;
 use crate::store::{md5, md5_from_b64, BlobStore};
 

@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
 
-use super::{BlockSink, PackWriter};
+use super::writer::{BlockSink, PackWriter};
 use crate::manifest::PathBytes;
 
 /// Where an appended entry landed.
@@ -281,7 +281,8 @@ pub fn finish<S: BlockSink>(b: Builder<S>) -> io::Result<PackWriter<S>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::{decompress, BlockSizer, FrameCompressor};
+    use crate::pack::frame::{decompress, FrameCompressor};
+    use crate::pack::writer::BlockSizer;
     use crate::pipeline::spec::Codec;
 
     #[test]
