@@ -123,7 +123,7 @@ impl Session {
     /// # Errors
     /// `Source` when the database cannot be reached or read, `Config` when no table
     /// matches.
-    pub async fn open(src: &SourceConfig, _count: usize) -> Result<(Plan, Session)> {
+    pub async fn open(src: &SourceConfig) -> Result<(Plan, Session)> {
         let session = match src {
             SourceConfig::Postgres(c) => {
                 Session::Postgres(Box::new(postgres::PgSession::open(c).await?))

@@ -15,7 +15,7 @@ use std::ops::Range;
 use crate::error::{Error, Result, ResultExt};
 use crate::manifest::PackRecord;
 use crate::pack::codec::Codec;
-use crate::pack::decompress;
+use crate::pack::frame::decompress;
 use crate::store::{md5, md5_from_b64, BlobStore};
 
 /// Uncompressed bytes fetched per window at most (unless one frame is larger).

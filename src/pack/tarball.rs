@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
 
-use super::{BlockSink, PackWriter};
+use super::writer::{BlockSink, PackWriter};
 use crate::manifest::PathBytes;
 
 /// Where an appended entry landed.
@@ -282,7 +282,8 @@ pub fn finish<S: BlockSink>(b: Builder<S>) -> io::Result<PackWriter<S>> {
 mod tests {
     use super::*;
     use crate::pack::codec::Codec;
-    use crate::pack::{decompress, BlockSizer, FrameCompressor};
+    use crate::pack::frame::{decompress, FrameCompressor};
+    use crate::pack::writer::BlockSizer;
 
     #[test]
     fn exact_reader_pads_and_detects_growth() {

@@ -1,7 +1,7 @@
 //! Packing one partition of a streamed source (database table range, command output).
 //!
 //! Runs on a blocking worker thread like the filesystem partitions and shares their pack
-//! machinery ([`open_pack`], [`close_pack`], `tarball::append_file`). The producer (an
+//! machinery ([`StreamPacker`] over the run's packs and upload pool). The producer (an
 //! async task of the [`extract::Session`]) sends bounded batches through a bounded
 //! channel; this side buffers at most one chunk (`chunk_size` bytes plus one batch) and
 //! writes it as one tar entry, because tar wants each entry's size before its data.
@@ -17,86 +17,18 @@ use bytes::Bytes;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use super::backup::{close_pack, io_to_err, open_pack, Ctx, OpenPack, PartResult};
-use crate::error::{Error, ErrorKind, Result, ResultExt};
+use super::commit::{self, PartResult};
+use super::run::Ctx;
+use crate::error::{Error, ErrorKind, Result};
 use crate::extract::{self, Chunk, ItemKind};
-use crate::manifest::{
-    self, Entry, EntryKind, Line, PartHeader, PathBytes, RowsetDigest, StreamRecord, TableRecord,
-};
-use crate::pack::tarball::{self, HeaderMeta};
-
-struct Packer<'a> {
-    ctx: &'a Ctx,
-    idx: usize,
-    attempt: u32,
-    seq: usize,
-    cur: Option<OpenPack>,
-    result: PartResult,
-    base: String,
-    ext: &'static str,
-    n: usize,
-    chunks: Vec<PathBytes>,
-    mtime: i64,
-}
-
-impl Packer<'_> {
-    fn write_entry(&mut self, data: &[u8]) -> Result<()> {
-        let ctx = self.ctx;
-        if self.cur.is_none() {
-            let hint = (data.len() as u64 + 4096).max(ctx.pipeline.upload.block_size as u64);
-            self.cur = Some(open_pack(ctx, self.idx, self.seq, self.attempt, hint)?);
-            self.seq += 1;
-        }
-        let pk = self
-            .cur
-            .as_mut()
-            .ok_or_else(|| Error::internal("no open pack"))?;
-        self.n += 1;
-        let path = PathBytes(format!("{}-{:06}.{}", self.base, self.n, self.ext).into_bytes());
-        let meta = HeaderMeta {
-            mode: 0o644,
-            mtime: self.mtime,
-            uid: 0,
-            gid: 0,
-        };
-        let (placed, read) =
-            tarball::append_file(&mut pk.builder, &path, data.len() as u64, &meta, data)
-                .map_err(|e| io_to_err(e, &pk.blob))?;
-        self.result.entries.push(Entry {
-            path: path.clone(),
-            kind: EntryKind::File,
-            size: data.len() as u64,
-            mode: 0o644,
-            mtime: self.mtime,
-            mtime_nsec: 0,
-            uid: 0,
-            gid: 0,
-            sha256: Some(hex::encode(read.sha256)),
-            target: None,
-            pack: Some(pk.id.clone()),
-            offset: placed.offset,
-            data_offset: placed.data_offset,
-            inconsistent: false,
-            ino: None,
-            ctime: None,
-        });
-        self.chunks.push(path);
-        ctx.counters.add(1, data.len() as u64);
-        if pk.builder.get_ref().raw_offset() >= ctx.pipeline.upload.pack_size {
-            if let Some(pk) = self.cur.take() {
-                self.result.packs.push(close_pack(ctx, pk)?);
-            }
-        }
-        Ok(())
-    }
-}
+use crate::manifest::{RowsetDigest, StreamRecord, TableRecord};
+use crate::pack::packer::StreamPacker;
 
 /// Read work item `idx` of `session` into packs and write its part record.
 pub(super) fn run_partition(
     ctx: &Ctx,
     session: &Arc<extract::Session>,
     idx: usize,
-    attempt: u32,
 ) -> Result<PartResult> {
     let item = session
         .items()
@@ -108,19 +40,16 @@ pub(super) fn run_partition(
         session.start(idx)?
     };
     let chunk_size = item.chunk_size;
-    let mut p = Packer {
-        ctx,
+    let mut p = StreamPacker::new(
+        &ctx.packs,
+        &ctx.uploads,
+        &ctx.counters,
         idx,
-        attempt,
-        seq: 0,
-        cur: None,
-        result: PartResult::default(),
-        base: item.base.clone(),
-        ext: item.ext,
-        n: 0,
-        chunks: vec![],
-        mtime: Utc::now().timestamp(),
-    };
+        ctx.pipeline.upload.pack_size,
+        item.base.clone(),
+        item.ext,
+        Utc::now().timestamp(),
+    );
     let mut header = Bytes::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut rows = 0u64;
@@ -174,10 +103,12 @@ pub(super) fn run_partition(
         p.write_entry(&buf)?;
     }
     drop(buf);
-    if let Some(pk) = p.cur.take() {
-        p.result.packs.push(close_pack(ctx, pk)?);
-    }
-    let mut result = std::mem::take(&mut p.result);
+    p.finish()?;
+    let mut result = PartResult {
+        packs: std::mem::take(&mut p.records),
+        entries: std::mem::take(&mut p.entries),
+        ..PartResult::default()
+    };
     match &item.kind {
         ItemKind::Table { template } => result.tables.push(TableRecord {
             rows,
@@ -199,25 +130,11 @@ pub(super) fn run_partition(
     }
     // Durable partition result. Streamed part records are never reused (a new attempt
     // reads a new snapshot), so each attempt writes its own name.
-    let mut lines = vec![Line::Part(PartHeader {
-        format: manifest::FORMAT_VERSION,
-        run_id: ctx.run_id.clone(),
-        partition: idx,
-        unreadable: vec![],
-        finished_at: Utc::now(),
-    })];
-    lines.extend(result.packs.iter().cloned().map(Line::Pack));
-    lines.extend(result.entries.iter().cloned().map(Line::Entry));
-    lines.extend(result.tables.iter().cloned().map(Line::Table));
-    lines.extend(result.streams.iter().cloned().map(Line::Stream));
-    let body = manifest::encode(&lines)?;
     let name = format!(
         "{}s{}-p-{idx:05}.jsonl.gz",
         ctx.layout.parts(&ctx.run_id),
         crate::support::ids::random_hex(4)
     );
-    ctx.rt
-        .block_on(ctx.store.put(&name, Bytes::from(body), true))
-        .ctx(format!("writing part record {name}"))?;
+    commit::write_part_record(ctx, idx, &name, &result, vec![])?;
     Ok(result)
 }

@@ -25,3 +25,14 @@ pub struct VerifyConfig {
     /// Run verification right after every backup.
     pub after_backup: bool,
 }
+
+impl VerifyMode {
+    /// Short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VerifyMode::Metadata => "metadata",
+            VerifyMode::Sample(_) => "sample",
+            VerifyMode::Full => "full",
+        }
+    }
+}

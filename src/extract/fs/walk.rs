@@ -1,4 +1,4 @@
-//! The filesystem source: walk a directory tree, never following symlinks.
+//! The planning walk: list a directory tree (metadata only), never following symlinks.
 //!
 //! Include and exclude patterns use gitignore syntax, matched against paths relative to
 //! the root (`target/` excludes every directory named target, `/build` only the top one,
@@ -12,78 +12,15 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-use super::{partition, Plan, PlannedEntry, Problem};
+use super::Stat;
 use crate::error::{Error, ErrorKind, Result};
 use crate::extract::config::FsSourceConfig;
+use crate::extract::{partition, Plan, PlannedEntry, Problem};
 use crate::manifest::{EntryKind, PathBytes};
-
-/// Metadata of one path, read with `lstat`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
-    /// Kind (`None` for sockets, devices, fifos: not backed up).
-    pub kind: Option<EntryKind>,
-    /// Size.
-    pub size: u64,
-    /// Permission bits.
-    pub mode: u32,
-    /// Modification time (seconds).
-    pub mtime: i64,
-    /// Modification time (nanoseconds part).
-    pub mtime_nsec: u32,
-    /// Change time (seconds), for change detection.
-    pub ctime: i64,
-    /// Inode.
-    pub ino: u64,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-}
-
-impl Stat {
-    /// Stat from `std::fs::Metadata` (from `symlink_metadata` or an open file).
-    pub fn from_meta(m: &std::fs::Metadata) -> Self {
-        let ft = m.file_type();
-        let kind = if ft.is_file() {
-            Some(EntryKind::File)
-        } else if ft.is_dir() {
-            Some(EntryKind::Dir)
-        } else if ft.is_symlink() {
-            Some(EntryKind::Symlink)
-        } else {
-            None
-        };
-        Stat {
-            kind,
-            size: if ft.is_file() { m.len() } else { 0 },
-            mode: m.mode() & 0o7777,
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec() as u32,
-            ctime: m.ctime(),
-            ino: m.ino(),
-            uid: m.uid(),
-            gid: m.gid(),
-        }
-    }
-
-    /// Whether content may have changed between two stats of the same file.
-    pub fn changed(&self, other: &Stat) -> bool {
-        self.size != other.size
-            || self.mtime != other.mtime
-            || self.mtime_nsec != other.mtime_nsec
-            || self.ino != other.ino
-    }
-}
-
-/// The absolute path of `rel` under `root`.
-pub fn abs(root: &Path, rel: &PathBytes) -> PathBuf {
-    root.join(rel.to_path())
-}
 
 fn matcher(root: &Path, globs: &[String]) -> Result<Option<Gitignore>> {
     if globs.is_empty() {

@@ -1,0 +1,211 @@
+//! Part records and the commit: a snapshot exists iff its manifest exists.
+//!
+//! A partition ends by writing its part record (`parts/<run-id>/…jsonl.gz`): its packs
+//! and entries (and, for streamed sources, its table and stream records). A resumed run
+//! reads the part records of finished partitions instead of doing them again. Once every
+//! partition has a part record, [`commit`] merges them in partition (= path) order into
+//! the manifest and writes it create-only.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::run::Ctx;
+use super::spec::Pipeline;
+use crate::error::{Error, Result, ResultExt};
+use crate::extract::{Plan, Problem};
+use crate::manifest::layout::Layout;
+use crate::manifest::{
+    self, Entry, EntryKind, Header, Line, Manifest, PackRecord, PartHeader, PathBytes, Totals,
+};
+use crate::store::Store;
+
+/// The result of one partition (what its part record holds).
+#[derive(Debug, Clone, Default)]
+pub(super) struct PartResult {
+    pub(super) packs: Vec<PackRecord>,
+    pub(super) entries: Vec<Entry>,
+    pub(super) problems: Vec<Problem>,
+    pub(super) tables: Vec<manifest::TableRecord>,
+    pub(super) streams: Vec<manifest::StreamRecord>,
+}
+
+/// Write the part record of partition `idx` as blob `name`; `unreadable` lists the
+/// files the partition could not read.
+///
+/// # Errors
+/// `Store` when the record cannot be written.
+pub(super) fn write_part_record(
+    ctx: &Ctx,
+    idx: usize,
+    name: &str,
+    result: &PartResult,
+    unreadable: Vec<PathBytes>,
+) -> Result<()> {
+    let mut lines = vec![Line::Part(PartHeader {
+        format: manifest::FORMAT_VERSION,
+        run_id: ctx.run_id.clone(),
+        partition: idx,
+        unreadable,
+        finished_at: Utc::now(),
+    })];
+    lines.extend(result.packs.iter().cloned().map(Line::Pack));
+    lines.extend(result.entries.iter().cloned().map(Line::Entry));
+    lines.extend(result.tables.iter().cloned().map(Line::Table));
+    lines.extend(result.streams.iter().cloned().map(Line::Stream));
+    let body = manifest::encode(&lines)?;
+    ctx.rt
+        .block_on(ctx.packs.store.put(name, Bytes::from(body), true))
+        .ctx(format!("writing part record {name}"))?;
+    Ok(())
+}
+
+/// Read part record `name` back.
+///
+/// # Errors
+/// `Store` when it cannot be read, `Integrity` when it is malformed.
+pub(super) async fn load_part(store: &Store, name: &str) -> Result<(PartHeader, PartResult)> {
+    let bytes = store.get(name, None).await?;
+    let mut header = None;
+    let mut r = PartResult::default();
+    for l in manifest::decode(&bytes)? {
+        match l {
+            Line::Part(h) => header = Some(h),
+            Line::Pack(p) => r.packs.push(p),
+            Line::Entry(e) => r.entries.push(e),
+            Line::Table(t) => r.tables.push(t),
+            Line::Stream(s) => r.streams.push(s),
+            Line::Header(_) => {
+                return Err(Error::integrity(format!(
+                    "{name}: manifest header in a part record"
+                )))
+            }
+        }
+    }
+    let h =
+        header.ok_or_else(|| Error::integrity(format!("{name}: part record without header")))?;
+    Ok((h, r))
+}
+
+/// The committed manifest, with what the run report lists besides.
+pub(super) struct Committed {
+    /// The manifest as written.
+    pub(super) manifest: Manifest,
+    /// Every file that could not be listed or read.
+    pub(super) problems: Vec<Problem>,
+    /// Files stored as inconsistent.
+    pub(super) inconsistent: Vec<PathBytes>,
+}
+
+/// Merge the part results `done` (in partition order) into snapshot `snapshot`'s
+/// manifest and write it, create-only. `parent` is the incremental parent whose pack
+/// records reused entries point into.
+///
+/// # Errors
+/// `Store` when the manifest cannot be written (`AlreadyExists` if it exists).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn commit(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    snapshot: &str,
+    started_at: DateTime<Utc>,
+    plan: &Plan,
+    parent: Option<&Arc<Manifest>>,
+    done: Vec<Option<PartResult>>,
+    mut problems: Vec<Problem>,
+) -> Result<Committed> {
+    // Merge part results in partition (= path) order.
+    let mut packs = Vec::new();
+    let mut entries = Vec::new();
+    let mut tables = Vec::new();
+    let mut streams = Vec::new();
+    for r in done.into_iter().flatten() {
+        packs.extend(r.packs);
+        entries.extend(r.entries);
+        problems.extend(r.problems);
+        tables.extend(r.tables);
+        streams.extend(r.streams);
+    }
+    let tables = manifest::merge_tables(tables);
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    entries.dedup_by(|b, a| a.path == b.path);
+    // Reused entries point into the parent's packs: carry those pack records over, so
+    // the manifest stays complete and restores on its own.
+    if let Some(parent) = parent.as_ref().filter(|_| plan.reuse) {
+        let have: HashSet<String> = packs.iter().map(|p: &PackRecord| p.id.clone()).collect();
+        let needed: HashSet<&str> = entries.iter().filter_map(|e| e.pack.as_deref()).collect();
+        for pk in &parent.packs {
+            if needed.contains(pk.id.as_str()) && !have.contains(&pk.id) {
+                packs.push(pk.clone());
+            }
+        }
+    }
+    let changes = parent
+        .as_ref()
+        .map(|pm| manifest::Changes::between(&pm.entries, &entries));
+    let mut totals = Totals::default();
+    for e in &entries {
+        match e.kind {
+            EntryKind::File => {
+                totals.files += 1;
+                totals.bytes += e.size;
+            }
+            EntryKind::Dir => totals.dirs += 1,
+            EntryKind::Symlink => totals.symlinks += 1,
+        }
+        if e.inconsistent {
+            totals.inconsistent += 1;
+        }
+    }
+    totals.packs = packs.len() as u64;
+    totals.stored_bytes = packs.iter().map(|p| p.size).sum();
+    totals.unreadable = problems.len() as u64;
+    let inconsistent: Vec<PathBytes> = entries
+        .iter()
+        .filter(|e| e.inconsistent)
+        .map(|e| e.path.clone())
+        .collect();
+    let m = Manifest {
+        header: Header {
+            format: manifest::FORMAT_VERSION,
+            pipeline: p.name.clone(),
+            snapshot: snapshot.to_string(),
+            run_id: run_id.to_string(),
+            started_at,
+            committed_at: Utc::now(),
+            parent: plan.parent.clone().filter(|_| plan.reuse),
+            source: plan.source.clone(),
+            codec: p.compression.codec,
+            totals: totals.clone(),
+            unreadable: problems.iter().map(|x| x.path.clone()).collect(),
+            chain: plan.chain,
+            full_at: plan.full_at,
+            changes: changes.clone(),
+        },
+        packs,
+        entries,
+        tables,
+        streams,
+    };
+    let body = m.to_bytes()?;
+    store
+        .put(&layout.snapshot(snapshot), Bytes::from(body), true)
+        .await
+        .ctx("committing the manifest")?;
+    tracing::info!(
+        snapshot,
+        files = totals.files,
+        bytes = totals.bytes,
+        stored = totals.stored_bytes,
+        "committed"
+    );
+    Ok(Committed {
+        manifest: m,
+        problems,
+        inconsistent,
+    })
+}

@@ -1,0 +1,176 @@
+//! The plan of a run: what each partition holds, decided once per run.
+//!
+//! A filesystem plan is stored with the run (`parts/<run-id>/plan.json.gz`), so every
+//! attempt of a run works through exactly the partitions the first attempt planned, and
+//! agrees on full vs incremental. A streamed source is planned afresh by every attempt
+//! (a new attempt reads a new snapshot). A resumed attempt takes the part records of
+//! partitions an earlier attempt finished.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::commit::{load_part, PartResult};
+use super::spec::{FullEvery, Pipeline};
+use crate::extract::config::SourceConfig;
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::extract::{self, Plan, Problem};
+use crate::manifest::layout::Layout;
+use crate::manifest::Header;
+use crate::store::{self, Store};
+use crate::support::progress::Counters;
+
+/// A plan, whether it was stored by an earlier attempt, and the open session of a
+/// streamed source.
+pub(super) type Planned = (Plan, bool, Option<Arc<extract::Session>>);
+
+/// The stored plan of `run_id`, or a new one (stored before any partition starts).
+///
+/// # Errors
+/// `Source`/`Config` when the source cannot be planned, `Store` when the plan cannot be
+/// read or stored, `Integrity` for a stored plan that does not decode.
+pub(super) async fn load_or_make_plan(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    started_at: DateTime<Utc>,
+    full: bool,
+) -> Result<Planned> {
+    if p.source.is_streamed() {
+        // A database or command source is planned afresh by every attempt: a new
+        // attempt reads a new snapshot, so nothing of an earlier one may be reused.
+        let (plan, session) = extract::Session::open(&p.source).await?;
+        return Ok((plan, false, Some(Arc::new(session))));
+    }
+    let name = layout.plan(run_id);
+    match store.get(&name, None).await {
+        Ok(bytes) => {
+            let mut s = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s)
+                .map_err(|e| Error::integrity(format!("plan {name}: {e}")))?;
+            let plan: Plan = serde_json::from_slice(&s)?;
+            return Ok((plan, true, None));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e.context(format!("reading plan {name}"))),
+    }
+    // Incremental or full: decided once per run and stored with the plan, so every
+    // attempt of the run agrees.
+    let latest = match crate::manifest::catalog::resolve(&**store, layout, "latest").await {
+        Ok(id) => Some(
+            crate::manifest::catalog::load(&**store, layout, &id)
+                .await?
+                .header,
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let (reuse, chain, full_at) = match &latest {
+        Some(h) if p.incremental.enabled && !full => {
+            let chain_full = h.full_at.unwrap_or(h.started_at);
+            let due = match p.incremental.full_every {
+                FullEvery::Never => false,
+                FullEvery::Count(n) => h.chain + 1 > n,
+                FullEvery::Age(d) => {
+                    started_at
+                        .signed_duration_since(chain_full)
+                        .to_std()
+                        .unwrap_or_default()
+                        >= d
+                }
+            };
+            if due {
+                (false, 0, started_at)
+            } else {
+                (true, h.chain + 1, chain_full)
+            }
+        }
+        _ => (false, 0, started_at),
+    };
+    let SourceConfig::Fs(fs) = p.source.clone() else {
+        return Err(Error::internal(
+            "filesystem plan for a non-filesystem source",
+        ));
+    };
+    let count = p.partitions.count;
+    let mut plan = tokio::task::spawn_blocking(move || extract::fs::walk::plan(&fs, count))
+        .await
+        .map_err(|e| Error::internal(format!("planning task: {e}")))??;
+    plan.started_at = Some(started_at);
+    plan.parent = latest.map(|h| h.snapshot);
+    plan.reuse = reuse;
+    plan.chain = chain;
+    plan.full_at = Some(full_at);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    serde_json::to_writer(&mut gz, &plan)?;
+    let body = gz
+        .finish()
+        .map_err(|e| Error::internal(format!("encoding plan: {e}")))?;
+    store
+        .put(&name, Bytes::from(body), true)
+        .await
+        .ctx("storing the run plan")?;
+    Ok((plan, false, None))
+}
+
+/// The header of `snapshot` if it is already committed (a rerun of a finished run).
+///
+/// # Errors
+/// `Store` when the store cannot be asked, `Integrity` for a bad manifest.
+pub(super) async fn already_committed(
+    store: &Store,
+    layout: &Layout,
+    snapshot: &str,
+) -> Result<Option<Header>> {
+    if store.head(&layout.snapshot(snapshot)).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        crate::manifest::catalog::load(&**store, layout, snapshot)
+            .await?
+            .header,
+    ))
+}
+
+/// Partitions finished by an earlier attempt of `run_id`: their part results by
+/// partition index. Their unreadable files are added to `problems` and their entries to
+/// the progress counters. Streamed sources never reuse part records.
+///
+/// # Errors
+/// `Store` when the part records cannot be listed or read.
+pub(super) async fn resume(
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    plan: &Plan,
+    streamed: bool,
+    counters: &Counters,
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<Option<PartResult>>> {
+    let mut done: Vec<Option<PartResult>> = vec![None; plan.partitions.len()];
+    let earlier = if streamed {
+        Vec::new() // streamed sources never reuse part records (see load_or_make_plan)
+    } else {
+        store::list_all(&**store, &layout.parts(run_id)).await?
+    };
+    for item in earlier {
+        if !item.name.ends_with(".jsonl.gz") {
+            continue;
+        }
+        let (h, r) = load_part(store, &item.name).await?;
+        if h.partition < done.len() {
+            counters.add(
+                r.entries.len() as u64,
+                r.entries.iter().map(|e| e.size).sum(),
+            );
+            problems.extend(h.unreadable.iter().map(|path| Problem {
+                path: path.clone(),
+                error: "unreadable (earlier attempt)".into(),
+            }));
+            done[h.partition] = Some(r);
+        }
+    }
+    Ok(done)
+}

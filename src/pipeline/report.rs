@@ -1,0 +1,155 @@
+//! What a run reports: its status, the engine's counters and the run record.
+//!
+//! The report is built by the engine ([`super::run`]), completed by the runner
+//! (verification, alert deliveries) and stored as the run record
+//! (`runs/<run-id>/<time>.json`); `status` and `schedule` read it back.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::extract::Problem;
+use crate::manifest::layout::Layout;
+use crate::manifest::{self, PathBytes, Totals};
+use crate::store;
+use crate::support::ids;
+use crate::verify::VerifyReport;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Committed and verified.
+    Ok,
+    /// Committed, but some source files could not be read or kept changing.
+    Partial,
+    /// Committed, but verification found a mismatch.
+    Mismatch,
+    /// Nothing committed.
+    Failed,
+    /// Stopped by a signal; nothing committed; resumable.
+    Cancelled,
+}
+
+/// Engine statistics of a run (also what the backpressure tests assert on).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Sealed blocks not yet staged, now.
+    pub inflight_blocks: AtomicUsize,
+    /// Highest `inflight_blocks` seen.
+    pub max_inflight_blocks: AtomicUsize,
+    /// Blocks staged by this attempt.
+    pub blocks_staged: AtomicU64,
+    /// Blocks found already staged by an earlier attempt (not uploaded again).
+    pub blocks_reused: AtomicU64,
+    /// Partition attempts retried after a transient failure.
+    pub partition_retries: AtomicU64,
+    /// Files opened and read by this attempt (incrementals read only what changed).
+    pub files_read: AtomicU64,
+}
+
+/// What a backup run reports (also stored as the run record).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Run id (pass it to `--run-id` to resume an interrupted run).
+    pub run_id: String,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Committed snapshot, if any.
+    pub snapshot: Option<String>,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub finished_at: DateTime<Utc>,
+    /// Totals of the snapshot.
+    pub totals: Totals,
+    /// `full` or `incremental`.
+    pub kind: String,
+    /// Parent snapshot an incremental reused entries from.
+    pub parent: Option<String>,
+    /// New, changed, unchanged and deleted entries against the newest earlier snapshot.
+    pub changes: Option<manifest::Changes>,
+    /// Files this attempt opened and read.
+    pub files_read: u64,
+    /// Partitions planned.
+    pub partitions: usize,
+    /// Partitions taken from an earlier attempt of this run.
+    pub partitions_resumed: usize,
+    /// Blocks uploaded by this attempt.
+    pub blocks_staged: u64,
+    /// Blocks reused from an earlier attempt.
+    pub blocks_reused: u64,
+    /// Peak sealed blocks in flight (bounded by configuration).
+    pub max_inflight_blocks: usize,
+    /// Retries: store-level (the backend's policy) plus partition-level.
+    pub retries: u64,
+    /// Files that could not be read.
+    pub problems: Vec<Problem>,
+    /// Files stored as inconsistent (kept changing while read).
+    pub inconsistent: Vec<PathBytes>,
+    /// Verification after commit.
+    pub verify: Option<VerifyReport>,
+    /// Error, when the run failed.
+    pub error: Option<String>,
+    /// Webhook deliveries for this run's alert (a failed delivery never fails the run).
+    #[serde(default)]
+    pub alerts: Vec<crate::alert::AlertOutcome>,
+}
+
+impl BackupReport {
+    /// The report of a run that committed nothing.
+    pub(super) fn failed(
+        pipeline: &str,
+        run_id: &str,
+        status: RunStatus,
+        started_at: DateTime<Utc>,
+        retries: u64,
+        error: String,
+    ) -> Self {
+        BackupReport {
+            pipeline: pipeline.to_string(),
+            run_id: run_id.to_string(),
+            status,
+            snapshot: None,
+            started_at,
+            finished_at: Utc::now(),
+            totals: Totals::default(),
+            kind: String::new(),
+            parent: None,
+            changes: None,
+            files_read: 0,
+            partitions: 0,
+            partitions_resumed: 0,
+            blocks_staged: 0,
+            blocks_reused: 0,
+            max_inflight_blocks: 0,
+            retries,
+            problems: vec![],
+            inconsistent: vec![],
+            verify: None,
+            error: Some(error),
+            alerts: vec![],
+        }
+    }
+}
+
+/// Store `report` as its run record; a failure is logged, never fails the run.
+pub(super) async fn write_run_record(
+    store: &dyn store::BlobStore,
+    layout: &Layout,
+    report: &BackupReport,
+) {
+    let name = layout.run_record(&report.run_id, &ids::stamp(report.finished_at));
+    match serde_json::to_vec_pretty(report) {
+        Ok(body) => {
+            if let Err(e) = store.put(&name, Bytes::from(body), true).await {
+                tracing::warn!("could not write run record {name}: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("could not encode run record: {e}"),
+    }
+}

@@ -1,0 +1,142 @@
+//! The runner owns one whole run: lock → engine → verify → run record → retention → alerts.
+//!
+//! The engine ([`super::run`]) plans, packs, uploads and commits, and reports what it
+//! did. Everything a run does *with* that outcome happens here, in one place: verifying
+//! the committed snapshot (while the run lock is still held), delivering the alert,
+//! storing the run record, and — for a run that is ok and verified — automatic
+//! retention. A failed alert or retention never fails the run.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::report::{write_run_record, BackupReport, RunStatus};
+use super::run::{self, Finished};
+use super::spec::Pipeline;
+use crate::verify::config::VerifyMode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::layout::Layout;
+use crate::store::Store;
+use crate::support::cancel::Cancel;
+use crate::support::ids;
+use crate::support::progress::Counters;
+use crate::verify;
+
+/// Options of one backup run beyond the pipeline file.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Run id (resume a run by passing its id again). Default: a fresh id.
+    pub run_id: Option<String>,
+    /// Skip the verification after commit.
+    pub no_verify: bool,
+    /// Wait for the run lock instead of failing fast.
+    pub wait_lock: bool,
+    /// Read everything (a full backup) even if an incremental is possible.
+    pub full: bool,
+    /// Cancellation.
+    pub cancel: Cancel,
+    /// Progress counters to update.
+    pub counters: Option<Arc<Counters>>,
+}
+
+/// Run a backup of `p` into `store`: the engine, then verification, the run record,
+/// automatic retention and alerts.
+///
+/// # Errors
+/// `Config`/`Source` when the source cannot be planned, `Locked` when another run holds
+/// the lock, `Cancelled` on a signal, `Store` when the store fails beyond retries. A
+/// committed snapshot with unreadable files is not an error: the report says `partial`.
+pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<BackupReport> {
+    let started_at = Utc::now();
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| ids::run_id(started_at));
+    if !ids::is_safe_segment(&run_id) {
+        return Err(Error::config(format!(
+            "invalid run id {run_id:?}: use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    let layout = Layout::new(&p.target.prefix);
+    let lock = super::lock::RunLock::acquire(
+        store.clone(),
+        &layout,
+        &run_id,
+        p.lock_ttl,
+        opts.wait_lock,
+        &opts.cancel,
+    )
+    .await?;
+    let mut result = match run::run(p, store.clone(), &layout, &run_id, started_at, &opts).await {
+        Ok(done) => verify_committed(p, &store, &layout, &opts, done).await,
+        Err(e) => Err(e),
+    };
+    if lock.lost() {
+        if let Err(e) = &result {
+            if e.kind() == ErrorKind::Cancelled {
+                result = Err(Error::new(
+                    ErrorKind::Locked,
+                    "the run lock could not be renewed, so the run stopped before committing (rerun with the same --run-id to resume)",
+                ));
+            }
+        }
+    }
+    lock.release().await;
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let status = if e.kind() == ErrorKind::Cancelled {
+                RunStatus::Cancelled
+            } else {
+                RunStatus::Failed
+            };
+            let mut report = BackupReport::failed(
+                &p.name,
+                &run_id,
+                status,
+                started_at,
+                store.retries(),
+                e.to_string(),
+            );
+            report.alerts = crate::alert::on_run(p, &report).await;
+            write_run_record(&*store, &layout, &report).await;
+            return Err(e.context(format!("run {run_id}")));
+        }
+    };
+    report.finished_at = Utc::now();
+    report.alerts = crate::alert::on_run(p, &report).await;
+    write_run_record(&*store, &layout, &report).await;
+    if report.status == RunStatus::Ok && p.retention.as_ref().is_some_and(|r| r.auto) {
+        crate::retention::after_backup(p, &store, &report).await;
+    }
+    Ok(report)
+}
+
+/// Verify what the engine committed (unless disabled); a mismatch makes the run
+/// `mismatch`.
+async fn verify_committed(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    opts: &BackupOptions,
+    done: Finished,
+) -> Result<BackupReport> {
+    let Finished {
+        mut report,
+        manifest,
+    } = done;
+    let Some(m) = manifest else {
+        return Ok(report);
+    };
+    if opts.no_verify || !p.verify.after_backup {
+        return Ok(report);
+    }
+    let mode = p.verify.mode;
+    let v = verify::verify(store, layout, &m, mode, p.verify.seed, &p.upload, None).await?;
+    if !v.ok() {
+        report.status = RunStatus::Mismatch;
+    }
+    report.verify = Some(v);
+    Ok(report)
+}
+
