@@ -1,6 +1,6 @@
 //! Pipeline files: TOML in, a checked [`Pipeline`] out.
 //!
-//! Parsing happens once, here, at the edge. The raw `*Spec` structs ([`raw`]) mirror the
+//! Parsing happens once, here, at the edge. The raw `*Spec` structs (`raw`) mirror the
 //! file (`deny_unknown_fields`, so a typo is an error, not a silently ignored key); then
 //! [`Pipeline::load`] checks every value and cross-field rule and turns it into the
 //! checked types the engine trusts. Every error names the file, line, column and key
@@ -10,9 +10,9 @@
 //! The checked types belong to the stages that use them (`extract::config`,
 //! `pack::codec`, `store::config`, `verify::config`, `retention::config`,
 //! `restore::config`, `alert::config`); this module only composes them into a
-//! [`Pipeline`]. One file per area checks its tables: [`source`], [`target`] (compression,
-//! target, upload, retry), [`run`] (verify, lock, incremental), [`schedule`], [`alerts`],
-//! [`retention`], [`restore`], [`serve`]; [`check`] holds the shared checker.
+//! [`Pipeline`]. One file per area checks its tables: `source`, `target` (compression,
+//! target, upload, retry), `run` (verify, lock, incremental), `schedule`, `alerts`,
+//! `retention`, `restore`, `serve`; `check` holds the shared checker.
 
 mod alerts;
 mod check;

@@ -46,6 +46,7 @@ pub(super) fn check_partitions(c: &mut Checker<'_>, s: &PartitionsSpec) -> Parti
     }
 }
 
+/// `[source]`: dispatch on `type`, refusing keys that belong to another source type.
 pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfig {
     let kind = s.kind.get_ref().as_str();
     // Keys that belong to other source types are errors, not silently ignored.
