@@ -87,9 +87,9 @@ fn check_url(pg: bool, url: &Secret) -> Result<()> {
 fn create_table(pg: bool, schema: &str, t: &TableRecord) -> String {
     let q = |s: &str| {
         if pg {
-            crate::extract::postgres::ident(s)
+            crate::db::sql::pg_ident(s)
         } else {
-            crate::extract::mysql::ident(s)
+            crate::db::sql::my_ident(s)
         }
     };
     let mut cols: Vec<String> = t
@@ -144,19 +144,19 @@ fn groups<'a>(base: &str, tables: &'a [TableRecord]) -> Vec<(String, Vec<&'a Tab
 async fn run_sql(pg: bool, url: &Secret, stmts: &[String]) -> Result<()> {
     if pg {
         let pw = env_password(url, "PGPASSWORD");
-        let c = crate::extract::postgres::connect(url, pw.as_ref()).await?;
+        let c = crate::db::postgres::connect(url, pw.as_ref()).await?;
         for s in stmts {
             c.batch_execute(s)
                 .await
-                .map_err(|e| crate::extract::postgres::pg_err(first_words(s), e))?;
+                .map_err(|e| crate::db::postgres::pg_err(first_words(s), e))?;
         }
     } else {
         let pw = env_password(url, "MYSQL_PWD");
-        let mut c = crate::extract::mysql::connect(url, pw.as_ref()).await?;
+        let mut c = crate::db::mysql::connect(url, pw.as_ref()).await?;
         for s in stmts {
             c.query_drop(s.as_str())
                 .await
-                .map_err(|e| crate::extract::mysql::my_err(first_words(s), e))?;
+                .map_err(|e| crate::db::mysql::my_err(first_words(s), e))?;
         }
         let _ = c.disconnect().await;
     }
@@ -215,9 +215,9 @@ pub async fn drill_db(
                 "CREATE {} {}",
                 if pg { "SCHEMA" } else { "DATABASE" },
                 if pg {
-                    crate::extract::postgres::ident(&name)
+                    crate::db::sql::pg_ident(&name)
                 } else {
-                    crate::extract::mysql::ident(&name)
+                    crate::db::sql::my_ident(&name)
                 }
             )];
             made.push(name.clone());
@@ -257,13 +257,10 @@ pub async fn drill_db(
                 if pg {
                     format!(
                         "DROP SCHEMA IF EXISTS {} CASCADE",
-                        crate::extract::postgres::ident(n)
+                        crate::db::sql::pg_ident(n)
                     )
                 } else {
-                    format!(
-                        "DROP DATABASE IF EXISTS {}",
-                        crate::extract::mysql::ident(n)
-                    )
+                    format!("DROP DATABASE IF EXISTS {}", crate::db::sql::my_ident(n))
                 }
             })
             .collect();

@@ -34,8 +34,9 @@ use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::db::postgres::{self as pg, pg_err, SESSION_SETTINGS};
+use crate::db::sql::{pg_ident as ident, pg_literal, pg_select_list as select_list};
 use crate::error::{Error, Result};
-use crate::extract::postgres::{self as pg, ident, pg_err, select_list, SESSION_SETTINGS};
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest, TableRecord};
 use crate::pack::read::PackCursor;
@@ -611,7 +612,7 @@ async fn load_pg(
                 let cn = ident(&col.name);
                 c.batch_execute(&format!(
                     "SELECT setval({}, GREATEST(COALESCE((SELECT max({cn}) FROM {target}), 0), 1), (SELECT max({cn}) FROM {target}) IS NOT NULL)",
-                    pg::literal(&seq)
+                    pg_literal(&seq)
                 ))
                 .await
                 .map_err(|e| pg_err(format!("advancing {seq}"), e))?;

@@ -16,8 +16,10 @@ use chrono::Utc;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
+use crate::db::csv::parse_csv;
+use crate::db::mysql::{self as my, my_err};
+use crate::db::sql::{my_ident as ident, my_is_binary as is_binary};
 use crate::error::{Error, Result};
-use crate::extract::mysql::{self as my, ident, is_binary, my_err, parse_csv};
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest};
 use crate::pipeline::spec::Strategy;
