@@ -22,14 +22,14 @@ use std::time::Instant;
 use chrono::Utc;
 use mysql_async::prelude::Queryable;
 
+use crate::db::sql::Dialect;
 use crate::error::{Error, Result};
-use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
 use crate::manifest::TableRecord;
 use crate::pipeline::spec::{SourceConfig, Strategy};
 use crate::pipeline::Pipeline;
 use crate::restore::db::{env_password, restore_db, DbRestoreOptions};
-use crate::restore::drill::{conclude, DrillOptions, DrillRecord};
+use crate::restore::drill::{conclude, open_snapshot, DrillOptions, DrillRecord};
 use crate::store::Store;
 use crate::support::ids;
 use crate::support::secret::{redact_url, Secret};
@@ -83,15 +83,17 @@ fn check_url(pg: bool, url: &Secret) -> Result<()> {
     }
 }
 
+fn dialect(pg: bool) -> Dialect {
+    if pg {
+        Dialect::Postgres
+    } else {
+        Dialect::Mysql
+    }
+}
+
 /// The `CREATE TABLE` of `t` in `schema`, from its manifest record.
 fn create_table(pg: bool, schema: &str, t: &TableRecord) -> String {
-    let q = |s: &str| {
-        if pg {
-            crate::db::sql::pg_ident(s)
-        } else {
-            crate::db::sql::my_ident(s)
-        }
-    };
+    let q = |s: &str| dialect(pg).ident(s);
     let mut cols: Vec<String> = t
         .columns
         .iter()
@@ -197,14 +199,7 @@ pub async fn drill_db(
     let mut rows = 0u64;
     let mut fetched = 0u64;
     let res: Result<()> = async {
-        let id = catalog::resolve(
-            &*store,
-            &layout,
-            opts.snapshot.as_deref().unwrap_or("latest"),
-        )
-        .await?;
-        snapshot = Some(id.clone());
-        let m = catalog::load(&*store, &layout, &id).await?;
+        let (id, m) = open_snapshot(&store, &layout, opts, &mut snapshot).await?;
         if m.tables.is_empty() {
             return Err(Error::not_found(format!(
                 "snapshot {id} holds no database tables"
@@ -214,11 +209,7 @@ pub async fn drill_db(
             let mut ddl = vec![format!(
                 "CREATE {} {}",
                 if pg { "SCHEMA" } else { "DATABASE" },
-                if pg {
-                    crate::db::sql::pg_ident(&name)
-                } else {
-                    crate::db::sql::my_ident(&name)
-                }
+                dialect(pg).ident(&name)
             )];
             made.push(name.clone());
             ddl.extend(ts.iter().map(|t| create_table(pg, &name, t)));
@@ -257,10 +248,10 @@ pub async fn drill_db(
                 if pg {
                     format!(
                         "DROP SCHEMA IF EXISTS {} CASCADE",
-                        crate::db::sql::pg_ident(n)
+                        Dialect::Postgres.ident(n)
                     )
                 } else {
-                    format!("DROP DATABASE IF EXISTS {}", crate::db::sql::my_ident(n))
+                    format!("DROP DATABASE IF EXISTS {}", Dialect::Mysql.ident(n))
                 }
             })
             .collect();
