@@ -74,7 +74,7 @@ async fn archived_packs_need_rehydration_which_polls_resumes_and_cleans_up() {
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
 
     // The plan lists exactly the archived packs needed…
-    let pl = restore::plan(&s, &layout, &m, &[]).await.unwrap();
+    let pl = restore::archive::plan(&s, &layout, &m, &[]).await.unwrap();
     let planned: BTreeSet<String> = pl.archived.iter().map(|x| x.blob.clone()).collect();
     assert_eq!(planned, archived);
     assert_eq!(
@@ -83,7 +83,7 @@ async fn archived_packs_need_rehydration_which_polls_resumes_and_cleans_up() {
     );
     assert!(pl.wait_standard.contains("15 hours") && pl.wait_high.contains("1 hour"));
     // …and nothing when the selection lives in the online pack.
-    let pl = restore::plan(&s, &layout, &m, &["/README.md".to_string()])
+    let pl = restore::archive::plan(&s, &layout, &m, &["/README.md".to_string()])
         .await
         .unwrap();
     assert_eq!(pl.packs.len(), 1);
@@ -134,7 +134,7 @@ async fn archived_packs_need_rehydration_which_polls_resumes_and_cleans_up() {
         .map(|i| i.name)
         .collect();
     assert_eq!(staging.len(), archived.len());
-    let pl = restore::plan(&s, &layout, &m, &[]).await.unwrap();
+    let pl = restore::archive::plan(&s, &layout, &m, &[]).await.unwrap();
     assert!(pl
         .archived
         .iter()
@@ -262,7 +262,7 @@ async fn archive_restore_on_azurite() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Archived, "{e}");
-    let pl = restore::plan(&s, &layout, &m, &[]).await.unwrap();
+    let pl = restore::archive::plan(&s, &layout, &m, &[]).await.unwrap();
     assert_eq!(pl.archived.len(), m.packs.len());
     let r = restore::restore_with(
         &s,

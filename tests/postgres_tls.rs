@@ -8,8 +8,8 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use blobpipe::db::postgres::connect;
 use blobpipe::db::postgres::{self as pg_conn, session_is_encrypted};
-use blobpipe::extract::postgres::connect;
 use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
 use blobpipe::restore::config::Strategy;
 use blobpipe::restore::db::{restore_db, DbRestoreOptions};

@@ -876,7 +876,7 @@ async fn restore_archive_cmd(
     quiet: bool,
 ) -> Result<i32> {
     if a.plan {
-        let pl = restore::plan(store, layout, m, &a.paths).await?;
+        let pl = restore::archive::plan(store, layout, m, &a.paths).await?;
         emit(json, &pl, || {
             println!(
                 "restore of {} ({} entries) reads {} packs ({})",

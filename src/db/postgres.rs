@@ -29,6 +29,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use tokio_postgres::Client;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::Column;
 use crate::support::secret::{redact_url, Secret};
 
 /// libpq's `sslmode` values (`allow` is treated as `prefer`).
@@ -515,6 +516,81 @@ pub async fn connect_spec(spec: &ConnSpec) -> Result<Client> {
         }
     });
     Ok(client)
+}
+
+/// Session settings shared by backup and the restore check, so CSV text is canonical.
+pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+     SET client_encoding = 'UTF8'";
+
+/// Turn a driver error into ours: connection-level failures are transient, errors the
+/// server reports are not.
+pub fn pg_err(what: impl std::fmt::Display, e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => Error::new(
+            ErrorKind::Source,
+            format!("{what}: {} ({})", db.message(), db.code().code()),
+        ),
+        None => Error::transient(ErrorKind::Source, format!("{what}: {e}")),
+    }
+}
+
+/// Connect to `url` (password from `password` when given, else the URL's, else
+/// `PGPASSWORD`), completing the URL from libpq's environment variables and using TLS as
+/// `sslmode` says (see the module docs); spawns the connection task.
+///
+/// # Errors
+/// `Config` for a malformed URL, `Source` (transient) when the server is unreachable,
+/// `Source` (permanent) when the server refuses or the certificate does not verify.
+pub async fn connect(url: &Secret, password: Option<&Secret>) -> Result<Client> {
+    let mut spec = resolve(url, password)?;
+    spec.cfg.application_name("blobpipe");
+    spec.cfg.connect_timeout(std::time::Duration::from_secs(30));
+    connect_spec(&spec).await
+}
+
+/// Columns (stored, non-generated, in attribute order) and primary key of a table.
+///
+/// # Errors
+/// Server errors.
+pub async fn table_shape(
+    c: &Client,
+    schema: &str,
+    name: &str,
+) -> Result<Option<(Vec<Column>, Vec<String>)>> {
+    let q = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+               AND a.attgenerated = '' ORDER BY a.attnum";
+    let rows = c
+        .query(q, &[&schema, &name])
+        .await
+        .map_err(|e| pg_err(format!("reading columns of {schema}.{name}"), e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let cols = rows
+        .iter()
+        .map(|r| Column {
+            name: r.get(0),
+            ty: r.get(1),
+            nullable: r.get(2),
+        })
+        .collect();
+    let q = "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) ON true \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary ORDER BY k.ord";
+    let pk = c
+        .query(q, &[&schema, &name])
+        .await
+        .map_err(|e| pg_err(format!("reading the primary key of {schema}.{name}"), e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    Ok(Some((cols, pk)))
 }
 
 /// Whether `client`'s session is encrypted (`pg_stat_ssl`).

@@ -34,103 +34,12 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use super::{Batcher, Chunk, Done, Item, ItemKind};
+use crate::db::postgres::{connect, pg_err, table_shape, SESSION_SETTINGS};
+use crate::db::sql::{pg_ident, pg_literal, pg_select_list};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extract::config::DbSourceConfig;
-use crate::manifest::{Column, TableRecord};
+use crate::manifest::TableRecord;
 use crate::support::secret::{redact_url, Secret};
-
-/// Session settings shared by backup and the restore check, so CSV text is canonical.
-pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
-     SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
-     SET client_encoding = 'UTF8'";
-
-/// Turn a driver error into ours: connection-level failures are transient, errors the
-/// server reports are not.
-pub fn pg_err(what: impl std::fmt::Display, e: tokio_postgres::Error) -> Error {
-    match e.as_db_error() {
-        Some(db) => Error::new(
-            ErrorKind::Source,
-            format!("{what}: {} ({})", db.message(), db.code().code()),
-        ),
-        None => Error::transient(ErrorKind::Source, format!("{what}: {e}")),
-    }
-}
-
-/// Connect to `url` (password from `password` when given, else the URL's, else
-/// `PGPASSWORD`), completing the URL from libpq's environment variables and using TLS as
-/// `sslmode` says (see [`crate::db::postgres`]); spawns the connection task.
-///
-/// # Errors
-/// `Config` for a malformed URL, `Source` (transient) when the server is unreachable,
-/// `Source` (permanent) when the server refuses or the certificate does not verify.
-pub async fn connect(url: &Secret, password: Option<&Secret>) -> Result<Client> {
-    let mut spec = crate::db::postgres::resolve(url, password)?;
-    spec.cfg.application_name("blobpipe");
-    spec.cfg.connect_timeout(std::time::Duration::from_secs(30));
-    crate::db::postgres::connect_spec(&spec).await
-}
-
-/// Quote an identifier.
-pub fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Quote a string literal.
-pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The `SELECT` list of a table's stored columns.
-pub fn select_list(cols: &[Column]) -> String {
-    cols.iter()
-        .map(|c| ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Columns (stored, non-generated, in attribute order) and primary key of a table.
-///
-/// # Errors
-/// Server errors.
-pub async fn table_shape(
-    c: &Client,
-    schema: &str,
-    name: &str,
-) -> Result<Option<(Vec<Column>, Vec<String>)>> {
-    let q = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull \
-             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
-               AND a.attgenerated = '' ORDER BY a.attnum";
-    let rows = c
-        .query(q, &[&schema, &name])
-        .await
-        .map_err(|e| pg_err(format!("reading columns of {schema}.{name}"), e))?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let cols = rows
-        .iter()
-        .map(|r| Column {
-            name: r.get(0),
-            ty: r.get(1),
-            nullable: r.get(2),
-        })
-        .collect();
-    let q = "SELECT a.attname::text FROM pg_index i \
-             JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) ON true \
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
-             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary ORDER BY k.ord";
-    let pk = c
-        .query(q, &[&schema, &name])
-        .await
-        .map_err(|e| pg_err(format!("reading the primary key of {schema}.{name}"), e))?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
-    Ok(Some((cols, pk)))
-}
 
 /// An open PostgreSQL source: the coordinator holding the exported snapshot, and the
 /// planned work items.
@@ -185,7 +94,7 @@ impl PgSession {
             let Some((columns, pk)) = table_shape(&c, &schema, &name).await? else {
                 continue;
             };
-            let fq = format!("{}.{}", ident(&schema), ident(&name));
+            let fq = format!("{}.{}", pg_ident(&schema), pg_ident(&name));
             let int_pk = pk.len() == 1 && {
                 let ty = columns
                     .iter()
@@ -220,7 +129,7 @@ impl PgSession {
                     est
                 };
                 if est > cfg.split_rows as f64 {
-                    let k = ident(&pk[0]);
+                    let k = pg_ident(&pk[0]);
                     let row = c
                         .query_one(
                             &format!("SELECT min({k})::int8, max({k})::int8 FROM {fq}"),
@@ -320,21 +229,21 @@ async fn produce(
         .map_err(|e| pg_err("session settings", e))?;
     c.batch_execute(&format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-        literal(snapshot)
+        pg_literal(snapshot)
     ))
     .await
     .map_err(|e| {
         // The coordinator is gone (or the snapshot expired): retrying cannot help.
         pg_err("adopting the exported snapshot", e)
     })?;
-    let fq = format!("{}.{}", ident(&t.schema), ident(&t.name));
-    let mut q = format!("SELECT {} FROM {fq}", select_list(&t.columns));
+    let fq = format!("{}.{}", pg_ident(&t.schema), pg_ident(&t.name));
+    let mut q = format!("SELECT {} FROM {fq}", pg_select_list(&t.columns));
     if let (Some((lo, hi)), Some(k)) = (item.bounds, t.primary_key.first()) {
-        let k = ident(k);
+        let k = pg_ident(k);
         q.push_str(&format!(" WHERE {k} >= {lo} AND {k} < {hi}"));
     }
     if !t.primary_key.is_empty() {
-        let keys: Vec<String> = t.primary_key.iter().map(|k| ident(k)).collect();
+        let keys: Vec<String> = t.primary_key.iter().map(|k| pg_ident(k)).collect();
         q.push_str(&format!(" ORDER BY {}", keys.join(", ")));
     }
     let copy = format!("COPY ({q}) TO STDOUT WITH (FORMAT csv, HEADER true)");
@@ -385,11 +294,5 @@ mod tests {
         let r = split_range(i64::MIN, i64::MAX - 1, 3);
         assert_eq!(r.len(), 3);
         assert_eq!(r.last().unwrap().1, i64::MAX);
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(literal("it's"), "'it''s'");
     }
 }

@@ -271,8 +271,8 @@ impl<S: BlockSink> Write for PackWriter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::frame::decompress;
     use crate::pack::codec::Codec;
+    use crate::pack::frame::decompress;
 
     fn roundtrip(codec: Codec) {
         let data: Vec<u8> = (0..3_000_000u32)

@@ -11,8 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::commit::{self, PartResult};
 use super::run::Ctx;
-use crate::extract::config::FsSourceConfig;
 use crate::error::{Error, Result};
+use crate::extract::config::FsSourceConfig;
 use crate::extract::fs::read::{self, FileErr};
 use crate::extract::fs::{self as xfs, Stat};
 use crate::extract::{PlannedEntry, Problem};

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::commit::{load_part, PartResult};
 use super::spec::{FullEvery, Pipeline};
-use crate::extract::config::SourceConfig;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::extract::config::SourceConfig;
 use crate::extract::{self, Plan, Problem};
 use crate::manifest::layout::Layout;
 use crate::manifest::Header;

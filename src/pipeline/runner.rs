@@ -13,7 +13,6 @@ use chrono::Utc;
 use super::report::{write_run_record, BackupReport, RunStatus};
 use super::run::{self, Finished};
 use super::spec::Pipeline;
-use crate::verify::config::VerifyMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Layout;
 use crate::store::Store;
@@ -139,4 +138,3 @@ async fn verify_committed(
     report.verify = Some(v);
     Ok(report)
 }
-

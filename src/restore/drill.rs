@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{self, Alert, AlertOutcome, Event};
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
+use crate::manifest::{catalog, Manifest};
 use crate::pipeline::Pipeline;
 use crate::restore;
 use crate::store::Store;
@@ -151,14 +151,7 @@ pub async fn drill(p: &Pipeline, store: Store, opts: &DrillOptions) -> Result<Dr
     let t0 = Instant::now();
     let mut snapshot = None;
     let res: Result<restore::RestoreReport> = async {
-        let id = catalog::resolve(
-            &*store,
-            &layout,
-            opts.snapshot.as_deref().unwrap_or("latest"),
-        )
-        .await?;
-        snapshot = Some(id.clone());
-        let m = catalog::load(&*store, &layout, &id).await?;
+        let (_, m) = open_snapshot(&store, &layout, opts, &mut snapshot).await?;
         restore::restore(
             &store,
             &layout,
@@ -196,6 +189,29 @@ pub async fn drill(p: &Pipeline, store: Store, opts: &DrillOptions) -> Result<Dr
         rec.bytes_fetched = r.bytes_fetched;
     }
     Ok(conclude(p, &store, &layout, rec, res.as_ref().err()).await)
+}
+
+/// Resolve the drill's snapshot (`latest` unless one is named) and load its manifest,
+/// noting the id in `snapshot` as soon as it is known, so the record names it even when
+/// loading fails.
+///
+/// # Errors
+/// `NotFound` when no such snapshot exists; store and manifest errors.
+pub(crate) async fn open_snapshot(
+    store: &Store,
+    layout: &Layout,
+    opts: &DrillOptions,
+    snapshot: &mut Option<String>,
+) -> Result<(String, Manifest)> {
+    let id = catalog::resolve(
+        &**store,
+        layout,
+        opts.snapshot.as_deref().unwrap_or("latest"),
+    )
+    .await?;
+    *snapshot = Some(id.clone());
+    let m = catalog::load(&**store, layout, &id).await?;
+    Ok((id, m))
 }
 
 /// Alert on a failed drill, then store the record (create-only; a store failure is

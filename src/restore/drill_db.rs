@@ -22,15 +22,15 @@ use std::time::Instant;
 use chrono::Utc;
 use mysql_async::prelude::Queryable;
 
+use crate::db::sql::Dialect;
 use crate::error::{Error, Result};
 use crate::extract::config::SourceConfig;
-use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
 use crate::manifest::TableRecord;
 use crate::pipeline::Pipeline;
 use crate::restore::config::Strategy;
 use crate::restore::db::{env_password, restore_db, DbRestoreOptions};
-use crate::restore::drill::{conclude, DrillOptions, DrillRecord};
+use crate::restore::drill::{conclude, open_snapshot, DrillOptions, DrillRecord};
 use crate::store::Store;
 use crate::support::ids;
 use crate::support::secret::{redact_url, Secret};
@@ -84,15 +84,17 @@ fn check_url(pg: bool, url: &Secret) -> Result<()> {
     }
 }
 
+fn dialect(pg: bool) -> Dialect {
+    if pg {
+        Dialect::Postgres
+    } else {
+        Dialect::Mysql
+    }
+}
+
 /// The `CREATE TABLE` of `t` in `schema`, from its manifest record.
 fn create_table(pg: bool, schema: &str, t: &TableRecord) -> String {
-    let q = |s: &str| {
-        if pg {
-            crate::extract::postgres::ident(s)
-        } else {
-            crate::extract::mysql::ident(s)
-        }
-    };
+    let q = |s: &str| dialect(pg).ident(s);
     let mut cols: Vec<String> = t
         .columns
         .iter()
@@ -145,19 +147,19 @@ fn groups<'a>(base: &str, tables: &'a [TableRecord]) -> Vec<(String, Vec<&'a Tab
 async fn run_sql(pg: bool, url: &Secret, stmts: &[String]) -> Result<()> {
     if pg {
         let pw = env_password(url, "PGPASSWORD");
-        let c = crate::extract::postgres::connect(url, pw.as_ref()).await?;
+        let c = crate::db::postgres::connect(url, pw.as_ref()).await?;
         for s in stmts {
             c.batch_execute(s)
                 .await
-                .map_err(|e| crate::extract::postgres::pg_err(first_words(s), e))?;
+                .map_err(|e| crate::db::postgres::pg_err(first_words(s), e))?;
         }
     } else {
         let pw = env_password(url, "MYSQL_PWD");
-        let mut c = crate::extract::mysql::connect(url, pw.as_ref()).await?;
+        let mut c = crate::db::mysql::connect(url, pw.as_ref()).await?;
         for s in stmts {
             c.query_drop(s.as_str())
                 .await
-                .map_err(|e| crate::extract::mysql::my_err(first_words(s), e))?;
+                .map_err(|e| crate::db::mysql::my_err(first_words(s), e))?;
         }
         let _ = c.disconnect().await;
     }
@@ -198,14 +200,7 @@ pub async fn drill_db(
     let mut rows = 0u64;
     let mut fetched = 0u64;
     let res: Result<()> = async {
-        let id = catalog::resolve(
-            &*store,
-            &layout,
-            opts.snapshot.as_deref().unwrap_or("latest"),
-        )
-        .await?;
-        snapshot = Some(id.clone());
-        let m = catalog::load(&*store, &layout, &id).await?;
+        let (id, m) = open_snapshot(&store, &layout, opts, &mut snapshot).await?;
         if m.tables.is_empty() {
             return Err(Error::not_found(format!(
                 "snapshot {id} holds no database tables"
@@ -215,11 +210,7 @@ pub async fn drill_db(
             let mut ddl = vec![format!(
                 "CREATE {} {}",
                 if pg { "SCHEMA" } else { "DATABASE" },
-                if pg {
-                    crate::extract::postgres::ident(&name)
-                } else {
-                    crate::extract::mysql::ident(&name)
-                }
+                dialect(pg).ident(&name)
             )];
             made.push(name.clone());
             ddl.extend(ts.iter().map(|t| create_table(pg, &name, t)));
@@ -258,13 +249,10 @@ pub async fn drill_db(
                 if pg {
                     format!(
                         "DROP SCHEMA IF EXISTS {} CASCADE",
-                        crate::extract::postgres::ident(n)
+                        Dialect::Postgres.ident(n)
                     )
                 } else {
-                    format!(
-                        "DROP DATABASE IF EXISTS {}",
-                        crate::extract::mysql::ident(n)
-                    )
+                    format!("DROP DATABASE IF EXISTS {}", Dialect::Mysql.ident(n))
                 }
             })
             .collect();

@@ -24,20 +24,19 @@
 //!    the transaction back (`Integrity`, exit 3).
 
 pub mod mysql;
+pub mod postgres;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::extract::postgres::{self as pg, ident, pg_err, select_list, SESSION_SETTINGS};
 use crate::manifest::layout::Layout;
-use crate::manifest::{Entry, Manifest, PathBytes, RowsetDigest, TableRecord};
+use crate::manifest::{Column, Entry, Manifest, PathBytes, RowsetDigest, TableRecord};
 use crate::pack::read::PackCursor;
 use crate::restore::config::Strategy;
 use crate::store::Store;
@@ -272,16 +271,21 @@ pub async fn restore_db(
     opts: &DbRestoreOptions,
 ) -> Result<DbRestoreReport> {
     let url = opts.url.expose();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        restore_pg(store, layout, m, opts).await
-    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        crate::restore::db::mysql::restore_mysql(store, layout, m, opts).await
-    } else {
-        Err(Error::config(format!(
+    let started_at = Utc::now();
+    let pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if !pg && !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
+        return Err(Error::config(format!(
             "--to-db {}: use a postgres://… or mysql://… URL",
             redact_url(url)
-        )))
+        )));
     }
+    let planned = plan_tables(m, opts)?;
+    let db: Box<dyn Loader> = if pg {
+        Box::new(postgres::PgLoader::connect(opts).await?)
+    } else {
+        Box::new(mysql::MyLoader::connect(opts).await?)
+    };
+    run(db, store, layout, m, opts, planned, started_at).await
 }
 
 /// The password from `var` when the URL carries none (libpq's `PGPASSWORD`, MySQL's
@@ -350,34 +354,83 @@ pub(crate) fn refuse(problems: Vec<String>) -> Result<()> {
     )))
 }
 
-async fn restore_pg(
+/// One target database as the restore sees it: the catalog questions the check asks,
+/// the transaction, and loading one table. [`run`] holds the control flow (check every
+/// table, foreign-key order, load, compare counts and checksums) once for every engine.
+#[async_trait::async_trait]
+pub(crate) trait Loader: Send {
+    /// Columns and primary key of a target table, `None` when it does not exist.
+    async fn table_shape(
+        &mut self,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<(Vec<Column>, Vec<String>)>>;
+    /// Whether a target column type matches the stored one.
+    fn same_type(&self, target: &str, stored: &str) -> bool;
+    /// Target columns that are NOT NULL without a default (nor generated/identity).
+    async fn required_columns(&mut self, p: &Planned<'_>) -> Result<Vec<String>>;
+    /// Whether the target table has a unique index (a primary key counts).
+    async fn has_unique_index(&mut self, p: &Planned<'_>) -> Result<bool>;
+    /// Rows in the target table now.
+    async fn count(&mut self, p: &Planned<'_>) -> Result<u64>;
+    /// Foreign keys of the target, as `(child, parent)` `schema.table` pairs.
+    async fn foreign_keys(&mut self) -> Result<Vec<(String, String)>>;
+    /// Run a transaction statement (`BEGIN`, `COMMIT`, `ROLLBACK` in the engine's words).
+    async fn tx(&mut self, what: Tx) -> Result<()>;
+    /// Empty the `truncate` tables (in foreign-key order, parents first).
+    async fn empty(&mut self, tables: &[&Planned<'_>]) -> Result<()>;
+    /// Load the rows of table number `i` from `chunks`, adding the bytes downloaded to
+    /// `fetched`. Returns the rows sent and the rows added so far.
+    async fn load_rows(
+        &mut self,
+        i: usize,
+        p: &Planned<'_>,
+        chunks: &mut tokio::sync::mpsc::Receiver<Result<(Bytes, u64)>>,
+        fetched: &mut u64,
+    ) -> Result<(u64, u64)>;
+    /// Finish table `i` after its rows were checked (move staged rows in, advance
+    /// sequences); returns the rows added.
+    async fn settle(&mut self, i: usize, p: &Planned<'_>, added: u64) -> Result<u64>;
+    /// The row-set digest of the target table as it is now.
+    async fn rowset(&mut self, p: &Planned<'_>) -> Result<RowsetDigest>;
+    /// Close the connection after a commit.
+    async fn close(self: Box<Self>);
+}
+
+/// A transaction statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tx {
+    /// Start.
+    Begin,
+    /// Commit.
+    Commit,
+    /// Roll back.
+    Rollback,
+}
+
+/// Restore `m` into the database behind `db`: check, order, load, compare.
+async fn run(
+    mut db: Box<dyn Loader>,
     store: &Store,
     layout: &Layout,
     m: &Manifest,
     opts: &DbRestoreOptions,
+    planned: Vec<Planned<'_>>,
+    started_at: DateTime<Utc>,
 ) -> Result<DbRestoreReport> {
-    let started_at = Utc::now();
-    let planned = plan_tables(m, opts)?;
-    let c = pg::connect(&opts.url, env_password(&opts.url, "PGPASSWORD").as_ref()).await?;
-    c.batch_execute(SESSION_SETTINGS)
-        .await
-        .map_err(|e| pg_err("session settings", e))?;
-
     // 1. Check, all tables, before writing.
     let mut problems = Vec::new();
-    let mut before: HashMap<String, i64> = HashMap::new();
+    let mut before: HashMap<String, u64> = HashMap::new();
     for p in &planned {
-        let fq = format!("{}.{}", ident(&p.schema), ident(&p.rec.name));
-        let Some((cols, pk)) = pg::table_shape(&c, &p.schema, &p.rec.name).await? else {
+        let Some((cols, pk)) = db.table_shape(&p.schema, &p.rec.name).await? else {
             problems.push(format!("table {} does not exist", p.key()));
             continue;
         };
-        let target: HashMap<&str, &crate::manifest::Column> =
-            cols.iter().map(|c| (c.name.as_str(), c)).collect();
+        let target: HashMap<&str, &Column> = cols.iter().map(|c| (c.name.as_str(), c)).collect();
         for sc in &p.rec.columns {
             match target.get(sc.name.as_str()) {
                 None => problems.push(format!("{}: column {:?} is missing", p.key(), sc.name)),
-                Some(tc) if tc.ty != sc.ty => problems.push(format!(
+                Some(tc) if !db.same_type(&tc.ty, &sc.ty) => problems.push(format!(
                     "{}: column {:?} is {} in the target but {} in the snapshot",
                     p.key(),
                     sc.name,
@@ -388,20 +441,7 @@ async fn restore_pg(
             }
         }
         let stored: HashSet<&str> = p.rec.columns.iter().map(|c| c.name.as_str()).collect();
-        let no_default: Vec<String> = c
-            .query(
-                "SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
-                   AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''",
-                &[&p.schema, &p.rec.name],
-            )
-            .await
-            .map_err(|e| pg_err(format!("reading {}", p.key()), e))?
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect();
-        for col in no_default {
+        for col in db.required_columns(p).await? {
             if !stored.contains(col.as_str()) {
                 problems.push(format!(
                     "{}: column {col:?} is NOT NULL without a default and not in the snapshot",
@@ -409,29 +449,13 @@ async fn restore_pg(
                 ));
             }
         }
-        if p.strategy == Strategy::SkipExisting {
-            let has_key: bool = c
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
-                     JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique)",
-                    &[&p.schema, &p.rec.name],
-                )
-                .await
-                .map_err(|e| pg_err(format!("reading keys of {}", p.key()), e))?
-                .get(0);
-            if !has_key && pk.is_empty() {
-                problems.push(format!(
-                    "{}: skip-existing needs a primary key or unique index to compare",
-                    p.key()
-                ));
-            }
+        if p.strategy == Strategy::SkipExisting && pk.is_empty() && !db.has_unique_index(p).await? {
+            problems.push(format!(
+                "{}: skip-existing needs a primary key or unique index to compare",
+                p.key()
+            ));
         }
-        let n: i64 = c
-            .query_one(&format!("SELECT count(*) FROM {fq}"), &[])
-            .await
-            .map_err(|e| pg_err(format!("counting {}", p.key()), e))?
-            .get(0);
+        let n = db.count(p).await?;
         if p.strategy == Strategy::FailIfNotEmpty && n > 0 {
             problems.push(format!(
                 "{} has {n} row(s) and its strategy is fail-if-not-empty (use --strategy {}=truncate|append|skip-existing)",
@@ -445,20 +469,7 @@ async fn restore_pg(
 
     // 2. Foreign-key order from the target's catalog.
     let names: Vec<String> = planned.iter().map(Planned::key).collect();
-    let deps: Vec<(String, String)> = c
-        .query(
-            "SELECT cn.nspname || '.' || cc.relname, pn.nspname || '.' || pc.relname \
-             FROM pg_constraint k \
-             JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
-             JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
-             WHERE k.contype = 'f'",
-            &[],
-        )
-        .await
-        .map_err(|e| pg_err("reading foreign keys", e))?
-        .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-        .collect();
+    let deps = db.foreign_keys().await?;
     let (order, cycles) = fk_order(&names, &deps);
     if !cycles.is_empty() {
         tracing::warn!(
@@ -468,21 +479,17 @@ async fn restore_pg(
     }
     let by_key: HashMap<String, &Planned> = planned.iter().map(|p| (p.key(), p)).collect();
 
-    // 3. Load.
+    // 3. Load, 4. compare.
     let tx = !opts.no_transaction;
     if tx {
-        c.batch_execute("BEGIN")
-            .await
-            .map_err(|e| pg_err("BEGIN", e))?;
+        db.tx(Tx::Begin).await?;
     }
-    let result = load_pg(&c, store, layout, m, &order, &by_key, &before).await;
-    match result {
+    match load(&mut *db, store, layout, m, &order, &by_key, &before).await {
         Ok((tables, fetched)) => {
             if tx {
-                c.batch_execute("COMMIT")
-                    .await
-                    .map_err(|e| pg_err("COMMIT", e))?;
+                db.tx(Tx::Commit).await?;
             }
+            db.close().await;
             Ok(DbRestoreReport {
                 snapshot: m.header.snapshot.clone(),
                 target: redact_url(opts.url.expose()),
@@ -496,7 +503,7 @@ async fn restore_pg(
         }
         Err(e) => {
             if tx {
-                let _ = c.batch_execute("ROLLBACK").await;
+                let _ = db.tx(Tx::Rollback).await;
                 Err(e.context("restore rolled back, nothing was written"))
             } else {
                 Err(e.context("restore stopped (--no-transaction: earlier tables stay loaded)"))
@@ -505,14 +512,14 @@ async fn restore_pg(
     }
 }
 
-async fn load_pg(
-    c: &tokio_postgres::Client,
+async fn load(
+    db: &mut dyn Loader,
     store: &Store,
     layout: &Layout,
     m: &Manifest,
     order: &[String],
     by_key: &HashMap<String, &Planned<'_>>,
-    before: &HashMap<String, i64>,
+    before: &HashMap<String, u64>,
 ) -> Result<(Vec<TableReport>, u64)> {
     let man = Arc::new(m.clone());
     let by_path: Arc<HashMap<PathBytes, Entry>> = Arc::new(
@@ -521,110 +528,31 @@ async fn load_pg(
             .map(|e| (e.path.clone(), e.clone()))
             .collect(),
     );
-    let fq = |p: &Planned| format!("{}.{}", ident(&p.schema), ident(&p.rec.name));
-    let trunc: Vec<String> = order
+    let trunc: Vec<&Planned> = order
         .iter()
-        .filter_map(|k| by_key.get(k))
+        .filter_map(|k| by_key.get(k).copied())
         .filter(|p| p.strategy == Strategy::Truncate)
-        .map(|p| fq(p))
         .collect();
     if !trunc.is_empty() {
-        c.batch_execute(&format!("TRUNCATE {}", trunc.join(", ")))
-            .await
-            .map_err(|e| pg_err("TRUNCATE", e))?;
+        db.empty(&trunc).await?;
     }
     let mut reports = Vec::new();
     let mut fetched = 0;
     for (i, k) in order.iter().enumerate() {
         let p = by_key[k];
-        let target = fq(p);
-        let cols = select_list(&p.rec.columns);
-        let (into, tmp) = if p.strategy == Strategy::SkipExisting {
-            let tmp = format!("blobpipe_restore_{i}");
-            c.batch_execute(&format!(
-                "DROP TABLE IF EXISTS pg_temp.{tmp}; CREATE TEMP TABLE {tmp} AS SELECT {cols} FROM {target} WITH NO DATA"
-            ))
-            .await
-            .map_err(|e| pg_err(format!("staging table for {k}"), e))?;
-            (tmp.clone(), Some(tmp))
-        } else {
-            (target.clone(), None)
-        };
-        let copy = format!("COPY {into} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)");
-        let mut loaded = 0u64;
         // Read (download, decompress, hash-check) the next chunks while this one loads:
         // at most PREFETCH chunks wait in memory.
         let mut rx = prefetch(store, layout, &man, &by_path, p.rec.chunks.clone());
-        for chunk in &p.rec.chunks {
-            let (data, f) = rx
-                .recv()
-                .await
-                .ok_or_else(|| Error::internal("chunk reader stopped"))??;
-            fetched += f;
-            let sink = c
-                .copy_in::<_, Bytes>(&copy)
-                .await
-                .map_err(|e| pg_err(format!("COPY into {k}"), e))?;
-            futures::pin_mut!(sink);
-            sink.send(data)
-                .await
-                .map_err(|e| pg_err(format!("COPY into {k}"), e))?;
-            loaded += sink
-                .finish()
-                .await
-                .map_err(|e| pg_err(format!("COPY into {k} ({})", chunk.display()), e))?;
-        }
+        let (loaded, added) = db.load_rows(i, p, &mut rx, &mut fetched).await?;
         if loaded != p.rec.rows {
             return Err(Error::integrity(format!(
                 "{k}: loaded {loaded} rows, the manifest says {}",
                 p.rec.rows
             )));
         }
-        let added = match &tmp {
-            Some(tmp) => c
-                .execute(
-                    &format!(
-                        "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {tmp} ON CONFLICT DO NOTHING"
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| pg_err(format!("inserting new rows into {k}"), e))?,
-            None => loaded,
-        };
-        if let Some(tmp) = &tmp {
-            c.batch_execute(&format!("DROP TABLE pg_temp.{tmp}"))
-                .await
-                .map_err(|e| pg_err("dropping the staging table", e))?;
-        }
-        // Sequences behind serial/identity columns move past the restored keys.
-        for col in &p.rec.columns {
-            let seq: Option<String> = c
-                .query_one(
-                    "SELECT pg_get_serial_sequence($1, $2)",
-                    &[&target, &col.name],
-                )
-                .await
-                .map_err(|e| pg_err(format!("sequence of {k}.{}", col.name), e))?
-                .get(0);
-            if let Some(seq) = seq {
-                let cn = ident(&col.name);
-                c.batch_execute(&format!(
-                    "SELECT setval({}, GREATEST(COALESCE((SELECT max({cn}) FROM {target}), 0), 1), (SELECT max({cn}) FROM {target}) IS NOT NULL)",
-                    pg::literal(&seq)
-                ))
-                .await
-                .map_err(|e| pg_err(format!("advancing {seq}"), e))?;
-            }
-        }
-        // 4. Compare.
-        let after: i64 = c
-            .query_one(&format!("SELECT count(*) FROM {target}"), &[])
-            .await
-            .map_err(|e| pg_err(format!("counting {k}"), e))?
-            .get(0);
-        let after = after as u64;
-        let prior = before.get(k).copied().unwrap_or(0) as u64;
+        let added = db.settle(i, p, added).await?;
+        let after = db.count(p).await?;
+        let prior = before.get(k).copied().unwrap_or(0);
         let stored = p.rec.rows;
         let exact = matches!(p.strategy, Strategy::FailIfNotEmpty | Strategy::Truncate)
             || (p.strategy == Strategy::Append && prior == 0)
@@ -641,7 +569,7 @@ async fn load_pg(
             )));
         }
         if exact {
-            let got = pg_rowset(c, &target, &p.rec.columns).await?;
+            let got = db.rowset(p).await?;
             if got.to_checksum() != p.rec.checksum {
                 return Err(Error::integrity(format!(
                     "{k}: row-set checksum after restore {} differs from the snapshot's {}",
@@ -661,31 +589,6 @@ async fn load_pg(
         });
     }
     Ok((reports, fetched))
-}
-
-/// The row-set digest of a table as it is now (same CSV settings as the backup).
-///
-/// # Errors
-/// Database errors.
-pub async fn pg_rowset(
-    c: &tokio_postgres::Client,
-    fq: &str,
-    cols: &[crate::manifest::Column],
-) -> Result<RowsetDigest> {
-    let q = format!(
-        "COPY (SELECT {} FROM {fq}) TO STDOUT WITH (FORMAT csv)",
-        select_list(cols)
-    );
-    let stream = c
-        .copy_out(&q)
-        .await
-        .map_err(|e| pg_err(format!("re-reading {fq}"), e))?;
-    futures::pin_mut!(stream);
-    let mut d = RowsetDigest::default();
-    while let Some(row) = stream.next().await {
-        d.add_row(&row.map_err(|e| pg_err(format!("re-reading {fq}"), e))?);
-    }
-    Ok(d)
 }
 
 #[cfg(test)]

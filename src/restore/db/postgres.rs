@@ -1,0 +1,249 @@
+//! The PostgreSQL [`Loader`]: `COPY … FROM STDIN` per chunk, `TRUNCATE` without
+//! `CASCADE` (a table outside the restore that references one makes the restore fail
+//! rather than silently emptying it), `skip-existing` through a temporary table and
+//! `ON CONFLICT DO NOTHING`, and sequences behind serial and identity columns moved past
+//! the largest restored key.
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio_postgres::Client;
+
+use crate::db::postgres::{connect, pg_err, table_shape, SESSION_SETTINGS};
+use crate::db::sql::{pg_ident, pg_literal, pg_select_list};
+use crate::error::{Error, Result};
+use crate::manifest::{Column, RowsetDigest};
+use crate::restore::config::Strategy;
+use crate::restore::db::{env_password, DbRestoreOptions, Loader, Planned, Tx};
+
+/// A PostgreSQL target, its session set up as the backup's (so CSV text is canonical).
+pub(crate) struct PgLoader {
+    c: Client,
+}
+
+impl PgLoader {
+    /// Connect to `opts.url` (password from `PGPASSWORD` when the URL has none).
+    ///
+    /// # Errors
+    /// As [`connect`]; `Source` when the session settings fail.
+    pub(crate) async fn connect(opts: &DbRestoreOptions) -> Result<PgLoader> {
+        let c = connect(&opts.url, env_password(&opts.url, "PGPASSWORD").as_ref()).await?;
+        c.batch_execute(SESSION_SETTINGS)
+            .await
+            .map_err(|e| pg_err("session settings", e))?;
+        Ok(PgLoader { c })
+    }
+}
+
+fn fq(p: &Planned<'_>) -> String {
+    format!("{}.{}", pg_ident(&p.schema), pg_ident(&p.rec.name))
+}
+
+fn staging(i: usize) -> String {
+    format!("blobpipe_restore_{i}")
+}
+
+#[async_trait::async_trait]
+impl Loader for PgLoader {
+    async fn table_shape(
+        &mut self,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<(Vec<Column>, Vec<String>)>> {
+        table_shape(&self.c, schema, name).await
+    }
+
+    fn same_type(&self, target: &str, stored: &str) -> bool {
+        target == stored
+    }
+
+    async fn required_columns(&mut self, p: &Planned<'_>) -> Result<Vec<String>> {
+        Ok(self
+            .c
+            .query(
+                "SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+                   AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''",
+                &[&p.schema, &p.rec.name],
+            )
+            .await
+            .map_err(|e| pg_err(format!("reading {}", p.key()), e))?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect())
+    }
+
+    async fn has_unique_index(&mut self, p: &Planned<'_>) -> Result<bool> {
+        Ok(self
+            .c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique)",
+                &[&p.schema, &p.rec.name],
+            )
+            .await
+            .map_err(|e| pg_err(format!("reading keys of {}", p.key()), e))?
+            .get(0))
+    }
+
+    async fn count(&mut self, p: &Planned<'_>) -> Result<u64> {
+        let n: i64 = self
+            .c
+            .query_one(&format!("SELECT count(*) FROM {}", fq(p)), &[])
+            .await
+            .map_err(|e| pg_err(format!("counting {}", p.key()), e))?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    async fn foreign_keys(&mut self) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .c
+            .query(
+                "SELECT cn.nspname || '.' || cc.relname, pn.nspname || '.' || pc.relname \
+                 FROM pg_constraint k \
+                 JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
+                 JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+                 WHERE k.contype = 'f'",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_err("reading foreign keys", e))?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect())
+    }
+
+    async fn tx(&mut self, what: Tx) -> Result<()> {
+        let sql = match what {
+            Tx::Begin => "BEGIN",
+            Tx::Commit => "COMMIT",
+            Tx::Rollback => "ROLLBACK",
+        };
+        self.c.batch_execute(sql).await.map_err(|e| pg_err(sql, e))
+    }
+
+    async fn empty(&mut self, tables: &[&Planned<'_>]) -> Result<()> {
+        let names: Vec<String> = tables.iter().map(|p| fq(p)).collect();
+        self.c
+            .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
+            .await
+            .map_err(|e| pg_err("TRUNCATE", e))
+    }
+
+    async fn load_rows(
+        &mut self,
+        i: usize,
+        p: &Planned<'_>,
+        chunks: &mut tokio::sync::mpsc::Receiver<Result<(Bytes, u64)>>,
+        fetched: &mut u64,
+    ) -> Result<(u64, u64)> {
+        let (c, k, target) = (&self.c, p.key(), fq(p));
+        let cols = pg_select_list(&p.rec.columns);
+        let into = if p.strategy == Strategy::SkipExisting {
+            let tmp = staging(i);
+            c.batch_execute(&format!(
+                "DROP TABLE IF EXISTS pg_temp.{tmp}; CREATE TEMP TABLE {tmp} AS SELECT {cols} FROM {target} WITH NO DATA"
+            ))
+            .await
+            .map_err(|e| pg_err(format!("staging table for {k}"), e))?;
+            tmp
+        } else {
+            target
+        };
+        let copy = format!("COPY {into} ({cols}) FROM STDIN WITH (FORMAT csv, HEADER true)");
+        let mut loaded = 0u64;
+        for chunk in &p.rec.chunks {
+            let (data, f) = chunks
+                .recv()
+                .await
+                .ok_or_else(|| Error::internal("chunk reader stopped"))??;
+            *fetched += f;
+            let sink = c
+                .copy_in::<_, Bytes>(&copy)
+                .await
+                .map_err(|e| pg_err(format!("COPY into {k}"), e))?;
+            futures::pin_mut!(sink);
+            sink.send(data)
+                .await
+                .map_err(|e| pg_err(format!("COPY into {k}"), e))?;
+            loaded += sink
+                .finish()
+                .await
+                .map_err(|e| pg_err(format!("COPY into {k} ({})", chunk.display()), e))?;
+        }
+        Ok((loaded, loaded))
+    }
+
+    async fn settle(&mut self, i: usize, p: &Planned<'_>, added: u64) -> Result<u64> {
+        let (c, k, target) = (&self.c, p.key(), fq(p));
+        let cols = pg_select_list(&p.rec.columns);
+        let added = if p.strategy == Strategy::SkipExisting {
+            let tmp = staging(i);
+            let n = c
+                .execute(
+                    &format!(
+                        "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {tmp} ON CONFLICT DO NOTHING"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| pg_err(format!("inserting new rows into {k}"), e))?;
+            c.batch_execute(&format!("DROP TABLE pg_temp.{tmp}"))
+                .await
+                .map_err(|e| pg_err("dropping the staging table", e))?;
+            n
+        } else {
+            added
+        };
+        // Sequences behind serial/identity columns move past the restored keys.
+        for col in &p.rec.columns {
+            let seq: Option<String> = c
+                .query_one(
+                    "SELECT pg_get_serial_sequence($1, $2)",
+                    &[&target, &col.name],
+                )
+                .await
+                .map_err(|e| pg_err(format!("sequence of {k}.{}", col.name), e))?
+                .get(0);
+            if let Some(seq) = seq {
+                let cn = pg_ident(&col.name);
+                c.batch_execute(&format!(
+                    "SELECT setval({}, GREATEST(COALESCE((SELECT max({cn}) FROM {target}), 0), 1), (SELECT max({cn}) FROM {target}) IS NOT NULL)",
+                    pg_literal(&seq)
+                ))
+                .await
+                .map_err(|e| pg_err(format!("advancing {seq}"), e))?;
+            }
+        }
+        Ok(added)
+    }
+
+    async fn rowset(&mut self, p: &Planned<'_>) -> Result<RowsetDigest> {
+        pg_rowset(&self.c, &fq(p), &p.rec.columns).await
+    }
+
+    async fn close(self: Box<Self>) {}
+}
+
+/// The row-set digest of a table as it is now (same CSV settings as the backup).
+///
+/// # Errors
+/// Database errors.
+pub async fn pg_rowset(c: &Client, fq: &str, cols: &[Column]) -> Result<RowsetDigest> {
+    let q = format!(
+        "COPY (SELECT {} FROM {fq}) TO STDOUT WITH (FORMAT csv)",
+        pg_select_list(cols)
+    );
+    let stream = c
+        .copy_out(&q)
+        .await
+        .map_err(|e| pg_err(format!("re-reading {fq}"), e))?;
+    futures::pin_mut!(stream);
+    let mut d = RowsetDigest::default();
+    while let Some(row) = stream.next().await {
+        d.add_row(&row.map_err(|e| pg_err(format!("re-reading {fq}"), e))?);
+    }
+    Ok(d)
+}
