@@ -35,7 +35,7 @@ fn unique_queue() -> String {
 }
 
 fn client(url: &str) -> QueueClient {
-    blobpipe::store::azure::client::ensure_tls_provider();
+    blobpipe::support::http::ensure_tls_provider();
     QueueClient::new(&QueueUrl::parse(url).unwrap()).unwrap()
 }
 
@@ -107,7 +107,7 @@ fn timer(past_due: bool) -> Value {
 }
 
 async fn serve(dir: &Path) -> (String, Cancel, tokio::task::JoinHandle<()>) {
-    blobpipe::store::azure::client::ensure_tls_provider();
+    blobpipe::support::http::ensure_tls_provider();
     let pipelines: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| blobpipe::pipeline::Pipeline::load(&e.unwrap().path()).unwrap())

@@ -26,7 +26,6 @@ use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -746,10 +745,9 @@ async fn run_partition_with_retries(
     plan: Arc<Plan>,
     idx: usize,
 ) -> Result<PartResult> {
-    let retry = ctx.pipeline.retry;
+    let retry = crate::support::retry::RetryPolicy::from(&ctx.pipeline.retry);
+    let started = tokio::time::Instant::now();
     let mut attempt = 0u32;
-    let mut backoff = retry.initial_backoff;
-    let deadline = tokio::time::Instant::now() + retry.budget;
     loop {
         attempt += 1;
         let c = ctx.clone();
@@ -759,26 +757,22 @@ async fn run_partition_with_retries(
         })
         .await
         .map_err(|e| Error::internal(format!("partition {idx} worker: {e}")))?;
-        match r {
-            Ok(r) => return Ok(r),
-            Err(e)
-                if e.is_retryable()
-                    && attempt < retry.attempts
-                    && !ctx.cancel.is_cancelled()
-                    && tokio::time::Instant::now() + backoff < deadline =>
-            {
+        let wait = match &r {
+            Err(e) if e.is_retryable() && !ctx.cancel.is_cancelled() => {
+                retry.next_delay(attempt, started.elapsed(), None)
+            }
+            _ => None,
+        };
+        match (r, wait) {
+            (Ok(r), _) => return Ok(r),
+            (Err(e), Some(wait)) => {
                 ctx.stats.partition_retries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    "partition {idx} attempt {attempt} failed, retrying in {backoff:?}: {e}"
+                    "partition {idx} attempt {attempt} failed, retrying in {wait:?}: {e}"
                 );
-                let jitter = Duration::from_millis(
-                    u64::from_str_radix(&ids::random_hex(2), 16).unwrap_or(0)
-                        % (backoff.as_millis() as u64 + 1),
-                );
-                tokio::time::sleep(jitter).await;
-                backoff = (backoff * 2).min(retry.max_backoff);
+                tokio::time::sleep(wait).await;
             }
-            Err(e) => return Err(e.context(format!("partition {idx}"))),
+            (Err(e), None) => return Err(e.context(format!("partition {idx}"))),
         }
     }
 }
