@@ -354,7 +354,8 @@ pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
 }
 
 pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
-    use crate::serve::handoff::{self, QueueClient, QueueUrl, RunQueuedOptions};
+    use crate::serve::handoff::{self, QueueUrl, RunQueuedOptions};
+    use crate::store::azure::queue::QueueClient;
     let dur = |flag: &str, v: &str| {
         parse_duration(v).map_err(|e| Error::config(format!("--{flag}: {e}")))
     };

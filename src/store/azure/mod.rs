@@ -7,6 +7,7 @@
 //! - [`builder`]: the target string → endpoint, container, root prefix, embedded secrets;
 //! - [`credential`]: the credential chain and the account SAS the engine signs itself;
 //! - [`client`]: transport, the one retry policy, retry counting, error translation;
+//! - [`queue`]: the hand-off queue on the queue SDK, with the same credentials and retries;
 //! - this façade: each trait method as one or two SDK calls.
 //!
 //! Invariants the façade keeps: every Put Block carries its transactional MD5 (a mismatch
@@ -21,6 +22,7 @@
 pub mod builder;
 pub mod client;
 pub mod credential;
+pub mod queue;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZero;
