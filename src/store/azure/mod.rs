@@ -308,37 +308,6 @@ impl AzureStore {
         Ok(m.into_iter().collect())
     }
 
-    /// Stage a block with an arbitrary transactional MD5, bypassing the store's own check
-    /// (lets tests prove the *service* rejects a wrong MD5).
-    ///
-    /// # Errors
-    /// As [`BlobStore::stage_block`].
-    pub async fn stage_block_unchecked(
-        &self,
-        blob: &str,
-        block_id: &str,
-        data: Bytes,
-        md5: [u8; 16],
-    ) -> Result<()> {
-        let what = format!("staging block {block_id} of {blob}");
-        let id = decode_block_id(block_id).map_err(|e| e.context(&what))?;
-        let len = data.len() as u64;
-        self.blob(blob)
-            .block_blob_client()
-            .stage_block(
-                &id,
-                len,
-                RequestContent::from(data.to_vec()),
-                Some(BlockBlobClientStageBlockOptions {
-                    transactional_content_md5: Some(md5.to_vec()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|e| map_error(&what, e))?;
-        Ok(())
-    }
-
     fn full(&self, name: &str) -> String {
         if self.target.root.is_empty() {
             name.to_string()
@@ -431,7 +400,24 @@ impl BlobStore for AzureStore {
         data: Bytes,
         md5: [u8; 16],
     ) -> Result<()> {
-        self.stage_block_unchecked(blob, block_id, data, md5).await
+        // The MD5 goes to the service as given: a wrong one is the service's 400.
+        let what = format!("staging block {block_id} of {blob}");
+        let id = decode_block_id(block_id).map_err(|e| e.context(&what))?;
+        let len = data.len() as u64;
+        self.blob(blob)
+            .block_blob_client()
+            .stage_block(
+                &id,
+                len,
+                data.into(),
+                Some(BlockBlobClientStageBlockOptions {
+                    transactional_content_md5: Some(md5.to_vec()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| map_error(&what, e))?;
+        Ok(())
     }
 
     async fn commit_blocks(
@@ -474,7 +460,7 @@ impl BlobStore for AzureStore {
         };
         match self
             .blob(blob)
-            .upload(RequestContent::from(data.to_vec()), Some(o))
+            .upload(data.clone().into(), Some(o))
             .await
         {
             Ok(_) => Ok(PutOutcome::Created),
