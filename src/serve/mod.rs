@@ -44,8 +44,8 @@ use crate::manifest::layout::Layout;
 use crate::pipeline::{Pipeline, RunStatus};
 use crate::schedule::Runner;
 use crate::serve::handoff::HandoffMessage;
-use crate::store::azure::queue::QueueClient;
 use crate::store;
+use crate::store::azure::queue::QueueClient;
 use crate::support::cancel::Cancel;
 use crate::support::ids;
 

@@ -83,10 +83,6 @@ pub fn client(cfg: &ClientConfig) -> Result<reqwest::Client> {
     } else {
         reqwest::redirect::Policy::limited(cfg.redirects)
     });
-    b.build().map_err(|e| {
-        Error::internal(format!(
-            "building the HTTP client: {}",
-            e.without_url()
-        ))
-    })
+    b.build()
+        .map_err(|e| Error::internal(format!("building the HTTP client: {}", e.without_url())))
 }

@@ -200,8 +200,14 @@ mod tests {
         let p = RetryPolicy::new(4, ms(100), ms(100), Some(Duration::from_secs(1)));
         assert!(p.next_delay(1, Duration::ZERO, None).is_some());
         assert!(p.next_delay(3, Duration::ZERO, None).is_some());
-        assert!(p.next_delay(4, Duration::ZERO, None).is_none(), "attempts spent");
-        assert!(p.next_delay(1, ms(950), None).is_none(), "wait ends past budget");
+        assert!(
+            p.next_delay(4, Duration::ZERO, None).is_none(),
+            "attempts spent"
+        );
+        assert!(
+            p.next_delay(1, ms(950), None).is_none(),
+            "wait ends past budget"
+        );
         assert!(p.next_delay(1, Duration::from_secs(2), None).is_none());
         assert!(!p.may_retry(1, Duration::from_secs(1)));
         let unbounded = RetryPolicy::new(3, ms(1), ms(1), None);
@@ -219,7 +225,12 @@ mod tests {
             assert_eq!(classify_status(s), Class::Permanent, "{s}");
         }
         use std::io::ErrorKind as K;
-        for k in [K::ConnectionReset, K::TimedOut, K::UnexpectedEof, K::BrokenPipe] {
+        for k in [
+            K::ConnectionReset,
+            K::TimedOut,
+            K::UnexpectedEof,
+            K::BrokenPipe,
+        ] {
             assert!(classify_io(k).is_transient(), "{k:?}");
         }
         for k in [K::NotFound, K::PermissionDenied, K::InvalidData] {

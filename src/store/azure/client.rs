@@ -309,6 +309,8 @@ mod tests {
         assert!(p.is_expired(azure_core::time::Duration::ZERO, 4));
         assert!(p.is_expired(azure_core::time::Duration::seconds(11), 0));
         assert_eq!(p.retry_status_codes().len(), 6);
-        assert!(p.retry_status_codes().contains(&StatusCode::ServiceUnavailable));
+        assert!(p
+            .retry_status_codes()
+            .contains(&StatusCode::ServiceUnavailable));
     }
 }

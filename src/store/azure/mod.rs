@@ -458,11 +458,7 @@ impl BlobStore for AzureStore {
             parallel: NonZero::new(1),
             ..Default::default()
         };
-        match self
-            .blob(blob)
-            .upload(data.clone().into(), Some(o))
-            .await
-        {
+        match self.blob(blob).upload(data.clone().into(), Some(o)).await {
             Ok(_) => Ok(PutOutcome::Created),
             Err(e) if create_only && http_parts(&e).is_some_and(|(s, _)| s == 409) => {
                 let existing = self.get(blob, None).await.map_err(|e| e.context(&what))?;

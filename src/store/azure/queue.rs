@@ -321,7 +321,9 @@ fn seconds(d: Duration) -> i32 {
 /// message carries a secret.
 fn map_error(op: &str, e: azure_core::Error) -> Error {
     if let Some((status, code)) = http_parts(&e) {
-        let msg = format!("queue {op}: HTTP {status} {code}").trim().to_string();
+        let msg = format!("queue {op}: HTTP {status} {code}")
+            .trim()
+            .to_string();
         return match status {
             401 | 403 => Error::config(format!(
                 "{msg} (the credential cannot use this queue: give the identity Storage Queue \
