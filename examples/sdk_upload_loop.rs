@@ -103,7 +103,7 @@ fn block_id(i: usize) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    blobpipe::store::azure::client::ensure_tls_provider();
+    blobpipe::support::http::ensure_tls_provider();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 || (args[1] == "upload" && args.len() < 6) {
         eprintln!(

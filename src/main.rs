@@ -20,7 +20,7 @@ fn limit_malloc_arenas() {}
 fn main() {
     limit_malloc_arenas();
     // One TLS provider for every HTTP client in the process (Azure SDK, webhooks).
-    blobpipe::store::azure::client::ensure_tls_provider();
+    blobpipe::support::http::ensure_tls_provider();
     let cli = blobpipe::cli::Cli::parse();
     blobpipe::cli::init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()

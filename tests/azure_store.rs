@@ -291,7 +291,7 @@ async fn azure_only_properties() {
     // The service (not just our own check) rejects a wrong transactional MD5.
     let y = data(4096, 4);
     let e = s
-        .stage_block_unchecked("p/packs/dd/bad", &block_id(0), y.clone(), md5(b"other"))
+        .stage_block("p/packs/dd/bad", &block_id(0), y.clone(), md5(b"other"))
         .await
         .expect_err("md5 mismatch");
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
@@ -520,7 +520,7 @@ async fn secrets_never_reach_logs_errors_or_debug() {
         s.list("p/", None, 10).await.expect("list");
         for e in [
             s.get("p/missing", None).await.expect_err("missing"),
-            s.stage_block_unchecked("p/y", &block_id(0), Bytes::from_static(b"y"), [0; 16])
+            s.stage_block("p/y", &block_id(0), Bytes::from_static(b"y"), [0; 16])
                 .await
                 .expect_err("md5"),
         ] {

@@ -15,9 +15,10 @@ use std::time::Duration;
 use blobpipe::manifest::catalog;
 use blobpipe::manifest::layout::Layout;
 use blobpipe::schedule::BackupRunner;
-use blobpipe::serve::handoff::{HandoffMessage, QueueClient};
+use blobpipe::serve::handoff::HandoffMessage;
 use blobpipe::serve::Server;
 use blobpipe::store;
+use blobpipe::store::azure::queue::QueueClient;
 use blobpipe::store::azure::queue_url::QueueUrl;
 use blobpipe::support::cancel::Cancel;
 use common::*;
@@ -36,7 +37,7 @@ fn unique_queue() -> String {
 }
 
 fn client(url: &str) -> QueueClient {
-    blobpipe::store::azure::client::ensure_tls_provider();
+    blobpipe::support::http::ensure_tls_provider();
     QueueClient::new(&QueueUrl::parse(url).unwrap()).unwrap()
 }
 
@@ -108,7 +109,7 @@ fn timer(past_due: bool) -> Value {
 }
 
 async fn serve(dir: &Path) -> (String, Cancel, tokio::task::JoinHandle<()>) {
-    blobpipe::store::azure::client::ensure_tls_provider();
+    blobpipe::support::http::ensure_tls_provider();
     let pipelines: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| blobpipe::pipeline::Pipeline::load(&e.unwrap().path()).unwrap())

@@ -14,7 +14,7 @@ use ops_support::Receiver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_request_matches_the_identity_endpoint_contract() {
-    blobpipe::store::azure::client::ensure_tls_provider();
+    blobpipe::support::http::ensure_tls_provider();
     let expires = chrono::Utc::now().timestamp() + 3600;
     let body: &'static str = Box::leak(
         format!(

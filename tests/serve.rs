@@ -24,7 +24,7 @@ struct Fx {
 }
 
 async fn start() -> Fx {
-    blobpipe::store::azure::client::ensure_tls_provider();
+    blobpipe::support::http::ensure_tls_provider();
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     sample_tree(&src);

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use self::config::WebhookConfig;
 use crate::pipeline::{BackupReport, Pipeline, RunStatus};
+use crate::support::{http, retry};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +137,14 @@ pub struct Delivery {
     pub max_backoff: Duration,
     /// Per-request timeout (connect + response).
     pub timeout: Duration,
+}
+
+impl Delivery {
+    /// The attempts and backoff as the one retry primitive (no budget: the per-request
+    /// timeout bounds each attempt).
+    pub fn policy(&self) -> retry::RetryPolicy {
+        retry::RetryPolicy::new(self.attempts, self.initial_backoff, self.max_backoff, None)
+    }
 }
 
 impl Default for Delivery {
@@ -279,16 +288,10 @@ pub async fn notify_with(
     if wanted.is_empty() {
         return Vec::new();
     }
-    crate::store::azure::client::ensure_tls_provider();
-    let client = match reqwest::Client::builder()
-        .timeout(delivery.timeout)
-        .connect_timeout(delivery.timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()
-    {
+    let client = match http::client(&http::ClientConfig::webhook(delivery.timeout)) {
         Ok(c) => c,
         Err(e) => {
-            let msg = format!("building the HTTP client: {}", e.without_url());
+            let msg = e.to_string();
             return wanted
                 .iter()
                 .map(|h| AlertOutcome {
@@ -344,9 +347,8 @@ async fn deliver(
         status: None,
         error: None,
     };
-    let attempts = d.attempts.max(1);
-    let mut backoff = d.initial_backoff;
-    for attempt in 1..=attempts {
+    let policy = d.policy();
+    for attempt in 1.. {
         outcome.attempts = attempt;
         let res = client
             .post(url)
@@ -371,16 +373,16 @@ async fn deliver(
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .and_then(retry::parse_retry_after);
                 let text = r.text().await.unwrap_or_default();
                 outcome.error = Some(scrub(
                     &format!("HTTP {status}: {}", truncate(text.trim(), 200)),
                     url,
                 ));
-                let transient =
-                    status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
-                (transient, retry_after)
+                (
+                    retry::classify_status(status.as_u16()).is_transient(),
+                    retry_after,
+                )
             }
             Err(e) => {
                 outcome.status = None;
@@ -396,24 +398,16 @@ async fn deliver(
                 (true, None)
             }
         };
-        if !retry || attempt == attempts {
+        if !retry {
             break;
         }
-        let wait = match retry_after {
-            Some(ra) => ra.min(d.max_backoff),
-            None => jitter(backoff),
-        };
-        tokio::time::sleep(wait).await;
-        backoff = (backoff * 2).min(d.max_backoff);
+        // Attempts bound delivery (no budget: the per-request timeout bounds each one).
+        match policy.next_delay(attempt, Duration::ZERO, retry_after) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => break,
+        }
     }
     outcome
-}
-
-/// Full jitter: uniform in [0, max].
-fn jitter(max: Duration) -> Duration {
-    let r = u64::from_str_radix(&crate::support::ids::random_hex(4), 16).unwrap_or(0);
-    let ms = max.as_millis() as u64;
-    Duration::from_millis(if ms == 0 { 0 } else { r % (ms + 1) })
 }
 
 /// Remove the URL (and its path, which may hold the token) from an error message.
@@ -566,10 +560,16 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..100 {
-            assert!(jitter(Duration::from_millis(50)) <= Duration::from_millis(50));
+    fn delivery_backoff_stays_in_range() {
+        let p = Delivery {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(50),
+            ..Delivery::default()
         }
-        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+        .policy();
+        for _ in 0..100 {
+            assert!(p.delay(1, None) <= Duration::from_millis(50));
+        }
+        assert_eq!(p.attempts, 4);
     }
 }

@@ -354,7 +354,8 @@ pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
 }
 
 pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
-    use crate::serve::handoff::{self, QueueClient, RunQueuedOptions};
+    use crate::serve::handoff::{self, RunQueuedOptions};
+    use crate::store::azure::queue::QueueClient;
     use crate::store::azure::queue_url::QueueUrl;
     let dur = |flag: &str, v: &str| {
         parse_duration(v).map_err(|e| Error::config(format!("--{flag}: {e}")))

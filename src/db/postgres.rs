@@ -274,7 +274,7 @@ fn percent_decode(s: &str) -> String {
 /// # Errors
 /// `Config` when the root certificates cannot be read or none are found.
 pub fn tls_config(mode: SslMode, root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
-    crate::store::azure::client::ensure_tls_provider();
+    crate::support::http::ensure_tls_provider();
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));

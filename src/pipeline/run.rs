@@ -28,7 +28,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -328,10 +327,9 @@ async fn run_partition_with_retries(
     plan: Arc<Plan>,
     idx: usize,
 ) -> Result<PartResult> {
-    let retry = ctx.pipeline.retry;
+    let retry = crate::support::retry::RetryPolicy::from(&ctx.pipeline.retry);
+    let started = tokio::time::Instant::now();
     let mut attempt = 0u32;
-    let mut backoff = retry.initial_backoff;
-    let deadline = tokio::time::Instant::now() + retry.budget;
     loop {
         attempt += 1;
         let c = ctx.clone();
@@ -339,26 +337,22 @@ async fn run_partition_with_retries(
         let r = tokio::task::spawn_blocking(move || run_partition(&c, &pl.partitions[idx], idx))
             .await
             .map_err(|e| Error::internal(format!("partition {idx} worker: {e}")))?;
-        match r {
-            Ok(r) => return Ok(r),
-            Err(e)
-                if e.is_retryable()
-                    && attempt < retry.attempts
-                    && !ctx.cancel.is_cancelled()
-                    && tokio::time::Instant::now() + backoff < deadline =>
-            {
+        let wait = match &r {
+            Err(e) if e.is_retryable() && !ctx.cancel.is_cancelled() => {
+                retry.next_delay(attempt, started.elapsed(), None)
+            }
+            _ => None,
+        };
+        match (r, wait) {
+            (Ok(r), _) => return Ok(r),
+            (Err(e), Some(wait)) => {
                 ctx.stats.partition_retries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    "partition {idx} attempt {attempt} failed, retrying in {backoff:?}: {e}"
+                    "partition {idx} attempt {attempt} failed, retrying in {wait:?}: {e}"
                 );
-                let jitter = Duration::from_millis(
-                    u64::from_str_radix(&ids::random_hex(2), 16).unwrap_or(0)
-                        % (backoff.as_millis() as u64 + 1),
-                );
-                tokio::time::sleep(jitter).await;
-                backoff = (backoff * 2).min(retry.max_backoff);
+                tokio::time::sleep(wait).await;
             }
-            Err(e) => return Err(e.context(format!("partition {idx}"))),
+            (Err(e), None) => return Err(e.context(format!("partition {idx}"))),
         }
     }
 }

@@ -12,13 +12,9 @@
 //! `max_dequeue` times, one that is not a hand-off message, or one naming a pipeline that
 //! is not deployed is a poison message: deleted, with an error and a non-zero exit.
 //!
-//! The queue speaks the Queue service REST API directly (the Rust SDK has no queue
-//! client). Credentials come from the same chain as the Azure store
-//! ([`credential::resolve_for`]): an account key (or the emulator's key) signs an account
-//! SAS for the queue service (`ss=q`), or Entra ID tokens for
-//! `https://storage.azure.com/.default` (managed identity needs *Storage Queue Data
-//! Contributor*, or *Message Sender* for the Function App and *Message Processor* for the
-//! job).
+//! The queue itself is [`QueueClient`] (store/azure/queue.rs, on the `azure_storage_queue`
+//! SDK with the blob store's credential chain and retry policy); this module owns what
+//! travels on it and what a received message means.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,21 +22,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ErrorKind, Result};
 use crate::pipeline::{Pipeline, RunStatus};
 use crate::schedule::Runner;
-use crate::store::azure::builder::AzureTarget;
-use crate::store::azure::credential::{self, Resolved, SasServices};
-use crate::store::azure::queue_url::QueueUrl;
+use crate::store::azure::queue::{self, QueueClient, MAX_VISIBILITY};
 use crate::support::cancel::Cancel;
 use crate::support::ids;
-
-/// Queue service version sent as `x-ms-version`.
-pub const QUEUE_VERSION: &str = "2021-12-02";
-/// Entra ID scope for Storage (blob and queue).
-pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
-/// Largest visibility timeout the service accepts (7 days).
-pub const MAX_VISIBILITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What goes on the queue (JSON, base64-encoded as the Azure tools and the Functions queue
 /// trigger expect).
@@ -63,7 +50,7 @@ pub struct HandoffMessage {
 impl HandoffMessage {
     /// The queue message text: base64 of the JSON.
     pub fn encode(&self) -> String {
-        crate::store::b64(&serde_json::to_vec(self).unwrap_or_default())
+        queue::encode_json(self)
     }
 
     /// Decode a message text: base64 JSON, or plain JSON (messages put by tools that do not
@@ -87,385 +74,6 @@ impl HandoffMessage {
             return Err(format!("run id {:?} is not a safe path segment", m.run_id));
         }
         Ok(m)
-    }
-}
-
-/// One received message.
-#[derive(Debug, Clone)]
-pub struct Received {
-    /// Message id.
-    pub id: String,
-    /// Pop receipt (needed to delete or update it; changes on every update).
-    pub pop_receipt: String,
-    /// How many times the message has been received, this time included.
-    pub dequeue_count: u32,
-    /// The message text as stored.
-    pub text: String,
-}
-
-#[derive(Clone)]
-enum Auth {
-    Sas(Arc<credential::SasPolicy>),
-    Token(Arc<dyn azure_core::credentials::TokenCredential>),
-}
-
-/// A minimal Queue service client for one queue.
-#[derive(Clone)]
-pub struct QueueClient {
-    http: Arc<reqwest::Client>,
-    queue: QueueUrl,
-    auth: Auth,
-    /// Where the credential came from (never its value).
-    pub credential: String,
-}
-
-impl std::fmt::Debug for QueueClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueueClient")
-            .field("queue", &self.queue.display())
-            .field("credential", &self.credential)
-            .finish_non_exhaustive()
-    }
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
-fn xml_tag(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&close)?;
-    Some(xml_unescape(&xml[start..end]))
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn service_error(op: &str, status: u16, body: &str) -> Error {
-    let code = xml_tag(body, "Code").unwrap_or_default();
-    let msg = xml_tag(body, "Message")
-        .map(|m| m.lines().next().unwrap_or_default().to_string())
-        .unwrap_or_default();
-    let kind = match status {
-        401 | 403 => ErrorKind::Config,
-        404 => ErrorKind::NotFound,
-        _ => ErrorKind::Internal,
-    };
-    let hint = match status {
-        401 | 403 => " (the credential cannot use this queue: give the identity Storage Queue Data Contributor, or check the key/SAS)",
-        _ => "",
-    };
-    Error::new(
-        kind,
-        format!("queue {op}: HTTP {status} {code} {msg}{hint}")
-            .trim()
-            .to_string(),
-    )
-}
-
-impl QueueClient {
-    /// A client for `queue`, with the credential chain's choice (the URL's SAS, an account
-    /// key from the environment, Entra ID, or the emulator key on loopback).
-    ///
-    /// # Errors
-    /// `Config` when no credential applies.
-    pub fn new(queue: &QueueUrl) -> Result<QueueClient> {
-        Self::with_env(queue, &credential::process_env)
-    }
-
-    /// [`QueueClient::new`] with an injected environment.
-    ///
-    /// # Errors
-    /// As [`QueueClient::new`].
-    pub fn with_env(queue: &QueueUrl, env: credential::EnvLookup<'_>) -> Result<QueueClient> {
-        let target = AzureTarget {
-            service_url: queue.service.clone(),
-            account: queue.account.clone(),
-            container: queue.queue.clone(),
-            root: String::new(),
-            account_key: None,
-            sas: queue.sas.clone(),
-            from_connection_string: false,
-        };
-        let chosen = credential::resolve_for(&target, env, SasServices::Queue)
-            .map_err(|e| e.context(format!("hand-off queue {}", queue.display())))?;
-        let auth = match chosen.resolved {
-            Resolved::Sas(p) => Auth::Sas(p),
-            Resolved::Token(t) => Auth::Token(t),
-        };
-        Ok(QueueClient {
-            http: crate::store::azure::client::http_client(Duration::from_secs(30))?,
-            queue: queue.clone(),
-            auth,
-            credential: format!("{} ({})", chosen.kind.as_str(), chosen.source),
-        })
-    }
-
-    /// The queue.
-    pub fn queue(&self) -> &QueueUrl {
-        &self.queue
-    }
-
-    async fn send(
-        &self,
-        op: &str,
-        method: reqwest::Method,
-        suffix: &str,
-        query: &[(&str, String)],
-        body: Option<String>,
-    ) -> Result<(u16, reqwest::header::HeaderMap, String)> {
-        let mut url = self.queue.url.clone();
-        if !suffix.is_empty() {
-            let p = format!("{}/{suffix}", url.path());
-            url.set_path(&p);
-        }
-        {
-            let mut qp = url.query_pairs_mut();
-            for (k, v) in query {
-                qp.append_pair(k, v);
-            }
-        }
-        let mut bearer = None;
-        match &self.auth {
-            Auth::Sas(p) => {
-                let sas = p.current(Utc::now());
-                let merged = match url.query() {
-                    Some(q) if !q.is_empty() => format!("{q}&{}", sas.expose()),
-                    _ => sas.expose().to_string(),
-                };
-                url.set_query(Some(&merged));
-            }
-            Auth::Token(t) => {
-                let tok = t
-                    .get_token(&[STORAGE_SCOPE], None)
-                    .await
-                    .map_err(|e| Error::config(format!("queue {op}: getting a token: {e}")))?;
-                bearer = Some(format!("Bearer {}", tok.token.secret()));
-            }
-        }
-        if url.query() == Some("") {
-            url.set_query(None);
-        }
-        let mut last = None;
-        for attempt in 0..4u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
-            }
-            let mut rb = self
-                .http
-                .request(method.clone(), url.clone())
-                .header("x-ms-version", QUEUE_VERSION)
-                .header(
-                    "x-ms-date",
-                    Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
-                );
-            if let Some(b) = &bearer {
-                rb = rb.header("authorization", b);
-            }
-            rb = match &body {
-                Some(b) => rb.header("content-type", "application/xml").body(b.clone()),
-                None => rb.header("content-length", "0"),
-            };
-            match rb.send().await {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let headers = r.headers().clone();
-                    let text = r.text().await.unwrap_or_default();
-                    if status >= 500 || status == 429 {
-                        last = Some(service_error(op, status, &text));
-                        continue;
-                    }
-                    return Ok((status, headers, text));
-                }
-                Err(e) => {
-                    // reqwest errors carry the URL; drop it (it may hold a SAS).
-                    let e = e.without_url();
-                    last = Some(Error::new(
-                        ErrorKind::Internal,
-                        format!("queue {op}: {} unreachable: {e}", self.queue.display()),
-                    ));
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::internal(format!("queue {op}: failed"))))
-    }
-
-    /// Create the queue; an existing queue is fine.
-    ///
-    /// # Errors
-    /// Service or network errors.
-    pub async fn create_if_missing(&self) -> Result<()> {
-        let (status, _, body) = self
-            .send("create", reqwest::Method::PUT, "", &[], None)
-            .await?;
-        match status {
-            201 | 204 | 409 => Ok(()),
-            s => Err(service_error("create", s, &body)),
-        }
-    }
-
-    /// Put `msg` on the queue (never expiring), creating the queue if it is missing.
-    /// Returns the message id.
-    ///
-    /// # Errors
-    /// Service or network errors.
-    pub async fn put(&self, msg: &HandoffMessage) -> Result<String> {
-        self.put_text(&msg.encode()).await
-    }
-
-    /// Put a raw message text (as stored; [`QueueClient::put`] base64-encodes JSON).
-    ///
-    /// # Errors
-    /// Service or network errors.
-    pub async fn put_text(&self, text: &str) -> Result<String> {
-        let body = format!(
-            "<?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessage><MessageText>{}</MessageText></QueueMessage>",
-            xml_escape(text)
-        );
-        let q = [("messagettl", "-1".to_string())];
-        let mut created = false;
-        loop {
-            let (status, _, text) = self
-                .send(
-                    "put message",
-                    reqwest::Method::POST,
-                    "messages",
-                    &q,
-                    Some(body.clone()),
-                )
-                .await?;
-            match status {
-                201 => return Ok(xml_tag(&text, "MessageId").unwrap_or_default()),
-                404 if !created => {
-                    self.create_if_missing().await?;
-                    created = true;
-                }
-                s => return Err(service_error("put message", s, &text)),
-            }
-        }
-    }
-
-    /// Receive at most one message, invisible to others for `visibility`. `None` when the
-    /// queue is empty or does not exist.
-    ///
-    /// # Errors
-    /// Service or network errors.
-    pub async fn receive(&self, visibility: Duration) -> Result<Option<Received>> {
-        let vis = visibility.min(MAX_VISIBILITY).as_secs();
-        let q = [
-            ("numofmessages", "1".to_string()),
-            ("visibilitytimeout", vis.to_string()),
-        ];
-        let (status, _, text) = self
-            .send("receive", reqwest::Method::GET, "messages", &q, None)
-            .await?;
-        match status {
-            200 => {}
-            404 => return Ok(None),
-            s => return Err(service_error("receive", s, &text)),
-        }
-        let Some(id) = xml_tag(&text, "MessageId") else {
-            return Ok(None);
-        };
-        Ok(Some(Received {
-            id,
-            pop_receipt: xml_tag(&text, "PopReceipt").unwrap_or_default(),
-            dequeue_count: xml_tag(&text, "DequeueCount")
-                .and_then(|d| d.trim().parse().ok())
-                .unwrap_or(1),
-            text: xml_tag(&text, "MessageText").unwrap_or_default(),
-        }))
-    }
-
-    /// The texts of up to 32 visible messages, without receiving them.
-    ///
-    /// # Errors
-    /// Service or network errors.
-    pub async fn peek(&self) -> Result<Vec<String>> {
-        let q = [
-            ("peekonly", "true".to_string()),
-            ("numofmessages", "32".to_string()),
-        ];
-        let (status, _, text) = self
-            .send("peek", reqwest::Method::GET, "messages", &q, None)
-            .await?;
-        match status {
-            200 => {}
-            404 => return Ok(Vec::new()),
-            s => return Err(service_error("peek", s, &text)),
-        }
-        Ok(text
-            .split("<QueueMessage>")
-            .skip(1)
-            .filter_map(|m| xml_tag(m, "MessageText"))
-            .collect())
-    }
-
-    /// Delete a received message.
-    ///
-    /// # Errors
-    /// Service or network errors (404: already gone, is fine).
-    pub async fn delete(&self, id: &str, pop_receipt: &str) -> Result<()> {
-        let q = [("popreceipt", pop_receipt.to_string())];
-        let (status, _, text) = self
-            .send(
-                "delete message",
-                reqwest::Method::DELETE,
-                &format!("messages/{id}"),
-                &q,
-                None,
-            )
-            .await?;
-        match status {
-            204 | 200 | 404 => Ok(()),
-            s => Err(service_error("delete message", s, &text)),
-        }
-    }
-
-    /// Make a received message invisible for `visibility` from now (0: visible again now).
-    /// Returns the new pop receipt.
-    ///
-    /// # Errors
-    /// Service or network errors.
-    pub async fn set_visibility(
-        &self,
-        id: &str,
-        pop_receipt: &str,
-        visibility: Duration,
-    ) -> Result<String> {
-        let q = [
-            ("popreceipt", pop_receipt.to_string()),
-            (
-                "visibilitytimeout",
-                visibility.min(MAX_VISIBILITY).as_secs().to_string(),
-            ),
-        ];
-        let (status, headers, text) = self
-            .send(
-                "update message",
-                reqwest::Method::PUT,
-                &format!("messages/{id}"),
-                &q,
-                None,
-            )
-            .await?;
-        match status {
-            204 | 200 => Ok(headers
-                .get("x-ms-popreceipt")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(pop_receipt)
-                .to_string()),
-            s => Err(service_error("update message", s, &text)),
-        }
     }
 }
 
@@ -647,7 +255,7 @@ pub async fn enqueue(client: &QueueClient, msg: &HandoffMessage) -> Result<Strin
     client
         .put(msg)
         .await
-        .map_err(|e| e.context(format!("handing off to {}", client.queue().display())))
+        .map_err(|e| e.context(format!("handing off to {}", client.display())))
 }
 
 #[cfg(test)]
@@ -669,13 +277,5 @@ mod tests {
         assert!(HandoffMessage::decode("bm90IGpzb24=").is_err());
         let bad = r#"{"pipeline":"db","run_id":"../x","requested_at":"2024-01-01T00:00:00Z"}"#;
         assert!(HandoffMessage::decode(bad).is_err());
-    }
-
-    #[test]
-    fn xml_fields() {
-        let x = "<QueueMessagesList><QueueMessage><MessageId>m1</MessageId><PopReceipt>a&amp;b</PopReceipt><DequeueCount>3</DequeueCount><MessageText>eyJ9</MessageText></QueueMessage></QueueMessagesList>";
-        assert_eq!(xml_tag(x, "PopReceipt").unwrap(), "a&b");
-        assert_eq!(xml_tag(x, "DequeueCount").unwrap(), "3");
-        assert!(xml_tag(x, "Nope").is_none());
     }
 }

@@ -43,8 +43,9 @@ use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
 use crate::pipeline::{Pipeline, RunStatus};
 use crate::schedule::Runner;
-use crate::serve::handoff::{HandoffMessage, QueueClient};
+use crate::serve::handoff::HandoffMessage;
 use crate::store;
+use crate::store::azure::queue::QueueClient;
 use crate::support::cancel::Cancel;
 use crate::support::ids;
 
@@ -515,7 +516,7 @@ async fn hand_off(
         past_due,
         trigger: Some(trigger.to_string()),
     };
-    let queue = client.queue().display();
+    let queue = client.display();
     match crate::serve::handoff::enqueue(client, &msg).await {
         Ok(message_id) => {
             let line = format!(

@@ -2,9 +2,10 @@
 //! and the translation of SDK errors into blobpipe errors.
 //!
 //! Retries are data handed to the SDK, not a second loop: [`StoreRetryPolicy`] implements
-//! the SDK's `RetryPolicy` (exponential backoff with full jitter, honouring `Retry-After`,
-//! bounded by attempts and a total budget from the pipeline's `[retry]`), and the SDK's own
-//! retry loop runs it. [`TryObserver`], a per-try policy, counts every retry for the run
+//! the SDK's `RetryPolicy` on top of the one [`retry::RetryPolicy`] (exponential backoff
+//! with full jitter, honouring `Retry-After`, bounded by attempts and a total budget from
+//! the pipeline's `[retry]`) and retries the one classifier's transient statuses; the
+//! SDK's own retry loop runs it, for the blob store and the hand-off queue alike. [`TryObserver`], a per-try policy, counts every retry for the run
 //! summary and buffers each response body *inside* the retry loop, so a connection reset or
 //! a truncated body mid-download becomes a retried I/O error instead of a failed read after
 //! the SDK has already returned. Response bodies are bounded (one ranged read, one listing
@@ -13,10 +14,8 @@
 //! Every message built from an SDK error passes through [`redact_text`], which strips query
 //! strings (SAS tokens) from any URL it contains.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,81 +28,66 @@ use azure_core::http::{AsyncRawResponse, Context, Request, StatusCode};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::config::RetryConfig;
+use crate::support::{http, retry};
 
-/// Install `ring` as the process-wide rustls crypto provider (once).
-///
-/// reqwest is built with `rustls-no-provider` (so aws-lc-sys is never compiled) and
-/// panics when it builds a client with no provider installed; every reqwest client in the
-/// process (including those `azure_identity` builds for token requests) needs this first.
-pub fn ensure_tls_provider() {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Fails only if another provider was installed first, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-/// Build the HTTP client: rustls with the `ring` provider (no aws-lc build), bounded
-/// connect and per-read timeouts (a stalled connection becomes a retried I/O error).
+/// Build the store's HTTP client ([`http::ClientConfig::storage`]): rustls with `ring`,
+/// bounded connect and per-read timeouts (a stalled connection becomes a retried I/O error).
 ///
 /// # Errors
 /// `Internal` if the TLS client cannot be built.
 pub fn http_client(io_timeout: Duration) -> Result<Arc<reqwest::Client>> {
-    ensure_tls_provider();
-    let client = reqwest::Client::builder()
-        .connect_timeout(io_timeout.min(Duration::from_secs(20)))
-        .read_timeout(io_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| Error::internal(format!("building the HTTP client: {e}")))?;
-    Ok(Arc::new(client))
+    Ok(Arc::new(http::client(&http::ClientConfig::storage(
+        io_timeout,
+    ))?))
 }
 
-/// The store's retry policy, run by the SDK's retry loop.
+/// The pipeline's `[retry]` settings as the one retry primitive (used by the SDK policy
+/// below and by the engine's partition retries).
+impl From<&RetryConfig> for retry::RetryPolicy {
+    fn from(cfg: &RetryConfig) -> Self {
+        retry::RetryPolicy::new(
+            cfg.attempts,
+            cfg.initial_backoff,
+            cfg.max_backoff,
+            Some(cfg.budget),
+        )
+    }
+}
+
+/// The one [`retry::RetryPolicy`] run by the SDK's retry loop.
 #[derive(Debug)]
 pub struct StoreRetryPolicy {
-    attempts: u32,
-    initial: Duration,
-    max: Duration,
-    budget: Duration,
+    policy: retry::RetryPolicy,
     headers: RetryHeaders,
+    statuses: Vec<StatusCode>,
 }
 
 impl StoreRetryPolicy {
     /// From the pipeline's `[retry]` settings.
     pub fn new(cfg: &RetryConfig) -> Self {
+        Self::from_policy(cfg.into())
+    }
+
+    /// From a retry policy.
+    pub fn from_policy(policy: retry::RetryPolicy) -> Self {
         Self {
-            attempts: cfg.attempts.max(1),
-            initial: cfg.initial_backoff.max(Duration::from_millis(1)),
-            max: cfg.max_backoff.max(cfg.initial_backoff),
-            budget: cfg.budget,
+            policy,
             headers: RetryHeaders {
                 retry_headers: vec![X_MS_RETRY_AFTER_MS, RETRY_AFTER_MS, RETRY_AFTER],
             },
+            statuses: retry::TRANSIENT_STATUS
+                .iter()
+                .map(|&c| StatusCode::from(c))
+                .collect(),
         }
-    }
-
-    /// Full jitter: uniform in `[0, min(max, initial · 2^(n-1))]`.
-    fn jittered(&self, retry_count: u32) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1u32 << retry_count.saturating_sub(1).min(20));
-        let cap = exp.min(self.max);
-        let mut h = RandomState::new().build_hasher();
-        h.write_u32(retry_count);
-        let r = h.finish();
-        let frac = (r >> 11) as f64 / (1u64 << 53) as f64;
-        cap.mul_f64(frac)
     }
 }
 
 #[async_trait]
 impl RetryPolicy for StoreRetryPolicy {
     fn is_expired(&self, since_start: azure_core::time::Duration, retry_count: u32) -> bool {
-        let budget = azure_core::time::Duration::try_from(self.budget)
-            .unwrap_or(azure_core::time::Duration::MAX);
-        retry_count + 1 >= self.attempts || since_start >= budget
+        let elapsed = Duration::try_from(since_start).unwrap_or(Duration::ZERO);
+        !self.policy.may_retry(retry_count + 1, elapsed)
     }
 
     fn retry_headers(&self) -> Option<&RetryHeaders> {
@@ -111,22 +95,18 @@ impl RetryPolicy for StoreRetryPolicy {
     }
 
     fn retry_status_codes(&self) -> &[StatusCode] {
-        // Empty: the SDK's defaults (408, 429, 500, 502, 503, 504).
-        &[]
+        // The one classifier's transient statuses.
+        &self.statuses
     }
 
     fn sleep_duration(&self, retry_count: u32) -> azure_core::time::Duration {
-        azure_core::time::Duration::try_from(self.jittered(retry_count))
+        azure_core::time::Duration::try_from(self.policy.delay(retry_count, None))
             .unwrap_or(azure_core::time::Duration::ZERO)
     }
 
     async fn wait(&self, retry_count: u32, retry_after: Option<azure_core::time::Duration>) {
-        let mut d = self.jittered(retry_count);
-        if let Some(ra) = retry_after.and_then(|r| Duration::try_from(r).ok()) {
-            // Honour the service's Retry-After, but never beyond the backoff cap.
-            d = d.max(ra.min(self.max));
-        }
-        tokio::time::sleep(d).await;
+        let ra = retry_after.and_then(|r| Duration::try_from(r).ok());
+        tokio::time::sleep(self.policy.delay(retry_count, ra)).await;
     }
 }
 
@@ -233,7 +213,7 @@ pub fn map_error(op: &str, e: azure_core::Error) -> Error {
             _ => "",
         };
         let msg = format!("{msg}{hint}");
-        return if matches!(status, 408 | 429 | 500 | 502 | 503 | 504) {
+        return if retry::classify_status(status).is_transient() {
             Error::transient(ErrorKind::Store, format!("{msg} (retries exhausted)"))
         } else {
             Error::new(kind, msg)
@@ -313,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn full_jitter_stays_under_the_cap() {
+    fn sdk_policy_follows_the_retry_primitive() {
         let p = StoreRetryPolicy::new(&RetryConfig {
             attempts: 5,
             initial_backoff: Duration::from_millis(100),
@@ -321,11 +301,16 @@ mod tests {
             budget: Duration::from_secs(10),
         });
         for n in 1..10 {
-            assert!(p.jittered(n) <= Duration::from_millis(300));
+            let d = Duration::try_from(p.sleep_duration(n)).unwrap();
+            assert!(d <= Duration::from_millis(300));
         }
-        assert!(p.jittered(1) <= Duration::from_millis(100));
+        assert!(Duration::try_from(p.sleep_duration(1)).unwrap() <= Duration::from_millis(100));
         assert!(!p.is_expired(azure_core::time::Duration::ZERO, 3));
         assert!(p.is_expired(azure_core::time::Duration::ZERO, 4));
         assert!(p.is_expired(azure_core::time::Duration::seconds(11), 0));
+        assert_eq!(p.retry_status_codes().len(), 6);
+        assert!(p
+            .retry_status_codes()
+            .contains(&StatusCode::ServiceUnavailable));
     }
 }

@@ -171,7 +171,7 @@ pub fn resolve_for(
     services: SasServices,
 ) -> Result<Chosen> {
     // azure_identity builds reqwest clients for token requests.
-    super::client::ensure_tls_provider();
+    crate::support::http::ensure_tls_provider();
     let forced = env("BLOBPIPE_AZURE_CREDENTIAL");
     let forced_kind = match forced.as_deref() {
         None => None,

@@ -7,6 +7,7 @@
 //! - [`builder`]: the target string → endpoint, container, root prefix, embedded secrets;
 //! - [`credential`]: the credential chain and the account SAS the engine signs itself;
 //! - [`client`]: transport, the one retry policy, retry counting, error translation;
+//! - [`queue`]: the hand-off queue on the queue SDK, with the same credentials and retries;
 //! - this façade: each trait method as one or two SDK calls.
 //!
 //! Invariants the façade keeps: every Put Block carries its transactional MD5 (a mismatch
@@ -21,6 +22,7 @@
 pub mod builder;
 pub mod client;
 pub mod credential;
+pub mod queue;
 pub mod queue_url;
 
 use std::collections::{BTreeMap, HashMap};
@@ -307,37 +309,6 @@ impl AzureStore {
         Ok(m.into_iter().collect())
     }
 
-    /// Stage a block with an arbitrary transactional MD5, bypassing the store's own check
-    /// (lets tests prove the *service* rejects a wrong MD5).
-    ///
-    /// # Errors
-    /// As [`BlobStore::stage_block`].
-    pub async fn stage_block_unchecked(
-        &self,
-        blob: &str,
-        block_id: &str,
-        data: Bytes,
-        md5: [u8; 16],
-    ) -> Result<()> {
-        let what = format!("staging block {block_id} of {blob}");
-        let id = decode_block_id(block_id).map_err(|e| e.context(&what))?;
-        let len = data.len() as u64;
-        self.blob(blob)
-            .block_blob_client()
-            .stage_block(
-                &id,
-                len,
-                RequestContent::from(data.to_vec()),
-                Some(BlockBlobClientStageBlockOptions {
-                    transactional_content_md5: Some(md5.to_vec()),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|e| map_error(&what, e))?;
-        Ok(())
-    }
-
     fn full(&self, name: &str) -> String {
         if self.target.root.is_empty() {
             name.to_string()
@@ -430,7 +401,24 @@ impl BlobStore for AzureStore {
         data: Bytes,
         md5: [u8; 16],
     ) -> Result<()> {
-        self.stage_block_unchecked(blob, block_id, data, md5).await
+        // The MD5 goes to the service as given: a wrong one is the service's 400.
+        let what = format!("staging block {block_id} of {blob}");
+        let id = decode_block_id(block_id).map_err(|e| e.context(&what))?;
+        let len = data.len() as u64;
+        self.blob(blob)
+            .block_blob_client()
+            .stage_block(
+                &id,
+                len,
+                data.into(),
+                Some(BlockBlobClientStageBlockOptions {
+                    transactional_content_md5: Some(md5.to_vec()),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| map_error(&what, e))?;
+        Ok(())
     }
 
     async fn commit_blocks(
@@ -471,11 +459,7 @@ impl BlobStore for AzureStore {
             parallel: NonZero::new(1),
             ..Default::default()
         };
-        match self
-            .blob(blob)
-            .upload(RequestContent::from(data.to_vec()), Some(o))
-            .await
-        {
+        match self.blob(blob).upload(data.clone().into(), Some(o)).await {
             Ok(_) => Ok(PutOutcome::Created),
             Err(e) if create_only && http_parts(&e).is_some_and(|(s, _)| s == 409) => {
                 let existing = self.get(blob, None).await.map_err(|e| e.context(&what))?;

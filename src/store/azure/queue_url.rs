@@ -6,7 +6,7 @@
 
 use url::Url;
 
-use crate::store::azure::builder::is_loopback;
+use crate::store::azure::builder::{is_loopback, AzureTarget};
 use crate::support::secret::Secret;
 
 /// A parsed queue URL: `https://acct.queue.core.windows.net/<queue>[?sas]`, or path-style
@@ -114,6 +114,21 @@ impl QueueUrl {
     /// Printable form (no SAS).
     pub fn display(&self) -> String {
         self.url.to_string()
+    }
+}
+
+/// The queue's service, account and credential, as the store's credential chain takes them.
+impl From<&QueueUrl> for AzureTarget {
+    fn from(q: &QueueUrl) -> Self {
+        AzureTarget {
+            service_url: q.service.clone(),
+            account: q.account.clone(),
+            container: q.queue.clone(),
+            root: String::new(),
+            account_key: None,
+            sas: q.sas.clone(),
+            from_connection_string: false,
+        }
     }
 }
 
