@@ -6,9 +6,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use blobpipe::manifest::records::RunStatus;
 use blobpipe::manifest::Manifest;
 use blobpipe::pipeline::spec::Strategy;
-use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::restore::db::{restore_db, DbRestoreOptions};
 use blobpipe::store::Store;
 use blobpipe::support::secret::Secret;

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use blobpipe::db::postgres::{self as pg_conn, session_is_encrypted};
 use blobpipe::extract::postgres::connect;
+use blobpipe::manifest::records::RunStatus;
 use blobpipe::pipeline::spec::Strategy;
-use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::restore::db::{restore_db, DbRestoreOptions};
 use blobpipe::support::secret::Secret;
 

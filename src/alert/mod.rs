@@ -19,8 +19,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::manifest::records::RunStatus;
 use crate::pipeline::spec::WebhookConfig;
-use crate::pipeline::{BackupReport, Pipeline, RunStatus};
+use crate::pipeline::{BackupReport, Pipeline};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -471,10 +472,7 @@ pub fn run_alert(p: &Pipeline, r: &BackupReport) -> Option<Alert> {
     let mut facts = vec![
         ("pipeline".to_string(), p.name.clone()),
         ("run".to_string(), r.run_id.clone()),
-        (
-            "status".to_string(),
-            format!("{:?}", r.status).to_lowercase(),
-        ),
+        ("status".to_string(), r.status.to_string()),
         ("duration".to_string(), format!("{secs:.1} s")),
     ];
     if let Some(s) = &r.snapshot {

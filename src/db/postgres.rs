@@ -502,11 +502,16 @@ pub async fn connect_spec(spec: &ConnSpec) -> Result<Client> {
             );
         }
         match e.as_db_error() {
-            Some(db) => Error::new(
-                ErrorKind::Source,
-                format!("{what}: {} ({})", db.message(), db.code().code()),
-            ),
-            None => Error::transient(ErrorKind::Source, format!("{what}: {}", error_chain(&e))),
+            Some(db) => {
+                let text = format!("{} ({})", db.message(), db.code().code());
+                Error::new(ErrorKind::Source, what).with_cause(text, e)
+            }
+            None => {
+                let text = error_chain(&e);
+                Error::new(ErrorKind::Source, what)
+                    .with_cause(text, e)
+                    .retryable()
+            }
         }
     })?;
     tokio::spawn(async move {

@@ -38,6 +38,7 @@ use super::spec::{Pipeline, SourceConfig, VerifyMode};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::{self, Plan, PlannedEntry, Problem};
 use crate::manifest::layout::Layout;
+use crate::manifest::records::RunStatus;
 use crate::manifest::{
     self, Entry, EntryKind, Header, Line, Manifest, PackRecord, PartHeader, PathBytes, Totals,
 };
@@ -48,22 +49,6 @@ use crate::support::cancel::Cancel;
 use crate::support::ids;
 use crate::support::progress::Counters;
 use crate::verify::{self, VerifyReport};
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Committed and verified.
-    Ok,
-    /// Committed, but some source files could not be read or kept changing.
-    Partial,
-    /// Committed, but verification found a mismatch.
-    Mismatch,
-    /// Nothing committed.
-    Failed,
-    /// Stopped by a signal; nothing committed; resumable.
-    Cancelled,
-}
 
 /// Options of one backup run beyond the pipeline file.
 #[derive(Debug, Clone, Default)]
@@ -357,7 +342,7 @@ async fn load_or_make_plan(
     plan.chain = chain;
     plan.full_at = Some(full_at);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    serde_json::to_writer(&mut gz, &plan)?;
+    serde_json::to_writer(&mut gz, &plan).map_err(|e| Error::encode("encoding plan", e))?;
     let body = gz
         .finish()
         .map_err(|e| Error::internal(format!("encoding plan: {e}")))?;

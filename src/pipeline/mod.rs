@@ -6,5 +6,5 @@ pub mod lock;
 pub mod spec;
 mod streamed;
 
-pub use backup::{backup, BackupOptions, BackupReport, RunStatus};
+pub use backup::{backup, BackupOptions, BackupReport};
 pub use spec::Pipeline;
