@@ -5,7 +5,8 @@
 
 mod support;
 
-use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::manifest::records::RunStatus;
+use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::restore::db::{restore_db, DbRestoreOptions};
 use blobpipe::support::secret::Secret;
 use tokio_postgres::{Client, NoTls};

@@ -9,7 +9,7 @@ use common::*;
 use ops_support::{dead_url, Receiver};
 
 use blobpipe::manifest::layout::Layout;
-use blobpipe::pipeline::RunStatus;
+use blobpipe::manifest::records::RunStatus;
 use blobpipe::store::list_all;
 
 fn hooks(list: &[(&str, &str, &str)]) -> String {

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use blobpipe::manifest::catalog;
 use blobpipe::manifest::layout::Layout;
-use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::manifest::records::RunStatus;
+use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::restore::{restore, RestoreOptions};
 use blobpipe::store::{CommitOptions, Store};
 use blobpipe::verify::config::VerifyMode;
@@ -609,7 +610,7 @@ async fn refused_index_tags_do_not_fail_the_backup() {
     let r = blobpipe::pipeline::backup(&p, s.clone(), BackupOptions::default())
         .await
         .expect("backup without tags");
-    assert_eq!(r.status, blobpipe::pipeline::RunStatus::Ok);
+    assert_eq!(r.status, blobpipe::manifest::records::RunStatus::Ok);
     let seen = proxy.stats.seen();
     let refused = seen
         .iter()

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use blobpipe::manifest::layout::Layout;
-use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::manifest::records::RunStatus;
+use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::ErrorKind;
 use sha2::{Digest, Sha256};
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use blobpipe::manifest::catalog;
 use blobpipe::manifest::layout::Layout;
+use blobpipe::manifest::records::RunStatus;
 use blobpipe::manifest::{Manifest, PathBytes};
-use blobpipe::pipeline::{BackupOptions, RunStatus};
+use blobpipe::pipeline::BackupOptions;
 use blobpipe::restore::{restore, RestoreOptions};
 use blobpipe::store::memory::MemoryStore;
 use blobpipe::verify::config::VerifyMode;

@@ -6,8 +6,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use blobpipe::manifest::records::RunStatus;
 use blobpipe::manifest::Manifest;
-use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::restore::config::Strategy;
 use blobpipe::restore::db::{restore_db, DbRestoreOptions};
 use blobpipe::store::Store;

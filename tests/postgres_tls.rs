@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use blobpipe::db::postgres::connect;
 use blobpipe::db::postgres::{self as pg_conn, session_is_encrypted};
-use blobpipe::pipeline::{BackupOptions, Pipeline, RunStatus};
+use blobpipe::manifest::records::RunStatus;
+use blobpipe::pipeline::{BackupOptions, Pipeline};
 use blobpipe::restore::config::Strategy;
 use blobpipe::restore::db::{restore_db, DbRestoreOptions};
 use blobpipe::support::secret::Secret;

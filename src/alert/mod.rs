@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use self::config::WebhookConfig;
-use crate::pipeline::{BackupReport, Pipeline, RunStatus};
+use crate::manifest::records::RunStatus;
+use crate::pipeline::{BackupReport, Pipeline};
 use crate::support::{http, retry};
 
 /// What happened.
@@ -467,10 +468,7 @@ pub fn run_alert(p: &Pipeline, r: &BackupReport) -> Option<Alert> {
     let mut facts = vec![
         ("pipeline".to_string(), p.name.clone()),
         ("run".to_string(), r.run_id.clone()),
-        (
-            "status".to_string(),
-            format!("{:?}", r.status).to_lowercase(),
-        ),
+        ("status".to_string(), r.status.to_string()),
         ("duration".to_string(), format!("{secs:.1} s")),
     ];
     if let Some(s) = &r.snapshot {

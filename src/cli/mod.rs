@@ -22,56 +22,18 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
-use crate::pipeline::{BackupOptions, Pipeline, RunStatus};
+use crate::pipeline::{BackupOptions, Pipeline};
 use crate::support::progress::Reporter;
 use crate::support::units::{human, parse_fraction};
 use crate::verify::config::VerifyMode;
 use crate::{restore, store, verify};
+use exit::exit_code;
 
+pub mod exit;
 pub mod ops;
-
-/// Exit codes.
-pub mod exit {
-    /// Success.
-    pub const OK: i32 = 0;
-    /// Run failed.
-    pub const FAILED: i32 = 1;
-    /// Usage or config error.
-    pub const CONFIG: i32 = 2;
-    /// Verification mismatch.
-    pub const MISMATCH: i32 = 3;
-    /// Partial success.
-    pub const PARTIAL: i32 = 4;
-    /// Lock held by another run.
-    pub const LOCKED: i32 = 5;
-    /// Not found.
-    pub const NOT_FOUND: i32 = 6;
-    /// Refused (restore safety).
-    pub const REFUSED: i32 = 7;
-    /// Archived data.
-    pub const ARCHIVED: i32 = 8;
-    /// Stale: no verified snapshot recent enough (`check`).
-    pub const STALE: i32 = 9;
-    /// Cancelled.
-    pub const CANCELLED: i32 = 130;
-}
-
-/// Exit code for an error.
-pub fn exit_code(e: &Error) -> i32 {
-    match e.kind() {
-        ErrorKind::Config => exit::CONFIG,
-        ErrorKind::Integrity => exit::MISMATCH,
-        ErrorKind::Locked => exit::LOCKED,
-        ErrorKind::NotFound => exit::NOT_FOUND,
-        ErrorKind::Refused => exit::REFUSED,
-        ErrorKind::Archived => exit::ARCHIVED,
-        ErrorKind::Cancelled => exit::CANCELLED,
-        _ => exit::FAILED,
-    }
-}
 
 /// blobpipe: backup pipelines into Azure Blob Storage, verified, restorable with standard tools.
 #[derive(Debug, Parser)]
@@ -372,7 +334,7 @@ pub async fn run(cli: Cli) -> i32 {
             if json {
                 let v = serde_json::json!({
                     "error": e.to_string(),
-                    "kind": format!("{:?}", e.kind()),
+                    "kind": e.kind().as_str(),
                     "exit_code": code,
                 });
                 println!("{v:#}");
@@ -487,13 +449,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 }
                 println!("status: {:?}", r.status);
             });
-            Ok(match r.status {
-                RunStatus::Ok => exit::OK,
-                RunStatus::Partial => exit::PARTIAL,
-                RunStatus::Mismatch => exit::MISMATCH,
-                RunStatus::Cancelled => exit::CANCELLED,
-                RunStatus::Failed => exit::FAILED,
-            })
+            Ok(exit::for_run(r.status))
         }
         Command::Snapshots { pipeline } => {
             let p = Pipeline::load(&pipeline)?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{emit, exit, exit_code};
+use super::{emit, exit};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Pipeline;
 use crate::restore::{drill as drill_mod, drill_db};
@@ -145,13 +145,7 @@ pub(super) async fn check(a: CheckArgs, json: bool) -> Result<i32> {
         }
     }
     let stale = results.iter().filter(|f| f.stale).count();
-    let code = if stale > 0 {
-        exit::STALE
-    } else if !config_errors.is_empty() {
-        exit::CONFIG
-    } else {
-        exit::OK
-    };
+    let code = exit::for_check(stale > 0, !config_errors.is_empty());
     let out = json!({
         "ok": code == exit::OK,
         "stale": stale,
@@ -205,13 +199,10 @@ pub(super) async fn status(path: &Path, json: bool) -> Result<i32> {
             println!("ERROR {e}");
         }
     });
-    Ok(if !errors.is_empty() {
-        exit::CONFIG
-    } else if out.iter().any(|s| s.error.is_some()) {
-        exit::FAILED
-    } else {
-        exit::OK
-    })
+    Ok(exit::for_status(
+        !errors.is_empty(),
+        out.iter().any(|s| s.error.is_some()),
+    ))
 }
 
 pub(super) async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
@@ -254,10 +245,7 @@ pub(super) async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
         }
     };
     emit(json, &r, || println!("{}", drill_mod::summary(&r)));
-    Ok(match r.failure_kind() {
-        None => exit::OK,
-        Some(k) => exit_code(&Error::new(k, "")),
-    })
+    Ok(exit::for_drill(r.failure_kind()))
 }
 
 pub(super) async fn schedule(a: ScheduleArgs, json: bool) -> Result<i32> {
@@ -354,7 +342,7 @@ pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
 }
 
 pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
-    use crate::serve::handoff::{self, RunQueuedOptions};
+    use crate::serve::handoff::{self, QueueOutcome, RunQueuedOptions};
     use crate::store::azure::queue::QueueClient;
     use crate::store::azure::queue_url::QueueUrl;
     let dur = |flag: &str, v: &str| {
@@ -407,20 +395,11 @@ pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
         cancel,
     )
     .await?;
-    let code = match out.outcome.as_str() {
-        "empty" | "ok" => exit::OK,
-        "partial" => exit::PARTIAL,
-        "mismatch" => exit::MISMATCH,
-        "locked" => exit::LOCKED,
-        "cancelled" => exit::CANCELLED,
-        "poison" if out.message.is_none() || out.dequeue_count.unwrap_or(0) <= a.max_dequeue => {
-            exit::CONFIG
-        }
-        _ => exit::FAILED,
-    };
-    emit(json, &out, || match out.outcome.as_str() {
-        "empty" => println!("{}: no message, nothing to run", queue.display()),
-        "poison" => println!(
+    let poison_is_config = out.message.is_none() || out.dequeue_count.unwrap_or(0) <= a.max_dequeue;
+    let code = exit::for_queued(out.outcome, poison_is_config);
+    emit(json, &out, || match out.outcome {
+        QueueOutcome::Empty => println!("{}: no message, nothing to run", queue.display()),
+        QueueOutcome::Poison => println!(
             "poison message {} deleted from {}",
             out.message_id.as_deref().unwrap_or("-"),
             queue.display()
@@ -444,7 +423,7 @@ pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
         }
     });
     if let Some(e) = &out.error {
-        if out.outcome == "poison" {
+        if out.outcome == QueueOutcome::Poison {
             eprintln!("error: poison message: {e}");
         } else if code != exit::OK {
             eprintln!("error: {e}");

@@ -19,7 +19,7 @@ use crate::support::secret::{redact_url, Secret};
 
 /// Map a driver error (never retried: a broken connection loses the snapshot).
 pub fn my_err(what: impl std::fmt::Display, e: mysql_async::Error) -> Error {
-    Error::new(ErrorKind::Source, format!("{what}: {e}"))
+    Error::caused(ErrorKind::Source, what, e)
 }
 
 /// Connect to `url` (`mysql://` or `mariadb://`), password override optional.

@@ -503,11 +503,16 @@ pub async fn connect_spec(spec: &ConnSpec) -> Result<Client> {
             );
         }
         match e.as_db_error() {
-            Some(db) => Error::new(
-                ErrorKind::Source,
-                format!("{what}: {} ({})", db.message(), db.code().code()),
-            ),
-            None => Error::transient(ErrorKind::Source, format!("{what}: {}", error_chain(&e))),
+            Some(db) => {
+                let text = format!("{} ({})", db.message(), db.code().code());
+                Error::new(ErrorKind::Source, what).with_cause(text, e)
+            }
+            None => {
+                let text = error_chain(&e);
+                Error::new(ErrorKind::Source, what)
+                    .with_cause(text, e)
+                    .retryable()
+            }
         }
     })?;
     tokio::spawn(async move {
@@ -527,11 +532,11 @@ pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, 
 /// server reports are not.
 pub fn pg_err(what: impl std::fmt::Display, e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
-        Some(db) => Error::new(
-            ErrorKind::Source,
-            format!("{what}: {} ({})", db.message(), db.code().code()),
-        ),
-        None => Error::transient(ErrorKind::Source, format!("{what}: {e}")),
+        Some(db) => {
+            let text = format!("{} ({})", db.message(), db.code().code());
+            Error::new(ErrorKind::Source, what.to_string()).with_cause(text, e)
+        }
+        None => Error::caused(ErrorKind::Source, what, e).retryable(),
     }
 }
 

@@ -116,9 +116,10 @@ async fn run(cfg: &CommandSourceConfig, tx: &mpsc::Sender<Result<Chunk>>) -> Res
         cfg.argv[0].as_str()
     };
     let mut child = cmd.spawn().map_err(|e| {
-        Error::new(
+        Error::caused(
             ErrorKind::Source,
-            format!("cannot start command {program:?}: {e}"),
+            format!("cannot start command {program:?}"),
+            e,
         )
     })?;
     let stderr = child.stderr.take().map(|s| tokio::spawn(tail(s)));

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Layout;
+use crate::manifest::records::{VerifyRecord, VerifyStatus};
 use crate::manifest::{self, Header, Line, Manifest};
 use crate::store::{list_all, BlobStore};
 
@@ -20,7 +21,7 @@ pub struct SnapshotInfo {
     pub header: Header,
     /// Verification outcome: `mismatch` if the newest report of any mode found one,
     /// else `ok` (newest report), or `unverified`.
-    pub verify_status: String,
+    pub verify_status: VerifyStatus,
     /// The mode that decided the status (metadata, sample, full).
     pub verify_mode: Option<String>,
 }
@@ -160,17 +161,17 @@ pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<Snapshot
         names.sort();
         let mut latest_by_mode: Vec<(String, bool)> = Vec::new();
         for n in names {
-            let v: serde_json::Value = serde_json::from_slice(&store.get(n, None).await?)?;
-            let ok = v["mismatches"].as_array().is_some_and(|a| a.is_empty());
-            let mode = v["mode"].as_str().unwrap_or("?").to_string();
+            let v: VerifyRecord = serde_json::from_slice(&store.get(n, None).await?)?;
+            let ok = v.passed();
+            let mode = v.mode.unwrap_or_else(|| "?".to_string());
             latest_by_mode.retain(|(m, _)| *m != mode);
             latest_by_mode.push((mode, ok));
         }
         let (verify_status, verify_mode) = match latest_by_mode.iter().find(|(_, ok)| !ok) {
-            Some((mode, _)) => ("mismatch".to_string(), Some(mode.clone())),
+            Some((mode, _)) => (VerifyStatus::Mismatch, Some(mode.clone())),
             None => match latest_by_mode.last() {
-                Some((mode, _)) => ("ok".to_string(), Some(mode.clone())),
-                None => ("unverified".to_string(), None),
+                Some((mode, _)) => (VerifyStatus::Ok, Some(mode.clone())),
+                None => (VerifyStatus::Unverified, None),
             },
         };
         out.push(SnapshotInfo {

@@ -168,7 +168,7 @@ pub fn io_to_err(e: std::io::Error, what: &str) -> Error {
     if e.to_string().contains("cancelled") {
         Error::cancelled()
     } else {
-        Error::transient(ErrorKind::Store, format!("writing {what}: {e}"))
+        Error::caused(ErrorKind::Store, format!("writing {what}"), e).retryable()
     }
 }
 

@@ -104,7 +104,7 @@ pub(super) async fn load_or_make_plan(
     plan.chain = chain;
     plan.full_at = Some(full_at);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    serde_json::to_writer(&mut gz, &plan)?;
+    serde_json::to_writer(&mut gz, &plan).map_err(|e| Error::encode("encoding plan", e))?;
     let body = gz
         .finish()
         .map_err(|e| Error::internal(format!("encoding plan: {e}")))?;

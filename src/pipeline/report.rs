@@ -12,26 +12,11 @@ use serde::Serialize;
 
 use crate::extract::Problem;
 use crate::manifest::layout::Layout;
+use crate::manifest::records::RunStatus;
 use crate::manifest::{self, PathBytes, Totals};
 use crate::store;
 use crate::support::ids;
 use crate::verify::VerifyReport;
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Committed and verified.
-    Ok,
-    /// Committed, but some source files could not be read or kept changing.
-    Partial,
-    /// Committed, but verification found a mismatch.
-    Mismatch,
-    /// Nothing committed.
-    Failed,
-    /// Stopped by a signal; nothing committed; resumable.
-    Cancelled,
-}
 
 /// Engine statistics of a run (also what the backpressure tests assert on).
 #[derive(Debug, Default)]

@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 
 use super::commit::{self, PartResult};
 use super::plan;
-use super::report::{BackupReport, RunStatus, Stats};
+use super::report::{BackupReport, Stats};
 use super::runner::BackupOptions;
 use super::spec::Pipeline;
 use super::upload::{self, ChannelSink, Uploads};
@@ -41,6 +41,7 @@ use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::config::SourceConfig;
 use crate::extract::{self, Plan, PlannedEntry};
 use crate::manifest::layout::Layout;
+use crate::manifest::records::RunStatus;
 use crate::manifest::{Manifest, PackRecord};
 use crate::pack::packer::{OpenPack, Packs};
 use crate::store::Store;

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::report::{write_run_record, BackupReport, RunStatus};
+use super::report::{write_run_record, BackupReport};
 use super::run::{self, Finished};
 use super::spec::Pipeline;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Layout;
+use crate::manifest::records::RunStatus;
 use crate::store::Store;
 use crate::support::cancel::Cancel;
 use crate::support::ids;

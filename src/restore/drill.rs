@@ -56,7 +56,7 @@ pub struct DrillRecord {
     /// Compressed bytes downloaded.
     pub bytes_fetched: u64,
     /// Error kind of a failed drill (`Integrity`, `Store`, …).
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     /// Error of a failed drill.
     pub error: Option<String>,
     /// Name of the stored record.
@@ -103,7 +103,7 @@ impl DrillRecord {
             files: 0,
             bytes: 0,
             bytes_fetched: 0,
-            error_kind: err.map(|e| format!("{:?}", e.kind())),
+            error_kind: err.map(Error::kind),
             error: err.map(|e| e.to_string()),
             stored_as: None,
             scratch: None,
@@ -114,20 +114,13 @@ impl DrillRecord {
         }
     }
 
-    /// The error kind that decides the exit code, if the drill failed.
+    /// The error kind of a failed drill (`Store` when the record names none); `None`
+    /// when it passed. `cli::exit::for_drill` turns it into the exit code.
     pub fn failure_kind(&self) -> Option<ErrorKind> {
         if self.ok {
             return None;
         }
-        Some(match self.error_kind.as_deref() {
-            Some("Integrity") => ErrorKind::Integrity,
-            Some("NotFound") => ErrorKind::NotFound,
-            Some("Archived") => ErrorKind::Archived,
-            Some("Cancelled") => ErrorKind::Cancelled,
-            Some("Refused") => ErrorKind::Refused,
-            Some("Config") => ErrorKind::Config,
-            _ => ErrorKind::Store,
-        })
+        Some(self.error_kind.unwrap_or(ErrorKind::Store))
     }
 }
 

@@ -36,6 +36,7 @@ use self::config::RetentionConfig;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
+use crate::manifest::records::{PlanHead, RunRecord};
 use crate::manifest::Line;
 use crate::pipeline::lock::RunLock;
 use crate::pipeline::spec::Pipeline;
@@ -243,13 +244,10 @@ async fn run_parts(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<RunPart
         {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_slice(&s).unwrap_or_default();
-        r.parent = v["parent"].as_str().map(str::to_string);
-        if let Some(t) = v["started_at"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        {
-            let snap = crate::support::ids::snapshot_id_for(t.with_timezone(&Utc), &r.run);
+        let plan: PlanHead = serde_json::from_slice(&s).unwrap_or_default();
+        r.parent = plan.parent;
+        if let Some(t) = plan.started_at {
+            let snap = crate::support::ids::snapshot_id_for(t, &r.run);
             r.committed = store.head(&layout.snapshot(&snap)).await?.is_some();
         }
     }
@@ -260,8 +258,8 @@ async fn run_parts(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<RunPart
             let Ok(body) = store.get(&rec.name, None).await else {
                 continue;
             };
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            if v["run_id"].as_str() == Some(r.run.as_str()) && v["snapshot"].is_string() {
+            let rec: RunRecord = serde_json::from_slice(&body).unwrap_or_default();
+            if rec.run_id == r.run && rec.snapshot.is_some() {
                 r.committed = true;
                 break;
             }
@@ -621,7 +619,7 @@ pub async fn after_backup(
     report: &crate::pipeline::BackupReport,
 ) -> Option<AutoReport> {
     let policy = p.retention.as_ref().filter(|r| r.auto)?;
-    if report.status != crate::pipeline::RunStatus::Ok
+    if report.status != crate::manifest::records::RunStatus::Ok
         || !report.verify.as_ref().is_some_and(|v| v.ok())
     {
         tracing::info!("automatic retention skipped: the run was not ok and verified");

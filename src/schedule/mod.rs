@@ -177,7 +177,8 @@ async fn history(p: &Pipeline) -> Result<(Option<DateTime<Utc>>, Option<String>)
     Ok(match last {
         None => (None, None),
         Some(r) => {
-            let resume = (r.status == "cancelled").then(|| r.run_id.clone());
+            let resume = (r.status == Some(crate::manifest::records::RunStatus::Cancelled))
+                .then(|| r.run_id.clone());
             (r.started_at.or(r.finished_at), resume)
         }
     })

@@ -24,6 +24,7 @@ use crate::alert::{self, Alert, AlertOutcome, Event};
 use crate::error::{Error, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
+use crate::manifest::records::{DrillRecordView, RunRecord, RunStatus, VerifyRecord, VerifyStatus};
 use crate::pipeline::Pipeline;
 use crate::store::{self, list_all, BlobStore, ListItem};
 use crate::support::units::human;
@@ -77,7 +78,7 @@ pub async fn newest_verified(
         .await?
         .into_iter()
         .rev()
-        .find(|s| s.verify_status == "ok"))
+        .find(|s| s.verify_status == VerifyStatus::Ok))
 }
 
 /// Freshness of one pipeline.
@@ -233,8 +234,10 @@ pub fn fmt_age(d: Duration) -> String {
 pub struct RunSummary {
     /// Run id.
     pub run_id: String,
-    /// `ok`, `partial`, `mismatch`, `failed`, `cancelled`.
-    pub status: String,
+    /// How the run ended (printed `""` for a record without one, e.g. the retention
+    /// record stored after the run's own).
+    #[serde(serialize_with = "status_or_empty")]
+    pub status: Option<RunStatus>,
     /// Start.
     pub started_at: Option<DateTime<Utc>>,
     /// End.
@@ -333,18 +336,18 @@ fn newest(items: &[ListItem]) -> Option<&ListItem> {
         .max_by(|a, b| stamp_of(a).cmp(stamp_of(b)))
 }
 
-fn time(v: &serde_json::Value) -> Option<DateTime<Utc>> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+fn status_or_empty<S: serde::Serializer>(s: &Option<RunStatus>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.map_or("", RunStatus::as_str))
 }
 
-fn string(v: &serde_json::Value) -> Option<String> {
-    v.as_str().map(str::to_string)
-}
-
-async fn read_json(store: &dyn BlobStore, name: &str) -> Result<serde_json::Value> {
-    Ok(serde_json::from_slice(&store.get(name, None).await?)?)
+/// Read a stored record back as `T` (an undecodable record is `Integrity`).
+async fn read_record<T: serde::de::DeserializeOwned>(
+    store: &dyn BlobStore,
+    name: &str,
+) -> Result<T> {
+    let body = store.get(name, None).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| Error::decode(format!("malformed JSON record {name}"), e))
 }
 
 /// The newest run record of a pipeline.
@@ -356,17 +359,15 @@ pub async fn last_run(store: &dyn BlobStore, layout: &Layout) -> Result<Option<R
     let Some(item) = newest(&items) else {
         return Ok(None);
     };
-    let v = read_json(store, &item.name).await?;
+    let r: RunRecord = read_record(store, &item.name).await?;
     Ok(Some(RunSummary {
-        run_id: string(&v["run_id"]).unwrap_or_default(),
-        status: string(&v["status"]).unwrap_or_default(),
-        started_at: time(&v["started_at"]),
-        finished_at: time(&v["finished_at"]),
-        snapshot: string(&v["snapshot"]),
-        error: string(&v["error"]),
-        alerts_failed: v["alerts"]
-            .as_array()
-            .map_or(0, |a| a.iter().filter(|o| o["delivered"] != true).count()),
+        alerts_failed: r.alerts_failed(),
+        run_id: r.run_id,
+        status: r.status,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        snapshot: r.snapshot,
+        error: r.error,
     }))
 }
 
@@ -417,7 +418,11 @@ async fn fill(p: &Pipeline, st: &mut PipelineStatus, now: DateTime<Utc>) -> Resu
     st.last_run = last_run(store, &layout).await?;
     let list = catalog::list(store, &layout).await?;
     st.snapshots = list.len();
-    if let Some(v) = list.iter().rev().find(|s| s.verify_status == "ok") {
+    if let Some(v) = list
+        .iter()
+        .rev()
+        .find(|s| s.verify_status == VerifyStatus::Ok)
+    {
         let age = (now - v.header.started_at)
             .to_std()
             .unwrap_or(Duration::ZERO);
@@ -437,23 +442,23 @@ async fn fill(p: &Pipeline, st: &mut PipelineStatus, now: DateTime<Utc>) -> Resu
     }
     let reports = list_all(store, &layout.verify_all()).await?;
     if let Some(item) = newest(&reports) {
-        let v = read_json(store, &item.name).await?;
+        let v: VerifyRecord = read_record(store, &item.name).await?;
         st.last_verify = Some(VerifySummary {
-            snapshot: string(&v["snapshot"]).unwrap_or_default(),
-            at: time(&v["finished_at"]),
-            mode: string(&v["mode"]).unwrap_or_default(),
-            mismatches: v["mismatches"].as_array().map_or(0, Vec::len),
+            mismatches: v.mismatch_count(),
+            snapshot: v.snapshot,
+            at: v.finished_at,
+            mode: v.mode.unwrap_or_default(),
         });
     }
     let drills = list_all(store, &layout.drills()).await?;
     if let Some(item) = newest(&drills) {
-        let v = read_json(store, &item.name).await?;
+        let d: DrillRecordView = read_record(store, &item.name).await?;
         st.last_drill = Some(DrillSummary {
-            snapshot: string(&v["snapshot"]),
-            at: time(&v["finished_at"]),
-            ok: v["ok"] == true,
-            rto_seconds: v["rto_seconds"].as_f64().unwrap_or(0.0),
-            error: string(&v["error"]),
+            snapshot: d.snapshot,
+            at: d.finished_at,
+            ok: d.ok,
+            rto_seconds: d.rto_seconds,
+            error: d.error,
         });
     }
     Ok(())
@@ -475,7 +480,7 @@ pub fn print_status(s: &PipelineStatus) {
         Some(r) => println!(
             "  last run:        {} {} at {}{}{}",
             r.run_id,
-            r.status,
+            r.status.map_or("", RunStatus::as_str),
             r.finished_at
                 .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
                 .unwrap_or_default(),

@@ -23,7 +23,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorKind, Result};
-use crate::pipeline::{Pipeline, RunStatus};
+use crate::manifest::records::RunStatus;
+use crate::pipeline::Pipeline;
 use crate::schedule::Runner;
 use crate::store::azure::queue::{self, QueueClient, MAX_VISIBILITY};
 use crate::support::cancel::Cancel;
@@ -98,11 +99,68 @@ impl Default for RunQueuedOptions {
     }
 }
 
+/// How one receive from the hand-off queue ended; printed lower-case (`"outcome"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueOutcome {
+    /// No message was waiting.
+    Empty,
+    /// The run committed and verified.
+    Ok,
+    /// The run committed with unreadable or changing files.
+    Partial,
+    /// The run committed but verification found a mismatch.
+    Mismatch,
+    /// The run failed; the message reappears after the retry delay.
+    Failed,
+    /// The run was cancelled; the message reappears.
+    Cancelled,
+    /// Another run holds the pipeline's lock; the message reappears.
+    Locked,
+    /// The message could not be used (bad JSON, unknown pipeline, received too often)
+    /// and was deleted.
+    Poison,
+}
+
+impl QueueOutcome {
+    /// The lower-case name printed in `"outcome"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueOutcome::Empty => "empty",
+            QueueOutcome::Ok => "ok",
+            QueueOutcome::Partial => "partial",
+            QueueOutcome::Mismatch => "mismatch",
+            QueueOutcome::Failed => "failed",
+            QueueOutcome::Cancelled => "cancelled",
+            QueueOutcome::Locked => "locked",
+            QueueOutcome::Poison => "poison",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<RunStatus> for QueueOutcome {
+    fn from(s: RunStatus) -> Self {
+        match s {
+            RunStatus::Ok => QueueOutcome::Ok,
+            RunStatus::Partial => QueueOutcome::Partial,
+            RunStatus::Mismatch => QueueOutcome::Mismatch,
+            RunStatus::Failed => QueueOutcome::Failed,
+            RunStatus::Cancelled => QueueOutcome::Cancelled,
+        }
+    }
+}
+
 /// What [`run_queued`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueuedOutcome {
-    /// `empty`, `ok`, `partial`, `mismatch`, `failed`, `cancelled`, `locked` or `poison`.
-    pub outcome: String,
+    /// How the receive ended.
+    pub outcome: QueueOutcome,
     /// The message id, when one was received.
     pub message_id: Option<String>,
     /// How often it had been received.
@@ -130,7 +188,7 @@ pub async fn run_queued(
     cancel: Cancel,
 ) -> Result<QueuedOutcome> {
     let mut out = QueuedOutcome {
-        outcome: "empty".into(),
+        outcome: QueueOutcome::Empty,
         message_id: None,
         dequeue_count: None,
         message: None,
@@ -169,7 +227,7 @@ pub async fn run_queued(
     if let Some(why) = poison {
         tracing::error!("poison hand-off message deleted: {why}");
         client.delete(&msg.id, &msg.pop_receipt).await?;
-        out.outcome = "poison".into();
+        out.outcome = QueueOutcome::Poison;
         out.deleted = true;
         out.error = Some(why);
         return Ok(out);
@@ -214,7 +272,7 @@ pub async fn run_queued(
     let pop = pop.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let done = match &res {
         Ok(r) => {
-            out.outcome = format!("{:?}", r.status).to_lowercase();
+            out.outcome = r.status.into();
             out.snapshot = r.snapshot.clone();
             out.error = r.error.clone();
             // Committed (even with unreadable files or a verify mismatch, which alerted):
@@ -226,11 +284,10 @@ pub async fn run_queued(
         }
         Err(e) => {
             out.outcome = match e.kind() {
-                ErrorKind::Locked => "locked",
-                ErrorKind::Cancelled => "cancelled",
-                _ => "failed",
-            }
-            .into();
+                ErrorKind::Locked => QueueOutcome::Locked,
+                ErrorKind::Cancelled => QueueOutcome::Cancelled,
+                _ => QueueOutcome::Failed,
+            };
             out.error = Some(e.to_string());
             false
         }

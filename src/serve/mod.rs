@@ -41,7 +41,8 @@ use serde_json::{json, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
-use crate::pipeline::{Pipeline, RunStatus};
+use crate::manifest::records::RunStatus;
+use crate::pipeline::Pipeline;
 use crate::schedule::Runner;
 use crate::serve::handoff::HandoffMessage;
 use crate::store;
@@ -56,6 +57,70 @@ const MAX_BODY: usize = 1 << 20;
 /// Finished runs kept in memory for status queries.
 const KEEP_RUNS: usize = 200;
 
+/// Where a run started or handed off by this server is; printed lower-case (`"state"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunPhase {
+    /// Handed off to the queue; a job will run it.
+    Queued,
+    /// Running in this server.
+    Running,
+    /// Committed and verified.
+    Ok,
+    /// Committed with unreadable or changing files.
+    Partial,
+    /// Committed, verification found a mismatch.
+    Mismatch,
+    /// Nothing committed.
+    Failed,
+    /// Stopped by a signal.
+    Cancelled,
+    /// Another run held the pipeline's lock.
+    Locked,
+}
+
+impl RunPhase {
+    /// The lower-case name printed in `"state"` and the metrics' `status` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Queued => "queued",
+            RunPhase::Running => "running",
+            RunPhase::Ok => "ok",
+            RunPhase::Partial => "partial",
+            RunPhase::Mismatch => "mismatch",
+            RunPhase::Failed => "failed",
+            RunPhase::Cancelled => "cancelled",
+            RunPhase::Locked => "locked",
+        }
+    }
+
+    /// The phase a finished run ended in.
+    pub fn of_run(s: RunStatus) -> Self {
+        match s {
+            RunStatus::Ok => RunPhase::Ok,
+            RunStatus::Partial => RunPhase::Partial,
+            RunStatus::Mismatch => RunPhase::Mismatch,
+            RunStatus::Failed => RunPhase::Failed,
+            RunStatus::Cancelled => RunPhase::Cancelled,
+        }
+    }
+
+    /// The phase a run that returned an error ended in.
+    pub fn of_error(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Locked => RunPhase::Locked,
+            ErrorKind::Cancelled => RunPhase::Cancelled,
+            _ => RunPhase::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for RunPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The state of one run started by this server.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunState {
@@ -63,9 +128,8 @@ pub struct RunState {
     pub run_id: String,
     /// Pipeline.
     pub pipeline: String,
-    /// `running`, or the outcome: `ok`, `partial`, `mismatch`, `failed`, `cancelled`,
-    /// `locked`.
-    pub state: String,
+    /// `queued`, `running`, or how the run ended.
+    pub state: RunPhase,
     /// `timer` or `http`.
     pub trigger: String,
     /// Start.
@@ -339,7 +403,7 @@ fn start(
     let state = RunState {
         run_id: run_id.clone(),
         pipeline: p.name.clone(),
-        state: "running".into(),
+        state: RunPhase::Running,
         trigger: trigger.into(),
         started_at: Utc::now(),
         finished_at: None,
@@ -356,7 +420,11 @@ fn start(
         sh.order.push_back(run_id.clone());
         while sh.order.len() > KEEP_RUNS {
             if let Some(old) = sh.order.pop_front() {
-                if sh.runs.get(&old).is_some_and(|r| r.state != "running") {
+                if sh
+                    .runs
+                    .get(&old)
+                    .is_some_and(|r| r.state != RunPhase::Running)
+                {
                     sh.runs.remove(&old);
                 } else {
                     sh.order.push_back(old);
@@ -381,7 +449,7 @@ fn start(
         m.in_progress = m.in_progress.saturating_sub(1);
         match res {
             Ok(r) => {
-                st.state = format!("{:?}", r.status).to_lowercase();
+                st.state = RunPhase::of_run(r.status);
                 st.snapshot = r.snapshot.clone();
                 st.error = r.error.clone();
                 m.source_bytes += r.totals.bytes;
@@ -391,19 +459,14 @@ fn start(
                 }
             }
             Err(e) => {
-                st.state = match e.kind() {
-                    ErrorKind::Locked => "locked",
-                    ErrorKind::Cancelled => "cancelled",
-                    _ => "failed",
-                }
-                .into();
-                if st.state == "failed" {
+                st.state = RunPhase::of_error(e.kind());
+                if st.state == RunPhase::Failed {
                     m.failures += 1;
                 }
                 st.error = Some(e.to_string());
             }
         }
-        *m.runs.entry(st.state.clone()).or_default() += 1;
+        *m.runs.entry(st.state.as_str().to_string()).or_default() += 1;
         m.last_duration = Some(
             (st.finished_at.unwrap_or(st.started_at) - st.started_at).num_milliseconds() as f64
                 / 1000.0,
@@ -484,8 +547,8 @@ async fn timer(app: Arc<App>, function: &str, t: &Value) -> Response<Full<Bytes>
             .map(|e| format!(" — {e}"))
             .unwrap_or_default()
     ));
-    let code = match st.state.as_str() {
-        "ok" | "partial" | "locked" => StatusCode::OK,
+    let code = match st.state {
+        RunPhase::Ok | RunPhase::Partial | RunPhase::Locked => StatusCode::OK,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     host_answer(
@@ -528,7 +591,7 @@ async fn hand_off(
             let st = RunState {
                 run_id: run_id.clone(),
                 pipeline: p.name.clone(),
-                state: "queued".into(),
+                state: RunPhase::Queued,
                 trigger: trigger.into(),
                 started_at: msg.requested_at,
                 finished_at: None,
@@ -543,7 +606,11 @@ async fn hand_off(
                     let Some(old) = sh.order.pop_front() else {
                         break;
                     };
-                    if sh.runs.get(&old).is_some_and(|r| r.state == "running") {
+                    if sh
+                        .runs
+                        .get(&old)
+                        .is_some_and(|r| r.state == RunPhase::Running)
+                    {
                         sh.order.push_back(old);
                         break;
                     }
@@ -667,7 +734,7 @@ async fn http(app: Arc<App>, function: &str, req: &Value) -> Response<Full<Bytes
                 let known = app.shared.lock().expect("poisoned").runs.get(id).cloned();
                 let found = match known {
                     // A handed-off run: the job's run record, once it has one.
-                    Some(st) if st.state == "queued" => {
+                    Some(st) if st.state == RunPhase::Queued => {
                         match stored_run(&app, id, Some(&st.pipeline)).await {
                             Some(v) => Some(v),
                             None => Some(serde_json::to_value(st).unwrap_or(Value::Null)),

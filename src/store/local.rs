@@ -168,7 +168,7 @@ trait KindFix {
 impl KindFix for Error {
     fn with_kind_if_not_found(self, kind: ErrorKind) -> Self {
         if self.kind() == ErrorKind::NotFound {
-            Error::new(kind, self.message().to_string())
+            self.with_kind(kind)
         } else {
             self
         }

@@ -244,7 +244,8 @@ pub async fn verify(
         &crate::support::ids::stamp(report.finished_at),
     );
     report.stored_as = Some(name.clone());
-    let body = serde_json::to_vec_pretty(&report)?;
+    let body =
+        serde_json::to_vec_pretty(&report).map_err(|e| Error::encode("encoding the report", e))?;
     if let Err(e) = store.put(&name, Bytes::from(body), true).await {
         tracing::warn!("could not store the verify report {name}: {e}");
         report.stored_as = None;

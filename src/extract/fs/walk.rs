@@ -45,9 +45,10 @@ pub fn plan(cfg: &FsSourceConfig, count: usize) -> Result<Plan> {
     let root = &cfg.root;
     // A missing root is a failed run (exit 1), not a "not found" lookup (exit 6).
     let meta = std::fs::metadata(root).map_err(|e| {
-        Error::new(
+        Error::caused(
             ErrorKind::Source,
-            format!("cannot read source root {}: {e}", root.display()),
+            format!("cannot read source root {}", root.display()),
+            e,
         )
     })?;
     if !meta.is_dir() {
