@@ -87,6 +87,10 @@ impl Layout {
     pub fn parts(&self, run: &str) -> String {
         self.join(&format!("parts/{run}/"))
     }
+    /// Prefix of every run's part records.
+    pub fn parts_all(&self) -> String {
+        self.join("parts/")
+    }
     /// A run's plan.
     pub fn plan(&self, run: &str) -> String {
         self.join(&format!("parts/{run}/plan.json.gz"))
@@ -114,6 +118,10 @@ impl Layout {
     /// Prefix of run records.
     pub fn runs(&self) -> String {
         self.join("runs/")
+    }
+    /// Prefix of one run's records (one per attempt).
+    pub fn run_records(&self, run: &str) -> String {
+        self.join(&format!("runs/{run}/"))
     }
     /// Prefix of a snapshot's verify reports.
     pub fn verify_reports(&self, snapshot: &str) -> String {
@@ -168,6 +176,8 @@ mod tests {
         assert_eq!(l.snapshots(), "team/db/snapshots/");
         assert_eq!(l.snapshot("s1"), "team/db/snapshots/s1.jsonl.gz");
         assert_eq!(l.runs(), "team/db/runs/");
+        assert_eq!(l.run_records("r1"), "team/db/runs/r1/");
+        assert_eq!(l.parts_all(), "team/db/parts/");
         assert_eq!(l.run_record("r1", "t"), "team/db/runs/r1/t.json");
         assert_eq!(l.verify_all(), "team/db/verify/");
         assert_eq!(l.verify_reports("s1"), "team/db/verify/s1/");
@@ -183,6 +193,8 @@ mod tests {
         let l = Layout::new("");
         assert_eq!(l.lock(), "lock");
         assert_eq!(l.snapshot("s1"), "snapshots/s1.jsonl.gz");
+        assert_eq!(l.parts_all(), "parts/");
+        assert_eq!(l.parts(""), "parts//");
     }
 
     #[test]
