@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Repo;
+use crate::pipeline::spec::{parse_duration, parse_fraction, VerifyMode};
 use crate::store;
 
 /// blobpipe: backup pipelines into Azure Blob Storage, verified, restorable with standard tools.
@@ -391,5 +392,43 @@ impl RehydrateArg {
             RehydrateArg::Standard => store::RehydratePriority::Standard,
             RehydrateArg::High => store::RehydratePriority::High,
         }
+    }
+}
+
+impl VerifyArgs {
+    /// The verify mode the flags ask for, else `default` (the pipeline's).
+    ///
+    /// # Errors
+    /// `Config` for a `--sample` that is not a fraction in (0, 100%].
+    pub fn mode(&self, default: VerifyMode) -> Result<VerifyMode> {
+        Ok(if self.full {
+            VerifyMode::Full
+        } else if self.metadata {
+            VerifyMode::Metadata
+        } else if let Some(s) = &self.sample {
+            let f = parse_fraction(s).map_err(Error::config)?;
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(Error::config(format!(
+                    "--sample must be in (0, 100%], got {s}"
+                )));
+            }
+            VerifyMode::Sample(f)
+        } else {
+            default
+        })
+    }
+}
+
+impl RetentionArgs {
+    /// `--grace` as a duration, `None` when not given.
+    ///
+    /// # Errors
+    /// `Config` for an unparsable duration.
+    pub fn grace(&self) -> Result<Option<std::time::Duration>> {
+        self.grace
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| Error::config(format!("--grace: {e}")))
     }
 }

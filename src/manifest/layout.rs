@@ -16,8 +16,10 @@
 //! records are per attempt (not `runs/<run-id>.json`) because a resumed run reuses its id
 //! and every record is create-only.
 //!
-//! [`Repo`] pairs a pipeline's store with its layout: the one handle commands, retention,
-//! schedule and serve open, instead of opening a store and building a layout apart.
+//! [`Repo`] pairs a pipeline's store with its layout: the one handle the commands,
+//! schedule, status and serve open, instead of opening a store and building a layout
+//! apart. It takes the target and retry config, not a pipeline: `manifest` sits below
+//! `pipeline` and never imports it (the config types move to `store` with workstream A).
 
 use crate::error::Result;
 use crate::pipeline::spec::{Codec, RetryConfig, TargetConfig};

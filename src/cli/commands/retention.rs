@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::cli::args::RetentionArgs;
 use crate::cli::exit;
 use crate::cli::render::{self, emit};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pipeline::Pipeline;
 use crate::{retention, store};
 
@@ -22,12 +22,7 @@ pub async fn forget_or_prune(a: RetentionArgs, forget: bool, json: bool) -> Resu
     let opts = retention::Options {
         dry_run: a.dry_run,
         wait_lock: a.wait_lock,
-        grace: a
-            .grace
-            .as_deref()
-            .map(crate::pipeline::spec::parse_duration)
-            .transpose()
-            .map_err(|e| Error::config(format!("--grace: {e}")))?,
+        grace: a.grace()?,
         defer_early_deletion: a.defer_early_deletion,
         cancel,
     };

@@ -3,31 +3,11 @@
 use crate::cli::args::VerifyArgs;
 use crate::cli::exit;
 use crate::cli::render::{self, emit};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::manifest::catalog;
 use crate::manifest::layout::Repo;
-use crate::pipeline::spec::{parse_fraction, VerifyMode};
 use crate::pipeline::Pipeline;
 use crate::support::progress::Reporter;
-
-/// The verify mode the flags ask for, else the pipeline's.
-fn mode(a: &VerifyArgs, p: &Pipeline) -> Result<VerifyMode> {
-    Ok(if a.full {
-        VerifyMode::Full
-    } else if a.metadata {
-        VerifyMode::Metadata
-    } else if let Some(s) = &a.sample {
-        let f = parse_fraction(s).map_err(Error::config)?;
-        if !(f > 0.0 && f <= 1.0) {
-            return Err(Error::config(format!(
-                "--sample must be in (0, 100%], got {s}"
-            )));
-        }
-        VerifyMode::Sample(f)
-    } else {
-        p.verify.mode
-    })
-}
 
 /// `blobpipe verify FILE [SNAPSHOT]`; a mismatch is exit 3.
 ///
@@ -38,7 +18,7 @@ pub async fn verify(a: VerifyArgs, json: bool, quiet: bool) -> Result<i32> {
     let repo = Repo::open(&p.target, &p.retry).await?;
     let id = a.sel.resolve(&repo).await?;
     let m = catalog::load(&*repo.store, &repo.layout, &id).await?;
-    let mode = mode(&a, &p)?;
+    let mode = a.mode(p.verify.mode)?;
     let reporter = Reporter::start("verify", quiet);
     let res = crate::verify::verify(
         &repo.store,
