@@ -21,8 +21,8 @@ fn main() {
     limit_malloc_arenas();
     // One TLS provider for every HTTP client in the process (Azure SDK, webhooks).
     blobpipe::support::http::ensure_tls_provider();
-    let cli = blobpipe::cli::Cli::parse();
-    blobpipe::cli::init_logging(cli.log_format);
+    let cli = blobpipe::cli::args::Cli::parse();
+    blobpipe::cli::logging::init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

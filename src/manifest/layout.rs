@@ -8,14 +8,51 @@
 //! <prefix>/runs/<run-id>/<time>.json              run records (one per attempt)
 //! <prefix>/verify/<snapshot-id>/<time>.json       verification reports
 //! <prefix>/lock                                   lease target for the run lock
-//! <prefix>/drills/<time>.json                      restore-drill records (measured RTO)
+//! <prefix>/drills/<time>.json                     restore-drill records (measured RTO)
+//! <prefix>/rehydrate/<pack file>                  Hot staging copies of archived packs
 //! ```
 //!
 //! Snapshot ids begin with their UTC time, so `snapshots/` lists in time order. Run
 //! records are per attempt (not `runs/<run-id>.json`) because a resumed run reuses its id
 //! and every record is create-only.
+//!
+//! [`Repo`] pairs a pipeline's store with its layout: the one handle the commands,
+//! schedule, status and serve open, instead of opening a store and building a layout
+//! apart. It takes the target and retry config, not a pipeline: `manifest` sits below
+//! `pipeline` and never imports it (the config types move to `store` with workstream A).
 
+use crate::error::Result;
 use crate::pack::codec::Codec;
+use crate::store::config::{RetryConfig, TargetConfig};
+use crate::store::{self, Store};
+
+/// A pipeline's store and the names under its prefix, opened together.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    /// The store the pipeline targets.
+    pub store: Store,
+    /// Names under the pipeline's prefix.
+    pub layout: Layout,
+}
+
+impl Repo {
+    /// Open the store `target` names (with `retry` as its retry policy) and the layout of
+    /// `target.prefix`.
+    ///
+    /// # Errors
+    /// As [`store::open`]: `Config` for an unusable location, `Store` when unreachable.
+    pub async fn open(target: &TargetConfig, retry: &RetryConfig) -> Result<Repo> {
+        Ok(Repo::new(store::open(target, retry).await?, &target.prefix))
+    }
+
+    /// A handle on an already open store.
+    pub fn new(store: Store, prefix: &str) -> Repo {
+        Repo {
+            store,
+            layout: Layout::new(prefix),
+        }
+    }
+}
 
 /// Stored names for one pipeline prefix.
 #[derive(Debug, Clone)]
@@ -53,6 +90,10 @@ impl Layout {
     pub fn parts(&self, run: &str) -> String {
         self.join(&format!("parts/{run}/"))
     }
+    /// Prefix of every run's part records.
+    pub fn parts_all(&self) -> String {
+        self.join("parts/")
+    }
     /// A run's plan.
     pub fn plan(&self, run: &str) -> String {
         self.join(&format!("parts/{run}/plan.json.gz"))
@@ -81,6 +122,10 @@ impl Layout {
     pub fn runs(&self) -> String {
         self.join("runs/")
     }
+    /// Prefix of one run's records (one per attempt).
+    pub fn run_records(&self, run: &str) -> String {
+        self.join(&format!("runs/{run}/"))
+    }
     /// Prefix of a snapshot's verify reports.
     pub fn verify_reports(&self, snapshot: &str) -> String {
         self.join(&format!("verify/{snapshot}/"))
@@ -101,8 +146,78 @@ impl Layout {
     pub fn drills(&self) -> String {
         self.join("drills/")
     }
+    /// Prefix of the Hot staging copies of archived packs.
+    pub fn rehydrate(&self) -> String {
+        self.join("rehydrate/")
+    }
+    /// Relative name (like a manifest's pack blob) of the Hot staging copy of the
+    /// archived pack `blob`: `rehydrate/<pack file>`.
+    pub fn staging_rel(blob: &str) -> String {
+        format!("rehydrate/{}", blob.rsplit('/').next().unwrap_or(blob))
+    }
     /// A restore-drill record (`at` from [`crate::support::ids::stamp`], so names sort by time).
     pub fn drill_record(&self, at: &str) -> String {
         self.join(&format!("drills/{at}.json"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_under_a_prefix() {
+        let l = Layout::new("/team/db/");
+        assert_eq!(
+            l.full("packs/ab/ab1.tar.zst"),
+            "team/db/packs/ab/ab1.tar.zst"
+        );
+        assert_eq!(l.packs(), "team/db/packs/");
+        assert_eq!(l.parts("r1"), "team/db/parts/r1/");
+        assert_eq!(l.plan("r1"), "team/db/parts/r1/plan.json.gz");
+        assert_eq!(l.part("r1", 7), "team/db/parts/r1/p-00007.jsonl.gz");
+        assert_eq!(l.snapshots(), "team/db/snapshots/");
+        assert_eq!(l.snapshot("s1"), "team/db/snapshots/s1.jsonl.gz");
+        assert_eq!(l.runs(), "team/db/runs/");
+        assert_eq!(l.run_records("r1"), "team/db/runs/r1/");
+        assert_eq!(l.parts_all(), "team/db/parts/");
+        assert_eq!(l.run_record("r1", "t"), "team/db/runs/r1/t.json");
+        assert_eq!(l.verify_all(), "team/db/verify/");
+        assert_eq!(l.verify_reports("s1"), "team/db/verify/s1/");
+        assert_eq!(l.verify_report("s1", "t"), "team/db/verify/s1/t.json");
+        assert_eq!(l.lock(), "team/db/lock");
+        assert_eq!(l.drills(), "team/db/drills/");
+        assert_eq!(l.drill_record("t"), "team/db/drills/t.json");
+        assert_eq!(l.rehydrate(), "team/db/rehydrate/");
+    }
+
+    #[test]
+    fn empty_prefix_has_no_leading_slash() {
+        let l = Layout::new("");
+        assert_eq!(l.lock(), "lock");
+        assert_eq!(l.snapshot("s1"), "snapshots/s1.jsonl.gz");
+        assert_eq!(l.parts_all(), "parts/");
+        assert_eq!(l.parts(""), "parts//");
+    }
+
+    #[test]
+    fn pack_and_staging_names() {
+        assert_eq!(
+            Layout::pack_rel("ab12", Codec::Zstd),
+            "packs/ab/ab12.tar.zst"
+        );
+        assert_eq!(
+            Layout::pack_rel("ab12", Codec::Gzip),
+            "packs/ab/ab12.tar.gz"
+        );
+        assert_eq!(
+            Layout::staging_rel("packs/ab/ab12.tar.zst"),
+            "rehydrate/ab12.tar.zst"
+        );
+        assert_eq!(
+            Layout::snapshot_id_of("p/snapshots/20261201T000000Z-x.jsonl.gz"),
+            Some("20261201T000000Z-x")
+        );
+        assert_eq!(Layout::snapshot_id_of("p/snapshots/x.json"), None);
     }
 }

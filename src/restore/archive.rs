@@ -46,12 +46,6 @@ pub struct RestorePlan {
     pub wait_high: String,
 }
 
-/// Name of the Hot staging copy of an archived pack: `rehydrate/<pack file>` under the
-/// pipeline prefix (relative, like [`crate::manifest::PackRecord::blob`]).
-pub fn staging_rel(blob: &str) -> String {
-    format!("rehydrate/{}", blob.rsplit('/').next().unwrap_or(blob))
-}
-
 /// Plan a restore of `paths` (all when empty) of `m`: the packs it reads, their tiers,
 /// and what rehydrating the archived ones costs in time. Reads only blob properties.
 ///
@@ -77,7 +71,7 @@ pub async fn plan(
         let tier = store.head(&layout.full(&p.blob)).await?.map(|x| x.tier);
         let staging = if tier == Some(Tier::Archive) {
             store
-                .head(&layout.full(&staging_rel(&p.blob)))
+                .head(&layout.full(&Layout::staging_rel(&p.blob)))
                 .await?
                 .map(|x| {
                     if x.tier == Tier::Archive {
@@ -192,7 +186,7 @@ pub(super) async fn rehydrate(
             let st = store
                 .rehydrate(
                     &layout.full(&p.blob),
-                    &layout.full(&staging_rel(&p.blob)),
+                    &layout.full(&Layout::staging_rel(&p.blob)),
                     rh.priority,
                 )
                 .await
@@ -235,7 +229,7 @@ pub(super) fn staged(m: &Manifest, pl: &RestorePlan) -> Manifest {
         pl.archived.iter().map(|p| p.pack.as_str()).collect();
     for p in staged.packs.iter_mut() {
         if archived.contains(p.id.as_str()) {
-            p.blob = staging_rel(&p.blob);
+            p.blob = Layout::staging_rel(&p.blob);
         }
     }
     staged
@@ -245,7 +239,7 @@ pub(super) fn staged(m: &Manifest, pl: &RestorePlan) -> Manifest {
 /// restore itself succeeded).
 pub(super) async fn delete_staging(store: &Store, layout: &Layout, pl: &RestorePlan) {
     for p in &pl.archived {
-        let name = layout.full(&staging_rel(&p.blob));
+        let name = layout.full(&Layout::staging_rel(&p.blob));
         if let Err(e) = store.delete(&name).await {
             tracing::warn!("could not delete the staging copy {name}: {e}");
         }

@@ -209,8 +209,7 @@ fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
 }
 
 async fn run_parts(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<RunParts>> {
-    let prefix = layout.parts("");
-    let prefix = prefix.trim_end_matches('/').to_string() + "/";
+    let prefix = layout.parts_all();
     let mut by_run: BTreeMap<String, RunParts> = BTreeMap::new();
     for item in list_all(store, &prefix).await? {
         let Some((run, _)) = item.name[prefix.len()..].split_once('/') else {
@@ -253,7 +252,7 @@ async fn run_parts(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<RunPart
     }
     // A run whose snapshot was forgotten since still committed: its run record says so.
     for r in by_run.values_mut().filter(|r| !r.committed) {
-        let prefix = format!("{}{}/", layout.runs(), r.run);
+        let prefix = layout.run_records(&r.run);
         for rec in list_all(store, &prefix).await? {
             let Ok(body) = store.get(&rec.name, None).await else {
                 continue;

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::manifest::layout::Layout;
+use crate::manifest::layout::Repo;
 use crate::pipeline::{BackupOptions, BackupReport, Pipeline};
 use crate::store;
 use crate::support::cancel::Cancel;
@@ -171,9 +171,8 @@ struct Slot {
 
 /// What the newest run record says about catching up and resuming.
 async fn history(p: &Pipeline) -> Result<(Option<DateTime<Utc>>, Option<String>)> {
-    let s = store::open(&p.target, &p.retry).await?;
-    let layout = Layout::new(&p.target.prefix);
-    let last = crate::schedule::status::last_run(&*s, &layout).await?;
+    let repo = Repo::open(&p.target, &p.retry).await?;
+    let last = crate::schedule::status::last_run(&*repo.store, &repo.layout).await?;
     Ok(match last {
         None => (None, None),
         Some(r) => {

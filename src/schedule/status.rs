@@ -23,10 +23,10 @@ use serde::Serialize;
 use crate::alert::{self, Alert, AlertOutcome, Event};
 use crate::error::{Error, Result};
 use crate::manifest::catalog;
-use crate::manifest::layout::Layout;
+use crate::manifest::layout::{Layout, Repo};
 use crate::manifest::records::{DrillRecordView, RunRecord, RunStatus, VerifyRecord, VerifyStatus};
 use crate::pipeline::Pipeline;
-use crate::store::{self, list_all, BlobStore, ListItem};
+use crate::store::{list_all, BlobStore, ListItem};
 use crate::support::units::human;
 
 /// Load one pipeline file, or every `*.toml` in a directory (sorted by name). Each file
@@ -136,9 +136,8 @@ pub async fn check_pipeline(
     now: DateTime<Utc>,
 ) -> Result<Freshness> {
     let (limit, from) = limit_for(p, default_max_age)?;
-    let layout = Layout::new(&p.target.prefix);
-    let found = match store::open(&p.target, &p.retry).await {
-        Ok(s) => newest_verified(&*s, &layout).await,
+    let found = match Repo::open(&p.target, &p.retry).await {
+        Ok(repo) => newest_verified(&*repo.store, &repo.layout).await,
         Err(e) => Err(e),
     };
     let mut f = Freshness {
@@ -412,9 +411,8 @@ pub async fn status(p: &Pipeline, now: DateTime<Utc>) -> PipelineStatus {
 }
 
 async fn fill(p: &Pipeline, st: &mut PipelineStatus, now: DateTime<Utc>) -> Result<()> {
-    let s = store::open(&p.target, &p.retry).await?;
+    let Repo { store: s, layout } = Repo::open(&p.target, &p.retry).await?;
     let store = &*s;
-    let layout = Layout::new(&p.target.prefix);
     st.last_run = last_run(store, &layout).await?;
     let list = catalog::list(store, &layout).await?;
     st.snapshots = list.len();

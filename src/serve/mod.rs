@@ -40,7 +40,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::catalog;
-use crate::manifest::layout::Layout;
+use crate::manifest::layout::Repo;
 use crate::manifest::records::RunStatus;
 use crate::pipeline::Pipeline;
 use crate::schedule::Runner;
@@ -782,11 +782,10 @@ async fn stored_run(app: &App, id: &str, pipeline: Option<&str>) -> Option<Value
         if pipeline.is_some_and(|n| n != p.name) {
             continue;
         }
-        let Ok(s) = store::open(&p.target, &p.retry).await else {
+        let Ok(Repo { store: s, layout }) = Repo::open(&p.target, &p.retry).await else {
             continue;
         };
-        let layout = Layout::new(&p.target.prefix);
-        let prefix = format!("{}{id}/", layout.runs());
+        let prefix = layout.run_records(id);
         let Ok(items) = store::list_all(&*s, &prefix).await else {
             continue;
         };
@@ -814,8 +813,8 @@ async fn metrics_text(app: &App) -> String {
     let mut ages = BTreeMap::new();
     for p in app.pipelines.values() {
         let age = async {
-            let s = store::open(&p.target, &p.retry).await.ok()?;
-            let ids = catalog::snapshot_ids(&*s, &Layout::new(&p.target.prefix))
+            let repo = Repo::open(&p.target, &p.retry).await.ok()?;
+            let ids = catalog::snapshot_ids(&*repo.store, &repo.layout)
                 .await
                 .ok()?;
             let t = catalog::id_time(ids.last()?)?;

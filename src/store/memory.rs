@@ -1,8 +1,10 @@
 //! An in-memory store for fast tests.
 //!
-//! Behaves like the other stores (it passes the same conformance suite) and adds hooks
-//! tests need: a per-operation delay to make uploads slow (backpressure tests), fault
-//! injection, counters of operations, and direct byte access to corrupt a stored blob.
+//! Behaves like the other stores (it passes the same conformance suite). Counters of
+//! operations are always kept; the hooks tests need (a per-operation delay to make
+//! uploads slow for backpressure tests, fault injection, rehydration delay, backdating,
+//! direct byte access to corrupt a stored blob) exist only in unit tests and with the
+//! `testing` feature, so a release binary has no way to inject a fault.
 //! Stores opened with the same `memory://name` URL in one process share their contents.
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,22 +99,26 @@ impl MemoryStore {
             .clone()
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Make every stage/put sleep `delay` first (simulates a slow network).
     pub fn set_delay(&self, delay: Option<Duration>) {
         *self.delay.lock().expect("poisoned") = delay;
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Make puts and commits of blobs whose name contains `pattern` fail transiently.
     pub fn fail_writes_containing(&self, pattern: Option<&str>) {
         *self.fail_puts_matching.lock().expect("poisoned") = pattern.map(str::to_string);
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Make block-list commits of blobs whose name contains `pattern` fail transiently
     /// (staging still works: leaves staged, uncommitted blocks behind).
     pub fn fail_commits_containing(&self, pattern: Option<&str>) {
         *self.fail_commits_matching.lock().expect("poisoned") = pattern.map(str::to_string);
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Overwrite one byte of a committed blob (corruption tests).
     pub fn corrupt(&self, blob: &str, offset: usize) {
         let mut st = self.state.lock().expect("poisoned");
@@ -122,12 +128,14 @@ impl MemoryStore {
         b.data = Bytes::from(v);
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Make rehydration take `delay` (a staging copy stays pending that long), so
     /// polling and resuming are tested; `None`: instant.
     pub fn set_rehydrate_delay(&self, delay: Option<Duration>) {
         *self.rehydrate_delay.lock().expect("poisoned") = delay;
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Move the `last_modified` of every blob under `prefix` back by `by` (tests of the
     /// prune grace period and early-deletion minimums).
     pub fn backdate(&self, prefix: &str, by: Duration) {
@@ -140,6 +148,7 @@ impl MemoryStore {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Names of all committed blobs.
     pub fn names(&self) -> Vec<String> {
         self.state

@@ -6,14 +6,17 @@
 //! leases). Backends: [`local`] (a directory: a disk, an NFS or Azure Files mount),
 //! [`memory`] (fast tests), and `azure` (Azure Blob Storage and Azurite).
 //!
-//! Every backend must pass the one conformance suite in [`conformance`]; the engine
-//! relies only on behaviour that suite checks.
+//! Every backend must pass the one conformance suite in `conformance`; the engine
+//! relies only on behaviour that suite checks. The suite is test code: it is compiled
+//! only for unit tests and with the `testing` feature (which the crate's own
+//! integration tests enable through its dev-dependency on itself), not into releases.
 //!
 //! Blob names are `/`-separated relative names (`<prefix>/packs/ab/ab12….tar.zst`); the
 //! store does not interpret them beyond listing by prefix.
 
 pub mod azure;
 pub mod config;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod local;
 pub mod memory;
@@ -193,7 +196,8 @@ pub enum Rehydration {
     Ready,
 }
 
-/// The storage contract. See the module docs and [`conformance`] for exact semantics.
+/// The storage contract. See the module docs and the conformance suite
+/// (`store/conformance.rs`) for exact semantics.
 #[async_trait]
 pub trait BlobStore: Send + Sync + fmt::Debug {
     /// A printable description of the target, with secrets redacted.

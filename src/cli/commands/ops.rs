@@ -2,113 +2,24 @@
 //! `functions scaffold` — what runs blobpipe unattended and tells a team when something
 //! is wrong.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
-use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{emit, exit};
+use crate::cli::args::{
+    CheckArgs, DrillArgs, FunctionsCommand, RunQueuedArgs, ScheduleArgs, ServeArgs,
+};
+use crate::cli::exit;
+use crate::cli::render::{self, emit};
 use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::layout::Repo;
 use crate::pipeline::Pipeline;
 use crate::restore::{drill as drill_mod, drill_db};
 use crate::schedule::status::{self, load_pipelines};
 use crate::support::units::parse_duration;
-use crate::{schedule as sched, serve as serve_mod, store};
-
-/// `check` arguments.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// A pipeline file or a directory of them.
-    pub pipelines: PathBuf,
-    /// Largest allowed age of the newest verified snapshot (e.g. 26h) for pipelines
-    /// without `[freshness] rpo`.
-    #[arg(long)]
-    pub max_age: Option<String>,
-}
-
-/// `drill` arguments.
-#[derive(Debug, Args)]
-pub struct DrillArgs {
-    /// Pipeline file.
-    pub pipeline: PathBuf,
-    /// Snapshot id, prefix or `latest` (default).
-    #[arg(long)]
-    pub snapshot: Option<String>,
-    /// Make the scratch directory in this directory (default: the system temp dir).
-    #[arg(long)]
-    pub scratch_dir: Option<PathBuf>,
-    /// Database pipelines: the server to restore into (`postgres://…` / `mysql://…`,
-    /// password via PGPASSWORD / MYSQL_PWD); a uniquely named scratch schema (PostgreSQL)
-    /// or database (MySQL) is made there and dropped afterwards. Default:
-    /// `[restore] scratch_url`.
-    #[arg(long, value_name = "URL")]
-    pub scratch_db: Option<String>,
-}
-
-/// `schedule` arguments.
-#[derive(Debug, Args)]
-pub struct ScheduleArgs {
-    /// A pipeline file or a directory of them (those with `[schedule]` run).
-    pub pipelines: PathBuf,
-    /// Do not catch up missed runs at start, whatever the pipelines say.
-    #[arg(long)]
-    pub no_catch_up: bool,
-}
-
-/// `serve` arguments.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// A pipeline file or a directory of them (function names are pipeline names).
-    #[arg(default_value = "pipelines", env = "BLOBPIPE_PIPELINES")]
-    pub pipelines: PathBuf,
-    /// Port; default `$FUNCTIONS_CUSTOMHANDLER_PORT`, else 8080.
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Address to listen on (the Functions host connects over loopback).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: IpAddr,
-}
-
-/// `run-queued` arguments.
-#[derive(Debug, Args)]
-pub struct RunQueuedArgs {
-    /// A pipeline file or a directory of them (the message names the pipeline).
-    #[arg(default_value = "pipelines", env = "BLOBPIPE_PIPELINES")]
-    pub pipelines: PathBuf,
-    /// The hand-off queue URL (`https://<account>.queue.core.windows.net/<queue>`); default:
-    /// the one `[serve] queue_url` all hand-off pipelines share.
-    #[arg(long, env = "BLOBPIPE_HANDOFF_QUEUE")]
-    pub queue: Option<String>,
-    /// How long the received message stays invisible (renewed every third of it while
-    /// the run goes).
-    #[arg(long, default_value = "2h")]
-    pub visibility: String,
-    /// After a failed run the message reappears after this long.
-    #[arg(long, default_value = "5m")]
-    pub retry_delay: String,
-    /// A message received more often than this is poison (deleted, exit 1).
-    #[arg(long, default_value_t = 5)]
-    pub max_dequeue: u32,
-}
-
-/// `functions` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum FunctionsCommand {
-    /// Write host.json and one function.json per pipeline (timer on its cron as 6-field
-    /// NCRONTAB) plus the `runs` HTTP function.
-    Scaffold {
-        /// A pipeline file or a directory of them.
-        pipelines: PathBuf,
-        /// Output directory (the Function App's root).
-        #[arg(long)]
-        out: PathBuf,
-        /// The pipelines directory as the handler will see it, relative to the app root.
-        #[arg(long, default_value = "pipelines")]
-        pipeline_dir: String,
-    },
-}
+use crate::{schedule as sched, serve as serve_mod};
 
 /// Every pipeline in `path`; any file that does not load is a config error.
 fn all_valid(path: &Path) -> Result<Vec<Pipeline>> {
@@ -127,7 +38,11 @@ fn all_valid(path: &Path) -> Result<Vec<Pipeline>> {
     }
 }
 
-pub(super) async fn check(a: CheckArgs, json: bool) -> Result<i32> {
+/// `blobpipe check PATH`: exit 9 when a pipeline is stale, 2 when a file does not load.
+///
+/// # Errors
+/// `Config` for a bad `--max-age` or an unreadable path.
+pub async fn check(a: CheckArgs, json: bool) -> Result<i32> {
     let default = match &a.max_age {
         None => None,
         Some(s) => Some(parse_duration(s).map_err(|e| Error::config(format!("--max-age: {e}")))?),
@@ -153,26 +68,7 @@ pub(super) async fn check(a: CheckArgs, json: bool) -> Result<i32> {
         "errors": config_errors,
         "exit_code": code,
     });
-    emit(json, &out, || {
-        for f in &results {
-            println!(
-                "{:<5} {}: {}",
-                if f.stale { "STALE" } else { "ok" },
-                f.pipeline,
-                f.reason
-            );
-            for o in f.alerts.iter().filter(|o| !o.delivered) {
-                println!(
-                    "      alert to {} NOT delivered: {}",
-                    o.target,
-                    o.error.as_deref().unwrap_or("")
-                );
-            }
-        }
-        for e in &config_errors {
-            println!("ERROR {e}");
-        }
-    });
+    emit(json, &out, || render::check(&results, &config_errors));
     if !json {
         for e in &config_errors {
             eprintln!("error: {e}");
@@ -181,7 +77,12 @@ pub(super) async fn check(a: CheckArgs, json: bool) -> Result<i32> {
     Ok(code)
 }
 
-pub(super) async fn status(path: &Path, json: bool) -> Result<i32> {
+/// `blobpipe status PATH`: per-pipeline status; exit 2 for files that do not load, 1
+/// when a store could not be read.
+///
+/// # Errors
+/// `Config` for an unreadable path.
+pub async fn status(path: &Path, json: bool) -> Result<i32> {
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -192,12 +93,7 @@ pub(super) async fn status(path: &Path, json: bool) -> Result<i32> {
         }
     }
     emit(json, &json!({"pipelines": out, "errors": errors}), || {
-        for s in &out {
-            status::print_status(s);
-        }
-        for e in &errors {
-            println!("ERROR {e}");
-        }
+        render::status(&out, &errors)
     });
     Ok(exit::for_status(
         !errors.is_empty(),
@@ -205,7 +101,11 @@ pub(super) async fn status(path: &Path, json: bool) -> Result<i32> {
     ))
 }
 
-pub(super) async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
+/// `blobpipe drill FILE`: a restore drill into scratch; the exit code follows its failure.
+///
+/// # Errors
+/// `Config` for a missing or superfluous scratch database, store errors.
+pub async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
     let p = Pipeline::load(&a.pipeline)?;
     let opts = drill_mod::DrillOptions {
         snapshot: a.snapshot,
@@ -217,8 +117,8 @@ pub(super) async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
         .or_else(|| p.restore.scratch_url.clone());
     let r = match (drill_db::db_kind(&p), scratch_db) {
         (None, None) => {
-            let s = store::open(&p.target, &p.retry).await?;
-            drill_mod::drill(&p, s, &opts).await?
+            let repo = Repo::open(&p.target, &p.retry).await?;
+            drill_mod::drill(&p, repo.store, &opts).await?
         }
         (None, Some(_)) => {
             return Err(Error::config(format!(
@@ -240,15 +140,19 @@ pub(super) async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
             )))
         }
         (Some(_), Some(url)) => {
-            let s = store::open(&p.target, &p.retry).await?;
-            drill_db::drill_db(&p, s, &opts, &url).await?
+            let repo = Repo::open(&p.target, &p.retry).await?;
+            drill_db::drill_db(&p, repo.store, &opts, &url).await?
         }
     };
     emit(json, &r, || println!("{}", drill_mod::summary(&r)));
     Ok(exit::for_drill(r.failure_kind()))
 }
 
-pub(super) async fn schedule(a: ScheduleArgs, json: bool) -> Result<i32> {
+/// `blobpipe schedule PATH`: run the pipelines on their crons until a signal.
+///
+/// # Errors
+/// `Config` when any pipeline does not load or has a bad cron.
+pub async fn schedule(a: ScheduleArgs, json: bool) -> Result<i32> {
     let mut jobs = Vec::new();
     for p in all_valid(&a.pipelines)? {
         if let Some(j) = sched::Job::from_pipeline(p)? {
@@ -266,20 +170,15 @@ pub(super) async fn schedule(a: ScheduleArgs, json: bool) -> Result<i32> {
         },
     )
     .await?;
-    emit(json, &summary, || {
-        for (p, n) in &summary.started {
-            println!(
-                "{p}: {n} runs started ({} catch-up), {} ticks skipped (previous run still going), {} errors",
-                summary.caught_up.get(p).unwrap_or(&0),
-                summary.skipped_overlap.get(p).unwrap_or(&0),
-                summary.errors.get(p).unwrap_or(&0)
-            );
-        }
-    });
+    emit(json, &summary, || render::schedule(&summary));
     Ok(exit::OK)
 }
 
-pub(super) fn next(path: &Path, count: usize, json: bool) -> Result<i32> {
+/// `blobpipe next PATH`: the next scheduled times.
+///
+/// # Errors
+/// `Config` when any pipeline does not load or has a bad cron.
+pub fn next(path: &Path, count: usize, json: bool) -> Result<i32> {
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for p in all_valid(path)? {
@@ -293,28 +192,15 @@ pub(super) fn next(path: &Path, count: usize, json: bool) -> Result<i32> {
             None => out.push(json!({"pipeline": name, "cron": null, "next": []})),
         }
     }
-    emit(json, &out, || {
-        for o in &out {
-            match o["cron"].as_str() {
-                None => println!("{}: no [schedule]", o["pipeline"].as_str().unwrap_or("")),
-                Some(c) => {
-                    let times: Vec<&str> = o["next"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
-                        .unwrap_or_default();
-                    println!(
-                        "{} ({c}, UTC): {}",
-                        o["pipeline"].as_str().unwrap_or(""),
-                        times.join(", ")
-                    );
-                }
-            }
-        }
-    });
+    emit(json, &out, || render::next(&out));
     Ok(exit::OK)
 }
 
-pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
+/// `blobpipe serve PATH`: the Azure Functions custom handler, until a signal.
+///
+/// # Errors
+/// `Config` for bad pipelines or port, bind errors.
+pub async fn serve(a: ServeArgs) -> Result<i32> {
     let pipelines = all_valid(&a.pipelines)?;
     let port = match a.port {
         Some(p) => p,
@@ -341,7 +227,11 @@ pub(super) async fn serve(a: ServeArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
+/// `blobpipe run-queued PATH`: run one handed-off run from the queue.
+///
+/// # Errors
+/// `Config` for bad flags, pipelines or queue; queue errors.
+pub async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
     use crate::serve::handoff::{self, QueueOutcome, RunQueuedOptions};
     use crate::store::azure::queue::QueueClient;
     use crate::store::azure::queue_url::QueueUrl;
@@ -397,30 +287,8 @@ pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
     .await?;
     let poison_is_config = out.message.is_none() || out.dequeue_count.unwrap_or(0) <= a.max_dequeue;
     let code = exit::for_queued(out.outcome, poison_is_config);
-    emit(json, &out, || match out.outcome {
-        QueueOutcome::Empty => println!("{}: no message, nothing to run", queue.display()),
-        QueueOutcome::Poison => println!(
-            "poison message {} deleted from {}",
-            out.message_id.as_deref().unwrap_or("-"),
-            queue.display()
-        ),
-        o => {
-            let m = out.message.as_ref();
-            println!(
-                "run {} of {}: {o}{}; message {}",
-                m.map(|m| m.run_id.as_str()).unwrap_or("-"),
-                m.map(|m| m.pipeline.as_str()).unwrap_or("-"),
-                out.snapshot
-                    .as_deref()
-                    .map(|s| format!(", snapshot {s}"))
-                    .unwrap_or_default(),
-                if out.deleted {
-                    "deleted".to_string()
-                } else {
-                    format!("reappears in {}", a.retry_delay)
-                }
-            );
-        }
+    emit(json, &out, || {
+        render::run_queued(&out, &queue, &a.retry_delay)
     });
     if let Some(e) = &out.error {
         if out.outcome == QueueOutcome::Poison {
@@ -432,7 +300,11 @@ pub(super) async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
     Ok(code)
 }
 
-pub(super) fn functions(c: FunctionsCommand, json: bool) -> Result<i32> {
+/// `blobpipe functions scaffold`: write the Function App files.
+///
+/// # Errors
+/// `Config` for bad pipelines, io errors writing the files.
+pub fn functions(c: FunctionsCommand, json: bool) -> Result<i32> {
     match c {
         FunctionsCommand::Scaffold {
             pipelines,
@@ -447,19 +319,7 @@ pub(super) fn functions(c: FunctionsCommand, json: bool) -> Result<i32> {
                     e.context("scaffold")
                 }
             })?;
-            emit(json, &s, || {
-                for f in &s.files {
-                    println!("wrote {}", out.join(f).display());
-                }
-                for (n, c) in &s.timers {
-                    println!("timer {n}: {c} (NCRONTAB, UTC)");
-                }
-                for n in &s.unscheduled {
-                    println!(
-                        "note: {n} has no [schedule]: start it over HTTP (POST /api/runs/{n})"
-                    );
-                }
-            });
+            emit(json, &s, || render::scaffold(&s, &out));
             Ok(exit::OK)
         }
     }

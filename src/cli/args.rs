@@ -1,0 +1,435 @@
+//! Every flag, argument and subcommand of the command line (clap types), and the few
+//! conversions from raw flags to checked options ([`SnapshotSel::resolve`],
+//! [`RehydrateArg`] → priority). Command bodies live in [`super::commands`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::{Error, Result};
+use crate::manifest::catalog;
+use crate::manifest::layout::Repo;
+use crate::store;
+use crate::support::units::{parse_duration, parse_fraction};
+use crate::verify::config::VerifyMode;
+
+/// blobpipe: backup pipelines into Azure Blob Storage, verified, restorable with standard tools.
+#[derive(Debug, Parser)]
+#[command(name = "blobpipe", version, about)]
+pub struct Cli {
+    /// Print one JSON document instead of a human summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// No progress bar or progress lines.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines (containers, Log Analytics).
+    Json,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a pipeline file; point at the line and key of every problem.
+    Validate {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Run a pipeline: extract → compress → upload → commit → verify.
+    #[command(alias = "run")]
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
+    /// List the entries of a snapshot.
+    Ls {
+        /// Pipeline file.
+        pipeline: PathBuf,
+        /// Which snapshot.
+        #[command(flatten)]
+        sel: SnapshotSel,
+        /// Gitignore-style globs selecting paths (repeatable).
+        #[arg(long = "path")]
+        globs: Vec<String>,
+    },
+    /// Paths added, changed and removed between two snapshots.
+    Diff {
+        /// Pipeline file.
+        pipeline: PathBuf,
+        /// The older snapshot (id, prefix or `latest`).
+        from: String,
+        /// The newer snapshot (id, prefix or `latest`).
+        to: String,
+    },
+    /// Check that the store still holds a snapshot exactly.
+    Verify(VerifyArgs),
+    /// Restore a snapshot (or some paths) into a directory.
+    Restore(RestoreArgs),
+    /// Credentials: which one the chain picks for a pipeline's target, and what it can do.
+    Auth {
+        /// The auth command.
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+    /// Freshness (RPO) check: exit 9 and send `stale` alerts when a pipeline's newest
+    /// verified snapshot is older than its `[freshness] rpo` (else `--max-age`).
+    Check(CheckArgs),
+    /// Per pipeline: last run, newest verified snapshot and its age, stored bytes by
+    /// tier, last verify, last restore drill and its measured restore time.
+    Status {
+        /// A pipeline file or a directory of them.
+        pipelines: PathBuf,
+    },
+    /// Restore drill: restore the newest snapshot into a scratch directory, check every
+    /// hash, record the measured restore time (RTO), alert on failure.
+    Drill(DrillArgs),
+    /// Run every pipeline on its `[schedule] cron` (UTC) until SIGTERM/Ctrl-C.
+    Schedule(ScheduleArgs),
+    /// Print the next scheduled run times.
+    Next {
+        /// A pipeline file or a directory of them.
+        pipelines: PathBuf,
+        /// How many times per pipeline.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+    },
+    /// Azure Functions custom handler: timer/HTTP invocations and Prometheus metrics.
+    Serve(ServeArgs),
+    /// Run ONE handed-off run from the hand-off queue (what the queue-triggered Container
+    /// Apps job runs): receive a message, run its pipeline with its run id, delete the
+    /// message on success. Exit 0 when the queue is empty.
+    RunQueued(RunQueuedArgs),
+    /// Azure Functions app files.
+    Functions {
+        /// The functions command.
+        #[command(subcommand)]
+        command: FunctionsCommand,
+    },
+    /// Delete the snapshots `[retention]` does not keep (their manifests only; `prune`
+    /// frees the packs). Prints which go and which rule keeps each survivor.
+    Forget(RetentionArgs),
+    /// Delete packs no remaining snapshot references (older than the grace period),
+    /// finished runs' part records and forgotten snapshots' verify reports.
+    Prune(RetentionArgs),
+    /// Print the Azure Storage lifecycle management policy JSON for the pipelines'
+    /// `[lifecycle]` tables (one rule each, packs only, never a delete action).
+    Lifecycle {
+        /// Pipeline files (one policy holds every pipeline of a storage account).
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+}
+
+/// `forget` / `prune` arguments.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Decide and print, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait for a running backup to finish instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
+    /// Prune: keep unreferenced packs whose tier's early-deletion minimum (cool 30,
+    /// cold 90, archive 180 days) has not passed, instead of deleting them early.
+    #[arg(long)]
+    pub defer_early_deletion: bool,
+    /// Prune: grace period overriding `[retention] prune_grace` (e.g. "2d").
+    #[arg(long)]
+    pub grace: Option<String>,
+}
+
+/// `auth` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Print the credential chosen for the pipeline's Azure target and whether it can
+    /// list and write the container (a probe blob is written and deleted). Never prints
+    /// a secret.
+    Check {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
+}
+
+/// `backup` arguments.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Run id; pass an interrupted run's id to resume it. Defaults to
+    /// `$CONTAINER_APP_JOB_EXECUTION_NAME` when set, else a fresh id.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Skip verification after commit.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Wait for another run of the pipeline to finish instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
+    /// Read everything (a full backup), even if an incremental is possible.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Which snapshot: an id, a unique id prefix, `latest`, or `--at TIME`.
+#[derive(Debug, Args)]
+pub struct SnapshotSel {
+    /// Snapshot id, unique id prefix, or `latest` (default).
+    pub snapshot: Option<String>,
+    /// The newest snapshot taken at or before this time (RFC 3339, or 2026-11-20T00:00Z, UTC).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub at: Option<String>,
+}
+
+impl SnapshotSel {
+    /// The snapshot id this selection names.
+    ///
+    /// # Errors
+    /// `NotFound` when no snapshot matches, `Config` for an unparsable `--at`.
+    pub async fn resolve(&self, repo: &Repo) -> Result<String> {
+        let (store, layout) = (&*repo.store, &repo.layout);
+        match (&self.snapshot, &self.at) {
+            (_, Some(at)) => catalog::resolve_at(store, layout, catalog::parse_time(at)?).await,
+            (Some(s), None) => catalog::resolve(store, layout, s).await,
+            (None, None) => catalog::resolve(store, layout, "latest").await,
+        }
+    }
+}
+
+/// `verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Which snapshot.
+    #[command(flatten)]
+    pub sel: SnapshotSel,
+    /// Re-read this fraction of blocks and files ("10%" or 0.1).
+    #[arg(long, conflicts_with_all = ["full", "metadata"])]
+    pub sample: Option<String>,
+    /// Re-read everything.
+    #[arg(long, conflicts_with = "metadata")]
+    pub full: bool,
+    /// Check existence, sizes, block lists and Content-MD5 only.
+    #[arg(long)]
+    pub metadata: bool,
+    /// Sampling seed (a report names the seed it used).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `restore` arguments.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Which snapshot.
+    #[command(flatten)]
+    pub sel: SnapshotSel,
+    /// Target directory.
+    #[arg(long, required_unless_present = "to_db", conflicts_with = "to_db")]
+    pub to: Option<PathBuf>,
+    /// Load the snapshot's tables into this database instead (`postgres://…`,
+    /// `mysql://…`). The password may come from `${ENV}` in the URL, or from
+    /// `PGPASSWORD` / `MYSQL_PWD` when the URL has none.
+    #[arg(long, value_name = "URL")]
+    pub to_db: Option<String>,
+    /// With --to-db: restore only this table (`table` or `schema.table`; repeatable).
+    #[arg(long = "table", value_name = "T", requires = "to_db")]
+    pub tables: Vec<String>,
+    /// With --to-db: `fail-if-not-empty` (default), `truncate`, `append` or
+    /// `skip-existing`, for all tables, or `table=strategy` for one (repeatable).
+    /// Overrides the pipeline's `[restore]` section.
+    #[arg(long = "strategy", value_name = "[TABLE=]STRATEGY", requires = "to_db")]
+    pub strategies: Vec<String>,
+    /// With --to-db: load table by table without one enclosing transaction.
+    #[arg(long, requires = "to_db")]
+    pub no_transaction: bool,
+    /// With --to-db: load every table into this schema (PostgreSQL) or database (MySQL).
+    #[arg(long, value_name = "NAME", requires = "to_db")]
+    pub schema: Option<String>,
+    /// Restore only paths matching these gitignore-style globs (repeatable).
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// Replace existing files in the target.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the packs the restore needs, their tiers, and what must be rehydrated from
+    /// Archive (packs, bytes, expected wait), without restoring anything.
+    #[arg(long)]
+    pub plan: bool,
+    /// Rehydrate archived packs first (copies to Hot staging blobs), wait for them with
+    /// progress, restore, then delete the copies. Rerun to resume an interrupted wait.
+    #[arg(long, value_enum)]
+    pub rehydrate: Option<RehydrateArg>,
+    /// With --rehydrate: seconds between polls of pending rehydrations.
+    #[arg(long, default_value_t = 60)]
+    pub rehydrate_poll_secs: u64,
+}
+
+/// `--rehydrate` priorities.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RehydrateArg {
+    /// Up to 15 hours, cheaper.
+    Standard,
+    /// Usually under 1 hour for packs under 10 GB, costs more.
+    High,
+}
+
+/// `check` arguments.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A pipeline file or a directory of them.
+    pub pipelines: PathBuf,
+    /// Largest allowed age of the newest verified snapshot (e.g. 26h) for pipelines
+    /// without `[freshness] rpo`.
+    #[arg(long)]
+    pub max_age: Option<String>,
+}
+
+/// `drill` arguments.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// Snapshot id, prefix or `latest` (default).
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Make the scratch directory in this directory (default: the system temp dir).
+    #[arg(long)]
+    pub scratch_dir: Option<PathBuf>,
+    /// Database pipelines: the server to restore into (`postgres://…` / `mysql://…`,
+    /// password via PGPASSWORD / MYSQL_PWD); a uniquely named scratch schema (PostgreSQL)
+    /// or database (MySQL) is made there and dropped afterwards. Default:
+    /// `[restore] scratch_url`.
+    #[arg(long, value_name = "URL")]
+    pub scratch_db: Option<String>,
+}
+
+/// `schedule` arguments.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// A pipeline file or a directory of them (those with `[schedule]` run).
+    pub pipelines: PathBuf,
+    /// Do not catch up missed runs at start, whatever the pipelines say.
+    #[arg(long)]
+    pub no_catch_up: bool,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A pipeline file or a directory of them (function names are pipeline names).
+    #[arg(default_value = "pipelines", env = "BLOBPIPE_PIPELINES")]
+    pub pipelines: PathBuf,
+    /// Port; default `$FUNCTIONS_CUSTOMHANDLER_PORT`, else 8080.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on (the Functions host connects over loopback).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+}
+
+/// `run-queued` arguments.
+#[derive(Debug, Args)]
+pub struct RunQueuedArgs {
+    /// A pipeline file or a directory of them (the message names the pipeline).
+    #[arg(default_value = "pipelines", env = "BLOBPIPE_PIPELINES")]
+    pub pipelines: PathBuf,
+    /// The hand-off queue URL (`https://<account>.queue.core.windows.net/<queue>`); default:
+    /// the one `[serve] queue_url` all hand-off pipelines share.
+    #[arg(long, env = "BLOBPIPE_HANDOFF_QUEUE")]
+    pub queue: Option<String>,
+    /// How long the received message stays invisible (renewed every third of it while
+    /// the run goes).
+    #[arg(long, default_value = "2h")]
+    pub visibility: String,
+    /// After a failed run the message reappears after this long.
+    #[arg(long, default_value = "5m")]
+    pub retry_delay: String,
+    /// A message received more often than this is poison (deleted, exit 1).
+    #[arg(long, default_value_t = 5)]
+    pub max_dequeue: u32,
+}
+
+/// `functions` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FunctionsCommand {
+    /// Write host.json and one function.json per pipeline (timer on its cron as 6-field
+    /// NCRONTAB) plus the `runs` HTTP function.
+    Scaffold {
+        /// A pipeline file or a directory of them.
+        pipelines: PathBuf,
+        /// Output directory (the Function App's root).
+        #[arg(long)]
+        out: PathBuf,
+        /// The pipelines directory as the handler will see it, relative to the app root.
+        #[arg(long, default_value = "pipelines")]
+        pipeline_dir: String,
+    },
+}
+
+impl RehydrateArg {
+    /// The store's rehydration priority for this flag value.
+    pub fn priority(self) -> store::RehydratePriority {
+        match self {
+            RehydrateArg::Standard => store::RehydratePriority::Standard,
+            RehydrateArg::High => store::RehydratePriority::High,
+        }
+    }
+}
+
+impl VerifyArgs {
+    /// The verify mode the flags ask for, else `default` (the pipeline's).
+    ///
+    /// # Errors
+    /// `Config` for a `--sample` that is not a fraction in (0, 100%].
+    pub fn mode(&self, default: VerifyMode) -> Result<VerifyMode> {
+        Ok(if self.full {
+            VerifyMode::Full
+        } else if self.metadata {
+            VerifyMode::Metadata
+        } else if let Some(s) = &self.sample {
+            let f = parse_fraction(s).map_err(Error::config)?;
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(Error::config(format!(
+                    "--sample must be in (0, 100%], got {s}"
+                )));
+            }
+            VerifyMode::Sample(f)
+        } else {
+            default
+        })
+    }
+}
+
+impl RetentionArgs {
+    /// `--grace` as a duration, `None` when not given.
+    ///
+    /// # Errors
+    /// `Config` for an unparsable duration.
+    pub fn grace(&self) -> Result<Option<std::time::Duration>> {
+        self.grace
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| Error::config(format!("--grace: {e}")))
+    }
+}

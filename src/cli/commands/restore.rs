@@ -1,0 +1,103 @@
+//! `restore`: a snapshot (or some paths) into a directory, `--plan` of what it reads,
+//! `--rehydrate` of archived packs first; `--to-db` goes to [`super::db`].
+
+use crate::cli::args::RestoreArgs;
+use crate::cli::exit;
+use crate::cli::render::{self, emit};
+use crate::error::{Error, Result};
+use crate::manifest::catalog;
+use crate::manifest::layout::Repo;
+use crate::manifest::Manifest;
+use crate::pipeline::Pipeline;
+use crate::restore;
+use crate::support::progress::Reporter;
+
+/// `blobpipe restore FILE [SNAPSHOT] --to DIR | --to-db URL`.
+///
+/// # Errors
+/// `NotFound`, `Refused` (would overwrite or escape), `Archived`, config and store errors.
+pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
+    if a.to_db.is_some() {
+        return super::db::restore(a, json).await;
+    }
+    let p = Pipeline::load(&a.pipeline)?;
+    let repo = Repo::open(&p.target, &p.retry).await?;
+    let id = a.sel.resolve(&repo).await?;
+    let m = catalog::load(&*repo.store, &repo.layout, &id).await?;
+    if a.plan || a.rehydrate.is_some() {
+        return archive(&a, &p, &repo, &m, json, quiet).await;
+    }
+    let reporter = Reporter::start("restore", quiet);
+    let res = restore::restore(
+        &repo.store,
+        &repo.layout,
+        &m,
+        &restore::RestoreOptions {
+            to: a
+                .to
+                .ok_or_else(|| Error::config("restore needs --to DIR or --to-db URL"))?,
+            paths: a.paths,
+            overwrite: a.overwrite,
+            concurrency: p.upload.concurrency,
+        },
+        Some(reporter.counters.clone()),
+    )
+    .await;
+    reporter.finish().await;
+    let r = res?;
+    emit(json, &r, || render::restore_files(&r));
+    Ok(exit::OK)
+}
+
+/// `--plan` and `--rehydrate`: print what archived packs a restore needs, or rehydrate
+/// them, wait, restore and delete the staging copies.
+async fn archive(
+    a: &RestoreArgs,
+    p: &Pipeline,
+    repo: &Repo,
+    m: &Manifest,
+    json: bool,
+    quiet: bool,
+) -> Result<i32> {
+    let Repo { store, layout } = repo;
+    if a.plan {
+        let pl = restore::archive::plan(store, layout, m, &a.paths).await?;
+        emit(json, &pl, || render::restore_plan(&pl));
+        return Ok(exit::OK);
+    }
+    let cancel = crate::support::cancel::Cancel::new();
+    cancel.on_signals();
+    let rh = a.rehydrate.map(|r| restore::RehydrateOptions {
+        priority: r.priority(),
+        poll: std::time::Duration::from_secs(a.rehydrate_poll_secs.max(1)),
+        timeout: None,
+    });
+    let reporter = Reporter::start("restore", quiet);
+    let res = restore::restore_with(
+        store,
+        layout,
+        m,
+        &restore::RestoreOptions {
+            to: a
+                .to
+                .clone()
+                .ok_or_else(|| Error::config("restore needs --to DIR (or --to-db URL)"))?,
+            paths: a.paths.clone(),
+            overwrite: a.overwrite,
+            concurrency: p.upload.concurrency,
+        },
+        rh,
+        &cancel,
+        Some(reporter.counters.clone()),
+    )
+    .await;
+    reporter.finish().await;
+    let r = res?;
+    emit(json, &r, || {
+        render::restore_report(
+            &r,
+            " (archived packs read from rehydrated copies, since deleted)",
+        )
+    });
+    Ok(exit::OK)
+}

@@ -1,0 +1,51 @@
+//! Retention commands: `forget` (manifests `[retention]` does not keep), `prune` (packs
+//! and records nothing references), `lifecycle` (the Azure policy JSON).
+
+use std::path::PathBuf;
+
+use crate::cli::args::RetentionArgs;
+use crate::cli::exit;
+use crate::cli::render::{self, emit};
+use crate::error::Result;
+use crate::pipeline::Pipeline;
+use crate::{retention, store};
+
+/// `blobpipe forget FILE` (`forget`) or `blobpipe prune FILE` (not `forget`).
+///
+/// # Errors
+/// `Config` for a bad `--grace`, `Locked` while a backup runs, store errors.
+pub async fn forget_or_prune(a: RetentionArgs, forget: bool, json: bool) -> Result<i32> {
+    let p = Pipeline::load(&a.pipeline)?;
+    let store = store::open(&p.target, &p.retry).await?;
+    let cancel = crate::support::cancel::Cancel::new();
+    cancel.on_signals();
+    let opts = retention::Options {
+        dry_run: a.dry_run,
+        wait_lock: a.wait_lock,
+        grace: a.grace()?,
+        defer_early_deletion: a.defer_early_deletion,
+        cancel,
+    };
+    if forget {
+        let r = retention::forget(&p, &store, &opts).await?;
+        emit(json, &r, || render::forget(&r, a.dry_run));
+    } else {
+        let r = retention::prune(&p, &store, &opts).await?;
+        emit(json, &r, || render::prune(&r, a.dry_run));
+    }
+    Ok(exit::OK)
+}
+
+/// `blobpipe lifecycle FILE…`: always JSON (it is the policy document).
+///
+/// # Errors
+/// Config errors of any file, or pipelines whose rules cannot share one policy.
+pub fn lifecycle(pipelines: &[PathBuf]) -> Result<i32> {
+    let ps = pipelines
+        .iter()
+        .map(|f| Pipeline::load(f))
+        .collect::<Result<Vec<_>>>()?;
+    let v = retention::lifecycle::policy(&ps)?;
+    println!("{v:#}");
+    Ok(exit::OK)
+}

@@ -1,0 +1,37 @@
+//! `verify`: check that the store still holds a snapshot exactly.
+
+use crate::cli::args::VerifyArgs;
+use crate::cli::exit;
+use crate::cli::render::{self, emit};
+use crate::error::Result;
+use crate::manifest::catalog;
+use crate::manifest::layout::Repo;
+use crate::pipeline::Pipeline;
+use crate::support::progress::Reporter;
+
+/// `blobpipe verify FILE [SNAPSHOT]`; a mismatch is exit 3.
+///
+/// # Errors
+/// `NotFound` for an unknown snapshot, `Config` for a bad `--sample`, store errors.
+pub async fn verify(a: VerifyArgs, json: bool, quiet: bool) -> Result<i32> {
+    let p = Pipeline::load(&a.pipeline)?;
+    let repo = Repo::open(&p.target, &p.retry).await?;
+    let id = a.sel.resolve(&repo).await?;
+    let m = catalog::load(&*repo.store, &repo.layout, &id).await?;
+    let mode = a.mode(p.verify.mode)?;
+    let reporter = Reporter::start("verify", quiet);
+    let res = crate::verify::verify(
+        &repo.store,
+        &repo.layout,
+        &m,
+        mode,
+        a.seed.or(p.verify.seed),
+        &p.upload,
+        Some(reporter.counters.clone()),
+    )
+    .await;
+    reporter.finish().await;
+    let r = res?;
+    emit(json, &r, || render::verify_report(&r));
+    Ok(if r.ok() { exit::OK } else { exit::MISMATCH })
+}

@@ -1,0 +1,475 @@
+//! All printing of the command line: one JSON document with `--json` ([`emit`]), else
+//! the human summary of each command. Command bodies compute a report and hand it here,
+//! so what a command prints can be read (and changed) in one file.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::manifest::catalog::SnapshotInfo;
+use crate::manifest::{Diff, Entry, EntryKind};
+use crate::pipeline::BackupReport;
+use crate::restore::archive::RestorePlan;
+use crate::restore::db::DbRestoreReport;
+use crate::retention::{self, ForgetReport, PruneReport};
+use crate::schedule::status::Freshness;
+use crate::serve::handoff::{QueueOutcome, QueuedOutcome};
+use crate::serve::Scaffold;
+use crate::store::azure::queue_url::QueueUrl;
+use crate::store::azure::AuthReport;
+use crate::support::units::human;
+use crate::{restore, schedule, verify};
+
+/// Print `value` as one pretty JSON document when `json`, else run `human`.
+pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
+    if json {
+        match serde_json::to_string_pretty(value) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: encoding JSON output: {e}"),
+        }
+    } else {
+        human();
+    }
+}
+
+/// `validate`: one line naming what the pipeline file says.
+pub fn validate(file: &Path, p: &crate::pipeline::Pipeline) {
+    println!(
+        "{}: ok — pipeline {:?} → {} container {} prefix {} ({} level {}, {} partitions)",
+        file.display(),
+        p.name,
+        p.target.display_url,
+        p.target.container,
+        p.target.prefix,
+        p.compression.codec.as_str(),
+        p.compression.level,
+        p.partitions.count
+    )
+}
+
+/// `backup`: totals, run counters, changes, problems, verify, status.
+pub fn backup(r: &BackupReport) {
+    let t = &r.totals;
+    println!(
+        "{} snapshot {} committed: {} files, {} dirs, {} symlinks, {} → {} stored in {} packs",
+        r.kind,
+        r.snapshot.as_deref().unwrap_or("-"),
+        t.files,
+        t.dirs,
+        t.symlinks,
+        human(t.bytes),
+        human(t.stored_bytes),
+        t.packs
+    );
+    println!(
+        "run {}: {} partitions ({} resumed), {} blocks uploaded, {} reused, {} retries",
+        r.run_id, r.partitions, r.partitions_resumed, r.blocks_staged, r.blocks_reused, r.retries
+    );
+    if let Some(c) = &r.changes {
+        println!(
+            "changes: {} new ({}), {} changed ({}), {} unchanged ({}), {} deleted ({}); {} files read",
+            c.new,
+            human(c.new_bytes),
+            c.changed,
+            human(c.changed_bytes),
+            c.unchanged,
+            human(c.unchanged_bytes),
+            c.deleted,
+            human(c.deleted_bytes),
+            r.files_read
+        );
+    }
+    for p in r.problems.iter().take(20) {
+        println!("unreadable: {}: {}", p.path.display(), p.error);
+    }
+    for p in r.inconsistent.iter().take(20) {
+        println!("changed while read (stored as last read): {}", p.display());
+    }
+    if let Some(v) = &r.verify {
+        verify_report(v);
+    }
+    println!("status: {:?}", r.status);
+}
+
+/// `snapshots`: one line per snapshot.
+pub fn snapshots(list: &[SnapshotInfo]) {
+    println!(
+        "{:<28} {:<20} {:>8} {:>11} {:>11} verify",
+        "id", "time", "files", "bytes", "stored"
+    );
+    for s in list {
+        let h = &s.header;
+        println!(
+            "{:<28} {:<20} {:>8} {:>11} {:>11} {}{}",
+            s.id,
+            h.committed_at.format("%Y-%m-%d %H:%M:%S"),
+            h.totals.files,
+            human(h.totals.bytes),
+            human(h.totals.stored_bytes),
+            s.verify_status,
+            s.verify_mode
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        );
+    }
+    if list.is_empty() {
+        println!("(no snapshots)");
+    }
+}
+
+/// `diff`: `+`/`~`/`-` lines and a count line.
+pub fn diff(d: &Diff, from: &str, to: &str) {
+    for (sign, list) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
+        for p in list {
+            println!("{sign} {p}");
+        }
+    }
+    println!(
+        "{} added, {} changed, {} removed ({} → {})",
+        d.added.len(),
+        d.changed.len(),
+        d.removed.len(),
+        from,
+        to
+    );
+}
+
+/// `ls`: one `ls -l`-like line per entry.
+pub fn ls(entries: &[&Entry]) {
+    for e in entries {
+        let kind = match e.kind {
+            EntryKind::File => '-',
+            EntryKind::Dir => 'd',
+            EntryKind::Symlink => 'l',
+        };
+        let t = chrono::DateTime::from_timestamp(e.mtime, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default();
+        let link = e
+            .target
+            .as_ref()
+            .map(|t| format!(" -> {}", t.display()))
+            .unwrap_or_default();
+        println!(
+            "{kind}{:04o} {:>12} {t} {}{link}",
+            e.mode,
+            e.size,
+            e.path.display()
+        );
+    }
+}
+
+/// `auth check`: the credential and what it can do.
+pub fn auth(r: &AuthReport) {
+    println!("target:     {}", r.target);
+    println!("credential: {} (from {})", r.credential, r.source);
+    for t in &r.tried {
+        println!("  skipped:  {t}");
+    }
+    let yes_no = |ok: bool, err: &Option<String>| {
+        if ok {
+            "yes".to_string()
+        } else {
+            format!("NO — {}", err.as_deref().unwrap_or("unknown error"))
+        }
+    };
+    println!("can list:   {}", yes_no(r.can_list, &r.list_error));
+    println!("can write:  {}", yes_no(r.can_write, &r.write_error));
+}
+
+/// `restore --to-db`: one line per table.
+pub fn restore_db(r: &DbRestoreReport) {
+    println!(
+        "restored snapshot {} into {}{}:",
+        r.snapshot,
+        r.target,
+        if r.transaction {
+            " (one transaction)"
+        } else {
+            ""
+        }
+    );
+    for t in &r.tables {
+        println!(
+            "  {:<40} {:<18} {:>10} stored {:>10} added {:>10} now{}",
+            t.table,
+            t.strategy.as_str(),
+            t.rows_stored,
+            t.rows_added,
+            t.rows_after,
+            if t.checksum_checked {
+                "  checksum ok"
+            } else {
+                ""
+            }
+        );
+    }
+    if !r.cycles.is_empty() {
+        println!("note: foreign-key cycle among {}", r.cycles.join(", "));
+    }
+}
+
+/// `restore --to`: the summary line, then the paths that changed while backed up.
+pub fn restore_files(r: &restore::RestoreReport) {
+    restore_report(r, "");
+    for p in r.inconsistent.iter().take(20) {
+        println!("note: {p} was changing while it was backed up");
+    }
+}
+
+/// The summary line of a file restore; `note` follows the pack count.
+pub fn restore_report(r: &restore::RestoreReport, note: &str) {
+    println!(
+        "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs{note}; every file's SHA-256 checked",
+        r.snapshot,
+        r.to.display(),
+        r.files,
+        human(r.bytes),
+        r.dirs,
+        r.symlinks,
+        human(r.bytes_fetched),
+        r.packs_read
+    );
+}
+
+/// `restore --plan`: packs read, what must be rehydrated and the expected wait.
+pub fn restore_plan(pl: &RestorePlan) {
+    println!(
+        "restore of {} ({} entries) reads {} packs ({})",
+        pl.snapshot,
+        pl.entries,
+        pl.packs.len(),
+        human(pl.packs.iter().map(|x| x.size).sum())
+    );
+    for x in &pl.archived {
+        println!(
+            "rehydrate {} ({}){}",
+            x.blob,
+            human(x.size),
+            x.staging
+                .as_deref()
+                .map(|s| format!(" — staging copy {s}"))
+                .unwrap_or_default()
+        );
+    }
+    if pl.archived.is_empty() {
+        println!("nothing to rehydrate: every needed pack is online");
+    } else {
+        println!(
+            "{} archived packs, {} to rehydrate; expected wait: standard {}, high {}",
+            pl.archived.len(),
+            human(pl.archived_bytes),
+            pl.wait_standard,
+            pl.wait_high
+        );
+        println!("start with: blobpipe restore … --rehydrate standard|high");
+    }
+}
+
+/// A verify report: counts, every mismatch, the verdict.
+pub fn verify_report(v: &verify::VerifyReport) {
+    println!(
+        "verify {} of {}: {} packs, {} blocks and {} files re-read ({}), seed {}{}",
+        v.mode,
+        v.snapshot,
+        v.packs,
+        v.blocks_checked,
+        v.entries_checked,
+        human(v.bytes_read),
+        v.seed,
+        if v.archived_packs_skipped > 0 {
+            format!(
+                ", {} archived packs checked by metadata only",
+                v.archived_packs_skipped
+            )
+        } else {
+            String::new()
+        }
+    );
+    for m in &v.mismatches {
+        println!(
+            "MISMATCH {} in {}{}: {}{}",
+            m.check,
+            m.blob,
+            m.block.map(|b| format!(" block {b}")).unwrap_or_default(),
+            m.detail,
+            if m.paths.is_empty() {
+                String::new()
+            } else {
+                format!(" — affects {}", m.paths.join(", "))
+            }
+        );
+    }
+    println!("verify: {}", if v.ok() { "ok" } else { "MISMATCH" });
+}
+
+/// `forget`: keep/forget per snapshot with the rules that keep survivors.
+pub fn forget(r: &ForgetReport, dry_run: bool) {
+    for d in &r.decisions {
+        if d.keep {
+            let why: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+            println!("keep   {}  ({})", d.id, why.join(", "));
+        } else {
+            println!("forget {}", d.id);
+        }
+    }
+    println!(
+        "{} snapshots kept, {} {}forgotten{}",
+        r.kept,
+        r.forgotten.len(),
+        if dry_run { "to be " } else { "" },
+        if r.forgotten.is_empty() || dry_run {
+            ""
+        } else {
+            " (run `blobpipe prune` to free their packs)"
+        }
+    );
+}
+
+/// `prune`: packs and records deleted (or that would be, with `dry_run`).
+pub fn prune(r: &PruneReport, dry_run: bool) {
+    let (deleted, freed) = if dry_run {
+        ("would be deleted", "would be freed")
+    } else {
+        ("deleted", "freed")
+    };
+    println!(
+        "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} {deleted} ({} {freed})",
+        r.snapshots,
+        r.packs_total,
+        r.packs_referenced,
+        r.packs_young,
+        r.packs_deleted,
+        human(r.bytes_freed)
+    );
+    for (tier, e) in &r.early_deletion {
+        println!(
+            "{tier}: {} unreferenced packs ({}) inside the {}-day early-deletion minimum: {}{}",
+            e.packs,
+            human(e.bytes),
+            retention::early_deletion_days(crate::store::Tier::parse(tier).unwrap_or_default()),
+            if e.deferred {
+                "kept (deferred)"
+            } else {
+                "deleted early (Azure charges the remaining days)"
+            },
+            e.free_after
+                .map(|t| format!(", free to delete after {}", t.format("%Y-%m-%d")))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "{} runs' part records ({} blobs) and {} verify reports of forgotten snapshots {deleted} ({})",
+        r.runs_cleaned.len(),
+        r.part_blobs_deleted,
+        r.verify_reports_deleted,
+        human(r.record_bytes_freed)
+    );
+}
+
+/// `check`: one line per pipeline, undelivered alerts, config errors.
+pub fn check(results: &[Freshness], config_errors: &[String]) {
+    for f in results {
+        println!(
+            "{:<5} {}: {}",
+            if f.stale { "STALE" } else { "ok" },
+            f.pipeline,
+            f.reason
+        );
+        for o in f.alerts.iter().filter(|o| !o.delivered) {
+            println!(
+                "      alert to {} NOT delivered: {}",
+                o.target,
+                o.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    for e in config_errors {
+        println!("ERROR {e}");
+    }
+}
+
+/// `status`: each pipeline's status block, then the files that did not load.
+pub fn status(out: &[crate::schedule::status::PipelineStatus], errors: &[String]) {
+    for s in out {
+        crate::schedule::status::print_status(s);
+    }
+    for e in errors {
+        println!("ERROR {e}");
+    }
+}
+
+/// `schedule`: per pipeline, the runs started, caught up, skipped and failed.
+pub fn schedule(summary: &schedule::Summary) {
+    for (p, n) in &summary.started {
+        println!(
+            "{p}: {n} runs started ({} catch-up), {} ticks skipped (previous run still going), {} errors",
+            summary.caught_up.get(p).unwrap_or(&0),
+            summary.skipped_overlap.get(p).unwrap_or(&0),
+            summary.errors.get(p).unwrap_or(&0)
+        );
+    }
+}
+
+/// `next`: each pipeline's cron and next times (from the JSON `next` builds).
+pub fn next(out: &[serde_json::Value]) {
+    for o in out {
+        match o["cron"].as_str() {
+            None => println!("{}: no [schedule]", o["pipeline"].as_str().unwrap_or("")),
+            Some(c) => {
+                let times: Vec<&str> = o["next"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "{} ({c}, UTC): {}",
+                    o["pipeline"].as_str().unwrap_or(""),
+                    times.join(", ")
+                );
+            }
+        }
+    }
+}
+
+/// `run-queued`: what happened to the one message.
+pub fn run_queued(out: &QueuedOutcome, queue: &QueueUrl, retry_delay: &str) {
+    match out.outcome {
+        QueueOutcome::Empty => println!("{}: no message, nothing to run", queue.display()),
+        QueueOutcome::Poison => println!(
+            "poison message {} deleted from {}",
+            out.message_id.as_deref().unwrap_or("-"),
+            queue.display()
+        ),
+        o => {
+            let m = out.message.as_ref();
+            println!(
+                "run {} of {}: {o}{}; message {}",
+                m.map(|m| m.run_id.as_str()).unwrap_or("-"),
+                m.map(|m| m.pipeline.as_str()).unwrap_or("-"),
+                out.snapshot
+                    .as_deref()
+                    .map(|s| format!(", snapshot {s}"))
+                    .unwrap_or_default(),
+                if out.deleted {
+                    "deleted".to_string()
+                } else {
+                    format!("reappears in {retry_delay}")
+                }
+            );
+        }
+    }
+}
+
+/// `functions scaffold`: files written, timers, unscheduled pipelines.
+pub fn scaffold(s: &Scaffold, out: &Path) {
+    for f in &s.files {
+        println!("wrote {}", out.join(f).display());
+    }
+    for (n, c) in &s.timers {
+        println!("timer {n}: {c} (NCRONTAB, UTC)");
+    }
+    for n in &s.unscheduled {
+        println!("note: {n} has no [schedule]: start it over HTTP (POST /api/runs/{n})");
+    }
+}
