@@ -9,85 +9,96 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Stage → the stages it may import. `error` is everyone's; `support` everyone's but
-/// its own dependencies are none. Keep in step with docs/architecture.md.
-fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
-    let mut m: BTreeMap<&'static str, &'static [&'static str]> = BTreeMap::new();
-    m.insert("error", &["support"]);
-    m.insert("support", &["error"]);
-    m.insert("store", &["error", "support"]);
-    m.insert("manifest", &["error", "support", "store", "pack"]);
-    m.insert("db", &["error", "support"]);
-    m.insert("pack", &["error", "support", "store"]);
-    m.insert("extract", &["error", "support", "manifest", "db"]);
-    m.insert("verify", &["error", "support", "store", "manifest", "pack"]);
-    m.insert(
-        "restore",
-        &[
-            "error", "support", "store", "manifest", "pack", "db", "verify",
-        ],
-    );
-    m.insert("retention", &["error", "support", "store", "manifest"]);
-    m.insert("alert", &["error", "support", "store", "manifest"]);
-    m.insert(
-        "schedule",
-        &["error", "support", "store", "manifest", "alert"],
-    );
-    m.insert(
-        "pipeline",
-        &[
-            "error",
-            "support",
-            "store",
-            "manifest",
-            "pack",
-            "db",
-            "extract",
-            "verify",
-            "restore",
-            "retention",
-            "alert",
-            "schedule",
-        ],
-    );
-    m.insert(
-        "serve",
-        &[
-            "error",
-            "support",
-            "store",
-            "manifest",
-            "pack",
-            "db",
-            "extract",
-            "verify",
-            "restore",
-            "retention",
-            "alert",
-            "schedule",
+/// Stage → the stages it may import, lowest stage first: every stage may import the
+/// ones listed for it, nothing else. Keep in step with docs/architecture.md.
+fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
+    let base = ["error", "support"];
+    let rules: [(&str, &[&str]); 16] = [
+        ("error", &["support"]),
+        ("support", &["error"]),
+        ("store", &base),
+        ("manifest", &["store"]),
+        ("db", &["manifest"]),
+        ("pack", &["store", "manifest"]),
+        ("extract", &["manifest", "db"]),
+        ("verify", &["store", "manifest", "pack"]),
+        ("restore", &["store", "manifest", "pack", "db", "verify"]),
+        ("retention", &["store", "manifest"]),
+        ("alert", &["store", "manifest"]),
+        (
             "pipeline",
-        ],
-    );
-    m.insert(
-        "cli",
-        &[
-            "error",
-            "support",
-            "store",
-            "manifest",
-            "pack",
-            "db",
-            "extract",
-            "verify",
-            "restore",
-            "retention",
-            "alert",
+            &[
+                "store",
+                "manifest",
+                "pack",
+                "db",
+                "extract",
+                "verify",
+                "restore",
+                "retention",
+                "alert",
+            ],
+        ),
+        (
             "schedule",
-            "pipeline",
+            &[
+                "store",
+                "manifest",
+                "pack",
+                "db",
+                "extract",
+                "verify",
+                "restore",
+                "retention",
+                "alert",
+                "pipeline",
+            ],
+        ),
+        (
             "serve",
-        ],
-    );
-    m
+            &[
+                "store",
+                "manifest",
+                "pack",
+                "db",
+                "extract",
+                "verify",
+                "restore",
+                "retention",
+                "alert",
+                "pipeline",
+                "schedule",
+            ],
+        ),
+        (
+            "cli",
+            &[
+                "store",
+                "manifest",
+                "pack",
+                "db",
+                "extract",
+                "verify",
+                "restore",
+                "retention",
+                "alert",
+                "pipeline",
+                "schedule",
+                "serve",
+            ],
+        ),
+        ("lib", &[]),
+    ];
+    rules
+        .iter()
+        .map(|(stage, may)| {
+            let mut v: Vec<&'static str> = may.to_vec();
+            if !matches!(*stage, "error" | "support") {
+                v.extend(base);
+            }
+            (*stage, v)
+        })
+        .collect()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -22,7 +22,7 @@
 //! `pipeline` and never imports it (the config types move to `store` with workstream A).
 
 use crate::error::Result;
-use crate::pack::codec::Codec;
+use crate::manifest::codec::Codec;
 use crate::store::config::{RetryConfig, TargetConfig};
 use crate::store::{self, Store};
 

@@ -18,6 +18,7 @@
 //! `{"b64": "…"}`, so non-UTF-8 names survive the round trip.
 
 pub mod catalog;
+pub mod codec;
 pub mod layout;
 pub mod records;
 
@@ -26,7 +27,7 @@ use std::io::{BufRead, Read, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::pack::codec::Codec;
+use crate::manifest::codec::Codec;
 use crate::store::Tier;
 
 /// Manifest format version written by this build.

@@ -2,7 +2,7 @@
 //! records (`runs/<run>/<stamp>.json`), verify reports and drill records.
 //!
 //! Writers live higher up (the engine writes run records, `verify` its reports,
-//! `restore::drill` drill records); the readers — status, freshness, retention, the
+//! `pipeline::drill` drill records); the readers — status, freshness, retention, the
 //! catalog, `serve` — sit beside or below them, so the shapes they read back live here,
 //! in `manifest/`, where every stage may import them. Each type names only the fields
 //! its readers use, spelled exactly as stored; every field has a default, because older
@@ -157,7 +157,7 @@ impl VerifyRecord {
     }
 }
 
-/// A drill record as read back (written by `restore::drill`).
+/// A drill record as read back (written by `pipeline::drill`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct DrillRecordView {

@@ -1,36 +1,10 @@
 //! Compression settings of packs: the codec and its checked level and frame size.
 //!
-//! The codec is part of the format: manifests record it and pack names carry its
-//! extension, so `manifest`, `pack` and the restore path all read it from here.
+//! The [`Codec`] itself is part of the stored format (manifests record it, pack names
+//! carry its extension), so it lives in [`crate::manifest::codec`]; this is the stage's
+//! checked configuration around it.
 
-use serde::{Deserialize, Serialize};
-
-/// Compression codec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Codec {
-    /// Independent gzip members (`.tar.gz`).
-    Gzip,
-    /// Independent zstd frames (`.tar.zst`).
-    Zstd,
-}
-
-impl Codec {
-    /// Pack file extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Codec::Gzip => "tar.gz",
-            Codec::Zstd => "tar.zst",
-        }
-    }
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Codec::Gzip => "gzip",
-            Codec::Zstd => "zstd",
-        }
-    }
-}
+use crate::manifest::codec::Codec;
 
 /// Checked compression settings.
 #[derive(Debug, Clone, Copy)]

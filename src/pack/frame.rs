@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 
 use crate::error::{Error, Result};
-use crate::pack::codec::Codec;
+use crate::manifest::codec::Codec;
 
 /// A reusable per-thread frame compressor.
 pub enum FrameCompressor {

@@ -22,9 +22,9 @@ use super::frame::FrameCompressor;
 use super::tarball::{self, HeaderMeta};
 use super::writer::{BlockSink, BlockSizer, PackWriter};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::manifest::codec::Codec;
 use crate::manifest::layout::Layout;
 use crate::manifest::{self, Entry, EntryKind, PackRecord, PathBytes};
-use crate::pack::codec::Codec;
 use crate::store::{self, CommitOptions, Store, Tier};
 use crate::support::progress::Counters;
 

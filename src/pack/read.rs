@@ -13,8 +13,8 @@ use std::io::Read;
 use std::ops::Range;
 
 use crate::error::{Error, Result, ResultExt};
+use crate::manifest::codec::Codec;
 use crate::manifest::PackRecord;
-use crate::pack::codec::Codec;
 use crate::pack::frame::decompress;
 use crate::store::{md5, md5_from_b64, BlobStore};
 

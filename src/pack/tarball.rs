@@ -281,7 +281,7 @@ pub fn finish<S: BlockSink>(b: Builder<S>) -> io::Result<PackWriter<S>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::codec::Codec;
+    use crate::manifest::codec::Codec;
     use crate::pack::frame::{decompress, FrameCompressor};
     use crate::pack::writer::BlockSizer;
 

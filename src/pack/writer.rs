@@ -271,7 +271,7 @@ impl<S: BlockSink> Write for PackWriter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::codec::Codec;
+    use crate::manifest::codec::Codec;
     use crate::pack::frame::decompress;
 
     fn roundtrip(codec: Codec) {

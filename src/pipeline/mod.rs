@@ -11,11 +11,18 @@
 //!   (databases, commands) and ends with its part record.
 //! - [`commit`] merges the part records into the manifest, create-only.
 //! - [`report`] is what a run reports and stores as its run record.
+//! - [`drill`] and [`drill_db`] are restore drills: runs of their own that restore the
+//!   newest snapshot into scratch space (a directory, a scratch database), check it,
+//!   store a drill record and alert — orchestration like the backup runner, on top of
+//!   the `restore` stage.
 //!
 //! Reading files lives in `extract::fs`, frames, blocks and packs in `pack`; this module
 //! wires them to the store and the upload pool.
 
+mod alerts;
 mod commit;
+pub mod drill;
+pub mod drill_db;
 mod files;
 pub mod lock;
 mod plan;

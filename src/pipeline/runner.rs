@@ -98,13 +98,13 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
                 store.retries(),
                 e.to_string(),
             );
-            report.alerts = crate::alert::on_run(p, &report).await;
+            report.alerts = super::alerts::on_run(p, &report).await;
             write_run_record(&*store, &layout, &report).await;
             return Err(e.context(format!("run {run_id}")));
         }
     };
     report.finished_at = Utc::now();
-    report.alerts = crate::alert::on_run(p, &report).await;
+    report.alerts = super::alerts::on_run(p, &report).await;
     write_run_record(&*store, &layout, &report).await;
     if report.status == RunStatus::Ok && p.retention.as_ref().is_some_and(|r| r.auto) {
         crate::retention::after_backup(p, &store, &report).await;

@@ -14,8 +14,6 @@
 pub mod archive;
 pub mod config;
 pub mod db;
-pub mod drill;
-pub mod drill_db;
 pub mod files;
 
 use std::collections::BTreeMap;

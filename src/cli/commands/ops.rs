@@ -16,7 +16,7 @@ use crate::cli::render::{self, emit};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Repo;
 use crate::pipeline::Pipeline;
-use crate::restore::{drill as drill_mod, drill_db};
+use crate::pipeline::{drill as drill_mod, drill_db};
 use crate::schedule::status::{self, load_pipelines};
 use crate::support::units::parse_duration;
 use crate::{schedule as sched, serve as serve_mod};

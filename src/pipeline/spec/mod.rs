@@ -311,7 +311,7 @@ mod tests {
     use super::fixtures::{parse, GOOD};
     use super::*;
     use crate::extract::config::SourceConfig;
-    use crate::pack::codec::Codec;
+    use crate::manifest::codec::Codec;
     use crate::store::config::StoreLocation;
     use crate::verify::config::VerifyMode;
 

@@ -8,7 +8,8 @@ use toml::Spanned;
 
 use super::check::{pos_count, size_in, Checker};
 use super::raw::{CompressionSpec, RetrySpec, TargetSpec, UploadSpec};
-use crate::pack::codec::{Codec, CompressionConfig};
+use crate::manifest::codec::Codec;
+use crate::pack::codec::CompressionConfig;
 use crate::store::config::{RetryConfig, StoreLocation, TargetConfig, UploadConfig};
 use crate::store::Tier;
 use crate::support::secret::{redact_url, Secret};
