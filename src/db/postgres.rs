@@ -598,6 +598,7 @@ pub async fn table_shape(
     Ok(Some((cols, pk)))
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Whether `client`'s session is encrypted (`pg_stat_ssl`).
 ///
 /// # Errors

@@ -102,6 +102,12 @@ impl Layout {
     pub fn part(&self, run: &str, partition: usize) -> String {
         self.join(&format!("parts/{run}/p-{partition:05}.jsonl.gz"))
     }
+    /// A streamed source's part record for one attempt (`attempt`: a random tag). Streamed
+    /// part records are never reused — a new attempt reads a new snapshot of the source —
+    /// so each attempt writes its own name beside the run's others.
+    pub fn streamed_part(&self, run: &str, attempt: &str, partition: usize) -> String {
+        self.join(&format!("parts/{run}/s{attempt}-p-{partition:05}.jsonl.gz"))
+    }
     /// Prefix of manifests.
     pub fn snapshots(&self) -> String {
         self.join("snapshots/")
@@ -176,6 +182,10 @@ mod tests {
         assert_eq!(l.parts("r1"), "team/db/parts/r1/");
         assert_eq!(l.plan("r1"), "team/db/parts/r1/plan.json.gz");
         assert_eq!(l.part("r1", 7), "team/db/parts/r1/p-00007.jsonl.gz");
+        assert_eq!(
+            l.streamed_part("r1", "ab12", 7),
+            "team/db/parts/r1/sab12-p-00007.jsonl.gz"
+        );
         assert_eq!(l.snapshots(), "team/db/snapshots/");
         assert_eq!(l.snapshot("s1"), "team/db/snapshots/s1.jsonl.gz");
         assert_eq!(l.runs(), "team/db/runs/");

@@ -128,13 +128,10 @@ pub(super) fn run_partition(
             stderr: done.stderr,
         }),
     }
-    // Durable partition result. Streamed part records are never reused (a new attempt
-    // reads a new snapshot), so each attempt writes its own name.
-    let name = format!(
-        "{}s{}-p-{idx:05}.jsonl.gz",
-        ctx.layout.parts(&ctx.run_id),
-        crate::support::ids::random_hex(4)
-    );
+    // Durable partition result, under a name of this attempt's own.
+    let name = ctx
+        .layout
+        .streamed_part(&ctx.run_id, &crate::support::ids::random_hex(4), idx);
     commit::write_part_record(ctx, idx, &name, &result, vec![])?;
     Ok(result)
 }

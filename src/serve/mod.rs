@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Repo;
-use crate::manifest::records::RunStatus;
+use crate::manifest::records::{RunRecord, RunStatus};
 use crate::pipeline::Pipeline;
 use crate::schedule::Runner;
 use crate::serve::handoff::HandoffMessage;
@@ -791,10 +791,13 @@ async fn stored_run(app: &App, id: &str, pipeline: Option<&str>) -> Option<Value
         };
         if let Some(newest) = items.iter().map(|i| &i.name).max() {
             if let Ok(b) = s.get(newest, None).await {
-                if let Ok(mut v) = serde_json::from_slice::<Value>(&b) {
-                    // The record's status is the run's state.
-                    v["state"] = v["status"].clone();
-                    return Some(v);
+                // The record is answered as stored (every field, in order), with the
+                // run's state taken from its typed status.
+                let typed = serde_json::from_slice::<RunRecord>(&b);
+                let raw = serde_json::from_slice::<serde_json::Map<String, Value>>(&b);
+                if let (Ok(rec), Ok(mut v)) = (typed, raw) {
+                    v.insert("state".into(), serde_json::to_value(rec.status).ok()?);
+                    return Some(Value::Object(v));
                 }
             }
         }

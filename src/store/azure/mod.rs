@@ -25,7 +25,7 @@ pub mod credential;
 pub mod queue;
 pub mod queue_url;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZero;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -258,6 +258,7 @@ impl AzureStore {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The credential kind chosen by the chain.
     pub fn credential_kind(&self) -> CredentialKind {
         self.credential
@@ -268,6 +269,7 @@ impl AzureStore {
         &self.credential_source
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The SAS policy in use, if the credential is a SAS (tests, diagnostics).
     pub fn sas_policy(&self) -> Option<&SasPolicy> {
         self.sas.as_deref()
@@ -292,11 +294,12 @@ impl AzureStore {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Blob index tags of `blob` (Azure-only checks).
     ///
     /// # Errors
     /// `NotFound`, `Store`.
-    pub async fn tags(&self, blob: &str) -> Result<BTreeMap<String, String>> {
+    pub async fn tags(&self, blob: &str) -> Result<std::collections::BTreeMap<String, String>> {
         let rsp = self
             .blob(blob)
             .get_tags(None)
