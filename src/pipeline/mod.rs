@@ -26,6 +26,6 @@ pub mod spec;
 mod streamed;
 mod upload;
 
-pub use report::{BackupReport, RunStatus, Stats};
+pub use report::{BackupReport, RunStatus};
 pub use runner::{backup, BackupOptions};
 pub use spec::Pipeline;
