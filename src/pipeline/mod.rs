@@ -33,6 +33,6 @@ pub mod spec;
 mod streamed;
 mod upload;
 
-pub use report::{BackupReport, Stats};
+pub use report::BackupReport;
 pub use runner::{backup, BackupOptions};
 pub use spec::Pipeline;
