@@ -1,16 +1,16 @@
 //! blobpipe: backup pipelines into Azure Blob Storage, and the way back.
 //!
-//! The modules follow one backup run from left to right:
+//! The modules follow one backup run down the flow, one folder per stage; each owns its
+//! config types and errors, and imports only point down (see `docs/architecture.md`,
+//! held by `tests/layering.rs`):
 //!
 //! ```text
-//! pipeline::spec ─> extract ─> pack ─> store ─> manifest ─> verify      restore
-//!  (checked config)  (walk,     (tar → frames   (local,    (committed   (re-read   (ranged reads of
-//!                    partition)  → blocks, MD5)  memory,    last)        samples)   the frames needed)
-//!                                                azure)
+//! support ─ store ─ manifest ─ db ─ pack ─ extract ─ verify ─ restore ─ retention ─ alert
+//!   ─ pipeline (spec → plan → run → upload → commit → runner) ─ schedule ─ serve ─ cli
 //! ```
 //!
-//! [`pipeline::backup`] orchestrates a run; [`catalog`] finds snapshots; [`cli`] is the
-//! command line on top.
+//! [`pipeline::backup`] runs a backup; [`restore::restore`] gets files back;
+//! [`cli`] is the command line on top.
 
 pub mod alert;
 pub mod cli;
