@@ -19,6 +19,7 @@
 
 pub mod catalog;
 pub mod layout;
+pub mod lock;
 pub mod records;
 
 use std::io::{BufRead, Read, Write};
