@@ -289,7 +289,7 @@ async fn forget_deletes_manifests_and_prune_frees_only_unreferenced_packs() {
     let before = packs(&s, &p).await;
     // Dry run: says what would go, deletes nothing.
     let dry = retention::forget(
-        &p,
+        &p.retention_scope(),
         &s,
         &Options {
             dry_run: true,
@@ -306,7 +306,7 @@ async fn forget_deletes_manifests_and_prune_frees_only_unreferenced_packs() {
             .len(),
         4
     );
-    let f = retention::forget(&p, &s, &Options::default())
+    let f = retention::forget(&p.retention_scope(), &s, &Options::default())
         .await
         .unwrap();
     assert_eq!(f.forgotten.len(), 2);
@@ -317,7 +317,9 @@ async fn forget_deletes_manifests_and_prune_frees_only_unreferenced_packs() {
         .unwrap();
     assert_eq!(ids, vec![snaps[2].0.clone(), snaps[3].0.clone()]);
 
-    let r = retention::prune(&p, &s, &Options::default()).await.unwrap();
+    let r = retention::prune(&p.retention_scope(), &s, &Options::default())
+        .await
+        .unwrap();
     assert!(r.packs_deleted > 0, "{r:?}");
     assert!(r.bytes_freed > 0);
     assert_eq!(r.packs_referenced + r.packs_deleted, r.packs_total);
@@ -328,7 +330,9 @@ async fn forget_deletes_manifests_and_prune_frees_only_unreferenced_packs() {
         restores_identically(&p, &s, snap, tree, t.path()).await;
     }
     // A second prune finds nothing more.
-    let again = retention::prune(&p, &s, &Options::default()).await.unwrap();
+    let again = retention::prune(&p.retention_scope(), &s, &Options::default())
+        .await
+        .unwrap();
     assert_eq!(again.packs_deleted, 0);
     assert_eq!(again.verify_reports_deleted, 0);
 }
@@ -355,11 +359,13 @@ async fn grace_and_early_deletion_minimums_keep_packs() {
     backup(&p, &s).await;
     mutate(&src, 1, 2);
     backup(&p, &s).await;
-    retention::forget(&p, &s, &Options::default())
+    retention::forget(&p.retention_scope(), &s, &Options::default())
         .await
         .unwrap();
     // Default grace (2 days): the forgotten snapshot's packs are too young.
-    let r = retention::prune(&p, &s, &Options::default()).await.unwrap();
+    let r = retention::prune(&p.retention_scope(), &s, &Options::default())
+        .await
+        .unwrap();
     assert_eq!(r.packs_deleted, 0);
     assert!(r.packs_young > 0);
     // Age everything 3 days and put the packs in Cool (30-day minimum).
@@ -371,7 +377,7 @@ async fn grace_and_early_deletion_minimums_keep_packs() {
     }
     mem.backdate(&layout.packs(), Duration::from_secs(3 * 86_400));
     let deferred = retention::prune(
-        &p,
+        &p.retention_scope(),
         &s,
         &Options {
             defer_early_deletion: true,
@@ -385,7 +391,9 @@ async fn grace_and_early_deletion_minimums_keep_packs() {
     assert!(cool.deferred && cool.packs > 0 && cool.bytes > 0);
     assert!(cool.free_after.unwrap() > chrono::Utc::now() + chrono::Duration::days(26));
     // Without deferring they go (Azure would charge the remaining days).
-    let r = retention::prune(&p, &s, &Options::default()).await.unwrap();
+    let r = retention::prune(&p.retention_scope(), &s, &Options::default())
+        .await
+        .unwrap();
     assert_eq!(r.packs_deleted, cool.packs);
     assert!(!r.early_deletion["cool"].deferred);
     let latest = catalog::resolve(&*s, &layout, "latest").await.unwrap();
@@ -403,7 +411,7 @@ async fn retention_needs_a_table() {
     small_tree(&src);
     let p = pipeline(t.path(), &src, "nt", "");
     let s = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
-    let e = retention::forget(&p, &s, &Options::default())
+    let e = retention::forget(&p.retention_scope(), &s, &Options::default())
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
@@ -452,7 +460,7 @@ async fn an_unfinished_runs_parent_and_packs_are_protected() {
     copy_tree(&src, &tree_c);
     let d = backup(&p, &s).await.snapshot.unwrap();
     // forget keeps b only because the pending run resumes from it.
-    let f = retention::forget(&p, &s, &Options::default())
+    let f = retention::forget(&p.retention_scope(), &s, &Options::default())
         .await
         .unwrap();
     assert_eq!(f.forgotten, vec![a.clone()]);
@@ -463,7 +471,9 @@ async fn an_unfinished_runs_parent_and_packs_are_protected() {
     assert!(f.decisions.iter().any(|x| x.id == d && x.keep));
     // Every pack is old now; the pending run's records are young (within the grace).
     mem.backdate(&layout.packs(), Duration::from_secs(10 * 86_400));
-    let r = retention::prune(&p, &s, &Options::default()).await.unwrap();
+    let r = retention::prune(&p.retention_scope(), &s, &Options::default())
+        .await
+        .unwrap();
     assert!(r.packs_deleted > 0, "a's packs go: {r:?}");
     assert_eq!(r.runs_cleaned.len(), 3, "committed runs only: {r:?}");
     assert!(!r.runs_cleaned.contains(&"pending-run".to_string()));
@@ -519,7 +529,7 @@ async fn prune_racing_a_backup_loses_nothing() {
     }
     assert!(!running.is_finished(), "the backup should still be running");
     // Without waiting, prune is excluded by the lock.
-    let e = retention::prune(&p, &s, &Options::default())
+    let e = retention::prune(&p.retention_scope(), &s, &Options::default())
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
@@ -531,8 +541,12 @@ async fn prune_racing_a_backup_loses_nothing() {
                 wait_lock: true,
                 ..Default::default()
             };
-            retention::forget(&p, &s, &o).await.unwrap();
-            retention::prune(&p, &s, &o).await.unwrap()
+            retention::forget(&p.retention_scope(), &s, &o)
+                .await
+                .unwrap();
+            retention::prune(&p.retention_scope(), &s, &o)
+                .await
+                .unwrap()
         })
     };
     let second = running.await.unwrap().unwrap();
@@ -633,13 +647,13 @@ proptest! {
                     s.delete(&layout.snapshot(victim)).await.unwrap();
                 }
                 if k % 2 == 0 {
-                    retention::prune(&p, &s, &Options::default()).await.unwrap();
+                    retention::prune(&p.retention_scope(), &s, &Options::default()).await.unwrap();
                 }
             }
-            retention::forget(&p, &s, &Options::default()).await.unwrap();
-            let r = retention::prune(&p, &s, &Options::default()).await.unwrap();
+            retention::forget(&p.retention_scope(), &s, &Options::default()).await.unwrap();
+            let r = retention::prune(&p.retention_scope(), &s, &Options::default()).await.unwrap();
             assert_eq!(r.packs_referenced + r.packs_deleted, r.packs_total);
-            let again = retention::prune(&p, &s, &Options::default()).await.unwrap();
+            let again = retention::prune(&p.retention_scope(), &s, &Options::default()).await.unwrap();
             assert_eq!(again.packs_deleted, 0);
             assert_eq!(again.packs_referenced, again.packs_total, "after prune every pack is referenced");
             let survivors = catalog::snapshot_ids(&*s, &layout).await.unwrap();

@@ -20,6 +20,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod layout;
+pub mod lock;
 pub mod records;
 
 use std::io::{BufRead, Read, Write};

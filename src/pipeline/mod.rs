@@ -2,8 +2,9 @@
 //!
 //! A run, in the order the files follow it:
 //!
-//! - [`runner`] owns a whole run: the run lock ([`lock`]), the engine, verification,
-//!   the run record, automatic retention and alerts. [`backup`] is its entry point.
+//! - [`runner`] owns a whole run: the run lock ([`crate::manifest::lock`]), the engine,
+//!   verification, the run record, automatic retention and alerts. [`backup`] is its
+//!   entry point.
 //! - [`plan`] loads the run's stored plan or makes one (full or incremental, decided
 //!   once per run) and finds partitions an earlier attempt finished.
 //! - [`run`] is the engine: partition workers → bounded channel → [`upload`] pool, with
@@ -24,7 +25,6 @@ mod commit;
 pub mod drill;
 pub mod drill_db;
 mod files;
-pub mod lock;
 mod plan;
 pub mod report;
 mod run;

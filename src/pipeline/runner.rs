@@ -58,7 +58,7 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
         )));
     }
     let layout = Layout::new(&p.target.prefix);
-    let lock = super::lock::RunLock::acquire(
+    let lock = crate::manifest::lock::RunLock::acquire(
         store.clone(),
         &layout,
         &run_id,
@@ -107,7 +107,15 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
     report.alerts = super::alerts::on_run(p, &report).await;
     write_run_record(&*store, &layout, &report).await;
     if report.status == RunStatus::Ok && p.retention.as_ref().is_some_and(|r| r.auto) {
-        crate::retention::after_backup(p, &store, &report).await;
+        let verified = report.verify.as_ref().is_some_and(|v| v.ok());
+        crate::retention::after_backup(
+            &p.retention_scope(),
+            &store,
+            &report.run_id,
+            report.status,
+            verified,
+        )
+        .await;
     }
     Ok(report)
 }

@@ -11,12 +11,29 @@
 //! are small and read by every restore and listing); and there is never a `delete`
 //! action — only `prune` knows whether a pack is still referenced.
 
+use std::path::Path;
+
 use serde_json::{json, Value};
 
+use super::config::LifecycleConfig;
 use crate::error::{Error, Result};
-use crate::pipeline::spec::Pipeline;
 use crate::store::azure::builder::AzureTarget;
-use crate::store::config::StoreLocation;
+use crate::store::config::{StoreLocation, TargetConfig};
+
+/// What a lifecycle rule needs of one pipeline: its name, target and `[lifecycle]`, and
+/// the file it came from (for messages). `pipeline` builds it from a whole `Pipeline`
+/// (`Pipeline::lifecycle_scope`).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The pipeline name (the rule name is made from it).
+    pub name: &'a str,
+    /// The pipeline file, named in errors.
+    pub file: &'a Path,
+    /// Where the pipeline stores (container, Azure URL, prefix).
+    pub target: &'a TargetConfig,
+    /// `[lifecycle]`; `None`: no rule can be made.
+    pub lifecycle: Option<&'a LifecycleConfig>,
+}
 
 /// The rule name Azure accepts for a pipeline: `packs` + the name without `-`, `_`, `.`
 /// (rule names must be alphanumeric), as the Bicep module builds it.
@@ -32,7 +49,7 @@ pub fn rule_name(pipeline: &str) -> String {
 ///
 /// # Errors
 /// `Config` for an Azure location that does not parse.
-pub fn packs_prefix(p: &Pipeline) -> Result<String> {
+pub fn packs_prefix(p: &Scope<'_>) -> Result<String> {
     let (container, root) = match &p.target.location {
         StoreLocation::Azure(loc) => {
             let t = AzureTarget::parse(loc, &p.target.container)?;
@@ -55,7 +72,7 @@ pub fn packs_prefix(p: &Pipeline) -> Result<String> {
 ///
 /// # Errors
 /// `Config` when `p` has no `[lifecycle]` table.
-pub fn rule(p: &Pipeline) -> Result<Value> {
+pub fn rule(p: &Scope<'_>) -> Result<Value> {
     let l = p.lifecycle.ok_or_else(|| {
         Error::config(format!(
             "{}: the pipeline has no [lifecycle] table (add e.g. cool_after_days = 30; see docs/retention.md)",
@@ -77,7 +94,7 @@ pub fn rule(p: &Pipeline) -> Result<Value> {
     }
     Ok(json!({
         "enabled": true,
-        "name": rule_name(&p.name),
+        "name": rule_name(p.name),
         "type": "Lifecycle",
         "definition": {
             "filters": {
@@ -94,12 +111,12 @@ pub fn rule(p: &Pipeline) -> Result<Value> {
 /// # Errors
 /// `Config` when a pipeline has no `[lifecycle]`, or two pipelines would get the same
 /// rule name or packs prefix.
-pub fn policy(pipelines: &[Pipeline]) -> Result<Value> {
+pub fn policy(pipelines: &[Scope<'_>]) -> Result<Value> {
     let mut rules = Vec::new();
     let mut names = std::collections::BTreeMap::new();
     let mut prefixes = std::collections::BTreeMap::new();
     for p in pipelines {
-        let name = rule_name(&p.name);
+        let name = rule_name(p.name);
         if let Some(other) = names.insert(name.clone(), p.file.display().to_string()) {
             return Err(Error::config(format!(
                 "{} and {other} both give the lifecycle rule name {name:?} (rule names drop '-', '_' and '.'); rename one pipeline",

@@ -27,6 +27,7 @@ pub mod lifecycle;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -36,10 +37,9 @@ use self::config::RetentionConfig;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::catalog;
 use crate::manifest::layout::Layout;
-use crate::manifest::records::{PlanHead, RunRecord};
+use crate::manifest::lock::RunLock;
+use crate::manifest::records::{PlanHead, RunRecord, RunStatus};
 use crate::manifest::Line;
-use crate::pipeline::lock::RunLock;
-use crate::pipeline::spec::Pipeline;
 use crate::store::{list_all, BlobStore, Store, Tier};
 use crate::support::cancel::Cancel;
 
@@ -287,13 +287,30 @@ async fn lock(
     .ctx(what)
 }
 
-fn policy_of(p: &Pipeline) -> Result<&RetentionConfig> {
-    p.retention.as_ref().ok_or_else(|| {
-        Error::config(format!(
-            "{}: the pipeline has no [retention] table, so nothing decides what to keep (add e.g. keep_daily = 30; see docs/retention.md)",
-            p.file.display()
-        ))
-    })
+/// What forget and prune need of one pipeline: its checked `[retention]`, where its
+/// blobs live, its lock lease and the file it came from (for messages). `pipeline`
+/// builds it from a whole `Pipeline` (`Pipeline::retention_scope`).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The pipeline file, named in errors.
+    pub file: &'a Path,
+    /// The store prefix (`target.prefix`) the pipeline's blobs live under.
+    pub prefix: &'a str,
+    /// `[retention]`; `None`: forget and prune refuse to run.
+    pub policy: Option<&'a RetentionConfig>,
+    /// Run-lock lease length.
+    pub lock_ttl: Duration,
+}
+
+impl Scope<'_> {
+    fn policy(&self) -> Result<&RetentionConfig> {
+        self.policy.ok_or_else(|| {
+            Error::config(format!(
+                "{}: the pipeline has no [retention] table, so nothing decides what to keep (add e.g. keep_daily = 30; see docs/retention.md)",
+                self.file.display()
+            ))
+        })
+    }
 }
 
 /// Delete the manifests of the snapshots `p`'s `[retention]` does not keep.
@@ -304,9 +321,9 @@ fn policy_of(p: &Pipeline) -> Result<&RetentionConfig> {
 /// # Errors
 /// `Config` without `[retention]`, `Locked` when a backup holds the lock (unless
 /// waiting), store errors.
-pub async fn forget(p: &Pipeline, store: &Store, opts: &Options) -> Result<ForgetReport> {
-    let policy = policy_of(p)?;
-    let layout = Layout::new(&p.target.prefix);
+pub async fn forget(p: &Scope<'_>, store: &Store, opts: &Options) -> Result<ForgetReport> {
+    let policy = p.policy()?;
+    let layout = Layout::new(p.prefix);
     let guard = if opts.dry_run {
         None
     } else {
@@ -462,9 +479,9 @@ async fn referenced_by(store: &dyn BlobStore, blob: &str, out: &mut HashSet<Stri
 /// # Errors
 /// `Config` without `[retention]`, `Locked` when a backup holds the lock (unless
 /// waiting), `Integrity` for an unreadable manifest, store errors.
-pub async fn prune(p: &Pipeline, store: &Store, opts: &Options) -> Result<PruneReport> {
-    let policy = policy_of(p)?;
-    let layout = Layout::new(&p.target.prefix);
+pub async fn prune(p: &Scope<'_>, store: &Store, opts: &Options) -> Result<PruneReport> {
+    let policy = p.policy()?;
+    let layout = Layout::new(p.prefix);
     let guard = if opts.dry_run {
         None
     } else {
@@ -609,18 +626,18 @@ pub struct AutoReport {
     pub error: Option<String>,
 }
 
-/// The hook `pipeline::backup` calls after a run: when `[retention] auto = true` and the
-/// run is `ok` *and verified*, forget and prune. Failures are logged and recorded,
-/// never turned into a failed backup (the snapshot is committed and verified).
+/// The hook `pipeline::backup` calls after run `run_id`: when `[retention] auto = true`
+/// and the run is `ok` *and verified*, forget and prune. Failures are logged and
+/// recorded, never turned into a failed backup (the snapshot is committed and verified).
 pub async fn after_backup(
-    p: &Pipeline,
+    p: &Scope<'_>,
     store: &Store,
-    report: &crate::pipeline::BackupReport,
+    run_id: &str,
+    status: RunStatus,
+    verified: bool,
 ) -> Option<AutoReport> {
-    let policy = p.retention.as_ref().filter(|r| r.auto)?;
-    if report.status != crate::manifest::records::RunStatus::Ok
-        || !report.verify.as_ref().is_some_and(|v| v.ok())
-    {
+    let policy = p.policy.filter(|r| r.auto)?;
+    if status != RunStatus::Ok || !verified {
         tracing::info!("automatic retention skipped: the run was not ok and verified");
         return None;
     }
@@ -629,7 +646,7 @@ pub async fn after_backup(
         ..Default::default()
     };
     let mut out = AutoReport {
-        run_id: report.run_id.clone(),
+        run_id: run_id.to_string(),
         forget: None,
         prune: None,
         error: None,
@@ -652,9 +669,9 @@ pub async fn after_backup(
     if let Some(e) = &out.error {
         tracing::warn!("automatic retention did not complete (the backup itself is fine): {e}");
     }
-    let layout = Layout::new(&p.target.prefix);
+    let layout = Layout::new(p.prefix);
     let name = layout.run_record(
-        &report.run_id,
+        run_id,
         &format!("{}-retention", crate::support::ids::stamp(Utc::now())),
     );
     if let Ok(body) = serde_json::to_vec_pretty(&out) {

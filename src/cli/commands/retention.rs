@@ -27,10 +27,10 @@ pub async fn forget_or_prune(a: RetentionArgs, forget: bool, json: bool) -> Resu
         cancel,
     };
     if forget {
-        let r = retention::forget(&p, &store, &opts).await?;
+        let r = retention::forget(&p.retention_scope(), &store, &opts).await?;
         emit(json, &r, || render::forget(&r, a.dry_run));
     } else {
-        let r = retention::prune(&p, &store, &opts).await?;
+        let r = retention::prune(&p.retention_scope(), &store, &opts).await?;
         emit(json, &r, || render::prune(&r, a.dry_run));
     }
     Ok(exit::OK)
@@ -45,7 +45,8 @@ pub fn lifecycle(pipelines: &[PathBuf]) -> Result<i32> {
         .iter()
         .map(|f| Pipeline::load(f))
         .collect::<Result<Vec<_>>>()?;
-    let v = retention::lifecycle::policy(&ps)?;
+    let scopes: Vec<_> = ps.iter().map(Pipeline::lifecycle_scope).collect();
+    let v = retention::lifecycle::policy(&scopes)?;
     println!("{v:#}");
     Ok(exit::OK)
 }

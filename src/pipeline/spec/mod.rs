@@ -159,6 +159,30 @@ pub fn interpolate(s: &str) -> std::result::Result<String, String> {
     Ok(out)
 }
 
+/// The pieces of a pipeline the retention stage takes (it sits below `pipeline` and
+/// does not know the whole spec).
+impl Pipeline {
+    /// What `retention::forget`, `prune` and `after_backup` need of this pipeline.
+    pub fn retention_scope(&self) -> crate::retention::Scope<'_> {
+        crate::retention::Scope {
+            file: &self.file,
+            prefix: &self.target.prefix,
+            policy: self.retention.as_ref(),
+            lock_ttl: self.lock_ttl,
+        }
+    }
+
+    /// What `retention::lifecycle` needs of this pipeline.
+    pub fn lifecycle_scope(&self) -> crate::retention::lifecycle::Scope<'_> {
+        crate::retention::lifecycle::Scope {
+            name: &self.name,
+            file: &self.file,
+            target: &self.target,
+            lifecycle: self.lifecycle.as_ref(),
+        }
+    }
+}
+
 impl Pipeline {
     /// Read, parse and check a pipeline file.
     ///

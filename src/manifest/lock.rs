@@ -4,6 +4,9 @@
 //! renewed in the background while the run lives. A second run fails fast naming the
 //! holder, or waits with `--wait-lock`. A killed holder stops renewing, and its lease
 //! expires by itself: no stale lock ever needs a manual unlock.
+//!
+//! It lives with the layout, not in `pipeline`: the lock is one more stored name under a
+//! pipeline's prefix, and `retention` (below `pipeline`) takes it as a backup does.
 
 use std::time::Duration;
 
