@@ -64,37 +64,44 @@ fn append_raw<S: BlockSink, R: Read>(
     link: Option<&[u8]>,
     data: R,
 ) -> io::Result<()> {
-    fn long<S: BlockSink>(
+    /// Write `value` into the 100-byte header `field`, cut to fit, preceded by a GNU
+    /// `kind` extension record holding all of it when it is longer.
+    fn put<S: BlockSink>(
         b: &mut Builder<S>,
         kind: tar::EntryType,
         value: &[u8],
+        field: &mut [u8; 100],
     ) -> io::Result<()> {
-        let mut k = tar::Header::new_gnu();
-        k.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
-        k.set_mode(0o644);
-        k.set_mtime(0);
-        k.set_entry_type(kind);
-        let mut v = value.to_vec();
-        v.push(0);
-        k.set_size(v.len() as u64);
-        k.set_cksum();
-        b.append(&k, &v[..])
-    }
-    if name.len() > 100 {
-        long(b, tar::EntryType::GNULongName, name)?;
-    }
-    let n = name.len().min(100);
-    let old = h.as_old_mut();
-    old.name = [0; 100];
-    old.name[..n].copy_from_slice(&name[..n]);
-    if let Some(link) = link {
-        if link.len() > 100 {
-            long(b, tar::EntryType::GNULongLink, link)?;
+        if value.len() > 100 {
+            let mut k = tar::Header::new_gnu();
+            k.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+            k.set_mode(0o644);
+            k.set_mtime(0);
+            k.set_entry_type(kind);
+            let mut v = value.to_vec();
+            v.push(0);
+            k.set_size(v.len() as u64);
+            k.set_cksum();
+            b.append(&k, &v[..])?;
         }
-        let l = link.len().min(100);
-        let old = h.as_old_mut();
-        old.linkname = [0; 100];
-        old.linkname[..l].copy_from_slice(&link[..l]);
+        let n = value.len().min(100);
+        *field = [0; 100];
+        field[..n].copy_from_slice(&value[..n]);
+        Ok(())
+    }
+    put(
+        b,
+        tar::EntryType::GNULongName,
+        name,
+        &mut h.as_old_mut().name,
+    )?;
+    if let Some(link) = link {
+        put(
+            b,
+            tar::EntryType::GNULongLink,
+            link,
+            &mut h.as_old_mut().linkname,
+        )?;
     }
     h.set_cksum();
     b.append(&h, data)

@@ -419,18 +419,19 @@ impl Inner {
         Ok(())
     }
 
-    /// Publish the fsynced temp data file `tmp` as `blob` (and its prepared sidecar).
-    /// Create-only publishes with `hard_link`; `Ok(false)` means the blob already
-    /// existed and nothing was published (temp files removed).
-    fn publish(
-        &self,
-        blob: &str,
-        tmp: &Path,
-        meta: (PathBuf, PathBuf),
-        create_only: bool,
-    ) -> Result<bool> {
+    /// Publish the fsynced temp data file `tmp` as `blob` with `meta` as its sidecar
+    /// (`tmp` is removed if the sidecar cannot be prepared). Create-only publishes with
+    /// `hard_link`; `Ok(false)` means the blob already existed and nothing was published
+    /// (temp files removed).
+    fn publish(&self, blob: &str, tmp: &Path, meta: &Meta, create_only: bool) -> Result<bool> {
+        let (meta_tmp, meta_path) = match self.prepare_meta(meta) {
+            Ok(p) => p,
+            Err(e) => {
+                remove_quietly(tmp);
+                return Err(e);
+            }
+        };
         let path = self.data_path(blob);
-        let (meta_tmp, meta_path) = meta;
         if create_only {
             let linked = fs::hard_link(tmp, &path);
             remove_quietly(tmp);
@@ -643,14 +644,7 @@ impl Inner {
             blocks,
             last_modified: chrono::Utc::now(),
         };
-        let prepared = match self.prepare_meta(&meta) {
-            Ok(p) => p,
-            Err(e) => {
-                remove_quietly(&tmp);
-                return Err(e);
-            }
-        };
-        if !self.publish(blob, &tmp, prepared, opts.create_only)? {
+        if !self.publish(blob, &tmp, &meta, opts.create_only)? {
             return Err(conflict(blob, &path));
         }
         self.remove_staging(blob);
@@ -674,14 +668,7 @@ impl Inner {
             blocks: Vec::new(),
             last_modified: chrono::Utc::now(),
         };
-        let prepared = match self.prepare_meta(&meta) {
-            Ok(p) => p,
-            Err(e) => {
-                remove_quietly(&tmp);
-                return Err(e);
-            }
-        };
-        if !self.publish(blob, &tmp, prepared, create_only)? {
+        if !self.publish(blob, &tmp, &meta, create_only)? {
             return self.compare_existing(blob, data);
         }
         // Like Azure's Put Blob, a whole put discards uncommitted blocks.

@@ -29,6 +29,18 @@ struct Blob {
     props: BlobProps,
 }
 
+impl Blob {
+    /// A blob written whole (a put, or a lease's holder text): Hot, no blocks, no metadata.
+    fn whole(data: Bytes, md5: Option<[u8; 16]>) -> Self {
+        let size = data.len() as u64;
+        Self {
+            data,
+            blocks: Vec::new(),
+            props: props(size, Tier::Hot, md5, BTreeMap::new()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     blobs: BTreeMap<String, Blob>,
@@ -316,15 +328,8 @@ impl BlobStore for MemoryStore {
         }
         self.counts.puts.fetch_add(1, Ordering::Relaxed);
         let md5 = super::md5(&data);
-        let size = data.len() as u64;
-        st.blobs.insert(
-            blob.to_string(),
-            Blob {
-                data,
-                blocks: Vec::new(),
-                props: props(size, Tier::Hot, Some(md5), BTreeMap::new()),
-            },
-        );
+        st.blobs
+            .insert(blob.to_string(), Blob::whole(data, Some(md5)));
         Ok(PutOutcome::Created)
     }
 
@@ -497,15 +502,7 @@ impl BlobStore for MemoryStore {
         let id = crate::support::ids::random_hex(16);
         st.leases.insert(blob.to_string(), (id.clone(), now, ttl));
         let data = Bytes::from(holder.as_bytes().to_vec());
-        let size = data.len() as u64;
-        st.blobs.insert(
-            blob.to_string(),
-            Blob {
-                data,
-                blocks: Vec::new(),
-                props: props(size, Tier::Hot, None, BTreeMap::new()),
-            },
-        );
+        st.blobs.insert(blob.to_string(), Blob::whole(data, None));
         Ok(Lease {
             blob: blob.to_string(),
             id,

@@ -200,24 +200,35 @@ pub fn resolve_for(
 
     // 1. Connection string: the target itself, then the environment.
     if want(CredentialKind::AccountKey) || want(CredentialKind::Sas) {
+        // The account key (signed for `services`) or SAS of a parsed connection string,
+        // named by where it came from.
+        let from_connection_string =
+            |cs: &AzureTarget, place: &str, tried: &mut Vec<String>| -> Result<Option<Chosen>> {
+                if let (Some(key), true) = (&cs.account_key, want(CredentialKind::AccountKey)) {
+                    let signer =
+                        AccountSasSigner::new(&target.account, key, !https)?.for_services(services);
+                    return Ok(Some(chosen(
+                        CredentialKind::AccountKey,
+                        &format!("AccountKey in {place}"),
+                        tried,
+                        Resolved::Sas(Arc::new(SasPolicy::signed(signer))),
+                    )));
+                }
+                if let (Some(sas), true) = (&cs.sas, want(CredentialKind::Sas)) {
+                    return Ok(Some(chosen(
+                        CredentialKind::Sas,
+                        &format!("SharedAccessSignature in {place}"),
+                        tried,
+                        Resolved::Sas(Arc::new(SasPolicy::fixed(sas.clone()))),
+                    )));
+                }
+                Ok(None)
+            };
         if target.from_connection_string {
-            if let (Some(key), true) = (&target.account_key, want(CredentialKind::AccountKey)) {
-                let signer =
-                    AccountSasSigner::new(&target.account, key, !https)?.for_services(services);
-                return Ok(chosen(
-                    CredentialKind::AccountKey,
-                    "AccountKey in the target connection string",
-                    &mut tried,
-                    Resolved::Sas(Arc::new(SasPolicy::signed(signer))),
-                ));
-            }
-            if let (Some(sas), true) = (&target.sas, want(CredentialKind::Sas)) {
-                return Ok(chosen(
-                    CredentialKind::Sas,
-                    "SharedAccessSignature in the target connection string",
-                    &mut tried,
-                    Resolved::Sas(Arc::new(SasPolicy::fixed(sas.clone()))),
-                ));
+            if let Some(c) =
+                from_connection_string(target, "the target connection string", &mut tried)?
+            {
+                return Ok(c);
             }
         }
         match env("AZURE_STORAGE_CONNECTION_STRING") {
@@ -233,22 +244,8 @@ pub fn resolve_for(
                         p.account, target.account
                     )),
                     Ok(p) => {
-                        if let (Some(key), true) = (&p.account_key, want(CredentialKind::AccountKey)) {
-                            let signer = AccountSasSigner::new(&target.account, key, !https)?.for_services(services);
-                            return Ok(chosen(
-                                CredentialKind::AccountKey,
-                                "AccountKey in AZURE_STORAGE_CONNECTION_STRING",
-                                &mut tried,
-                                Resolved::Sas(Arc::new(SasPolicy::signed(signer))),
-                            ));
-                        }
-                        if let (Some(sas), true) = (&p.sas, want(CredentialKind::Sas)) {
-                            return Ok(chosen(
-                                CredentialKind::Sas,
-                                "SharedAccessSignature in AZURE_STORAGE_CONNECTION_STRING",
-                                &mut tried,
-                                Resolved::Sas(Arc::new(SasPolicy::fixed(sas.clone()))),
-                            ));
+                        if let Some(c) = from_connection_string(&p, "AZURE_STORAGE_CONNECTION_STRING", &mut tried)? {
+                            return Ok(c);
                         }
                         tried.push("connection string: AZURE_STORAGE_CONNECTION_STRING has no usable credential".into());
                     }
