@@ -278,3 +278,31 @@ async fn http(app: Arc<App>, function: &str, req: &Value) -> Response<Full<Bytes
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn bindings_are_told_apart_by_their_fields() {
+        let timer = data(json!({"timer": {"IsPastDue": false}}));
+        assert!(matches!(classify(&timer), Some(Trigger::Timer(_))));
+        let http = data(json!({"req": {"Method": "GET", "Url": "http://x/api/runs"}}));
+        assert!(matches!(classify(&http), Some(Trigger::Http(_))));
+        let neither = data(json!({"x": {"Foo": 1}, "y": 2}));
+        assert!(classify(&neither).is_none());
+    }
+
+    #[test]
+    fn query_takes_a_string_or_the_first_of_a_list() {
+        let req = json!({"Query": {"id": "r1", "pipeline": ["home", "other"], "n": 3}});
+        assert_eq!(query(&req, "id"), Some("r1"));
+        assert_eq!(query(&req, "pipeline"), Some("home"));
+        assert_eq!(query(&req, "n"), None);
+        assert_eq!(query(&req, "missing"), None);
+    }
+}
