@@ -14,7 +14,7 @@ use crate::restore::db::DbRestoreReport;
 use crate::retention::{self, ForgetReport, PruneReport};
 use crate::schedule::status::Freshness;
 use crate::serve::handoff::{QueueOutcome, QueuedOutcome};
-use crate::serve::Scaffold;
+use crate::serve::scaffold::Scaffold;
 use crate::store::azure::queue_url::QueueUrl;
 use crate::store::azure::AuthReport;
 use crate::support::units::human;

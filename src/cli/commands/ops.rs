@@ -312,7 +312,7 @@ pub fn functions(c: FunctionsCommand, json: bool) -> Result<i32> {
             pipeline_dir,
         } => {
             let ps = all_valid(&pipelines)?;
-            let s = serve_mod::scaffold(&ps, &pipeline_dir, &out).map_err(|e| {
+            let s = serve_mod::scaffold::scaffold(&ps, &pipeline_dir, &out).map_err(|e| {
                 if e.kind() == ErrorKind::Config {
                     e
                 } else {
