@@ -1,0 +1,1 @@
+"""blobpipe provider: operators."""

@@ -1,0 +1,136 @@
+"""Test set-up: Airflow in a throw-away AIRFLOW_HOME (sqlite), the real blobpipe binary,
+and the local PostgreSQL.
+
+The environment is set before anything imports Airflow, so the tests and the `airflow`
+commands they start share one temp metadata database, removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+PKG = HERE.parent
+REPO = PKG.parent.parent
+EXAMPLE_DAGS = PKG / "example_dags"
+
+_home = Path(tempfile.mkdtemp(prefix="blobpipe-airflow-home-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home}/airflow.db",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(_home / "logs"),
+        "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
+    }
+)
+
+REQUIRE = os.environ.get("BLOBPIPE_REQUIRE_SERVICES") == "1"
+PG_URL = os.environ.get("BLOBPIPE_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+
+def airflow_bin() -> str:
+    """The `airflow` command of this venv."""
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """One `airflow db migrate` for the session's sqlite database."""
+    subprocess.run(
+        [airflow_bin(), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the temp AIRFLOW_HOME."""
+    shutil.rmtree(_home, ignore_errors=True)
+
+
+def _missing(what: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"{what} (BLOBPIPE_REQUIRE_SERVICES=1)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def blobpipe_bin() -> str:
+    """The blobpipe binary under test ($BLOBPIPE_BIN; scripts/test-airflow builds it)."""
+    b = os.environ.get("BLOBPIPE_BIN")
+    if not b or not os.access(b, os.X_OK):
+        _missing(
+            f"no blobpipe binary: set BLOBPIPE_BIN (got {b!r}); scripts/test-airflow builds it"
+        )
+    assert b is not None
+    return b
+
+
+def psql(sql: str, url: str = PG_URL) -> str:
+    """Run SQL in the test database; stdout."""
+    r = subprocess.run(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"psql failed: {r.stderr}")
+    return r.stdout
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """The test PostgreSQL URL (trust auth, database `test`)."""
+    if shutil.which("psql") is None:
+        _missing("psql is not installed")
+    try:
+        psql("SELECT 1")
+    except RuntimeError as e:
+        _missing(f"PostgreSQL at {PG_URL} is not reachable: {e}")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_schema(postgres: str) -> Iterator[str]:
+    """A fresh schema, dropped afterwards."""
+    name = f"bp_af_{uuid.uuid4().hex[:10]}"
+    psql(f"CREATE SCHEMA {name}")
+    yield name
+    psql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def write_fs_pipeline(dir: Path, name: str, root: Path, store: Path, extra: str = "") -> Path:
+    """A files pipeline backing up `root` into a local store at `store`."""
+    p = dir / f"{name}.toml"
+    p.write_text(
+        f"""
+name = "{name}"
+[source]
+type = "fs"
+root = "{root}"
+[target]
+url = "file://{store}"
+container = "backups"
+[verify]
+mode = "full"
+{extra}
+"""
+    )
+    return p
+
+
+def make_files(root: Path, n: int = 20, size: int = 4096) -> None:
+    """`n` files of `size` pseudo-random bytes under `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (root / f"f{i:03}.bin").write_bytes(os.urandom(size))

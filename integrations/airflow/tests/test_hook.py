@@ -1,0 +1,115 @@
+"""BlobpipeHook against the real binary: run ids, exit codes, reports and streamed logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from blobpipe_airflow.errors import BlobpipeFatalError, error_for
+from blobpipe_airflow.hooks.blobpipe import (
+    BlobpipeHook,
+    blobpipe_run_id,
+    exit_code_of,
+    log_line,
+    redact,
+)
+
+from .conftest import make_files, write_fs_pipeline
+
+SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def test_run_ids_are_safe_stable_and_distinct() -> None:
+    a = blobpipe_run_id("nightly", "backup_db", "scheduled__2026-12-01T02:00:00+00:00")
+    assert a == blobpipe_run_id("nightly", "backup_db", "scheduled__2026-12-01T02:00:00+00:00")
+    assert SAFE.match(a), a
+    assert a.startswith("nightly.backup_db.scheduled__2026-12-01T02-00-00-00-00-")
+    # Same readable form, different inputs: different ids.
+    b = blobpipe_run_id("nightly", "backup_db", "scheduled__2026-12-01T02:00:00-00:00")
+    assert a != b
+    assert blobpipe_run_id("d", "t", "r", 0) != blobpipe_run_id("d", "t", "r", 1)
+    assert blobpipe_run_id("d", "t", "r", 0) != blobpipe_run_id("d", "t", "r")
+    long = blobpipe_run_id("d" * 200, "t" * 200, "r" * 200)
+    assert SAFE.match(long)
+    assert SAFE.match(blobpipe_run_id("::", "++", "//"))
+
+
+def test_redact_hides_url_passwords() -> None:
+    s = redact("--to-db postgres://app:s3cr3t@db:5432/x and mysql://root:p@h/d")
+    assert "s3cr3t" not in s
+    assert ":p@" not in s
+    assert "postgres://app:***@db:5432/x" in s
+
+
+def test_signal_deaths_read_like_a_shell() -> None:
+    assert exit_code_of(-15) == 143
+    assert exit_code_of(-2) == 130
+    assert exit_code_of(4) == 4
+
+
+def test_json_log_lines_keep_their_level_and_fields(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("t")
+    with caplog.at_level(logging.DEBUG, logger="t"):
+        log_line(log, '{"level":"WARN","fields":{"message":"slow","n":3},"target":"blobpipe::x"}')
+        log_line(log, "error: run r1: boom")
+        log_line(log, "not json at all")
+    levels = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert levels[0] == (logging.WARNING, "[blobpipe::x] slow (n=3)")
+    assert levels[1][0] == logging.ERROR
+    assert levels[2] == (logging.INFO, "not json at all")
+
+
+def hook(binary: str) -> BlobpipeHook:
+    return BlobpipeHook(blobpipe_conn_id=None, binary=binary)
+
+
+def test_backup_report_exit_zero_and_streamed_logs(blobpipe_bin: str, tmp_path: Path) -> None:
+    make_files(tmp_path / "src")
+    p = write_fs_pipeline(tmp_path, "h1", tmp_path / "src", tmp_path / "store")
+    lines: list[str] = []
+    res = hook(blobpipe_bin).run_command(
+        BlobpipeHook.backup_args(str(p), "run-1"), on_line=lines.append
+    )
+    assert res.exit_code == 0
+    assert res.ok
+    assert res.report["run_id"] == "run-1"
+    assert res.report["status"] == "ok"
+    assert res.report["snapshot"]
+    assert res.report["totals"]["files"] == 20
+    # --log-format json: every stderr line is one JSON log record
+    assert lines
+    assert any('"level"' in line for line in lines)
+
+
+def test_real_exit_codes_map_to_outcomes(blobpipe_bin: str, tmp_path: Path) -> None:
+    h = hook(blobpipe_bin)
+    make_files(tmp_path / "src", n=3)
+    p = write_fs_pipeline(tmp_path, "h2", tmp_path / "src", tmp_path / "store")
+    # 6: no snapshot yet
+    res = h.run_command(h.restore_args(str(p), "latest", to=str(tmp_path / "out")))
+    assert (res.exit_code, res.outcome.name) == (6, "not_found")
+    assert res.report["exit_code"] == 6
+    # 9: no verified snapshot at all is stale
+    res = h.run_command(h.check_args(str(p), "26h"))
+    assert (res.exit_code, res.outcome.name) == (9, "stale")
+    assert res.outcome.retryable
+    assert h.run_command(h.backup_args(str(p), None)).ok
+    assert h.run_command(h.check_args(str(p), "26h")).ok
+    # 7: the target already holds the files
+    assert h.run_command(h.restore_args(str(p), "latest", to=str(tmp_path / "out"))).ok
+    res = h.run_command(h.restore_args(str(p), "latest", to=str(tmp_path / "out")))
+    assert (res.exit_code, res.outcome.name) == (7, "refused")
+    assert isinstance(error_for(res.outcome, "restore", res.report), BlobpipeFatalError)
+    # 2: a pipeline file that does not parse
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nnope = 1\n')
+    res = h.run_command(["validate", str(bad)])
+    assert (res.exit_code, res.outcome.name) == (2, "config")
+
+
+def test_a_missing_binary_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(BlobpipeFatalError, match="cannot start"):
+        hook(str(tmp_path / "no-such-blobpipe")).run_command(["--version"])
