@@ -1,0 +1,157 @@
+"""The example DAGs in a real Airflow: they import cleanly, and `airflow dags test` of the
+nightly backup DAG backs up the local PostgreSQL and a directory into a local store,
+pushes its report to XCom, and a retry of a failed try resumes the same blobpipe run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+from blobpipe_airflow.hooks.blobpipe import blobpipe_run_id
+
+from .conftest import EXAMPLE_DAGS, PG_URL, airflow_bin, make_files, psql
+
+NIGHTLY = "blobpipe_nightly_backup"
+
+
+def test_example_dags_import_cleanly() -> None:
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS), include_examples=False)
+    assert bag.import_errors == {}
+    assert {
+        NIGHTLY,
+        "blobpipe_airflow_metadata_backup",
+        "blobpipe_airflow_metadata_restore",
+    } <= set(bag.dag_ids)
+    nightly = bag.get_dag(NIGHTLY)
+    db = nightly.get_task("backup_database")
+    assert db.retries == 3
+    assert db.retry_exponential_backoff
+    assert db.on_failure_callback is not None
+    assert nightly.get_task("rpo_check").deferrable
+    restore = bag.get_dag("blobpipe_airflow_metadata_restore").get_task("restore_metadata")
+    assert restore.to_db
+
+
+def _wrapper(tmp: Path, real: str, role: str, schema: str) -> Path:
+    """A blobpipe that, after its first failed command, grants the missing SELECT (the
+    operator fixing the permission between two tries of the task)."""
+    w = tmp / "blobpipe-wrapper"
+    mark = tmp / "healed"
+    w.write_text(
+        f"""#!/bin/sh
+"{real}" "$@"; rc=$?
+if [ $rc -ne 0 ] && [ ! -e "{mark}" ]; then
+  psql "{PG_URL}" -qc 'GRANT SELECT ON {schema}.customers TO {role}' >/dev/null && touch "{mark}"
+fi
+exit $rc
+"""
+    )
+    w.chmod(0o755)
+    return w
+
+
+def test_nightly_dag_backs_up_reports_and_resumes_on_retry(
+    blobpipe_bin: str, pg_schema: str, tmp_path: Path
+) -> None:
+    s = pg_schema
+    role = f"bp_af_role_{uuid.uuid4().hex[:8]}"
+    psql(
+        f"""
+        CREATE TABLE {s}.orders (id serial PRIMARY KEY, item text NOT NULL, qty int NOT NULL);
+        INSERT INTO {s}.orders (item, qty) SELECT 'item ' || g, g % 7 FROM generate_series(1, 2000) g;
+        CREATE TABLE {s}.customers (id serial PRIMARY KEY, name text NOT NULL);
+        INSERT INTO {s}.customers (name) SELECT 'customer ' || g FROM generate_series(1, 300) g;
+        CREATE ROLE {role} LOGIN;
+        GRANT USAGE ON SCHEMA {s} TO {role};
+        GRANT SELECT ON {s}.orders TO {role};
+        """
+    )
+    try:
+        files = tmp_path / "files"
+        make_files(files, n=12)
+        store = tmp_path / "store"
+        wrapper = _wrapper(tmp_path, blobpipe_bin, role, s)
+        env = os.environ.copy()
+        env.update(
+            {
+                "BLOBPIPE_TARGET_URL": f"file://{store}",
+                "APP_DB_URL": f"postgres://{role}@127.0.0.1:5432/test",
+                "APP_DB_SCHEMA": s,
+                "APP_FILES_ROOT": str(files),
+                "BLOBPIPE_EXAMPLE_RETRY_DELAY": "1",
+                "AIRFLOW_CONN_BLOBPIPE_DEFAULT": json.dumps(
+                    {"conn_type": "blobpipe", "extra": {"binary": str(wrapper)}}
+                ),
+            }
+        )
+        r = subprocess.run(
+            [airflow_bin(), "dags", "test", NIGHTLY, "2026-12-01"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        log = r.stdout + r.stderr
+        assert r.returncode == 0, log[-5000:]
+        assert (tmp_path / "healed").exists(), "the first try did not fail:\n" + log[-5000:]
+        check_results(store, log)
+    finally:
+        psql(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
+
+
+def check_results(store: Path, log: str) -> None:
+    from airflow.models import DagRun, XCom
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        (dr,) = session.query(DagRun).filter(DagRun.dag_id == NIGHTLY).all()
+        assert dr.state == "success", log[-5000:]
+        tis = {ti.task_id: ti for ti in dr.get_task_instances(session=session)}
+        assert {t: ti.state for t, ti in tis.items()} == {
+            "backup_database": "success",
+            "backup_files": "success",
+            "rpo_check": "success",
+        }
+        # The database task failed once (a table it could not read) and was retried.
+        assert tis["backup_database"].try_number == 2
+        assert tis["backup_files"].try_number == 1
+
+        def xcom(task: str, key: str = "return_value") -> dict:
+            v = XCom.get_one(
+                key=key, dag_id=NIGHTLY, task_id=task, run_id=dr.run_id, session=session
+            )
+            assert isinstance(v, dict), (task, v)
+            return v
+
+        db = xcom("backup_database")
+        want = blobpipe_run_id(NIGHTLY, "backup_database", dr.run_id)
+        assert db["run_id"] == want
+        assert xcom("backup_database", "report") == db
+        assert db["status"] == "ok"
+        assert db["exit_code"] == 0
+        assert db["snapshot"]
+        assert db["bytes"] > 0
+        assert db["duration_seconds"] >= 0
+        assert db["verify"]["ok"]
+        assert db["verify"]["mode"] == "full"
+        # The retry resumed the run the failed try started: its finished partition was kept.
+        assert db["partitions_resumed"] >= 1, db
+
+        fs = xcom("backup_files")
+        assert fs["run_id"] == blobpipe_run_id(NIGHTLY, "backup_files", dr.run_id)
+        assert fs["files"] == 12
+        assert fs["verify"]["ok"]
+
+        fresh = xcom("rpo_check")
+        assert fresh["stale"] == 0
+        assert {p["pipeline"] for p in fresh["pipelines"]} == {"app-db", "app-files"}
+
+    # Both tries of the database task wrote their run record under the same run id.
+    records = sorted((store / "backups" / "app-db" / "runs" / want).glob("*.json"))
+    statuses = [json.loads(p.read_text())["status"] for p in records]
+    assert statuses == ["failed", "ok"], statuses
