@@ -63,7 +63,8 @@ def test_nightly_dag_backs_up_reports_and_resumes_on_retry(
     psql(
         f"""
         CREATE TABLE {s}.orders (id serial PRIMARY KEY, item text NOT NULL, qty int NOT NULL);
-        INSERT INTO {s}.orders (item, qty) SELECT 'item ' || g, g % 7 FROM generate_series(1, 2000) g;
+        INSERT INTO {s}.orders (item, qty)
+          SELECT 'item ' || g, g % 7 FROM generate_series(1, 2000) g;
         CREATE TABLE {s}.customers (id serial PRIMARY KEY, name text NOT NULL);
         INSERT INTO {s}.customers (name) SELECT 'customer ' || g FROM generate_series(1, 300) g;
         CREATE ROLE {role} LOGIN;
