@@ -7,11 +7,15 @@ commands they start share one temp metadata database, removed at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +138,42 @@ def make_files(root: Path, n: int = 20, size: int = 4096) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         (root / f"f{i:03}.bin").write_bytes(os.urandom(size))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def serve(blobpipe_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`blobpipe serve` on a free loopback port for a pipelines dir holding `srv`; the
+    Airflow connection `blobpipe_serve` points at it (custom-handler transport)."""
+    make_files(tmp_path / "src", n=5)
+    pdir = tmp_path / "pipelines"
+    pdir.mkdir()
+    write_fs_pipeline(pdir, "srv", tmp_path / "src", tmp_path / "store")
+    port = free_port()
+    proc = subprocess.Popen(
+        [blobpipe_bin, "serve", str(pdir), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(url + "/", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("blobpipe serve did not come up")
+        conn = {"conn_type": "blobpipe", "host": url, "extra": {"transport": "handler"}}
+        monkeypatch.setenv("AIRFLOW_CONN_BLOBPIPE_SERVE", json.dumps(conn))
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

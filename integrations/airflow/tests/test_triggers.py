@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from airflow.utils.module_loading import import_string
 
 from blobpipe_airflow.hooks.blobpipe import BlobpipeHook
@@ -82,45 +77,6 @@ def test_freshness_trigger_stops_on_a_config_error(blobpipe_bin: str, tmp_path: 
     )
     assert ev.payload["status"] == "error"
     assert ev.payload["exit_code"] == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def serve(blobpipe_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """`blobpipe serve` on a free loopback port for a pipelines dir holding `srv`; the
-    Airflow connection `blobpipe_serve` points at it (custom-handler transport)."""
-    make_files(tmp_path / "src", n=5)
-    pdir = tmp_path / "pipelines"
-    pdir.mkdir()
-    write_fs_pipeline(pdir, "srv", tmp_path / "src", tmp_path / "store")
-    port = free_port()
-    proc = subprocess.Popen(
-        [blobpipe_bin, "serve", str(pdir), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(url + "/", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("blobpipe serve did not come up")
-        conn = {"conn_type": "blobpipe", "host": url, "extra": {"transport": "handler"}}
-        monkeypatch.setenv("AIRFLOW_CONN_BLOBPIPE_SERVE", json.dumps(conn))
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def test_run_trigger_waits_for_a_remote_run(serve: str) -> None:
