@@ -113,3 +113,35 @@ def test_real_exit_codes_map_to_outcomes(blobpipe_bin: str, tmp_path: Path) -> N
 def test_a_missing_binary_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(BlobpipeFatalError, match="cannot start"):
         hook(str(tmp_path / "no-such-blobpipe")).run_command(["--version"])
+
+
+def test_connection_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BP_REMOTE",
+        json.dumps(
+            {
+                "conn_type": "blobpipe",
+                "host": "func.example.net",
+                "password": "the-function-key",
+                "extra": {"env": {"BLOBPIPE_TARGET_URL": "file:///x"}, "binary": "/opt/bp"},
+            }
+        ),
+    )
+    s = BlobpipeHook("bp_remote").settings
+    assert s.remote
+    assert s.base_url == "https://func.example.net"
+    assert s.transport == "functions"
+    assert s.binary == "/opt/bp"
+    assert s.env == {"BLOBPIPE_TARGET_URL": "file:///x"}
+    assert "the-function-key" not in repr(s)
+    # No such connection: the local binary with defaults.
+    local = BlobpipeHook("bp_not_defined", binary="/bin/bp").settings
+    assert not local.remote
+    assert local.binary == "/bin/bp"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BP_BAD", json.dumps({"conn_type": "blobpipe", "extra": {"transport": "x"}})
+    )
+    with pytest.raises(BlobpipeFatalError, match="transport"):
+        _ = BlobpipeHook("bp_bad").settings
