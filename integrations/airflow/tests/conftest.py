@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,3 +178,36 @@ def serve(blobpipe_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def xcom_value(session: Any, dag_id: str, run_id: str, task_id: str, key: str) -> Any:
+    """One XCom value, on Airflow 2.10 (`XCom.get_one`) and 3.x (the `XComModel` table)."""
+    try:
+        from airflow.models.xcom import XComModel  # Airflow 3
+    except ImportError:
+        from airflow.models import XCom
+
+        return XCom.get_one(key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, session=session)
+    row = (
+        session.query(XComModel)
+        .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, key=key, map_index=-1)
+        .one_or_none()
+    )
+    return None if row is None else XComModel.deserialize_value(row)
+
+
+def register_dag(dag: Any) -> None:
+    """Airflow 3 runs `dag.test()` only for DAGs stored in the database (from a bundle):
+    store this ad-hoc one under the dags-folder bundle. Nothing to do on 2.10."""
+    try:
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+        from airflow.models.dagbag import DagBag, sync_bag_to_db
+    except ImportError:
+        return
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        DagBundlesManager().sync_bundles_to_db(session=session)
+    bag = DagBag(dag_folder=os.devnull, include_examples=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from blobpipe_airflow.hooks.blobpipe import blobpipe_run_id
 
-from .conftest import EXAMPLE_DAGS, HERE, PG_URL, airflow_bin, make_files, psql
+from .conftest import EXAMPLE_DAGS, HERE, PG_URL, airflow_bin, make_files, psql, xcom_value
 
 NIGHTLY = "blobpipe_nightly_backup"
 
@@ -107,7 +107,7 @@ def test_nightly_dag_backs_up_reports_and_resumes_on_retry(
 
 
 def check_results(store: Path, log: str) -> None:
-    from airflow.models import DagRun, XCom
+    from airflow.models import DagRun
     from airflow.utils.session import create_session
 
     with create_session() as session:
@@ -125,9 +125,7 @@ def check_results(store: Path, log: str) -> None:
         assert tis["backup_files"].try_number == 2
 
         def xcom(task: str, key: str = "return_value") -> dict:
-            v = XCom.get_one(
-                key=key, dag_id=NIGHTLY, task_id=task, run_id=dr.run_id, session=session
-            )
+            v = xcom_value(session, NIGHTLY, dr.run_id, task, key)
             assert isinstance(v, dict), (task, v)
             return v
 

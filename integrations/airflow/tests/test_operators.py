@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from airflow import DAG
-from airflow.models import XCom
 from airflow.utils.session import create_session
 
 from blobpipe_airflow.hooks.blobpipe import BlobpipeHook, blobpipe_run_id
@@ -21,7 +20,7 @@ from blobpipe_airflow.operators.blobpipe import (
 )
 from blobpipe_airflow.sensors.blobpipe import BlobpipeRunSensor
 
-from .conftest import make_files, write_fs_pipeline
+from .conftest import make_files, register_dag, write_fs_pipeline, xcom_value
 
 
 def new_dag() -> DAG:
@@ -41,10 +40,7 @@ def results(dr: Any) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
 
         def get(key: str) -> dict[str, Any]:
             return {
-                ti.task_id: XCom.get_one(
-                    key=key, dag_id=dr.dag_id, task_id=ti.task_id, run_id=dr.run_id
-                )
-                for ti in tis
+                ti.task_id: xcom_value(session, dr.dag_id, dr.run_id, ti.task_id, key) for ti in tis
             }
 
         return states, get("return_value"), get("report")
@@ -61,6 +57,7 @@ def test_deferrable_local_backup_then_restore_and_drill(blobpipe_bin: str, tmp_p
         )
         drill = BlobpipeDrillOperator(task_id="drill", pipeline=p, scratch_dir=str(tmp_path), **kw)
         backup >> restore >> drill
+    register_dag(dag)
     dr = dag.test()
     states, ret, _ = results(dr)
     assert states == {"backup": "success", "restore": "success", "drill": "success"}
@@ -97,6 +94,7 @@ def test_a_mismatch_fails_the_drill_without_retries(blobpipe_bin: str, tmp_path:
             blobpipe_conn_id=None,
             binary=blobpipe_bin,
         )
+    register_dag(dag)
     dr = dag.test()
     states, _, reports = results(dr)
     # failed, not up_for_retry: a mismatch is not retried
@@ -121,6 +119,7 @@ def test_remote_deferrable_backup_and_run_sensor(serve: str) -> None:
             **kw,
         )
         backup >> wait
+    register_dag(dag)
     dr = dag.test()
     states, ret, _ = results(dr)
     assert states == {"backup": "success", "wait": "success"}
