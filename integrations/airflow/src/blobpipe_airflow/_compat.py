@@ -5,9 +5,9 @@ from __future__ import annotations
 try:  # Airflow 3: the task SDK
     from airflow.sdk import BaseHook, BaseOperator, BaseSensorOperator, PokeReturnValue
 except ImportError:  # Airflow 2.10
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
-    from airflow.models import BaseOperator  # type: ignore[no-redef]
-    from airflow.sensors.base import (  # type: ignore[no-redef]
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
+    from airflow.models import BaseOperator  # type: ignore[no-redef,attr-defined]
+    from airflow.sensors.base import (  # type: ignore[no-redef,attr-defined]
         BaseSensorOperator,
         PokeReturnValue,
     )

@@ -36,7 +36,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from blobpipe_airflow._compat import BaseHook
 from blobpipe_airflow.errors import BlobpipeError, BlobpipeFatalError, BlobpipeRetryableError
@@ -108,6 +108,17 @@ def parse_report(stdout: str) -> Any:
         return None
 
 
+class Log(Protocol):
+    """What the provider needs of a logger: stdlib loggers (Airflow 2.10) and Airflow 3's
+    structured ones both have it."""
+
+    def log(self, level: int, msg: Any, /, *args: Any) -> Any:
+        """Log at ``level``."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any:
+        """Log at INFO."""
+
+
 _LEVELS = {
     "TRACE": logging.DEBUG,
     "DEBUG": logging.DEBUG,
@@ -118,7 +129,7 @@ _LEVELS = {
 }
 
 
-def log_line(log: logging.Logger, line: str) -> None:
+def log_line(log: Log, line: str) -> None:
     """Write one stderr line of blobpipe into ``log``: JSON log lines at their own level with
     their fields, other lines (``error: …``, progress) as they are."""
     line = line.rstrip("\n")
@@ -344,12 +355,12 @@ class BlobpipeHook(BaseHook):
         self,
         args: Sequence[str],
         *,
-        log: Optional[logging.Logger] = None,
+        log: Optional[Log] = None,
     ) -> CommandResult:
         """:meth:`run_command` for triggers: an asyncio subprocess, the event loop stays free."""
         argv = self.argv(args)
         shown = [redact(a) for a in argv]
-        out = log or self.log
+        out: Log = log or self.log
         out.info("running %s", " ".join(shown))
         try:
             proc = await asyncio.create_subprocess_exec(
