@@ -129,3 +129,30 @@ def test_remote_deferrable_backup_and_run_sensor(serve: str) -> None:
     assert b["snapshot"]
     assert ret["wait"]["run_id"] == b["run_id"]
     assert ret["wait"]["snapshot"] == b["snapshot"]
+
+
+def test_local_run_sensor_and_freshness_sensor(blobpipe_bin: str, tmp_path: Path) -> None:
+    make_files(tmp_path / "src", n=2)
+    p = str(write_fs_pipeline(tmp_path, "op3", tmp_path / "src", tmp_path / "store"))
+    kw: dict[str, Any] = {"blobpipe_conn_id": None, "binary": blobpipe_bin}
+    with new_dag() as dag:
+        backup = BlobpipeBackupOperator(task_id="backup", pipeline=p, **kw)
+        run_done = BlobpipeRunSensor(
+            task_id="run_done",
+            pipeline=p,
+            run_id="{{ ti.xcom_pull(task_ids='backup')['run_id'] }}",
+            poke_interval=0.1,
+            timeout=600,
+            **kw,
+        )
+        fresh = BlobpipeRunSensor(
+            task_id="fresh", pipeline=p, max_age="1h", poke_interval=0.1, timeout=600, **kw
+        )
+        backup >> [run_done, fresh]
+    register_dag(dag)
+    dr = dag.test()
+    states, ret, _ = results(dr)
+    assert states == {"backup": "success", "run_done": "success", "fresh": "success"}
+    assert ret["run_done"]["run_id"] == ret["backup"]["run_id"]
+    assert ret["run_done"]["state"] == "ok"
+    assert ret["fresh"]["stale"] == 0

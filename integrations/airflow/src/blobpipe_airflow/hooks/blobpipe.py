@@ -40,7 +40,7 @@ from typing import Any, Optional, Protocol
 
 from blobpipe_airflow._compat import BaseHook
 from blobpipe_airflow.errors import BlobpipeError, BlobpipeFatalError, BlobpipeRetryableError
-from blobpipe_airflow.exit_codes import Outcome, outcome_for
+from blobpipe_airflow.exit_codes import PENDING_STATES, Outcome, outcome_for
 
 #: Longest run id blobpipe accepts (``support::ids::is_safe_segment``).
 MAX_RUN_ID = 128
@@ -604,6 +604,39 @@ class BlobpipeHook(BaseHook):
                 f"querying run {run_id}: HTTP {status}: {body}", outcome_for(1), body
             )
         return body
+
+    @staticmethod
+    def _ended(st: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        state = str((st or {}).get("state") or "")
+        return None if st is None or not state or state in PENDING_STATES else st
+
+    @staticmethod
+    def _last_run(report: Any, run_id: str) -> Optional[dict[str, Any]]:
+        """Run ``run_id`` in a ``status --json`` document, if it is a pipeline's last run."""
+        doc = report if isinstance(report, dict) else {}
+        for p in doc.get("pipelines") or []:
+            last = p.get("last_run") if isinstance(p, dict) else None
+            if isinstance(last, dict) and last.get("run_id") == run_id and last.get("status"):
+                return {**last, "state": last["status"], "pipeline": p.get("pipeline")}
+        return None
+
+    def ended_run(self, pipeline: str, run_id: str) -> Optional[dict[str, Any]]:
+        """Run ``run_id``'s final state (a ``state`` key: ``ok``, ``failed`` …) once it has
+        ended, else ``None``. Remote: ``blobpipe serve``'s status query (``pipeline`` is the
+        name). Local: ``blobpipe status PIPELINE --json`` (the file), which knows the
+        pipeline's last run record only."""
+        if self.settings.remote:
+            return self._ended(self.get_remote_run(run_id, pipeline))
+        return self._last_run(self.status(pipeline).report, run_id)
+
+    async def aended_run(
+        self, pipeline: str, run_id: str, *, log: Optional[Log] = None
+    ) -> Optional[dict[str, Any]]:
+        """:meth:`ended_run` for triggers."""
+        if self.settings.remote:
+            return self._ended(await self.aget_remote_run(run_id, pipeline))
+        res = await self.arun_command(["status", pipeline], log=log)
+        return self._last_run(res.report, run_id)
 
     async def aget_remote_run(
         self, run_id: str, pipeline: Optional[str] = None

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from blobpipe_airflow._compat import BaseOperator
 from blobpipe_airflow.errors import BlobpipeRetryableError, error_for
-from blobpipe_airflow.exit_codes import PENDING_STATES, Outcome, outcome_for, outcome_for_state
+from blobpipe_airflow.exit_codes import Outcome, outcome_for, outcome_for_state
 from blobpipe_airflow.hooks.blobpipe import BlobpipeHook, CommandResult, blobpipe_run_id
 from blobpipe_airflow.reports import backup_report
 from blobpipe_airflow.triggers.blobpipe import BlobpipeCommandTrigger, BlobpipeRunTrigger
@@ -157,9 +157,8 @@ class BlobpipeBackupOperator(_BlobpipeOperator):
                     method_name="execute_complete",
                 )
             while True:
-                st = hook.get_remote_run(run_id, self.pipeline)
-                state = str((st or {}).get("state") or "")
-                if st is not None and state and state not in PENDING_STATES:
+                st = hook.ended_run(self.pipeline, run_id)
+                if st is not None:
                     return self._finish_state(context, run_id, st)
                 time.sleep(self.poll_interval)
         args = hook.backup_args(

@@ -23,7 +23,7 @@ from airflow.exceptions import AirflowSensorTimeout
 
 from blobpipe_airflow._compat import BaseSensorOperator, PokeReturnValue
 from blobpipe_airflow.errors import BlobpipeRetryableError, error_for
-from blobpipe_airflow.exit_codes import PENDING_STATES, outcome_for, outcome_for_state
+from blobpipe_airflow.exit_codes import outcome_for, outcome_for_state
 from blobpipe_airflow.hooks.blobpipe import BlobpipeHook
 from blobpipe_airflow.triggers.blobpipe import BlobpipeFreshnessTrigger, BlobpipeRunTrigger
 
@@ -98,7 +98,7 @@ class BlobpipeRunSensor(BaseSensorOperator):
         """One look: ``True``/report when done, ``False`` to look again, raise on failure."""
         hook = self.hook
         if self.run_id:
-            st = self._run_state(hook)
+            st = hook.ended_run(self.pipeline, self.run_id)
             if st is None:
                 return False
             return PokeReturnValue(True, self._ended(st))
@@ -109,20 +109,6 @@ class BlobpipeRunSensor(BaseSensorOperator):
             self.log.info("not fresh yet (exit %d, %s)", res.exit_code, res.outcome.name)
             return False
         raise error_for(res.outcome, f"check {self.pipeline}", res.report)
-
-    def _run_state(self, hook: BlobpipeHook) -> Optional[dict[str, Any]]:
-        assert self.run_id is not None  # noqa: S101 - callers check
-        if hook.settings.remote:
-            st = hook.get_remote_run(self.run_id, self.pipeline)
-            state = str((st or {}).get("state") or "")
-            return None if st is None or not state or state in PENDING_STATES else st
-        res = hook.status(self.pipeline)
-        doc = res.report if isinstance(res.report, dict) else {}
-        for p in doc.get("pipelines") or []:
-            last = p.get("last_run") if isinstance(p, dict) else None
-            if isinstance(last, dict) and last.get("run_id") == self.run_id and last.get("status"):
-                return {**last, "state": last["status"]}
-        return None
 
     def _ended(self, st: dict[str, Any]) -> dict[str, Any]:
         outcome = outcome_for_state(str(st.get("state") or st.get("status")))

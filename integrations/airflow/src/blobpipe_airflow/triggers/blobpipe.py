@@ -24,7 +24,6 @@ from typing import Any, Optional
 
 from blobpipe_airflow._compat import BaseTrigger, TriggerEvent
 from blobpipe_airflow.errors import BlobpipeError
-from blobpipe_airflow.exit_codes import PENDING_STATES
 from blobpipe_airflow.hooks.blobpipe import BlobpipeHook
 
 _MODULE = "blobpipe_airflow.triggers.blobpipe"
@@ -90,28 +89,12 @@ class BlobpipeRunTrigger(_HookTrigger):
             {"run_id": self.run_id, "pipeline": self.pipeline, **self._common()},
         )
 
-    async def _poll(self, hook: BlobpipeHook) -> Optional[dict[str, Any]]:
-        """The run's state once it has ended, else ``None``."""
-        if hook.settings.remote:
-            st = await hook.aget_remote_run(self.run_id, self.pipeline)
-            if st is None:
-                return None
-            state = str(st.get("state") or st.get("status") or "")
-            return None if state in PENDING_STATES or not state else st
-        res = await hook.arun_command(["status", self.pipeline], log=self.log)
-        doc = res.report if isinstance(res.report, dict) else {}
-        for p in doc.get("pipelines") or []:
-            last = p.get("last_run") if isinstance(p, dict) else None
-            if isinstance(last, dict) and last.get("run_id") == self.run_id and last.get("status"):
-                return {**last, "state": last["status"], "pipeline": p.get("pipeline")}
-        return None
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the run ends (or the deadline passes)."""
         try:
             hook = await self._hook()
             while True:
-                st = await self._poll(hook)
+                st = await hook.aended_run(self.pipeline, self.run_id, log=self.log)
                 if st is not None:
                     yield TriggerEvent({"status": "ended", "run_id": self.run_id, "run": st})
                     return
