@@ -45,9 +45,11 @@ def notify_failure(context: dict[str, Any]) -> None:
     """Failure alert: the task, the error and blobpipe's report (run id, snapshot, exit)."""
     ti = context["ti"]
     report = ti.xcom_pull(task_ids=ti.task_id, key=REPORT_KEY)
+    r = report if isinstance(report, dict) else {}
+    reason = context.get("exception") or r.get("error") or "see the task log"
     text = (
         f"backup task {ti.dag_id}.{ti.task_id} failed for good (try {ti.try_number}): "
-        f"{context.get('exception')}"
+        f"{reason} [blobpipe exit {r.get('exit_code')}: {r.get('outcome')}]"
     )
     log.error("%s; blobpipe report: %s", text, report)
     url = os.environ.get("BACKUP_ALERT_WEBHOOK")

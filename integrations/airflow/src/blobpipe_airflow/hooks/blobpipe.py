@@ -645,23 +645,11 @@ class BlobpipeHook(BaseHook):
         return await asyncio.to_thread(self.get_remote_run, run_id, pipeline)
 
 
-def check_error(result: CommandResult, what: str) -> None:
-    """Raise the outcome's exception when ``result`` did not succeed."""
-    if not result.ok:
-        from blobpipe_airflow.errors import error_for
-
-        report = result.report
-        if report is None and result.stderr_tail:
-            report = {"error": result.stderr_tail[-1]}
-        raise error_for(result.outcome, what, report)
-
-
 __all__ = [
     "BlobpipeError",
     "BlobpipeHook",
     "CommandResult",
     "blobpipe_run_id",
-    "check_error",
     "log_line",
     "redact",
 ]
