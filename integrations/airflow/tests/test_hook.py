@@ -145,3 +145,61 @@ def test_connection_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(BlobpipeFatalError, match="transport"):
         _ = BlobpipeHook("bp_bad").settings
+
+
+def test_functions_transport_speaks_the_public_runs_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the hook sends through a Functions host: POST /api/runs/<pipeline>?run_id=…
+    and GET /api/runs?id=…, with x-functions-key (a stand-in host on loopback)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Host(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            seen.append(("POST", self.path, self.headers.get("x-functions-key")))
+            self._answer(202, {"run_id": "r-1", "state": "running"})
+
+        def do_GET(self) -> None:
+            seen.append(("GET", self.path, self.headers.get("x-functions-key")))
+            if "id=r-1" in self.path:
+                self._answer(200, {"run_id": "r-1", "state": "mismatch", "snapshot": "s1"})
+            else:
+                self._answer(404, {"error": "no run"})
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Host)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_BP_FUNC",
+            json.dumps(
+                {
+                    "conn_type": "blobpipe",
+                    "host": f"http://127.0.0.1:{server.server_port}",
+                    "password": "k3y",
+                }
+            ),
+        )
+        h = BlobpipeHook("bp_func")
+        assert h.start_remote_run("home", "r-1")["state"] == "running"
+        st = h.ended_run("home", "r-1")
+        assert st is not None
+        assert st["state"] == "mismatch"
+        assert h.get_remote_run("r-2", "home") is None
+    finally:
+        server.shutdown()
+    assert seen[0] == ("POST", "/api/runs/home?run_id=r-1", "k3y")
+    assert seen[1] == ("GET", "/api/runs?id=r-1&pipeline=home", "k3y")
+    assert seen[2][0] == "GET"
