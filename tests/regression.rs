@@ -79,7 +79,10 @@ mod item_1_2 {
 
     fn assert_clean(what: &str, s: &str, needles: &[String]) {
         for n in needles {
-            assert!(!s.contains(n.as_str()), "{what} printed a secret ({n:?}):\n{s}");
+            assert!(
+                !s.contains(n.as_str()),
+                "{what} printed a secret ({n:?}):\n{s}"
+            );
         }
     }
 
@@ -287,5 +290,315 @@ mod item_1_2 {
         );
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert_same_tree(&src, &to);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 10, item 6: one unreadable manifest must not block the pipeline. A damaged
+// snapshot is reported and skipped where that is safe; naming it explicitly is an error.
+// ---------------------------------------------------------------------------------------
+mod item_6 {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    use serde_json::Value;
+
+    use super::common::*;
+
+    struct Env {
+        _t: tempfile::TempDir,
+        dir: PathBuf,
+        src: PathBuf,
+        pf: String,
+    }
+
+    fn setup(name: &str) -> Env {
+        let t = tempfile::tempdir().expect("tmp");
+        let dir = t.path().to_path_buf();
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).expect("src");
+        std::fs::write(src.join("a.txt"), b"first\n").expect("write");
+        std::fs::write(src.join("b.bin"), noise(50_000, 3)).expect("write");
+        let pf = write_pipeline(
+            &dir,
+            name,
+            &src,
+            "file://store",
+            "[retention]\nkeep_last = 1\n",
+        );
+        Env {
+            pf: pf.to_str().expect("utf-8").to_string(),
+            _t: t,
+            dir,
+            src,
+        }
+    }
+
+    fn bp(e: &Env, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_blobpipe"))
+            .args(args)
+            .current_dir(&e.dir)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run blobpipe")
+    }
+
+    fn text(o: &Output) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    }
+
+    fn json_ok(e: &Env, args: &[&str]) -> Value {
+        let mut a = vec!["-q", "--json"];
+        a.extend_from_slice(args);
+        let o = bp(e, &a);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|err| panic!("{args:?}: {err}: {}", text(&o)))
+    }
+
+    /// Back up (after changing a file, so snapshots differ) and return the snapshot id.
+    fn backup(e: &Env, n: u32) -> String {
+        std::fs::write(e.src.join("a.txt"), format!("version {n}\n")).expect("write");
+        let r = json_ok(e, &["backup", &e.pf]);
+        assert_eq!(r["status"], "ok", "{r}");
+        r["snapshot"].as_str().expect("snapshot").to_string()
+    }
+
+    fn manifest_file(e: &Env, id: &str) -> PathBuf {
+        let dir = e
+            .dir
+            .join("store/backups")
+            .join(Path::new(&e.pf).file_stem().expect("stem"))
+            .join("snapshots");
+        std::fs::read_dir(&dir)
+            .expect("snapshots dir")
+            .flatten()
+            .map(|d| d.path())
+            .find(|p| p.to_string_lossy().contains(id))
+            .unwrap_or_else(|| panic!("no manifest for {id} in {}", dir.display()))
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Damage {
+        Empty,
+        Truncated,
+    }
+
+    fn damage(e: &Env, id: &str, how: Damage) {
+        let f = manifest_file(e, id);
+        let body = std::fs::read(&f).expect("read manifest");
+        let keep = match how {
+            Damage::Empty => 0,
+            Damage::Truncated => body.len() / 2,
+        };
+        std::fs::write(&f, &body[..keep]).expect("damage manifest");
+    }
+
+    /// The one pipeline's part of a `check` / `status` document.
+    fn first(v: &Value) -> Value {
+        if let Some(a) = v.get("pipelines").and_then(Value::as_array) {
+            return a[0].clone();
+        }
+        match v.as_array() {
+            Some(a) => a[0].clone(),
+            None => v.clone(),
+        }
+    }
+
+    fn snapshot<'a>(list: &'a Value, id: &str) -> &'a Value {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+    }
+
+    /// The newest manifest empty or truncated: snapshots marks it, restore latest skips
+    /// it (and says so), naming it is a clear exit-3 error, check and status judge on the
+    /// newest readable verified one, forget keeps it, and backups (incremental and
+    /// `--full`) still run against the newest readable parent.
+    #[test]
+    fn damaged_newest_manifest_is_reported_and_skipped() {
+        for how in [Damage::Empty, Damage::Truncated] {
+            let e = setup("dmgnew");
+            let s1 = backup(&e, 1);
+            let s2 = backup(&e, 2);
+            damage(&e, &s2, how);
+
+            let list = json_ok(&e, &["snapshots", &e.pf]);
+            assert!(snapshot(&list, &s1)["damaged"].is_null(), "{how:?}: {list}");
+            assert!(
+                snapshot(&list, &s1)["header"].is_object(),
+                "{how:?}: {list}"
+            );
+            assert!(
+                snapshot(&list, &s2)["damaged"].is_string(),
+                "{how:?}: {list}"
+            );
+            assert!(snapshot(&list, &s2)["header"].is_null(), "{how:?}: {list}");
+            let o = bp(&e, &["-q", "snapshots", &e.pf]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            let out = String::from_utf8_lossy(&o.stdout).to_string();
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(&s2) && l.contains("DAMAGED")),
+                "{how:?}: {out}"
+            );
+
+            // restore latest: the newest readable, and a note naming the skipped one.
+            let to = e.dir.join("restored");
+            let o = bp(
+                &e,
+                &[
+                    "-q",
+                    "restore",
+                    &e.pf,
+                    "latest",
+                    "--to",
+                    to.to_str().expect("utf-8"),
+                ],
+            );
+            assert_eq!(o.status.code(), Some(0), "{how:?}: {}", text(&o));
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains(&s2),
+                "{}",
+                text(&o)
+            );
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains(&s1),
+                "{}",
+                text(&o)
+            );
+            assert_eq!(
+                std::fs::read(to.join("a.txt")).expect("restored"),
+                b"version 1\n"
+            );
+            // Naming the damaged snapshot: a clear integrity error.
+            let to2 = e.dir.join("restored2");
+            let o = bp(
+                &e,
+                &[
+                    "-q",
+                    "restore",
+                    &e.pf,
+                    &s2,
+                    "--to",
+                    to2.to_str().expect("utf-8"),
+                ],
+            );
+            assert_eq!(o.status.code(), Some(3), "{how:?}: {}", text(&o));
+            assert!(text(&o).contains("damaged"), "{}", text(&o));
+
+            // check and status judge on the newest readable verified snapshot.
+            let c = json_ok(&e, &["check", "--max-age", "1d", &e.pf]);
+            let c = first(&c);
+            assert_eq!(c["newest_verified"], s1.as_str(), "{how:?}: {c}");
+            let st = json_ok(&e, &["status", &e.pf]);
+            let st = first(&st);
+            assert_eq!(st["newest_verified"], s1.as_str(), "{how:?}: {st}");
+            assert_eq!(st["damaged"], serde_json::json!([s2]), "{how:?}: {st}");
+            assert!(st["error"].is_null(), "{how:?}: {st}");
+            let o = bp(&e, &["-q", "status", &e.pf]);
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains("DAMAGED"),
+                "{}",
+                text(&o)
+            );
+
+            // Retention: the damaged snapshot neither counts for keep_last nor goes; prune
+            // deletes nothing and says why.
+            let f = json_ok(&e, &["forget", "--dry-run", &e.pf]);
+            let d2 = f["decisions"]
+                .as_array()
+                .expect("decisions")
+                .iter()
+                .find(|d| d["id"] == s2.as_str())
+                .expect("decision for the damaged snapshot")
+                .clone();
+            assert_eq!(d2["keep"], true, "{f}");
+            assert_eq!(d2["reasons"][0]["rule"], "damaged", "{f}");
+            assert!(
+                !f["forgotten"]
+                    .as_array()
+                    .expect("forgotten")
+                    .iter()
+                    .any(|x| x == s1.as_str()),
+                "keep_last = 1 must keep the newest readable snapshot: {f}"
+            );
+            let o = bp(&e, &["-q", "prune", "--dry-run", &e.pf]);
+            assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+            assert!(text(&o).contains("damaged"), "{}", text(&o));
+
+            // Backups still run: incremental against the newest readable, and --full.
+            std::fs::write(e.src.join("a.txt"), b"version 3\n").expect("write");
+            let r = json_ok(&e, &["backup", &e.pf]);
+            assert_eq!(r["status"], "ok", "{how:?}: {r}");
+            assert_eq!(r["kind"], "incremental", "{r}");
+            assert_eq!(r["parent"], s1.as_str(), "{r}");
+            assert_eq!(r["skipped_damaged"], serde_json::json!([s2]), "{r}");
+            let o = bp(&e, &["-q", "backup", &e.pf]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            let r = json_ok(&e, &["backup", "--full", &e.pf]);
+            assert_eq!(r["status"], "ok", "{how:?}: {r}");
+            assert_eq!(r["kind"], "full", "{r}");
+            let to3 = e.dir.join("restored3");
+            let o = bp(
+                &e,
+                &["-q", "restore", &e.pf, "--to", to3.to_str().expect("utf-8")],
+            );
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            assert_eq!(
+                std::fs::read(to3.join("a.txt")).expect("restored"),
+                b"version 3\n"
+            );
+        }
+    }
+
+    /// An old manifest damaged: listing, check, status, backup and restore all go on.
+    #[test]
+    fn damaged_old_manifest_does_not_stop_listing_check_status_or_backup() {
+        for how in [Damage::Empty, Damage::Truncated] {
+            let e = setup("dmgold");
+            let s1 = backup(&e, 1);
+            let _s2 = backup(&e, 2);
+            let s3 = backup(&e, 3);
+            damage(&e, &s1, how);
+
+            let list = json_ok(&e, &["snapshots", &e.pf]);
+            assert_eq!(list.as_array().expect("list").len(), 3, "{list}");
+            assert!(
+                snapshot(&list, &s1)["damaged"].is_string(),
+                "{how:?}: {list}"
+            );
+            assert!(snapshot(&list, &s3)["damaged"].is_null(), "{how:?}: {list}");
+            let c = json_ok(&e, &["check", "--max-age", "1d", &e.pf]);
+            let c = first(&c);
+            assert_eq!(c["newest_verified"], s3.as_str(), "{how:?}: {c}");
+            assert_eq!(c["stale"], false, "{c}");
+            let st = json_ok(&e, &["status", &e.pf]);
+            let st = first(&st);
+            assert!(st["error"].is_null(), "{how:?}: {st}");
+            assert_eq!(st["damaged"], serde_json::json!([s1]), "{st}");
+            assert_eq!(st["newest_verified"], s3.as_str(), "{st}");
+            let r = json_ok(&e, &["backup", &e.pf]);
+            assert_eq!(r["status"], "ok", "{r}");
+            assert_eq!(r["parent"], s3.as_str(), "{r}");
+            assert_eq!(r["skipped_damaged"], serde_json::json!([]), "{r}");
+            let to = e.dir.join("restored");
+            let o = bp(
+                &e,
+                &["-q", "restore", &e.pf, "--to", to.to_str().expect("utf-8")],
+            );
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            assert!(
+                !String::from_utf8_lossy(&o.stderr).contains("skipped damaged"),
+                "the newest is readable: nothing to skip: {}",
+                text(&o)
+            );
+        }
     }
 }

@@ -431,9 +431,7 @@ async fn fill(p: &Pipeline, st: &mut PipelineStatus, now: DateTime<Utc>) -> Resu
         .filter(|s| s.verified())
         .find_map(|s| s.header.as_ref().map(|h| (s, h)))
     {
-        let age = (now - h.started_at)
-            .to_std()
-            .unwrap_or(Duration::ZERO);
+        let age = (now - h.started_at).to_std().unwrap_or(Duration::ZERO);
         st.newest_verified = Some(v.id.clone());
         st.age_seconds = Some(age.as_secs_f64());
         st.within_rpo = p.rpo.map(|r| age <= r);

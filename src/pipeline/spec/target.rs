@@ -10,8 +10,8 @@ use super::check::{pos_count, size_in, Checker};
 use super::raw::{CompressionSpec, RetrySpec, TargetSpec, UploadSpec};
 use crate::manifest::codec::Codec;
 use crate::pack::codec::CompressionConfig;
-use crate::store::config::{RetryConfig, StoreLocation, TargetConfig, UploadConfig};
 use crate::store::azure::builder::{looks_like_azure, AzureTarget};
+use crate::store::config::{RetryConfig, StoreLocation, TargetConfig, UploadConfig};
 use crate::store::Tier;
 use crate::support::secret::{redact_url, Secret};
 use crate::support::units::parse_duration;
@@ -338,7 +338,10 @@ mod tests {
             "DefaultEndpointsProtocol=https;AccountName=prodacct;AccountKey=TOPSECRET==",
         );
         let p = parse(&text).expect("account key form");
-        assert_eq!(p.target.display_url, "azure://prodacct/backups (account key)");
+        assert_eq!(
+            p.target.display_url,
+            "azure://prodacct/backups (account key)"
+        );
         assert!(!format!("{:?}", p.target).contains("TOPSECRET"));
         let p = parse(&GOOD.replace(
             "file://store",

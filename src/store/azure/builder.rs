@@ -550,8 +550,10 @@ mod tests {
         let t = p("DefaultEndpointsProtocol=https;AccountName=prodacct;AccountKey=S3CRETKEY==")
             .expect("ok");
         assert_eq!(t.summary(), "azure://prodacct/backups (account key)");
-        let t = p("BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=1&sig=S3CRET")
-            .expect("ok");
+        let t = p(
+            "BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=1&sig=S3CRET",
+        )
+        .expect("ok");
         assert_eq!(t.summary(), "azure://acct/backups (SAS)");
         let t = p("https://acct.blob.core.windows.net/cont/r/s?sv=1&sig=S3CRET").expect("ok");
         assert_eq!(t.summary(), "azure://acct/cont/r/s (SAS)");
@@ -576,7 +578,13 @@ mod tests {
         ] {
             assert!(looks_like_azure(s), "{s}");
         }
-        for s in ["file:///x", "memory://m", "ftp://h/c?sig=x", "garbage", "a=b;c=d"] {
+        for s in [
+            "file:///x",
+            "memory://m",
+            "ftp://h/c?sig=x",
+            "garbage",
+            "a=b;c=d",
+        ] {
             assert!(!looks_like_azure(s), "{s}");
         }
     }
