@@ -154,7 +154,7 @@ mod item_1_2 {
             let scratch = dir.join("scratch");
             std::fs::create_dir_all(&scratch).expect("scratch");
             let scratch = scratch.to_str().expect("utf-8").to_string();
-            let variants: [(&[&str], &[(&str, &str)]); 3] = [
+            let variants: [Variant; 3] = [
                 (&[], &[]),
                 (&[], &[("RUST_LOG", "trace")]),
                 (
@@ -242,6 +242,9 @@ mod item_1_2 {
             }
         }
     }
+
+    /// Global flags and environment of one way of running a command.
+    type Variant<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
 
     fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();

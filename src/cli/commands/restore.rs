@@ -34,10 +34,12 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
                     "the pipeline has no snapshot yet (run a backup first)",
                 ))
             }
-            None => return Err(Error::integrity(format!(
+            None => {
+                return Err(Error::integrity(format!(
                 "no snapshot can be restored: all {} are damaged (their manifests cannot be read)",
                 skipped.len()
-            ))),
+            )))
+            }
         }
     } else {
         let id = a.sel.resolve(&repo).await?;
