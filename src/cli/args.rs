@@ -199,6 +199,11 @@ pub struct SnapshotSel {
 }
 
 impl SnapshotSel {
+    /// Whether this selection is `latest` (given or by default), not a named snapshot.
+    pub fn is_latest(&self) -> bool {
+        self.at.is_none() && self.snapshot.as_deref().is_none_or(|s| s == "latest")
+    }
+
     /// The snapshot id this selection names.
     ///
     /// # Errors

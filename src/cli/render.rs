@@ -79,6 +79,17 @@ pub fn backup(r: &BackupReport) {
             r.files_read
         );
     }
+    if !r.skipped_damaged.is_empty() {
+        println!(
+            "skipped damaged snapshot(s) {} (manifest unreadable); {}",
+            r.skipped_damaged.join(", "),
+            match (&r.parent, r.changes.is_some()) {
+                (Some(p), _) => format!("incremental against {p}, the newest readable"),
+                (None, true) => "full backup, compared against the newest readable".to_string(),
+                (None, false) => "no readable snapshot: full backup".to_string(),
+            }
+        );
+    }
     for p in r.problems.iter().take(20) {
         println!("unreadable: {}: {}", p.path.display(), p.error);
     }
@@ -91,6 +102,16 @@ pub fn backup(r: &BackupReport) {
     println!("status: {:?}", r.status);
 }
 
+/// A note on stderr that `latest` skipped damaged snapshots (nothing when none was).
+pub fn skipped_damaged(skipped: &[crate::manifest::catalog::Damaged], chosen: Option<&str>) {
+    for d in skipped {
+        eprintln!("warning: skipped damaged snapshot {}: {}", d.id, d.error);
+    }
+    if let (false, Some(c)) = (skipped.is_empty(), chosen) {
+        eprintln!("warning: using {c}, the newest snapshot whose manifest reads");
+    }
+}
+
 /// `snapshots`: one line per snapshot.
 pub fn snapshots(list: &[SnapshotInfo]) {
     println!(
@@ -98,7 +119,14 @@ pub fn snapshots(list: &[SnapshotInfo]) {
         "id", "time", "files", "bytes", "stored"
     );
     for s in list {
-        let h = &s.header;
+        let Some(h) = &s.header else {
+            println!(
+                "{:<28} DAMAGED: {}",
+                s.id,
+                s.damaged.as_deref().unwrap_or("manifest unreadable")
+            );
+            continue;
+        };
         println!(
             "{:<28} {:<20} {:>8} {:>11} {:>11} {}{}",
             s.id,

@@ -322,6 +322,10 @@ pub struct Plan {
     /// Start of the full backup this run's chain began with.
     #[serde(default)]
     pub full_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Snapshots newer than `parent` skipped because their manifests cannot be read
+    /// (damaged), newest first: `parent` is the newest *readable* snapshot.
+    #[serde(default)]
+    pub skipped_damaged: Vec<String>,
 }
 
 impl Plan {

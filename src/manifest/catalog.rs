@@ -1,8 +1,14 @@
 //! The catalog: which snapshots exist, and finding one by id, prefix or `latest`.
 //!
 //! A snapshot exists iff its manifest exists under `snapshots/`; nothing else is
-//! consulted. Listing reads only the first kilobytes of each manifest (the header line)
-//! and the names of verify reports, so it stays cheap for long histories.
+//! consulted. Listing reads only the first 64 KiB of each manifest (the header line; the
+//! whole manifest when it is that small) and the names of verify reports, so it stays
+//! cheap for long histories.
+//!
+//! A manifest that does not decode (empty, truncated, garbled) is a *damaged* snapshot. It
+//! is reported, never a reason to stop: listing marks it, [`newest_readable`] skips it
+//! (the parent of a backup, `restore latest`), and only a caller that names it explicitly
+//! gets the `Integrity` error. Store errors (the store cannot be read at all) still stop.
 
 use serde::Serialize;
 
@@ -17,8 +23,11 @@ use crate::store::{list_all, BlobStore};
 pub struct SnapshotInfo {
     /// Snapshot id.
     pub id: String,
-    /// Manifest header (times, totals, run id).
-    pub header: Header,
+    /// Manifest header (times, totals, run id); `None` when the manifest is damaged.
+    pub header: Option<Header>,
+    /// Why the manifest cannot be read, when it cannot (the snapshot is damaged: it is
+    /// skipped as a parent and by `restore latest`, and never counts as verified).
+    pub damaged: Option<String>,
     /// Verification outcome: `mismatch` if the newest report of any mode found one,
     /// else `ok` (newest report), or `unverified`.
     pub verify_status: VerifyStatus,
@@ -122,8 +131,31 @@ pub async fn resolve_at(
 /// Load a whole manifest.
 ///
 /// # Errors
-/// `NotFound` for a missing snapshot, `Integrity` for a malformed manifest.
+/// `NotFound` for a missing snapshot, `Integrity` for a damaged (malformed) manifest,
+/// naming the snapshot as damaged.
 pub async fn load(store: &dyn BlobStore, layout: &Layout, id: &str) -> Result<Manifest> {
+    read(store, layout, id).await?
+}
+
+/// A snapshot whose manifest cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Damaged {
+    /// Snapshot id.
+    pub id: String,
+    /// What is wrong with its manifest.
+    pub error: String,
+}
+
+/// Read and decode one manifest, telling the two failures apart: the outer error is the
+/// store's (including `NotFound`), the inner one says the manifest is damaged.
+///
+/// # Errors
+/// Store errors; `NotFound` for a missing snapshot.
+pub async fn read(
+    store: &dyn BlobStore,
+    layout: &Layout,
+    id: &str,
+) -> Result<std::result::Result<Manifest, Error>> {
     let bytes = store.get(&layout.snapshot(id), None).await.map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
             Error::not_found(format!("snapshot {id} does not exist"))
@@ -131,24 +163,97 @@ pub async fn load(store: &dyn BlobStore, layout: &Layout, id: &str) -> Result<Ma
             e
         }
     })?;
-    Manifest::from_bytes(&bytes).map_err(|e| e.context(format!("snapshot {id}")))
+    Ok(Manifest::from_bytes(&bytes).map_err(|e| {
+        Error::integrity(format!(
+            "snapshot {id} is damaged, its manifest cannot be read ({e}); \
+             restore another snapshot (`blobpipe snapshots` marks the damaged ones)"
+        ))
+    }))
 }
 
-/// List snapshots with their headers and newest verify status, oldest first.
+/// The newest snapshot whose manifest reads, and the damaged ones newer than it (newest
+/// first), each logged as a warning. `None` when no snapshot reads (or none exists).
 ///
 /// # Errors
-/// Store errors; a manifest whose header cannot be read is an `Integrity` error.
+/// Store errors only: damaged manifests are skipped, not errors.
+pub async fn newest_readable(
+    store: &dyn BlobStore,
+    layout: &Layout,
+) -> Result<(Option<Manifest>, Vec<Damaged>)> {
+    let mut skipped = Vec::new();
+    for id in snapshot_ids(store, layout).await?.into_iter().rev() {
+        match read(store, layout, &id).await {
+            Ok(Ok(m)) => return Ok((Some(m), skipped)),
+            Ok(Err(e)) => {
+                tracing::warn!(snapshot = %id, "skipping a damaged snapshot: {e}");
+                skipped.push(Damaged {
+                    id,
+                    error: e.message().to_string(),
+                });
+            }
+            // Forgotten between the listing and the read.
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((None, skipped))
+}
+
+/// How far listing looks into a manifest: the header of any, the whole of a small one.
+const LIST_READ: u64 = 64 << 10;
+
+/// The header of snapshot `id` as listing sees it, or why the manifest is damaged;
+/// `None` when the manifest is gone. Reads at most [`LIST_READ`] bytes: a manifest that
+/// small is decoded whole (so truncation is caught), a larger one by its header line.
+///
+/// # Errors
+/// Store errors.
+pub async fn check_header(
+    store: &dyn BlobStore,
+    layout: &Layout,
+    id: &str,
+) -> Result<Option<std::result::Result<Header, String>>> {
+    let name = layout.snapshot(id);
+    let Some(props) = store.head(&name).await? else {
+        return Ok(None);
+    };
+    if props.size == 0 {
+        return Ok(Some(Err("the manifest is empty".to_string())));
+    }
+    let head = match store.get(&name, Some(0..props.size.min(LIST_READ))).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let decoded = if props.size <= LIST_READ {
+        Manifest::from_bytes(&head).map(|m| m.header)
+    } else {
+        match manifest::decode_first(&head) {
+            Ok(Line::Header(h)) => Ok(h),
+            Ok(_) => Err(Error::integrity("the first line is not a manifest header")),
+            Err(e) => Err(e),
+        }
+    };
+    Ok(Some(decoded.map_err(|e| e.to_string())))
+}
+
+/// List snapshots with their headers and newest verify status, oldest first. A snapshot
+/// whose manifest cannot be read is listed with `damaged` set and no header.
+///
+/// # Errors
+/// Store errors.
 pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<SnapshotInfo>> {
     let ids = snapshot_ids(store, layout).await?;
     let reports = list_all(store, &layout.verify_all()).await?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let name = layout.snapshot(&id);
-        let size = store.head(&name).await?.map(|p| p.size).unwrap_or(0);
-        let head = store.get(&name, Some(0..size.min(64 << 10))).await?;
-        let header = match manifest::decode_first(&head) {
-            Ok(Line::Header(h)) => h,
-            Ok(_) | Err(_) => load(store, layout, &id).await?.header,
+        let (header, damaged) = match check_header(store, layout, &id).await? {
+            None => continue, // forgotten between the listing and the read
+            Some(Ok(h)) => (Some(h), None),
+            Some(Err(e)) => {
+                tracing::warn!(snapshot = %id, "damaged snapshot: {e}");
+                (None, Some(e))
+            }
         };
         let pre = layout.verify_reports(&id);
         // The newest report of each mode decides; a mismatch found by a deeper check is
@@ -161,7 +266,13 @@ pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<Snapshot
         names.sort();
         let mut latest_by_mode: Vec<(String, bool)> = Vec::new();
         for n in names {
-            let v: VerifyRecord = serde_json::from_slice(&store.get(n, None).await?)?;
+            let v: VerifyRecord = match serde_json::from_slice(&store.get(n, None).await?) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("ignoring unreadable verify report {n}: {e}");
+                    continue;
+                }
+            };
             let ok = v.passed();
             let mode = v.mode.unwrap_or_else(|| "?".to_string());
             latest_by_mode.retain(|(m, _)| *m != mode);
@@ -177,9 +288,17 @@ pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<Snapshot
         out.push(SnapshotInfo {
             id,
             header,
+            damaged,
             verify_status,
             verify_mode,
         });
     }
     Ok(out)
+}
+
+impl SnapshotInfo {
+    /// Whether this snapshot counts as verified: readable and its verification passed.
+    pub fn verified(&self) -> bool {
+        self.damaged.is_none() && self.header.is_some() && self.verify_status == VerifyStatus::Ok
+    }
 }

@@ -57,16 +57,22 @@ pub(super) async fn load_or_make_plan(
         Err(e) => return Err(e.context(format!("reading plan {name}"))),
     }
     // Incremental or full: decided once per run and stored with the plan, so every
-    // attempt of the run agrees.
-    let latest = match crate::manifest::catalog::resolve(&**store, layout, "latest").await {
-        Ok(id) => Some(
-            crate::manifest::catalog::load(&**store, layout, &id)
-                .await?
-                .header,
-        ),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
+    // attempt of the run agrees. The parent is the newest snapshot whose manifest reads:
+    // a damaged newer one is skipped (and reported), never a reason not to back up.
+    let (newest, skipped) = crate::manifest::catalog::newest_readable(&**store, layout).await?;
+    let latest = newest.map(|m| m.header);
+    if !skipped.is_empty() {
+        let ids: Vec<&str> = skipped.iter().map(|d| d.id.as_str()).collect();
+        tracing::warn!(
+            skipped = ?ids,
+            parent = latest.as_ref().map(|h| h.snapshot.as_str()),
+            "damaged snapshot(s) skipped when choosing the parent; {}",
+            match &latest {
+                Some(h) => format!("comparing against {}", h.snapshot),
+                None => "no readable snapshot: this run is a full backup".to_string(),
+            }
+        );
+    }
     let (reuse, chain, full_at) = match &latest {
         Some(h) if p.incremental.enabled && !full => {
             let chain_full = h.full_at.unwrap_or(h.started_at);
@@ -103,6 +109,7 @@ pub(super) async fn load_or_make_plan(
     plan.reuse = reuse;
     plan.chain = chain;
     plan.full_at = Some(full_at);
+    plan.skipped_damaged = skipped.into_iter().map(|d| d.id).collect();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     serde_json::to_writer(&mut gz, &plan).map_err(|e| Error::encode("encoding plan", e))?;
     let body = gz

@@ -83,6 +83,10 @@ pub struct BackupReport {
     /// Webhook deliveries for this run's alert (a failed delivery never fails the run).
     #[serde(default)]
     pub alerts: Vec<crate::alert::AlertOutcome>,
+    /// Damaged snapshots (manifests that cannot be read) newer than the parent, skipped
+    /// when choosing it: the run compared against the newest readable one, or ran full.
+    #[serde(default)]
+    pub skipped_damaged: Vec<String>,
 }
 
 impl BackupReport {
@@ -118,6 +122,7 @@ impl BackupReport {
             verify: None,
             error: Some(error),
             alerts: vec![],
+            skipped_damaged: vec![],
         }
     }
 }

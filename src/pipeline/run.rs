@@ -145,6 +145,7 @@ pub(super) async fn run(
             verify: None,
             error: None,
             alerts: vec![],
+            skipped_damaged: plan.skipped_damaged.clone(),
         };
         return Ok(Finished {
             report,
@@ -316,6 +317,7 @@ pub(super) async fn run(
         verify: None,
         error: None,
         alerts: vec![],
+        skipped_damaged: plan.skipped_damaged.clone(),
     };
     Ok(Finished {
         report,

@@ -46,8 +46,8 @@ use crate::support::cancel::Cancel;
 /// One rule that keeps a snapshot, with the bucket it kept it for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
-    /// `last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`, `within`, `undated` or
-    /// `pending-run`.
+    /// `last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`, `within`, `undated`,
+    /// `pending-run` or `damaged` (a manifest that cannot be read is never forgotten).
     pub rule: &'static str,
     /// The bucket (`2026-11-20`, `2026-W47`, …), for bucketed rules.
     pub bucket: Option<String>,
@@ -342,8 +342,34 @@ async fn forget_locked(
     policy: &RetentionConfig,
     opts: &Options,
 ) -> Result<ForgetReport> {
-    let ids = catalog::snapshot_ids(&**store, layout).await?;
-    let mut decisions = evaluate(policy, &ids);
+    // Damaged snapshots (manifests that cannot be read) neither count towards the keep
+    // rules, which would let them push out restorable snapshots, nor go: they are kept
+    // for a person to look at (and prune deletes nothing while one exists).
+    let mut readable = Vec::new();
+    let mut damaged = Vec::new();
+    for id in catalog::snapshot_ids(&**store, layout).await? {
+        match catalog::check_header(&**store, layout, &id).await? {
+            Some(Ok(_)) => readable.push(id),
+            Some(Err(e)) => {
+                tracing::warn!(snapshot = %id, "damaged snapshot kept by forget: {e}");
+                damaged.push(id);
+            }
+            None => {}
+        }
+    }
+    let mut decisions = evaluate(policy, &readable);
+    for id in damaged {
+        decisions.push(Decision {
+            time: catalog::id_time(&id),
+            id,
+            keep: true,
+            reasons: vec![Reason {
+                rule: "damaged",
+                bucket: None,
+            }],
+        });
+    }
+    decisions.sort_by(|a, b| (b.time, &b.id).cmp(&(a.time, &a.id)));
     let now = Utc::now();
     let grace = opts.grace.unwrap_or(policy.prune_grace);
     for r in run_parts(&**store, layout).await? {
@@ -522,6 +548,15 @@ pub async fn prune_locked(
             Ok(()) => {}
             // Forgotten by a concurrent forget between the listing and the read.
             Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) if e.kind() == ErrorKind::Integrity => {
+                return Err(e.context(format!(
+                    "snapshot {id} is damaged (its manifest cannot be read), so the packs it \
+                     references cannot be told from garbage; nothing was pruned. Prune runs \
+                     again once the damaged manifest {} is removed (by hand, after saving what \
+                     other snapshots hold)",
+                    layout.snapshot(id)
+                )))
+            }
             Err(e) => return Err(e.context(format!("reading snapshot {id}; nothing was pruned"))),
         }
     }

@@ -24,7 +24,7 @@ use crate::alert::{self, Alert, AlertOutcome, Event};
 use crate::error::{Error, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::{Layout, Repo};
-use crate::manifest::records::{DrillRecordView, RunRecord, RunStatus, VerifyRecord, VerifyStatus};
+use crate::manifest::records::{DrillRecordView, RunRecord, RunStatus, VerifyRecord};
 use crate::pipeline::Pipeline;
 use crate::store::{list_all, BlobStore, ListItem};
 use crate::support::units::human;
@@ -66,7 +66,8 @@ pub fn load_pipelines(path: &Path) -> Result<Vec<(PathBuf, Result<Pipeline>)>> {
     }
 }
 
-/// The newest snapshot whose newest verify report has no mismatch.
+/// The newest readable snapshot whose newest verify report has no mismatch (a damaged
+/// snapshot, whose manifest cannot be read, never counts).
 ///
 /// # Errors
 /// Store errors.
@@ -78,7 +79,7 @@ pub async fn newest_verified(
         .await?
         .into_iter()
         .rev()
-        .find(|s| s.verify_status == VerifyStatus::Ok))
+        .find(catalog::SnapshotInfo::verified))
 }
 
 /// Freshness of one pipeline.
@@ -162,7 +163,7 @@ pub async fn check_pipeline(
             f.reason = "no verified snapshot at all".into();
         }
         Ok(Some(s)) => {
-            let taken = s.header.started_at;
+            let taken = s.header.as_ref().map_or(now, |h| h.started_at);
             let age = (now - taken).to_std().unwrap_or(Duration::ZERO);
             f.newest_verified = Some(s.id.clone());
             f.taken_at = Some(taken);
@@ -301,6 +302,8 @@ pub struct PipelineStatus {
     pub last_run: Option<RunSummary>,
     /// Snapshots stored.
     pub snapshots: usize,
+    /// Snapshots whose manifests cannot be read (damaged), oldest first.
+    pub damaged: Vec<String>,
     /// Newest verified snapshot.
     pub newest_verified: Option<String>,
     /// Its age (seconds).
@@ -395,6 +398,7 @@ pub async fn status(p: &Pipeline, now: DateTime<Utc>) -> PipelineStatus {
         schedule: p.schedule.clone(),
         last_run: None,
         snapshots: 0,
+        damaged: vec![],
         newest_verified: None,
         age_seconds: None,
         rpo_seconds: p.rpo.map(|d| d.as_secs()),
@@ -416,14 +420,18 @@ async fn fill(p: &Pipeline, st: &mut PipelineStatus, now: DateTime<Utc>) -> Resu
     st.last_run = last_run(store, &layout).await?;
     let list = catalog::list(store, &layout).await?;
     st.snapshots = list.len();
-    if let Some(v) = list
+    st.damaged = list
+        .iter()
+        .filter(|s| s.damaged.is_some())
+        .map(|s| s.id.clone())
+        .collect();
+    if let Some((v, h)) = list
         .iter()
         .rev()
-        .find(|s| s.verify_status == VerifyStatus::Ok)
+        .filter(|s| s.verified())
+        .find_map(|s| s.header.as_ref().map(|h| (s, h)))
     {
-        let age = (now - v.header.started_at)
-            .to_std()
-            .unwrap_or(Duration::ZERO);
+        let age = (now - h.started_at).to_std().unwrap_or(Duration::ZERO);
         st.newest_verified = Some(v.id.clone());
         st.age_seconds = Some(age.as_secs_f64());
         st.within_rpo = p.rpo.map(|r| age <= r);
@@ -516,6 +524,12 @@ pub fn print_status(s: &PipelineStatus) {
         ),
     }
     println!("  snapshots:       {}", s.snapshots);
+    if !s.damaged.is_empty() {
+        println!(
+            "  DAMAGED:         {} (manifest unreadable; skipped by backup and restore latest)",
+            s.damaged.join(", ")
+        );
+    }
     if s.stored_by_tier.is_empty() {
         println!("  stored:          nothing");
     }

@@ -27,7 +27,10 @@ pub enum StoreLocation {
 pub struct TargetConfig {
     /// Store location.
     pub location: StoreLocation,
-    /// URL as printable (secrets redacted).
+    /// The one printable rendering of the target, used wherever a target is shown
+    /// (validate, status, alerts, drills): a local URL as written, an Azure target as
+    /// `azure://account/container[/root] [at endpoint] (credential kind)`. Never holds a
+    /// key, a SAS or a connection string.
     pub display_url: String,
     /// Container (a directory for local stores).
     pub container: String,

@@ -10,6 +10,7 @@ use super::check::{pos_count, size_in, Checker};
 use super::raw::{CompressionSpec, RetrySpec, TargetSpec, UploadSpec};
 use crate::manifest::codec::Codec;
 use crate::pack::codec::CompressionConfig;
+use crate::store::azure::builder::{looks_like_azure, AzureTarget};
 use crate::store::config::{RetryConfig, StoreLocation, TargetConfig, UploadConfig};
 use crate::store::Tier;
 use crate::support::secret::{redact_url, Secret};
@@ -69,8 +70,13 @@ pub(super) fn check_compression(c: &mut Checker<'_>, s: &CompressionSpec) -> Com
     }
 }
 
-/// `[target]`: the store URL (interpolated, secrets redacted for printing), container,
-/// prefix (default: the pipeline name) and access tier of packs.
+/// `[target]`: the store URL (interpolated), container, prefix (default: the pipeline
+/// name) and access tier of packs.
+///
+/// An Azure target string is parsed here, once, so a bad one is a located error and the
+/// printable rendering ([`TargetConfig::display_url`]) is the redacted
+/// `azure://account/container (credential kind)` of the parsed target. No message built
+/// here contains the target string itself: it may carry an account key or a SAS.
 pub(super) fn check_target(
     c: &mut Checker<'_>,
     t: &TargetSpec,
@@ -78,7 +84,6 @@ pub(super) fn check_target(
     base: &Path,
 ) -> TargetConfig {
     let url = c.interp(&t.url, "target.url");
-    let display_url = redact_url(&url);
     if url.trim().is_empty() && !c.errors.iter().any(|e| e.contains("target.url")) {
         c.at(
             t.url.span(),
@@ -87,30 +92,7 @@ pub(super) fn check_target(
             "give a store URL such as file:///var/backups or azure://account/container",
         );
     }
-    let location = if let Some(rest) = url.strip_prefix("file://") {
-        let p = PathBuf::from(rest);
-        StoreLocation::Local(if p.is_absolute() { p } else { base.join(p) })
-    } else if let Some(rest) = url.strip_prefix("memory://") {
-        StoreLocation::Memory(rest.to_string())
-    } else if url.starts_with("azure://")
-        || url.starts_with("https://")
-        || url.starts_with("http://")
-        || url.starts_with("UseDevelopmentStorage=")
-        || url.contains("AccountName=")
-    {
-        StoreLocation::Azure(Secret::new(url.clone()))
-    } else {
-        if !url.is_empty() {
-            c.at(
-                t.url.span(),
-                "target.url",
-                format!("unsupported store URL {display_url:?}"),
-                "use file:///abs/dir, file://relative/dir, azure://account/container or https://account.blob.core.windows.net/container",
-            );
-        }
-        StoreLocation::Memory(String::new())
-    };
-    let container = match &t.container {
+    let mut container = match &t.container {
         Some(v) => {
             let s = c.interp(v, "target.container");
             let ok = (3..=63).contains(&s.len())
@@ -130,6 +112,49 @@ pub(super) fn check_target(
             s
         }
         None => "backups".to_string(),
+    };
+    let (location, display_url) = if let Some(rest) = url.strip_prefix("file://") {
+        let p = PathBuf::from(rest);
+        (
+            StoreLocation::Local(if p.is_absolute() { p } else { base.join(p) }),
+            redact_url(&url),
+        )
+    } else if let Some(rest) = url.strip_prefix("memory://") {
+        (StoreLocation::Memory(rest.to_string()), redact_url(&url))
+    } else if looks_like_azure(&url) {
+        let secret = Secret::new(url.clone());
+        match AzureTarget::parse(&secret, &container) {
+            Ok(a) => {
+                // A container named by the URL wins over `target.container`.
+                container.clone_from(&a.container);
+                (StoreLocation::Azure(secret), a.summary())
+            }
+            Err(e) => {
+                // The parser's messages are redacted (they never quote the string).
+                c.at(
+                    t.url.span(),
+                    "target.url",
+                    e.message(),
+                    "see docs/azure.md for the accepted target forms",
+                );
+                (StoreLocation::Memory(String::new()), String::new())
+            }
+        }
+    } else {
+        if !url.is_empty() {
+            let shown = match url.find("://") {
+                Some(i) => format!("scheme {:?}", &url[..i + 3]),
+                None => "(value not shown: it may hold a secret)".to_string(),
+            };
+            c.at(
+                t.url.span(),
+                "target.url",
+                format!("unsupported store URL {shown}"),
+                "use file:///abs/dir, file://relative/dir, azure://account/container, \
+                 https://account.blob.core.windows.net/container or an Azure connection string",
+            );
+        }
+        (StoreLocation::Memory(String::new()), String::new())
     };
     let prefix = match &t.prefix {
         Some(v) => {
@@ -286,5 +311,44 @@ mod tests {
         let text = GOOD.replace("file://store", "ftp://host/c?sig=TOPSECRET");
         let e = parse(&text).unwrap_err().to_string();
         assert!(!e.contains("TOPSECRET"), "{e}");
+        // Not URL-shaped, not a connection string: nothing of it is shown.
+        let text = GOOD.replace("file://store", "Secret=TOPSECRET;Other=1");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(!e.contains("TOPSECRET"), "{e}");
+        // A connection string the Azure parser refuses: located, and still redacted.
+        let text = GOOD.replace(
+            "file://store",
+            "AccountName=acct;AccountKey=TOPSECRET;DefaultEndpointsProtocol=http",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("target.url"), "{e}");
+        assert!(!e.contains("TOPSECRET"), "{e}");
+    }
+
+    #[test]
+    fn azure_targets_render_redacted_with_their_credential_kind() {
+        let text = GOOD.replace(
+            "file://store",
+            "BlobEndpoint=https://prodacct.blob.core.windows.net;SharedAccessSignature=sv=2024&sig=TOPSECRET",
+        );
+        let p = parse(&text).expect("the documented BlobEndpoint+SAS form is accepted");
+        assert_eq!(p.target.display_url, "azure://prodacct/backups (SAS)");
+        let text = GOOD.replace(
+            "file://store",
+            "DefaultEndpointsProtocol=https;AccountName=prodacct;AccountKey=TOPSECRET==",
+        );
+        let p = parse(&text).expect("account key form");
+        assert_eq!(
+            p.target.display_url,
+            "azure://prodacct/backups (account key)"
+        );
+        assert!(!format!("{:?}", p.target).contains("TOPSECRET"));
+        let p = parse(&GOOD.replace(
+            "file://store",
+            "https://prodacct.blob.core.windows.net/named?sv=1&sig=TOPSECRET",
+        ))
+        .expect("https with SAS");
+        assert_eq!(p.target.display_url, "azure://prodacct/named (SAS)");
+        assert_eq!(p.target.container, "named", "the URL's container wins");
     }
 }

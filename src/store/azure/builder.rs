@@ -325,15 +325,72 @@ impl AzureTarget {
         self.service_url.host_str().is_some_and(is_loopback)
     }
 
-    /// Printable form: container URL plus root, no secrets.
+    /// Printable form, no secrets: `azure://<account>/<container>[/<root>]`, followed by
+    /// ` at <scheme://host[:port]>` when the endpoint is not the account's default
+    /// (`https://<account>.blob.core.windows.net`): an emulator, a custom domain, a
+    /// private endpoint. Never a query string, a key or user-info.
     pub fn display(&self) -> String {
-        let mut s = self.container_url().to_string();
+        let mut s = format!("azure://{}/{}", self.account, self.container);
         if !self.root.is_empty() {
             s.push('/');
             s.push_str(&self.root);
         }
+        let host = self.service_url.host_str().unwrap_or_default();
+        let default_host = format!("{}.blob.core.windows.net", self.account);
+        let default_endpoint = self.service_url.scheme() == "https"
+            && host.eq_ignore_ascii_case(&default_host)
+            && self.service_url.port().is_none();
+        if !default_endpoint {
+            s.push_str(" at ");
+            s.push_str(self.service_url.scheme());
+            s.push_str("://");
+            s.push_str(host);
+            if let Some(port) = self.service_url.port() {
+                s.push_str(&format!(":{port}"));
+            }
+        }
         s
     }
+
+    /// What credential the target string itself carries: `account key`, `SAS`, or
+    /// `credential chain` (none: the chain picks one from the environment at open).
+    pub fn credential_label(&self) -> &'static str {
+        if self.account_key.is_some() {
+            "account key"
+        } else if self.sas.is_some() {
+            "SAS"
+        } else {
+            "credential chain"
+        }
+    }
+
+    /// The one rendering of a target for people and records: [`Self::display`] plus the
+    /// credential kind, e.g. `azure://acct/backups (account key)`.
+    pub fn summary(&self) -> String {
+        format!("{} ({})", self.display(), self.credential_label())
+    }
+}
+
+/// Whether `s` has the shape of an Azure target string (a URL the Azure backend takes, or
+/// a connection string naming any of its keys). Says nothing about whether it parses.
+pub fn looks_like_azure(s: &str) -> bool {
+    let s = s.trim();
+    if s.starts_with("azure://") || s.starts_with("https://") || s.starts_with("http://") {
+        return true;
+    }
+    const KEYS: [&str; 7] = [
+        "usedevelopmentstorage",
+        "defaultendpointsprotocol",
+        "accountname",
+        "accountkey",
+        "blobendpoint",
+        "sharedaccesssignature",
+        "endpointsuffix",
+    ];
+    s.split(';').any(|part| {
+        part.split_once('=')
+            .is_some_and(|(k, _)| KEYS.contains(&k.trim().to_ascii_lowercase().as_str()))
+    })
 }
 
 /// A printable rendering of an unparsed target string.
@@ -486,6 +543,50 @@ mod tests {
         assert!(!e.to_string().contains("S3CRETKEY"));
         let e = p("AccountName=acct").expect_err("no key");
         assert!(e.to_string().contains("AccountKey"));
+    }
+
+    #[test]
+    fn summary_names_account_container_and_credential_only() {
+        let t = p("DefaultEndpointsProtocol=https;AccountName=prodacct;AccountKey=S3CRETKEY==")
+            .expect("ok");
+        assert_eq!(t.summary(), "azure://prodacct/backups (account key)");
+        let t = p(
+            "BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=1&sig=S3CRET",
+        )
+        .expect("ok");
+        assert_eq!(t.summary(), "azure://acct/backups (SAS)");
+        let t = p("https://acct.blob.core.windows.net/cont/r/s?sv=1&sig=S3CRET").expect("ok");
+        assert_eq!(t.summary(), "azure://acct/cont/r/s (SAS)");
+        let t = p("http://127.0.0.1:10000/devstoreaccount1/c01").expect("ok");
+        assert_eq!(
+            t.summary(),
+            "azure://devstoreaccount1/c01 at http://127.0.0.1:10000 (credential chain)"
+        );
+        let t = p("azure://acct/cont").expect("ok");
+        assert_eq!(t.summary(), "azure://acct/cont (credential chain)");
+    }
+
+    #[test]
+    fn azure_shapes_are_recognised() {
+        for s in [
+            "azure://a/b",
+            "https://a.blob.core.windows.net",
+            "UseDevelopmentStorage=true",
+            "BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature=sv=1&sig=x",
+            "AccountName=a;AccountKey=k",
+            "blobendpoint=https://x",
+        ] {
+            assert!(looks_like_azure(s), "{s}");
+        }
+        for s in [
+            "file:///x",
+            "memory://m",
+            "ftp://h/c?sig=x",
+            "garbage",
+            "a=b;c=d",
+        ] {
+            assert!(!looks_like_azure(s), "{s}");
+        }
     }
 
     #[test]
