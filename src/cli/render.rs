@@ -231,6 +231,30 @@ pub fn restore_report(r: &restore::RestoreReport, note: &str) {
         human(r.bytes_fetched),
         r.packs_read
     );
+    damaged(r);
+}
+
+/// The files a restore could not write because their stored data is damaged.
+fn damaged(r: &restore::RestoreReport) {
+    const SHOWN: usize = 100;
+    if r.ok() {
+        return;
+    }
+    for d in r.damaged.iter().take(SHOWN) {
+        println!("DAMAGED {} (pack {}): {}", d.path, d.pack, d.error);
+    }
+    let shown = r.damaged.len().min(SHOWN) as u64;
+    if r.damaged_total > shown {
+        println!(
+            "… and {} more damaged files ({} listed with --json)",
+            r.damaged_total - shown,
+            r.damaged.len()
+        );
+    }
+    println!(
+        "restore: PARTIAL — {} damaged files were not restored; everything else was (run `blobpipe verify --full` to see the damage)",
+        r.damaged_total
+    );
 }
 
 /// `restore --plan`: packs read, what must be rehydrated and the expected wait.

@@ -2,7 +2,9 @@
 //!
 //! [`PackCursor`] serves uncompressed byte ranges of one pack by fetching the frames
 //! that hold them (one ranged GET per window) and keeping the last decompressed window,
-//! so entries read in offset order cost one fetch per window, not per entry.
+//! so entries read in offset order cost one fetch per window, not per entry. When a
+//! window does not decompress, its frames are decompressed one by one: a damaged frame
+//! fails only the reads that touch it, and the other frames of the window still serve.
 //! [`BlockStream`] reads a whole pack block by block, checking every block's MD5 as it
 //! goes: the full verifier decompresses it as a stream, in memory of one block.
 //!
@@ -27,9 +29,18 @@ pub struct PackCursor<'a> {
     rt: tokio::runtime::Handle,
     blob: String,
     pack: &'a PackRecord,
-    window: Option<(u64, Vec<u8>)>,
+    /// The last fetched window, as runs of frames: uncompressed start, and the bytes or
+    /// why they could not be had (the run's uncompressed end is kept with an error).
+    window: Vec<Segment>,
     /// Compressed bytes fetched so far.
     pub fetched: u64,
+}
+
+/// Part of a window: frames that decompressed (their bytes) or one frame that did not.
+struct Segment {
+    start: u64,
+    end: u64,
+    data: std::result::Result<Vec<u8>, String>,
 }
 
 impl<'a> PackCursor<'a> {
@@ -45,7 +56,7 @@ impl<'a> PackCursor<'a> {
             rt,
             blob,
             pack,
-            window: None,
+            window: Vec::new(),
             fetched: 0,
         }
     }
@@ -55,8 +66,9 @@ impl<'a> PackCursor<'a> {
     /// to it, at most [`WINDOW`] bytes, so small neighbouring entries share one fetch.
     ///
     /// # Errors
-    /// Store errors, `Integrity` if frames do not decompress to their recorded sizes, or
-    /// whatever `sink` returns.
+    /// Store errors, `Integrity` if a frame holding part of `range` does not decompress
+    /// to its recorded size (frames of the window that do are kept), or whatever `sink`
+    /// returns.
     pub fn read(
         &mut self,
         range: Range<u64>,
@@ -71,14 +83,16 @@ impl<'a> PackCursor<'a> {
         }
         let mut pos = range.start;
         while pos < range.end {
-            if let Some((ws, data)) = &self.window {
-                let we = ws + data.len() as u64;
-                if *ws <= pos && pos < we {
-                    let end = range.end.min(we);
-                    sink(&data[(pos - ws) as usize..(end - ws) as usize])?;
-                    pos = end;
-                    continue;
+            if let Some(seg) = self.window.iter().find(|s| s.start <= pos && pos < s.end) {
+                let end = range.end.min(seg.end);
+                match &seg.data {
+                    Ok(data) => {
+                        sink(&data[(pos - seg.start) as usize..(end - seg.start) as usize])?;
+                    }
+                    Err(why) => return Err(Error::integrity(why.clone())),
                 }
+                pos = end;
+                continue;
             }
             let want_end = hint_end
                 .max(range.end)
@@ -94,23 +108,52 @@ impl<'a> PackCursor<'a> {
                 .block_on(self.store.get(&self.blob, Some(comp.clone())))
                 .ctx(format!("reading frames {fa}..={fb} of {}", self.blob))?;
             self.fetched += bytes.len() as u64;
-            let data = decompress(
-                self.pack.codec,
-                &bytes,
-                Some((raw.end - raw.start) as usize),
-            )
-            .ctx(format!("{} frames {fa}..={fb}", self.blob))?;
-            if data.len() as u64 != raw.end - raw.start {
-                return Err(Error::integrity(format!(
-                    "{} frames {fa}..={fb} decompress to {} bytes, the frame table says {}",
-                    self.blob,
-                    data.len(),
-                    raw.end - raw.start
-                )));
-            }
-            self.window = Some((raw.start, data));
+            self.window = match self.frames(fa, fb, &bytes) {
+                Ok(data) => vec![Segment {
+                    start: raw.start,
+                    end: raw.end,
+                    data: Ok(data),
+                }],
+                // Some frame is damaged: find which, keep the others.
+                Err(_) => (fa..=fb)
+                    .map(|k| {
+                        let c = self.pack.frames_comp_range(k, k);
+                        let r = self.pack.frames_raw_range(k, k);
+                        let slice = (c.start.saturating_sub(comp.start) as usize)
+                            ..(c.end.saturating_sub(comp.start) as usize).min(bytes.len());
+                        Segment {
+                            start: r.start,
+                            end: r.end,
+                            data: bytes
+                                .get(slice)
+                                .ok_or_else(|| {
+                                    Error::integrity(format!("{} frame {k}: out of range", self.blob))
+                                })
+                                .and_then(|b| self.frames(k, k, b))
+                                .map_err(|e| e.to_string()),
+                        }
+                    })
+                    .collect(),
+            };
         }
         Ok(())
+    }
+
+    /// Decompress frames `fa..=fb` (compressed bytes `comp`) to exactly their recorded
+    /// size.
+    fn frames(&self, fa: usize, fb: usize, comp: &[u8]) -> Result<Vec<u8>> {
+        let raw = self.pack.frames_raw_range(fa, fb);
+        let want = raw.end - raw.start;
+        let data = decompress(self.pack.codec, comp, Some(want.min(64 << 20) as usize))
+            .ctx(format!("{} frames {fa}..={fb}", self.blob))?;
+        if data.len() as u64 != want {
+            return Err(Error::integrity(format!(
+                "{} frames {fa}..={fb} decompress to {} bytes, the frame table says {want}",
+                self.blob,
+                data.len(),
+            )));
+        }
+        Ok(data)
     }
 }
 
