@@ -294,13 +294,19 @@ pub fn restore_plan(pl: &RestorePlan) {
 /// A verify report: counts, every mismatch, the verdict.
 pub fn verify_report(v: &verify::VerifyReport) {
     println!(
-        "verify {} of {}: {} packs, {} blocks and {} files re-read ({}), seed {}{}",
+        "verify {} of {}: {} packs, {} blocks and {} files re-read ({} of {} stored, {:.1}%), seed {}{}",
         v.mode,
         v.snapshot,
         v.packs,
         v.blocks_checked,
         v.entries_checked,
         human(v.bytes_read),
+        human(v.bytes_stored),
+        if v.bytes_stored == 0 {
+            0.0
+        } else {
+            v.bytes_read as f64 * 100.0 / v.bytes_stored as f64
+        },
         v.seed,
         if v.archived_packs_skipped > 0 {
             format!(
@@ -320,6 +326,12 @@ pub fn verify_report(v: &verify::VerifyReport) {
             m.detail,
             if m.paths.is_empty() {
                 String::new()
+            } else if m.paths_total > m.paths.len() {
+                format!(
+                    " — affects {} and {} more files",
+                    m.paths.join(", "),
+                    m.paths_total - m.paths.len()
+                )
             } else {
                 format!(" — affects {}", m.paths.join(", "))
             }
