@@ -330,14 +330,13 @@ mod item_14 {
         let stored: u64 = f.m.packs.iter().map(|p| p.size).sum();
         // Largest compressed frame: a sampled span reads at most one frame's overhang at
         // each end.
-        let frame_max = f
-            .m
-            .packs
-            .iter()
-            .flat_map(|p| (0..p.frames.len()).map(|k| p.frames_comp_range(k, k)))
-            .map(|r| r.end - r.start)
-            .max()
-            .expect("frames");
+        let frame_max =
+            f.m.packs
+                .iter()
+                .flat_map(|p| (0..p.frames.len()).map(|k| p.frames_comp_range(k, k)))
+                .map(|r| r.end - r.start)
+                .max()
+                .expect("frames");
         for seed in [1u64, 2, 3, 4, 5] {
             let before = f.mem.counts.bytes_read.load(Ordering::Relaxed);
             let v = verify(
@@ -358,9 +357,7 @@ mod item_14 {
             // Every pack is touched.
             assert!(v.blocks_checked >= f.m.packs.len() as u64, "{v:?}");
             let spans = v.blocks_checked;
-            let bound = stored / 10
-                + f.m.packs.len() as u64 * BLOCK
-                + spans * 2 * frame_max;
+            let bound = stored / 10 + f.m.packs.len() as u64 * BLOCK + spans * 2 * frame_max;
             assert!(
                 counted <= bound,
                 "seed {seed}: read {counted} of {stored} stored; bound {bound} ({} packs, {} blocks checked)",
@@ -368,7 +365,10 @@ mod item_14 {
                 v.blocks_checked
             );
             // And well under what a full verify reads.
-            assert!(counted * 3 < stored, "seed {seed}: read {counted} of {stored}");
+            assert!(
+                counted * 3 < stored,
+                "seed {seed}: read {counted} of {stored}"
+            );
         }
         // Full still reads everything, exactly once.
         let before = f.mem.counts.bytes_read.load(Ordering::Relaxed);

@@ -127,7 +127,10 @@ impl<'a> PackCursor<'a> {
                             data: bytes
                                 .get(slice)
                                 .ok_or_else(|| {
-                                    Error::integrity(format!("{} frame {k}: out of range", self.blob))
+                                    Error::integrity(format!(
+                                        "{} frame {k}: out of range",
+                                        self.blob
+                                    ))
                                 })
                                 .and_then(|b| self.frames(k, k, b))
                                 .map_err(|e| e.to_string()),

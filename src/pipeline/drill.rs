@@ -162,7 +162,10 @@ pub async fn drill(p: &Pipeline, store: Store, opts: &DrillOptions) -> Result<Dr
             if r.ok() {
                 return Ok(r);
             }
-            let first = r.damaged.first().map(|d| format!(" (first: {}: {})", d.path, d.error));
+            let first = r
+                .damaged
+                .first()
+                .map(|d| format!(" (first: {}: {})", d.path, d.error));
             Err(Error::integrity(format!(
                 "{} damaged files could not be restored{}",
                 r.damaged_total,

@@ -519,6 +519,41 @@ mod tests {
     }
 
     #[test]
+    fn damage_log_keeps_a_bounded_list_and_counts_all() {
+        let log = DamageLog::default();
+        let err = Error::integrity("frame 3 does not decompress");
+        for i in (0..MAX_DAMAGED + 25).rev() {
+            let e = Entry {
+                path: PathBytes(format!("f{i:05}").into_bytes()),
+                kind: EntryKind::File,
+                size: 1,
+                mode: 0o644,
+                mtime: 0,
+                mtime_nsec: 0,
+                uid: 0,
+                gid: 0,
+                sha256: None,
+                target: None,
+                pack: Some("p".into()),
+                offset: 0,
+                data_offset: 0,
+                inconsistent: false,
+                ino: None,
+                ctime: None,
+            };
+            log.add(&e, &err);
+        }
+        let (kept, total) = log.take();
+        assert_eq!(total, (MAX_DAMAGED + 25) as u64);
+        assert_eq!(kept.len(), MAX_DAMAGED);
+        assert!(
+            kept.windows(2).all(|w| w[0].path < w[1].path),
+            "sorted by path"
+        );
+        assert!(kept[0].error.contains("frame 3"), "{:?}", kept[0]);
+    }
+
+    #[test]
     fn ensure_dir_refuses_symlinks() {
         let t = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();

@@ -185,7 +185,9 @@ impl<'a> PackScan<'a> {
         let mut pos = fetch.start;
         while pos < fetch.end {
             let end = fetch.end.min(pos.saturating_add(CHUNK));
-            let data = self.rt.block_on(self.store.get(self.blob, Some(pos..end)))?;
+            let data = self
+                .rt
+                .block_on(self.store.get(self.blob, Some(pos..end)))?;
             r.bytes += data.len() as u64;
             if data.len() as u64 != end - pos {
                 return Err(crate::error::Error::integrity(format!(
@@ -208,9 +210,7 @@ impl<'a> PackScan<'a> {
                 }
                 off = t;
                 if t == br.end {
-                    let got: [u8; 16] = std::mem::replace(&mut bmd5, Md5::new())
-                        .finalize()
-                        .into();
+                    let got: [u8; 16] = std::mem::replace(&mut bmd5, Md5::new()).finalize().into();
                     r.blocks += 1;
                     if md5_from_b64(&p.blocks[bi].md5) != Some(got) {
                         r.mismatches.push(self.block_finding(bi, &got));
@@ -363,7 +363,9 @@ impl<'a> Hashing<'a> {
             let t = end.min(raw.end);
             if s < t {
                 match data {
-                    Some(d) => a.h.update(&d[(s - raw.start) as usize..(t - raw.start) as usize]),
+                    Some(d) => {
+                        a.h.update(&d[(s - raw.start) as usize..(t - raw.start) as usize])
+                    }
                     None => a.damaged = true,
                 }
             }
@@ -374,7 +376,8 @@ impl<'a> Hashing<'a> {
                 r.entries += 1;
                 let got = hex::encode(std::mem::take(&mut a.h).finalize());
                 if Some(got.as_str()) != e.sha256.as_deref() {
-                    r.mismatches.push(super::sha_mismatch(scan.p, scan.blob, e, &got));
+                    r.mismatches
+                        .push(super::sha_mismatch(scan.p, scan.blob, e, &got));
                 }
             }
             false
@@ -396,17 +399,22 @@ impl<'a> Hashing<'a> {
         if left.is_empty() {
             return;
         }
-        r.mismatches.push(self.scan.finding(
-            "decompress",
-            format!(
-                "the pack ends ({} uncompressed bytes) inside the data of {} file(s)",
-                self.scan.p.raw_size,
-                left.len()
+        r.mismatches.push(
+            self.scan.finding(
+                "decompress",
+                format!(
+                    "the pack ends ({} uncompressed bytes) inside the data of {} file(s)",
+                    self.scan.p.raw_size,
+                    left.len()
+                ),
+                (
+                    left.iter()
+                        .take(MAX_PATHS)
+                        .map(|e| e.path.display())
+                        .collect(),
+                    left.len(),
+                ),
             ),
-            (
-                left.iter().take(MAX_PATHS).map(|e| e.path.display()).collect(),
-                left.len(),
-            ),
-        ));
+        );
     }
 }
