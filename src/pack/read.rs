@@ -1,12 +1,12 @@
-//! Reading packs back: ranged reads of just the frames needed, or a verified stream.
+//! Reading packs back: ranged reads of just the frames needed, and a streaming decoder.
 //!
 //! [`PackCursor`] serves uncompressed byte ranges of one pack by fetching the frames
 //! that hold them (one ranged GET per window) and keeping the last decompressed window,
 //! so entries read in offset order cost one fetch per window, not per entry. When a
 //! window does not decompress, its frames are decompressed one by one: a damaged frame
 //! fails only the reads that touch it, and the other frames of the window still serve.
-//! [`BlockStream`] reads a whole pack block by block, checking every block's MD5 as it
-//! goes: the full verifier decompresses it as a stream, in memory of one block.
+//! [`decoder`] decompresses a run of frames as a stream (the verifier decodes one frame
+//! at a time with it, bounded to the frame's recorded size).
 //!
 //! Both are synchronous (they run on blocking threads next to the codec work) and reach
 //! the async store through a runtime handle.
@@ -18,7 +18,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::manifest::codec::Codec;
 use crate::manifest::PackRecord;
 use crate::pack::frame::decompress;
-use crate::store::{md5, md5_from_b64, BlobStore};
+use crate::store::BlobStore;
 
 /// Uncompressed bytes fetched per window at most (unless one frame is larger).
 pub const WINDOW: u64 = 8 << 20;
@@ -157,80 +157,6 @@ impl<'a> PackCursor<'a> {
             )));
         }
         Ok(data)
-    }
-}
-
-/// A pack read sequentially block by block, each block's MD5 checked.
-pub struct BlockStream<'a> {
-    store: &'a dyn BlobStore,
-    rt: tokio::runtime::Handle,
-    blob: String,
-    pack: &'a PackRecord,
-    next: usize,
-    offset: u64,
-    buf: bytes::Bytes,
-    pos: usize,
-    /// Blocks whose MD5 did not match: (index, actual MD5 base64).
-    pub bad_blocks: Vec<(usize, String)>,
-    /// Compressed bytes read.
-    pub fetched: u64,
-}
-
-impl<'a> BlockStream<'a> {
-    /// A stream over all blocks of `pack`.
-    pub fn new(
-        store: &'a dyn BlobStore,
-        rt: tokio::runtime::Handle,
-        blob: String,
-        pack: &'a PackRecord,
-    ) -> Self {
-        Self {
-            store,
-            rt,
-            blob,
-            pack,
-            next: 0,
-            offset: 0,
-            buf: bytes::Bytes::new(),
-            pos: 0,
-            bad_blocks: Vec::new(),
-            fetched: 0,
-        }
-    }
-}
-
-impl Read for BlockStream<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            if self.next >= self.pack.blocks.len() {
-                return Ok(0);
-            }
-            let b = &self.pack.blocks[self.next];
-            let r = self.offset..self.offset + b.size;
-            let data = self
-                .rt
-                .block_on(self.store.get(&self.blob, Some(r)))
-                .map_err(|e| {
-                    std::io::Error::other(format!(
-                        "reading block {} of {}: {e}",
-                        self.next, self.blob
-                    ))
-                })?;
-            let actual = md5(&data);
-            if md5_from_b64(&b.md5) != Some(actual) {
-                self.bad_blocks
-                    .push((self.next, crate::store::b64(&actual)));
-            }
-            self.fetched += data.len() as u64;
-            self.offset += b.size;
-            self.next += 1;
-            self.buf = data;
-            self.pos = 0;
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

@@ -4,12 +4,17 @@
 //!
 //! * **metadata** — every pack exists, has the recorded size and Content-MD5, and its
 //!   committed block list equals the recorded block table;
-//! * **sample** — a seeded fraction of blocks is re-read and MD5-compared, and a seeded
-//!   fraction of files is read back through its frames and SHA-256-compared; at least
-//!   one block and one file of every pack, so a small snapshot is never "verified" by
-//!   reading nothing;
-//! * **full** — every pack is streamed block by block (every block MD5-checked) and
-//!   decompressed, and every file's SHA-256 is checked.
+//! * **sample** — a seeded fraction of blocks (at least one of every pack, so a small
+//!   snapshot is never "verified" by reading nothing) is re-read with the parts of the
+//!   frames they cut: each block MD5-compared, each frame decompressed, and the files
+//!   lying inside what was read SHA-256-compared. The bytes read follow the fraction
+//!   (plus that floor and the frame overhang); the report gives read vs stored;
+//! * **full** — every pack is read once, block by block (every block MD5-checked), every
+//!   frame decompressed, every file's SHA-256 checked.
+//!
+//! Frames are decoded one at a time ([`scan`]), so a frame that does not decompress is a
+//! finding naming exactly the files with data in it, and the frames after it are still
+//! checked.
 //!
 //! A mismatch names the pack, the block and the paths it affects. The report is stored at
 //! `verify/<snapshot>/<time>.json` and decides the exit code. Packs in the Archive tier
