@@ -418,3 +418,39 @@ impl<'a> Hashing<'a> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::codec::Codec;
+    use crate::store::Tier;
+
+    fn pack(frames: Vec<(u64, u64)>) -> PackRecord {
+        PackRecord {
+            id: "p".into(),
+            blob: "packs/p.tar.zst".into(),
+            codec: Codec::Zstd,
+            size: 300,
+            raw_size: 3000,
+            md5: String::new(),
+            tier: Tier::Hot,
+            frames,
+            blocks: vec![],
+        }
+    }
+
+    #[test]
+    fn unusable_frame_tables_are_named_not_indexed() {
+        assert!(frame_table_problem(&pack(vec![(0, 0), (1000, 100), (2000, 200)])).is_none());
+        for bad in [
+            vec![],
+            vec![(5, 0)],
+            vec![(0, 0), (1000, 100), (1000, 200)],
+            vec![(0, 0), (1000, 100), (900, 200)],
+            vec![(0, 0), (3000, 100)],
+            vec![(0, 0), (1000, 300)],
+        ] {
+            assert!(frame_table_problem(&pack(bad.clone())).is_some(), "{bad:?}");
+        }
+    }
+}
