@@ -276,12 +276,18 @@ async fn corruption_is_found_and_named() {
     assert!(s.head(&stored).await.unwrap().is_some());
     let list = catalog::list(&*s, &layout).await.unwrap();
     assert_eq!(list.last().unwrap().verify_status, "mismatch");
-    // Restore of the affected file fails its SHA-256 check and leaves no file behind.
+    // Restore of the affected file fails its check, is listed as damaged and leaves no
+    // file behind.
     let t2 = tempfile::tempdir().unwrap();
     let mut o = opts(t2.path().to_path_buf());
     o.paths = vec!["docs/guide/intro.md".into()];
-    if let Err(err) = restore(&s, &layout, &m, &o, None).await {
-        assert!(matches!(err.kind(), ErrorKind::Integrity), "{err}");
+    // (The flipped byte may lie outside the frames holding intro.md: then it restores.)
+    let rr = restore(&s, &layout, &m, &o, None).await.unwrap();
+    if rr.ok() {
+        assert_eq!(rr.files, 1);
+    } else {
+        assert_eq!(rr.damaged_total, 1, "{rr:?}");
+        assert_eq!(rr.damaged[0].path, "docs/guide/intro.md");
         assert!(!t2.path().join("docs/guide/intro.md").exists());
     }
 }

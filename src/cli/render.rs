@@ -259,6 +259,30 @@ pub fn restore_report(r: &restore::RestoreReport, note: &str) {
         human(r.bytes_fetched),
         r.packs_read
     );
+    damaged(r);
+}
+
+/// The files a restore could not write because their stored data is damaged.
+fn damaged(r: &restore::RestoreReport) {
+    const SHOWN: usize = 100;
+    if r.ok() {
+        return;
+    }
+    for d in r.damaged.iter().take(SHOWN) {
+        println!("DAMAGED {} (pack {}): {}", d.path, d.pack, d.error);
+    }
+    let shown = r.damaged.len().min(SHOWN) as u64;
+    if r.damaged_total > shown {
+        println!(
+            "… and {} more damaged files ({} listed with --json)",
+            r.damaged_total - shown,
+            r.damaged.len()
+        );
+    }
+    println!(
+        "restore: PARTIAL — {} damaged files were not restored; everything else was (run `blobpipe verify --full` to see the damage)",
+        r.damaged_total
+    );
 }
 
 /// `restore --plan`: packs read, what must be rehydrated and the expected wait.
@@ -298,13 +322,19 @@ pub fn restore_plan(pl: &RestorePlan) {
 /// A verify report: counts, every mismatch, the verdict.
 pub fn verify_report(v: &verify::VerifyReport) {
     println!(
-        "verify {} of {}: {} packs, {} blocks and {} files re-read ({}), seed {}{}",
+        "verify {} of {}: {} packs, {} blocks and {} files re-read ({} of {} stored, {:.1}%), seed {}{}",
         v.mode,
         v.snapshot,
         v.packs,
         v.blocks_checked,
         v.entries_checked,
         human(v.bytes_read),
+        human(v.bytes_stored),
+        if v.bytes_stored == 0 {
+            0.0
+        } else {
+            v.bytes_read as f64 * 100.0 / v.bytes_stored as f64
+        },
         v.seed,
         if v.archived_packs_skipped > 0 {
             format!(
@@ -324,6 +354,12 @@ pub fn verify_report(v: &verify::VerifyReport) {
             m.detail,
             if m.paths.is_empty() {
                 String::new()
+            } else if m.paths_total > m.paths.len() {
+                format!(
+                    " — affects {} and {} more files",
+                    m.paths.join(", "),
+                    m.paths_total - m.paths.len()
+                )
             } else {
                 format!(" — affects {}", m.paths.join(", "))
             }

@@ -1,10 +1,12 @@
-//! Reading packs back: ranged reads of just the frames needed, or a verified stream.
+//! Reading packs back: ranged reads of just the frames needed, and a streaming decoder.
 //!
 //! [`PackCursor`] serves uncompressed byte ranges of one pack by fetching the frames
 //! that hold them (one ranged GET per window) and keeping the last decompressed window,
-//! so entries read in offset order cost one fetch per window, not per entry.
-//! [`BlockStream`] reads a whole pack block by block, checking every block's MD5 as it
-//! goes: the full verifier decompresses it as a stream, in memory of one block.
+//! so entries read in offset order cost one fetch per window, not per entry. When a
+//! window does not decompress, its frames are decompressed one by one: a damaged frame
+//! fails only the reads that touch it, and the other frames of the window still serve.
+//! [`decoder`] decompresses a run of frames as a stream (the verifier decodes one frame
+//! at a time with it, bounded to the frame's recorded size).
 //!
 //! Both are synchronous (they run on blocking threads next to the codec work) and reach
 //! the async store through a runtime handle.
@@ -16,7 +18,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::manifest::codec::Codec;
 use crate::manifest::PackRecord;
 use crate::pack::frame::decompress;
-use crate::store::{md5, md5_from_b64, BlobStore};
+use crate::store::BlobStore;
 
 /// Uncompressed bytes fetched per window at most (unless one frame is larger).
 pub const WINDOW: u64 = 8 << 20;
@@ -27,9 +29,18 @@ pub struct PackCursor<'a> {
     rt: tokio::runtime::Handle,
     blob: String,
     pack: &'a PackRecord,
-    window: Option<(u64, Vec<u8>)>,
+    /// The last fetched window, as runs of frames: uncompressed start, and the bytes or
+    /// why they could not be had (the run's uncompressed end is kept with an error).
+    window: Vec<Segment>,
     /// Compressed bytes fetched so far.
     pub fetched: u64,
+}
+
+/// Part of a window: frames that decompressed (their bytes) or one frame that did not.
+struct Segment {
+    start: u64,
+    end: u64,
+    data: std::result::Result<Vec<u8>, String>,
 }
 
 impl<'a> PackCursor<'a> {
@@ -45,7 +56,7 @@ impl<'a> PackCursor<'a> {
             rt,
             blob,
             pack,
-            window: None,
+            window: Vec::new(),
             fetched: 0,
         }
     }
@@ -55,8 +66,9 @@ impl<'a> PackCursor<'a> {
     /// to it, at most [`WINDOW`] bytes, so small neighbouring entries share one fetch.
     ///
     /// # Errors
-    /// Store errors, `Integrity` if frames do not decompress to their recorded sizes, or
-    /// whatever `sink` returns.
+    /// Store errors, `Integrity` if a frame holding part of `range` does not decompress
+    /// to its recorded size (frames of the window that do are kept), or whatever `sink`
+    /// returns.
     pub fn read(
         &mut self,
         range: Range<u64>,
@@ -71,14 +83,16 @@ impl<'a> PackCursor<'a> {
         }
         let mut pos = range.start;
         while pos < range.end {
-            if let Some((ws, data)) = &self.window {
-                let we = ws + data.len() as u64;
-                if *ws <= pos && pos < we {
-                    let end = range.end.min(we);
-                    sink(&data[(pos - ws) as usize..(end - ws) as usize])?;
-                    pos = end;
-                    continue;
+            if let Some(seg) = self.window.iter().find(|s| s.start <= pos && pos < s.end) {
+                let end = range.end.min(seg.end);
+                match &seg.data {
+                    Ok(data) => {
+                        sink(&data[(pos - seg.start) as usize..(end - seg.start) as usize])?;
+                    }
+                    Err(why) => return Err(Error::integrity(why.clone())),
                 }
+                pos = end;
+                continue;
             }
             let want_end = hint_end
                 .max(range.end)
@@ -94,97 +108,55 @@ impl<'a> PackCursor<'a> {
                 .block_on(self.store.get(&self.blob, Some(comp.clone())))
                 .ctx(format!("reading frames {fa}..={fb} of {}", self.blob))?;
             self.fetched += bytes.len() as u64;
-            let data = decompress(
-                self.pack.codec,
-                &bytes,
-                Some((raw.end - raw.start) as usize),
-            )
-            .ctx(format!("{} frames {fa}..={fb}", self.blob))?;
-            if data.len() as u64 != raw.end - raw.start {
-                return Err(Error::integrity(format!(
-                    "{} frames {fa}..={fb} decompress to {} bytes, the frame table says {}",
-                    self.blob,
-                    data.len(),
-                    raw.end - raw.start
-                )));
-            }
-            self.window = Some((raw.start, data));
+            self.window = match self.frames(fa, fb, &bytes) {
+                Ok(data) => vec![Segment {
+                    start: raw.start,
+                    end: raw.end,
+                    data: Ok(data),
+                }],
+                // Some frame is damaged: find which, keep the others.
+                Err(_) => (fa..=fb)
+                    .map(|k| {
+                        let c = self.pack.frames_comp_range(k, k);
+                        let r = self.pack.frames_raw_range(k, k);
+                        let slice = (c.start.saturating_sub(comp.start) as usize)
+                            ..(c.end.saturating_sub(comp.start) as usize).min(bytes.len());
+                        Segment {
+                            start: r.start,
+                            end: r.end,
+                            data: bytes
+                                .get(slice)
+                                .ok_or_else(|| {
+                                    Error::integrity(format!(
+                                        "{} frame {k}: out of range",
+                                        self.blob
+                                    ))
+                                })
+                                .and_then(|b| self.frames(k, k, b))
+                                .map_err(|e| e.to_string()),
+                        }
+                    })
+                    .collect(),
+            };
         }
         Ok(())
     }
-}
 
-/// A pack read sequentially block by block, each block's MD5 checked.
-pub struct BlockStream<'a> {
-    store: &'a dyn BlobStore,
-    rt: tokio::runtime::Handle,
-    blob: String,
-    pack: &'a PackRecord,
-    next: usize,
-    offset: u64,
-    buf: bytes::Bytes,
-    pos: usize,
-    /// Blocks whose MD5 did not match: (index, actual MD5 base64).
-    pub bad_blocks: Vec<(usize, String)>,
-    /// Compressed bytes read.
-    pub fetched: u64,
-}
-
-impl<'a> BlockStream<'a> {
-    /// A stream over all blocks of `pack`.
-    pub fn new(
-        store: &'a dyn BlobStore,
-        rt: tokio::runtime::Handle,
-        blob: String,
-        pack: &'a PackRecord,
-    ) -> Self {
-        Self {
-            store,
-            rt,
-            blob,
-            pack,
-            next: 0,
-            offset: 0,
-            buf: bytes::Bytes::new(),
-            pos: 0,
-            bad_blocks: Vec::new(),
-            fetched: 0,
+    /// Decompress frames `fa..=fb` (compressed bytes `comp`) to exactly their recorded
+    /// size.
+    fn frames(&self, fa: usize, fb: usize, comp: &[u8]) -> Result<Vec<u8>> {
+        let raw = self.pack.frames_raw_range(fa, fb);
+        let want = raw.end - raw.start;
+        let data = decompress(self.pack.codec, comp, Some(want.min(64 << 20) as usize))
+            .ctx(format!("{} frames {fa}..={fb}", self.blob))?;
+        if data.len() as u64 != want {
+            return Err(Error::integrity(format!(
+                "{} frames {fa}..={fb} decompress to {} bytes, the frame table says {want}",
+                self.blob,
+                data.len(),
+            )));
         }
-    }
-}
-
-impl Read for BlockStream<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            if self.next >= self.pack.blocks.len() {
-                return Ok(0);
-            }
-            let b = &self.pack.blocks[self.next];
-            let r = self.offset..self.offset + b.size;
-            let data = self
-                .rt
-                .block_on(self.store.get(&self.blob, Some(r)))
-                .map_err(|e| {
-                    std::io::Error::other(format!(
-                        "reading block {} of {}: {e}",
-                        self.next, self.blob
-                    ))
-                })?;
-            let actual = md5(&data);
-            if md5_from_b64(&b.md5) != Some(actual) {
-                self.bad_blocks
-                    .push((self.next, crate::store::b64(&actual)));
-            }
-            self.fetched += data.len() as u64;
-            self.offset += b.size;
-            self.next += 1;
-            self.buf = data;
-            self.pos = 0;
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        Ok(data)
     }
 }
 

@@ -158,6 +158,20 @@ pub async fn drill(p: &Pipeline, store: Store, opts: &DrillOptions) -> Result<Dr
             None,
         )
         .await
+        .and_then(|r| {
+            if r.ok() {
+                return Ok(r);
+            }
+            let first = r
+                .damaged
+                .first()
+                .map(|d| format!(" (first: {}: {})", d.path, d.error));
+            Err(Error::integrity(format!(
+                "{} damaged files could not be restored{}",
+                r.damaged_total,
+                first.unwrap_or_default()
+            )))
+        })
     }
     .await;
     let rto = t0.elapsed().as_secs_f64();

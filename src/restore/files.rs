@@ -7,7 +7,9 @@
 //! existing file is never overwritten without `--overwrite`, and that check runs before
 //! anything is written. A file whose hash is wrong is removed (with `--overwrite`,
 //! written beside and renamed over only when right), so a restored file is either
-//! correct or absent.
+//! correct or absent. A file whose stored data is damaged (a frame that does not
+//! decompress, a wrong hash, a missing pack) is recorded in the [`DamageLog`] and the
+//! restore goes on with the next file: damage costs only the files whose bytes it holds.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -276,12 +278,76 @@ fn remove_existing(dest: &Path) -> Result<()> {
     })
 }
 
+/// Damaged files kept by path in a report at most (the rest are only counted).
+pub const MAX_DAMAGED: usize = 1000;
+
+/// A file that was not restored because its stored data is damaged.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct DamagedFile {
+    /// Stored path.
+    pub path: String,
+    /// Pack holding its data.
+    pub pack: String,
+    /// What was wrong (the frame that does not decompress, the hash that differs…).
+    pub error: String,
+}
+
+/// The damaged files of one restore, shared by its pack workers: the first
+/// [`MAX_DAMAGED`] are kept, all are counted.
+#[derive(Debug, Default)]
+pub struct DamageLog(std::sync::Mutex<(Vec<DamagedFile>, u64)>);
+
+impl DamageLog {
+    fn add(&self, e: &Entry, err: &Error) {
+        tracing::warn!("not restored (damaged): {}: {err}", e.path.display());
+        if let Ok(mut g) = self.0.lock() {
+            g.1 += 1;
+            if g.0.len() < MAX_DAMAGED {
+                g.0.push(DamagedFile {
+                    path: e.path.display(),
+                    pack: e.pack.clone().unwrap_or_default(),
+                    error: err.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The kept damaged files (sorted by path) and how many there were in all.
+    pub fn take(&self) -> (Vec<DamagedFile>, u64) {
+        let (mut v, n) = self
+            .0
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g))
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        (v, n)
+    }
+}
+
+/// Whether an error reading a file's stored data means the data is damaged or gone
+/// (that file is skipped) rather than that the restore cannot go on.
+fn is_damage(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound)
+}
+
 /// Where and how restored files are written.
 pub(super) struct Writer<'a> {
     pub(super) root: &'a Path,
     pub(super) known: &'a KnownDirs,
     pub(super) overwrite: bool,
     pub(super) counters: &'a Counters,
+    pub(super) damaged: &'a DamageLog,
+}
+
+/// What restoring one pack's files did.
+#[derive(Debug, Default)]
+pub(super) struct PackOutcome {
+    /// Files written.
+    pub(super) files: u64,
+    /// Their bytes.
+    pub(super) bytes: u64,
+    /// Compressed bytes downloaded.
+    pub(super) fetched: u64,
 }
 
 pub(super) fn restore_files(
@@ -291,7 +357,7 @@ pub(super) fn restore_files(
     pack: Option<&PackRecord>,
     files: &[(Entry, PathBuf)],
     w: &Writer<'_>,
-) -> Result<(u64, u64, u64)> {
+) -> Result<PackOutcome> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static TMP: AtomicU64 = AtomicU64::new(0);
     let mut sorted: Vec<&(Entry, PathBuf)> = files.iter().collect();
@@ -299,7 +365,16 @@ pub(super) fn restore_files(
     let mut cursor = pack.map(|p| PackCursor::new(store, rt, layout.full(&p.blob), p));
     let (mut n, mut bytes) = (0u64, 0u64);
     let pid = std::process::id();
+    // Once the pack turns out to be missing, its remaining files are damaged too.
+    let mut gone: Option<Error> = None;
     for (k, (e, rel)) in sorted.iter().enumerate() {
+        if let Some(err) = &gone {
+            if e.size > 0 {
+                w.damaged.add(e, err);
+                w.counters.add(1, e.size);
+                continue;
+            }
+        }
         if let Some(parent) = rel.parent() {
             w.known.ensure(w.root, parent)?;
         }
@@ -330,6 +405,8 @@ pub(super) fn restore_files(
                 )
             })?;
         let mut h = Sha256::new();
+        // Whether an error came from the stored data (not from writing the target).
+        let mut read_failed = false;
         let res = (|| -> Result<()> {
             if e.size > 0 {
                 let cur = cursor
@@ -339,19 +416,23 @@ pub(super) fn restore_files(
                     .get(k + 1)
                     .map(|(n, _)| n.data_offset + n.size)
                     .unwrap_or(0);
+                let mut write_failed = false;
                 cur.read(e.data_offset..e.data_offset + e.size, hint, &mut |b| {
                     h.update(b);
                     std::io::Write::write_all(&mut f, b).map_err(|err| {
+                        write_failed = true;
                         Error::io(
                             ErrorKind::Internal,
                             format!("writing {}", tmp.display()),
                             err,
                         )
                     })
-                })?;
+                })
+                .inspect_err(|_| read_failed = !write_failed)?;
             }
             let got = hex::encode(h.clone().finalize());
             if Some(got.as_str()) != e.sha256.as_deref() {
+                read_failed = true;
                 return Err(Error::integrity(format!(
                     "{}: restored data has SHA-256 {got}, the manifest says {} (pack {}); the file was not written",
                     e.path.display(),
@@ -395,13 +476,25 @@ pub(super) fn restore_files(
         })();
         if let Err(err) = res {
             let _ = std::fs::remove_file(&tmp);
+            if read_failed && is_damage(&err) {
+                w.damaged.add(e, &err);
+                w.counters.add(1, e.size);
+                if err.kind() == ErrorKind::NotFound {
+                    gone = Some(err);
+                }
+                continue;
+            }
             return Err(err).ctx(format!("restoring {}", e.path.display()));
         }
         n += 1;
         bytes += e.size;
         w.counters.add(1, e.size);
     }
-    Ok((n, bytes, cursor.map(|c| c.fetched).unwrap_or(0)))
+    Ok(PackOutcome {
+        files: n,
+        bytes,
+        fetched: cursor.map(|c| c.fetched).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -423,6 +516,41 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::Refused, "{bad:?}");
         }
         assert!(safe_relative(&PathBytes(b"a/b c/\xff".to_vec())).is_ok());
+    }
+
+    #[test]
+    fn damage_log_keeps_a_bounded_list_and_counts_all() {
+        let log = DamageLog::default();
+        let err = Error::integrity("frame 3 does not decompress");
+        for i in (0..MAX_DAMAGED + 25).rev() {
+            let e = Entry {
+                path: PathBytes(format!("f{i:05}").into_bytes()),
+                kind: EntryKind::File,
+                size: 1,
+                mode: 0o644,
+                mtime: 0,
+                mtime_nsec: 0,
+                uid: 0,
+                gid: 0,
+                sha256: None,
+                target: None,
+                pack: Some("p".into()),
+                offset: 0,
+                data_offset: 0,
+                inconsistent: false,
+                ino: None,
+                ctime: None,
+            };
+            log.add(&e, &err);
+        }
+        let (kept, total) = log.take();
+        assert_eq!(total, (MAX_DAMAGED + 25) as u64);
+        assert_eq!(kept.len(), MAX_DAMAGED);
+        assert!(
+            kept.windows(2).all(|w| w[0].path < w[1].path),
+            "sorted by path"
+        );
+        assert!(kept[0].error.contains("frame 3"), "{:?}", kept[0]);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! entries sharing a fetch); packs are restored in parallel. Every restored file's
 //! SHA-256 is checked as it is written; a file whose hash is wrong is removed (with
 //! `--overwrite`, written beside and renamed over only when right), so a restored file
-//! is either correct or absent.
+//! is either correct or absent. A file whose stored data is damaged is skipped and
+//! listed in the report's `damaged` (the restore goes on: damage costs only the files
+//! whose bytes it holds); callers turn a report with damage into exit 3.
 //!
 //! This module is the public API (options, reports, [`restore`], [`restore_with`]);
 //! [`files`] writes entries into the target safely, [`archive`] plans and performs
@@ -15,6 +17,8 @@ pub mod archive;
 pub mod config;
 pub mod db;
 pub mod files;
+
+pub use files::{DamagedFile, MAX_DAMAGED};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,10 +67,22 @@ pub struct RestoreReport {
     pub packs_read: usize,
     /// Entries that were stored as inconsistent (restored as stored).
     pub inconsistent: Vec<String>,
+    /// Files not restored because their stored data is damaged (the first
+    /// [`MAX_DAMAGED`], by path); `damaged_total` counts them all.
+    pub damaged: Vec<DamagedFile>,
+    /// How many files were not restored because their stored data is damaged.
+    pub damaged_total: u64,
     /// Start.
     pub started_at: DateTime<Utc>,
     /// End.
     pub finished_at: DateTime<Utc>,
+}
+
+impl RestoreReport {
+    /// True when every selected entry was restored (no damaged file).
+    pub fn ok(&self) -> bool {
+        self.damaged_total == 0
+    }
 }
 
 /// How to rehydrate archived packs during a restore.
@@ -115,12 +131,13 @@ pub(crate) fn select(m: &Manifest, globs: &[String]) -> Result<Vec<Entry>> {
     Ok(chosen)
 }
 
-/// Restore snapshot `m` per `opts`.
+/// Restore snapshot `m` per `opts`. Files whose stored data is damaged (frames that do
+/// not decompress, a SHA-256 that differs, a missing pack) are not written; the rest is
+/// restored and the report lists them in `damaged` (check [`RestoreReport::ok`]).
 ///
 /// # Errors
 /// `Refused` (unsafe path, would overwrite), `NotFound` (no matching path), `Archived`
-/// (a needed pack is in Archive), `Integrity` (a restored file's SHA-256 differs), store
-/// and filesystem errors.
+/// (a needed pack is in Archive), store and filesystem errors.
 pub async fn restore(
     store: &Store,
     layout: &Layout,
@@ -174,9 +191,12 @@ pub async fn restore(
             .filter(|e| e.inconsistent)
             .map(|e| e.path.display())
             .collect(),
+        damaged: Vec::new(),
+        damaged_total: 0,
         started_at,
         finished_at: started_at,
     };
+    let damaged = Arc::new(files::DamageLog::default());
     // 1. Directories, parents first (entries are path-sorted).
     let known = Arc::new(files::KnownDirs::default());
     report.dirs = files::create_dirs(&root, &known, &entries, &rels, &counters)?;
@@ -185,13 +205,14 @@ pub async fn restore(
     let mut tasks = tokio::task::JoinSet::new();
     for (pid, files) in by_pack {
         let pack = m.pack(&pid).cloned();
-        let (store, layout, root, sem, counters, known) = (
+        let (store, layout, root, sem, counters, known, damaged) = (
             store.clone(),
             layout.clone(),
             root.clone(),
             sem.clone(),
             counters.clone(),
             known.clone(),
+            damaged.clone(),
         );
         let overwrite = opts.overwrite;
         let rt = tokio::runtime::Handle::current();
@@ -203,6 +224,7 @@ pub async fn restore(
                     known: &known,
                     overwrite,
                     counters: &counters,
+                    damaged: &damaged,
                 };
                 files::restore_files(&*store, rt, &layout, pack.as_ref(), &files, &w)
             })
@@ -213,11 +235,11 @@ pub async fn restore(
     let mut first_err = None;
     while let Some(j) = tasks.join_next().await {
         match j.map_err(|e| Error::internal(format!("restore task: {e}")))? {
-            Ok((n, bytes, fetched)) => {
-                report.files += n;
-                report.bytes += bytes;
-                report.bytes_fetched += fetched;
-                report.packs_read += usize::from(fetched > 0);
+            Ok(o) => {
+                report.files += o.files;
+                report.bytes += o.bytes;
+                report.bytes_fetched += o.fetched;
+                report.packs_read += usize::from(o.fetched > 0);
             }
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -231,6 +253,7 @@ pub async fn restore(
     report.symlinks = files::create_symlinks(&root, &known, &entries, &rels, &counters)?;
     // 4. Directory modes and times last, deepest first (writing inside changes mtimes).
     files::finish_dirs(&root, &entries, &rels)?;
+    (report.damaged, report.damaged_total) = damaged.take();
     report.finished_at = Utc::now();
     Ok(report)
 }
@@ -263,6 +286,9 @@ pub async fn restore_with(
     archive::rehydrate(store, layout, &pl, rh, cancel).await?;
     let staged = archive::staged(m, &pl);
     let report = restore(store, layout, &staged, opts, counters).await?;
-    archive::delete_staging(store, layout, &pl).await;
+    // With damage, keep the staging copies: a rerun (or `verify`) reads them again.
+    if report.ok() {
+        archive::delete_staging(store, layout, &pl).await;
+    }
     Ok(report)
 }

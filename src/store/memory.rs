@@ -59,6 +59,8 @@ pub struct OpCounts {
     pub commits: AtomicU64,
     /// Ranged or whole reads.
     pub gets: AtomicU64,
+    /// Bytes those reads returned.
+    pub bytes_read: AtomicU64,
     /// Small puts.
     pub puts: AtomicU64,
 }
@@ -346,18 +348,24 @@ impl BlobStore for MemoryStore {
                 format!("BlobArchived: {blob} is in the Archive tier; rehydrate it first"),
             ));
         }
-        match range {
-            None => Ok(b.data.clone()),
+        let data = match range {
+            None => b.data.clone(),
             Some(r) if r.start <= r.end && r.end <= b.data.len() as u64 => {
-                Ok(b.data.slice(r.start as usize..r.end as usize))
+                b.data.slice(r.start as usize..r.end as usize)
             }
-            Some(r) => Err(Error::integrity(format!(
-                "InvalidRange: {}..{} of {blob} ({} bytes)",
-                r.start,
-                r.end,
-                b.data.len()
-            ))),
-        }
+            Some(r) => {
+                return Err(Error::integrity(format!(
+                    "InvalidRange: {}..{} of {blob} ({} bytes)",
+                    r.start,
+                    r.end,
+                    b.data.len()
+                )))
+            }
+        };
+        self.counts
+            .bytes_read
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(data)
     }
 
     async fn head(&self, blob: &str) -> Result<Option<BlobProps>> {

@@ -4,20 +4,25 @@
 //!
 //! * **metadata** — every pack exists, has the recorded size and Content-MD5, and its
 //!   committed block list equals the recorded block table;
-//! * **sample** — a seeded fraction of blocks is re-read and MD5-compared, and a seeded
-//!   fraction of files is read back through its frames and SHA-256-compared; at least
-//!   one block and one file of every pack, so a small snapshot is never "verified" by
-//!   reading nothing;
-//! * **full** — every pack is streamed block by block (every block MD5-checked) and
-//!   decompressed, and every file's SHA-256 is checked.
+//! * **sample** — a seeded fraction of blocks (at least one of every pack, so a small
+//!   snapshot is never "verified" by reading nothing) is re-read with the parts of the
+//!   frames they cut: each block MD5-compared, each frame decompressed, and the files
+//!   lying inside what was read SHA-256-compared. The bytes read follow the fraction
+//!   (plus that floor and the frame overhang); the report gives read vs stored;
+//! * **full** — every pack is read once, block by block (every block MD5-checked), every
+//!   frame decompressed, every file's SHA-256 checked.
+//!
+//! Frames are decoded one at a time ([`scan`]), so a frame that does not decompress is a
+//! finding naming exactly the files with data in it, and the frames after it are still
+//! checked.
 //!
 //! A mismatch names the pack, the block and the paths it affects. The report is stored at
 //! `verify/<snapshot>/<time>.json` and decides the exit code. Packs in the Archive tier
 //! get the metadata checks only, and the report says so.
 
 pub mod config;
+mod scan;
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,12 +31,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use self::config::VerifyMode;
-use crate::error::{Error, ErrorKind, Result};
+use self::scan::PackScan;
+use crate::error::{Error, Result};
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, EntryKind, Manifest, PackRecord};
-use crate::pack::read::{decoder, BlockStream, PackCursor};
 use crate::store::config::UploadConfig;
-use crate::store::{md5, md5_from_b64, Store, Tier};
+use crate::store::{md5_from_b64, Store, Tier};
 use crate::support::progress::Counters;
 
 /// One thing that did not match.
@@ -50,8 +55,10 @@ pub struct Mismatch {
     pub block_id: Option<String>,
     /// Human detail.
     pub detail: String,
-    /// Paths whose data is affected (first 100).
+    /// Paths whose data is affected (the first 100; `paths_total` counts them all).
     pub paths: Vec<String>,
+    /// How many paths are affected in all.
+    pub paths_total: usize,
 }
 
 /// A verification report.
@@ -75,8 +82,10 @@ pub struct VerifyReport {
     pub blocks_checked: u64,
     /// Files whose SHA-256 was recomputed.
     pub entries_checked: u64,
-    /// Compressed bytes downloaded.
+    /// Compressed bytes downloaded (block and frame reads; not metadata requests).
     pub bytes_read: u64,
+    /// Compressed bytes the snapshot's packs hold (what `full` reads).
+    pub bytes_stored: u64,
     /// Packs in Archive whose data could not be read (metadata checked only).
     pub archived_packs_skipped: usize,
     /// What did not match.
@@ -116,32 +125,6 @@ fn first_pick(seed: u64, key: &str, n: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Paths of `pack` whose tar records intersect uncompressed `raw`.
-fn paths_in(entries: &[&Entry], raw: std::ops::Range<u64>) -> Vec<String> {
-    entries
-        .iter()
-        .filter(|e| e.offset < raw.end && e.data_offset + e.size.max(1) > raw.start)
-        .take(100)
-        .map(|e| e.path.display())
-        .collect()
-}
-
-/// Paths affected by compressed block `i` of `p`.
-fn block_paths(p: &PackRecord, entries: &[&Entry], i: usize) -> Vec<String> {
-    if p.frames.is_empty() {
-        return vec![];
-    }
-    let r = p.block_range(i);
-    let fa = p.frames.iter().rposition(|f| f.1 <= r.start).unwrap_or(0);
-    let fb = p
-        .frames
-        .iter()
-        .rposition(|f| f.1 < r.end)
-        .unwrap_or(fa)
-        .max(fa);
-    paths_in(entries, p.frames_raw_range(fa, fb))
-}
-
 fn mismatch(p: &PackRecord, blob: &str, check: &str, detail: String) -> Mismatch {
     Mismatch {
         check: check.into(),
@@ -151,6 +134,7 @@ fn mismatch(p: &PackRecord, blob: &str, check: &str, detail: String) -> Mismatch
         block_id: None,
         detail,
         paths: vec![],
+        paths_total: 0,
     }
 }
 
@@ -207,6 +191,7 @@ pub async fn verify(
         blocks_checked: 0,
         entries_checked: 0,
         bytes_read: 0,
+        bytes_stored: m.packs.iter().map(|p| p.size).sum(),
         archived_packs_skipped: 0,
         mismatches: vec![],
         stored_as: None,
@@ -231,6 +216,7 @@ pub async fn verify(
                     block_id: None,
                     detail: "entry refers to a pack the manifest does not list".into(),
                     paths: vec![e.path.display()],
+                    paths_total: 1,
                 });
             }
         }
@@ -282,7 +268,12 @@ async fn verify_pack(
             .iter()
             .filter(|e| e.pack.as_deref() == Some(&p.id))
             .collect();
-        mm.paths = entries.iter().take(100).map(|e| e.path.display()).collect();
+        mm.paths = entries
+            .iter()
+            .take(scan::MAX_PATHS)
+            .map(|e| e.path.display())
+            .collect();
+        mm.paths_total = entries.len();
         r.mismatches.push(mm);
         return Ok(r);
     };
@@ -346,9 +337,10 @@ async fn verify_pack(
             .iter()
             .filter(|e| e.pack.as_deref() == Some(&p.id))
             .collect();
+        let scan = PackScan::new(&*store2, rt, &blob, p, file_entries(&entries));
         match mode {
-            VerifyMode::Full => full_pack(&*store2, rt, &blob, p, &entries, &mut r),
-            VerifyMode::Sample(f) => sample_pack(&*store2, rt, &blob, p, &entries, f, seed, &mut r),
+            VerifyMode::Full => full_pack(&scan, &mut r),
+            VerifyMode::Sample(f) => sample_pack(&scan, f, seed, &mut r),
             VerifyMode::Metadata => Ok(()),
         }
         .map(|()| r)
@@ -381,180 +373,74 @@ fn sha_mismatch(p: &PackRecord, blob: &str, e: &Entry, got: &str) -> Mismatch {
             e.sha256.as_deref().unwrap_or("(none)")
         ),
         paths: vec![e.path.display()],
+        paths_total: 1,
     }
 }
 
-fn full_pack(
-    store: &dyn crate::store::BlobStore,
-    rt: tokio::runtime::Handle,
-    blob: &str,
-    p: &PackRecord,
-    entries: &[&Entry],
-    r: &mut PackResult,
-) -> Result<()> {
-    let files = file_entries(entries);
-    let mut stream = BlockStream::new(store, rt, blob.to_string(), p);
-    let outcome = (|| -> std::io::Result<Vec<(usize, String)>> {
-        let mut dec = decoder(p.codec, &mut stream).map_err(std::io::Error::other)?;
-        let mut pos = 0u64;
-        let mut bad = Vec::new();
-        let mut buf = vec![0u8; 256 << 10];
-        for (i, e) in files.iter().enumerate() {
-            if e.data_offset < pos {
-                continue;
-            }
-            std::io::copy(
-                &mut (&mut dec).take(e.data_offset - pos),
-                &mut std::io::sink(),
-            )?;
-            let mut h = Sha256::new();
-            let mut left = e.size;
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = dec.read(&mut buf[..want])?;
-                if n == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("pack ends inside {}", e.path.display()),
-                    ));
-                }
-                h.update(&buf[..n]);
-                left -= n as u64;
-            }
-            pos = e.data_offset + e.size;
-            let got = hex::encode(h.finalize());
-            if Some(got.as_str()) != e.sha256.as_deref() {
-                bad.push((i, got));
-            }
-        }
-        // Drain the rest so every block is read and MD5-checked.
-        std::io::copy(&mut dec, &mut std::io::sink())?;
-        Ok(bad)
-    })();
-    r.bytes += stream.fetched;
-    r.blocks += p.blocks.len() as u64;
-    for (i, actual) in &stream.bad_blocks {
-        r.mismatches
-            .push(block_mismatch(p, blob, entries, *i, actual));
-    }
-    match outcome {
-        Ok(bad) => {
-            r.entries += files.len() as u64;
-            for (i, got) in bad {
-                r.mismatches.push(sha_mismatch(p, blob, files[i], &got));
-            }
-        }
-        Err(e) => {
-            if e.to_string().contains("reading block") {
-                return Err(Error::new(ErrorKind::Store, e.to_string()));
-            }
-            let mut mm = mismatch(
-                p,
-                blob,
-                "decompress",
-                format!("pack does not decompress: {e}"),
-            );
-            mm.paths = entries.iter().take(100).map(|e| e.path.display()).collect();
-            r.mismatches.push(mm);
-        }
-    }
-    Ok(())
+/// A frame table that cannot be used: a finding naming every file of the pack.
+fn frame_table_finding(scan: &PackScan<'_>) -> Option<Mismatch> {
+    let why = scan::frame_table_problem(scan.p)?;
+    let mut m = mismatch(
+        scan.p,
+        scan.blob,
+        "decompress",
+        format!("{why}: the pack's files cannot be located (blocks were MD5-checked only)"),
+    );
+    (m.paths, m.paths_total) = scan.all_paths();
+    Some(m)
 }
 
-fn block_mismatch(
-    p: &PackRecord,
-    blob: &str,
-    entries: &[&Entry],
-    i: usize,
-    actual: &str,
-) -> Mismatch {
-    Mismatch {
-        check: "block-md5".into(),
-        pack: p.id.clone(),
-        blob: blob.into(),
-        block: Some(i),
-        block_id: Some(p.blocks[i].id.clone()),
-        detail: format!(
-            "block {i} MD5 is {actual}, manifest says {}",
-            p.blocks[i].md5
-        ),
-        paths: block_paths(p, entries, i),
+/// Every block MD5-checked, every frame decompressed, every file SHA-256-checked.
+fn full_pack(scan: &PackScan<'_>, r: &mut PackResult) -> Result<()> {
+    let p = scan.p;
+    let end = p.size.max(p.blocks.iter().map(|b| b.size).sum());
+    if !scan.frames_ok {
+        r.mismatches.extend(frame_table_finding(scan));
+        return scan.span(None, 0..end, true, r);
     }
+    scan.span(Some((0, p.frames.len() - 1)), 0..end, true, r)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sample_pack(
-    store: &dyn crate::store::BlobStore,
-    rt: tokio::runtime::Handle,
-    blob: &str,
-    p: &PackRecord,
-    entries: &[&Entry],
-    f: f64,
-    seed: u64,
-    r: &mut PackResult,
-) -> Result<()> {
-    // A seeded fraction of blocks, and never none: a small pack still gets one block
-    // re-read (the one the seed picks first).
-    let mut chosen_blocks: Vec<usize> = (0..p.blocks.len())
+/// A seeded fraction of blocks (never none: a pack always gets the block the seed picks
+/// first), each read with the parts of the frames it cuts, so every frame in the read is
+/// decompressed whole and every file inside it SHA-256-checked. Neighbouring spans are
+/// merged, so a frame is read at most once.
+fn sample_pack(scan: &PackScan<'_>, f: f64, seed: u64, r: &mut PackResult) -> Result<()> {
+    let p = scan.p;
+    let mut chosen: Vec<usize> = (0..p.blocks.len())
         .filter(|&i| sampled(seed, &p.id, i as u64, f))
         .collect();
-    if chosen_blocks.is_empty() && !p.blocks.is_empty() {
-        chosen_blocks.push(first_pick(seed, &p.id, p.blocks.len()));
+    if chosen.is_empty() && !p.blocks.is_empty() {
+        chosen.push(first_pick(seed, &p.id, p.blocks.len()));
     }
-    for i in chosen_blocks {
-        let data = rt.block_on(store.get(blob, Some(p.block_range(i))))?;
-        r.bytes += data.len() as u64;
-        r.blocks += 1;
-        let actual = md5(&data);
-        if md5_from_b64(&p.blocks[i].md5) != Some(actual) {
-            r.mismatches.push(block_mismatch(
-                p,
-                blob,
-                entries,
-                i,
-                &crate::store::b64(&actual),
-            ));
+    if !scan.frames_ok {
+        r.mismatches.extend(frame_table_finding(scan));
+        for i in chosen {
+            scan.span(None, scan.block_range(i), false, r)?;
+        }
+        return Ok(());
+    }
+    // Spans: (first frame, last frame, compressed range to fetch).
+    let mut spans: Vec<(usize, usize, std::ops::Range<u64>)> = Vec::new();
+    for i in chosen {
+        let br = scan.block_range(i);
+        if br.is_empty() {
+            continue;
+        }
+        let (fa, fb) = scan.frames_holding(&br);
+        let fr = p.frames_comp_range(fa, fb);
+        let fetch = fr.start.min(br.start)..fr.end.max(br.end);
+        match spans.last_mut() {
+            Some(last) if fa <= last.1 + 1 => {
+                last.1 = last.1.max(fb);
+                last.2 = last.2.start.min(fetch.start)..last.2.end.max(fetch.end);
+            }
+            _ => spans.push((fa, fb, fetch)),
         }
     }
-    let files = file_entries(entries);
-    let mut chosen: Vec<&Entry> = files
-        .iter()
-        .enumerate()
-        .filter(|(i, e)| sampled(seed ^ 0x5eed, &e.path.display(), *i as u64, f))
-        .map(|(_, e)| *e)
-        .collect();
-    if chosen.is_empty() && !files.is_empty() {
-        chosen.push(files[first_pick(seed ^ 0x5eed, &p.id, files.len())]);
+    for (fa, fb, fetch) in spans {
+        scan.span(Some((fa, fb)), fetch, false, r)?;
     }
-    let mut cur = PackCursor::new(store, rt, blob.to_string(), p);
-    for (k, e) in chosen.iter().enumerate() {
-        let hint = chosen
-            .get(k + 1)
-            .map(|n| n.data_offset + n.size)
-            .unwrap_or(0);
-        let mut h = Sha256::new();
-        let res = cur.read(e.data_offset..e.data_offset + e.size, hint, &mut |b| {
-            h.update(b);
-            Ok(())
-        });
-        r.entries += 1;
-        match res {
-            Ok(()) => {
-                let got = hex::encode(h.finalize());
-                if Some(got.as_str()) != e.sha256.as_deref() {
-                    r.mismatches.push(sha_mismatch(p, blob, e, &got));
-                }
-            }
-            Err(err) if err.kind() == ErrorKind::Integrity => {
-                let mut mm = mismatch(p, blob, "decompress", err.to_string());
-                mm.paths = vec![e.path.display()];
-                r.mismatches.push(mm);
-                break;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-    r.bytes += cur.fetched;
     Ok(())
 }
 

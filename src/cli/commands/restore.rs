@@ -67,7 +67,7 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     reporter.finish().await;
     let r = res?;
     emit(json, &r, || render::restore_files(&r));
-    Ok(exit::OK)
+    Ok(if r.ok() { exit::OK } else { exit::MISMATCH })
 }
 
 /// `--plan` and `--rehydrate`: print what archived packs a restore needs, or rehydrate
@@ -117,8 +117,12 @@ async fn archive(
     emit(json, &r, || {
         render::restore_report(
             &r,
-            " (archived packs read from rehydrated copies, since deleted)",
+            if r.ok() {
+                " (archived packs read from rehydrated copies, since deleted)"
+            } else {
+                " (archived packs read from rehydrated copies, kept for a rerun)"
+            },
         )
     });
-    Ok(exit::OK)
+    Ok(if r.ok() { exit::OK } else { exit::MISMATCH })
 }
