@@ -241,7 +241,7 @@ mod item_4 {
             .await
             .expect("proxy");
         let container = support::unique_container("unverified");
-        let extra = "[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 4\n[verify]\nmode = \"full\"\n[retry]\nattempts = 2\ninitial_backoff = \"10ms\"\nmax_backoff = \"20ms\"\nbudget = \"5s\"\n";
+        let extra = "[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 4\n[verify]\nmode = \"full\"\n[retry]\nattempts = 4\ninitial_backoff = \"10ms\"\nmax_backoff = \"2s\"\nbudget = \"30s\"\n";
         let pf = common::write_pipeline(
             t.path(),
             "unv",
@@ -250,8 +250,9 @@ mod item_4 {
             extra,
         );
         let pfs = pf.to_str().unwrap().to_string();
-        // Reads of pack data fail (500 on every try); properties and block lists, which
-        // packing and the metadata checks use, pass.
+        // Reads of pack data fail: refused outright (403) or busy (503, Retry-After 1 s)
+        // on every try, so while one pack's verification has failed others are still
+        // retrying. Properties and block lists (packing, metadata checks) pass.
         let pack_reads: Filter = Arc::new(|s: &Seen| {
             s.method == "GET" && s.path.contains("/packs/") && s.comp.is_none()
         });
@@ -259,7 +260,7 @@ mod item_4 {
         proxy.set(FaultConfig {
             rate: 1.0,
             seed: 3,
-            kinds: vec![Fault::Internal500],
+            kinds: vec![Fault::Forbidden403, Fault::Busy503],
             stall: std::time::Duration::from_secs(1),
         });
         let backup = |extra: &[&str]| {
