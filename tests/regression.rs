@@ -65,8 +65,7 @@ mod item_3 {
     use common::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn verify_that_cannot_complete_reports_the_committed_snapshot_and_a_rerun_verifies()
-    {
+    async fn verify_that_cannot_complete_reports_the_committed_snapshot_and_a_rerun_verifies() {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
         sample_tree(&src);
@@ -92,7 +91,10 @@ mod item_3 {
             .await
             .expect("a committed run is not an error");
         assert_eq!(r.status, RunStatus::CommittedUnverified, "{r:?}");
-        let snap = r.snapshot.clone().expect("the committed snapshot is reported");
+        let snap = r
+            .snapshot
+            .clone()
+            .expect("the committed snapshot is reported");
         assert!(r.verify.is_none(), "{r:?}");
         let err = r.error.clone().unwrap_or_default();
         assert!(err.contains("verification could not complete"), "{err}");
@@ -231,11 +233,7 @@ mod item_4 {
         let src = t.path().join("src");
         common::sample_tree(&src);
         for i in 0..6u64 {
-            std::fs::write(
-                src.join(format!("n{i}.bin")),
-                common::noise(400_000, i + 7),
-            )
-            .unwrap();
+            std::fs::write(src.join(format!("n{i}.bin")), common::noise(400_000, i + 7)).unwrap();
         }
         let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
             .await
@@ -400,7 +398,10 @@ mod item_5 {
         });
         // Wait until B holds the lease and its name write is stalled.
         while !proxy.stats.seen().iter().any(|x| x.faulted) {
-            assert!(!b.is_finished(), "B ended before its name write was stalled");
+            assert!(
+                !b.is_finished(),
+                "B ended before its name write was stalled"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
 

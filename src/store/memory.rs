@@ -345,7 +345,12 @@ impl BlobStore for MemoryStore {
 
     async fn get(&self, blob: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         self.counts.gets.fetch_add(1, Ordering::Relaxed);
-        if let Some(p) = self.fail_reads_matching.lock().expect("poisoned").as_deref() {
+        if let Some(p) = self
+            .fail_reads_matching
+            .lock()
+            .expect("poisoned")
+            .as_deref()
+        {
             if blob.contains(p) {
                 return Err(Error::transient(
                     ErrorKind::Store,
