@@ -60,7 +60,9 @@ impl Event {
             RunStatus::Ok => Some(Event::Success),
             RunStatus::Partial => Some(Event::Partial),
             RunStatus::Mismatch => Some(Event::Mismatch),
-            RunStatus::Failed => Some(Event::Failure),
+            // Not proven restorable: subscribers to failures hear about it (the alert's
+            // title and status say what happened).
+            RunStatus::CommittedUnverified | RunStatus::Failed => Some(Event::Failure),
             RunStatus::Cancelled => None,
         }
     }

@@ -16,6 +16,7 @@
 //! | 7 | refused: restore would overwrite or escape its target |
 //! | 8 | data is in the Archive tier and must be rehydrated first |
 //! | 9 | stale: a pipeline's newest verified snapshot is older than allowed (`check`) |
+//! | 10 | unverified: committed, but the verification after the commit could not complete |
 //! | 130 | cancelled by a signal; resumable with the same `--run-id` |
 
 use crate::error::{Error, ErrorKind};
@@ -42,6 +43,8 @@ pub const REFUSED: i32 = 7;
 pub const ARCHIVED: i32 = 8;
 /// Stale: no verified snapshot recent enough (`check`).
 pub const STALE: i32 = 9;
+/// Committed, but the verification after the commit could not complete.
+pub const UNVERIFIED: i32 = 10;
 /// Cancelled.
 pub const CANCELLED: i32 = 130;
 
@@ -70,6 +73,7 @@ pub fn for_run(status: RunStatus) -> i32 {
         RunStatus::Ok => OK,
         RunStatus::Partial => PARTIAL,
         RunStatus::Mismatch => MISMATCH,
+        RunStatus::CommittedUnverified => UNVERIFIED,
         RunStatus::Cancelled => CANCELLED,
         RunStatus::Failed => FAILED,
     }
@@ -100,6 +104,7 @@ pub fn for_queued(outcome: QueueOutcome, poison_is_config: bool) -> i32 {
         QueueOutcome::Empty | QueueOutcome::Ok => OK,
         QueueOutcome::Partial => PARTIAL,
         QueueOutcome::Mismatch => MISMATCH,
+        QueueOutcome::CommittedUnverified => UNVERIFIED,
         QueueOutcome::Locked => LOCKED,
         QueueOutcome::Cancelled => CANCELLED,
         QueueOutcome::Poison if poison_is_config => CONFIG,

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::manifest::catalog::SnapshotInfo;
+use crate::manifest::records::RunStatus;
 use crate::manifest::{Diff, Entry, EntryKind};
 use crate::pipeline::BackupReport;
 use crate::restore::archive::RestorePlan;
@@ -98,6 +99,15 @@ pub fn backup(r: &BackupReport) {
     }
     if let Some(v) = &r.verify {
         verify_report(v);
+    }
+    if r.status == RunStatus::CommittedUnverified {
+        if let Some(e) = &r.error {
+            println!("verify: could not complete: {e}");
+        }
+        println!(
+            "the snapshot is committed but unverified: rerun `backup --run-id {}` to verify it",
+            r.run_id
+        );
     }
     println!("status: {:?}", r.status);
 }

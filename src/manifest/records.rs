@@ -23,6 +23,12 @@ pub enum RunStatus {
     Partial,
     /// Committed, but verification found a mismatch.
     Mismatch,
+    /// Committed, but the verification after the commit could not complete (the store
+    /// failed beyond its retries, or the process died while verifying): the snapshot
+    /// exists and is listed, but nothing proves it restores. Not ok: it alerts, and it
+    /// does not count as a verified snapshot. A rerun with the same run id verifies it.
+    #[serde(rename = "committed_unverified")]
+    CommittedUnverified,
     /// Nothing committed.
     Failed,
     /// Stopped by a signal; nothing committed; resumable.
@@ -36,9 +42,24 @@ impl RunStatus {
             RunStatus::Ok => "ok",
             RunStatus::Partial => "partial",
             RunStatus::Mismatch => "mismatch",
+            RunStatus::CommittedUnverified => "committed_unverified",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
         }
+    }
+}
+
+impl RunStatus {
+    /// Whether the run committed a snapshot (it exists and is listed, whatever its
+    /// verification found).
+    pub fn committed(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Ok
+                | RunStatus::Partial
+                | RunStatus::Mismatch
+                | RunStatus::CommittedUnverified
+        )
     }
 }
 
@@ -183,6 +204,7 @@ mod tests {
             RunStatus::Ok,
             RunStatus::Partial,
             RunStatus::Mismatch,
+            RunStatus::CommittedUnverified,
             RunStatus::Failed,
             RunStatus::Cancelled,
         ] {

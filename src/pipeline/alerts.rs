@@ -37,6 +37,15 @@ pub fn run_alert(p: &Pipeline, r: &BackupReport) -> Option<Alert> {
                 r.verify.as_ref().map(|v| v.mismatches.len()).unwrap_or(0)
             ),
         ),
+        Event::Failure if r.status == RunStatus::CommittedUnverified => (
+            format!("blobpipe {}: backup committed but UNVERIFIED", p.name),
+            format!(
+                "Snapshot {} was committed, but its verification could not complete: {}. Nothing proves it restores and it does not count as verified. Rerun with --run-id {} to verify it.",
+                r.snapshot.as_deref().unwrap_or("-"),
+                r.error.as_deref().unwrap_or("unknown error"),
+                r.run_id
+            ),
+        ),
         Event::Failure => (
             format!("blobpipe {}: backup FAILED", p.name),
             format!(

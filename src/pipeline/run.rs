@@ -86,8 +86,8 @@ impl Ctx {
     }
 }
 
-/// What the engine hands the runner: the report and, when this attempt committed a
-/// snapshot, its manifest (for verification).
+/// What the engine hands the runner: the report and the committed snapshot's manifest
+/// (for verification) — committed by this attempt or, on a rerun, by an earlier one.
 pub(super) struct Finished {
     pub(super) report: BackupReport,
     pub(super) manifest: Option<Manifest>,
@@ -112,15 +112,38 @@ pub(super) async fn run(
         plan::load_or_make_plan(p, &store, layout, run_id, started_at, opts.full).await?;
     let started_at = plan.started_at.unwrap_or(started_at);
     let snapshot = ids::snapshot_id_for(started_at, run_id);
-    if let Some(done) = plan::already_committed(&store, layout, &snapshot).await? {
+    if plan::already_committed(&store, layout, &snapshot)
+        .await?
+        .is_some()
+    {
+        // An earlier attempt committed (and may have died verifying, or failed to
+        // verify): report the snapshot and hand its manifest to the runner, which
+        // verifies it again, so a rerun never reports `ok` for an unverified snapshot.
         tracing::info!(
             snapshot,
-            "run {run_id} already committed this snapshot; nothing to do"
+            "run {run_id} already committed this snapshot; verifying it again"
         );
+        let m = crate::manifest::catalog::load(&*store, layout, &snapshot)
+            .await
+            .ctx("loading the snapshot this run committed")?;
+        let done = &m.header;
+        let status = if !done.unreadable.is_empty() || done.totals.inconsistent > 0 {
+            RunStatus::Partial
+        } else {
+            RunStatus::Ok
+        };
+        let problems = done
+            .unreadable
+            .iter()
+            .map(|path| extract::Problem {
+                path: path.clone(),
+                error: "could not be read (recorded by an earlier attempt of this run)".into(),
+            })
+            .collect();
         let report = BackupReport {
             pipeline: p.name.clone(),
             run_id: run_id.to_string(),
-            status: RunStatus::Ok,
+            status,
             snapshot: Some(snapshot),
             started_at,
             finished_at: Utc::now(),
@@ -140,7 +163,7 @@ pub(super) async fn run(
             blocks_reused: 0,
             max_inflight_blocks: 0,
             retries: 0,
-            problems: vec![],
+            problems,
             inconsistent: vec![],
             verify: None,
             error: None,
@@ -149,7 +172,7 @@ pub(super) async fn run(
         };
         return Ok(Finished {
             report,
-            manifest: None,
+            manifest: Some(m),
         });
     }
     let parent: Option<Arc<Manifest>> = match &plan.parent {

@@ -44,8 +44,9 @@ pub struct BackupOptions {
 ///
 /// # Errors
 /// `Config`/`Source` when the source cannot be planned, `Locked` when another run holds
-/// the lock, `Cancelled` on a signal, `Store` when the store fails beyond retries. A
-/// committed snapshot with unreadable files is not an error: the report says `partial`.
+/// the lock, `Cancelled` on a signal, `Store` when the store fails beyond retries before
+/// the commit. A committed snapshot is never an error: unreadable files make the report
+/// `partial`, a verification that cannot complete `committed_unverified`.
 pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<BackupReport> {
     let started_at = Utc::now();
     let run_id = opts
@@ -121,7 +122,9 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
 }
 
 /// Verify what the engine committed (unless disabled); a mismatch makes the run
-/// `mismatch`.
+/// `mismatch`. A verification that cannot complete (the store fails beyond its retries)
+/// does not turn a committed run into a failed one: the run is `committed_unverified`,
+/// keeps its snapshot and carries the error, and a rerun of the run id verifies again.
 async fn verify_committed(
     p: &Pipeline,
     store: &Store,
@@ -140,10 +143,26 @@ async fn verify_committed(
         return Ok(report);
     }
     let mode = p.verify.mode;
-    let v = verify::verify(store, layout, &m, mode, p.verify.seed, &p.upload, None).await?;
-    if !v.ok() {
-        report.status = RunStatus::Mismatch;
+    match verify::verify(store, layout, &m, mode, p.verify.seed, &p.upload, None).await {
+        Ok(v) => {
+            if !v.ok() {
+                report.status = RunStatus::Mismatch;
+            }
+            report.verify = Some(v);
+        }
+        Err(e) => {
+            let snapshot = report.snapshot.as_deref().unwrap_or("-");
+            tracing::error!(
+                snapshot,
+                "snapshot committed, but its verification could not complete: {e}"
+            );
+            report.status = RunStatus::CommittedUnverified;
+            report.verify = None;
+            report.error = Some(format!(
+                "snapshot {snapshot} committed, but its {} verification could not complete: {e}",
+                mode.name()
+            ));
+        }
     }
-    report.verify = Some(v);
     Ok(report)
 }

@@ -13,7 +13,8 @@
 //!   freshness check reports it until then). Ticks missed while a run was going are
 //!   never queued: the next run is the next tick after now.
 //! - **Resume.** If the newest run record says the run was cancelled (the scheduler or
-//!   its machine was stopped), the first run reuses that run id and resumes it.
+//!   its machine was stopped), the first run reuses that run id and resumes it; if it
+//!   says `committed_unverified`, the first run reuses the id and verifies that snapshot.
 //! - **Graceful shutdown.** On SIGTERM/Ctrl-C ([`crate::support::cancel::Cancel`]) no new run
 //!   starts; running ones stop at their next checkpoint (nothing committed, resumable)
 //!   and the scheduler waits for them before returning.
@@ -30,6 +31,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::manifest::layout::Repo;
+use crate::manifest::records::RunStatus;
 use crate::pipeline::{BackupOptions, BackupReport, Pipeline};
 use crate::store;
 use crate::support::cancel::Cancel;
@@ -176,8 +178,13 @@ async fn history(p: &Pipeline) -> Result<(Option<DateTime<Utc>>, Option<String>)
     Ok(match last {
         None => (None, None),
         Some(r) => {
-            let resume = (r.status == Some(crate::manifest::records::RunStatus::Cancelled))
-                .then(|| r.run_id.clone());
+            // A cancelled run resumes; a committed run whose verification could not
+            // complete is rerun with its id, which verifies the snapshot.
+            let resume = matches!(
+                r.status,
+                Some(RunStatus::Cancelled | RunStatus::CommittedUnverified)
+            )
+            .then(|| r.run_id.clone());
             (r.started_at.or(r.finished_at), resume)
         }
     })

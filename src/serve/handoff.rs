@@ -111,6 +111,10 @@ pub enum QueueOutcome {
     Partial,
     /// The run committed but verification found a mismatch.
     Mismatch,
+    /// The run committed but its verification could not complete; the message
+    /// reappears, and the rerun (same run id) finishes the verification.
+    #[serde(rename = "committed_unverified")]
+    CommittedUnverified,
     /// The run failed; the message reappears after the retry delay.
     Failed,
     /// The run was cancelled; the message reappears.
@@ -130,6 +134,7 @@ impl QueueOutcome {
             QueueOutcome::Ok => "ok",
             QueueOutcome::Partial => "partial",
             QueueOutcome::Mismatch => "mismatch",
+            QueueOutcome::CommittedUnverified => "committed_unverified",
             QueueOutcome::Failed => "failed",
             QueueOutcome::Cancelled => "cancelled",
             QueueOutcome::Locked => "locked",
@@ -150,6 +155,7 @@ impl From<RunStatus> for QueueOutcome {
             RunStatus::Ok => QueueOutcome::Ok,
             RunStatus::Partial => QueueOutcome::Partial,
             RunStatus::Mismatch => QueueOutcome::Mismatch,
+            RunStatus::CommittedUnverified => QueueOutcome::CommittedUnverified,
             RunStatus::Failed => QueueOutcome::Failed,
             RunStatus::Cancelled => QueueOutcome::Cancelled,
         }
@@ -276,7 +282,9 @@ pub async fn run_queued(
             out.snapshot = r.snapshot.clone();
             out.error = r.error.clone();
             // Committed (even with unreadable files or a verify mismatch, which alerted):
-            // running the message again cannot do better.
+            // running the message again cannot do better. A committed run whose
+            // verification could not complete is not done: the redelivered message
+            // reruns the same run id, which verifies the snapshot.
             matches!(
                 r.status,
                 RunStatus::Ok | RunStatus::Partial | RunStatus::Mismatch

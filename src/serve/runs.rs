@@ -38,6 +38,9 @@ pub enum RunPhase {
     Partial,
     /// Committed, verification found a mismatch.
     Mismatch,
+    /// Committed, but the verification could not complete (not ok; rerun the run id).
+    #[serde(rename = "committed_unverified")]
+    CommittedUnverified,
     /// Nothing committed.
     Failed,
     /// Stopped by a signal.
@@ -55,6 +58,7 @@ impl RunPhase {
             RunPhase::Ok => "ok",
             RunPhase::Partial => "partial",
             RunPhase::Mismatch => "mismatch",
+            RunPhase::CommittedUnverified => "committed_unverified",
             RunPhase::Failed => "failed",
             RunPhase::Cancelled => "cancelled",
             RunPhase::Locked => "locked",
@@ -67,6 +71,7 @@ impl RunPhase {
             RunStatus::Ok => RunPhase::Ok,
             RunStatus::Partial => RunPhase::Partial,
             RunStatus::Mismatch => RunPhase::Mismatch,
+            RunStatus::CommittedUnverified => RunPhase::CommittedUnverified,
             RunStatus::Failed => RunPhase::Failed,
             RunStatus::Cancelled => RunPhase::Cancelled,
         }
@@ -169,7 +174,10 @@ pub(super) fn start(
                 st.error = r.error.clone();
                 m.source_bytes += r.totals.bytes;
                 m.stored_bytes += r.totals.stored_bytes;
-                if matches!(r.status, RunStatus::Failed | RunStatus::Mismatch) {
+                if matches!(
+                    r.status,
+                    RunStatus::Failed | RunStatus::Mismatch | RunStatus::CommittedUnverified
+                ) {
                     m.failures += 1;
                 }
             }

@@ -2,9 +2,10 @@
 //!
 //! Behaves like the other stores (it passes the same conformance suite). Counters of
 //! operations are always kept; the hooks tests need (a per-operation delay to make
-//! uploads slow for backpressure tests, fault injection, rehydration delay, backdating,
-//! direct byte access to corrupt a stored blob) exist only in unit tests and with the
-//! `testing` feature, so a release binary has no way to inject a fault.
+//! uploads slow for backpressure tests, write and read fault injection, rehydration
+//! delay, backdating, direct byte access to corrupt a stored blob) exist only in unit
+//! tests and with the `testing` feature, so a release binary has no way to inject a
+//! fault.
 //! Stores opened with the same `memory://name` URL in one process share their contents.
 
 use std::collections::{BTreeMap, HashMap};
@@ -73,6 +74,7 @@ pub struct MemoryStore {
     delay: Arc<Mutex<Option<Duration>>>,
     fail_puts_matching: Arc<Mutex<Option<String>>>,
     fail_commits_matching: Arc<Mutex<Option<String>>>,
+    fail_reads_matching: Arc<Mutex<Option<String>>>,
     rehydrate_delay: Arc<Mutex<Option<Duration>>>,
     /// Operation counters.
     pub counts: Arc<OpCounts>,
@@ -98,6 +100,7 @@ impl MemoryStore {
             delay: Default::default(),
             fail_puts_matching: Default::default(),
             fail_commits_matching: Default::default(),
+            fail_reads_matching: Default::default(),
             rehydrate_delay: Default::default(),
             counts: Default::default(),
         }
@@ -130,6 +133,13 @@ impl MemoryStore {
     /// (staging still works: leaves staged, uncommitted blocks behind).
     pub fn fail_commits_containing(&self, pattern: Option<&str>) {
         *self.fail_commits_matching.lock().expect("poisoned") = pattern.map(str::to_string);
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Make reads (`get`) of blobs whose name contains `pattern` fail transiently, as a
+    /// store failing beyond its retries would (e.g. a verification after the commit).
+    pub fn fail_reads_containing(&self, pattern: Option<&str>) {
+        *self.fail_reads_matching.lock().expect("poisoned") = pattern.map(str::to_string);
     }
 
     #[cfg(any(test, feature = "testing"))]
@@ -337,6 +347,19 @@ impl BlobStore for MemoryStore {
 
     async fn get(&self, blob: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         self.counts.gets.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = self
+            .fail_reads_matching
+            .lock()
+            .expect("poisoned")
+            .as_deref()
+        {
+            if blob.contains(p) {
+                return Err(Error::transient(
+                    ErrorKind::Store,
+                    format!("injected fault reading {blob} (retries exhausted)"),
+                ));
+            }
+        }
         let st = self.lock();
         let b = st
             .blobs

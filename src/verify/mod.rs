@@ -196,13 +196,30 @@ pub async fn verify(
         mismatches: vec![],
         stored_as: None,
     };
+    // Every pack task is awaited, even after one failed: a task dropped mid-pack would
+    // leave its blocking reader running (and calling into the runtime) after `verify`
+    // returned, up to the runtime's shutdown.
+    let mut first_err: Option<Error> = None;
     while let Some(j) = tasks.join_next().await {
-        let r = j.map_err(|e| Error::internal(format!("verify task: {e}")))??;
+        let r = match j.map_err(|e| Error::internal(format!("verify task: {e}"))) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) | Err(e) => {
+                // Packs not started yet give up at once; running ones finish.
+                sem.close();
+                if first_err.is_none() {
+                    first_err = Some(e);
+                }
+                continue;
+            }
+        };
         report.blocks_checked += r.blocks;
         report.entries_checked += r.entries;
         report.bytes_read += r.bytes;
         report.archived_packs_skipped += usize::from(r.archived);
         report.mismatches.extend(r.mismatches);
+    }
+    if let Some(e) = first_err {
+        return Err(e);
     }
     // Entries pointing at packs the manifest does not list are a manifest defect.
     for e in &m.entries {

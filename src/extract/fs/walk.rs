@@ -36,11 +36,21 @@ fn matcher(root: &Path, globs: &[String]) -> Result<Option<Gitignore>> {
         .map_err(|e| Error::config(format!("invalid globs: {e}")))
 }
 
+/// The error of a source root that exists but cannot be listed (e.g. mode 000).
+fn unlistable_root(root: &Path, e: std::io::Error) -> Error {
+    Error::caused(
+        ErrorKind::Source,
+        format!("cannot list source root {}", root.display()),
+        e,
+    )
+}
+
 /// Walk the source and split it into `count` partitions.
 ///
 /// # Errors
-/// `Source` if the root itself cannot be read; problems below the root are collected in
-/// the plan instead.
+/// `Source` if the root itself cannot be read or listed (missing, not a directory, no
+/// permission): a run that could read nothing is failed, not a partial empty snapshot.
+/// Problems below the root are collected in the plan instead.
 pub fn plan(cfg: &FsSourceConfig, count: usize) -> Result<Plan> {
     let root = &cfg.root;
     // A missing root is a failed run (exit 1), not a "not found" lookup (exit 6).
@@ -64,8 +74,10 @@ pub fn plan(cfg: &FsSourceConfig, count: usize) -> Result<Plan> {
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
     while let Some(rel_dir) = stack.pop() {
         let dir = root.join(&rel_dir);
+        let is_root = rel_dir.as_os_str().is_empty();
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
+            Err(e) if is_root => return Err(unlistable_root(root, e)),
             Err(e) => {
                 problems.push(Problem {
                     path: PathBytes(rel_dir.as_os_str().as_bytes().to_vec()),
@@ -77,6 +89,7 @@ pub fn plan(cfg: &FsSourceConfig, count: usize) -> Result<Plan> {
         for de in rd {
             let de = match de {
                 Ok(de) => de,
+                Err(e) if is_root => return Err(unlistable_root(root, e)),
                 Err(e) => {
                     problems.push(Problem {
                         path: PathBytes(rel_dir.as_os_str().as_bytes().to_vec()),

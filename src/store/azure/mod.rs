@@ -17,7 +17,11 @@
 //!
 //! Leases: Azure leases last 15–60 s (or forever); the requested ttl is clamped into
 //! 15–60 s and the engine renews. The holder text is the lock blob's content, so a
-//! refused run can name the run that holds the lock.
+//! refused run can name the run that holds the lock. Taking a lease and writing the
+//! holder's name are two requests, so the name is briefly stale after every acquire
+//! (for seconds when the write is retried): a holder therefore overwrites its name with
+//! [`RELEASED`] before it releases, and a refused run that reads that marker waits a
+//! little for the new holder's name instead of naming the previous, finished run.
 
 pub mod builder;
 pub mod client;
@@ -100,6 +104,13 @@ impl std::fmt::Debug for AzureStore {
             .finish_non_exhaustive()
     }
 }
+
+/// What the lock blob holds between holders: written under the lease just before it is
+/// released, so no finished run's name is left behind to be taken for the live holder's.
+pub const RELEASED: &str = "released: no run holds this lock";
+
+/// How long a refused acquire waits for a new holder to record its name.
+const HOLDER_WAIT: Duration = Duration::from_secs(10);
 
 const LEASE_MIN: u64 = 15;
 const LEASE_MAX: u64 = 60;
@@ -341,6 +352,23 @@ impl AzureStore {
                 s.chars().take(200).collect()
             }
             Err(_) => "holder unknown".to_string(),
+        }
+    }
+
+    /// The live holder of the leased `blob`: its recorded name, once the run that just
+    /// took the lease has written it over the [`RELEASED`] marker (bounded wait).
+    async fn live_holder(&self, blob: &str) -> String {
+        let deadline = tokio::time::Instant::now() + HOLDER_WAIT;
+        loop {
+            let who = self.read_holder(blob).await;
+            if who != RELEASED {
+                return who;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return "a run that took the lock moments ago and has not recorded its name yet"
+                    .to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -764,7 +792,7 @@ impl BlobStore for AzureStore {
                 .map_err(|e| map_error(&what, e))?
                 .unwrap_or(proposed),
             Err(e) if http_parts(&e).is_some_and(|(s, _)| s == 409) => {
-                let who = self.read_holder(blob).await;
+                let who = self.live_holder(blob).await;
                 return Err(Error::new(
                     ErrorKind::Locked,
                     format!("{blob} is leased by another run ({who})"),
@@ -809,6 +837,24 @@ impl BlobStore for AzureStore {
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        // Leave no name behind: the next holder's name is written only after it took
+        // the lease, and until then a refused run must not read ours as the holder's.
+        let o = BlockBlobClientUploadOptions {
+            lease_id: Some(lease.id.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .blob(&lease.blob)
+            .upload(RequestContent::from(RELEASED.as_bytes().to_vec()), Some(o))
+            .await
+        {
+            // A lost lease (412/409) holds someone else's name: leave it.
+            tracing::debug!(
+                "could not clear the holder of {}: {}",
+                lease.blob,
+                map_error("clearing the holder", e)
+            );
+        }
         match self
             .blob(&lease.blob)
             .release_lease(
