@@ -54,6 +54,14 @@ EXIT_CODES: Mapping[int, Outcome] = _table(
     Outcome(7, "refused", False, False, "restore would overwrite or escape its target"),
     Outcome(8, "archived", False, False, "data is in the Archive tier: rehydrate first"),
     Outcome(9, "stale", False, True, "the newest verified snapshot is older than allowed"),
+    Outcome(
+        10,
+        "unverified",
+        False,
+        True,
+        "committed, but the verification after the commit could not complete"
+        " (a retry with the same run id verifies it)",
+    ),
     Outcome(101, "panic", False, False, "blobpipe panicked (a bug: report it with the log)"),
     Outcome(130, "cancelled", False, True, "stopped by a signal; resumable with the same run id"),
     Outcome(143, "terminated", False, True, "ended by SIGTERM"),
@@ -69,6 +77,7 @@ STATE_CODES: Mapping[str, int] = MappingProxyType(
         "partial": 4,
         "locked": 5,
         "cancelled": 130,
+        "committed_unverified": 10,
     }
 )
 
