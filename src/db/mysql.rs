@@ -491,7 +491,8 @@ impl RowSink for RowsetDigest {
     }
 }
 
-/// Stream `SELECT cols FROM table ORDER BY key` as CSV rows into `sink`.
+/// Stream `SELECT cols FROM table [WHERE lo <= key < hi] ORDER BY key` as CSV rows into
+/// `sink` (`bounds` applies to the first primary-key column).
 ///
 /// # Errors
 /// Server errors.
@@ -499,6 +500,7 @@ pub async fn read_rows(
     c: &mut Conn,
     t: &TableRecord,
     schema: &str,
+    bounds: Option<(i64, i64)>,
     sink: &mut dyn RowSink,
 ) -> Result<()> {
     let cols: Vec<String> = t.columns.iter().map(|c| my_ident(&c.name)).collect();
@@ -509,6 +511,10 @@ pub async fn read_rows(
         my_ident(schema),
         my_ident(&t.name)
     );
+    if let (Some((lo, hi)), Some(k)) = (bounds, t.primary_key.first()) {
+        let k = my_ident(k);
+        q.push_str(&format!(" WHERE {k} >= {lo} AND {k} < {hi}"));
+    }
     if !t.primary_key.is_empty() {
         let k: Vec<String> = t.primary_key.iter().map(|k| my_ident(k)).collect();
         q.push_str(&format!(" ORDER BY {}", k.join(", ")));

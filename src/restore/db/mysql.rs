@@ -202,7 +202,7 @@ impl Loader for MyLoader {
 
     async fn rowset(&mut self, p: &Planned<'_>) -> Result<RowsetDigest> {
         let mut d = RowsetDigest::default();
-        read_rows(&mut self.c, p.rec, &p.schema, &mut d).await?;
+        read_rows(&mut self.c, p.rec, &p.schema, None, &mut d).await?;
         Ok(d)
     }
 
