@@ -189,6 +189,19 @@ fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceCon
                     format!("malformed URL {:?}", redact_url(&u)),
                     "percent-encode special characters in user and password",
                 );
+            } else if !pg && !u.is_empty() {
+                // sslmode and the other options, checked now rather than at connect time.
+                if let Err(e) =
+                    crate::db::mysql::resolve_with(&Secret::new(u.clone()), None, &|_| None)
+                {
+                    c.at(
+                        v.span(),
+                        "source.url",
+                        e.message().to_string(),
+                        "sslmode is disable, prefer, require, verify-ca or verify-full; \
+                         sslrootcert the CA's PEM file",
+                    );
+                }
             }
             u
         }
@@ -481,6 +494,20 @@ mod tests {
             e.contains("restore.tables.variable") && e.contains("unknown strategy"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn mysql_tls_options_are_checked_at_load() {
+        let text = PG
+            .replace("type = \"postgres\"", "type = \"mysql\"")
+            .replace(
+                "postgres://app:${BP_TEST_PGPW:-pw}@db:5432/app",
+                "mysql://root@db:3306/shop?sslmode=always",
+            );
+        let e = parse(&text)
+            .expect_err("unknown sslmode refused")
+            .to_string();
+        assert!(e.contains("source.url") && e.contains("sslmode"), "{e}");
     }
 
     #[test]

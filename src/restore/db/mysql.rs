@@ -19,7 +19,7 @@ use crate::db::sql::{my_ident, my_is_binary};
 use crate::error::{Error, Result};
 use crate::manifest::{Column, RowsetDigest};
 use crate::restore::config::Strategy;
-use crate::restore::db::{env_password, DbRestoreOptions, Loader, Planned, Tx};
+use crate::restore::db::{DbRestoreOptions, Loader, Planned, Tx};
 
 /// Rows per `INSERT` at most (also bounded by 65,535 placeholders).
 const ROWS_PER_INSERT: usize = 500;
@@ -30,14 +30,14 @@ pub(crate) struct MyLoader {
 }
 
 impl MyLoader {
-    /// Connect to `opts.url` (password from `MYSQL_PWD` when the URL has none).
+    /// Connect to `opts.url` (password from `MYSQL_PWD` when the URL has none; TLS as
+    /// its `sslmode` says).
     ///
     /// # Errors
     /// As [`connect`].
     pub(crate) async fn connect(opts: &DbRestoreOptions) -> Result<MyLoader> {
-        let pw = env_password(&opts.url, "MYSQL_PWD");
         Ok(MyLoader {
-            c: connect(&opts.url, pw.as_ref()).await?,
+            c: connect(&opts.url, None).await?,
         })
     }
 }
@@ -202,7 +202,7 @@ impl Loader for MyLoader {
 
     async fn rowset(&mut self, p: &Planned<'_>) -> Result<RowsetDigest> {
         let mut d = RowsetDigest::default();
-        read_rows(&mut self.c, p.rec, &p.schema, &mut d).await?;
+        read_rows(&mut self.c, p.rec, &p.schema, None, &mut d).await?;
         Ok(d)
     }
 
