@@ -45,7 +45,7 @@ def test_only_zero_succeeds() -> None:
     assert [c for c, o in EXIT_CODES.items() if o.success] == [0]
 
 
-@pytest.mark.parametrize("code", [42, 10, 255])
+@pytest.mark.parametrize("code", [42, 11, 255])
 def test_unknown_codes_fail_naming_the_code_and_allow_retries(code: int) -> None:
     o = outcome_for(code)
     assert not o.success
@@ -93,6 +93,8 @@ def test_run_states_map_like_their_exit_codes() -> None:
     assert outcome_for_state("partial").name == "partial"
     assert outcome_for_state("mismatch").code == 3
     assert outcome_for_state("locked").retryable
-    new = outcome_for_state("committed_unverified")
+    unverified = outcome_for_state("committed_unverified")
+    assert (unverified.code, unverified.success, unverified.retryable) == (10, False, True)
+    new = outcome_for_state("reticulating")
     assert not new.success
-    assert "committed_unverified" in new.meaning
+    assert "reticulating" in new.meaning
