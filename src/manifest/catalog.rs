@@ -131,7 +131,17 @@ pub async fn load(store: &dyn BlobStore, layout: &Layout, id: &str) -> Result<Ma
             e
         }
     })?;
-    Manifest::from_bytes(&bytes).map_err(|e| e.context(format!("snapshot {id}")))
+    let m = Manifest::from_bytes(&bytes).map_err(|e| e.context(format!("snapshot {id}")))?;
+    // The id names reports and parents: a manifest stored under another id is not this
+    // snapshot.
+    if m.header.snapshot != id {
+        return Err(Error::integrity(format!(
+            "snapshot {id}: manifest line 1, header: snapshot: names snapshot {:?}, not the \
+             one it is stored as",
+            m.header.snapshot
+        )));
+    }
+    Ok(m)
 }
 
 /// List snapshots with their headers and newest verify status, oldest first.

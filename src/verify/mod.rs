@@ -29,7 +29,7 @@ use self::config::VerifyMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, EntryKind, Manifest, PackRecord};
-use crate::pack::read::{decoder, BlockStream, PackCursor};
+use crate::pack::read::{BlockStream, FrameReader, PackCursor};
 use crate::store::config::UploadConfig;
 use crate::store::{md5, md5_from_b64, Store, Tier};
 use crate::support::progress::Counters;
@@ -395,7 +395,8 @@ fn full_pack(
     let files = file_entries(entries);
     let mut stream = BlockStream::new(store, rt, blob.to_string(), p);
     let outcome = (|| -> std::io::Result<Vec<(usize, String)>> {
-        let mut dec = decoder(p.codec, &mut stream).map_err(std::io::Error::other)?;
+        // Frame by frame, as restore reads it: the frame table itself is checked.
+        let mut dec = FrameReader::new(p, &mut stream);
         let mut pos = 0u64;
         let mut bad = Vec::new();
         let mut buf = vec![0u8; 256 << 10];
