@@ -43,7 +43,12 @@ mod item_7 {
             "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"128KiB\"\npack_size = \"1MiB\"\n",
         );
         let o = bp(&["backup", pipeline.to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let snaps = find_dir(&store, "snapshots").expect("a snapshots directory");
         let manifest_file = std::fs::read_dir(&snaps)
             .unwrap()
@@ -127,7 +132,10 @@ mod item_7 {
                 ("verify --full", full),
                 ("verify --sample", sample),
             ] {
-                assert!(!stderr.contains("panicked"), "{what}: {cmd} panicked: {stderr}");
+                assert!(
+                    !stderr.contains("panicked"),
+                    "{what}: {cmd} panicked: {stderr}"
+                );
                 assert_eq!(code, 3, "{what}: {cmd} exit code; stderr: {stderr}");
                 for n in needles {
                     assert!(stderr.contains(n), "{what}: {cmd}: {n:?} not in: {stderr}");
@@ -208,7 +216,11 @@ mod item_7 {
                 "unknown pack",
                 "pack",
                 Box::new(|m| {
-                    let e = m.entries.iter_mut().find(|e| e.path.0 == b"README.md").unwrap();
+                    let e = m
+                        .entries
+                        .iter_mut()
+                        .find(|e| e.path.0 == b"README.md")
+                        .unwrap();
                     e.pack = Some("0123456789abcdef0123456789abcdef".into());
                 }),
             ),
@@ -216,7 +228,11 @@ mod item_7 {
                 "data past the pack",
                 "data_offset",
                 Box::new(|m| {
-                    let e = m.entries.iter_mut().find(|e| e.path.0 == b"README.md").unwrap();
+                    let e = m
+                        .entries
+                        .iter_mut()
+                        .find(|e| e.path.0 == b"README.md")
+                        .unwrap();
                     e.data_offset = u64::MAX - 2;
                 }),
             ),
@@ -246,12 +262,21 @@ mod item_8 {
         // An unsafe path and a file under a stored symlink: the data is intact, so a
         // verify that only hashes bytes passed them.
         c.alter(|m| {
-            let e = m.entries.iter_mut().find(|e| e.path.0 == b"README.md").unwrap();
+            let e = m
+                .entries
+                .iter_mut()
+                .find(|e| e.path.0 == b"README.md")
+                .unwrap();
             e.path = PathBytes(b"../escaped.txt".to_vec());
         });
         c.refused_everywhere("unsafe path", &["../escaped.txt", "path"]);
         c.alter(|m| {
-            let mut e = m.entries.iter().find(|e| e.path.0 == b"README.md").unwrap().clone();
+            let mut e = m
+                .entries
+                .iter()
+                .find(|e| e.path.0 == b"README.md")
+                .unwrap()
+                .clone();
             e.path = PathBytes(b"link-abs/pwned.txt".to_vec());
             m.entries.push(e);
         });
@@ -274,8 +299,9 @@ mod item_8 {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let mm = v["mismatches"].as_array().unwrap();
         assert!(
-            mm.iter().any(|m| m["check"] == "decompress"
-                && m["detail"].as_str().unwrap().contains("frame ")),
+            mm.iter()
+                .any(|m| m["check"] == "decompress"
+                    && m["detail"].as_str().unwrap().contains("frame ")),
             "{mm:?}"
         );
     }
@@ -292,9 +318,18 @@ mod item_11 {
     use super::item_7::backed_up;
 
     fn through_link(m: &mut Manifest, link_target: &[u8]) {
-        let l = m.entries.iter_mut().find(|e| e.path.0 == b"link-abs").unwrap();
+        let l = m
+            .entries
+            .iter_mut()
+            .find(|e| e.path.0 == b"link-abs")
+            .unwrap();
         l.target = Some(PathBytes(link_target.to_vec()));
-        let mut e = m.entries.iter().find(|e| e.path.0 == b"README.md").unwrap().clone();
+        let mut e = m
+            .entries
+            .iter()
+            .find(|e| e.path.0 == b"README.md")
+            .unwrap()
+            .clone();
         e.path = PathBytes(b"link-abs/pwned.txt".to_vec());
         m.entries.push(e);
         m.entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -308,7 +343,12 @@ mod item_11 {
         c.alter(|m| through_link(m, &target));
         c.refused_everywhere(
             "file through a symlink",
-            &["link-abs/pwned.txt", "\"link-abs\"", "symlink", &outside.path().display().to_string()],
+            &[
+                "link-abs/pwned.txt",
+                "\"link-abs\"",
+                "symlink",
+                &outside.path().display().to_string(),
+            ],
         );
         assert!(!outside.path().join("pwned.txt").exists());
     }
@@ -339,7 +379,10 @@ mod item_11 {
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("link-abs/pwned.txt") && msg.contains("symlink"), "{msg}");
+        assert!(
+            msg.contains("link-abs/pwned.txt") && msg.contains("symlink"),
+            "{msg}"
+        );
         assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
         assert!(!outside.path().join("pwned.txt").exists());
     }
@@ -367,7 +410,11 @@ mod item_13 {
                 "mtime max",
                 "mtime",
                 Box::new(|m| {
-                    let e = m.entries.iter_mut().find(|e| e.path.0 == b"README.md").unwrap();
+                    let e = m
+                        .entries
+                        .iter_mut()
+                        .find(|e| e.path.0 == b"README.md")
+                        .unwrap();
                     e.mtime = i64::MAX;
                 }),
             ),
@@ -375,7 +422,11 @@ mod item_13 {
                 "nanoseconds",
                 "mtime_nsec",
                 Box::new(|m| {
-                    let e = m.entries.iter_mut().find(|e| e.path.0 == b"README.md").unwrap();
+                    let e = m
+                        .entries
+                        .iter_mut()
+                        .find(|e| e.path.0 == b"README.md")
+                        .unwrap();
                     e.mtime_nsec = 1_000_000_000;
                 }),
             ),
@@ -388,7 +439,11 @@ mod item_13 {
                 "NUL in a symlink target",
                 "target",
                 Box::new(|m| {
-                    let e = m.entries.iter_mut().find(|e| e.path.0 == b"link-dangling").unwrap();
+                    let e = m
+                        .entries
+                        .iter_mut()
+                        .find(|e| e.path.0 == b"link-dangling")
+                        .unwrap();
                     e.target = Some(PathBytes(b"does/\0not".to_vec()));
                 }),
             ),
@@ -416,7 +471,11 @@ mod item_13 {
                 "mode bits",
                 "mode",
                 Box::new(|m| {
-                    let e = m.entries.iter_mut().find(|e| e.path.0 == b"README.md").unwrap();
+                    let e = m
+                        .entries
+                        .iter_mut()
+                        .find(|e| e.path.0 == b"README.md")
+                        .unwrap();
                     e.mode = 0o100644;
                 }),
             ),

@@ -55,10 +55,7 @@ pub fn check_path(p: &[u8]) -> std::result::Result<(), String> {
         return Err("NUL byte in the path".into());
     }
     if p.len() > MAX_PATH {
-        return Err(format!(
-            "path of {} bytes (at most {MAX_PATH})",
-            p.len()
-        ));
+        return Err(format!("path of {} bytes (at most {MAX_PATH})", p.len()));
     }
     if p[0] == b'/' {
         return Err("absolute path".into());
@@ -227,7 +224,11 @@ pub(crate) fn validate_at(m: &Manifest, lines: &Lines) -> Result<()> {
                 t.name
             ))
         };
-        for (field, v) in [("source", &t.source), ("schema", &t.schema), ("name", &t.name)] {
+        for (field, v) in [
+            ("source", &t.source),
+            ("schema", &t.schema),
+            ("name", &t.name),
+        ] {
             if v.is_empty() || v.contains('\0') {
                 return Err(bad(field, "empty or holds a NUL byte".into()));
             }
@@ -284,7 +285,10 @@ pub(crate) fn validate_at(m: &Manifest, lines: &Lines) -> Result<()> {
             return Err(bad("name", "empty".into()));
         }
         if !is_sha256_hex(&s.sha256) {
-            return Err(bad("sha256", format!("{:?} is not 64 lowercase hex", s.sha256)));
+            return Err(bad(
+                "sha256",
+                format!("{:?} is not 64 lowercase hex", s.sha256),
+            ));
         }
         if s.chunks.is_empty() {
             return Err(bad("chunks", "no chunk entries".into()));
@@ -363,7 +367,14 @@ fn check_pack(p: &PackRecord) -> std::result::Result<(), Problem> {
     }
     let want = Layout::pack_rel(&p.id, p.codec);
     if p.blob != want {
-        return Err(("blob", format!("{:?}, but a {} pack with this id is {want:?}", p.blob, p.codec.as_str())));
+        return Err((
+            "blob",
+            format!(
+                "{:?}, but a {} pack with this id is {want:?}",
+                p.blob,
+                p.codec.as_str()
+            ),
+        ));
     }
     if crate::store::md5_from_b64(&p.md5).is_none() {
         return Err(("md5", format!("{:?} is not a base64 MD5", p.md5)));
@@ -431,19 +442,24 @@ fn check_pack(p: &PackRecord) -> std::result::Result<(), Problem> {
             ));
         }
         if crate::store::md5_from_b64(&b.md5).is_none() {
-            return Err(("blocks", format!("block {k}: md5 {:?} is not a base64 MD5", b.md5)));
+            return Err((
+                "blocks",
+                format!("block {k}: md5 {:?} is not a base64 MD5", b.md5),
+            ));
         }
         let id_ok = !b.id.is_empty()
             && b.id.len() == p.blocks[0].id.len()
             && b.id.len() <= 88
-            && b
-                .id
+            && b.id
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='));
         if !id_ok {
             return Err((
                 "blocks",
-                format!("block {k}: id {:?} is not base64 of the pack's id length", b.id),
+                format!(
+                    "block {k}: id {:?} is not base64 of the pack's id length",
+                    b.id
+                ),
             ));
         }
         sum = sum.saturating_add(b.size);
@@ -466,10 +482,7 @@ fn check_entry(e: &Entry, packs: &HashMap<&str, &PackRecord>) -> std::result::Re
         return Err(("mtime", format!("{} is not a representable time", e.mtime)));
     }
     if e.mtime_nsec >= 1_000_000_000 {
-        return Err((
-            "mtime_nsec",
-            format!("{} is not below 10^9", e.mtime_nsec),
-        ));
+        return Err(("mtime_nsec", format!("{} is not below 10^9", e.mtime_nsec)));
     }
     match e.kind {
         EntryKind::File => {
@@ -522,4 +535,454 @@ fn check_entry(e: &Entry, packs: &HashMap<&str, &PackRecord>) -> std::result::Re
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::codec::Codec;
+    use crate::manifest::{
+        BlockRecord, Column, Header, Line, PathBytes, StreamRecord, TableRecord, Totals,
+    };
+    use crate::store::Tier;
+    use proptest::prelude::*;
+
+    const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const PACK: &str = "0123456789abcdef0123456789abcdef";
+
+    fn entry(path: &str, kind: EntryKind, size: u64, data_offset: u64) -> Entry {
+        Entry {
+            path: PathBytes(path.as_bytes().to_vec()),
+            kind,
+            size,
+            mode: 0o644,
+            mtime: 1_700_000_000,
+            mtime_nsec: 5,
+            uid: 0,
+            gid: 0,
+            sha256: (kind == EntryKind::File).then(|| SHA.to_string()),
+            target: (kind == EntryKind::Symlink).then(|| PathBytes(b"/etc".to_vec())),
+            pack: Some(PACK.into()),
+            offset: data_offset.saturating_sub(512),
+            data_offset,
+            inconsistent: false,
+            ino: None,
+            ctime: None,
+        }
+    }
+
+    /// A small valid manifest: a pack of two frames and two blocks, a directory, files,
+    /// a symlink, a table and a stream.
+    fn good() -> Manifest {
+        let md5 = crate::store::b64(&[7u8; 16]);
+        Manifest {
+            header: Header {
+                format: 1,
+                pipeline: "p".into(),
+                snapshot: "20260101T000000000Z-abcd1234".into(),
+                run_id: "r".into(),
+                started_at: chrono::Utc::now(),
+                committed_at: chrono::Utc::now(),
+                parent: None,
+                source: "fs:/".into(),
+                codec: Codec::Zstd,
+                totals: Totals::default(),
+                unreadable: vec![],
+                chain: 0,
+                full_at: None,
+                changes: None,
+            },
+            packs: vec![PackRecord {
+                id: PACK.into(),
+                blob: Layout::pack_rel(PACK, Codec::Zstd),
+                codec: Codec::Zstd,
+                size: 300,
+                raw_size: 6144,
+                md5: md5.clone(),
+                tier: Tier::Hot,
+                frames: vec![(0, 0), (4096, 200)],
+                blocks: vec![
+                    BlockRecord {
+                        id: crate::store::b64(b"000000-x"),
+                        size: 256,
+                        md5: md5.clone(),
+                    },
+                    BlockRecord {
+                        id: crate::store::b64(b"000001-x"),
+                        size: 44,
+                        md5,
+                    },
+                ],
+            }],
+            entries: vec![
+                entry("cmd/out", EntryKind::File, 10, 1024),
+                entry("d", EntryKind::Dir, 0, 2048),
+                entry("d/f", EntryKind::File, 3000, 2560),
+                entry("l", EntryKind::Symlink, 0, 5632),
+                entry("t/000001.csv", EntryKind::File, 20, 5632),
+            ],
+            tables: vec![TableRecord {
+                source: "postgres".into(),
+                schema: "public".into(),
+                name: "t".into(),
+                columns: vec![Column {
+                    name: "id".into(),
+                    ty: "integer".into(),
+                    nullable: false,
+                }],
+                primary_key: vec!["id".into()],
+                rows: 1,
+                checksum: RowsetDigest::default().to_checksum(),
+                bytes: 20,
+                chunks: vec![PathBytes(b"t/000001.csv".to_vec())],
+                range: 0,
+            }],
+            streams: vec![StreamRecord {
+                name: "cmd".into(),
+                program: "seq".into(),
+                exit_code: 0,
+                bytes: 10,
+                sha256: SHA.into(),
+                chunks: vec![PathBytes(b"cmd/out".to_vec())],
+                stderr: String::new(),
+            }],
+        }
+    }
+
+    fn refused(f: impl FnOnce(&mut Manifest), needle: &str) {
+        let mut m = good();
+        f(&mut m);
+        let e = Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Integrity, "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("manifest line"), "{msg}");
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+        assert!(validate(&m).is_err(), "validate agrees with from_bytes");
+    }
+
+    #[test]
+    fn the_baseline_is_valid() {
+        let m = good();
+        validate(&m).unwrap();
+        let back = Manifest::from_bytes(&m.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.entries, m.entries);
+    }
+
+    #[test]
+    fn frame_tables_are_checked() {
+        refused(|m| m.packs[0].frames.clear(), "no frames");
+        refused(|m| m.packs[0].frames[0] = (1, 0), "not (0, 0)");
+        refused(|m| m.packs[0].frames[1] = (0, 200), "must increase");
+        refused(|m| m.packs[0].frames[1] = (4096, 0), "must increase");
+        refused(|m| m.packs[0].frames.push((9000, 250)), "must increase");
+        refused(|m| m.packs[0].frames[1] = (4096, 300), "must increase");
+        refused(
+            |m| {
+                m.packs[0].raw_size = 200 << 20;
+                m.entries.retain(|e| e.kind != EntryKind::File);
+                m.tables.clear();
+                m.streams.clear();
+            },
+            "raw bytes (at most",
+        );
+        refused(
+            |m| {
+                m.packs[0].size = 100_000;
+                m.packs[0].blocks[1].size = 100_000 - 256;
+            },
+            "compressed bytes for",
+        );
+    }
+
+    #[test]
+    fn block_tables_and_pack_names_are_checked() {
+        refused(|m| m.packs[0].blocks[1].size += 1, "add up");
+        refused(|m| m.packs[0].blocks[1].size = 0, "block 1 has 0 bytes");
+        refused(|m| m.packs[0].blocks[0].md5 = "AAAA".into(), "base64 MD5");
+        refused(|m| m.packs[0].blocks[0].id = "no spaces".into(), "id");
+        refused(|m| m.packs[0].md5 = String::new(), "md5");
+        refused(|m| m.packs[0].blob = "../x.tar.zst".into(), "blob");
+        refused(|m| m.packs[0].id = "ab".into(), "pack id");
+        refused(|m| m.packs.push(m.packs[0].clone()), "listed twice");
+        refused(
+            |m| {
+                m.packs[0].frames.clear();
+                m.packs[0].blocks.clear();
+                m.packs[0].size = 0;
+            },
+            "no frames",
+        );
+    }
+
+    #[test]
+    fn entry_locations_are_checked() {
+        refused(
+            |m| m.entries[2].pack = Some("f".repeat(32)),
+            "not a pack of",
+        );
+        refused(|m| m.entries[2].pack = None, "names no pack");
+        refused(|m| m.entries[2].data_offset = 6000, "past the end of pack");
+        refused(
+            |m| m.entries[2].data_offset = u64::MAX,
+            "past the end of pack",
+        );
+        refused(|m| m.entries[2].offset = 99_999, "offset");
+        refused(|m| m.entries[2].sha256 = None, "sha256");
+        refused(|m| m.entries[2].sha256 = Some("AB".repeat(32)), "sha256");
+    }
+
+    #[test]
+    fn odd_metadata_is_refused() {
+        refused(|m| m.entries[2].mtime = i64::MAX, "mtime");
+        refused(|m| m.entries[2].mtime = i64::MIN, "mtime");
+        refused(|m| m.entries[2].mtime_nsec = 1_000_000_000, "mtime_nsec");
+        refused(|m| m.entries[2].mode = 0o100644, "mode");
+        refused(
+            |m| m.entries[3].target = Some(PathBytes(b"a\0b".to_vec())),
+            "NUL",
+        );
+        refused(
+            |m| m.entries[3].target = Some(PathBytes(vec![])),
+            "empty symlink",
+        );
+        refused(|m| m.entries[3].target = None, "without a target");
+        refused(
+            |m| m.entries[2].target = Some(PathBytes(b"x".to_vec())),
+            "no symlink",
+        );
+        refused(|m| m.entries[1].size = 5, "size");
+        refused(
+            |m| m.entries[2].path = PathBytes(format!("d/{}", "x".repeat(300)).into_bytes()),
+            "300 bytes",
+        );
+        for bad in [&b""[..], b"/abs", b"d//f", b"d/./f", b"d/../f", b"a\0"] {
+            refused(
+                |m| {
+                    m.entries[2].path = PathBytes(bad.to_vec());
+                    m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+                },
+                "path",
+            );
+        }
+        refused(|m| m.entries.swap(1, 2), "not sorted");
+        refused(|m| m.entries.insert(1, m.entries[1].clone()), "not sorted");
+        refused(|m| m.header.snapshot = "../x".into(), "snapshot");
+        refused(|m| m.header.parent = Some("a/b".into()), "parent");
+    }
+
+    #[test]
+    fn entries_below_a_symlink_or_file_are_refused_naming_it() {
+        refused(
+            |m| {
+                let mut e = m.entries[2].clone();
+                e.path = PathBytes(b"l/x".to_vec());
+                m.entries.push(e);
+                m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+            },
+            "lies under \"l\" (line 6), which is a symlink (to \"/etc\")",
+        );
+        refused(
+            |m| {
+                let mut e = m.entries[1].clone();
+                e.path = PathBytes(b"d/f/g".to_vec());
+                m.entries.push(e);
+                // Entries sorting between "d/f" and "d/f/g" do not hide it.
+                let mut e = m.entries[1].clone();
+                e.path = PathBytes(b"d/f-b".to_vec());
+                m.entries.push(e);
+                m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+            },
+            "which is a file",
+        );
+        let mut m = good();
+        let mut e = m.entries[2].clone();
+        e.path = PathBytes(b"d/g".to_vec());
+        m.entries.push(e);
+        m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(
+            first_under_non_dir(&m.entries),
+            None,
+            "below a directory is fine"
+        );
+    }
+
+    #[test]
+    fn table_and_stream_records_are_checked() {
+        refused(|m| m.tables[0].columns.clear(), "no columns");
+        refused(
+            |m| m.tables[0].chunks[0] = PathBytes(b"nope".to_vec()),
+            "not a file entry",
+        );
+        refused(
+            |m| m.tables[0].chunks[0] = PathBytes(b"d".to_vec()),
+            "not a file entry",
+        );
+        refused(|m| m.tables[0].checksum = "x".into(), "checksum");
+        refused(
+            |m| m.tables[0].primary_key = vec!["k".into()],
+            "primary_key",
+        );
+        refused(|m| m.tables.push(m.tables[0].clone()), "listed twice");
+        refused(|m| m.streams[0].bytes = 11, "bytes");
+        refused(|m| m.streams[0].chunks.clear(), "no chunk");
+        refused(|m| m.streams[0].sha256 = "x".into(), "sha256");
+    }
+
+    #[test]
+    fn a_second_header_is_refused() {
+        let m = good();
+        let mut lines = vec![
+            Line::Header(m.header.clone()),
+            Line::Header(m.header.clone()),
+        ];
+        lines.extend(m.packs.iter().cloned().map(Line::Pack));
+        let e = Manifest::from_bytes(&crate::manifest::encode(&lines).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn range_helpers_never_panic() {
+        let mut p = good().packs[0].clone();
+        p.frames.clear();
+        p.blocks.clear();
+        assert_eq!(p.frame_at(123), 0);
+        assert_eq!(p.frames_comp_range(0, 0), p.size..p.size);
+        assert_eq!(p.frames_raw_range(5, usize::MAX), p.raw_size..p.raw_size);
+        assert_eq!(p.block_range(3), 0..0);
+        p.frames = vec![(10, 50), (5, 20)];
+        let r = p.frames_comp_range(0, 0);
+        assert!(r.start <= r.end);
+    }
+
+    /// What restore and verify compute from a loaded manifest, asserting what
+    /// validation promises (the fuzz target does the same, and more).
+    fn exercise(m: &Manifest) {
+        validate(m).unwrap();
+        assert!(first_under_non_dir(&m.entries).is_none());
+        for e in &m.entries {
+            check_path(&e.path.0).unwrap();
+            let Some(p) = e.pack.as_deref().and_then(|id| m.pack(id)) else {
+                assert!(e.pack.is_none());
+                continue;
+            };
+            let end = e.data_offset + e.size;
+            if e.size > 0 {
+                let fa = p.frame_at(e.data_offset);
+                let fb = p.frame_at(end - 1).max(fa);
+                let raw = p.frames_raw_range(fa, fb);
+                assert!(raw.start <= e.data_offset && end <= raw.end);
+                let comp = p.frames_comp_range(fa, fb);
+                assert!(comp.start < comp.end && comp.end <= p.size);
+            }
+        }
+        for p in &m.packs {
+            let mut at = 0;
+            for i in 0..p.blocks.len() {
+                let r = p.block_range(i);
+                assert_eq!(r.start, at);
+                at = r.end;
+            }
+            assert_eq!(at, p.size);
+        }
+    }
+
+    /// Crashing inputs found by `cargo fuzz` (fuzz/README.md) are added here.
+    #[test]
+    fn fuzz_findings() {
+        for input in FUZZ_FINDINGS {
+            if let Ok(m) = Manifest::from_bytes(&gz(input)) {
+                exercise(&m);
+            }
+        }
+    }
+
+    const FUZZ_FINDINGS: &[&[u8]] = &[];
+
+    fn gz(text: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        g.write_all(text).unwrap();
+        g.finish().unwrap()
+    }
+
+    /// Numbers and strings that sit on the edges of the rules.
+    fn odd_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::json;
+        prop_oneof![
+            Just(json!(0)),
+            Just(json!(1)),
+            Just(json!(-1)),
+            Just(json!(u64::MAX)),
+            Just(json!(i64::MAX)),
+            Just(json!(i64::MIN)),
+            Just(json!(4096)),
+            Just(json!(1_000_000_000u64)),
+            Just(json!([])),
+            Just(json!([[0, 0]])),
+            Just(json!([[0, 0], [0, 0]])),
+            Just(json!(null)),
+            Just(json!("")),
+            Just(json!("..")),
+            Just(json!("/etc")),
+            Just(json!("l/x")),
+            Just(json!("a\u{0}b")),
+            Just(json!(PACK)),
+            Just(json!({"b64": "AAAA"})),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<i32>().prop_map(|n| json!(n)),
+        ]
+    }
+
+    /// Replace the `k`-th value (in a depth-first walk) of `v` by `new`.
+    fn replace_nth(v: &mut serde_json::Value, k: &mut usize, new: &serde_json::Value) -> bool {
+        if *k == 0 {
+            *v = new.clone();
+            return true;
+        }
+        *k -= 1;
+        match v {
+            serde_json::Value::Array(a) => a.iter_mut().any(|x| replace_nth(x, k, new)),
+            serde_json::Value::Object(o) => o
+                .iter_mut()
+                .filter(|(key, _)| key.as_str() != "type")
+                .any(|(_, x)| replace_nth(x, k, new)),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Mutated manifests never panic the reader; what it accepts is safe to use.
+        #[test]
+        fn mutated_manifests_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), odd_value()), 1..4),
+            drop_line in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let m = good();
+            let text = String::from_utf8(
+                flate2::read::GzDecoder::new(&m.to_bytes().unwrap()[..])
+                    .bytes()
+                    .map(|b| b.unwrap())
+                    .collect(),
+            )
+            .unwrap();
+            let mut lines: Vec<serde_json::Value> =
+                text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            for (line, at, value) in &edits {
+                let n = line.index(lines.len());
+                let mut k = at.index(64);
+                replace_nth(&mut lines[n], &mut k, value);
+            }
+            if let Some(d) = drop_line {
+                let n = d.index(lines.len());
+                lines.remove(n);
+            }
+            let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            if let Ok(m) = Manifest::from_bytes(&gz(body.as_bytes())) {
+                exercise(&m);
+            }
+        }
+    }
+
+    use std::io::Read;
 }

@@ -257,9 +257,7 @@ impl<'p, R: Read> FrameReader<'p, R> {
         };
         self.comp.clear();
         let clen = c.end - c.start;
-        (&mut self.inner)
-            .take(clen)
-            .read_to_end(&mut self.comp)?;
+        (&mut self.inner).take(clen).read_to_end(&mut self.comp)?;
         if self.comp.len() as u64 != clen {
             return Err(bad(format!(
                 "the pack ends after {} of its {clen} compressed bytes",

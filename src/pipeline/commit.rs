@@ -193,8 +193,10 @@ pub(super) async fn commit(
     };
     // Readers validate every manifest they load: never commit one they would refuse.
     manifest::check::validate(&m).map_err(|e| {
-        Error::internal(format!("the manifest this run built does not pass validation: {e}"))
-            .context("committing the manifest")
+        Error::internal(format!(
+            "the manifest this run built does not pass validation: {e}"
+        ))
+        .context("committing the manifest")
     })?;
     let body = m.to_bytes()?;
     store

@@ -120,7 +120,8 @@ pub(super) fn check_entries(m: &Manifest, entries: &[Entry]) -> Result<Vec<PathB
             child.path.display(),
             anc.path.display(),
             match &anc.target {
-                Some(t) if anc.kind == EntryKind::Symlink => format!("symlink to {:?}", t.display()),
+                Some(t) if anc.kind == EntryKind::Symlink =>
+                    format!("symlink to {:?}", t.display()),
                 _ => "file".to_string(),
             }
         )));
