@@ -959,13 +959,10 @@ mod tests {
             drop_line in proptest::option::of(any::<prop::sample::Index>()),
         ) {
             let m = good();
-            let text = String::from_utf8(
-                flate2::read::GzDecoder::new(&m.to_bytes().unwrap()[..])
-                    .bytes()
-                    .map(|b| b.unwrap())
-                    .collect(),
-            )
-            .unwrap();
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&m.to_bytes().unwrap()[..])
+                .read_to_string(&mut text)
+                .unwrap();
             let mut lines: Vec<serde_json::Value> =
                 text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
             for (line, at, value) in &edits {
