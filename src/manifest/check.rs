@@ -896,7 +896,13 @@ mod tests {
         }
     }
 
-    const FUZZ_FINDINGS: &[&[u8]] = &[];
+    const FUZZ_FINDINGS: &[&[u8]] = &[
+        // A table checksum of 64 bytes that are not ASCII hex: `from_checksum` sliced
+        // it by byte index inside a multi-byte character.
+        br#"{"type":"header","format":1,"pipeline":"p","snapshot":"s","run_id":"r","started_at":"2026-01-01T00:00:00Z","committed_at":"2026-01-01T00:00:00Z","source":"x","codec":"zstd","totals":{"files":0,"dirs":0,"symlinks":0,"bytes":0,"stored_bytes":0,"packs":0,"inconsistent":0,"unreadable":0}}
+{"type":"table","source":"postgres","schema":"public","name":"t","columns":[{"name":"id","type":"int","nullable":false}],"rows":0,"checksum":"rowset-sha256:8b68928707a9ccfd3ac4e721d7f930c7350772fc8481701\u055b110a1f333f6d10a","chunks":[]}
+"#,
+    ];
 
     fn gz(text: &[u8]) -> Vec<u8> {
         use std::io::Write;

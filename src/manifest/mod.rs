@@ -514,7 +514,8 @@ impl RowsetDigest {
     /// Parse what [`RowsetDigest::to_checksum`] wrote.
     pub fn from_checksum(s: &str) -> Option<RowsetDigest> {
         let h = s.strip_prefix("rowset-sha256:")?;
-        if h.len() != 64 {
+        // Untrusted text: byte-index slicing below needs ASCII (found by cargo fuzz).
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut d = RowsetDigest::default();
