@@ -163,12 +163,26 @@ pub async fn read(
             e
         }
     })?;
-    Ok(Manifest::from_bytes(&bytes).map_err(|e| {
+    let damaged = |why: String| {
         Error::integrity(format!(
-            "snapshot {id} is damaged, its manifest cannot be read ({e}); \
+            "snapshot {id} is damaged, its manifest cannot be read ({why}); \
              restore another snapshot (`blobpipe snapshots` marks the damaged ones)"
         ))
-    }))
+    };
+    let m = match Manifest::from_bytes(&bytes) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(damaged(e.to_string()))),
+    };
+    // The id names reports and parents: a manifest stored under another id is not this
+    // snapshot.
+    if m.header.snapshot != id {
+        return Ok(Err(damaged(format!(
+            "manifest line 1, header: snapshot: names snapshot {:?}, not the one it is \
+             stored as",
+            m.header.snapshot
+        ))));
+    }
+    Ok(Ok(m))
 }
 
 /// The newest snapshot whose manifest reads, and the damaged ones newer than it (newest

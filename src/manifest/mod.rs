@@ -18,6 +18,7 @@
 //! `{"b64": "…"}`, so non-UTF-8 names survive the round trip.
 
 pub mod catalog;
+pub mod check;
 pub mod codec;
 pub mod layout;
 pub mod lock;
@@ -193,7 +194,7 @@ pub struct PackRecord {
 }
 
 impl PackRecord {
-    /// Index of the frame containing uncompressed offset `raw`.
+    /// Index of the frame containing uncompressed offset `raw` (0 for an empty table).
     pub fn frame_at(&self, raw: u64) -> usize {
         match self.frames.binary_search_by(|f| f.0.cmp(&raw)) {
             Ok(i) => i,
@@ -201,24 +202,36 @@ impl PackRecord {
         }
     }
 
-    /// Compressed byte range of frames `a..=b`.
+    /// Compressed byte range of frames `a..=b`. Never panics: indices past the table
+    /// give a range at the pack's end (empty), and the range never runs backwards; on a
+    /// validated record ([`check::validate`]) it is exact.
     pub fn frames_comp_range(&self, a: usize, b: usize) -> std::ops::Range<u64> {
-        let start = self.frames[a].1;
-        let end = self.frames.get(b + 1).map(|f| f.1).unwrap_or(self.size);
-        start..end
+        let start = self.frames.get(a).map_or(self.size, |f| f.1);
+        let end = b
+            .checked_add(1)
+            .and_then(|n| self.frames.get(n))
+            .map_or(self.size, |f| f.1);
+        start..end.max(start)
     }
 
-    /// Uncompressed byte range of frames `a..=b`.
+    /// Uncompressed byte range of frames `a..=b` (out-of-table indices as in
+    /// [`PackRecord::frames_comp_range`]).
     pub fn frames_raw_range(&self, a: usize, b: usize) -> std::ops::Range<u64> {
-        let start = self.frames[a].0;
-        let end = self.frames.get(b + 1).map(|f| f.0).unwrap_or(self.raw_size);
-        start..end
+        let start = self.frames.get(a).map_or(self.raw_size, |f| f.0);
+        let end = b
+            .checked_add(1)
+            .and_then(|n| self.frames.get(n))
+            .map_or(self.raw_size, |f| f.0);
+        start..end.max(start)
     }
 
-    /// Compressed byte range of block `i`.
+    /// Compressed byte range of block `i` (empty, at the end, past the table).
     pub fn block_range(&self, i: usize) -> std::ops::Range<u64> {
-        let start: u64 = self.blocks[..i].iter().map(|b| b.size).sum();
-        start..start + self.blocks[i].size
+        let start = self.blocks[..i.min(self.blocks.len())]
+            .iter()
+            .fold(0u64, |acc, b| acc.saturating_add(b.size));
+        let len = self.blocks.get(i).map_or(0, |b| b.size);
+        start..start.saturating_add(len)
     }
 }
 
@@ -501,7 +514,8 @@ impl RowsetDigest {
     /// Parse what [`RowsetDigest::to_checksum`] wrote.
     pub fn from_checksum(s: &str) -> Option<RowsetDigest> {
         let h = s.strip_prefix("rowset-sha256:")?;
-        if h.len() != 64 {
+        // Untrusted text: byte-index slicing below needs ASCII (found by cargo fuzz).
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut d = RowsetDigest::default();
@@ -594,6 +608,11 @@ pub fn encode<'a>(lines: impl IntoIterator<Item = &'a Line>) -> Result<Vec<u8>> 
 /// # Errors
 /// `Integrity` if the data is not valid gzip JSON Lines.
 pub fn decode(data: &[u8]) -> Result<Vec<Line>> {
+    Ok(decode_numbered(data)?.into_iter().map(|(_, l)| l).collect())
+}
+
+/// Decode gzip JSON Lines, each with its 1-based line number.
+fn decode_numbered(data: &[u8]) -> Result<Vec<(usize, Line)>> {
     let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(data));
     let mut out = Vec::new();
     for (i, line) in r.lines().enumerate() {
@@ -602,10 +621,11 @@ pub fn decode(data: &[u8]) -> Result<Vec<Line>> {
         if line.is_empty() {
             continue;
         }
-        out.push(
+        out.push((
+            i + 1,
             serde_json::from_str(&line)
                 .map_err(|e| Error::integrity(format!("manifest line {}: {e}", i + 1)))?,
-        );
+        ));
     }
     Ok(out)
 }
@@ -634,32 +654,50 @@ pub fn decode_first(data: &[u8]) -> Result<Line> {
 }
 
 impl Manifest {
-    /// Parse a manifest blob.
+    /// Parse a manifest blob and check every field ([`check::validate`]): what this
+    /// returns is safe to restore from, verify and list.
     ///
     /// # Errors
-    /// `Integrity` for malformed content, a missing header or unsorted entries.
+    /// `Integrity` for malformed content, a missing header, a format newer than this
+    /// build, or any field that fails validation (naming its line, record and field).
     pub fn from_bytes(data: &[u8]) -> Result<Manifest> {
         let mut header = None;
         let mut packs = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
         let mut tables = Vec::new();
         let mut streams = Vec::new();
-        for l in decode(data)? {
+        let mut lines = check::Lines::default();
+        for (n, l) in decode_numbered(data)? {
             match l {
-                Line::Header(h) => header = Some(h),
-                Line::Pack(p) => packs.push(p),
-                Line::Entry(e) => {
-                    if entries.last().is_some_and(|last| last.path >= e.path) {
+                Line::Header(h) => {
+                    if header.is_some() {
                         return Err(Error::integrity(format!(
-                            "manifest entries not sorted at {}",
-                            e.path.display()
+                            "manifest line {n}: a second header line"
                         )));
                     }
+                    header = Some(h)
+                }
+                Line::Pack(p) => {
+                    lines.packs.push(n);
+                    packs.push(p)
+                }
+                Line::Entry(e) => {
+                    lines.entries.push(n);
                     entries.push(e)
                 }
-                Line::Table(t) => tables.push(t),
-                Line::Stream(st) => streams.push(st),
-                Line::Part(_) => return Err(Error::integrity("part header inside a manifest")),
+                Line::Table(t) => {
+                    lines.tables.push(n);
+                    tables.push(t)
+                }
+                Line::Stream(st) => {
+                    lines.streams.push(n);
+                    streams.push(st)
+                }
+                Line::Part(_) => {
+                    return Err(Error::integrity(format!(
+                        "manifest line {n}: part header inside a manifest"
+                    )))
+                }
             }
         }
         let header = header.ok_or_else(|| Error::integrity("manifest has no header line"))?;
@@ -669,13 +707,15 @@ impl Manifest {
                 header.format
             )));
         }
-        Ok(Manifest {
+        let m = Manifest {
             header,
             packs,
             entries,
             tables,
             streams,
-        })
+        };
+        check::validate_at(&m, &lines)?;
+        Ok(m)
     }
 
     /// Serialize (header, packs, entries).
@@ -701,15 +741,15 @@ mod tests {
         Entry {
             path: PathBytes(p.to_vec()),
             kind: EntryKind::File,
-            size: 3,
+            size: 0,
             mode: 0o644,
             mtime: 1,
             mtime_nsec: 5,
             uid: 0,
             gid: 0,
-            sha256: Some("00".into()),
+            sha256: Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
             target: None,
-            pack: Some("p".into()),
+            pack: None,
             offset: 0,
             data_offset: 512,
             inconsistent: false,

@@ -62,17 +62,22 @@ impl FrameCompressor {
     }
 }
 
-/// Decompress a run of whole frames (any number of gzip members or zstd frames).
+/// Decompress a run of whole frames (any number of gzip members or zstd frames). With
+/// `expected_len`, at most one byte more than that is produced (the caller compares
+/// lengths), so a frame that inflates far past its frame table costs no more memory.
 ///
 /// # Errors
 /// `Integrity` when the bytes are not valid frames.
 pub fn decompress(codec: Codec, comp: &[u8], expected_len: Option<usize>) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(expected_len.unwrap_or(comp.len() * 4));
+    let cap = expected_len.unwrap_or(comp.len().saturating_mul(4));
+    let mut out = Vec::with_capacity(cap.min(256 << 20));
+    let limit = expected_len.map_or(u64::MAX, |n| (n as u64).saturating_add(1));
     let res = match codec {
-        Codec::Gzip => flate2::read::MultiGzDecoder::new(comp).read_to_end(&mut out),
-        Codec::Zstd => {
-            zstd::stream::read::Decoder::with_buffer(comp).and_then(|mut d| d.read_to_end(&mut out))
-        }
+        Codec::Gzip => flate2::read::MultiGzDecoder::new(comp)
+            .take(limit)
+            .read_to_end(&mut out),
+        Codec::Zstd => zstd::stream::read::Decoder::with_buffer(comp)
+            .and_then(|d| d.take(limit).read_to_end(&mut out)),
     };
     res.map_err(|e| Error::integrity(format!("{} frames do not decompress: {e}", codec.as_str())))?;
     Ok(out)

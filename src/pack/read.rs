@@ -96,13 +96,20 @@ impl<'a> PackCursor<'a> {
             }
             let want_end = hint_end
                 .max(range.end)
-                .min(pos + WINDOW)
+                .min(pos.saturating_add(WINDOW))
                 .max(pos + 1)
                 .min(self.pack.raw_size);
             let fa = self.pack.frame_at(pos);
             let fb = self.pack.frame_at(want_end - 1).max(fa);
             let comp = self.pack.frames_comp_range(fa, fb);
             let raw = self.pack.frames_raw_range(fa, fb);
+            if !raw.contains(&pos) {
+                // Only a frame table that failed validation gets here; never loop on it.
+                return Err(Error::integrity(format!(
+                    "{}: the frame table does not cover offset {pos}",
+                    self.blob
+                )));
+            }
             let bytes = self
                 .rt
                 .block_on(self.store.get(&self.blob, Some(comp.clone())))
@@ -172,4 +179,90 @@ pub fn decoder<'r, R: Read + 'r>(codec: Codec, r: R) -> Result<Box<dyn Read + 'r
                 .map_err(|e| Error::internal(format!("zstd decoder: {e}")))?,
         ),
     })
+}
+
+/// A pack's uncompressed bytes, read frame by frame as its frame table says: each frame
+/// is decompressed on its own and must give exactly its recorded length. That is what a
+/// ranged restore relies on, so the full verifier reads packs through this rather than
+/// one streaming decoder (which would pass a frame table that restore cannot use).
+/// Memory: one frame, compressed and raw (bounded by the manifest's validation).
+pub struct FrameReader<'p, R: Read> {
+    inner: R,
+    pack: &'p PackRecord,
+    next: usize,
+    comp: Vec<u8>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<'p, R: Read> FrameReader<'p, R> {
+    /// Frames of `pack`, read from `inner` (its compressed bytes from the start).
+    pub fn new(pack: &'p PackRecord, inner: R) -> Self {
+        Self {
+            inner,
+            pack,
+            next: 0,
+            comp: Vec::new(),
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn next_frame(&mut self) -> std::io::Result<bool> {
+        let k = self.next;
+        if k >= self.pack.frames.len() {
+            return Ok(false);
+        }
+        self.next += 1;
+        let c = self.pack.frames_comp_range(k, k);
+        let r = self.pack.frames_raw_range(k, k);
+        let bad = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "frame {k} (raw {}..{}, compressed {}..{}): {why}",
+                    r.start, r.end, c.start, c.end
+                ),
+            )
+        };
+        self.comp.clear();
+        let clen = c.end - c.start;
+        (&mut self.inner).take(clen).read_to_end(&mut self.comp)?;
+        if self.comp.len() as u64 != clen {
+            return Err(bad(format!(
+                "the pack ends after {} of its {clen} compressed bytes",
+                self.comp.len()
+            )));
+        }
+        let rlen = usize::try_from(r.end - r.start).map_err(|e| bad(e.to_string()))?;
+        let data =
+            decompress(self.pack.codec, &self.comp, Some(rlen)).map_err(|e| bad(e.to_string()))?;
+        if data.len() != rlen {
+            let got = if data.len() > rlen {
+                "more".to_string()
+            } else {
+                data.len().to_string()
+            };
+            return Err(bad(format!(
+                "decompresses on its own to {got} bytes, the frame table says {rlen}"
+            )));
+        }
+        self.buf = data;
+        self.pos = 0;
+        Ok(true)
+    }
+}
+
+impl<R: Read> Read for FrameReader<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if !self.next_frame()? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }

@@ -16,10 +16,10 @@ use crate::error::{Error, Result};
 use crate::manifest::BlockRecord;
 use crate::store::b64;
 
-/// Azure's limit on blocks per blob.
-pub const MAX_BLOCKS: usize = 50_000;
+/// Azure's limit on blocks per blob (the manifest check enforces it on reading).
+pub const MAX_BLOCKS: usize = crate::manifest::check::MAX_BLOCKS;
 /// Azure's limit on one block.
-pub const MAX_BLOCK_SIZE: usize = 4000 << 20;
+pub const MAX_BLOCK_SIZE: usize = crate::manifest::check::MAX_BLOCK_SIZE as usize;
 
 /// A block ready to stage.
 #[derive(Debug, Clone)]

@@ -191,6 +191,13 @@ pub(super) async fn commit(
         tables,
         streams,
     };
+    // Readers validate every manifest they load: never commit one they would refuse.
+    manifest::check::validate(&m).map_err(|e| {
+        Error::internal(format!(
+            "the manifest this run built does not pass validation: {e}"
+        ))
+        .context("committing the manifest")
+    })?;
     let body = m.to_bytes()?;
     store
         .put(&layout.snapshot(snapshot), Bytes::from(body), true)

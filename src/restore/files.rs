@@ -1,8 +1,10 @@
 //! Writing restored entries into a directory: path checks, directories, files (each
 //! SHA-256-checked as it is written), modes, times and symlinks.
 //!
-//! Safety, even against a hand-edited manifest: a path that is absolute, empty or has a
-//! `..`/`.` component is refused; nothing is written through a symlink (each parent is
+//! Safety, even against a hand-edited manifest (loading one checks all of this already:
+//! `manifest::check`; these checks share its rules): a path that is absolute, empty or
+//! has a `..`/`.` component is refused, and so is an entry stored below a symlink or file
+//! entry, before anything is written; nothing is written through a symlink (each parent is
 //! checked with `lstat`, and stored symlinks are created last, after every file); an
 //! existing file is never overwritten without `--overwrite`, and that check runs before
 //! anything is written. A file whose hash is wrong is removed (with `--overwrite`,
@@ -16,15 +18,18 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::manifest::check;
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, EntryKind, Manifest, PackRecord, PathBytes};
 use crate::pack::read::PackCursor;
 use crate::support::progress::Counters;
 
-/// Check that a stored path is a plain relative path; return it as a `PathBuf`.
+/// Check that a stored path is a plain relative path; return it as a `PathBuf`. The
+/// rules are the manifest's own ([`check::check_path`]): a loaded manifest has passed
+/// them already, this is defence in depth for manifests built in memory.
 ///
 /// # Errors
-/// `Refused` for absolute paths, `..`/`.`/empty components or NUL bytes.
+/// `Refused` for absolute paths, `..`/`.`/empty or over-long components, NUL bytes.
 pub fn safe_relative(p: &PathBytes) -> Result<PathBuf> {
     let bad = |why: &str| {
         Error::refused(format!(
@@ -32,22 +37,7 @@ pub fn safe_relative(p: &PathBytes) -> Result<PathBuf> {
             p.display()
         ))
     };
-    if p.0.is_empty() {
-        return Err(bad("empty path"));
-    }
-    if p.0.contains(&0) {
-        return Err(bad("NUL byte"));
-    }
-    if p.0[0] == b'/' {
-        return Err(bad("absolute path"));
-    }
-    for seg in p.0.split(|&b| b == b'/') {
-        match seg {
-            b"" => return Err(bad("empty path component")),
-            b"." | b".." => return Err(bad("'.' or '..' component escapes the target")),
-            _ => {}
-        }
-    }
+    check::check_path(&p.0).map_err(|why| bad(&why))?;
     let path = p.to_path();
     if !path.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(bad("not a plain relative path"));
@@ -124,6 +114,20 @@ fn ensure_dir(root: &Path, rel: &Path) -> Result<()> {
 /// # Errors
 /// `Refused` for an unsafe path, `Integrity` for a reference to an unlisted pack.
 pub(super) fn check_entries(m: &Manifest, entries: &[Entry]) -> Result<Vec<PathBuf>> {
+    if let Some((c, a)) = check::first_under_non_dir(&m.entries) {
+        let (child, anc) = (&m.entries[c], &m.entries[a]);
+        return Err(Error::refused(format!(
+            "refusing manifest path {:?}: it lies under {:?}, which is a stored {}, not a \
+             directory (restore never writes through a symlink); nothing was written",
+            child.path.display(),
+            anc.path.display(),
+            match &anc.target {
+                Some(t) if anc.kind == EntryKind::Symlink =>
+                    format!("symlink to {:?}", t.display()),
+                _ => "file".to_string(),
+            }
+        )));
+    }
     let mut rels = Vec::with_capacity(entries.len());
     for e in entries {
         rels.push(safe_relative(&e.path)?);

@@ -61,7 +61,7 @@ pub(super) fn check_compression(c: &mut Checker<'_>, s: &CompressionSpec) -> Com
         "compression.frame_size",
         1 << 20,
         64 << 10,
-        64 << 20,
+        crate::manifest::check::MAX_FRAME as usize,
     );
     CompressionConfig {
         codec,
