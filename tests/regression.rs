@@ -51,10 +51,6 @@ fn manifests(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Issue 10 item 3: a committed run whose post-commit verification cannot complete
-/// reported `failed, snapshot: null` and exit 1 although `snapshots` listed the
-/// snapshot; a rerun of its run id then said `ok` with `verify: null`.
-
 // ---------------------------------------------------------------------------------------
 // Issue 10, items 1 + 2: no command prints an account key or a SAS signature, and the
 // documented `BlobEndpoint=…;SharedAccessSignature=…` target form works.
@@ -1096,6 +1092,9 @@ mod item_14 {
     }
 }
 
+/// Issue 10 item 3: a committed run whose post-commit verification cannot complete
+/// reported `failed, snapshot: null` and exit 1 although `snapshots` listed the
+/// snapshot; a rerun of its run id then said `ok` with `verify: null`.
 mod item_3 {
     use super::*;
     use blobpipe::cli::exit;
