@@ -94,6 +94,30 @@ pub struct Item {
     pub chunk_size: usize,
 }
 
+impl Item {
+    /// One item per key range of a database table (`ranges` as `split_range` gives
+    /// them, or `[None]` for an unsplit table); entries go under `{source}/{table}/NNNN`.
+    pub(crate) fn table_ranges(
+        source: &'static str,
+        template: &Arc<crate::manifest::TableRecord>,
+        ranges: Vec<Option<(i64, i64)>>,
+        chunk_size: usize,
+    ) -> impl Iterator<Item = Item> {
+        let seg = table_segment(&template.schema, &template.name);
+        let template = Arc::clone(template);
+        ranges.into_iter().enumerate().map(move |(i, bounds)| Item {
+            kind: ItemKind::Table {
+                template: template.clone(),
+            },
+            range: i,
+            bounds,
+            base: format!("{source}/{seg}/{i:04}"),
+            ext: "csv",
+            chunk_size,
+        })
+    }
+}
+
 /// The receiving end of a producer.
 pub type ChunkRx = mpsc::Receiver<Result<Chunk>>;
 

@@ -285,19 +285,12 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig) -> Result<Vec<Item>> {
                 chunks: vec![],
                 range: 0,
             });
-            let seg = super::table_segment(schema, &name);
-            for (i, bounds) in ranges.into_iter().enumerate() {
-                items.push(Item {
-                    kind: ItemKind::Table {
-                        template: template.clone(),
-                    },
-                    range: i,
-                    bounds,
-                    base: format!("mysql/{seg}/{i:04}"),
-                    ext: "csv",
-                    chunk_size: cfg.chunk_size,
-                });
-            }
+            items.extend(Item::table_ranges(
+                "mysql",
+                &template,
+                ranges,
+                cfg.chunk_size,
+            ));
         }
     }
     if items.is_empty() {

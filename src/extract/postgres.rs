@@ -115,7 +115,6 @@ impl PgSession {
                 chunks: vec![],
                 range: 0,
             });
-            let seg = super::table_segment(&schema, &name);
             let mut ranges: Vec<Option<(i64, i64)>> = vec![None];
             if int_pk {
                 let est = if est < 0.0 {
@@ -145,18 +144,12 @@ impl PgSession {
                     }
                 }
             }
-            for (i, bounds) in ranges.into_iter().enumerate() {
-                items.push(Item {
-                    kind: ItemKind::Table {
-                        template: template.clone(),
-                    },
-                    range: i,
-                    bounds,
-                    base: format!("postgres/{seg}/{i:04}"),
-                    ext: "csv",
-                    chunk_size: cfg.chunk_size,
-                });
-            }
+            items.extend(Item::table_ranges(
+                "postgres",
+                &template,
+                ranges,
+                cfg.chunk_size,
+            ));
         }
         if items.is_empty() {
             return Err(Error::config(format!(
