@@ -22,8 +22,11 @@ fn many_files(root: &Path, dirs: usize, per: usize) {
         let dir = root.join(format!("d{d:03}"));
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..per {
-            std::fs::write(dir.join(format!("f{f:03}.txt")), format!("{d}/{f}\n").repeat(f % 5 + 1))
-                .unwrap();
+            std::fs::write(
+                dir.join(format!("f{f:03}.txt")),
+                format!("{d}/{f}\n").repeat(f % 5 + 1),
+            )
+            .unwrap();
         }
     }
 }
@@ -52,7 +55,11 @@ async fn entries_held_stay_bounded_by_configuration_not_by_files() {
     let bound = 3 * MAX_ENTRIES; // planned + the parent's range + built
     let full = backup(&p, &s).await;
     assert_eq!(full.totals.files, 3000, "{full:?}");
-    assert!(full.partitions >= 3040 / MAX_ENTRIES, "{} partitions", full.partitions);
+    assert!(
+        full.partitions >= 3040 / MAX_ENTRIES,
+        "{} partitions",
+        full.partitions
+    );
     assert!(
         full.max_entries_held <= bound && full.max_entries_held > 0,
         "a worker held {} entries (bound {bound})",
@@ -61,7 +68,11 @@ async fn entries_held_stay_bounded_by_configuration_not_by_files() {
     assert_eq!(full.segments_written as usize, full.partitions);
     let v = full.verify.as_ref().unwrap();
     assert!(v.ok() && v.entries_checked >= 3000, "{v:?}");
-    assert!(v.max_entries_held <= bound, "verify held {}", v.max_entries_held);
+    assert!(
+        v.max_entries_held <= bound,
+        "verify held {}",
+        v.max_entries_held
+    );
 
     // A no-change incremental reads no file and stores no segment: every partition's
     // segment is the parent's.
@@ -76,7 +87,11 @@ async fn entries_held_stay_bounded_by_configuration_not_by_files() {
 
     // One file changed, one deleted, one added: only the partitions around them are
     // written again.
-    std::fs::write(src.join("d010/f000.txt"), "changed, and longer than before\n").unwrap();
+    std::fs::write(
+        src.join("d010/f000.txt"),
+        "changed, and longer than before\n",
+    )
+    .unwrap();
     std::fs::remove_file(src.join("d020/f001.txt")).unwrap();
     std::fs::write(src.join("d030/new.txt"), "new\n").unwrap();
     let inc = backup(&p, &s).await;
@@ -91,7 +106,11 @@ async fn entries_held_stay_bounded_by_configuration_not_by_files() {
     );
     let v = inc.verify.as_ref().unwrap();
     assert!(v.ok() && v.entries_checked >= 3000, "{v:?}");
-    assert!(v.max_entries_held <= bound, "verify held {}", v.max_entries_held);
+    assert!(
+        v.max_entries_held <= bound,
+        "verify held {}",
+        v.max_entries_held
+    );
 
     // The manifest lists segments, not entries; a one-path lookup reads one or two of
     // them, not the snapshot.
@@ -108,7 +127,10 @@ async fn entries_held_stay_bounded_by_configuration_not_by_files() {
         one.entries.len(),
         inc.totals.files
     );
-    assert!(one.entries.iter().any(|e| e.path.display() == "d010/f000.txt"));
+    assert!(one
+        .entries
+        .iter()
+        .any(|e| e.path.display() == "d010/f000.txt"));
 
     // Restores stream back the whole tree as it is now, a segment at a time.
     let out = t.path().join("out");
@@ -149,7 +171,12 @@ fn a_one_path_restore_of_a_segmented_snapshot_restores_that_path() {
         &extra(),
     );
     let bin = env!("CARGO_BIN_EXE_blobpipe");
-    let o = Command::new(bin).arg("backup").arg(&pf).arg("-q").output().unwrap();
+    let o = Command::new(bin)
+        .arg("backup")
+        .arg(&pf)
+        .arg("-q")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = t.path().join("one");
     let o = Command::new(bin)
@@ -221,9 +248,18 @@ fn a_damaged_segment_fails_restore_and_verify_by_name_and_prune_keeps_what_is_re
     gz[n / 2] ^= 0xff;
     std::fs::write(victim, gz).unwrap();
     let name = victim.file_name().unwrap().to_string_lossy().to_string();
-    let (code, err) = run(&["restore", pfs, "latest", "--to", t.path().join("out2").to_str().unwrap()]);
+    let (code, err) = run(&[
+        "restore",
+        pfs,
+        "latest",
+        "--to",
+        t.path().join("out2").to_str().unwrap(),
+    ]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains(&name[..16]), "the error names the segment: {err}");
+    assert!(
+        err.contains(&name[..16]),
+        "the error names the segment: {err}"
+    );
     let (code, err) = run(&["verify", pfs, "latest"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("segment"), "{err}");
@@ -249,7 +285,10 @@ fn format_1_manifests_of_an_earlier_build_restore_and_verify() {
     // blobpipe before format 2, kept as they were stored.
     let t = tempfile::tempdir().unwrap();
     let o = Command::new("cp")
-        .args(["-a", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-store")])
+        .args([
+            "-a",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-store"),
+        ])
         .arg(t.path().join("store"))
         .output()
         .unwrap();
@@ -274,24 +313,59 @@ fn format_1_manifests_of_an_earlier_build_restore_and_verify() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read_to_string(out.join("a.txt")).unwrap(), "hello v1\nchanged\n");
-    assert_eq!(std::fs::read(out.join("sub/b.bin")).unwrap(), vec![b'x'; 5000]);
-    assert_eq!(std::fs::read_to_string(out.join("sub/c.txt")).unwrap(), "second\n");
-    assert_eq!(std::fs::read_to_string(out.join("new.txt")).unwrap(), "new\n");
-    assert_eq!(std::fs::read_link(out.join("link")).unwrap(), Path::new("a.txt"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("a.txt")).unwrap(),
+        "hello v1\nchanged\n"
+    );
+    assert_eq!(
+        std::fs::read(out.join("sub/b.bin")).unwrap(),
+        vec![b'x'; 5000]
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("sub/c.txt")).unwrap(),
+        "second\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("new.txt")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
     assert!(out.join("empty").is_dir());
-    let o = Command::new(bin).arg("verify").arg(&pf).args(["latest", "--full"]).output().unwrap();
+    let o = Command::new(bin)
+        .arg("verify")
+        .arg(&pf)
+        .args(["latest", "--full"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The older (full) snapshot restores too.
-    let o = Command::new(bin).arg("snapshots").arg(&pf).arg("--json").output().unwrap();
+    let o = Command::new(bin)
+        .arg("snapshots")
+        .arg(&pf)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
     // A format-2 incremental on top of the format-1 parent reuses its entries.
     std::fs::create_dir_all(t.path().join("src")).unwrap();
-    let o = Command::new("cp").arg("-a").arg(format!("{}/.", out.display())).arg(t.path().join("src")).output().unwrap();
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", out.display()))
+        .arg(t.path().join("src"))
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    let o = Command::new(bin).arg("backup").arg(&pf).arg("--json").output().unwrap();
+    let o = Command::new(bin)
+        .arg("backup")
+        .arg(&pf)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["kind"], "incremental", "{r}");

@@ -526,7 +526,11 @@ impl Splitter {
     }
 }
 
-fn piece_digest(lo: Option<&PathBytes>, hi: Option<&PathBytes>, entries: &[PlannedEntry]) -> String {
+fn piece_digest(
+    lo: Option<&PathBytes>,
+    hi: Option<&PathBytes>,
+    entries: &[PlannedEntry],
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let mut put = |b: &[u8]| {
@@ -593,7 +597,9 @@ mod tests {
         assert!(parts.len() >= 20, "{}", parts.len());
         let flat: Vec<_> = parts.iter().flat_map(|p| p.entries.clone()).collect();
         assert_eq!(flat, entries);
-        assert!(parts.iter().all(|p| !p.entries.is_empty() && p.entries.len() <= 50));
+        assert!(parts
+            .iter()
+            .all(|p| !p.entries.is_empty() && p.entries.len() <= 50));
         assert_eq!(parts[0].lo, None);
         assert_eq!(parts.last().unwrap().hi, None);
         for (i, w) in parts.windows(2).enumerate() {
@@ -604,7 +610,8 @@ mod tests {
         // Weight stays within the hard bound.
         assert!(parts
             .iter()
-            .all(|p| p.entries.iter().map(|e| e.size + 4096).sum::<u64>() <= 2 * (256 << 10) + 20_000));
+            .all(|p| p.entries.iter().map(|e| e.size + 4096).sum::<u64>()
+                <= 2 * (256 << 10) + 20_000));
     }
 
     #[test]

@@ -181,14 +181,18 @@ pub async fn fill_for(
     let prefixes: Option<Vec<Vec<u8>>> = if globs.is_empty() {
         None
     } else {
-        globs.iter().map(|g| super::segment::glob_prefix(g)).collect()
+        globs
+            .iter()
+            .map(|g| super::segment::glob_prefix(g))
+            .collect()
     };
     let Some(prefixes) = prefixes.filter(|_| !m.segments.is_empty() && m.entries.is_empty()) else {
         return super::segment::materialize(store, layout, m).await;
     };
     let mut entries = Vec::new();
     for prefix in &prefixes {
-        let mut r = super::segment::EntryReader::new(store, layout, m).with_prefix(Some(prefix.clone()));
+        let mut r =
+            super::segment::EntryReader::new(store, layout, m).with_prefix(Some(prefix.clone()));
         while let Some(batch) = r.next_batch().await? {
             entries.extend(batch);
         }

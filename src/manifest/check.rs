@@ -345,13 +345,13 @@ fn check_segments(m: &Manifest, lines: &Lines) -> Result<()> {
             ))
         };
         if !is_sha256_hex(&r.sha256) {
-            return Err(bad("sha256", format!("{:?} is not 64 lowercase hex", r.sha256)));
+            return Err(bad(
+                "sha256",
+                format!("{:?} is not 64 lowercase hex", r.sha256),
+            ));
         }
         if r.blob != super::segment::blob_name(&r.sha256) {
-            return Err(bad(
-                "blob",
-                format!("not the name of segment {}", r.sha256),
-            ));
+            return Err(bad("blob", format!("not the name of segment {}", r.sha256)));
         }
         if r.entries == 0 {
             return Err(bad("entries", "an empty segment".into()));
@@ -688,8 +688,8 @@ mod tests {
                     },
                 ],
             }],
-segments: vec![],
-                        entries: vec![
+            segments: vec![],
+            entries: vec![
                 entry("cmd/out", EntryKind::File, 10, 1024),
                 entry("d", EntryKind::Dir, 0, 2048),
                 entry("d/f", EntryKind::File, 3000, 2560),

@@ -85,7 +85,10 @@ impl SegmentRef {
 
 /// Blob name (relative to the prefix) of the segment whose lines hash to `sha256`.
 pub fn blob_name(sha256: &str) -> String {
-    format!("segments/{}/{sha256}.jsonl.gz", &sha256[..2.min(sha256.len())])
+    format!(
+        "segments/{}/{sha256}.jsonl.gz",
+        &sha256[..2.min(sha256.len())]
+    )
 }
 
 /// Encode path-sorted `entries` (at least one) as a segment: its blob and its reference.
@@ -153,7 +156,11 @@ struct TaggedEntry<'a> {
 ///
 /// # Errors
 /// `Integrity`, naming the segment, the line and the field.
-pub fn decode(data: &[u8], r: &SegmentRef, packs: &HashMap<&str, &PackRecord>) -> Result<Vec<Entry>> {
+pub fn decode(
+    data: &[u8],
+    r: &SegmentRef,
+    packs: &HashMap<&str, &PackRecord>,
+) -> Result<Vec<Entry>> {
     let bad = |why: String| Error::integrity(format!("segment {}: {why}", r.blob));
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(data), &mut raw)
@@ -175,8 +182,13 @@ pub fn decode(data: &[u8], r: &SegmentRef, packs: &HashMap<&str, &PackRecord>) -
             Ok(_) => return Err(bad(format!("line {}: not an entry line", i + 1))),
             Err(e) => return Err(bad(format!("line {}: {e}", i + 1))),
         };
-        check::check_entry_at(&e, packs)
-            .map_err(|(f, w)| bad(format!("line {}, entry {:?}: {f}: {w}", i + 1, e.path.display())))?;
+        check::check_entry_at(&e, packs).map_err(|(f, w)| {
+            bad(format!(
+                "line {}, entry {:?}: {f}: {w}",
+                i + 1,
+                e.path.display()
+            ))
+        })?;
         if out.last().is_some_and(|p| p.path >= e.path) {
             return Err(bad(format!(
                 "line {}, entry {:?}: path: entries not sorted (or listed twice) here",
@@ -193,9 +205,12 @@ pub fn decode(data: &[u8], r: &SegmentRef, packs: &HashMap<&str, &PackRecord>) -
             r.entries
         )));
     }
-    if out.first().map(|e| &e.path) != Some(&r.first) || out.last().map(|e| &e.path) != Some(&r.last)
+    if out.first().map(|e| &e.path) != Some(&r.first)
+        || out.last().map(|e| &e.path) != Some(&r.last)
     {
-        return Err(bad("its first or last path differs from the manifest's".into()));
+        return Err(bad(
+            "its first or last path differs from the manifest's".into()
+        ));
     }
     Ok(out)
 }
@@ -235,7 +250,12 @@ impl Guard {
         for (i, _) in p.iter().enumerate().filter(|(_, b)| **b == b'/') {
             let mut end = p[..i].to_vec();
             end.push(b'0');
-            if let Some((_, what)) = self.open.range((end.clone(), String::new())..).next().filter(|(k, _)| *k == end) {
+            if let Some((_, what)) = self
+                .open
+                .range((end.clone(), String::new())..)
+                .next()
+                .filter(|(k, _)| *k == end)
+            {
                 return Err(format!(
                     "lies under {:?}, which is {what}, not a directory; restoring it would write \
                      through it",
@@ -329,7 +349,10 @@ impl<'a> EntryReader<'a> {
         }
         while let Some(r) = self.m.segments.get(self.next_segment) {
             self.next_segment += 1;
-            if self.prefix.as_deref().is_some_and(|p| !r.may_hold_prefix(p))
+            if self
+                .prefix
+                .as_deref()
+                .is_some_and(|p| !r.may_hold_prefix(p))
                 || !r.meets(self.range.0.as_deref(), self.range.1.as_deref())
             {
                 continue;
@@ -387,6 +410,76 @@ impl<'a> EntryReader<'a> {
     }
 }
 
+/// A path-ordered cursor over an [`EntryReader`].
+struct Cursor<'a> {
+    reader: EntryReader<'a>,
+    buf: std::collections::VecDeque<Entry>,
+    done: bool,
+}
+
+impl<'a> Cursor<'a> {
+    async fn peek(&mut self) -> Result<Option<&Entry>> {
+        while self.buf.is_empty() && !self.done {
+            match self.reader.next_batch().await? {
+                Some(b) => self.buf.extend(b),
+                None => self.done = true,
+            }
+        }
+        Ok(self.buf.front())
+    }
+}
+
+/// Compare two snapshots' entries by streaming both (memory: one segment of each,
+/// plus the paths that differ).
+///
+/// # Errors
+/// As [`EntryReader::next_batch`].
+pub async fn diff(from: EntryReader<'_>, to: EntryReader<'_>) -> Result<super::Diff> {
+    let mut d = super::Diff::default();
+    let (mut a, mut b) = (
+        Cursor {
+            reader: from,
+            buf: Default::default(),
+            done: false,
+        },
+        Cursor {
+            reader: to,
+            buf: Default::default(),
+            done: false,
+        },
+    );
+    loop {
+        let ord = match (a.peek().await?.cloned(), b.peek().await?) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => {
+                if x.path == y.path && !x.same_as(y) {
+                    d.changed.push(y.path.display());
+                }
+                x.path.cmp(&y.path)
+            }
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                if let Some(x) = a.buf.pop_front() {
+                    d.removed.push(x.path.display());
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                if let Some(y) = b.buf.pop_front() {
+                    d.added.push(y.path.display());
+                }
+            }
+            std::cmp::Ordering::Equal => {
+                a.buf.pop_front();
+                b.buf.pop_front();
+            }
+        }
+    }
+    Ok(d)
+}
+
 /// Fill `m.entries` from its segments (a no-op for a manifest that holds its entries):
 /// for readers that need the whole list. Memory grows with the snapshot's entries.
 ///
@@ -430,7 +523,8 @@ mod tests {
             mtime_nsec: 0,
             uid: 0,
             gid: 0,
-            sha256: (kind == EntryKind::File).then(|| "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
+            sha256: (kind == EntryKind::File)
+                .then(|| "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
             target: (kind == EntryKind::Symlink).then(|| PathBytes(b"/etc".to_vec())),
             pack: None,
             offset: 0,
@@ -443,7 +537,11 @@ mod tests {
 
     #[test]
     fn round_trip_checks_hash_count_and_range() {
-        let es = vec![e("a", EntryKind::Dir), e("a/x", EntryKind::File), e("b", EntryKind::File)];
+        let es = vec![
+            e("a", EntryKind::Dir),
+            e("a/x", EntryKind::File),
+            e("b", EntryKind::File),
+        ];
         let (body, r) = encode(&es).unwrap();
         assert_eq!(r.entries, 3);
         assert_eq!((r.files, r.dirs), (2, 1));
@@ -454,10 +552,16 @@ mod tests {
         assert_eq!(encode(&es).unwrap().1, r);
         let mut wrong = r.clone();
         wrong.entries = 2;
-        assert!(decode(&body, &wrong, &packs).unwrap_err().to_string().contains("holds 3"));
+        assert!(decode(&body, &wrong, &packs)
+            .unwrap_err()
+            .to_string()
+            .contains("holds 3"));
         let mut other = r.clone();
         other.sha256 = "0".repeat(64);
-        assert!(decode(&body, &other, &packs).unwrap_err().to_string().contains("hash"));
+        assert!(decode(&body, &other, &packs)
+            .unwrap_err()
+            .to_string()
+            .contains("hash"));
     }
 
     #[test]
@@ -476,7 +580,10 @@ mod tests {
         let mut g = Guard::default();
         g.next(&e("d", EntryKind::Dir)).unwrap();
         g.next(&e("d/x", EntryKind::File)).unwrap();
-        assert!(g.next(&e("d/x", EntryKind::File)).is_err(), "a duplicate is refused");
+        assert!(
+            g.next(&e("d/x", EntryKind::File)).is_err(),
+            "a duplicate is refused"
+        );
     }
 
     #[test]

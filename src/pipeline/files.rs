@@ -38,15 +38,17 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
     let (planned, idx) = (&piece.entries, piece.idx);
     // The parent's entries in this partition's range, for reuse and for the changes.
     let prev: Vec<Entry> = match ctx.parent.as_deref() {
-        Some(parent) => ctx.rt.block_on(
-            EntryReader::new(&*ctx.packs.store, &ctx.layout, parent)
-                .within(
-                    piece.lo.as_ref().map(|p| p.0.clone()),
-                    piece.hi.as_ref().map(|p| p.0.clone()),
-                )
-                .collect(),
-        )
-        .ctx("reading the parent snapshot's entries")?,
+        Some(parent) => ctx
+            .rt
+            .block_on(
+                EntryReader::new(&*ctx.packs.store, &ctx.layout, parent)
+                    .within(
+                        piece.lo.as_ref().map(|p| p.0.clone()),
+                        piece.hi.as_ref().map(|p| p.0.clone()),
+                    )
+                    .collect(),
+            )
+            .ctx("reading the parent snapshot's entries")?,
         None => Vec::new(),
     };
     let mut prev_at = 0usize;
@@ -274,7 +276,8 @@ fn store_segment(ctx: &Ctx, r: &PartResult) -> Result<Option<segment::SegmentRef
                 e.path.display()
             ))
         };
-        crate::manifest::check::check_entry_at(e, &packs).map_err(|(f, w)| bad(format!("{f}: {w}")))?;
+        crate::manifest::check::check_entry_at(e, &packs)
+            .map_err(|(f, w)| bad(format!("{f}: {w}")))?;
         guard.next(e).map_err(bad)?;
     }
     let (body, sref) = segment::encode(&r.entries)?;
@@ -282,7 +285,10 @@ fn store_segment(ctx: &Ctx, r: &PartResult) -> Result<Option<segment::SegmentRef
     let store = &ctx.packs.store;
     if ctx.rt.block_on(store.head(&name))?.is_none() {
         match ctx.rt.block_on(store.put(&name, Bytes::from(body), true)) {
-            Ok(_) => ctx.stats.segments_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            Ok(_) => ctx
+                .stats
+                .segments_written
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             // Another partition (or run) stored the same content first.
             Err(e) if e.kind() == ErrorKind::Conflict => 0,
             Err(e) => return Err(e.context(format!("writing segment {name}"))),

@@ -246,8 +246,8 @@ pub(super) async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let mut first_err: Option<Error> = None;
     let note = |j: std::result::Result<Result<(usize, PartResult)>, tokio::task::JoinError>,
-                    done: &mut Vec<Option<PartResult>>,
-                    first_err: &mut Option<Error>| {
+                done: &mut Vec<Option<PartResult>>,
+                first_err: &mut Option<Error>| {
         let e = match j {
             Ok(Ok((idx, r))) => {
                 if done.len() <= idx {

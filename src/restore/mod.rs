@@ -206,7 +206,20 @@ pub async fn restore(
     };
     let damaged = Arc::new(files::DamageLog::default());
     let known = Arc::new(files::KnownDirs::default());
-    write_batch(store, layout, m, &root, &entries, &rels, &known, opts, &counters, &damaged, &mut report).await?;
+    write_batch(
+        store,
+        layout,
+        m,
+        &root,
+        &entries,
+        &rels,
+        &known,
+        opts,
+        &counters,
+        &damaged,
+        &mut report,
+    )
+    .await?;
     // Directory modes and times last, deepest first (writing inside changes mtimes).
     files::finish_dirs(&root, &entries, &rels)?;
     (report.damaged, report.damaged_total) = damaged.take();
@@ -291,7 +304,7 @@ async fn write_batch(
         return Err(e);
     }
     // 3. Symlinks, after every file, so nothing is ever written through one.
-    report.symlinks += files::create_symlinks(root, &known, entries, rels, counters)?;
+    report.symlinks += files::create_symlinks(root, known, entries, rels, counters)?;
     Ok(())
 }
 
@@ -342,16 +355,19 @@ async fn restore_streamed(
         if globs.is_empty() {
             None
         } else {
-            globs.iter().map(|g| crate::manifest::segment::glob_prefix(g)).collect()
+            globs
+                .iter()
+                .map(|g| crate::manifest::segment::glob_prefix(g))
+                .collect()
         }
     };
     let prefixes = prefix(&opts.paths);
     // The segments this selection can touch, in order.
     let wanted: Vec<usize> = (0..m.segments.len())
         .filter(|&i| {
-            prefixes.as_ref().is_none_or(|ps| {
-                ps.iter().any(|p| m.segments[i].may_hold_prefix(p))
-            })
+            prefixes
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|p| m.segments[i].may_hold_prefix(p)))
         })
         .collect();
     let mut reader = crate::manifest::segment::EntryReader::new(&**store, layout, m);
@@ -431,7 +447,20 @@ async fn restore_streamed(
         let (entries, rels) = chosen(reader.read_segment(i, false).await?)?;
         report.max_entries_held = report.max_entries_held.max(entries.len());
         let known = Arc::new(files::KnownDirs::default());
-        write_batch(store, layout, m, &root, &entries, &rels, &known, opts, &counters, &damaged, &mut report).await?;
+        write_batch(
+            store,
+            layout,
+            m,
+            &root,
+            &entries,
+            &rels,
+            &known,
+            opts,
+            &counters,
+            &damaged,
+            &mut report,
+        )
+        .await?;
     }
     // Pass 4: directory modes and times, deepest first.
     for &i in wanted.iter().rev() {

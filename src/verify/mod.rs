@@ -188,8 +188,12 @@ pub async fn verify(
             .await
             .map_err(|_| Error::cancelled())
     };
-    let index: std::collections::HashMap<&str, usize> =
-        m.packs.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = m
+        .packs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
     let mut held = 0usize;
     if m.segments.is_empty() {
         held = m.entries.len();

@@ -30,19 +30,25 @@ pub async fn snapshots(pipeline: &Path, json: bool) -> Result<i32> {
 pub async fn diff(pipeline: &Path, from: &str, to: &str, json: bool) -> Result<i32> {
     let p = Pipeline::load(pipeline)?;
     let Repo { store, layout } = Repo::open(&p.target, &p.retry).await?;
-    let a = catalog::load(
+    // Heads only; the entries are compared a segment of each at a time.
+    let a = catalog::load_head(
         &*store,
         &layout,
         &catalog::resolve(&*store, &layout, from).await?,
     )
     .await?;
-    let b = catalog::load(
+    let b = catalog::load_head(
         &*store,
         &layout,
         &catalog::resolve(&*store, &layout, to).await?,
     )
     .await?;
-    let d = crate::manifest::diff(&a.entries, &b.entries);
+    use crate::manifest::segment::{self, EntryReader};
+    let d = segment::diff(
+        EntryReader::new(&*store, &layout, &a),
+        EntryReader::new(&*store, &layout, &b),
+    )
+    .await?;
     emit(json, &d, || {
         render::diff(&d, &a.header.snapshot, &b.header.snapshot)
     });
@@ -110,5 +116,3 @@ pub async fn ls(pipeline: &Path, sel: &SnapshotSel, globs: &[String], json: bool
     }
     Ok(exit::OK)
 }
-
-

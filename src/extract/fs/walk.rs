@@ -291,7 +291,10 @@ pub fn pieces(
 ///
 /// # Errors
 /// As [`walk`].
-pub fn plan(cfg: &FsSourceConfig, split: &crate::extract::config::PartitionsConfig) -> Result<Vec<Piece>> {
+pub fn plan(
+    cfg: &FsSourceConfig,
+    split: &crate::extract::config::PartitionsConfig,
+) -> Result<Vec<Piece>> {
     let mut out = Vec::new();
     pieces(cfg, split, &mut |p| {
         out.push(p);
@@ -339,7 +342,11 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", r.join("link")).unwrap();
         let p = plan(&cfg(r, &[], &["*.tmp", "target/"]), &split(1 << 20)).unwrap();
         assert_eq!(names(&p), vec!["a", "a/f.txt", "empty", "link"]);
-        let kinds: Vec<_> = p.iter().flat_map(|p| p.entries.iter()).map(|e| e.kind).collect();
+        let kinds: Vec<_> = p
+            .iter()
+            .flat_map(|p| p.entries.iter())
+            .map(|e| e.kind)
+            .collect();
         assert_eq!(kinds[3], EntryKind::Symlink);
     }
 
@@ -358,7 +365,11 @@ mod tests {
 
     #[test]
     fn missing_root_is_a_source_error() {
-        let e = plan(&cfg(Path::new("/nonexistent/blobpipe"), &[], &[]), &split(1 << 20)).unwrap_err();
+        let e = plan(
+            &cfg(Path::new("/nonexistent/blobpipe"), &[], &[]),
+            &split(1 << 20),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Source);
         assert!(e.to_string().contains("/nonexistent/blobpipe"));
     }
@@ -387,7 +398,11 @@ mod tests {
         for d in 0..20 {
             std::fs::create_dir_all(r.join(format!("d{d:02}"))).unwrap();
             for f in 0..30 {
-                std::fs::write(r.join(format!("d{d:02}/f{f:02}")), vec![b'x'; 100 * (f % 7)]).unwrap();
+                std::fs::write(
+                    r.join(format!("d{d:02}/f{f:02}")),
+                    vec![b'x'; 100 * (f % 7)],
+                )
+                .unwrap();
             }
         }
         let cut = |p: &[Piece]| -> Vec<String> {
@@ -409,6 +424,10 @@ mod tests {
         assert!(same + 3 >= ca.len(), "boundaries moved: {ca:?} vs {cb:?}");
         let da: Vec<_> = a.iter().map(|p| p.digest.clone()).collect();
         let unchanged = b.iter().filter(|p| da.contains(&p.digest)).count();
-        assert!(unchanged + 3 >= a.len(), "{unchanged} of {} partitions kept", a.len());
+        assert!(
+            unchanged + 3 >= a.len(),
+            "{unchanged} of {} partitions kept",
+            a.len()
+        );
     }
 }
