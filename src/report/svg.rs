@@ -195,6 +195,14 @@ pub fn render(c: &Chart) -> String {
     );
     let all: Vec<&Point> = c.series.iter().flat_map(|s| s.points.iter()).collect();
     if all.is_empty() {
+        if !c.shade.is_empty() {
+            // Nothing to draw, but all of the time is over the limit (e.g. no verified
+            // snapshot ever): shade the whole plot.
+            let _ = write!(
+                o,
+                r##"<rect class="shade" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="{RED}" fill-opacity="0.12"/>"##
+            );
+        }
         let _ = write!(
             o,
             r##"<text x="{}" y="{}" text-anchor="middle" fill="#777" font-size="13">{}</text></svg>"##,
