@@ -31,7 +31,8 @@ const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-seri
 header{background:#0b3d6b;color:#fff;padding:12px 24px}header a{color:#fff}\
 h1{font-size:20px;margin:0}h2{font-size:17px;margin:24px 0 8px}main{padding:8px 24px 32px}\
 table{border-collapse:collapse;font-size:13px;margin:4px 0}th,td{border-bottom:1px solid #e3e3e3;padding:4px 8px;text-align:left;vertical-align:top}\
-th{background:#f3f5f8}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+th{background:#f3f5f8}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
+.tier{display:block;font-size:11px;color:#555}\
 .light{display:inline-block;width:11px;height:11px;border-radius:50%;margin-right:6px;vertical-align:-1px}\
 .ok{background:#2e7d32}.bad{background:#c62828}.warn{background:#ef8f00}.none{background:#9e9e9e}\
 .s-ok{color:#2e7d32}.s-bad{color:#c62828;font-weight:600}.s-warn{color:#b26a00}\
@@ -186,11 +187,12 @@ fn overview(site: &Site) -> String {
             .iter()
             .map(|(k, v)| {
                 format!(
-                    "<span data-k=\"stored_{}\" data-v=\"{}\">{} {}</span>",
+                    "<span class=\"tier\" data-k=\"stored_{}\" data-v=\"{}\">{}: {} in {} packs</span>",
                     esc(k),
                     v.bytes,
                     esc(k),
-                    human(v.bytes)
+                    human(v.bytes),
+                    v.packs
                 )
             })
             .collect();
@@ -407,14 +409,22 @@ pub fn charts(site: &Site, p: &PipelineReport) -> Vec<Chart> {
         id: "files".into(),
         title: "Files in the snapshot".into(),
         unit: Unit::Count,
-        series: run_series("files", Style::Line, &|g| {
-            let f = g
-                .iter()
-                .rev()
-                .find_map(|r| r.totals.filter(|_| r.snapshot.is_some()))
-                .map_or(0, |t| t.files);
-            (f as f64, format!("{f} files"))
-        }),
+        series: {
+            // Only runs that committed a snapshot have a file count.
+            let mut s = run_series("files", Style::Line, &|g| {
+                let f = g
+                    .iter()
+                    .rev()
+                    .find_map(|r| r.totals.filter(|_| r.snapshot.is_some()))
+                    .map(|t| t.files);
+                (
+                    f.map_or(-1.0, |f| f as f64),
+                    format!("{} files", f.unwrap_or(0)),
+                )
+            });
+            s[0].points.retain(|p| p.y >= 0.0);
+            s
+        },
         limit: None,
         shade: vec![],
         empty: "no runs yet".into(),

@@ -45,7 +45,9 @@ impl Unit {
         match self {
             Unit::Bytes => human(v.max(0.0) as u64),
             Unit::Seconds => {
-                if v < 120.0 {
+                if v < 10.0 {
+                    format!("{v:.2} s")
+                } else if v < 120.0 {
                     format!("{v:.1} s")
                 } else if v < 7200.0 {
                     format!("{:.1} min", v / 60.0)
@@ -354,12 +356,11 @@ pub fn render(c: &Chart) -> String {
         for s in &c.series {
             let _ = write!(
                 o,
-                r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11" fill="{}">{}</text>"#,
+                r##"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#333">{}</text>"##,
                 TOP + 4.0,
                 s.color,
                 lx + 13.0,
                 TOP + 13.0,
-                "#333",
                 esc(&s.name)
             );
             lx += 20.0 + 7.0 * s.name.len() as f64;
