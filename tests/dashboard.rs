@@ -11,6 +11,7 @@
 //! message at all (an uncaught error, a Content-Security-Policy refusal) fails it.
 
 mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -715,4 +716,86 @@ fn chromium_loads_the_pages_without_console_errors() {
             std::fs::copy(h.t.path().join(f), Path::new(&keep).join(f)).unwrap();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_to_azurite_static_website_container() {
+    let Some(ep) = support::azurite() else { return };
+    blobpipe::support::http::ensure_tls_provider();
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"azure\n".repeat(100)).unwrap();
+    let dir = t.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    let container = support::unique_container("dash");
+    let pf = write_pipeline(
+        &dir,
+        "cloud",
+        &src,
+        &support::azurite_connection_string(&ep),
+        "",
+    );
+    // A connection string names no container: the file does.
+    let text = std::fs::read_to_string(&pf).unwrap().replace(
+        "[target]\n",
+        &format!("[target]\ncontainer = \"{container}\"\n"),
+    );
+    std::fs::write(&pf, text).unwrap();
+    let pf2 = pf.clone();
+    tokio::task::spawn_blocking(move || ok(&bp(&["--quiet", "backup", s(&pf2)])).status)
+        .await
+        .unwrap();
+    // $web (shared by every test on this Azurite): a unique prefix keeps runs apart.
+    let prefix = support::unique_container("site");
+    let (d, p2) = (dir.clone(), prefix.clone());
+    let o = tokio::task::spawn_blocking(move || {
+        bp(&["--json", "report", s(&d), "--publish", "--prefix", &p2])
+    })
+    .await
+    .unwrap();
+    ok(&o);
+    let w = js(&o);
+    assert!(
+        w["written"][0]["location"]
+            .as_str()
+            .unwrap()
+            .contains("container $web"),
+        "{w}"
+    );
+    let p = blobpipe::pipeline::Pipeline::load(&pf).unwrap();
+    let web = blobpipe::store::open_container(&p.target, &p.retry, "$web")
+        .await
+        .unwrap();
+    let idx = web
+        .get(&format!("{prefix}/index.html"), None)
+        .await
+        .unwrap();
+    let idx = String::from_utf8(idx.to_vec()).unwrap();
+    well_formed(&idx);
+    assert_eq!(row_values(&idx, "cloud")["snapshots"], "1");
+    assert!(web
+        .head(&format!("{prefix}/p-cloud.html"))
+        .await
+        .unwrap()
+        .is_some());
+    // Served as HTML: HEAD the blob with an account SAS and read its Content-Type.
+    let signer = blobpipe::store::azure::credential::AccountSasSigner::new(
+        "devstoreaccount1",
+        &blobpipe::support::secret::Secret::new(support::AZURITE_KEY),
+        true,
+    )
+    .unwrap();
+    let (sas, _) = signer.token(chrono::Utc::now(), std::time::Duration::from_secs(600));
+    let r = reqwest::Client::new()
+        .head(format!("{ep}/$web/{prefix}/index.html?{}", sas.expose()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    // Nothing of the site went into the backup container.
+    let (_, backups) = open(&pf).await;
+    let listed = backups.list("", None, 1000).await.unwrap();
+    assert!(listed.items.iter().all(|i| !i.name.ends_with(".html")));
 }
