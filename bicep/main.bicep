@@ -96,6 +96,9 @@ param lifecycleRules array
 @description('Create the hand-off queue and grant Storage Queue Data Contributor on the account; in containerAppsJob mode also add the queue-triggered bp-handoff job (blobpipe run-queued), in function mode set BLOBPIPE_HANDOFF_QUEUE.')
 param enableQueue bool = false
 
+@description('Turn on the static website of the backup account, for the dashboard (`blobpipe report --publish` writes to $web; docs/dashboard.md). Content in $web is served on the web endpoint within the account\'s network rules.')
+param enableStaticWebsite bool = false
+
 @description('Name of the hand-off queue (when enableQueue).')
 param handoffQueueName string = 'blobpipe-runs'
 
@@ -313,6 +316,16 @@ module lifecycle 'modules/lifecycle.bicep' = {
   }
 }
 
+module staticWebsite 'modules/staticWebsite.bicep' = if (enableStaticWebsite) {
+  name: 'blobpipe-static-website'
+  params: {
+    storageAccountName: storage.outputs.name
+    location: location
+    tags: tags
+    publisherPrincipalId: identity.outputs.principalId
+  }
+}
+
 module roles 'modules/roles.bicep' = {
   name: 'blobpipe-roles'
   params: {
@@ -457,3 +470,6 @@ output jobNames array = useJobs ? containerApps.outputs.jobNames : []
 
 @description('Name of the Function App (functionApp mode).')
 output functionAppName string = useFunctions ? functionApp.outputs.name : ''
+
+@description('Static website endpoint for the dashboard (empty unless enableStaticWebsite).')
+output staticWebsiteEndpoint string = enableStaticWebsite ? staticWebsite.outputs.webEndpoint : ''

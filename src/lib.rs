@@ -20,6 +20,7 @@ pub mod extract;
 pub mod manifest;
 pub mod pack;
 pub mod pipeline;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("alert", &["store", "manifest"]),
     ("pipeline", ALL_BELOW),
     ("schedule", ALL_BELOW),
+    ("report", ALL_BELOW),
     ("serve", ALL_BELOW),
     ("cli", ALL_BELOW),
 ];

@@ -96,6 +96,10 @@ pub enum Command {
         /// A pipeline file or a directory of them.
         pipelines: PathBuf,
     },
+    /// HTML dashboard of every pipeline's history (static site, inline SVG charts, no
+    /// script): write it to a directory (`--html OUT/`) and/or upload it to the
+    /// account's `$web` static website (`--publish`).
+    Report(ReportArgs),
     /// Restore drill: restore the newest snapshot into a scratch directory, check every
     /// hash, record the measured restore time (RTO), alert on failure.
     Drill(DrillArgs),
@@ -350,6 +354,51 @@ pub struct ServeArgs {
     /// Address to listen on (the Functions host connects over loopback).
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
+    /// Serve the read-only HTML dashboard at `/dashboard/`, and to whom (docs/dashboard.md).
+    #[arg(long, value_enum, default_value_t = DashboardArg::Off, env = "BLOBPIPE_DASHBOARD")]
+    pub dashboard: DashboardArg,
+}
+
+/// `report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A pipeline file or a directory of them.
+    pub pipelines: PathBuf,
+    /// Write the site into this directory (index.html + one page per pipeline).
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<PathBuf>,
+    /// Upload the site to the static-website container `$web` of the first pipeline's
+    /// storage account (or the container given by `--container`).
+    #[arg(long)]
+    pub publish: bool,
+    /// Container to publish into (default `$web`, the static website).
+    #[arg(long, default_value = "$web", requires = "publish")]
+    pub container: String,
+    /// Prefix (folder) inside the container to publish under.
+    #[arg(long, default_value = "", requires = "publish")]
+    pub prefix: String,
+    /// Newest run records, snapshots, verify reports and drills read per pipeline.
+    #[arg(long, default_value_t = 1000)]
+    pub history: usize,
+    /// Most points per chart (runs beyond are grouped).
+    #[arg(long, default_value_t = 120)]
+    pub points: usize,
+    /// Rows per table.
+    #[arg(long, default_value_t = 30)]
+    pub rows: usize,
+}
+
+/// Who may see `serve`'s `/dashboard/`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum DashboardArg {
+    /// Not served (404): the default.
+    #[default]
+    Off,
+    /// Only requests that App Service / Container Apps authentication (Easy Auth, Entra
+    /// ID) let through: they carry `X-MS-CLIENT-PRINCIPAL-ID`; others get 401.
+    EasyAuth,
+    /// Anyone who can reach the port (loopback, a private network, your own proxy).
+    Anonymous,
 }
 
 /// `run-queued` arguments.

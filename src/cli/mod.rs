@@ -15,7 +15,7 @@ pub mod logging;
 pub mod render;
 
 use args::{AuthCommand, Cli, Command};
-use commands::{auth, backup, ops, restore, retention, snapshots, validate, verify};
+use commands::{auth, backup, ops, report, restore, retention, snapshots, validate, verify};
 use exit::exit_code;
 
 /// Run a parsed command line; returns the exit code.
@@ -58,6 +58,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         } => auth::check(&pipeline, json).await,
         Command::Check(a) => ops::check(a, json).await,
         Command::Status { pipelines } => ops::status(&pipelines, json).await,
+        Command::Report(a) => report::report(a, json).await,
         Command::Drill(a) => ops::drill(a, json).await,
         Command::Schedule(a) => ops::schedule(a, json).await,
         Command::Next { pipelines, count } => ops::next(&pipelines, count, json),

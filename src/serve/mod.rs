@@ -23,10 +23,14 @@
 //! SIGTERM the server stops accepting, running backups stop resumably, and it exits.
 
 //!
+//! `GET /dashboard/` serves the HTML dashboard ([`crate::report`]) read-only, when the
+//! operator turned it on (`--dashboard easy-auth|anonymous`; off by default: 404).
+//!
 //! This file is the server itself (bind, accept, route); the envelope is in [`functions`],
 //! runs in [`runs`], the metrics text in [`metrics`], the app layout in [`scaffold`], and
 //! queue hand-off to jobs in [`handoff`].
 
+pub mod dashboard;
 pub mod functions;
 pub mod handoff;
 pub mod metrics;
@@ -71,6 +75,8 @@ struct App {
     cancel: Cancel,
     shared: Mutex<Shared>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Who may see `/dashboard/` (off unless the operator says).
+    dashboard: dashboard::Access,
 }
 
 /// A bound server; [`Server::run`] serves until cancelled.
@@ -125,8 +131,21 @@ impl Server {
                 cancel,
                 shared: Mutex::new(shared),
                 tasks: Mutex::new(Vec::new()),
+                dashboard: dashboard::Access::Off,
             }),
         })
+    }
+
+    /// Serve the dashboard at `/dashboard/` to `access` (off by default).
+    ///
+    /// # Panics
+    /// Never: the app is not shared before [`Server::run`].
+    #[must_use]
+    pub fn with_dashboard(mut self, access: dashboard::Access) -> Server {
+        if let Some(app) = Arc::get_mut(&mut self.app) {
+            app.dashboard = access;
+        }
+        self
     }
 
     /// The bound address (for `--port 0`).
@@ -213,6 +232,9 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Full<Bytes>> 
             "text/plain; version=0.0.4",
             metrics::metrics_text(&app).await,
         ),
+        (Method::GET | Method::HEAD, p) if p == "dashboard" || p.starts_with("dashboard/") => {
+            dashboard::handle(&app, req.headers(), p).await
+        }
         (Method::POST, name) if !name.is_empty() && !name.contains('/') => {
             let name = name.to_string();
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {

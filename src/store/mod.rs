@@ -228,6 +228,15 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// is success ([`PutOutcome::AlreadyIdentical`]); with different content, `Conflict`.
     async fn put(&self, blob: &str, data: Bytes, create_only: bool) -> Result<PutOutcome>;
 
+    /// Put a small file of a published site (the dashboard) whole, **replacing** any blob
+    /// of that name, with the `Content-Type` a static website serves it with. Only for
+    /// site files, never for packs, manifests or records (those are create-only). The
+    /// default puts without a type (stores that keep no content type).
+    async fn put_file(&self, blob: &str, data: Bytes, content_type: &str) -> Result<()> {
+        let _ = content_type;
+        self.put(blob, data, false).await.map(|_| ())
+    }
+
     /// Read `range` of `blob` (whole blob when `None`). Missing blob: `NotFound`; range
     /// past the end: `Integrity`; Archive tier: `Archived`.
     async fn get(&self, blob: &str, range: Option<Range<u64>>) -> Result<Bytes>;
@@ -296,6 +305,42 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
 /// A shared store handle.
 pub type Store = Arc<dyn BlobStore>;
+
+/// Open `container` (e.g. `$web`) of the account or directory `target` names, at its
+/// root (the target's container and root prefix are not used): where `report
+/// --publish` puts the dashboard.
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_container(
+    target: &TargetConfig,
+    retry: &RetryConfig,
+    container: &str,
+) -> Result<Store> {
+    match &target.location {
+        StoreLocation::Azure(loc) => {
+            let opts = azure::AzureOptions {
+                retry: *retry,
+                ..Default::default()
+            };
+            let s = azure::AzureStore::open_container(
+                loc,
+                container,
+                &opts,
+                &azure::credential::process_env,
+            )?;
+            s.ensure_container().await?;
+            Ok(Arc::new(s))
+        }
+        _ => {
+            let t = TargetConfig {
+                container: container.to_string(),
+                ..target.clone()
+            };
+            open(&t, retry).await
+        }
+    }
+}
 
 /// Open the store a pipeline targets.
 ///

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backup;
 pub mod db;
 pub mod ops;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod snapshots;

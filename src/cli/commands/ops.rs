@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::cli::args::{
-    CheckArgs, DrillArgs, FunctionsCommand, RunQueuedArgs, ScheduleArgs, ServeArgs,
+    CheckArgs, DashboardArg, DrillArgs, FunctionsCommand, RunQueuedArgs, ScheduleArgs, ServeArgs,
 };
 use crate::cli::exit;
 use crate::cli::render::{self, emit};
@@ -219,7 +219,12 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
         Arc::new(sched::BackupRunner),
         cancel,
     )
-    .await?;
+    .await?
+    .with_dashboard(match a.dashboard {
+        DashboardArg::Off => serve_mod::dashboard::Access::Off,
+        DashboardArg::EasyAuth => serve_mod::dashboard::Access::EasyAuth,
+        DashboardArg::Anonymous => serve_mod::dashboard::Access::Anonymous,
+    });
     let addr = server.local_addr()?;
     tracing::info!(%addr, "blobpipe serve listening");
     eprintln!("listening on {addr}");

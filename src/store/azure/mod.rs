@@ -128,7 +128,27 @@ impl AzureStore {
         opts: &AzureOptions,
         env: EnvLookup<'_>,
     ) -> Result<Self> {
-        let target = AzureTarget::parse(location, default_container)?;
+        Self::open_target(AzureTarget::parse(location, default_container)?, opts, env)
+    }
+
+    /// Open `container` of the account `location` names, at its root, whatever container
+    /// and root the location names (`$web` for the static website is allowed).
+    ///
+    /// # Errors
+    /// As [`AzureStore::open`].
+    pub fn open_container(
+        location: &Secret,
+        container: &str,
+        opts: &AzureOptions,
+        env: EnvLookup<'_>,
+    ) -> Result<Self> {
+        let mut target = AzureTarget::parse(location, "backups")?;
+        target.container = container.to_string();
+        target.root = String::new();
+        Self::open_target(target, opts, env)
+    }
+
+    fn open_target(target: AzureTarget, opts: &AzureOptions, env: EnvLookup<'_>) -> Result<Self> {
         let chosen = credential::resolve(&target, env)?;
         let retries = Arc::new(AtomicU64::new(0));
         let mut per_try: Vec<Arc<dyn azure_core::http::policies::Policy>> =
@@ -505,6 +525,23 @@ impl BlobStore for AzureStore {
             }
             Err(e) => Err(map_error(&what, e)),
         }
+    }
+
+    async fn put_file(&self, blob: &str, data: Bytes, content_type: &str) -> Result<()> {
+        let md5 = super::md5(&data);
+        let len = data.len() as u64;
+        let o = BlockBlobClientUploadOptions {
+            blob_content_md5: Some(md5.to_vec()),
+            blob_content_type: Some(content_type.to_string()),
+            partition_size: NonZero::new(len.max(1)),
+            parallel: NonZero::new(1),
+            ..Default::default()
+        };
+        self.blob(blob)
+            .upload(data.into(), Some(o))
+            .await
+            .map(|_| ())
+            .map_err(|e| map_error(&format!("writing {blob}"), e))
     }
 
     async fn get(&self, blob: &str, range: Option<Range<u64>>) -> Result<Bytes> {
