@@ -1630,9 +1630,22 @@ mod item_7 {
     }
 
     impl Crafted {
-        /// The snapshot as backed up.
+        /// The snapshot as backed up, with its entries inline: a format-2 manifest's
+        /// segments are read and the manifest turned into format 1, which runs the same
+        /// entry checks on load (so one crafted file exercises them all).
         pub fn manifest(&self) -> Manifest {
-            Manifest::from_bytes(&self.original).unwrap()
+            let mut m = Manifest::from_bytes(&self.original).unwrap();
+            let prefix_dir = self.manifest_file.parent().unwrap().parent().unwrap();
+            for sg in std::mem::take(&mut m.segments) {
+                let gz = std::fs::read(prefix_dir.join(&sg.blob)).unwrap();
+                for l in blobpipe::manifest::decode(&gz).unwrap() {
+                    if let blobpipe::manifest::Line::Entry(e) = l {
+                        m.entries.push(e);
+                    }
+                }
+            }
+            m.header.format = 1;
+            m
         }
 
         /// Replace the stored manifest by `m`, encoded as blobpipe writes manifests (gzip

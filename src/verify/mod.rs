@@ -195,7 +195,7 @@ pub async fn verify(
         .map(|(i, p)| (p.id.as_str(), i))
         .collect();
     let mut held = 0usize;
-    if m.segments.is_empty() {
+    if m.segments.is_empty() || !m.entries.is_empty() {
         held = m.entries.len();
         let mut groups: Vec<Vec<Entry>> = vec![Vec::new(); m.packs.len()];
         for e in &m.entries {
