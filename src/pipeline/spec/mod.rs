@@ -16,6 +16,7 @@
 
 mod alerts;
 mod check;
+mod locate;
 mod raw;
 mod restore;
 mod retention;
@@ -28,7 +29,7 @@ mod target;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use self::check::{key_at, line_col, Checker};
+use self::check::Checker;
 use self::raw::PipelineSpec;
 use crate::alert::config::WebhookConfig;
 use crate::error::{Error, Result};
@@ -201,21 +202,10 @@ impl Pipeline {
     /// # Errors
     /// `Config` with every problem found.
     pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
-        let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let (line, col) = line_col(text, span.start);
-            let key = key_at(text, span.start);
-            let msg = e.message().trim().to_string();
-            let fix = if msg.contains("unknown field") {
-                "remove or rename the key; see docs/pipeline-reference.md for the keys each table accepts"
-            } else if msg.contains("missing field") {
-                "add the key; see docs/pipeline-reference.md"
-            } else {
-                "see docs/pipeline-reference.md for the expected type and format"
-            };
-            let key = if key.is_empty() { String::new() } else { format!("{key}: ") };
-            Error::config(format!("{}:{line}:{col}: {key}{msg}\n  fix: {fix}", path.display()))
-        })?;
+        let read = locate::read(path, text);
+        let Some(spec) = read.spec else {
+            return Err(Error::config(read.errors.join("\n")));
+        };
         let base = path
             .parent()
             .map(Path::to_path_buf)
@@ -227,10 +217,19 @@ impl Pipeline {
             errors: Vec::new(),
         };
         let p = check(&mut c, spec, &base);
-        if c.errors.is_empty() {
+        // Keys removed after a structural error are not reported a second time (as
+        // missing or empty) by the checks.
+        let mut errors = read.errors;
+        errors.extend(c.errors.into_iter().filter(|e| {
+            !read
+                .removed
+                .iter()
+                .any(|k| e.contains(&format!(" {k}:")) || e.contains(&format!(" {k}\n")))
+        }));
+        if errors.is_empty() {
             Ok(p)
         } else {
-            Err(Error::config(c.errors.join("\n")))
+            Err(Error::config(errors.join("\n")))
         }
     }
 }

@@ -432,11 +432,7 @@ fn check_fs_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> FsSource
     let mut globs = |list: &[Spanned<String>], key: &str| -> Vec<String> {
         let mut out = Vec::new();
         for g in list {
-            let mut b = ignore::gitignore::GitignoreBuilder::new("/");
-            if let Err(e) = b
-                .add_line(None, g.get_ref())
-                .and_then(|b| b.build().map(|_| b))
-            {
+            if let Err(e) = crate::extract::fs::walk::check_glob(g.get_ref()) {
                 c.at(
                     g.span(),
                     key,

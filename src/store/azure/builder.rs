@@ -198,6 +198,13 @@ impl AzureTarget {
             let svc = format!("{proxy}:10000/{EMULATOR_ACCOUNT}");
             let service_url =
                 Url::parse(&svc).map_err(|_| bad("invalid DevelopmentStorageProxyUri"))?;
+            // The emulator key signs every request: never send it in clear off this host.
+            if service_url.scheme() != "https" && !service_url.host_str().is_some_and(is_loopback) {
+                return Err(bad(
+                    "plain http DevelopmentStorageProxyUri is refused except for a loopback \
+                     emulator (127.0.0.1, ::1, localhost); use https",
+                ));
+            }
             return Self::finish(
                 service_url,
                 EMULATOR_ACCOUNT.to_string(),
