@@ -183,7 +183,7 @@ fn malformed_pipeline_files_give_located_errors_and_exit_2() {
         (
             "[target]",
             "[target]\ncolour = \"blue\"",
-            &["bad.toml:8:1", "target.colour", "unknown field", "fix:"],
+            &["bad.toml:8:1", "target.colour", "unknown key", "fix:"],
         ),
         (
             "[upload]\n",

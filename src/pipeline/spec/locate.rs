@@ -221,12 +221,8 @@ fn located(
     s
 }
 
-fn fix_for(msg: &str) -> String {
-    if msg.contains("invalid type") {
-        "see docs/pipeline-reference.md for the expected type and format".into()
-    } else {
-        String::new()
-    }
+fn fix_for(_msg: &str) -> String {
+    "see docs/pipeline-reference.md for the expected type and format".into()
 }
 
 /// One message for an error about the key at `key_path`.

@@ -363,7 +363,7 @@ mod tests {
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("demo.toml:8:1"), "{e}");
         assert!(e.contains("target.bogus"), "{e}");
-        assert!(e.contains("unknown field"), "{e}");
+        assert!(e.contains("unknown key"), "{e}");
         assert!(e.contains("fix:"), "{e}");
     }
 
@@ -400,5 +400,104 @@ tier = "lukewarm"
         assert!(e.contains("invalid pipeline name"), "{e}");
         assert!(e.contains("unknown source type"), "{e}");
         assert!(e.contains("unknown access tier"), "{e}");
+    }
+
+    /// issue 14: a misspelt top-level table was reported against the table above it
+    /// (`[partitions]: unknown field compresion`).
+    #[test]
+    fn misspelt_table_is_reported_as_itself_with_a_suggestion() {
+        let text = GOOD.replace(
+            "[target]\n",
+            "[partitions]\ncount = 2\n[compresion]\ncodec = \"zstd\"\n[target]\n",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("demo.toml:9:2: compresion: unknown table [compresion]"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean [compression]?"), "{e}");
+        assert!(!e.contains("[partitions]"), "{e}");
+    }
+
+    /// issue 14: `[source.extra]` after `[target]` was reported as `[target]`.
+    #[test]
+    fn sub_table_is_reported_under_its_parent() {
+        let text = format!("{GOOD}[source.extra]\nx = 1\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("demo.toml:9:9: source.extra: unknown table [source.extra]"),
+            "{e}"
+        );
+        assert!(e.contains("[source] takes: type, root"), "{e}");
+        assert!(!e.contains("target"), "{e}");
+    }
+
+    /// issue 14: a missing `name` read `[source]: missing field 'name'`.
+    #[test]
+    fn missing_name_is_a_top_level_key() {
+        let e = parse(&GOOD.replace("name = \"demo\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing key \"name\" at the top level"), "{e}");
+        assert!(
+            e.contains("add name = \"my-pipeline\" at the top of the file"),
+            "{e}"
+        );
+        assert!(!e.contains("[source]"), "{e}");
+        let e = parse(&GOOD.replace("url = \"file://store\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("demo.toml:7:1: [target]: missing key \"url\""),
+            "{e}"
+        );
+    }
+
+    /// issue 14: `block_size = 8.5` said "data did not match any variant of untagged enum
+    /// Raw", `"-8MiB"` "unknown unit".
+    #[test]
+    fn size_values_get_clear_messages() {
+        let e = parse(&format!("{GOOD}[upload]\nblock_size = 8.5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("demo.toml:10:14: upload.block_size: a size is a whole number"),
+            "{e}"
+        );
+        assert!(!e.contains("untagged"), "{e}");
+        let e = parse(&format!("{GOOD}[upload]\nblock_size = \"-8MiB\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("negative sizes are not allowed"), "{e}");
+        let e = parse(&format!("{GOOD}[partitions]\ncount = 2.5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("partitions.count: expected a whole number or \"auto\""),
+            "{e}"
+        );
+        assert!(!e.contains("untagged"), "{e}");
+    }
+
+    /// issue 14: with two value errors only the first was reported.
+    #[test]
+    fn every_structural_and_value_error_is_collected() {
+        let text = format!(
+            "{GOOD}[upload]\nblock_size = \"8XB\"\nconcurrency = \"four\"\n[verify]\nsample = \"200%\"\n[compression]\nlevl = 3\n[target.x]\n"
+        )
+        .replace("[target]\n", "[target]\ntier = \"lukewarm\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        for want in [
+            "upload.block_size: invalid size \"8XB\"",
+            "upload.concurrency: invalid type: string \"four\", expected a whole number",
+            "verify.sample: sample must be in (0, 1]",
+            "compression.levl: unknown key \"levl\" in [compression] (did you mean compression.level?)",
+            "target.x: unknown table [target.x]",
+            "target.tier: unknown access tier",
+        ] {
+            assert!(e.contains(want), "{want:?} missing in:\n{e}");
+        }
+        // A removed key is not reported again by the checks.
+        assert_eq!(e.matches("upload.block_size").count(), 1, "{e}");
     }
 }

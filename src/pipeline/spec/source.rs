@@ -472,6 +472,24 @@ mod tests {
         assert!(e.contains(":6:"), "{e}");
     }
 
+    /// issue 14: an unclosed character class was accepted (and matched nothing).
+    #[test]
+    fn unclosed_character_class_is_refused() {
+        let e = parse(&GOOD.replace("\"*.tmp\"", "\"[abc\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "demo.toml:6:12: source.exclude: invalid glob \"[abc\": unclosed character class"
+            ),
+            "{e}"
+        );
+        for ok in ["[abc]", "[!a]*", "[]]x", "\\[abc", "*.[ch]"] {
+            let text = GOOD.replace("\"*.tmp\"", &format!("{ok:?}"));
+            assert!(parse(&text).is_ok(), "{ok}");
+        }
+    }
+
     #[test]
     fn postgres_source_is_checked() {
         let p = parse(PG).unwrap();

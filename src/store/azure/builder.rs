@@ -493,6 +493,21 @@ mod tests {
         assert!(p("http://[::1]:10000/devstoreaccount1/c01").is_ok());
     }
 
+    /// issue 14: a development-storage proxy off loopback got the emulator key over http.
+    #[test]
+    fn plain_http_dev_storage_proxy_refused_off_loopback() {
+        let e = p("UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://example.com")
+            .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("plain http DevelopmentStorageProxyUri"),
+            "{e}"
+        );
+        assert!(
+            p("UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://127.0.0.1").is_ok()
+        );
+    }
+
     #[test]
     fn plain_http_refused_off_loopback() {
         let e = p("http://acct.blob.core.windows.net/c?sig=S3CRET").expect_err("refused");
