@@ -226,6 +226,16 @@ impl Pipeline {
                 .iter()
                 .any(|k| e.contains(&format!(" {k}:")) || e.contains(&format!(" {k}\n")))
         }));
+        // In file order (messages without a position, such as a missing key, first).
+        let prefix = format!("{}:", path.display());
+        errors.sort_by_key(|e| {
+            e.strip_prefix(&prefix)
+                .and_then(|r| {
+                    let mut it = r.splitn(3, ':');
+                    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+                })
+                .unwrap_or((0usize, 0usize))
+        });
         if errors.is_empty() {
             Ok(p)
         } else {
