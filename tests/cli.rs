@@ -183,7 +183,7 @@ fn malformed_pipeline_files_give_located_errors_and_exit_2() {
         (
             "[target]",
             "[target]\ncolour = \"blue\"",
-            &["bad.toml:8:1", "target.colour", "unknown field", "fix:"],
+            &["bad.toml:8:1", "target.colour", "unknown key", "fix:"],
         ),
         (
             "[upload]\n",
@@ -253,4 +253,76 @@ async fn a_second_run_fails_fast_with_exit_5_naming_the_holder() {
     assert!(err(&o).contains("exec-7"), "{}", err(&o));
     store.release_lease(&lease).await.unwrap();
     assert_eq!(code(&bp(&["backup", p(&f)])), 0);
+}
+
+/// issue 14: `validate` said "ok" for what the run then refuses — a source root that
+/// does not exist or is not a directory, a plain-http endpoint off loopback.
+#[test]
+fn issue14_validate_refuses_what_the_run_refuses() {
+    let f = fixture();
+    let text = std::fs::read_to_string(&f.pipeline).unwrap();
+    let src = f.src.display().to_string();
+    let missing = f.t.path().join("no-such-dir");
+    let a_file = f.t.path().join("a-file");
+    std::fs::write(&a_file, b"x").unwrap();
+    for (root, want) in [
+        (missing.display().to_string(), "cannot read source root"),
+        (a_file.display().to_string(), "is not a directory"),
+    ] {
+        let bad = f.t.path().join("bad-root.toml");
+        std::fs::write(&bad, text.replace(&src, &root)).unwrap();
+        let v = bp(&["validate", bad.to_str().unwrap()]);
+        let b = bp(&["backup", bad.to_str().unwrap()]);
+        assert_eq!(code(&v), 1, "validate: {}", err(&v));
+        assert_eq!(code(&b), code(&v), "backup: {}", err(&b));
+        assert!(
+            err(&v).contains(want) && err(&v).contains("source.root"),
+            "{}",
+            err(&v)
+        );
+        assert!(err(&b).contains(want), "{}", err(&b));
+    }
+    let store = format!("file://{}", f.t.path().join("store").display());
+    assert!(text.contains(&store), "fixture store url");
+    for url in [
+        "http://example.com/devstoreaccount1/c",
+        "UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://example.com",
+    ] {
+        let bad = f.t.path().join("bad-http.toml");
+        std::fs::write(&bad, text.replace(&store, url)).unwrap();
+        let v = bp(&["validate", bad.to_str().unwrap()]);
+        assert_eq!(code(&v), 2, "{url}: {}", err(&v));
+        assert!(err(&v).contains("plain http"), "{url}: {}", err(&v));
+        assert!(err(&v).contains("target.url"), "{url}: {}", err(&v));
+    }
+    // The fixture itself still validates.
+    assert_eq!(code(&bp(&["validate", p(&f)])), 0);
+}
+
+/// issue 14: only the first structural error was reported, against the wrong table.
+#[test]
+fn issue14_validate_reports_every_error_against_its_table() {
+    let f = fixture();
+    let text = std::fs::read_to_string(&f.pipeline).unwrap();
+    let bad = f.t.path().join("bad.toml");
+    let text = text
+        .replace(
+            "block_size = \"128KiB\"",
+            "block_size = 8.5\nconcurrency = \"four\"",
+        )
+        .replace("[compression]", "[compresion]")
+        + "[source.extra]\nx = 1\n";
+    std::fs::write(&bad, text).unwrap();
+    let o = bp(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", err(&o));
+    let e = err(&o);
+    for want in [
+        "compresion: unknown table [compresion] (did you mean [compression]?)",
+        "upload.block_size: a size is a whole number of bytes",
+        "upload.concurrency: invalid type: string \"four\"",
+        "source.extra: unknown table [source.extra]",
+    ] {
+        assert!(e.contains(want), "{want:?} missing in:\n{e}");
+    }
+    assert!(!e.contains("untagged"), "{e}");
 }

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 fn queue_endpoint() -> Option<String> {
     support::service(
         "AZURITE_QUEUE_ENDPOINT",
-        "scripts/azurite start && set -a && . .tools/azurite.env",
+        "scripts/azurite start && source .tools/azurite.env",
     )
 }
 

@@ -152,7 +152,7 @@ fn contradictions_are_rejected_with_located_errors() {
     let e = load("[lifecycle]\ncool_after_days = -1\n").unwrap_err();
     assert!(e.contains("lifecycle.cool_after_days"), "{e}");
     let e = load("[lifecycle]\ndelete_after_days = 10\n").unwrap_err();
-    assert!(e.contains("unknown field"), "{e}");
+    assert!(e.contains("unknown key"), "{e}");
     let e = load("[lifecycle]\n").unwrap_err();
     assert!(e.contains("no tier rule"), "{e}");
     // Without [lifecycle], the command explains.

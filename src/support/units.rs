@@ -12,6 +12,11 @@ use std::time::Duration;
 /// A message naming the accepted forms.
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "invalid size {s:?}: negative sizes are not allowed (write e.g. \"8MiB\")"
+        ));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());

@@ -17,7 +17,7 @@ pub mod faultproxy;
 pub fn azurite() -> Option<String> {
     service(
         "AZURITE_BLOB_ENDPOINT",
-        "scripts/azurite start && set -a && . .tools/azurite.env",
+        "scripts/azurite start && source .tools/azurite.env",
     )
 }
 

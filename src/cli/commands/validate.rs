@@ -5,14 +5,24 @@ use std::path::Path;
 use crate::cli::exit;
 use crate::cli::render::{self, emit};
 use crate::error::Result;
+use crate::extract::config::SourceConfig;
+use crate::extract::fs::walk::check_root;
 use crate::pipeline::Pipeline;
 
 /// `blobpipe validate FILE`.
 ///
 /// # Errors
-/// `Config` with file, line and key when the pipeline file is invalid.
+/// `Config` with file, line and key when the pipeline file is invalid; `Source` when the
+/// directory a file source backs up does not exist or cannot be listed (as the run).
 pub fn validate(pipeline: &Path, json: bool) -> Result<i32> {
     let p = Pipeline::load(pipeline)?;
+    // What the run refuses before it reads anything, validate refuses too: the same
+    // checks, not copies of them. (Plain http off loopback is refused by the target
+    // parser `load` already ran.)
+    if let SourceConfig::Fs(fs) = &p.source {
+        check_root(&fs.root)
+            .map_err(|e| e.context(format!("{}: source.root", pipeline.display())))?;
+    }
     let summary = serde_json::json!({
         "valid": true,
         "pipeline": p.name,

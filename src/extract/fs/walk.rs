@@ -21,12 +21,54 @@ use crate::extract::config::FsSourceConfig;
 use crate::extract::{Piece, PlannedEntry, Problem, Splitter};
 use crate::manifest::{EntryKind, PathBytes};
 
+/// Check one include/exclude pattern (gitignore syntax) the way the walk will use it.
+///
+/// Besides what the gitignore parser refuses, an unclosed character class (`"[abc"`) is
+/// refused: the parser would take it and it would silently match nothing.
+///
+/// # Errors
+/// What is wrong with the pattern.
+pub fn check_glob(g: &str) -> std::result::Result<(), String> {
+    let mut chars = g.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '[' => {
+                // `]` right after `[` or `[!` is a literal member of the class.
+                if matches!(chars.peek(), Some('!' | '^')) {
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    chars.next();
+                }
+                let mut closed = false;
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        closed = true;
+                        break;
+                    }
+                }
+                if !closed {
+                    return Err("unclosed character class '[' (write \\[ for a literal '[')".into());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut b = GitignoreBuilder::new("/");
+    b.add_line(None, g).map_err(|e| e.to_string())?;
+    b.build().map(|_| ()).map_err(|e| e.to_string())
+}
+
 fn matcher(root: &Path, globs: &[String]) -> Result<Option<Gitignore>> {
     if globs.is_empty() {
         return Ok(None);
     }
     let mut b = GitignoreBuilder::new(root);
     for g in globs {
+        check_glob(g).map_err(|e| Error::config(format!("invalid glob {g:?}: {e}")))?;
         b.add_line(None, g)
             .map_err(|e| Error::config(format!("invalid glob {g:?}: {e}")))?;
     }
@@ -72,7 +114,10 @@ pub fn check_root(root: &Path) -> Result<()> {
             format!("source root {} is not a directory", root.display()),
         ));
     }
-    std::fs::read_dir(root).map_err(|e| unlistable_root(root, e))?;
+    let mut rd = std::fs::read_dir(root).map_err(|e| unlistable_root(root, e))?;
+    if let Some(Err(e)) = rd.next() {
+        return Err(unlistable_root(root, e));
+    }
     Ok(())
 }
 

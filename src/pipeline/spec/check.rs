@@ -72,27 +72,6 @@ pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The `[table] key` a parse error at `offset` is about, read off the file text.
-pub(super) fn key_at(text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let key = line.split('=').next().unwrap_or("").trim();
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let l = l.trim();
-            (l.starts_with('[') && l.ends_with(']')).then(|| l.trim_matches(['[', ']']).to_string())
-        })
-        .unwrap_or_default();
-    match (table.is_empty(), key.is_empty() || key.starts_with('[')) {
-        (true, _) => key.to_string(),
-        (false, true) => format!("[{table}]"),
-        (false, false) => format!("{table}.{key}"),
-    }
-}
-
 /// A count in `1..=max`, `default` when absent.
 pub(super) fn pos_count(
     c: &mut Checker<'_>,

@@ -16,6 +16,7 @@
 
 mod alerts;
 mod check;
+mod locate;
 mod raw;
 mod restore;
 mod retention;
@@ -28,7 +29,7 @@ mod target;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use self::check::{key_at, line_col, Checker};
+use self::check::Checker;
 use self::raw::PipelineSpec;
 use crate::alert::config::WebhookConfig;
 use crate::error::{Error, Result};
@@ -201,21 +202,10 @@ impl Pipeline {
     /// # Errors
     /// `Config` with every problem found.
     pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
-        let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let (line, col) = line_col(text, span.start);
-            let key = key_at(text, span.start);
-            let msg = e.message().trim().to_string();
-            let fix = if msg.contains("unknown field") {
-                "remove or rename the key; see docs/pipeline-reference.md for the keys each table accepts"
-            } else if msg.contains("missing field") {
-                "add the key; see docs/pipeline-reference.md"
-            } else {
-                "see docs/pipeline-reference.md for the expected type and format"
-            };
-            let key = if key.is_empty() { String::new() } else { format!("{key}: ") };
-            Error::config(format!("{}:{line}:{col}: {key}{msg}\n  fix: {fix}", path.display()))
-        })?;
+        let read = locate::read(path, text);
+        let Some(spec) = read.spec else {
+            return Err(Error::config(read.errors.join("\n")));
+        };
         let base = path
             .parent()
             .map(Path::to_path_buf)
@@ -227,10 +217,29 @@ impl Pipeline {
             errors: Vec::new(),
         };
         let p = check(&mut c, spec, &base);
-        if c.errors.is_empty() {
+        // Keys removed after a structural error are not reported a second time (as
+        // missing or empty) by the checks.
+        let mut errors = read.errors;
+        errors.extend(c.errors.into_iter().filter(|e| {
+            !read
+                .removed
+                .iter()
+                .any(|k| e.contains(&format!(" {k}:")) || e.contains(&format!(" {k}\n")))
+        }));
+        // In file order (messages without a position, such as a missing key, first).
+        let prefix = format!("{}:", path.display());
+        errors.sort_by_key(|e| {
+            e.strip_prefix(&prefix)
+                .and_then(|r| {
+                    let mut it = r.splitn(3, ':');
+                    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+                })
+                .unwrap_or((0usize, 0usize))
+        });
+        if errors.is_empty() {
             Ok(p)
         } else {
-            Err(Error::config(c.errors.join("\n")))
+            Err(Error::config(errors.join("\n")))
         }
     }
 }
@@ -364,7 +373,7 @@ mod tests {
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("demo.toml:8:1"), "{e}");
         assert!(e.contains("target.bogus"), "{e}");
-        assert!(e.contains("unknown field"), "{e}");
+        assert!(e.contains("unknown key"), "{e}");
         assert!(e.contains("fix:"), "{e}");
     }
 
@@ -401,5 +410,104 @@ tier = "lukewarm"
         assert!(e.contains("invalid pipeline name"), "{e}");
         assert!(e.contains("unknown source type"), "{e}");
         assert!(e.contains("unknown access tier"), "{e}");
+    }
+
+    /// issue 14: a misspelt top-level table was reported against the table above it
+    /// (`[partitions]: unknown field compresion`).
+    #[test]
+    fn misspelt_table_is_reported_as_itself_with_a_suggestion() {
+        let text = GOOD.replace(
+            "[target]\n",
+            "[partitions]\ncount = 2\n[compresion]\ncodec = \"zstd\"\n[target]\n",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("demo.toml:9:2: compresion: unknown table [compresion]"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean [compression]?"), "{e}");
+        assert!(!e.contains("[partitions]"), "{e}");
+    }
+
+    /// issue 14: `[source.extra]` after `[target]` was reported as `[target]`.
+    #[test]
+    fn sub_table_is_reported_under_its_parent() {
+        let text = format!("{GOOD}[source.extra]\nx = 1\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("demo.toml:9:9: source.extra: unknown table [source.extra]"),
+            "{e}"
+        );
+        assert!(e.contains("[source] takes: type, root"), "{e}");
+        assert!(!e.contains("target"), "{e}");
+    }
+
+    /// issue 14: a missing `name` read `[source]: missing field 'name'`.
+    #[test]
+    fn missing_name_is_a_top_level_key() {
+        let e = parse(&GOOD.replace("name = \"demo\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing key \"name\" at the top level"), "{e}");
+        assert!(
+            e.contains("add name = \"my-pipeline\" at the top of the file"),
+            "{e}"
+        );
+        assert!(!e.contains("[source]"), "{e}");
+        let e = parse(&GOOD.replace("url = \"file://store\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("demo.toml:7:1: [target]: missing key \"url\""),
+            "{e}"
+        );
+    }
+
+    /// issue 14: `block_size = 8.5` said "data did not match any variant of untagged enum
+    /// Raw", `"-8MiB"` "unknown unit".
+    #[test]
+    fn size_values_get_clear_messages() {
+        let e = parse(&format!("{GOOD}[upload]\nblock_size = 8.5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("demo.toml:10:14: upload.block_size: a size is a whole number"),
+            "{e}"
+        );
+        assert!(!e.contains("untagged"), "{e}");
+        let e = parse(&format!("{GOOD}[upload]\nblock_size = \"-8MiB\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("negative sizes are not allowed"), "{e}");
+        let e = parse(&format!("{GOOD}[partitions]\ncount = 2.5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("partitions.count: expected a whole number or \"auto\""),
+            "{e}"
+        );
+        assert!(!e.contains("untagged"), "{e}");
+    }
+
+    /// issue 14: with two value errors only the first was reported.
+    #[test]
+    fn every_structural_and_value_error_is_collected() {
+        let text = format!(
+            "{GOOD}[upload]\nblock_size = \"8XB\"\nconcurrency = \"four\"\n[verify]\nsample = \"200%\"\n[compression]\nlevl = 3\n[target.x]\n"
+        )
+        .replace("[target]\n", "[target]\ntier = \"lukewarm\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        for want in [
+            "upload.block_size: invalid size \"8XB\"",
+            "upload.concurrency: invalid type: string \"four\", expected a whole number",
+            "verify.sample: sample must be in (0, 1]",
+            "compression.levl: unknown key \"levl\" in [compression] (did you mean compression.level?)",
+            "target.x: unknown table [target.x]",
+            "target.tier: unknown access tier",
+        ] {
+            assert!(e.contains(want), "{want:?} missing in:\n{e}");
+        }
+        // A removed key is not reported again by the checks.
+        assert_eq!(e.matches("upload.block_size").count(), 1, "{e}");
     }
 }

@@ -128,17 +128,49 @@ pub(super) struct PartitionsSpec {
     pub(super) max_entries: Option<Spanned<CountOrAuto>>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged)]
+/// A count or the word `"auto"`.
+#[derive(Debug, Clone, Copy)]
 pub(super) enum CountOrAuto {
     Count(i64),
     Word(AutoWord),
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum AutoWord {
     Auto,
+}
+
+impl<'de> Deserialize<'de> for CountOrAuto {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = CountOrAuto;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<CountOrAuto, E> {
+                Ok(CountOrAuto::Count(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<CountOrAuto, E> {
+                Ok(CountOrAuto::Count(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<CountOrAuto, E> {
+                Err(E::custom(format!(
+                    "expected a whole number or \"auto\", got {f}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CountOrAuto, E> {
+                if s.eq_ignore_ascii_case("auto") {
+                    Ok(CountOrAuto::Word(AutoWord::Auto))
+                } else {
+                    Err(E::custom(format!(
+                        "expected a whole number or \"auto\", got {s:?}"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,11 +224,38 @@ pub(super) struct IncrementalSpec {
     pub(super) full_every: Option<Spanned<CountOrDuration>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A count of runs (`7`) or an age (`"7d"`).
+#[derive(Debug, Clone)]
 pub(super) enum CountOrDuration {
     Count(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for CountOrDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = CountOrDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of backups (7) or an age (\"7d\")")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<CountOrDuration, E> {
+                Ok(CountOrDuration::Count(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<CountOrDuration, E> {
+                Ok(CountOrDuration::Count(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<CountOrDuration, E> {
+                Err(E::custom(format!(
+                    "expected a whole number of backups (7) or an age (\"7d\"), got {f}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CountOrDuration, E> {
+                Ok(CountOrDuration::Text(s.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,21 +294,37 @@ pub(super) struct SizeValue(pub(super) u64);
 
 impl<'de> Deserialize<'de> for SizeValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(i64),
-            S(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size such as \"8MiB\" or a whole number of bytes")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<SizeValue, E> {
+                match n {
+                    n if n > 0 => Ok(SizeValue(n as u64)),
+                    n if n < 0 => Err(E::custom(format!(
+                        "negative sizes are not allowed, got {n} (write e.g. \"8MiB\")"
+                    ))),
+                    _ => Err(E::custom(
+                        "size must be positive, got 0 (write e.g. \"8MiB\")",
+                    )),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<SizeValue, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+            fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<SizeValue, E> {
+                Err(E::custom(format!(
+                    "a size is a whole number of bytes or a string with a unit, got {f} \
+                     (write e.g. \"8MiB\", or \"8.5MiB\" for a fraction of a unit)"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SizeValue, E> {
+                parse_size(s).map(SizeValue).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) if n > 0 => Ok(SizeValue(n as u64)),
-            Raw::N(n) => Err(serde::de::Error::custom(format!(
-                "size must be positive, got {n} (write e.g. \"8MiB\")"
-            ))),
-            Raw::S(s) => parse_size(&s)
-                .map(SizeValue)
-                .map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 
@@ -259,16 +334,26 @@ pub(super) struct FractionValue(pub(super) f64);
 
 impl<'de> Deserialize<'de> for FractionValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            F(f64),
-            S(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = f64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a fraction such as 0.1 or a percentage such as \"10%\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<f64, E> {
+                Ok(f)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<f64, E> {
+                Ok(n as f64)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<f64, E> {
+                Ok(n as f64)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<f64, E> {
+                parse_fraction(s).map_err(E::custom)
+            }
         }
-        let f = match Raw::deserialize(d)? {
-            Raw::F(f) => f,
-            Raw::S(s) => parse_fraction(&s).map_err(serde::de::Error::custom)?,
-        };
+        let f = d.deserialize_any(V)?;
         if !(f > 0.0 && f <= 1.0) {
             return Err(serde::de::Error::custom(format!(
                 "sample must be in (0, 1] or a percentage like \"10%\", got {f}"

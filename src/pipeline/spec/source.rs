@@ -432,11 +432,7 @@ fn check_fs_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> FsSource
     let mut globs = |list: &[Spanned<String>], key: &str| -> Vec<String> {
         let mut out = Vec::new();
         for g in list {
-            let mut b = ignore::gitignore::GitignoreBuilder::new("/");
-            if let Err(e) = b
-                .add_line(None, g.get_ref())
-                .and_then(|b| b.build().map(|_| b))
-            {
+            if let Err(e) = crate::extract::fs::walk::check_glob(g.get_ref()) {
                 c.at(
                     g.span(),
                     key,
@@ -474,6 +470,24 @@ mod tests {
             "{e}"
         );
         assert!(e.contains(":6:"), "{e}");
+    }
+
+    /// issue 14: an unclosed character class was accepted (and matched nothing).
+    #[test]
+    fn unclosed_character_class_is_refused() {
+        let e = parse(&GOOD.replace("\"*.tmp\"", "\"[abc\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "demo.toml:6:12: source.exclude: invalid glob \"[abc\": unclosed character class"
+            ),
+            "{e}"
+        );
+        for ok in ["[abc]", "[!a]*", "[]]x", "\\[abc", "*.[ch]"] {
+            let text = GOOD.replace("\"*.tmp\"", &format!("{ok:?}"));
+            assert!(parse(&text).is_ok(), "{ok}");
+        }
     }
 
     #[test]

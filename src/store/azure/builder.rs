@@ -198,6 +198,13 @@ impl AzureTarget {
             let svc = format!("{proxy}:10000/{EMULATOR_ACCOUNT}");
             let service_url =
                 Url::parse(&svc).map_err(|_| bad("invalid DevelopmentStorageProxyUri"))?;
+            // The emulator key signs every request: never send it in clear off this host.
+            if service_url.scheme() != "https" && !service_url.host_str().is_some_and(is_loopback) {
+                return Err(bad(
+                    "plain http DevelopmentStorageProxyUri is refused except for a loopback \
+                     emulator (127.0.0.1, ::1, localhost); use https",
+                ));
+            }
             return Self::finish(
                 service_url,
                 EMULATOR_ACCOUNT.to_string(),
@@ -484,6 +491,21 @@ mod tests {
         assert!(t.is_loopback());
         assert!(p("http://localhost:10000/devstoreaccount1/c01").is_ok());
         assert!(p("http://[::1]:10000/devstoreaccount1/c01").is_ok());
+    }
+
+    /// issue 14: a development-storage proxy off loopback got the emulator key over http.
+    #[test]
+    fn plain_http_dev_storage_proxy_refused_off_loopback() {
+        let e = p("UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://example.com")
+            .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("plain http DevelopmentStorageProxyUri"),
+            "{e}"
+        );
+        assert!(
+            p("UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://127.0.0.1").is_ok()
+        );
     }
 
     #[test]
