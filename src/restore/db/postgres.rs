@@ -115,6 +115,10 @@ impl Loader for PgLoader {
             .collect())
     }
 
+    fn truncate_refuses_referenced(&self) -> bool {
+        true
+    }
+
     async fn tx(&mut self, what: Tx) -> Result<()> {
         let sql = match what {
             Tx::Begin => "BEGIN",
