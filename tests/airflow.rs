@@ -174,7 +174,10 @@ impl Backed {
         }
     }
 
-    async fn restore(&self, o: &DbRestoreOptions) -> blobpipe::Result<blobpipe::restore::db::DbRestoreReport> {
+    async fn restore(
+        &self,
+        o: &DbRestoreOptions,
+    ) -> blobpipe::Result<blobpipe::restore::db::DbRestoreReport> {
         let layout = blobpipe::manifest::layout::Layout::new(&self.p.target.prefix);
         restore_db(&self.store, &layout, &self.m, o).await
     }
@@ -333,7 +336,11 @@ async fn truncate_is_suggested_only_where_it_can_work() {
         "{msg}"
     );
     assert!(!msg.contains(&format!("{}.xcom: truncate", b.s)), "{msg}");
-    assert_eq!(fingerprint(&b.c, &b.s, "xcom").await, before, "nothing written");
+    assert_eq!(
+        fingerprint(&b.c, &b.s, "xcom").await,
+        before,
+        "nothing written"
+    );
 
     // Truncating only tables nobody outside references works.
     let mut o = b.opts();
@@ -362,7 +369,8 @@ async fn database_errors_keep_detail_and_are_destination_errors() {
     let msg = e.to_string();
     assert!(msg.contains("violates foreign key constraint"), "{msg}");
     assert!(
-        msg.contains("DETAIL: Key (dag_id, run_id)=(") && msg.contains("is not present in table \"dag_run\""),
+        msg.contains("DETAIL: Key (dag_id, run_id)=(")
+            && msg.contains("is not present in table \"dag_run\""),
         "{msg}"
     );
     assert!(msg.contains("rolled back"), "{msg}");

@@ -134,7 +134,10 @@ fn dr_commands_run_without_the_source_url() {
     let Some(url) = support::postgres() else {
         return;
     };
-    let (src, dst) = (support::unique_ident("drsrc"), support::unique_ident("drdst"));
+    let (src, dst) = (
+        support::unique_ident("drsrc"),
+        support::unique_ident("drdst"),
+    );
     let psql = |sql: &str| {
         let o = Command::new("psql")
             .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
@@ -213,7 +216,10 @@ fn restore_notices_are_debug_and_target_errors_are_destination() {
     let Some(url) = support::postgres() else {
         return;
     };
-    let (src, dst) = (support::unique_ident("ntsrc"), support::unique_ident("ntdst"));
+    let (src, dst) = (
+        support::unique_ident("ntsrc"),
+        support::unique_ident("ntdst"),
+    );
     let psql = |sql: &str| {
         let o = Command::new("psql")
             .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
@@ -222,9 +228,13 @@ fn restore_notices_are_debug_and_target_errors_are_destination() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     for s in [&src, &dst] {
-        psql(&format!("CREATE SCHEMA {s}; CREATE TABLE {s}.kv (k text PRIMARY KEY, v int)"));
+        psql(&format!(
+            "CREATE SCHEMA {s}; CREATE TABLE {s}.kv (k text PRIMARY KEY, v int)"
+        ));
     }
-    psql(&format!("INSERT INTO {src}.kv VALUES ('a', 1); INSERT INTO {dst}.kv VALUES ('a', 1)"));
+    psql(&format!(
+        "INSERT INTO {src}.kv VALUES ('a', 1); INSERT INTO {dst}.kv VALUES ('a', 1)"
+    ));
     let t = tempfile::tempdir().unwrap();
     let pipeline = t.path().join("db.toml");
     std::fs::write(
@@ -241,31 +251,62 @@ fn restore_notices_are_debug_and_target_errors_are_destination() {
     // Default log level (no RUST_LOG): INFO lines are printed, NOTICEs are not.
     let o = Command::new(env!("CARGO_BIN_EXE_blobpipe"))
         .args([
-            "restore", p, "latest", "--to-db", &url, "--schema", &dst, "--strategy", "skip-existing",
+            "restore",
+            p,
+            "latest",
+            "--to-db",
+            &url,
+            "--schema",
+            &dst,
+            "--strategy",
+            "skip-existing",
         ])
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("skipping") && !err.contains("NOTICE"), "{err}");
+    assert!(
+        !err.contains("skipping") && !err.contains("NOTICE"),
+        "{err}"
+    );
     // At debug they are there, for whoever wants them.
     let o = Command::new(env!("CARGO_BIN_EXE_blobpipe"))
         .args([
-            "restore", p, "latest", "--to-db", &url, "--schema", &dst, "--strategy", "skip-existing",
+            "restore",
+            p,
+            "latest",
+            "--to-db",
+            &url,
+            "--schema",
+            &dst,
+            "--strategy",
+            "skip-existing",
         ])
         .env("RUST_LOG", "blobpipe=debug")
         .output()
         .unwrap();
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("skipping"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("skipping"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // A target database that does not exist: the destination failed, exit 1.
-    let gone = format!("{}/bp_no_such_db", url.rsplit_once('/').map_or(url.as_str(), |(a, _)| a));
+    let gone = format!(
+        "{}/bp_no_such_db",
+        url.rsplit_once('/').map_or(url.as_str(), |(a, _)| a)
+    );
     let o = bp(&["--json", "restore", p, "latest", "--to-db", &gone]);
     assert_eq!(code(&o), 1, "{}", String::from_utf8_lossy(&o.stderr));
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["kind"], "Destination", "{e}");
-    assert!(e["error"].as_str().unwrap().contains("bp_no_such_db"), "{e}");
-    psql(&format!("DROP SCHEMA {src} CASCADE; DROP SCHEMA {dst} CASCADE"));
+    assert!(
+        e["error"].as_str().unwrap().contains("bp_no_such_db"),
+        "{e}"
+    );
+    psql(&format!(
+        "DROP SCHEMA {src} CASCADE; DROP SCHEMA {dst} CASCADE"
+    ));
 }

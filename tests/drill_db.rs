@@ -293,19 +293,32 @@ async fn pg_drill_builds_the_source_constraints_and_indexes() {
         ti.constraints
     );
     let run = m.tables.iter().find(|t| t.name == "run").unwrap();
-    assert_eq!(run.constraints, vec!["CONSTRAINT run_dag_id_key UNIQUE (dag, id)".to_string()]);
-    assert!(run.indexes.is_empty(), "the unique constraint's index is not listed twice");
+    assert_eq!(
+        run.constraints,
+        vec!["CONSTRAINT run_dag_id_key UNIQUE (dag, id)".to_string()]
+    );
+    assert!(
+        run.indexes.is_empty(),
+        "the unique constraint's index is not listed twice"
+    );
 
     // The row the check rejects fails the drill, as it would fail a real restore.
     let (pf2, u2) = (pf.clone(), url.clone());
-    let o = tokio::task::spawn_blocking(move || bp(&["--json", "drill", s(&pf2), "--scratch-db", &u2]))
-        .await
-        .unwrap();
+    let o =
+        tokio::task::spawn_blocking(move || bp(&["--json", "drill", s(&pf2), "--scratch-db", &u2]))
+            .await
+            .unwrap();
     assert_eq!(code(&o), 1, "{}", String::from_utf8_lossy(&o.stderr));
     let d = js(&o);
     assert_eq!(d["ok"], false, "{d}");
-    assert!(d["error"].as_str().unwrap().contains("ti_n_positive"), "{d}");
-    assert!(pg_scratch_left(&c, &name).await.is_empty(), "scratch dropped");
+    assert!(
+        d["error"].as_str().unwrap().contains("ti_n_positive"),
+        "{d}"
+    );
+    assert!(
+        pg_scratch_left(&c, &name).await.is_empty(),
+        "scratch dropped"
+    );
 
     // Fixed at the source: the drill loads into the constrained, indexed tables.
     c.batch_execute(&format!("UPDATE {src}.ti SET n = 0 WHERE n < 0"))
@@ -314,13 +327,21 @@ async fn pg_drill_builds_the_source_constraints_and_indexes() {
     let o = bp(&["backup", s(&pf)]);
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let (pf2, u2) = (pf.clone(), url.clone());
-    let o = tokio::task::spawn_blocking(move || bp(&["--json", "drill", s(&pf2), "--scratch-db", &u2]))
-        .await
-        .unwrap();
+    let o =
+        tokio::task::spawn_blocking(move || bp(&["--json", "drill", s(&pf2), "--scratch-db", &u2]))
+            .await
+            .unwrap();
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let d = js(&o);
-    assert_eq!((d["tables"].as_u64(), d["rows"].as_u64()), (Some(2), Some(551)), "{d}");
-    assert!(pg_scratch_left(&c, &name).await.is_empty(), "scratch dropped");
+    assert_eq!(
+        (d["tables"].as_u64(), d["rows"].as_u64()),
+        (Some(2), Some(551)),
+        "{d}"
+    );
+    assert!(
+        pg_scratch_left(&c, &name).await.is_empty(),
+        "scratch dropped"
+    );
 }
 
 struct PgCleanup {

@@ -183,16 +183,18 @@ fn constraints_and_indexes(scratch: &str, ts: &[&TableRecord]) -> (Vec<String>, 
     let (mut plain, mut fks, mut indexes, mut skipped) = (vec![], vec![], vec![], vec![]);
     for t in ts {
         for c in &t.constraints {
-            let Some(at) = c.find(" FOREIGN KEY ").filter(|_| c.contains(" REFERENCES ")) else {
+            let Some(at) = c
+                .find(" FOREIGN KEY ")
+                .filter(|_| c.contains(" REFERENCES "))
+            else {
                 plain.push(format!("ALTER TABLE {} ADD {c}", q(t)));
                 continue;
             };
             // `CONSTRAINT n FOREIGN KEY (cols) REFERENCES schema.parent(cols) …`
             let refs = at + c[at..].find(" REFERENCES ").unwrap_or(0) + 12;
             let open = refs + c[refs..].find('(').unwrap_or(c.len() - refs);
-            let parent = parse_qualified(&c[refs..open]).and_then(|(sc, n)| {
-                ts.iter().find(|p| p.schema == sc && p.name == n).copied()
-            });
+            let parent = parse_qualified(&c[refs..open])
+                .and_then(|(sc, n)| ts.iter().find(|p| p.schema == sc && p.name == n).copied());
             match parent {
                 Some(pt) => fks.push(format!(
                     "ALTER TABLE {} ADD {}{}{}",

@@ -145,7 +145,11 @@ pub fn select_tables<'a>(m: &'a Manifest, names: &[String]) -> Result<Vec<&'a Ta
 
 /// The tables (`child` of `deps`, child → parent) that reference `table` by foreign key
 /// and are not among `restored`, sorted, without self-references.
-pub fn outside_referrers(table: &str, restored: &[String], deps: &[(String, String)]) -> Vec<String> {
+pub fn outside_referrers(
+    table: &str,
+    restored: &[String],
+    deps: &[(String, String)],
+) -> Vec<String> {
     let mut v: Vec<String> = deps
         .iter()
         .filter(|(child, parent)| {
@@ -302,7 +306,11 @@ pub async fn restore_db(
                 .map_err(at_destination)?,
         )
     } else {
-        Box::new(mysql::MyLoader::connect(opts).await.map_err(at_destination)?)
+        Box::new(
+            mysql::MyLoader::connect(opts)
+                .await
+                .map_err(at_destination)?,
+        )
     };
     run(db, store, layout, m, opts, planned, started_at)
         .await
