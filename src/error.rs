@@ -32,6 +32,10 @@ pub enum ErrorKind {
     Source,
     /// The store failed (network, service, disk).
     Store,
+    /// The database a restore writes into failed (`restore --to-db`, a drill's scratch
+    /// database): unreachable, refused the login, or rejected a statement. Not the backup's
+    /// source, which may be long gone.
+    Destination,
     /// Something asked for does not exist (snapshot, path, blob).
     NotFound,
     /// A create-only write met different existing content.
@@ -60,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Config => "Config",
             ErrorKind::Source => "Source",
             ErrorKind::Store => "Store",
+            ErrorKind::Destination => "Destination",
             ErrorKind::NotFound => "NotFound",
             ErrorKind::Conflict => "Conflict",
             ErrorKind::Integrity => "Integrity",

@@ -229,6 +229,121 @@ async fn pg_drill_into_scratch_schema_and_corruption_fails_with_cleanup() {
 }
 
 /// Drops the source schema and any scratch left behind when the test ends (also on panic).
+/// Issue 14: a drill's RTO must cost what a real restore costs, so the scratch tables get
+/// the source's constraints, foreign keys and indexes (recorded in the snapshot) before
+/// the rows load. Seen from outside: the manifest carries them, and a row that a real
+/// restore into the source's schema would reject (it breaks a `NOT VALID` check the
+/// source never re-checked) fails the drill — where tables without constraints took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_drill_builds_the_source_constraints_and_indexes() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let c = pg(&url).await;
+    let src = support::unique_ident("ddlsrc");
+    let name = support::unique_ident("pgddl");
+    let _g = PgCleanup {
+        url: url.clone(),
+        src: src.clone(),
+        name: name.clone(),
+    };
+    c.batch_execute(&format!(
+        "CREATE SCHEMA {src};
+         CREATE TABLE {src}.run (id int PRIMARY KEY, dag text NOT NULL, UNIQUE (dag, id));
+         CREATE TABLE {src}.ti (id int PRIMARY KEY, run_id int NOT NULL REFERENCES {src}.run(id) ON DELETE CASCADE,
+            n int, state text);
+         CREATE INDEX ti_state ON {src}.ti (state) WHERE state IS NOT NULL;
+         INSERT INTO {src}.run SELECT g, 'd' || g FROM generate_series(1, 50) g;
+         INSERT INTO {src}.ti SELECT g, 1 + g % 50, g, 'ok' FROM generate_series(1, 500) g;
+         INSERT INTO {src}.ti VALUES (501, 1, -1, NULL);
+         ALTER TABLE {src}.ti ADD CONSTRAINT ti_n_positive CHECK (n >= 0) NOT VALID;"
+    ))
+    .await
+    .unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let pf = pipeline(t.path(), &name, "postgres", &url, &src, "");
+    let o = bp(&["--json", "backup", s(&pf)]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+
+    let p = blobpipe::pipeline::Pipeline::load(&pf).unwrap();
+    let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    let id = js(&o)["snapshot"].as_str().unwrap().to_string();
+    let m = blobpipe::manifest::catalog::load(&*store, &layout, &id)
+        .await
+        .unwrap();
+    let ti = m.tables.iter().find(|t| t.name == "ti").unwrap();
+    assert_eq!(
+        ti.indexes,
+        vec![format!(
+            "CREATE INDEX ti_state ON {src}.ti USING btree (state) WHERE (state IS NOT NULL)"
+        )]
+    );
+    assert!(
+        ti.constraints.contains(&format!(
+            "CONSTRAINT ti_run_id_fkey FOREIGN KEY (run_id) REFERENCES {src}.run(id) ON DELETE CASCADE"
+        )),
+        "{:?}",
+        ti.constraints
+    );
+    assert!(
+        ti.constraints
+            .contains(&"CONSTRAINT ti_n_positive CHECK ((n >= 0)) NOT VALID".to_string()),
+        "{:?}",
+        ti.constraints
+    );
+    let run = m.tables.iter().find(|t| t.name == "run").unwrap();
+    assert_eq!(
+        run.constraints,
+        vec!["CONSTRAINT run_dag_id_key UNIQUE (dag, id)".to_string()]
+    );
+    assert!(
+        run.indexes.is_empty(),
+        "the unique constraint's index is not listed twice"
+    );
+
+    // The row the check rejects fails the drill, as it would fail a real restore.
+    let (pf2, u2) = (pf.clone(), url.clone());
+    let o =
+        tokio::task::spawn_blocking(move || bp(&["--json", "drill", s(&pf2), "--scratch-db", &u2]))
+            .await
+            .unwrap();
+    assert_eq!(code(&o), 1, "{}", String::from_utf8_lossy(&o.stderr));
+    let d = js(&o);
+    assert_eq!(d["ok"], false, "{d}");
+    assert!(
+        d["error"].as_str().unwrap().contains("ti_n_positive"),
+        "{d}"
+    );
+    assert!(
+        pg_scratch_left(&c, &name).await.is_empty(),
+        "scratch dropped"
+    );
+
+    // Fixed at the source: the drill loads into the constrained, indexed tables.
+    c.batch_execute(&format!("UPDATE {src}.ti SET n = 0 WHERE n < 0"))
+        .await
+        .unwrap();
+    let o = bp(&["backup", s(&pf)]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let (pf2, u2) = (pf.clone(), url.clone());
+    let o =
+        tokio::task::spawn_blocking(move || bp(&["--json", "drill", s(&pf2), "--scratch-db", &u2]))
+            .await
+            .unwrap();
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let d = js(&o);
+    assert_eq!(
+        (d["tables"].as_u64(), d["rows"].as_u64()),
+        (Some(2), Some(551)),
+        "{d}"
+    );
+    assert!(
+        pg_scratch_left(&c, &name).await.is_empty(),
+        "scratch dropped"
+    );
+}
+
 struct PgCleanup {
     url: String,
     src: String,

@@ -430,7 +430,7 @@ async fn conflict_strategies() {
     )
     .await
     .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Source, "{e}");
+    assert_eq!(e.kind(), ErrorKind::Destination, "{e}");
     assert!(e.to_string().contains("rolled back"), "{e}");
     assert_eq!(count("parent").await, 0, "parent load rolled back");
     assert_eq!(count("other").await, 4);

@@ -7,7 +7,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | the run failed (source, store or internal error); nothing committed |
+//! | 1 | the run failed (source, store, restore destination or internal error); nothing committed |
 //! | 2 | usage or pipeline-file error; nothing run |
 //! | 3 | verification found a mismatch |
 //! | 4 | partial: committed, but some source files could not be read (or kept changing) |
@@ -58,7 +58,12 @@ pub fn for_kind(kind: ErrorKind) -> i32 {
         ErrorKind::Refused => REFUSED,
         ErrorKind::Archived => ARCHIVED,
         ErrorKind::Cancelled => CANCELLED,
-        _ => FAILED,
+        ErrorKind::Source
+        | ErrorKind::Store
+        | ErrorKind::Destination
+        | ErrorKind::Conflict
+        | ErrorKind::Encode
+        | ErrorKind::Internal => FAILED,
     }
 }
 
@@ -150,5 +155,11 @@ mod tests {
     fn encode_failures_are_not_mismatches() {
         assert_eq!(for_kind(ErrorKind::Encode), FAILED);
         assert_eq!(for_kind(ErrorKind::Integrity), MISMATCH);
+    }
+
+    #[test]
+    fn a_failed_restore_destination_is_a_failed_run() {
+        assert_eq!(for_kind(ErrorKind::Destination), FAILED);
+        assert_eq!(ErrorKind::Destination.to_string(), "Destination");
     }
 }

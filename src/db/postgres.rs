@@ -504,7 +504,7 @@ pub async fn connect_spec(spec: &ConnSpec) -> Result<Client> {
         }
         match e.as_db_error() {
             Some(db) => {
-                let text = format!("{} ({})", db.message(), db.code().code());
+                let text = db_error_text(db);
                 Error::new(ErrorKind::Source, what).with_cause(text, e)
             }
             None => {
@@ -515,9 +515,26 @@ pub async fn connect_spec(spec: &ConnSpec) -> Result<Client> {
             }
         }
     })?;
+    // Drive the connection ourselves: the driver would log every server NOTICE at INFO
+    // (`schema "pg_temp" does not exist, skipping` on each restore). Notices are debug
+    // detail; warnings the server raises stay warnings.
+    let mut conn = conn;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("postgres connection ended: {e}");
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = futures::StreamExt::next(&mut messages).await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notice(n)) if n.severity() == "WARNING" => {
+                    tracing::warn!("postgres: {}", db_error_text(&n));
+                }
+                Ok(tokio_postgres::AsyncMessage::Notice(n)) => {
+                    tracing::debug!("postgres {}: {}", n.severity(), db_error_text(&n));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("postgres connection ended: {e}");
+                    break;
+                }
+            }
         }
     });
     Ok(client)
@@ -528,12 +545,25 @@ pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, 
      SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
      SET client_encoding = 'UTF8'";
 
+/// A server error as PostgreSQL's own tools print it: the message and SQLSTATE, then
+/// the `DETAIL` (which often names the other table or row involved) and `HINT` lines.
+pub fn db_error_text(db: &tokio_postgres::error::DbError) -> String {
+    let mut text = format!("{} ({})", db.message(), db.code().code());
+    if let Some(d) = db.detail() {
+        text.push_str(&format!("\n  DETAIL: {d}"));
+    }
+    if let Some(h) = db.hint() {
+        text.push_str(&format!("\n  HINT: {h}"));
+    }
+    text
+}
+
 /// Turn a driver error into ours: connection-level failures are transient, errors the
-/// server reports are not.
+/// server reports are not (their `DETAIL` and `HINT` are kept, see [`db_error_text`]).
 pub fn pg_err(what: impl std::fmt::Display, e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) => {
-            let text = format!("{} ({})", db.message(), db.code().code());
+            let text = db_error_text(db);
             Error::new(ErrorKind::Source, what.to_string()).with_cause(text, e)
         }
         None => Error::caused(ErrorKind::Source, what, e).retryable(),

@@ -279,6 +279,8 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig) -> Result<Vec<Item>> {
                 name: name.clone(),
                 columns,
                 primary_key: pk,
+                indexes: vec![],
+                constraints: vec![],
                 rows: 0,
                 checksum: String::new(),
                 bytes: 0,

@@ -14,10 +14,13 @@
 //! (`pg_class.reltuples`, or `count(*)` when never analyzed) exceeds `split_rows` and whose
 //! primary key is one integer column is split into equal key ranges between `min` and
 //! `max` of the key (read in the snapshot). Each partition streams
-//! `COPY (SELECT … WHERE key >= a AND key < b ORDER BY key) TO STDOUT (FORMAT csv,
-//! HEADER)`; the server sends one row per CopyData message, so the packer can cut tar
-//! entries of about `chunk_size` bytes at row boundaries, each a complete CSV file with
-//! the header repeated. Memory stays bounded by the batch queue and one chunk.
+//! `COPY (SELECT … WHERE key >= a AND key < b) TO STDOUT (FORMAT csv, HEADER)`; the server
+//! sends one row per CopyData message, so the packer can cut tar entries of about
+//! `chunk_size` bytes at row boundaries, each a complete CSV file with the header
+//! repeated. Memory stays bounded by the batch queue and one chunk. Rows come in the
+//! order the server reads them (no `ORDER BY`: a sequential scan, not an index scan);
+//! nothing depends on the order inside a range, the table's checksum is the
+//! order-independent row-set digest.
 //!
 //! **Session settings** are pinned (`TimeZone=UTC`, ISO dates, `extra_float_digits=3`,
 //! hex `bytea`) so the CSV, and so the row-set checksum, does not depend on the server's
@@ -103,12 +106,15 @@ impl PgSession {
                     .unwrap_or("");
                 matches!(ty, "integer" | "bigint" | "smallint")
             };
+            let (indexes, constraints) = table_ddl(&c, &schema, &name).await?;
             let template = Arc::new(TableRecord {
                 source: "postgres".into(),
                 schema: schema.clone(),
                 name: name.clone(),
                 columns,
                 primary_key: pk.clone(),
+                indexes,
+                constraints,
                 rows: 0,
                 checksum: String::new(),
                 bytes: 0,
@@ -191,6 +197,59 @@ impl PgSession {
     }
 }
 
+/// A table's indexes (other than those behind its constraints) as `CREATE INDEX`
+/// statements, and its unique, check, exclusion and foreign-key constraints as
+/// `CONSTRAINT name definition`, read in the snapshot with an empty `search_path` so that
+/// every table the text names is schema-qualified (a drill rewrites them to its scratch
+/// schema). The primary key is not among them: the table record carries it.
+///
+/// # Errors
+/// Server errors.
+async fn table_ddl(c: &Client, schema: &str, name: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let what = || format!("reading the indexes and constraints of {schema}.{name}");
+    c.batch_execute("SET LOCAL search_path = ''")
+        .await
+        .map_err(|e| pg_err(what(), e))?;
+    let indexes = c
+        .query(
+            "SELECT pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_index i \
+             JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
+             WHERE n.nspname = $1 AND c.relname = $2 AND NOT EXISTS ( \
+               SELECT 1 FROM pg_catalog.pg_constraint k \
+               WHERE k.conrelid = i.indrelid AND k.conindid = i.indexrelid \
+                 AND k.contype IN ('p', 'u', 'x')) \
+             ORDER BY ic.relname",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(|e| pg_err(what(), e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let constraints = c
+        .query(
+            "SELECT 'CONSTRAINT ' || pg_catalog.quote_ident(k.conname) || ' ' \
+                    || pg_catalog.pg_get_constraintdef(k.oid) \
+             FROM pg_catalog.pg_constraint k \
+             JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND k.contype IN ('u', 'c', 'x', 'f') \
+             ORDER BY k.contype = 'f', k.conname",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(|e| pg_err(what(), e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    c.batch_execute("RESET search_path")
+        .await
+        .map_err(|e| pg_err(what(), e))?;
+    Ok((indexes, constraints))
+}
+
 /// Split `[lo, hi]` into `n` half-open ranges `[a, b)` covering it exactly.
 pub fn split_range(lo: i64, hi: i64, n: i64) -> Vec<(i64, i64)> {
     let (lo, end) = (lo as i128, hi as i128 + 1);
@@ -235,10 +294,9 @@ async fn produce(
         let k = pg_ident(k);
         q.push_str(&format!(" WHERE {k} >= {lo} AND {k} < {hi}"));
     }
-    if !t.primary_key.is_empty() {
-        let keys: Vec<String> = t.primary_key.iter().map(|k| pg_ident(k)).collect();
-        q.push_str(&format!(" ORDER BY {}", keys.join(", ")));
-    }
+    // No ORDER BY: sorting by the key costs an index scan (13.8 s against 3.6 s for a
+    // plain COPY of 1M composite-key rows) and nothing needs it. Ranges are cut by key
+    // bounds; the table's checksum is the order-independent row-set digest.
     let copy = format!("COPY ({q}) TO STDOUT WITH (FORMAT csv, HEADER true)");
     let stream = c
         .copy_out(&copy)

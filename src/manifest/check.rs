@@ -706,6 +706,8 @@ mod tests {
                     nullable: false,
                 }],
                 primary_key: vec!["id".into()],
+                indexes: vec![],
+                constraints: vec![],
                 rows: 1,
                 checksum: RowsetDigest::default().to_checksum(),
                 bytes: 20,

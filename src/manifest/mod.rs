@@ -473,6 +473,16 @@ pub struct TableRecord {
     /// Primary-key columns (empty: none).
     #[serde(default)]
     pub primary_key: Vec<String>,
+    /// The source's other indexes, each a `CREATE INDEX` statement as the server printed
+    /// it, every name schema-qualified (PostgreSQL's `pg_get_indexdef`; empty for MySQL
+    /// and older manifests). Drills build them so their RTO includes their cost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<String>,
+    /// The source's unique, check, exclusion and foreign-key constraints, each as
+    /// `CONSTRAINT name definition` (`pg_get_constraintdef`, schema-qualified; PostgreSQL
+    /// only, empty in older manifests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
     /// Rows stored.
     pub rows: u64,
     /// Row-set checksum: `rowset-sha256:<hex>`, the lane-wise sum of the SHA-256 of every
@@ -895,6 +905,8 @@ mod tests {
                 name: "t".into(),
                 columns: vec![],
                 primary_key: vec![],
+                indexes: vec![],
+                constraints: vec![],
                 rows,
                 checksum: d.to_checksum(),
                 bytes: 1,

@@ -7,9 +7,14 @@
 //! stored columns in stored order, with the types the source spelled (`format_type()` /
 //! `COLUMN_TYPE`), `NOT NULL` where the source had it, and the primary key. That works on
 //! any server of the same kind (the source's own or another one) and is exactly the
-//! shape the restore checks against. What it leaves out — defaults, indexes other than
-//! the primary key, foreign keys, triggers — the restore does not need. Types defined in
-//! the source database (enums, domains) must exist on the scratch server.
+//! shape the restore checks against. For PostgreSQL it then adds what the backup
+//! recorded of the source's DDL — unique, check and exclusion constraints, foreign keys
+//! between tables of the snapshot, and the other indexes — before loading, so the drill
+//! pays what a restore into a migrated database pays (index maintenance, foreign-key
+//! checks) and its RTO means something. Left out: column defaults (every column is
+//! loaded), triggers, foreign keys to tables outside the snapshot (logged). Types and
+//! functions defined in the source database (enums, domains) must exist on the scratch
+//! server.
 //!
 //! The measured RTO runs from resolving the snapshot to the last table's checksum
 //! comparison, including making the tables. The scratch is dropped in every case
@@ -119,6 +124,95 @@ fn create_table(pg: bool, schema: &str, t: &TableRecord) -> String {
     )
 }
 
+/// A PostgreSQL qualified name (`a.b`, `"A"."b c"`) split and unquoted; `None` when `s`
+/// is not exactly one.
+fn parse_qualified(s: &str) -> Option<(String, String)> {
+    fn part(s: &str) -> Option<(String, &str)> {
+        if let Some(rest) = s.strip_prefix('"') {
+            let mut out = String::new();
+            let mut it = rest.char_indices();
+            while let Some((i, ch)) = it.next() {
+                if ch == '"' {
+                    if rest[i + 1..].starts_with('"') {
+                        out.push('"');
+                        it.next();
+                    } else {
+                        return Some((out, &rest[i + 1..]));
+                    }
+                } else {
+                    out.push(ch);
+                }
+            }
+            None
+        } else {
+            let end = s.find(['.', ' ', '(']).unwrap_or(s.len());
+            (end > 0).then(|| (s[..end].to_string(), &s[end..]))
+        }
+    }
+    let (schema, rest) = part(s.trim())?;
+    let (name, rest) = part(rest.strip_prefix('.')?)?;
+    rest.is_empty().then_some((schema, name))
+}
+
+/// `def` (`CREATE [UNIQUE] INDEX name ON [ONLY] schema.table USING …`, as
+/// `pg_get_indexdef` prints it) made to build the same index on `table`.
+fn retarget_index(def: &str, table: &str) -> Option<String> {
+    let on = def.find(" ON ")? + 4;
+    let only = if def[on..].starts_with("ONLY ") {
+        "ONLY "
+    } else {
+        ""
+    };
+    let using = on + def[on..].find(" USING ")?;
+    Some(format!("{}{only}{table}{}", &def[..on], &def[using..]))
+}
+
+/// The statements that give the scratch copies of `ts` (in schema `scratch`) the
+/// source's constraints and indexes, as the manifest recorded them: unique, check and
+/// exclusion constraints, then foreign keys whose parent is among `ts` (pointed at its
+/// scratch copy), then the other indexes. Returns them with the foreign keys that could
+/// not be made (their parent is not in the snapshot).
+fn constraints_and_indexes(scratch: &str, ts: &[&TableRecord]) -> (Vec<String>, Vec<String>) {
+    let q = |t: &TableRecord| {
+        format!(
+            "{}.{}",
+            Dialect::Postgres.ident(scratch),
+            Dialect::Postgres.ident(&t.name)
+        )
+    };
+    let (mut plain, mut fks, mut indexes, mut skipped) = (vec![], vec![], vec![], vec![]);
+    for t in ts {
+        for c in &t.constraints {
+            let Some(at) = c
+                .find(" FOREIGN KEY ")
+                .filter(|_| c.contains(" REFERENCES "))
+            else {
+                plain.push(format!("ALTER TABLE {} ADD {c}", q(t)));
+                continue;
+            };
+            // `CONSTRAINT n FOREIGN KEY (cols) REFERENCES schema.parent(cols) …`
+            let refs = at + c[at..].find(" REFERENCES ").unwrap_or(0) + 12;
+            let open = refs + c[refs..].find('(').unwrap_or(c.len() - refs);
+            let parent = parse_qualified(&c[refs..open])
+                .and_then(|(sc, n)| ts.iter().find(|p| p.schema == sc && p.name == n).copied());
+            match parent {
+                Some(pt) => fks.push(format!(
+                    "ALTER TABLE {} ADD {}{}{}",
+                    q(t),
+                    &c[..refs],
+                    q(pt),
+                    &c[open..]
+                )),
+                None => skipped.push(format!("{}.{}: {}", t.schema, t.name, c)),
+            }
+        }
+        indexes.extend(t.indexes.iter().filter_map(|d| retarget_index(d, &q(t))));
+    }
+    plain.extend(fks);
+    plain.extend(indexes);
+    (plain, skipped)
+}
+
 /// The scratch schemas: one per source schema (suffix `_1`, `_2`… when there are
 /// several, so same-named tables of different schemas do not collide), with the tables
 /// each receives.
@@ -214,7 +308,20 @@ pub async fn drill_db(
             )];
             made.push(name.clone());
             ddl.extend(ts.iter().map(|t| create_table(pg, &name, t)));
-            run_sql(pg, scratch_url, &ddl).await?;
+            if pg {
+                let (more, skipped) = constraints_and_indexes(&name, &ts);
+                ddl.extend(more);
+                if !skipped.is_empty() {
+                    tracing::info!(
+                        "drill: {} foreign key(s) point at tables outside the snapshot and were not made: {}",
+                        skipped.len(),
+                        skipped.join("; ")
+                    );
+                }
+            }
+            run_sql(pg, scratch_url, &ddl)
+                .await
+                .map_err(crate::restore::db::at_destination)?;
             let r = restore_db(
                 &store,
                 &layout,
@@ -308,6 +415,8 @@ mod tests {
                 },
             ],
             primary_key: vec!["id".into()],
+            indexes: vec![],
+            constraints: vec![],
             rows: 0,
             checksum: String::new(),
             bytes: 0,
@@ -326,6 +435,43 @@ mod tests {
             create_table(false, "bp_x", &t("app", "a")),
             "CREATE TABLE `bp_x`.`a` (`id` bigint NOT NULL, `n\"ote` numeric(20,6), PRIMARY KEY (`id`))"
         );
+    }
+
+    #[test]
+    fn source_indexes_and_constraints_are_pointed_at_the_scratch_copies() {
+        assert_eq!(
+            parse_qualified(r#""My ""S"".x"."t 1""#),
+            Some((r#"My "S".x"#.to_string(), "t 1".to_string()))
+        );
+        assert_eq!(
+            parse_qualified("public.dag_run"),
+            Some(("public".into(), "dag_run".into()))
+        );
+        assert_eq!(parse_qualified("dag_run"), None);
+        let mut child = t("public", "ti");
+        child.indexes = vec![
+            "CREATE INDEX ti_state ON public.ti USING btree (state) WHERE (state IS NOT NULL)"
+                .into(),
+            "CREATE UNIQUE INDEX ti_u ON ONLY public.ti USING btree (a, b)".into(),
+        ];
+        child.constraints = vec![
+            "CONSTRAINT ti_pos CHECK ((n > 0))".into(),
+            "CONSTRAINT ti_run_fk FOREIGN KEY (dag_id, run_id) REFERENCES public.dag_run(dag_id, run_id) ON DELETE CASCADE".into(),
+            "CONSTRAINT ti_trigger_fk FOREIGN KEY (trigger_id) REFERENCES public.\"trigger\"(id)".into(),
+        ];
+        let parent = t("public", "dag_run");
+        let (sql, skipped) = constraints_and_indexes("bp_s", &[&child, &parent]);
+        assert_eq!(
+            sql,
+            vec![
+                r#"ALTER TABLE "bp_s"."ti" ADD CONSTRAINT ti_pos CHECK ((n > 0))"#.to_string(),
+                r#"ALTER TABLE "bp_s"."ti" ADD CONSTRAINT ti_run_fk FOREIGN KEY (dag_id, run_id) REFERENCES "bp_s"."dag_run"(dag_id, run_id) ON DELETE CASCADE"#.into(),
+                r#"CREATE INDEX ti_state ON "bp_s"."ti" USING btree (state) WHERE (state IS NOT NULL)"#.into(),
+                r#"CREATE UNIQUE INDEX ti_u ON ONLY "bp_s"."ti" USING btree (a, b)"#.into(),
+            ]
+        );
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("ti_trigger_fk"), "{skipped:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::restore::db::DbRestoreOptions;
 /// `Config` for bad flags or an unset `${VAR}`, `Refused` for a non-empty table under
 /// `fail-if-not-empty`, database and store errors.
 pub async fn restore(a: RestoreArgs, json: bool) -> Result<i32> {
-    let p = Pipeline::load(&a.pipeline)?;
+    let p = Pipeline::load_for_reading(&a.pipeline)?;
     let opts = options(&p, &a)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
     let id = a.sel.resolve(&repo).await?;

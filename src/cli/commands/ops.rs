@@ -106,7 +106,7 @@ pub async fn status(path: &Path, json: bool) -> Result<i32> {
 /// # Errors
 /// `Config` for a missing or superfluous scratch database, store errors.
 pub async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
-    let p = Pipeline::load(&a.pipeline)?;
+    let p = Pipeline::load_for_reading(&a.pipeline)?;
     let opts = drill_mod::DrillOptions {
         snapshot: a.snapshot,
         scratch_in: a.scratch_dir,

@@ -20,7 +20,7 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     if a.to_db.is_some() {
         return super::db::restore(a, json).await;
     }
-    let p = Pipeline::load(&a.pipeline)?;
+    let p = Pipeline::load_for_reading(&a.pipeline)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
     let m = if a.sel.is_latest() {
         // `latest` is the newest snapshot that can be restored: a damaged newer one is

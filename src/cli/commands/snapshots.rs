@@ -16,7 +16,7 @@ use crate::pipeline::Pipeline;
 /// # Errors
 /// Config and store errors.
 pub async fn snapshots(pipeline: &Path, json: bool) -> Result<i32> {
-    let p = Pipeline::load(pipeline)?;
+    let p = Pipeline::load_for_reading(pipeline)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
     let list = catalog::list(&*repo.store, &repo.layout).await?;
     emit(json, &list, || render::snapshots(&list));
@@ -28,7 +28,7 @@ pub async fn snapshots(pipeline: &Path, json: bool) -> Result<i32> {
 /// # Errors
 /// `NotFound` for an unknown snapshot, config and store errors.
 pub async fn diff(pipeline: &Path, from: &str, to: &str, json: bool) -> Result<i32> {
-    let p = Pipeline::load(pipeline)?;
+    let p = Pipeline::load_for_reading(pipeline)?;
     let Repo { store, layout } = Repo::open(&p.target, &p.retry).await?;
     // Heads only; the entries are compared a segment of each at a time.
     let a = catalog::load_head(
@@ -61,7 +61,7 @@ pub async fn diff(pipeline: &Path, from: &str, to: &str, json: bool) -> Result<i
 /// `NotFound` for an unknown snapshot or when no entry matches the globs, `Config` for
 /// bad globs, store errors.
 pub async fn ls(pipeline: &Path, sel: &SnapshotSel, globs: &[String], json: bool) -> Result<i32> {
-    let p = Pipeline::load(pipeline)?;
+    let p = Pipeline::load_for_reading(pipeline)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
     let id = sel.resolve(&repo).await?;
     // The head, then the entries a segment at a time (only the segments an anchored

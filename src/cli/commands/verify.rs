@@ -14,7 +14,7 @@ use crate::support::progress::Reporter;
 /// # Errors
 /// `NotFound` for an unknown snapshot, `Config` for a bad `--sample`, store errors.
 pub async fn verify(a: VerifyArgs, json: bool, quiet: bool) -> Result<i32> {
-    let p = Pipeline::load(&a.pipeline)?;
+    let p = Pipeline::load_for_reading(&a.pipeline)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
     let id = a.sel.resolve(&repo).await?;
     // The head only: verify reads the entries a segment at a time.

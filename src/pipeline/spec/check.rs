@@ -20,6 +20,9 @@ pub(super) struct Checker<'a> {
     pub(super) text: &'a str,
     /// Messages so far, in the order the checks ran.
     pub(super) errors: Vec<String>,
+    /// Key prefixes the command will not use (`"source."` for commands that only read
+    /// the store): a `${VAR}` left unset in them is not an error, the value stays empty.
+    pub(super) unused: &'a [&'a str],
 }
 
 impl Checker<'_> {
@@ -47,10 +50,16 @@ impl Checker<'_> {
         ));
     }
 
+    /// Whether the command leaves `key` unused (see [`Checker::unused`]).
+    pub(super) fn is_unused(&self, key: &str) -> bool {
+        self.unused.iter().any(|p| key.starts_with(p))
+    }
+
     /// `${VAR}` / `${VAR:-default}` interpolation; `$${` escapes a literal `${`.
     pub(super) fn interp(&mut self, v: &Spanned<String>, key: &str) -> String {
         match interpolate(v.get_ref()) {
             Ok(s) => s,
+            Err(_) if self.is_unused(key) => String::new(),
             Err(var) => {
                 self.at(
                     v.span(),

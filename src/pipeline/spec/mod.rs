@@ -190,10 +190,27 @@ impl Pipeline {
     /// # Errors
     /// `Config` with every problem found, each located by file, line and key.
     pub fn load(path: &Path) -> Result<Pipeline> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read pipeline file {}: {e}", path.display()))
-        })?;
+        let text = Self::read(path)?;
         Self::parse(path, &text)
+    }
+
+    /// Read and check a pipeline file for a command that only reads what is stored
+    /// (`snapshots`, `ls`, `diff`, `verify`, `restore`): the source is never contacted, so
+    /// a `${VAR}` in `[source]` may be unset — in a disaster the source and its URL are
+    /// what is gone. The source's values are then empty; everything else is checked as by
+    /// [`Pipeline::load`].
+    ///
+    /// # Errors
+    /// As [`Pipeline::load`], without the source's unset variables.
+    pub fn load_for_reading(path: &Path) -> Result<Pipeline> {
+        let text = Self::read(path)?;
+        Self::parse_with(path, &text, &["source."])
+    }
+
+    fn read(path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read pipeline file {}: {e}", path.display()))
+        })
     }
 
     /// Parse and check pipeline text as if read from `path` (relative paths in it resolve
@@ -202,6 +219,10 @@ impl Pipeline {
     /// # Errors
     /// `Config` with every problem found.
     pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
+        Self::parse_with(path, text, &[])
+    }
+
+    fn parse_with(path: &Path, text: &str, unused: &[&str]) -> Result<Pipeline> {
         let read = locate::read(path, text);
         let Some(spec) = read.spec else {
             return Err(Error::config(read.errors.join("\n")));
@@ -215,6 +236,7 @@ impl Pipeline {
             file: path,
             text,
             errors: Vec::new(),
+            unused,
         };
         let p = check(&mut c, spec, &base);
         // Keys removed after a structural error are not reported a second time (as

@@ -265,7 +265,7 @@ fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceCon
     let mut schemas = Vec::new();
     for sc in &s.schemas {
         let v = c.interp(sc, "source.schemas");
-        if v.is_empty() || v.contains(['"', '`', '\0']) {
+        if (v.is_empty() && !c.is_unused("source.schemas")) || v.contains(['"', '`', '\0']) {
             c.at(
                 sc.span(),
                 "source.schemas",
@@ -341,6 +341,7 @@ fn check_command_source(c: &mut Checker<'_>, s: &SourceSpec) -> CommandSourceCon
             for a in v.get_ref() {
                 match interpolate(a) {
                     Ok(x) => out.push(x),
+                    Err(_) if c.is_unused("source.command") => out.push(String::new()),
                     Err(var) => c.at(
                         v.span(),
                         "source.command",
@@ -349,7 +350,9 @@ fn check_command_source(c: &mut Checker<'_>, s: &SourceSpec) -> CommandSourceCon
                     ),
                 }
             }
-            if out.is_empty() || out[0].is_empty() {
+            if c.is_unused("source.command") {
+                // Not run by this command: its arguments may stay unresolved.
+            } else if out.is_empty() || out[0].is_empty() {
                 c.at(
                     v.span(),
                     "source.command",
@@ -409,7 +412,10 @@ fn check_fs_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> FsSource
     let root = match &s.root {
         Some(r) => {
             let v = c.interp(r, "source.root");
-            if v.trim().is_empty() && !c.errors.iter().any(|e| e.contains("source.root")) {
+            if v.trim().is_empty()
+                && !c.is_unused("source.root")
+                && !c.errors.iter().any(|e| e.contains("source.root"))
+            {
                 c.at(
                     r.span(),
                     "source.root",

@@ -143,6 +143,25 @@ pub fn select_tables<'a>(m: &'a Manifest, names: &[String]) -> Result<Vec<&'a Ta
     Ok(out)
 }
 
+/// The tables (`child` of `deps`, child → parent) that reference `table` by foreign key
+/// and are not among `restored`, sorted, without self-references.
+pub fn outside_referrers(
+    table: &str,
+    restored: &[String],
+    deps: &[(String, String)],
+) -> Vec<String> {
+    let mut v: Vec<String> = deps
+        .iter()
+        .filter(|(child, parent)| {
+            parent == table && child != parent && !restored.iter().any(|r| r == child)
+        })
+        .map(|(child, _)| child.clone())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Order `names` so that every table comes after the tables it references (`deps`:
 /// child → parents). Returns the order and the tables left in cycles.
 pub fn fk_order(names: &[String], deps: &[(String, String)]) -> (Vec<String>, Vec<String>) {
@@ -263,7 +282,7 @@ pub(crate) fn prefetch(
 /// # Errors
 /// `NotFound` (no such table), `Refused` (schema mismatch, non-empty table, missing key;
 /// nothing written), `Integrity` (a chunk's hash, or the counts/checksums after loading,
-/// differ; the transaction is rolled back), `Source` (database errors).
+/// differ; the transaction is rolled back), `Destination` (the target database failed).
 pub async fn restore_db(
     store: &Store,
     layout: &Layout,
@@ -281,11 +300,31 @@ pub async fn restore_db(
     }
     let planned = plan_tables(m, opts)?;
     let db: Box<dyn Loader> = if pg {
-        Box::new(postgres::PgLoader::connect(opts).await?)
+        Box::new(
+            postgres::PgLoader::connect(opts)
+                .await
+                .map_err(at_destination)?,
+        )
     } else {
-        Box::new(mysql::MyLoader::connect(opts).await?)
+        Box::new(
+            mysql::MyLoader::connect(opts)
+                .await
+                .map_err(at_destination)?,
+        )
     };
-    run(db, store, layout, m, opts, planned, started_at).await
+    run(db, store, layout, m, opts, planned, started_at)
+        .await
+        .map_err(at_destination)
+}
+
+/// The shared database code reports server errors as `Source` (what a backup reads); in
+/// a restore the server is the destination.
+pub fn at_destination(e: Error) -> Error {
+    if e.kind() == crate::error::ErrorKind::Source {
+        e.with_kind(crate::error::ErrorKind::Destination)
+    } else {
+        e
+    }
 }
 
 /// The password from `var` when the URL carries none (libpq's `PGPASSWORD`, MySQL's
@@ -375,6 +414,9 @@ pub(crate) trait Loader: Send {
     async fn count(&mut self, p: &Planned<'_>) -> Result<u64>;
     /// Foreign keys of the target, as `(child, parent)` `schema.table` pairs.
     async fn foreign_keys(&mut self) -> Result<Vec<(String, String)>>;
+    /// Whether emptying a table for `truncate` fails whenever another table references
+    /// it by foreign key, whatever the rows (PostgreSQL's `TRUNCATE`; MySQL deletes).
+    fn truncate_refuses_referenced(&self) -> bool;
     /// Run a transaction statement (`BEGIN`, `COMMIT`, `ROLLBACK` in the engine's words).
     async fn tx(&mut self, what: Tx) -> Result<()>;
     /// Empty the `truncate` tables (in foreign-key order, parents first).
@@ -421,6 +463,8 @@ async fn run(
     // 1. Check, all tables, before writing.
     let mut problems = Vec::new();
     let mut before: HashMap<String, u64> = HashMap::new();
+    let deps = db.foreign_keys().await?;
+    let names: Vec<String> = planned.iter().map(Planned::key).collect();
     for p in &planned {
         let Some((cols, pk)) = db.table_shape(&p.schema, &p.rec.name).await? else {
             problems.push(format!("table {} does not exist", p.key()));
@@ -449,18 +493,63 @@ async fn run(
                 ));
             }
         }
-        if p.strategy == Strategy::SkipExisting && pk.is_empty() && !db.has_unique_index(p).await? {
+        let keyed = !pk.is_empty() || db.has_unique_index(p).await?;
+        if p.strategy == Strategy::SkipExisting && !keyed {
             problems.push(format!(
                 "{}: skip-existing needs a primary key or unique index to compare",
                 p.key()
             ));
         }
+        // Tables outside the restore whose foreign keys point at this one: PostgreSQL's
+        // TRUNCATE (without CASCADE, which would empty them too) refuses such a table.
+        let referrers = if db.truncate_refuses_referenced() {
+            outside_referrers(&p.key(), &names, &deps)
+        } else {
+            Vec::new()
+        };
         let n = db.count(p).await?;
-        if p.strategy == Strategy::FailIfNotEmpty && n > 0 {
+        if p.strategy == Strategy::Truncate && !referrers.is_empty() {
             problems.push(format!(
-                "{} has {n} row(s) and its strategy is fail-if-not-empty (use --strategy {}=truncate|append|skip-existing)",
+                "{}: truncate cannot empty it: {} outside this restore reference{} it by foreign key                  (TRUNCATE refuses, and CASCADE would empty them too); {}",
                 p.key(),
-                p.rec.name
+                referrers.join(", "),
+                if referrers.len() == 1 { "s" } else { "" },
+                if keyed {
+                    format!(
+                        "use --strategy {0}=skip-existing (keep the target's rows, add the missing ones)                          or {0}=append, or restore the referencing tables too",
+                        p.rec.name
+                    )
+                } else {
+                    format!(
+                        "use --strategy {}=append, or restore the referencing tables too",
+                        p.rec.name
+                    )
+                }
+            ));
+        }
+        if p.strategy == Strategy::FailIfNotEmpty && n > 0 {
+            let mut ways = Vec::new();
+            if keyed {
+                ways.push("skip-existing");
+            }
+            if referrers.is_empty() {
+                ways.push("truncate");
+            }
+            ways.push("append");
+            let why = if referrers.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; truncate cannot work: {} outside this restore reference{} it",
+                    referrers.join(", "),
+                    if referrers.len() == 1 { "s" } else { "" }
+                )
+            };
+            problems.push(format!(
+                "{} has {n} row(s) and its strategy is fail-if-not-empty (use --strategy {}={}{why})",
+                p.key(),
+                p.rec.name,
+                ways.join("|")
             ));
         }
         before.insert(p.key(), n);
@@ -468,8 +557,6 @@ async fn run(
     refuse(problems)?;
 
     // 2. Foreign-key order from the target's catalog.
-    let names: Vec<String> = planned.iter().map(Planned::key).collect();
-    let deps = db.foreign_keys().await?;
     let (order, cycles) = fk_order(&names, &deps);
     if !cycles.is_empty() {
         tracing::warn!(
@@ -624,5 +711,21 @@ mod tests {
         );
         assert_eq!(order.len(), 3);
         assert_eq!(cycles, s(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn outside_referrers_leave_out_restored_tables_and_self_references() {
+        let deps = vec![
+            ("p.ti".to_string(), "p.dag_run".to_string()),
+            ("p.xcom".to_string(), "p.dag_run".to_string()),
+            ("p.note".to_string(), "p.dag_run".to_string()),
+            ("p.note".to_string(), "p.dag_run".to_string()),
+            ("p.dag_run".to_string(), "p.dag_run".to_string()),
+        ];
+        assert_eq!(
+            outside_referrers("p.dag_run", &s(&["p.dag_run", "p.ti"]), &deps),
+            s(&["p.note", "p.xcom"])
+        );
+        assert!(outside_referrers("p.ti", &s(&["p.ti"]), &deps).is_empty());
     }
 }

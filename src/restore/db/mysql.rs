@@ -106,6 +106,10 @@ impl Loader for MyLoader {
             .map_err(|e| my_err("reading foreign keys", e))
     }
 
+    fn truncate_refuses_referenced(&self) -> bool {
+        false
+    }
+
     async fn tx(&mut self, what: Tx) -> Result<()> {
         let sql = match what {
             Tx::Begin => "START TRANSACTION",

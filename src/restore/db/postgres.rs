@@ -115,6 +115,10 @@ impl Loader for PgLoader {
             .collect())
     }
 
+    fn truncate_refuses_referenced(&self) -> bool {
+        true
+    }
+
     async fn tx(&mut self, what: Tx) -> Result<()> {
         let sql = match what {
             Tx::Begin => "BEGIN",
@@ -197,18 +201,24 @@ impl Loader for PgLoader {
         } else {
             added
         };
-        // Sequences behind serial/identity columns move past the restored keys.
-        for col in &p.rec.columns {
-            let seq: Option<String> = c
-                .query_one(
-                    "SELECT pg_get_serial_sequence($1, $2)",
-                    &[&target, &col.name],
-                )
-                .await
-                .map_err(|e| pg_err(format!("sequence of {k}.{}", col.name), e))?
-                .get(0);
+        // Sequences behind serial/identity columns move past the restored keys (one
+        // catalog query for the table, not one per column).
+        let seqs = c
+            .query(
+                "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname::text) \
+                 FROM pg_attribute a WHERE a.attrelid = $1::text::regclass \
+                   AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&target],
+            )
+            .await
+            .map_err(|e| pg_err(format!("sequences of {k}"), e))?;
+        for row in seqs {
+            let (name, seq): (String, Option<String>) = (row.get(0), row.get(1));
+            if !p.rec.columns.iter().any(|col| col.name == name) {
+                continue;
+            }
             if let Some(seq) = seq {
-                let cn = pg_ident(&col.name);
+                let cn = pg_ident(&name);
                 c.batch_execute(&format!(
                     "SELECT setval({}, GREATEST(COALESCE((SELECT max({cn}) FROM {target}), 0), 1), (SELECT max({cn}) FROM {target}) IS NOT NULL)",
                     pg_literal(&seq)
