@@ -6,6 +6,7 @@
 //! Every command prints a human summary, or one JSON document with `--json`; the exit
 //! codes are one table in [`exit`] (documented in `docs/exit-codes.md`).
 
+use crate::{errln, outln};
 use crate::error::Result;
 
 pub mod args;
@@ -31,9 +32,9 @@ pub async fn run(cli: Cli) -> i32 {
                     "kind": e.kind().as_str(),
                     "exit_code": code,
                 });
-                println!("{v:#}");
+                outln!("{v:#}");
             }
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             code
         }
     }

@@ -2,6 +2,7 @@
 //! the human summary of each command. Command bodies compute a report and hand it here,
 //! so what a command prints can be read (and changed) in one file.
 
+use crate::{errln, outln};
 use std::path::Path;
 
 use serde::Serialize;
@@ -25,8 +26,8 @@ use crate::{restore, schedule, verify};
 pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
     if json {
         match serde_json::to_string_pretty(value) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: encoding JSON output: {e}"),
+            Ok(s) => outln!("{s}"),
+            Err(e) => errln!("error: encoding JSON output: {e}"),
         }
     } else {
         human();
@@ -35,7 +36,7 @@ pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
 
 /// `validate`: one line naming what the pipeline file says.
 pub fn validate(file: &Path, p: &crate::pipeline::Pipeline) {
-    println!(
+    outln!(
         "{}: ok — pipeline {:?} → {} container {} prefix {} ({} level {}, {} partitions)",
         file.display(),
         p.name,
@@ -51,7 +52,7 @@ pub fn validate(file: &Path, p: &crate::pipeline::Pipeline) {
 /// `backup`: totals, run counters, changes, problems, verify, status.
 pub fn backup(r: &BackupReport) {
     let t = &r.totals;
-    println!(
+    outln!(
         "{} snapshot {} committed: {} files, {} dirs, {} symlinks, {} → {} stored in {} packs",
         r.kind,
         r.snapshot.as_deref().unwrap_or("-"),
@@ -62,12 +63,12 @@ pub fn backup(r: &BackupReport) {
         human(t.stored_bytes),
         t.packs
     );
-    println!(
+    outln!(
         "run {}: {} partitions ({} resumed), {} blocks uploaded, {} reused, {} retries",
         r.run_id, r.partitions, r.partitions_resumed, r.blocks_staged, r.blocks_reused, r.retries
     );
     if let Some(c) = &r.changes {
-        println!(
+        outln!(
             "changes: {} new ({}), {} changed ({}), {} unchanged ({}), {} deleted ({}); {} files read",
             c.new,
             human(c.new_bytes),
@@ -81,7 +82,7 @@ pub fn backup(r: &BackupReport) {
         );
     }
     if !r.skipped_damaged.is_empty() {
-        println!(
+        outln!(
             "skipped damaged snapshot(s) {} (manifest unreadable); {}",
             r.skipped_damaged.join(", "),
             match (&r.parent, r.changes.is_some()) {
@@ -92,52 +93,52 @@ pub fn backup(r: &BackupReport) {
         );
     }
     for p in r.problems.iter().take(20) {
-        println!("unreadable: {}: {}", p.path.display(), p.error);
+        outln!("unreadable: {}: {}", p.path.display(), p.error);
     }
     for p in r.inconsistent.iter().take(20) {
-        println!("changed while read (stored as last read): {}", p.display());
+        outln!("changed while read (stored as last read): {}", p.display());
     }
     if let Some(v) = &r.verify {
         verify_report(v);
     }
     if r.status == RunStatus::CommittedUnverified {
         if let Some(e) = &r.error {
-            println!("verify: could not complete: {e}");
+            outln!("verify: could not complete: {e}");
         }
-        println!(
+        outln!(
             "the snapshot is committed but unverified: rerun `backup --run-id {}` to verify it",
             r.run_id
         );
     }
-    println!("status: {:?}", r.status);
+    outln!("status: {:?}", r.status);
 }
 
 /// A note on stderr that `latest` skipped damaged snapshots (nothing when none was).
 pub fn skipped_damaged(skipped: &[crate::manifest::catalog::Damaged], chosen: Option<&str>) {
     for d in skipped {
-        eprintln!("warning: skipped damaged snapshot {}: {}", d.id, d.error);
+        errln!("warning: skipped damaged snapshot {}: {}", d.id, d.error);
     }
     if let (false, Some(c)) = (skipped.is_empty(), chosen) {
-        eprintln!("warning: using {c}, the newest snapshot whose manifest reads");
+        errln!("warning: using {c}, the newest snapshot whose manifest reads");
     }
 }
 
 /// `snapshots`: one line per snapshot.
 pub fn snapshots(list: &[SnapshotInfo]) {
-    println!(
+    outln!(
         "{:<28} {:<20} {:>8} {:>11} {:>11} verify",
         "id", "time", "files", "bytes", "stored"
     );
     for s in list {
         let Some(h) = &s.header else {
-            println!(
+            outln!(
                 "{:<28} DAMAGED: {}",
                 s.id,
                 s.damaged.as_deref().unwrap_or("manifest unreadable")
             );
             continue;
         };
-        println!(
+        outln!(
             "{:<28} {:<20} {:>8} {:>11} {:>11} {}{}",
             s.id,
             h.committed_at.format("%Y-%m-%d %H:%M:%S"),
@@ -152,7 +153,7 @@ pub fn snapshots(list: &[SnapshotInfo]) {
         );
     }
     if list.is_empty() {
-        println!("(no snapshots)");
+        outln!("(no snapshots)");
     }
 }
 
@@ -160,10 +161,10 @@ pub fn snapshots(list: &[SnapshotInfo]) {
 pub fn diff(d: &Diff, from: &str, to: &str) {
     for (sign, list) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
         for p in list {
-            println!("{sign} {p}");
+            outln!("{sign} {p}");
         }
     }
-    println!(
+    outln!(
         "{} added, {} changed, {} removed ({} → {})",
         d.added.len(),
         d.changed.len(),
@@ -189,7 +190,7 @@ pub fn ls(entries: &[&Entry]) {
             .as_ref()
             .map(|t| format!(" -> {}", t.display()))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{kind}{:04o} {:>12} {t} {}{link}",
             e.mode,
             e.size,
@@ -200,10 +201,10 @@ pub fn ls(entries: &[&Entry]) {
 
 /// `auth check`: the credential and what it can do.
 pub fn auth(r: &AuthReport) {
-    println!("target:     {}", r.target);
-    println!("credential: {} (from {})", r.credential, r.source);
+    outln!("target:     {}", r.target);
+    outln!("credential: {} (from {})", r.credential, r.source);
     for t in &r.tried {
-        println!("  skipped:  {t}");
+        outln!("  skipped:  {t}");
     }
     let yes_no = |ok: bool, err: &Option<String>| {
         if ok {
@@ -212,13 +213,13 @@ pub fn auth(r: &AuthReport) {
             format!("NO — {}", err.as_deref().unwrap_or("unknown error"))
         }
     };
-    println!("can list:   {}", yes_no(r.can_list, &r.list_error));
-    println!("can write:  {}", yes_no(r.can_write, &r.write_error));
+    outln!("can list:   {}", yes_no(r.can_list, &r.list_error));
+    outln!("can write:  {}", yes_no(r.can_write, &r.write_error));
 }
 
 /// `restore --to-db`: one line per table.
 pub fn restore_db(r: &DbRestoreReport) {
-    println!(
+    outln!(
         "restored snapshot {} into {}{}:",
         r.snapshot,
         r.target,
@@ -229,7 +230,7 @@ pub fn restore_db(r: &DbRestoreReport) {
         }
     );
     for t in &r.tables {
-        println!(
+        outln!(
             "  {:<40} {:<18} {:>10} stored {:>10} added {:>10} now{}",
             t.table,
             t.strategy.as_str(),
@@ -244,7 +245,7 @@ pub fn restore_db(r: &DbRestoreReport) {
         );
     }
     if !r.cycles.is_empty() {
-        println!("note: foreign-key cycle among {}", r.cycles.join(", "));
+        outln!("note: foreign-key cycle among {}", r.cycles.join(", "));
     }
 }
 
@@ -252,13 +253,13 @@ pub fn restore_db(r: &DbRestoreReport) {
 pub fn restore_files(r: &restore::RestoreReport) {
     restore_report(r, "");
     for p in r.inconsistent.iter().take(20) {
-        println!("note: {p} was changing while it was backed up");
+        outln!("note: {p} was changing while it was backed up");
     }
 }
 
 /// The summary line of a file restore; `note` follows the pack count.
 pub fn restore_report(r: &restore::RestoreReport, note: &str) {
-    println!(
+    outln!(
         "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs{note}; every file's SHA-256 checked",
         r.snapshot,
         r.to.display(),
@@ -279,17 +280,17 @@ fn damaged(r: &restore::RestoreReport) {
         return;
     }
     for d in r.damaged.iter().take(SHOWN) {
-        println!("DAMAGED {} (pack {}): {}", d.path, d.pack, d.error);
+        outln!("DAMAGED {} (pack {}): {}", d.path, d.pack, d.error);
     }
     let shown = r.damaged.len().min(SHOWN) as u64;
     if r.damaged_total > shown {
-        println!(
+        outln!(
             "… and {} more damaged files ({} listed with --json)",
             r.damaged_total - shown,
             r.damaged.len()
         );
     }
-    println!(
+    outln!(
         "restore: PARTIAL — {} damaged files were not restored; everything else was (run `blobpipe verify --full` to see the damage)",
         r.damaged_total
     );
@@ -297,7 +298,7 @@ fn damaged(r: &restore::RestoreReport) {
 
 /// `restore --plan`: packs read, what must be rehydrated and the expected wait.
 pub fn restore_plan(pl: &RestorePlan) {
-    println!(
+    outln!(
         "restore of {} ({} entries) reads {} packs ({})",
         pl.snapshot,
         pl.entries,
@@ -305,7 +306,7 @@ pub fn restore_plan(pl: &RestorePlan) {
         human(pl.packs.iter().map(|x| x.size).sum())
     );
     for x in &pl.archived {
-        println!(
+        outln!(
             "rehydrate {} ({}){}",
             x.blob,
             human(x.size),
@@ -316,22 +317,22 @@ pub fn restore_plan(pl: &RestorePlan) {
         );
     }
     if pl.archived.is_empty() {
-        println!("nothing to rehydrate: every needed pack is online");
+        outln!("nothing to rehydrate: every needed pack is online");
     } else {
-        println!(
+        outln!(
             "{} archived packs, {} to rehydrate; expected wait: standard {}, high {}",
             pl.archived.len(),
             human(pl.archived_bytes),
             pl.wait_standard,
             pl.wait_high
         );
-        println!("start with: blobpipe restore … --rehydrate standard|high");
+        outln!("start with: blobpipe restore … --rehydrate standard|high");
     }
 }
 
 /// A verify report: counts, every mismatch, the verdict.
 pub fn verify_report(v: &verify::VerifyReport) {
-    println!(
+    outln!(
         "verify {} of {}: {} packs, {} blocks and {} files re-read ({} of {} stored, {:.1}%), seed {}{}",
         v.mode,
         v.snapshot,
@@ -356,7 +357,7 @@ pub fn verify_report(v: &verify::VerifyReport) {
         }
     );
     for m in &v.mismatches {
-        println!(
+        outln!(
             "MISMATCH {} in {}{}: {}{}",
             m.check,
             m.blob,
@@ -375,7 +376,7 @@ pub fn verify_report(v: &verify::VerifyReport) {
             }
         );
     }
-    println!("verify: {}", if v.ok() { "ok" } else { "MISMATCH" });
+    outln!("verify: {}", if v.ok() { "ok" } else { "MISMATCH" });
 }
 
 /// `forget`: keep/forget per snapshot with the rules that keep survivors.
@@ -383,12 +384,12 @@ pub fn forget(r: &ForgetReport, dry_run: bool) {
     for d in &r.decisions {
         if d.keep {
             let why: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
-            println!("keep   {}  ({})", d.id, why.join(", "));
+            outln!("keep   {}  ({})", d.id, why.join(", "));
         } else {
-            println!("forget {}", d.id);
+            outln!("forget {}", d.id);
         }
     }
-    println!(
+    outln!(
         "{} snapshots kept, {} {}forgotten{}",
         r.kept,
         r.forgotten.len(),
@@ -408,7 +409,7 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
     } else {
         ("deleted", "freed")
     };
-    println!(
+    outln!(
         "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} {deleted} ({} {freed})",
         r.snapshots,
         r.packs_total,
@@ -418,7 +419,7 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
         human(r.bytes_freed)
     );
     for (tier, e) in &r.early_deletion {
-        println!(
+        outln!(
             "{tier}: {} unreferenced packs ({}) inside the {}-day early-deletion minimum: {}{}",
             e.packs,
             human(e.bytes),
@@ -433,7 +434,7 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
                 .unwrap_or_default()
         );
     }
-    println!(
+    outln!(
         "{} runs' part records ({} blobs) and {} verify reports of forgotten snapshots {deleted} ({})",
         r.runs_cleaned.len(),
         r.part_blobs_deleted,
@@ -445,14 +446,14 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
 /// `check`: one line per pipeline, undelivered alerts, config errors.
 pub fn check(results: &[Freshness], config_errors: &[String]) {
     for f in results {
-        println!(
+        outln!(
             "{:<5} {}: {}",
             if f.stale { "STALE" } else { "ok" },
             f.pipeline,
             f.reason
         );
         for o in f.alerts.iter().filter(|o| !o.delivered) {
-            println!(
+            outln!(
                 "      alert to {} NOT delivered: {}",
                 o.target,
                 o.error.as_deref().unwrap_or("")
@@ -460,7 +461,7 @@ pub fn check(results: &[Freshness], config_errors: &[String]) {
         }
     }
     for e in config_errors {
-        println!("ERROR {e}");
+        outln!("ERROR {e}");
     }
 }
 
@@ -470,14 +471,14 @@ pub fn status(out: &[crate::schedule::status::PipelineStatus], errors: &[String]
         crate::schedule::status::print_status(s);
     }
     for e in errors {
-        println!("ERROR {e}");
+        outln!("ERROR {e}");
     }
 }
 
 /// `schedule`: per pipeline, the runs started, caught up, skipped and failed.
 pub fn schedule(summary: &schedule::Summary) {
     for (p, n) in &summary.started {
-        println!(
+        outln!(
             "{p}: {n} runs started ({} catch-up), {} ticks skipped (previous run still going), {} errors",
             summary.caught_up.get(p).unwrap_or(&0),
             summary.skipped_overlap.get(p).unwrap_or(&0),
@@ -490,13 +491,13 @@ pub fn schedule(summary: &schedule::Summary) {
 pub fn next(out: &[serde_json::Value]) {
     for o in out {
         match o["cron"].as_str() {
-            None => println!("{}: no [schedule]", o["pipeline"].as_str().unwrap_or("")),
+            None => outln!("{}: no [schedule]", o["pipeline"].as_str().unwrap_or("")),
             Some(c) => {
                 let times: Vec<&str> = o["next"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "{} ({c}, UTC): {}",
                     o["pipeline"].as_str().unwrap_or(""),
                     times.join(", ")
@@ -509,15 +510,15 @@ pub fn next(out: &[serde_json::Value]) {
 /// `run-queued`: what happened to the one message.
 pub fn run_queued(out: &QueuedOutcome, queue: &QueueUrl, retry_delay: &str) {
     match out.outcome {
-        QueueOutcome::Empty => println!("{}: no message, nothing to run", queue.display()),
-        QueueOutcome::Poison => println!(
+        QueueOutcome::Empty => outln!("{}: no message, nothing to run", queue.display()),
+        QueueOutcome::Poison => outln!(
             "poison message {} deleted from {}",
             out.message_id.as_deref().unwrap_or("-"),
             queue.display()
         ),
         o => {
             let m = out.message.as_ref();
-            println!(
+            outln!(
                 "run {} of {}: {o}{}; message {}",
                 m.map(|m| m.run_id.as_str()).unwrap_or("-"),
                 m.map(|m| m.pipeline.as_str()).unwrap_or("-"),
@@ -538,12 +539,12 @@ pub fn run_queued(out: &QueuedOutcome, queue: &QueueUrl, retry_delay: &str) {
 /// `functions scaffold`: files written, timers, unscheduled pipelines.
 pub fn scaffold(s: &Scaffold, out: &Path) {
     for f in &s.files {
-        println!("wrote {}", out.join(f).display());
+        outln!("wrote {}", out.join(f).display());
     }
     for (n, c) in &s.timers {
-        println!("timer {n}: {c} (NCRONTAB, UTC)");
+        outln!("timer {n}: {c} (NCRONTAB, UTC)");
     }
     for n in &s.unscheduled {
-        println!("note: {n} has no [schedule]: start it over HTTP (POST /api/runs/{n})");
+        outln!("note: {n} has no [schedule]: start it over HTTP (POST /api/runs/{n})");
     }
 }

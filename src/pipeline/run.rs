@@ -47,7 +47,7 @@ use crate::pack::packer::{OpenPack, Packs};
 use crate::store::Store;
 use crate::support::cancel::Cancel;
 use crate::support::ids;
-use crate::support::progress::Counters;
+use crate::support::progress::{Counters, Phase};
 
 /// Everything a partition worker needs, shared.
 pub(super) struct Ctx {
@@ -191,7 +191,17 @@ pub(super) async fn run(
         bytes = plan.total_bytes(),
         "planned"
     );
-    counters.set_total(plan.total_entries() as u64, plan.total_bytes());
+    if session.is_some() {
+        // A database or command source: its size is known only once read.
+        counters.begin(Phase::Uploading, Some("chunks"), 0, 0);
+    } else {
+        counters.begin(
+            Phase::Uploading,
+            None,
+            plan.total_entries() as u64,
+            plan.total_bytes(),
+        );
+    }
 
     // Partitions finished by an earlier attempt of this run.
     let mut problems = plan.problems.clone();
@@ -298,6 +308,7 @@ pub(super) async fn run(
         return Err(Error::cancelled());
     }
 
+    counters.begin(Phase::Committing, None, 0, 0);
     let c = commit::commit(
         p,
         &store,

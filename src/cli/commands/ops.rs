@@ -2,6 +2,7 @@
 //! `functions scaffold` — what runs blobpipe unattended and tells a team when something
 //! is wrong.
 
+use crate::{errln, outln};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ pub async fn check(a: CheckArgs, json: bool) -> Result<i32> {
     emit(json, &out, || render::check(&results, &config_errors));
     if !json {
         for e in &config_errors {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
     }
     Ok(code)
@@ -144,7 +145,7 @@ pub async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
             drill_db::drill_db(&p, repo.store, &opts, &url).await?
         }
     };
-    emit(json, &r, || println!("{}", drill_mod::summary(&r)));
+    emit(json, &r, || outln!("{}", drill_mod::summary(&r)));
     Ok(exit::for_drill(r.failure_kind()))
 }
 
@@ -222,7 +223,7 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     .await?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, "blobpipe serve listening");
-    eprintln!("listening on {addr}");
+    errln!("listening on {addr}");
     server.run().await?;
     Ok(exit::OK)
 }
@@ -292,9 +293,9 @@ pub async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
     });
     if let Some(e) = &out.error {
         if out.outcome == QueueOutcome::Poison {
-            eprintln!("error: poison message: {e}");
+            errln!("error: poison message: {e}");
         } else if code != exit::OK {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
     }
     Ok(code)

@@ -1,6 +1,7 @@
 //! Retention commands: `forget` (manifests `[retention]` does not keep), `prune` (packs
 //! and records nothing references), `lifecycle` (the Azure policy JSON).
 
+use crate::outln;
 use std::path::PathBuf;
 
 use crate::cli::args::RetentionArgs;
@@ -47,6 +48,6 @@ pub fn lifecycle(pipelines: &[PathBuf]) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let scopes: Vec<_> = ps.iter().map(Pipeline::lifecycle_scope).collect();
     let v = retention::lifecycle::policy(&scopes)?;
-    println!("{v:#}");
+    outln!("{v:#}");
     Ok(exit::OK)
 }

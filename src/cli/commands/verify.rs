@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::manifest::catalog;
 use crate::manifest::layout::Repo;
 use crate::pipeline::Pipeline;
-use crate::support::progress::Reporter;
+use crate::support::progress::{Phase, Reporter};
 
 /// `blobpipe verify FILE [SNAPSHOT]`; a mismatch is exit 3.
 ///
@@ -19,7 +19,7 @@ pub async fn verify(a: VerifyArgs, json: bool, quiet: bool) -> Result<i32> {
     let id = a.sel.resolve(&repo).await?;
     let m = catalog::load(&*repo.store, &repo.layout, &id).await?;
     let mode = a.mode(p.verify.mode)?;
-    let reporter = Reporter::start("verify", quiet);
+    let reporter = Reporter::start("verify", Phase::Verifying, quiet);
     let res = crate::verify::verify(
         &repo.store,
         &repo.layout,
