@@ -64,7 +64,15 @@ pub fn backup(r: &BackupReport) {
         t.packs
     );
     outln!(
-        "run {}: {} partitions ({} resumed), {} blocks uploaded, {} reused, {} retries",
+        "added to the store: {} in {} new packs ({} read from the source); {} in {} packs reused from the parent",
+        human(r.new_stored_bytes),
+        r.new_packs,
+        human(r.bytes_read),
+        human(r.reused_stored_bytes),
+        r.reused_packs
+    );
+    outln!(
+        "run {}: {} partitions ({} resumed), {} blocks uploaded, {} already staged by an earlier attempt, {} retries",
         r.run_id, r.partitions, r.partitions_resumed, r.blocks_staged, r.blocks_reused, r.retries
     );
     if let Some(c) = &r.changes {

@@ -8,6 +8,7 @@
 //! of the run, never a failed partition.
 
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::Ordering;
 
 use super::commit::{self, PartResult};
 use super::run::Ctx;
@@ -161,6 +162,9 @@ pub(super) fn run_partition(
             }
         }
         ctx.counters.add(1, entry.size);
+        if entry.kind == EntryKind::File {
+            ctx.stats.bytes_read.fetch_add(entry.size, Ordering::Relaxed);
+        }
         result.entries.push(entry);
         let full = cur
             .as_ref()

@@ -157,6 +157,11 @@ pub(super) async fn run(
             parent: done.parent.clone(),
             changes: done.changes.clone(),
             files_read: 0,
+            bytes_read: 0,
+            new_packs: 0,
+            new_stored_bytes: 0,
+            reused_packs: 0,
+            reused_stored_bytes: 0,
             partitions: plan.partitions.len(),
             partitions_resumed: plan.partitions.len(),
             blocks_staged: 0,
@@ -191,7 +196,8 @@ pub(super) async fn run(
         bytes = plan.total_bytes(),
         "planned"
     );
-    if session.is_some() {
+    let ctx_streamed = session.is_some();
+    if ctx_streamed {
         // A database or command source: its size is known only once read.
         counters.begin(Phase::Uploading, Some("chunks"), 0, 0);
     } else {
@@ -323,6 +329,12 @@ pub(super) async fn run(
     )
     .await?;
     let totals = c.manifest.header.totals.clone();
+    let added = Added::of(&c.manifest, parent.as_deref().filter(|_| plan.reuse));
+    let bytes_read = if ctx_streamed {
+        totals.bytes
+    } else {
+        stats.bytes_read.load(Ordering::Relaxed)
+    };
     let status = if !c.problems.is_empty() || totals.inconsistent > 0 {
         RunStatus::Partial
     } else {
@@ -340,6 +352,11 @@ pub(super) async fn run(
         parent: plan.parent.clone().filter(|_| plan.reuse),
         changes: c.manifest.header.changes.clone(),
         files_read: stats.files_read.load(Ordering::Relaxed),
+        bytes_read,
+        new_packs: added.new_packs,
+        new_stored_bytes: added.new_bytes,
+        reused_packs: added.reused_packs,
+        reused_stored_bytes: added.reused_bytes,
         partitions: plan.partitions.len(),
         partitions_resumed,
         blocks_staged: stats.blocks_staged.load(Ordering::Relaxed),
@@ -357,6 +374,38 @@ pub(super) async fn run(
         report,
         manifest: Some(c.manifest),
     })
+}
+
+/// What a snapshot added to the store against the parent it reused packs from.
+struct Added {
+    new_packs: u64,
+    new_bytes: u64,
+    reused_packs: u64,
+    reused_bytes: u64,
+}
+
+impl Added {
+    fn of(m: &Manifest, parent: Option<&Manifest>) -> Added {
+        let old: std::collections::HashSet<&str> = parent
+            .map(|p| p.packs.iter().map(|k| k.id.as_str()).collect())
+            .unwrap_or_default();
+        let mut a = Added {
+            new_packs: 0,
+            new_bytes: 0,
+            reused_packs: 0,
+            reused_bytes: 0,
+        };
+        for k in &m.packs {
+            if old.contains(k.id.as_str()) {
+                a.reused_packs += 1;
+                a.reused_bytes += k.size;
+            } else {
+                a.new_packs += 1;
+                a.new_bytes += k.size;
+            }
+        }
+        a
+    }
 }
 
 async fn run_partition_with_retries(
