@@ -452,7 +452,7 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
 }
 
 /// `check`: one line per pipeline, undelivered alerts, config errors.
-pub fn check(results: &[Freshness], config_errors: &[String]) {
+pub fn check(results: &[Freshness]) {
     for f in results {
         outln!(
             "{:<5} {}: {}",
@@ -468,18 +468,12 @@ pub fn check(results: &[Freshness], config_errors: &[String]) {
             );
         }
     }
-    for e in config_errors {
-        outln!("ERROR {e}");
-    }
 }
 
-/// `status`: each pipeline's status block, then the files that did not load.
-pub fn status(out: &[crate::schedule::status::PipelineStatus], errors: &[String]) {
+/// `status`: each pipeline's status block (files that did not load go to stderr, once).
+pub fn status(out: &[crate::schedule::status::PipelineStatus]) {
     for s in out {
         crate::schedule::status::print_status(s);
-    }
-    for e in errors {
-        outln!("ERROR {e}");
     }
 }
 

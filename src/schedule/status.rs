@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::{Layout, Repo};
 use crate::manifest::records::{DrillRecordView, RunRecord, RunStatus, VerifyRecord};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Needs, Pipeline};
 use crate::store::{list_all, BlobStore, ListItem};
 use crate::support::units::human;
 
@@ -35,7 +35,7 @@ use crate::support::units::human;
 ///
 /// # Errors
 /// `Config` when `path` is neither a readable file nor a directory.
-pub fn load_pipelines(path: &Path) -> Result<Vec<(PathBuf, Result<Pipeline>)>> {
+pub fn load_pipelines(path: &Path, needs: Needs) -> Result<Vec<(PathBuf, Result<Pipeline>)>> {
     if path.is_dir() {
         let rd = std::fs::read_dir(path)
             .map_err(|e| Error::config(format!("cannot read directory {}: {e}", path.display())))?;
@@ -53,12 +53,12 @@ pub fn load_pipelines(path: &Path) -> Result<Vec<(PathBuf, Result<Pipeline>)>> {
         Ok(files
             .into_iter()
             .map(|f| {
-                let p = Pipeline::load(&f);
+                let p = Pipeline::load_for(&f, needs);
                 (f, p)
             })
             .collect())
     } else if path.is_file() {
-        Ok(vec![(path.to_path_buf(), Pipeline::load(path))])
+        Ok(vec![(path.to_path_buf(), Pipeline::load_for(path, needs))])
     } else {
         Err(Error::config(format!(
             "{} is neither a pipeline file nor a directory of them",

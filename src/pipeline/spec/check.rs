@@ -20,6 +20,11 @@ pub(super) struct Checker<'a> {
     pub(super) text: &'a str,
     /// Messages so far, in the order the checks ran.
     pub(super) errors: Vec<String>,
+    /// Areas (`source`, `target`, …) the loading command does not use: their messages
+    /// go to `deferred` instead of failing the load.
+    pub(super) defer: &'static [&'static str],
+    /// Messages about deferred areas.
+    pub(super) deferred: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -36,15 +41,26 @@ impl Checker<'_> {
         if !fix.is_empty() {
             s.push_str(&format!("\n  fix: {fix}"));
         }
-        self.errors.push(s);
+        self.push(key, s);
+    }
+
+    fn push(&mut self, key: &str, msg: String) {
+        let area = key
+            .trim_start_matches('[')
+            .split(['.', '[', ']'])
+            .next()
+            .unwrap_or("");
+        if self.defer.contains(&area) {
+            self.deferred.push(msg);
+        } else {
+            self.errors.push(msg);
+        }
     }
 
     /// Record a required key that is absent (no position to point at).
     pub(super) fn missing(&mut self, key: &str, fix: &str) {
-        self.errors.push(format!(
-            "{}: missing key {key}\n  fix: {fix}",
-            self.file.display()
-        ));
+        let msg = format!("{}: missing key {key}\n  fix: {fix}", self.file.display());
+        self.push(key, msg);
     }
 
     /// `${VAR}` / `${VAR:-default}` interpolation; `$${` escapes a literal `${`.

@@ -86,6 +86,35 @@ pub struct Pipeline {
     pub handoff: Option<HandoffConfig>,
     /// Defaults for `restore --to-db` (database sources).
     pub restore: RestoreConfig,
+    /// Problems in the parts the loading command said it does not use ([`Needs`]), such
+    /// as an unset variable in a source URL when printing a lifecycle policy. Always
+    /// empty after [`Pipeline::load`]; [`Pipeline::complete`] turns them into an error
+    /// for code that needs the whole pipeline after all.
+    pub unchecked: Vec<String>,
+}
+
+/// Which parts of a pipeline file a command uses. Problems in the other parts (most
+/// often an environment variable of the source that only the backup host sets) do not
+/// stop a command that never reads them; they are kept in [`Pipeline::unchecked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Everything: backup, restore, validate and every single-file command.
+    All,
+    /// The store and the policies kept in it, not the source: `status`, `check`,
+    /// `lifecycle`.
+    Store,
+    /// Only the name and the schedule settings: `next`, `functions scaffold`.
+    Schedule,
+}
+
+impl Needs {
+    fn deferred(self) -> &'static [&'static str] {
+        match self {
+            Needs::All => &[],
+            Needs::Store => &["source", "restore"],
+            Needs::Schedule => &["source", "restore", "target", "alerts"],
+        }
+    }
 }
 
 /// Checked `[serve]` hand-off.
@@ -189,10 +218,30 @@ impl Pipeline {
     /// # Errors
     /// `Config` with every problem found, each located by file, line and key.
     pub fn load(path: &Path) -> Result<Pipeline> {
+        Self::load_for(path, Needs::All)
+    }
+
+    /// Read, parse and check a pipeline file for a command that uses only `needs`.
+    ///
+    /// # Errors
+    /// `Config` with every problem found in the parts `needs` names.
+    pub fn load_for(path: &Path, needs: Needs) -> Result<Pipeline> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::config(format!("cannot read pipeline file {}: {e}", path.display()))
         })?;
-        Self::parse(path, &text)
+        Self::parse_for(path, &text, needs)
+    }
+
+    /// This pipeline, if it was checked whole (no [`Pipeline::unchecked`] problems).
+    ///
+    /// # Errors
+    /// `Config` listing the problems a partial load set aside.
+    pub fn complete(&self) -> Result<&Pipeline> {
+        if self.unchecked.is_empty() {
+            Ok(self)
+        } else {
+            Err(Error::config(self.unchecked.join("\n")))
+        }
     }
 
     /// Parse and check pipeline text as if read from `path` (relative paths in it resolve
@@ -201,6 +250,10 @@ impl Pipeline {
     /// # Errors
     /// `Config` with every problem found.
     pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
+        Self::parse_for(path, text, Needs::All)
+    }
+
+    fn parse_for(path: &Path, text: &str, needs: Needs) -> Result<Pipeline> {
         let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             let (line, col) = line_col(text, span.start);
@@ -225,9 +278,12 @@ impl Pipeline {
             file: path,
             text,
             errors: Vec::new(),
+            defer: needs.deferred(),
+            deferred: Vec::new(),
         };
-        let p = check(&mut c, spec, &base);
+        let mut p = check(&mut c, spec, &base);
         if c.errors.is_empty() {
+            p.unchecked = c.deferred;
             Ok(p)
         } else {
             Err(Error::config(c.errors.join("\n")))
@@ -285,6 +341,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         lifecycle: retention::check_lifecycle(c, s.lifecycle.as_ref(), &incremental),
         handoff: serve::check_serve(c, s.serve.as_ref()),
         restore,
+        unchecked: Vec::new(),
     }
 }
 
