@@ -2310,3 +2310,55 @@ mod issue14_logs {
         }
     }
 }
+
+mod issue14_summary {
+    use super::common::*;
+    use super::*;
+
+    #[test]
+    fn the_summary_says_what_a_run_added_and_what_it_reused() {
+        let t = tempfile::tempdir().expect("tmp");
+        let src = t.path().join("src");
+        slow_source(&src, 3);
+        let store = t.path().join("store");
+        let pf = write_pipeline(
+            t.path(),
+            "added",
+            &src,
+            &format!("file://{}", store.display()),
+            "",
+        );
+        let first = json(&bin().args(["--json", "backup"]).arg(&pf).output().expect("run"));
+        let stored = first["totals"]["stored_bytes"].as_u64().expect("stored");
+        let packs = first["totals"]["packs"].as_u64().expect("packs");
+        assert_eq!(first["new_stored_bytes"].as_u64(), Some(stored), "{first:#}");
+        assert_eq!(first["new_packs"].as_u64(), Some(packs));
+        assert_eq!(first["reused_packs"].as_u64(), Some(0));
+        assert_eq!(first["reused_stored_bytes"].as_u64(), Some(0));
+        assert_eq!(first["bytes_read"], first["totals"]["bytes"]);
+
+        std::fs::write(src.join("new.txt"), vec![b'n'; 12_345]).expect("write");
+        let o = bin().arg("backup").arg(&pf).output().expect("run");
+        assert!(
+            text(&o.stdout).contains("added to the store:"),
+            "{}",
+            text(&o.stdout)
+        );
+        std::fs::write(src.join("newer.txt"), vec![b'm'; 1000]).expect("write");
+        let third = json(&bin().args(["--json", "backup"]).arg(&pf).output().expect("run"));
+        assert_eq!(third["kind"], "incremental", "{third:#}");
+        assert_eq!(third["bytes_read"].as_u64(), Some(1000), "only the new file is read");
+        let new = third["new_stored_bytes"].as_u64().expect("new");
+        let reused = third["reused_stored_bytes"].as_u64().expect("reused");
+        assert!(new > 0 && reused >= stored, "new {new}, reused {reused}");
+        assert_eq!(
+            new + reused,
+            third["totals"]["stored_bytes"].as_u64().expect("stored"),
+            "new + reused = the snapshot's stored total"
+        );
+        assert_eq!(
+            third["new_packs"].as_u64().expect("n") + third["reused_packs"].as_u64().expect("r"),
+            third["totals"]["packs"].as_u64().expect("p")
+        );
+    }
+}
