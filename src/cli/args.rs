@@ -23,7 +23,7 @@ use crate::verify::config::VerifyMode;
     after_help = "Logs go to stderr: INFO and above by default, warnings and errors with -q, \
 more with -v/-vv/-vvv. RUST_LOG (e.g. RUST_LOG=blobpipe=debug,azure_core=info) replaces \
 the level flags. Colour only when stderr is a terminal and NO_COLOR is not set. \
-Progress is drawn only on a terminal; elsewhere a progress line is logged every 10 s."
+Progress is drawn only on a terminal; elsewhere -v logs a progress line every 10 s."
 )]
 pub struct Cli {
     /// Print one JSON document instead of a human summary.

@@ -1,8 +1,8 @@
-//! Progress of long work: one bar on a terminal, periodic log lines elsewhere.
+//! Progress of long work: one bar on a terminal, nothing elsewhere unless asked.
 //!
 //! Workers only bump atomic counters; one reporter task turns them into a single progress
-//! display when stderr is a terminal, or into a `tracing` line every 10 seconds otherwise
-//! (containers, cron, CI), so logs stay readable and cheap.
+//! display when stderr is a terminal. Elsewhere (containers, cron, CI) it logs a DEBUG
+//! line every 10 seconds, shown with `-v`, so cron mail and Log Analytics stay quiet.
 //!
 //! The display names the **phase** of the work ([`Phase`]: planning, uploading,
 //! committing, verifying, restoring) and counts in the phase's unit (files, chunks of a
@@ -329,7 +329,7 @@ impl Reporter {
                     }
                     b.set_message(text);
                 } else if started.elapsed() >= period {
-                    tracing::info!(
+                    tracing::debug!(
                         target: "blobpipe::support::progress",
                         "{what} {}: {text}",
                         s.phase.label()
