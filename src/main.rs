@@ -29,7 +29,9 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            blobpipe::errln!("error: cannot start the async runtime: {e}");
+            blobpipe::support::out::err_line(format_args!(
+                "error: cannot start the async runtime: {e}"
+            ));
             std::process::exit(blobpipe::cli::exit::FAILED);
         }
     };

@@ -317,7 +317,11 @@ mod issue14_directory_commands {
         let o = run(&["lifecycle", a.to_str().unwrap(), b.to_str().unwrap()]);
         assert_eq!(code(&o), 0, "{}", err(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["policy"]["rules"].as_array().map(Vec::len), Some(2), "{v:#}");
+        assert_eq!(
+            v["policy"]["rules"].as_array().map(Vec::len),
+            Some(2),
+            "{v:#}"
+        );
         // Commands that do read the source still refuse, naming the variable.
         let o = run(&["validate", b.to_str().unwrap()]);
         assert_eq!(code(&o), 2);
@@ -337,7 +341,11 @@ mod issue14_directory_commands {
         let o = run(&args);
         assert_eq!(code(&o), 2, "{}", err(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["policy"]["rules"].as_array().map(Vec::len), Some(2), "{v:#}");
+        assert_eq!(
+            v["policy"]["rules"].as_array().map(Vec::len),
+            Some(2),
+            "{v:#}"
+        );
         assert_eq!(err(&o).matches("c-bad.toml").count(), 1, "{}", err(&o));
     }
 
@@ -356,13 +364,7 @@ mod issue14_directory_commands {
         assert!(!err(&o).contains(UNSET), "{}", err(&o));
 
         let app = t.path().join("app");
-        let o = run(&[
-            "functions",
-            "scaffold",
-            d,
-            "--out",
-            app.to_str().unwrap(),
-        ]);
+        let o = run(&["functions", "scaffold", d, "--out", app.to_str().unwrap()]);
         assert_eq!(code(&o), 2, "{}", err(&o));
         assert!(app.join("host.json").exists(), "{}", err(&o));
         assert_eq!(err(&o).matches("c-bad.toml").count(), 1, "{}", err(&o));

@@ -2060,8 +2060,11 @@ mod issue14_epipe {
         let src = t.path().join("src");
         std::fs::create_dir_all(&src).expect("mkdir");
         for i in 0..n {
-            std::fs::write(src.join(format!("file-with-a-longish-name-{i:05}.txt")), b"x")
-                .expect("write");
+            std::fs::write(
+                src.join(format!("file-with-a-longish-name-{i:05}.txt")),
+                b"x",
+            )
+            .expect("write");
         }
         let store = t.path().join("store");
         let pf = write_pipeline(
@@ -2122,7 +2125,11 @@ mod issue14_epipe {
             Some(0),
             "backup with closed stdout={close_stdout} stderr={close_stderr}"
         );
-        let o = bin().args(["backup", "-q"]).arg(pf).output().expect("rerun");
+        let o = bin()
+            .args(["backup", "-q"])
+            .arg(pf)
+            .output()
+            .expect("rerun");
         assert!(
             o.status.success(),
             "the next run must find the lock free: {}",
@@ -2157,14 +2164,17 @@ mod issue14_lock {
 
     use super::*;
 
-    /// Any file under `dir` whose content mentions `needle`.
+    /// Any blob file under `dir` whose content mentions `needle` (not the lease files,
+    /// which are written before the lock blob records its holder).
     fn mentions(dir: &Path, needle: &str) -> bool {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return false;
         };
         rd.flatten().any(|e| {
             let p = e.path();
-            if p.is_dir() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                false
+            } else if p.is_dir() {
                 mentions(&p, needle)
             } else {
                 std::fs::read(&p).is_ok_and(|b| text(&b).contains(needle))
@@ -2328,10 +2338,20 @@ mod issue14_summary {
             &format!("file://{}", store.display()),
             "",
         );
-        let first = json(&bin().args(["--json", "backup"]).arg(&pf).output().expect("run"));
+        let first = json(
+            &bin()
+                .args(["--json", "backup"])
+                .arg(&pf)
+                .output()
+                .expect("run"),
+        );
         let stored = first["totals"]["stored_bytes"].as_u64().expect("stored");
         let packs = first["totals"]["packs"].as_u64().expect("packs");
-        assert_eq!(first["new_stored_bytes"].as_u64(), Some(stored), "{first:#}");
+        assert_eq!(
+            first["new_stored_bytes"].as_u64(),
+            Some(stored),
+            "{first:#}"
+        );
         assert_eq!(first["new_packs"].as_u64(), Some(packs));
         assert_eq!(first["reused_packs"].as_u64(), Some(0));
         assert_eq!(first["reused_stored_bytes"].as_u64(), Some(0));
@@ -2345,9 +2365,19 @@ mod issue14_summary {
             text(&o.stdout)
         );
         std::fs::write(src.join("newer.txt"), vec![b'm'; 1000]).expect("write");
-        let third = json(&bin().args(["--json", "backup"]).arg(&pf).output().expect("run"));
+        let third = json(
+            &bin()
+                .args(["--json", "backup"])
+                .arg(&pf)
+                .output()
+                .expect("run"),
+        );
         assert_eq!(third["kind"], "incremental", "{third:#}");
-        assert_eq!(third["bytes_read"].as_u64(), Some(1000), "only the new file is read");
+        assert_eq!(
+            third["bytes_read"].as_u64(),
+            Some(1000),
+            "only the new file is read"
+        );
         let new = third["new_stored_bytes"].as_u64().expect("new");
         let reused = third["reused_stored_bytes"].as_u64().expect("reused");
         assert!(new > 0 && reused >= stored, "new {new}, reused {reused}");
@@ -2360,5 +2390,60 @@ mod issue14_summary {
             third["new_packs"].as_u64().expect("n") + third["reused_packs"].as_u64().expect("r"),
             third["totals"]["packs"].as_u64().expect("p")
         );
+    }
+}
+
+mod issue14_progress_pty {
+    use super::common::*;
+    use super::*;
+
+    /// Run `blobpipe ARGS` on a pseudo-terminal through util-linux `script`; `None` when
+    /// `script` is not installed.
+    fn on_a_tty(args: &str) -> Option<String> {
+        let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_blobpipe"));
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .output()
+            .ok()?;
+        assert!(o.status.success(), "{cmd}: {}", text(&o.stdout));
+        Some(text(&o.stdout))
+    }
+
+    #[test]
+    fn a_terminal_gets_one_phased_progress_line_and_no_empty_bar() {
+        let t = tempfile::tempdir().expect("tmp");
+        let src = t.path().join("src");
+        slow_source(&src, 11);
+        let store = t.path().join("store");
+        let pf = write_pipeline(
+            t.path(),
+            "pty",
+            &src,
+            &format!("file://{}", store.display()),
+            "",
+        );
+        let Some(out) = on_a_tty(&format!("backup {}", pf.display())) else {
+            eprintln!("skipped: util-linux `script` is not installed");
+            return;
+        };
+        assert!(out.contains("status: Ok"), "{out}");
+        assert!(
+            ["planning", "uploading", "committing", "verifying"]
+                .iter()
+                .any(|p| out.contains(p)),
+            "a phase is named: {out}"
+        );
+        assert!(!out.contains("0 B/0 B"), "no empty bar: {out}");
+        assert!(
+            !out.contains(" entries\n"),
+            "no progress line is left behind: {out}"
+        );
+        let quiet = on_a_tty(&format!("backup -q {}", pf.display())).expect("script");
+        assert!(quiet.contains("status: Ok"), "{quiet}");
+        for p in ["planning", "uploading", "verifying", " INFO "] {
+            assert!(!quiet.contains(p), "-q draws and logs no {p:?}: {quiet}");
+        }
     }
 }

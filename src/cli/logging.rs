@@ -58,7 +58,10 @@ mod tests {
     fn quiet_is_warnings_and_sdk_noise_is_not_info() {
         assert_eq!(default_filter(true, 0), "warn");
         let d = default_filter(false, 0);
-        assert!(d.starts_with("warn,"), "dependencies at warn by default: {d}");
+        assert!(
+            d.starts_with("warn,"),
+            "dependencies at warn by default: {d}"
+        );
         assert!(d.contains("blobpipe=info"));
         assert!(default_filter(false, 1).contains("blobpipe=debug"));
     }

@@ -6,8 +6,8 @@
 //! Every command prints a human summary, or one JSON document with `--json`; the exit
 //! codes are one table in [`exit`] (documented in `docs/exit-codes.md`).
 
-use crate::{errln, outln};
 use crate::error::Result;
+use crate::support::out::{errln, outln};
 
 pub mod args;
 pub mod commands;

@@ -2,7 +2,7 @@
 //! the human summary of each command. Command bodies compute a report and hand it here,
 //! so what a command prints can be read (and changed) in one file.
 
-use crate::{errln, outln};
+use crate::support::out::{errln, outln};
 use std::path::Path;
 
 use serde::Serialize;
@@ -135,7 +135,11 @@ pub fn skipped_damaged(skipped: &[crate::manifest::catalog::Damaged], chosen: Op
 pub fn snapshots(list: &[SnapshotInfo]) {
     outln!(
         "{:<28} {:<20} {:>8} {:>11} {:>11} verify",
-        "id", "time", "files", "bytes", "stored"
+        "id",
+        "time",
+        "files",
+        "bytes",
+        "stored"
     );
     for s in list {
         let Some(h) = &s.header else {

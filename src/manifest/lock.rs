@@ -197,7 +197,9 @@ mod tests {
             return; // no /proc here
         }
         assert_eq!(pid_alive(std::process::id()), Some(true));
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
         let pid = child.id();
         child.wait().expect("wait");
         assert_eq!(pid_alive(pid), Some(false));

@@ -163,7 +163,9 @@ pub(super) fn run_partition(
         }
         ctx.counters.add(1, entry.size);
         if entry.kind == EntryKind::File {
-            ctx.stats.bytes_read.fetch_add(entry.size, Ordering::Relaxed);
+            ctx.stats
+                .bytes_read
+                .fetch_add(entry.size, Ordering::Relaxed);
         }
         result.entries.push(entry);
         let full = cur

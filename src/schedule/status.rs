@@ -13,7 +13,7 @@
 //! access tier (a listing of `packs/`), the last verify report and the last restore
 //! drill with its measured restore time.
 
-use crate::outln;
+use crate::support::out::outln;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

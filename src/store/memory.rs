@@ -572,7 +572,10 @@ impl BlobStore for MemoryStore {
             .leases
             .get(blob)
             .is_some_and(|(_, at, ttl)| Instant::now().duration_since(*at) < *ttl);
-        let same = st.blobs.get(blob).is_some_and(|b| b.data == holder.as_bytes());
+        let same = st
+            .blobs
+            .get(blob)
+            .is_some_and(|b| b.data == holder.as_bytes());
         if live && same {
             st.leases.remove(blob);
         }

@@ -2,8 +2,7 @@
 //!
 //! `println!` panics when the reader has gone (`blobpipe ls … | head`), which turns a
 //! finished command into exit 101 and, in a backup, can leave work undone. Everything the
-//! command line prints goes through [`outln!`](crate::outln) and
-//! [`errln!`](crate::errln) instead: a write to a closed stdout marks it closed and every
+//! command line prints goes through `outln!` and `errln!` instead: a write to a closed stdout marks it closed and every
 //! later write is skipped (a listing stops early, a backup finishes and releases its lock);
 //! a failed write to stderr is dropped. [`StderrWriter`] does the same for log lines, and
 //! prints them above a progress bar when one is drawn.
@@ -41,17 +40,17 @@ pub fn stdout_closed() -> bool {
 }
 
 /// `println!` that survives a closed stdout.
-#[macro_export]
 macro_rules! outln {
     () => { $crate::support::out::out_line(format_args!("")) };
     ($($arg:tt)*) => { $crate::support::out::out_line(format_args!($($arg)*)) };
 }
 
 /// `eprintln!` that survives a closed stderr and keeps the progress bar intact.
-#[macro_export]
 macro_rules! errln {
     ($($arg:tt)*) => { $crate::support::out::err_line(format_args!($($arg)*)) };
 }
+
+pub(crate) use {errln, outln};
 
 /// The log writer: stderr, above the progress bar, never failing the caller.
 ///

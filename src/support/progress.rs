@@ -28,7 +28,7 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 pub enum Phase {
     /// Listing the source, finding the parent snapshot.
     Planning = 0,
-    /// Reading, packing and uploading.
+    /// Reading, packing and uploading (counts entries: files, dirs, symlinks).
     Uploading = 1,
     /// Writing part records and the manifest.
     Committing = 2,
@@ -53,7 +53,7 @@ impl Phase {
     pub fn default_unit(self) -> &'static str {
         match self {
             Phase::Planning | Phase::Committing => "",
-            Phase::Uploading => "files",
+            Phase::Uploading => "entries",
             Phase::Verifying => "packs",
             Phase::Restoring => "entries",
         }
@@ -239,6 +239,20 @@ fn describe(s: &Snapshot, rate: Option<f64>, eta: Option<Duration>) -> String {
     parts.join(", ")
 }
 
+/// A 30-column `[====>   ]` of bytes done, or `[...]` while the total is unknown.
+fn gauge(s: &Snapshot) -> String {
+    const W: u64 = 30;
+    if s.bytes_total == 0 {
+        return "[...]".to_string();
+    }
+    let filled = (s.bytes.min(s.bytes_total) * W / s.bytes_total) as usize;
+    let w = W as usize;
+    match filled {
+        f if f >= w => format!("[{}]", "=".repeat(w)),
+        f => format!("[{}>{}]", "=".repeat(f), " ".repeat(w - f - 1)),
+    }
+}
+
 /// The one progress bar being drawn, if any: log lines are printed around it.
 static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
 
@@ -286,13 +300,12 @@ impl Reporter {
                 }
                 b
             });
-            let with_bar = indicatif::ProgressStyle::with_template(
-                "{prefix:>10} [{bar:30}] {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            let spinner = indicatif::ProgressStyle::with_template("{prefix:>10} {spinner} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            if let Some(b) = &bar {
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+            }
             let period = if tty {
                 Duration::from_millis(200)
             } else {
@@ -302,14 +315,6 @@ impl Reporter {
                 let s = c.snapshot();
                 if last_phase != Some(s.phase) {
                     meter.reset();
-                    if let Some(b) = &bar {
-                        b.set_prefix(s.phase.label());
-                        b.set_style(if s.bytes_total > 0 {
-                            with_bar.clone()
-                        } else {
-                            spinner.clone()
-                        });
-                    }
                     last_phase = Some(s.phase);
                 }
                 meter.sample(started.elapsed(), s.bytes);
@@ -319,15 +324,8 @@ impl Reporter {
                     meter.eta(s.bytes_total.saturating_sub(s.bytes)),
                 );
                 if let Some(b) = &bar {
-                    if s.bytes_total > 0 {
-                        b.set_style(with_bar.clone());
-                        b.set_length(s.bytes_total);
-                        b.set_position(s.bytes.min(s.bytes_total));
-                    } else {
-                        b.set_style(spinner.clone());
-                        b.tick();
-                    }
-                    b.set_message(text);
+                    // One message per tick: phase, bar and counts change together.
+                    b.set_message(format!("{:>10} {} {text}", s.phase.label(), gauge(&s)));
                 } else if started.elapsed() >= period {
                     tracing::debug!(
                         target: "blobpipe::support::progress",
@@ -440,7 +438,7 @@ mod tests {
         assert_eq!(s.phase.label(), "verifying");
         assert_eq!(
             describe(&s, Some(1024.0), Some(secs(3))),
-            "1.0 KiB/4.0 KiB, 1/4 packs, 1.0 KiB/s, ETA 3s"
+            "1 KiB/4 KiB, 1/4 packs, 1 KiB/s, ETA 3s"
         );
         // A streamed source: totals unknown, so no `22/10` and no `/0 B`.
         c.begin(Phase::Uploading, Some("chunks"), 0, 0);
@@ -453,6 +451,21 @@ mod tests {
         assert_eq!(describe(&s, None, None), "5 B/10 B, 12 files");
         let s = snap(Phase::Committing, "", 0, 0, 0, 0);
         assert_eq!(describe(&s, None, None), "writing the manifest");
+    }
+
+    #[test]
+    fn the_gauge_fills_with_bytes_and_waits_without_a_total() {
+        let s = snap(Phase::Uploading, "files", 0, 0, 5, 0);
+        assert_eq!(gauge(&s), "[...]");
+        let s = snap(Phase::Uploading, "files", 0, 0, 0, 100);
+        assert_eq!(gauge(&s), format!("[>{}]", " ".repeat(29)));
+        let s = snap(Phase::Uploading, "files", 0, 0, 50, 100);
+        assert_eq!(
+            gauge(&s),
+            format!("[{}>{}]", "=".repeat(15), " ".repeat(14))
+        );
+        let s = snap(Phase::Uploading, "files", 0, 0, 120, 100);
+        assert_eq!(gauge(&s), format!("[{}]", "=".repeat(30)));
     }
 
     #[test]

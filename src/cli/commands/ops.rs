@@ -2,7 +2,7 @@
 //! `functions scaffold` — what runs blobpipe unattended and tells a team when something
 //! is wrong.
 
-use crate::{errln, outln};
+use crate::support::out::{errln, outln};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use crate::cli::exit;
 use crate::cli::render::{self, emit};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Repo;
-use crate::pipeline::{Needs, Pipeline};
 use crate::pipeline::{drill as drill_mod, drill_db};
+use crate::pipeline::{Needs, Pipeline};
 use crate::schedule::status::{self, load_pipelines};
 use crate::support::units::parse_duration;
 use crate::{schedule as sched, serve as serve_mod};

@@ -1,7 +1,7 @@
 //! Retention commands: `forget` (manifests `[retention]` does not keep), `prune` (packs
 //! and records nothing references), `lifecycle` (the Azure policy JSON).
 
-use crate::{errln, outln};
+use crate::support::out::{errln, outln};
 use std::path::PathBuf;
 
 use crate::cli::args::RetentionArgs;
