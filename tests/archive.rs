@@ -20,7 +20,7 @@ use blobpipe::verify::config::VerifyMode;
 use blobpipe::ErrorKind;
 use common::*;
 
-const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 3\n";
+const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n";
 
 fn opts(to: &std::path::Path, paths: &[&str]) -> RestoreOptions {
     RestoreOptions {

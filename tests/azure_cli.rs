@@ -49,7 +49,7 @@ fn assert_no_secret(s: &str) {
     assert!(!s.contains("sig="), "SAS signature printed: {s}");
 }
 
-const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 3\n[lock]\nttl = \"15s\"\n";
+const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n[lock]\nttl = \"15s\"\n";
 
 #[test]
 fn auth_check_backup_snapshots_verify_restore_with_a_connection_string() {
@@ -173,7 +173,7 @@ async fn kill_9_mid_backup_then_rerun_with_the_same_run_id() {
         "kill",
         &src,
         &format!("{ep}/{container}"),
-        "[compression]\nlevel = 17\nframe_size = \"128KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"2MiB\"\n[partitions]\ncount = 6\nmax_parallel = 2\n[verify]\nmode = \"full\"\n[lock]\nttl = \"15s\"\n",
+        "[compression]\nlevel = 17\nframe_size = \"128KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"2MiB\"\n[partitions]\nsize = \"64KiB\"\nmax_parallel = 2\n[verify]\nmode = \"full\"\n[lock]\nttl = \"15s\"\n",
     );
     let pfs = pf.to_str().expect("utf-8");
     let (p, s) = open(&pf).await;

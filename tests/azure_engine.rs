@@ -30,7 +30,7 @@ use blobpipe::ErrorKind;
 use common::*;
 use support::faultproxy::{Fault, FaultConfig, FaultProxy, Filter, Seen};
 
-const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 3\n[verify]\nmode = \"full\"\n[retry]\nattempts = 10\ninitial_backoff = \"10ms\"\nmax_backoff = \"200ms\"\n";
+const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n[verify]\nmode = \"full\"\n[retry]\nattempts = 10\ninitial_backoff = \"10ms\"\nmax_backoff = \"200ms\"\n";
 
 async fn backup_verify_restore(blob_endpoint: &str, container: &str) -> u64 {
     let t = tempfile::tempdir().expect("tmp");

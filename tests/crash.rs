@@ -41,7 +41,7 @@ fn kill_9_at_several_points_then_resume() {
         "crash",
         &src,
         &format!("file://{}", store.display()),
-        "[compression]\nlevel = 17\nframe_size = \"128KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"2MiB\"\n[partitions]\ncount = 6\nmax_parallel = 2\n[verify]\nmode = \"full\"\n[lock]\nttl = \"15s\"\n[incremental]\nenabled = false\n",
+        "[compression]\nlevel = 17\nframe_size = \"128KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"2MiB\"\n[partitions]\nsize = \"64KiB\"\nmax_parallel = 2\n[verify]\nmode = \"full\"\n[lock]\nttl = \"15s\"\n[incremental]\nenabled = false\n",
     );
     let pfs = pf.to_str().unwrap();
     // An earlier, complete snapshot.

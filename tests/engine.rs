@@ -19,7 +19,7 @@ use blobpipe::ErrorKind;
 use common::*;
 
 /// Small frames, blocks and packs so a small tree spans many of each.
-const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 3\n";
+const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n";
 
 async fn roundtrip(codec: &str) {
     let t = tempfile::tempdir().unwrap();
@@ -301,7 +301,7 @@ async fn backpressure_bounds_blocks_in_flight() {
         std::fs::write(src.join(format!("f{i}")), noise(1_500_000, i + 1)).unwrap();
     }
     let name = unique("bp");
-    let extra = "[compression]\nframe_size = \"64KiB\"\nlevel = 1\n[upload]\nblock_size = \"64KiB\"\nconcurrency = 2\nchannel_capacity = 2\n[partitions]\ncount = 6\nmax_parallel = 2\n[verify]\nmode = \"metadata\"\n";
+    let extra = "[compression]\nframe_size = \"64KiB\"\nlevel = 1\n[upload]\nblock_size = \"64KiB\"\nconcurrency = 2\nchannel_capacity = 2\n[partitions]\nsize = \"64KiB\"\nmax_parallel = 2\n[verify]\nmode = \"metadata\"\n";
     let pf = write_pipeline(t.path(), "bp", &src, &format!("memory://{name}"), extra);
     let (p, s) = open(&pf).await;
     MemoryStore::shared(&format!("{name}/backups")).set_delay(Some(Duration::from_millis(3)));
@@ -344,7 +344,7 @@ async fn failed_run_commits_nothing_and_rerun_resumes() {
     // A first good snapshot.
     let first = backup(&p, &s).await.snapshot.unwrap();
     // Partition 1's part record cannot be written: the run fails, nothing is committed.
-    mem.fail_writes_containing(Some("/p-00001"));
+    mem.fail_writes_containing(Some("/f-00001-"));
     let e = blobpipe::pipeline::backup(
         &p,
         s.clone(),
@@ -386,13 +386,16 @@ async fn failed_run_commits_nothing_and_rerun_resumes() {
         .await
         .unwrap();
     assert!(v.ok(), "{:?}", v.mismatches);
-    // README.md was in partition 0 (finished before the delete) or is reported unreadable.
-    let has_readme = m.entries.iter().any(|e| e.path.0 == b"README.md");
-    assert!(has_readme || r.status == RunStatus::Partial, "{r:?}");
+    // The rerun walked the tree again: README.md is gone from it, so from the snapshot.
+    assert!(!m.entries.iter().any(|e| e.path.0 == b"README.md"));
+    assert_eq!(r.status, RunStatus::Ok, "{r:?}");
 }
 
 #[tokio::test]
-async fn vanished_file_makes_the_run_partial_not_silent() {
+async fn file_deleted_between_attempts_is_left_out_of_the_resumed_snapshot() {
+    // A resumed attempt walks the tree again (the stored plan holds no entries): a file
+    // deleted after a failed attempt is simply not in the snapshot, not a problem, and
+    // partitions whose range did not change are taken from the earlier attempt.
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     sample_tree(&src);
@@ -400,8 +403,8 @@ async fn vanished_file_makes_the_run_partial_not_silent() {
     let pf = write_pipeline(t.path(), "par", &src, &format!("memory://{name}"), SMALL);
     let (p, s) = open(&pf).await;
     let mem = MemoryStore::shared(&format!("{name}/backups"));
-    // Fail every part record so the plan is stored but no partition finishes.
-    mem.fail_writes_containing(Some("/p-0"));
+    // Fail the last partitions' part records so the run fails after some finished.
+    mem.fail_writes_containing(Some("/f-00002-"));
     let run = BackupOptions {
         run_id: Some("run-p".into()),
         ..Default::default()
@@ -414,23 +417,14 @@ async fn vanished_file_makes_the_run_partial_not_silent() {
     let r = blobpipe::pipeline::backup(&p, s.clone(), run)
         .await
         .unwrap();
-    assert_eq!(r.status, RunStatus::Partial);
-    assert!(
-        r.problems
-            .iter()
-            .any(|x| x.path.0 == b"docs/guide/intro.md"),
-        "{:?}",
-        r.problems
-    );
+    assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
     let m = catalog::load(&*s, &Layout::new("par"), r.snapshot.as_deref().unwrap())
         .await
         .unwrap();
-    assert_eq!(m.header.totals.unreadable, 1);
-    assert!(m
-        .header
-        .unreadable
-        .iter()
-        .any(|x| x.0 == b"docs/guide/intro.md"));
+    assert!(!m.entries.iter().any(|e| e.path.0 == b"docs/guide/intro.md"));
+    assert!(m.entries.iter().any(|e| e.path.0 == b"docs/guide"));
+    assert_eq!(m.header.totals.unreadable, 0);
 }
 
 #[tokio::test]

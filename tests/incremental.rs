@@ -76,7 +76,7 @@ async fn incrementals_read_only_what_changed_and_restore_on_their_own() {
         "inc",
         &src,
         &format!("memory://{}", unique("inc")),
-        "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 3\n[incremental]\nfull_every = 100\n",
+        "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n[incremental]\nfull_every = 100\n",
     );
     let (p, s) = open(&pf).await;
     let r0 = run(&p, &s, false).await;

@@ -46,7 +46,7 @@ fn exit_codes_sigterm_and_resume_with_the_execution_name() {
         "job",
         &src,
         &format!("file://{}", store.display()),
-        "[compression]\nlevel = 17\nframe_size = \"128KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"2MiB\"\n[partitions]\ncount = 6\nmax_parallel = 2\n[verify]\nmode = \"full\"\n[lock]\nttl = \"15s\"\n",
+        "[compression]\nlevel = 17\nframe_size = \"128KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"2MiB\"\n[partitions]\nsize = \"64KiB\"\nmax_parallel = 2\n[verify]\nmode = \"full\"\n[lock]\nttl = \"15s\"\n",
     );
     let pfs = pf.to_str().unwrap();
 

@@ -707,7 +707,7 @@ mod damaged_frame {
             "dmg",
             &src,
             &format!("file://{}", store.display()),
-            "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"64MiB\"\n[partitions]\ncount = 1\n[verify]\nafter_backup = false\n",
+            "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"64MiB\"\n[partitions]\nsize = \"1TiB\"\n[verify]\nafter_backup = false\n",
         );
         let o = bp(&["backup", pipeline.to_str().expect("utf-8")]);
         assert_eq!(
@@ -1280,7 +1280,7 @@ mod item_4 {
             .await
             .expect("proxy");
         let container = support::unique_container("unverified");
-        let extra = "[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 4\n[verify]\nmode = \"full\"\n[retry]\nattempts = 4\ninitial_backoff = \"10ms\"\nmax_backoff = \"2s\"\nbudget = \"30s\"\n";
+        let extra = "[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n[verify]\nmode = \"full\"\n[retry]\nattempts = 4\ninitial_backoff = \"10ms\"\nmax_backoff = \"2s\"\nbudget = \"30s\"\n";
         let pf = common::write_pipeline(
             t.path(),
             "unv",

@@ -171,7 +171,7 @@ fn validation_rejects_a_policy_that_deletes_everything() {
 // Forget and prune on a real store
 // ---------------------------------------------------------------------------------------
 
-const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 2\n[verify]\nmode = \"full\"\n";
+const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n[verify]\nmode = \"full\"\n";
 
 fn copy_tree(from: &Path, to: &Path) {
     let o = Command::new("cp")

@@ -85,7 +85,7 @@ proptest! {
                 "prop",
                 &src,
                 &format!("memory://{}", unique("prop")),
-                &format!("[compression]\ncodec = \"{codec}\"\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\ncount = 3\n[verify]\nmode = \"full\"\n"),
+                &format!("[compression]\ncodec = \"{codec}\"\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n[verify]\nmode = \"full\"\n"),
             );
             let (p, s) = open(&pf).await;
             let r = backup(&p, &s).await;

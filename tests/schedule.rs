@@ -54,7 +54,7 @@ async fn two_pipelines_every_second_without_overlap() {
         if name == "slow" {
             // Every staged block and put waits: a run takes longer than the 1 s tick.
             blobpipe::store::memory::MemoryStore::shared(&format!("{mem}/backups"))
-                .set_delay(Some(Duration::from_millis(120)));
+                .set_delay(Some(Duration::from_millis(250)));
         }
         jobs.push(Job::with_expr(p.clone(), "* * * * * *").unwrap());
         stores.push((p, s));

@@ -37,7 +37,7 @@ pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
 /// `validate`: one line naming what the pipeline file says.
 pub fn validate(file: &Path, p: &crate::pipeline::Pipeline) {
     outln!(
-        "{}: ok — pipeline {:?} → {} container {} prefix {} ({} level {}, {} partitions)",
+        "{}: ok — pipeline {:?} → {} container {} prefix {} ({} level {}, partitions of {}, {} at once)",
         file.display(),
         p.name,
         p.target.display_url,
@@ -45,7 +45,8 @@ pub fn validate(file: &Path, p: &crate::pipeline::Pipeline) {
         p.target.prefix,
         p.compression.codec.as_str(),
         p.compression.level,
-        p.partitions.count
+        crate::support::units::human(p.partitions.size),
+        p.partitions.max_parallel
     )
 }
 
@@ -209,6 +210,23 @@ pub fn ls(entries: &[&Entry]) {
             e.path.display()
         );
     }
+}
+
+/// `ls --json`, a batch at a time: one JSON array over all batches, each entry as
+/// `serde_json` writes an [`Entry`] (`first`: the first batch opens the array).
+pub fn ls_json_part(entries: &[&Entry], first: bool) {
+    for (i, e) in entries.iter().enumerate() {
+        let sep = if first && i == 0 { "[\n" } else { ",\n" };
+        match serde_json::to_string_pretty(e) {
+            Ok(s) => crate::support::out::out_str(format_args!("{sep}{s}")),
+            Err(err) => errln!("error: encoding JSON output: {err}"),
+        }
+    }
+}
+
+/// Close the array [`ls_json_part`] opened (`empty`: nothing was printed).
+pub fn ls_json_end(empty: bool) {
+    outln!("{}", if empty { "[]" } else { "\n]" });
 }
 
 /// `auth check`: the credential and what it can do.

@@ -80,8 +80,19 @@ pub struct FsSourceConfig {
 /// Partitioning.
 #[derive(Debug, Clone, Copy)]
 pub struct PartitionsConfig {
-    /// Number of partitions the source is split into.
-    pub count: usize,
+    /// Filesystem partitions: about this many bytes each (file sizes plus 4 KiB per
+    /// entry), cut at content-defined points so unchanged regions keep their partitions.
+    pub size: u64,
+    /// Filesystem partitions: at most this many entries each (bounds the memory of one
+    /// partition and of one manifest segment).
+    pub max_entries: usize,
     /// How many partitions are extracted and compressed at once.
     pub max_parallel: usize,
+}
+
+impl PartitionsConfig {
+    /// The default partition size.
+    pub const DEFAULT_SIZE: u64 = 64 << 20;
+    /// The default entry bound of a partition.
+    pub const DEFAULT_MAX_ENTRIES: usize = 8192;
 }

@@ -363,31 +363,184 @@ impl Plan {
     }
 }
 
-/// Split path-sorted `entries` into at most `count` contiguous partitions of about equal
-/// weight (file size plus a per-entry cost for headers and metadata work).
-pub fn partition(entries: Vec<PlannedEntry>, count: usize) -> Vec<Vec<PlannedEntry>> {
-    const PER_ENTRY: u64 = 4096;
-    let weight = |e: &PlannedEntry| e.size + PER_ENTRY;
-    let total: u64 = entries.iter().map(weight).sum();
-    let count = count.max(1);
-    let target = total.div_ceil(count as u64).max(1);
-    let mut parts: Vec<Vec<PlannedEntry>> = Vec::new();
-    let mut cur = Vec::new();
-    let mut acc = 0u64;
-    for e in entries {
-        let w = weight(&e);
-        // Close the current partition if adding this entry overshoots more than it helps.
-        if !cur.is_empty() && parts.len() + 1 < count && acc + w / 2 > target {
-            parts.push(std::mem::take(&mut cur));
-            acc = 0;
+/// One filesystem partition: a contiguous run of the walk, with the half-open path
+/// range `[lo, hi)` of the key space it answers for (an incremental compares the
+/// parent's entries in that range), and a digest that names it across attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Position in the walk (0, 1, …).
+    pub idx: usize,
+    /// Lower bound: `None` for the first partition, else its first path.
+    pub lo: Option<PathBytes>,
+    /// Upper bound (exclusive): the next partition's first path, `None` for the last.
+    pub hi: Option<PathBytes>,
+    /// The entries, path-sorted (may be empty only for the one partition of an empty
+    /// tree).
+    pub entries: Vec<PlannedEntry>,
+    /// Paths that could not be listed or stat'ed while walking this range.
+    pub problems: Vec<Problem>,
+    /// Hex digest of bounds and entries: an attempt that walks the same partition finds
+    /// the part record an earlier attempt left under this name.
+    pub digest: String,
+}
+
+impl Piece {
+    /// Total file bytes.
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+}
+
+/// Cuts the walk's path-sorted stream into partitions of about `size` weight (file size
+/// plus 4 KiB per entry) and at most `max_entries` entries.
+///
+/// Cut points are content-defined: after an entry whose path hash falls under its share
+/// of the target (so an entry's chance to end a partition is its weight / `size`), once
+/// the partition holds a quarter of the target; always at twice the target or at
+/// `max_entries`. A change in one place moves only the cuts near it, so an incremental's
+/// unchanged regions keep their partitions — and their manifest segments.
+#[derive(Debug)]
+pub struct Splitter {
+    size: u64,
+    max_entries: usize,
+    idx: usize,
+    started: bool,
+    cur_lo: Option<PathBytes>,
+    cur: Vec<PlannedEntry>,
+    problems: Vec<Problem>,
+    weight: u64,
+    /// A finished partition waiting for the next one's first path (its `hi`).
+    ready: Option<(Option<PathBytes>, Vec<PlannedEntry>, Vec<Problem>)>,
+}
+
+const PER_ENTRY: u64 = 4096;
+
+/// FNV-1a, 64 bit, with a final mix: a fixed, portable hash (cut points must not change
+/// between builds, or every partition of the next incremental would move).
+fn path_hash(p: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in p {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+impl Splitter {
+    /// A splitter aiming at `size` weight per partition, at most `max_entries` entries.
+    pub fn new(size: u64, max_entries: usize) -> Self {
+        Splitter {
+            size: size.max(1),
+            max_entries: max_entries.max(1),
+            idx: 0,
+            started: false,
+            cur_lo: None,
+            cur: Vec::new(),
+            problems: Vec::new(),
+            weight: 0,
+            ready: None,
         }
-        acc += w;
-        cur.push(e);
     }
-    if !cur.is_empty() {
-        parts.push(cur);
+
+    fn emit_ready(
+        &mut self,
+        hi: Option<PathBytes>,
+        emit: &mut dyn FnMut(Piece) -> Result<()>,
+    ) -> Result<()> {
+        if let Some((lo, entries, problems)) = self.ready.take() {
+            let digest = piece_digest(lo.as_ref(), hi.as_ref(), &entries);
+            let idx = self.idx;
+            self.idx += 1;
+            emit(Piece {
+                idx,
+                lo,
+                hi,
+                entries,
+                problems,
+                digest,
+            })?;
+        }
+        Ok(())
     }
-    parts
+
+    /// Add the next entry (path order), emitting the partition before it once its upper
+    /// bound is known.
+    ///
+    /// # Errors
+    /// `emit`'s errors.
+    pub fn push(
+        &mut self,
+        e: PlannedEntry,
+        emit: &mut dyn FnMut(Piece) -> Result<()>,
+    ) -> Result<()> {
+        if self.ready.is_some() {
+            self.emit_ready(Some(e.path.clone()), emit)?;
+        }
+        if self.cur.is_empty() {
+            self.cur_lo = self.started.then(|| e.path.clone());
+            self.started = true;
+        }
+        let w = e.size.saturating_add(PER_ENTRY);
+        self.weight = self.weight.saturating_add(w);
+        let h = path_hash(&e.path.0);
+        self.cur.push(e);
+        let share = (u128::from(w) << 64) / u128::from(self.size);
+        let content_cut = self.weight >= self.size / 4 && u128::from(h) < share;
+        if content_cut
+            || self.weight >= self.size.saturating_mul(2)
+            || self.cur.len() >= self.max_entries
+        {
+            self.ready = Some((
+                self.cur_lo.take(),
+                std::mem::take(&mut self.cur),
+                std::mem::take(&mut self.problems),
+            ));
+            self.weight = 0;
+        }
+        Ok(())
+    }
+
+    /// Record a problem found in the current range.
+    pub fn problem(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+
+    /// Emit what is left (an empty tree still gets one partition, covering everything).
+    ///
+    /// # Errors
+    /// `emit`'s errors.
+    pub fn finish(mut self, emit: &mut dyn FnMut(Piece) -> Result<()>) -> Result<()> {
+        if let Some(r) = self.ready.as_mut() {
+            // Problems after the last cut belong to the last partition.
+            r.2.append(&mut self.problems);
+        } else {
+            self.ready = Some((
+                self.cur_lo.take(),
+                std::mem::take(&mut self.cur),
+                std::mem::take(&mut self.problems),
+            ));
+        }
+        self.emit_ready(None, emit)
+    }
+}
+
+fn piece_digest(lo: Option<&PathBytes>, hi: Option<&PathBytes>, entries: &[PlannedEntry]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut put = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    put(lo.map_or(b"-".as_slice(), |p| &p.0));
+    put(hi.map_or(b"-".as_slice(), |p| &p.0));
+    for e in entries {
+        put(&e.path.0);
+        put(&[e.kind as u8]);
+        put(&e.size.to_le_bytes());
+    }
+    hex::encode(&h.finalize()[..12])
 }
 
 #[cfg(test)]
@@ -417,28 +570,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn partitions_are_balanced_contiguous_and_complete() {
-        let entries: Vec<_> = (0..1000)
-            .map(|i| e(&format!("f{i:04}"), (i % 17) * 1000))
-            .collect();
-        let parts = partition(entries.clone(), 4);
-        assert_eq!(parts.len(), 4);
-        let flat: Vec<_> = parts.iter().flatten().cloned().collect();
-        assert_eq!(flat, entries);
-        let w: Vec<u64> = parts
-            .iter()
-            .map(|p| p.iter().map(|e| e.size + 4096).sum())
-            .collect();
-        let (min, max) = (*w.iter().min().unwrap(), *w.iter().max().unwrap());
-        assert!(max - min < max / 10, "unbalanced: {w:?}");
+    fn split(entries: &[PlannedEntry], size: u64, max: usize) -> Vec<Piece> {
+        let mut out = Vec::new();
+        let mut s = Splitter::new(size, max);
+        let mut emit = |p: Piece| {
+            out.push(p);
+            Ok(())
+        };
+        for x in entries {
+            s.push(x.clone(), &mut emit).unwrap();
+        }
+        s.finish(&mut emit).unwrap();
+        out
     }
 
     #[test]
-    fn few_entries_and_huge_file() {
-        assert!(partition(vec![], 4).is_empty());
-        let parts = partition(vec![e("a", 1), e("b", 1 << 30), e("c", 1)], 8);
-        assert!(parts.len() <= 3);
-        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 3);
+    fn pieces_are_contiguous_complete_bounded_and_cover_the_key_space() {
+        let entries: Vec<_> = (0..1000)
+            .map(|i| e(&format!("f{i:04}"), (i % 17) * 1000))
+            .collect();
+        let parts = split(&entries, 256 << 10, 50);
+        assert!(parts.len() >= 20, "{}", parts.len());
+        let flat: Vec<_> = parts.iter().flat_map(|p| p.entries.clone()).collect();
+        assert_eq!(flat, entries);
+        assert!(parts.iter().all(|p| !p.entries.is_empty() && p.entries.len() <= 50));
+        assert_eq!(parts[0].lo, None);
+        assert_eq!(parts.last().unwrap().hi, None);
+        for (i, w) in parts.windows(2).enumerate() {
+            assert_eq!(w[0].idx, i);
+            assert_eq!(w[0].hi.as_ref(), Some(&w[1].entries[0].path));
+            assert_eq!(w[1].lo.as_ref(), Some(&w[1].entries[0].path));
+        }
+        // Weight stays within the hard bound.
+        assert!(parts
+            .iter()
+            .all(|p| p.entries.iter().map(|e| e.size + 4096).sum::<u64>() <= 2 * (256 << 10) + 20_000));
+    }
+
+    #[test]
+    fn empty_tree_and_huge_file() {
+        let p = split(&[], 1 << 20, 100);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].entries.is_empty() && p[0].lo.is_none() && p[0].hi.is_none());
+        let parts = split(&[e("a", 1), e("b", 1 << 30), e("c", 1)], 1 << 20, 100);
+        assert_eq!(parts.iter().map(|p| p.entries.len()).sum::<usize>(), 3);
+        assert!(parts.len() >= 2, "the huge file ends its partition");
+        let one = split(&[e("a", 1)], 1 << 20, 100);
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].lo.clone(), one[0].hi.clone()), (None, None));
     }
 }

@@ -134,7 +134,75 @@ pub async fn resolve_at(
 /// `NotFound` for a missing snapshot, `Integrity` for a damaged (malformed) manifest,
 /// naming the snapshot as damaged.
 pub async fn load(store: &dyn BlobStore, layout: &Layout, id: &str) -> Result<Manifest> {
+    let mut m = read(store, layout, id).await??;
+    super::segment::materialize(store, layout, &mut m).await?;
+    Ok(m)
+}
+
+/// Load a manifest's head: header, packs, tables, streams and the segment list — for a
+/// format-2 manifest without its entries (read them with
+/// [`super::segment::EntryReader`]); a format-1 manifest holds them inline.
+///
+/// # Errors
+/// As [`load`].
+pub async fn load_head(store: &dyn BlobStore, layout: &Layout, id: &str) -> Result<Manifest> {
     read(store, layout, id).await?
+}
+
+/// Load a manifest with the entries that gitignore-style `globs` can select (all of them
+/// when `globs` is empty). When every glob is anchored (`dir/file`, `/top`, `docs/**`),
+/// only the segments whose path range can hold a match are read, so a one-path restore
+/// or `ls` of a large snapshot reads a small fraction of it; the entries are then a
+/// superset of the matches, in order (callers still filter by the globs).
+///
+/// # Errors
+/// As [`load`].
+pub async fn load_for(
+    store: &dyn BlobStore,
+    layout: &Layout,
+    id: &str,
+    globs: &[String],
+) -> Result<Manifest> {
+    let mut m = read(store, layout, id).await??;
+    fill_for(store, layout, &mut m, globs).await?;
+    Ok(m)
+}
+
+/// Read into `m.entries` the segments `globs` can select (see [`load_for`]).
+///
+/// # Errors
+/// As [`load`].
+pub async fn fill_for(
+    store: &dyn BlobStore,
+    layout: &Layout,
+    m: &mut Manifest,
+    globs: &[String],
+) -> Result<()> {
+    let prefixes: Option<Vec<Vec<u8>>> = if globs.is_empty() {
+        None
+    } else {
+        globs.iter().map(|g| super::segment::glob_prefix(g)).collect()
+    };
+    let Some(prefixes) = prefixes.filter(|_| !m.segments.is_empty() && m.entries.is_empty()) else {
+        return super::segment::materialize(store, layout, m).await;
+    };
+    let mut entries = Vec::new();
+    for prefix in &prefixes {
+        let mut r = super::segment::EntryReader::new(store, layout, m).with_prefix(Some(prefix.clone()));
+        while let Some(batch) = r.next_batch().await? {
+            entries.extend(batch);
+        }
+        tracing::debug!(
+            segments = r.segments_read,
+            bytes = r.bytes_read,
+            of = m.segments.len(),
+            "read the segments a path selection needs"
+        );
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    entries.dedup_by(|b, a| a.path == b.path);
+    m.entries = entries;
+    Ok(())
 }
 
 /// A snapshot whose manifest cannot be read.

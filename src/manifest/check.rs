@@ -130,6 +130,7 @@ pub(crate) struct Lines {
     pub(crate) entries: Vec<usize>,
     pub(crate) tables: Vec<usize>,
     pub(crate) streams: Vec<usize>,
+    pub(crate) segments: Vec<usize>,
 }
 
 impl Lines {
@@ -143,6 +144,7 @@ impl Lines {
         };
         Lines {
             packs: next(m.packs.len()),
+            segments: next(m.segments.len()),
             entries: next(m.entries.len()),
             tables: next(m.tables.len()),
             streams: next(m.streams.len()),
@@ -179,6 +181,7 @@ pub(crate) fn validate_at(m: &Manifest, lines: &Lines) -> Result<()> {
             return Err(bad("id", "listed twice".into()));
         }
     }
+    check_segments(m, lines)?;
     for (i, e) in m.entries.iter().enumerate() {
         let bad = |field: &str, why: String| {
             Error::integrity(format!(
@@ -313,6 +316,77 @@ pub(crate) fn validate_at(m: &Manifest, lines: &Lines) -> Result<()> {
     Ok(())
 }
 
+/// The segment list of a format-2 manifest: well-formed references in path order, with
+/// no inline entries, tables or streams beside them (their entries are checked when a
+/// reader reads them, see [`super::segment::decode`]).
+fn check_segments(m: &Manifest, lines: &Lines) -> Result<()> {
+    if m.segments.is_empty() {
+        return Ok(());
+    }
+    if !m.entries.is_empty() || !m.tables.is_empty() || !m.streams.is_empty() {
+        return Err(Error::integrity(format!(
+            "manifest line {}: a manifest with segments holds no entry, table or stream lines",
+            at(&lines.segments, 0)
+        )));
+    }
+    if m.header.format < 2 {
+        return Err(Error::integrity(format!(
+            "manifest line {}: segment lines in a format-{} manifest",
+            at(&lines.segments, 0),
+            m.header.format
+        )));
+    }
+    for (i, r) in m.segments.iter().enumerate() {
+        let bad = |field: &str, why: String| {
+            Error::integrity(format!(
+                "manifest line {}, segment {:?}: {field}: {why}",
+                at(&lines.segments, i),
+                r.blob
+            ))
+        };
+        if !is_sha256_hex(&r.sha256) {
+            return Err(bad("sha256", format!("{:?} is not 64 lowercase hex", r.sha256)));
+        }
+        if r.blob != super::segment::blob_name(&r.sha256) {
+            return Err(bad(
+                "blob",
+                format!("not the name of segment {}", r.sha256),
+            ));
+        }
+        if r.entries == 0 {
+            return Err(bad("entries", "an empty segment".into()));
+        }
+        check_path(&r.first.0).map_err(|w| bad("first", w))?;
+        check_path(&r.last.0).map_err(|w| bad("last", w))?;
+        if r.first > r.last || (r.entries == 1) != (r.first == r.last) {
+            return Err(bad("last", "the range does not fit the entry count".into()));
+        }
+        if r.files + r.dirs + r.symlinks != r.entries || r.inconsistent > r.files {
+            return Err(bad("entries", "the counts by kind do not add up".into()));
+        }
+        if i > 0 && m.segments[i - 1].last >= r.first {
+            return Err(bad(
+                "first",
+                "segments overlap or are out of path order here".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_entry`] for segment readers.
+pub(crate) fn check_entry_at(
+    e: &Entry,
+    packs: &HashMap<&str, &PackRecord>,
+) -> std::result::Result<(), Problem> {
+    check_entry(e, packs)
+}
+
+/// What a non-directory entry is, for messages.
+pub(crate) fn describe_kind(e: &Entry) -> String {
+    describe(e)
+}
+
 fn describe(e: &Entry) -> String {
     match e.kind {
         EntryKind::Symlink => format!(
@@ -353,7 +427,7 @@ fn check_header(m: &Manifest) -> Result<()> {
     Ok(())
 }
 
-type Problem = (&'static str, String);
+pub(crate) type Problem = (&'static str, String);
 
 /// The most a frame of `raw` bytes can take compressed: gzip and zstd both stay well
 /// within 1/64 plus a header on incompressible data.
@@ -614,7 +688,8 @@ mod tests {
                     },
                 ],
             }],
-            entries: vec![
+segments: vec![],
+                        entries: vec![
                 entry("cmd/out", EntryKind::File, 10, 1024),
                 entry("d", EntryKind::Dir, 0, 2048),
                 entry("d/f", EntryKind::File, 3000, 2560),

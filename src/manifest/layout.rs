@@ -3,8 +3,10 @@
 //! ```text
 //! <prefix>/packs/<aa>/<pack-id>.tar.gz|.tar.zst   packs (tier from the pipeline)
 //! <prefix>/parts/<run-id>/plan.json.gz            the run's partition plan
-//! <prefix>/parts/<run-id>/p-<nnnnn>.jsonl.gz      part records (durable partition results)
+//! <prefix>/parts/<run-id>/f-<nnnnn>-<digest>.jsonl.gz part records of filesystem partitions
+//! <prefix>/parts/<run-id>/s<tag>-p-<nnnnn>.jsonl.gz part records of streamed partitions
 //! <prefix>/snapshots/<snapshot-id>.jsonl.gz       manifests, committed last, create-only
+//! <prefix>/segments/<aa>/<sha256>.jsonl.gz        manifest segments (entries), content-addressed
 //! <prefix>/runs/<run-id>/<time>.json              run records (one per attempt)
 //! <prefix>/verify/<snapshot-id>/<time>.json       verification reports
 //! <prefix>/lock                                   lease target for the run lock
@@ -101,6 +103,20 @@ impl Layout {
     /// One part record.
     pub fn part(&self, run: &str, partition: usize) -> String {
         self.join(&format!("parts/{run}/p-{partition:05}.jsonl.gz"))
+    }
+    /// The part record of the filesystem partition whose walk digests to `digest`: an
+    /// attempt that walks the same partition again finds it by name.
+    pub fn part_of(&self, run: &str, partition: usize, digest: &str) -> String {
+        self.join(&format!("parts/{run}/f-{partition:05}-{digest}.jsonl.gz"))
+    }
+    /// Digest of a filesystem part record's name ([`Layout::part_of`]).
+    pub fn part_digest_of(name: &str) -> Option<&str> {
+        let rest = name.rsplit('/').next()?.strip_prefix("f-")?;
+        rest.split_once('-')?.1.strip_suffix(".jsonl.gz")
+    }
+    /// Prefix of manifest segments.
+    pub fn segments(&self) -> String {
+        self.join("segments/")
     }
     /// A streamed source's part record for one attempt (`attempt`: a random tag). Streamed
     /// part records are never reused — a new attempt reads a new snapshot of the source —

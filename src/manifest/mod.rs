@@ -23,6 +23,7 @@ pub mod codec;
 pub mod layout;
 pub mod lock;
 pub mod records;
+pub mod segment;
 
 use std::io::{BufRead, Read, Write};
 
@@ -32,8 +33,13 @@ use crate::error::{Error, Result};
 use crate::manifest::codec::Codec;
 use crate::store::Tier;
 
-/// Manifest format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Newest manifest format this build reads and writes: 2 lists entry segments
+/// ([`segment`]) instead of holding entries; 1 holds them inline (database and command
+/// sources still write format 1, and every format-1 manifest keeps reading).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Format of a manifest that holds its entries inline.
+pub const FORMAT_INLINE: u32 = 1;
 
 /// A path as raw bytes, `/`-separated, relative to the source root.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -411,6 +417,33 @@ pub struct PartHeader {
     pub unreadable: Vec<PathBytes>,
     /// Finish time.
     pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// The segment holding the partition's entries (filesystem partitions; `None` when
+    /// it has none, or for streamed sources whose entries follow as lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<segment::SegmentRef>,
+    /// What changed against the parent in the partition's range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
+    /// Packs of the parent that reused entries point into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_packs: Vec<String>,
+    /// Files stored as inconsistent (at most [`segment::MAX_LISTED`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inconsistent: Vec<PathBytes>,
+}
+
+impl Changes {
+    /// Add `o`'s counts to these.
+    pub fn add(&mut self, o: &Changes) {
+        self.new += o.new;
+        self.new_bytes += o.new_bytes;
+        self.changed += o.changed;
+        self.changed_bytes += o.changed_bytes;
+        self.unchanged += o.unchanged;
+        self.unchanged_bytes += o.unchanged_bytes;
+        self.deleted += o.deleted;
+        self.deleted_bytes += o.deleted_bytes;
+    }
 }
 
 /// One column of a backed-up table.
@@ -563,6 +596,8 @@ pub enum Line {
     Table(TableRecord),
     /// A command's output (command sources).
     Stream(StreamRecord),
+    /// A segment of entries (format 2).
+    Segment(segment::SegmentRef),
 }
 
 /// A whole manifest in memory.
@@ -572,8 +607,11 @@ pub struct Manifest {
     pub header: Header,
     /// Packs.
     pub packs: Vec<PackRecord>,
-    /// Entries sorted by path.
+    /// Entries sorted by path (format 1, or a format-2 manifest whose segments were
+    /// read with [`segment::materialize`]; empty otherwise).
     pub entries: Vec<Entry>,
+    /// Entry segments in path order (format 2; empty for format 1).
+    pub segments: Vec<segment::SegmentRef>,
     /// Tables (database sources; empty otherwise).
     pub tables: Vec<TableRecord>,
     /// Command outputs (command sources; empty otherwise).
@@ -666,6 +704,7 @@ impl Manifest {
         let mut entries: Vec<Entry> = Vec::new();
         let mut tables = Vec::new();
         let mut streams = Vec::new();
+        let mut segments = Vec::new();
         let mut lines = check::Lines::default();
         for (n, l) in decode_numbered(data)? {
             match l {
@@ -693,6 +732,10 @@ impl Manifest {
                     lines.streams.push(n);
                     streams.push(st)
                 }
+                Line::Segment(sg) => {
+                    lines.segments.push(n);
+                    segments.push(sg)
+                }
                 Line::Part(_) => {
                     return Err(Error::integrity(format!(
                         "manifest line {n}: part header inside a manifest"
@@ -711,6 +754,7 @@ impl Manifest {
             header,
             packs,
             entries,
+            segments,
             tables,
             streams,
         };
@@ -725,6 +769,7 @@ impl Manifest {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let lines: Vec<Line> = std::iter::once(Line::Header(self.header.clone()))
             .chain(self.packs.iter().cloned().map(Line::Pack))
+            .chain(self.segments.iter().cloned().map(Line::Segment))
             .chain(self.entries.iter().cloned().map(Line::Entry))
             .chain(self.tables.iter().cloned().map(Line::Table))
             .chain(self.streams.iter().cloned().map(Line::Stream))

@@ -1,13 +1,15 @@
 //! Part records and the commit: a snapshot exists iff its manifest exists.
 //!
 //! A partition ends by writing its part record (`parts/<run-id>/…jsonl.gz`): its packs
-//! and entries (and, for streamed sources, its table and stream records). A resumed run
+//! and, for a filesystem partition, the reference to the segment holding its entries
+//! (streamed sources: the entries, table and stream records themselves). A resumed run
 //! reads the part records of finished partitions instead of doing them again. Once every
-//! partition has a part record, [`commit`] merges them in partition (= path) order into
-//! the manifest and writes it create-only.
+//! partition has a part record, [`commit`] writes the manifest, create-only: for a
+//! filesystem source a format-2 manifest listing the partitions' segments in path order
+//! (memory: the packs and one reference per partition, never the entries); for a
+//! streamed source a format-1 manifest with its entries inline.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -17,6 +19,7 @@ use super::spec::Pipeline;
 use crate::error::{Error, Result, ResultExt};
 use crate::extract::{Plan, Problem};
 use crate::manifest::layout::Layout;
+use crate::manifest::segment::{SegmentRef, MAX_LISTED};
 use crate::manifest::{
     self, Entry, EntryKind, Header, Line, Manifest, PackRecord, PartHeader, PathBytes, Totals,
 };
@@ -26,10 +29,16 @@ use crate::store::Store;
 #[derive(Debug, Clone, Default)]
 pub(super) struct PartResult {
     pub(super) packs: Vec<PackRecord>,
+    /// Streamed sources: the entries. Filesystem partitions: only while the worker
+    /// builds them; they are in `segment` afterwards.
     pub(super) entries: Vec<Entry>,
     pub(super) problems: Vec<Problem>,
     pub(super) tables: Vec<manifest::TableRecord>,
     pub(super) streams: Vec<manifest::StreamRecord>,
+    pub(super) segment: Option<SegmentRef>,
+    pub(super) changes: Option<manifest::Changes>,
+    pub(super) parent_packs: Vec<String>,
+    pub(super) inconsistent: Vec<PathBytes>,
 }
 
 /// Write the part record of partition `idx` as blob `name`; `unreadable` lists the
@@ -50,6 +59,10 @@ pub(super) fn write_part_record(
         partition: idx,
         unreadable,
         finished_at: Utc::now(),
+        segment: result.segment.clone(),
+        changes: result.changes.clone(),
+        parent_packs: result.parent_packs.clone(),
+        inconsistent: result.inconsistent.clone(),
     })];
     lines.extend(result.packs.iter().cloned().map(Line::Pack));
     lines.extend(result.entries.iter().cloned().map(Line::Entry));
@@ -72,14 +85,28 @@ pub(super) async fn load_part(store: &Store, name: &str) -> Result<(PartHeader, 
     let mut r = PartResult::default();
     for l in manifest::decode(&bytes)? {
         match l {
-            Line::Part(h) => header = Some(h),
+            Line::Part(h) => {
+                r.problems = h
+                    .unreadable
+                    .iter()
+                    .map(|path| Problem {
+                        path: path.clone(),
+                        error: "unreadable (earlier attempt)".into(),
+                    })
+                    .collect();
+                r.segment = h.segment.clone();
+                r.changes = h.changes.clone();
+                r.parent_packs = h.parent_packs.clone();
+                r.inconsistent = h.inconsistent.clone();
+                header = Some(h)
+            }
             Line::Pack(p) => r.packs.push(p),
             Line::Entry(e) => r.entries.push(e),
             Line::Table(t) => r.tables.push(t),
             Line::Stream(s) => r.streams.push(s),
-            Line::Header(_) => {
+            Line::Header(_) | Line::Segment(_) => {
                 return Err(Error::integrity(format!(
-                    "{name}: manifest header in a part record"
+                    "{name}: a manifest line in a part record"
                 )))
             }
         }
@@ -114,64 +141,87 @@ pub(super) async fn commit(
     snapshot: &str,
     started_at: DateTime<Utc>,
     plan: &Plan,
-    parent: Option<&Arc<Manifest>>,
+    parent: Option<&Manifest>,
     done: Vec<Option<PartResult>>,
     mut problems: Vec<Problem>,
 ) -> Result<Committed> {
-    // Merge part results in partition (= path) order.
-    let mut packs = Vec::new();
+    let streamed = p.source.is_streamed();
+    let mut packs: Vec<PackRecord> = Vec::new();
     let mut entries = Vec::new();
+    let mut segments = Vec::new();
     let mut tables = Vec::new();
     let mut streams = Vec::new();
+    let mut changes = parent.map(|_| manifest::Changes::default());
+    let mut parent_packs: HashSet<String> = HashSet::new();
+    let mut inconsistent: Vec<PathBytes> = Vec::new();
+    let mut totals = Totals::default();
+    // Part results in partition (= path) order.
     for r in done.into_iter().flatten() {
         packs.extend(r.packs);
         entries.extend(r.entries);
         problems.extend(r.problems);
         tables.extend(r.tables);
         streams.extend(r.streams);
+        if let (Some(c), Some(rc)) = (changes.as_mut(), r.changes.as_ref()) {
+            c.add(rc);
+        }
+        parent_packs.extend(r.parent_packs);
+        for path in r.inconsistent {
+            if inconsistent.len() < MAX_LISTED {
+                inconsistent.push(path);
+            }
+        }
+        if let Some(sg) = r.segment {
+            totals.files += sg.files;
+            totals.dirs += sg.dirs;
+            totals.symlinks += sg.symlinks;
+            totals.bytes += sg.bytes;
+            totals.inconsistent += sg.inconsistent;
+            segments.push(sg);
+        }
     }
     let tables = manifest::merge_tables(tables);
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    entries.dedup_by(|b, a| a.path == b.path);
+    if streamed {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries.dedup_by(|b, a| a.path == b.path);
+        for e in &entries {
+            match e.kind {
+                EntryKind::File => {
+                    totals.files += 1;
+                    totals.bytes += e.size;
+                }
+                EntryKind::Dir => totals.dirs += 1,
+                EntryKind::Symlink => totals.symlinks += 1,
+            }
+            if e.inconsistent {
+                totals.inconsistent += 1;
+                if inconsistent.len() < MAX_LISTED {
+                    inconsistent.push(e.path.clone());
+                }
+            }
+        }
+        changes = parent.map(|pm| manifest::Changes::between(&pm.entries, &entries));
+    }
     // Reused entries point into the parent's packs: carry those pack records over, so
     // the manifest stays complete and restores on its own.
-    if let Some(parent) = parent.as_ref().filter(|_| plan.reuse) {
+    if let Some(parent) = parent.filter(|_| plan.reuse) {
         let have: HashSet<String> = packs.iter().map(|p: &PackRecord| p.id.clone()).collect();
-        let needed: HashSet<&str> = entries.iter().filter_map(|e| e.pack.as_deref()).collect();
         for pk in &parent.packs {
-            if needed.contains(pk.id.as_str()) && !have.contains(&pk.id) {
+            if parent_packs.contains(pk.id.as_str()) && !have.contains(&pk.id) {
                 packs.push(pk.clone());
             }
-        }
-    }
-    let changes = parent
-        .as_ref()
-        .map(|pm| manifest::Changes::between(&pm.entries, &entries));
-    let mut totals = Totals::default();
-    for e in &entries {
-        match e.kind {
-            EntryKind::File => {
-                totals.files += 1;
-                totals.bytes += e.size;
-            }
-            EntryKind::Dir => totals.dirs += 1,
-            EntryKind::Symlink => totals.symlinks += 1,
-        }
-        if e.inconsistent {
-            totals.inconsistent += 1;
         }
     }
     totals.packs = packs.len() as u64;
     totals.stored_bytes = packs.iter().map(|p| p.size).sum();
     totals.unreadable = problems.len() as u64;
-    let inconsistent: Vec<PathBytes> = entries
-        .iter()
-        .filter(|e| e.inconsistent)
-        .map(|e| e.path.clone())
-        .collect();
     let m = Manifest {
         header: Header {
-            format: manifest::FORMAT_VERSION,
+            format: if streamed {
+                manifest::FORMAT_INLINE
+            } else {
+                manifest::FORMAT_VERSION
+            },
             pipeline: p.name.clone(),
             snapshot: snapshot.to_string(),
             run_id: run_id.to_string(),
@@ -181,13 +231,18 @@ pub(super) async fn commit(
             source: plan.source.clone(),
             codec: p.compression.codec,
             totals: totals.clone(),
-            unreadable: problems.iter().map(|x| x.path.clone()).collect(),
+            unreadable: problems
+                .iter()
+                .take(MAX_LISTED)
+                .map(|x| x.path.clone())
+                .collect(),
             chain: plan.chain,
             full_at: plan.full_at,
             changes: changes.clone(),
         },
         packs,
         entries,
+        segments,
         tables,
         streams,
     };

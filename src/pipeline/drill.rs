@@ -217,7 +217,7 @@ pub(crate) async fn open_snapshot(
     )
     .await?;
     *snapshot = Some(id.clone());
-    let m = catalog::load(&**store, layout, &id).await?;
+    let m = catalog::load_head(&**store, layout, &id).await?;
     Ok((id, m))
 }
 

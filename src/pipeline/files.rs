@@ -6,18 +6,28 @@
 //! open pack's tar stream. Small files share packs of about `pack_size` raw bytes; a
 //! file of half a pack or more gets a pack of its own. Unreadable files become problems
 //! of the run, never a failed partition.
+//!
+//! The parent is compared by merge join: the parent's entries in the partition's path
+//! range `[lo, hi)` are read from the segments covering it (one or two, bounded by
+//! `partitions.max_entries` each) and walked beside the planned entries. The partition's
+//! entries become one manifest segment; an unchanged partition's segment is the
+//! parent's, byte for byte, and is only referenced.
 
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
+
 use super::commit::{self, PartResult};
 use super::run::Ctx;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::config::FsSourceConfig;
 use crate::extract::fs::read::{self, FileErr};
 use crate::extract::fs::{self as xfs, Stat};
-use crate::extract::{PlannedEntry, Problem};
-use crate::manifest::{Entry, EntryKind, PathBytes};
+use crate::extract::{Piece, Problem};
+use crate::manifest::segment::{self, EntryReader, Guard, MAX_LISTED};
+use crate::manifest::{Changes, Entry, EntryKind, PathBytes};
 use crate::pack::packer::io_to_err;
 use crate::pack::tarball::{self, HeaderMeta};
 
@@ -25,12 +35,26 @@ use crate::pack::tarball::{self, HeaderMeta};
 ///
 /// # Errors
 /// `Store` when packs or the part record cannot be written, `Cancelled` on a signal.
-pub(super) fn run_partition(
-    ctx: &Ctx,
-    fs: &FsSourceConfig,
-    planned: &[PlannedEntry],
-    idx: usize,
-) -> Result<PartResult> {
+pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Result<PartResult> {
+    let (planned, idx) = (&piece.entries, piece.idx);
+    // The parent's entries in this partition's range, for reuse and for the changes.
+    let prev: Vec<Entry> = match ctx.parent.as_deref() {
+        Some(parent) => ctx
+            .rt
+            .block_on(
+                EntryReader::new(&*ctx.packs.store, &ctx.layout, parent)
+                    .within(
+                        piece.lo.as_ref().map(|p| p.0.clone()),
+                        piece.hi.as_ref().map(|p| p.0.clone()),
+                    )
+                    .collect(),
+            )
+            .ctx("reading the parent snapshot's entries")?,
+        None => Vec::new(),
+    };
+    let mut prev_at = 0usize;
+    let mut changes = Changes::default();
+    let mut parent_packs: BTreeSet<String> = BTreeSet::new();
     let pack_size = ctx.pipeline.upload.pack_size;
     let large = (pack_size / 2).max(1);
     let mut result = PartResult::default();
@@ -49,6 +73,16 @@ pub(super) fn run_partition(
         }
         let path = &pe.path;
         let abs = xfs::abs(&fs.root, path);
+        // Merge join with the parent: skip (count as deleted) what the walk no longer has.
+        while prev.get(prev_at).is_some_and(|p| p.path < *path) {
+            changes.deleted += 1;
+            changes.deleted_bytes += prev[prev_at].size;
+            prev_at += 1;
+        }
+        let before = prev.get(prev_at).filter(|p| p.path == *path);
+        if before.is_some() {
+            prev_at += 1;
+        }
         let st = match std::fs::symlink_metadata(&abs) {
             Ok(m) => Stat::from_meta(&m),
             Err(e) => {
@@ -60,13 +94,14 @@ pub(super) fn run_partition(
             }
         };
         let Some(kind) = st.kind else { continue };
-        if let Some(prev) = ctx
-            .reuse
-            .as_deref()
-            .and_then(|m| read::unchanged(m, path, kind, &st, &abs))
-        {
+        if let Some(prev) = before.filter(|p| ctx.reuse && read::unchanged(p, kind, &st, &abs)) {
             ctx.counters.add(1, prev.size);
-            result.entries.push(prev);
+            changes.unchanged += 1;
+            changes.unchanged_bytes += prev.size;
+            if let Some(pk) = &prev.pack {
+                parent_packs.insert(pk.clone());
+            }
+            result.entries.push(prev.clone());
             continue;
         }
         let is_large = kind == EntryKind::File && st.size >= large;
@@ -167,6 +202,20 @@ pub(super) fn run_partition(
                 .bytes_read
                 .fetch_add(entry.size, Ordering::Relaxed);
         }
+        match before {
+            Some(p) if p.same_as(&entry) => {
+                changes.unchanged += 1;
+                changes.unchanged_bytes += entry.size;
+            }
+            Some(_) => {
+                changes.changed += 1;
+                changes.changed_bytes += entry.size;
+            }
+            None => {
+                changes.new += 1;
+                changes.new_bytes += entry.size;
+            }
+        }
         result.entries.push(entry);
         let full = cur
             .as_ref()
@@ -180,16 +229,82 @@ pub(super) fn run_partition(
     if let Some(pk) = cur.take() {
         result.packs.push(ctx.close_pack(pk)?);
     }
+    for p in &prev[prev_at..] {
+        changes.deleted += 1;
+        changes.deleted_bytes += p.size;
+    }
+    ctx.stats
+        .note_held(planned.len() + prev.len() + result.entries.len());
+    drop(prev);
+    result.problems.extend(piece.problems.iter().cloned());
+    result.inconsistent = result
+        .entries
+        .iter()
+        .filter(|e| e.inconsistent)
+        .take(MAX_LISTED)
+        .map(|e| e.path.clone())
+        .collect();
+    result.changes = ctx.parent.is_some().then_some(changes);
+    result.parent_packs = parent_packs.into_iter().collect();
+    result.segment = store_segment(ctx, &result)?;
+    result.entries = Vec::new();
     // Durable partition result.
     let unreadable = result.problems.iter().map(|p| p.path.clone()).collect();
     commit::write_part_record(
         ctx,
         idx,
-        &ctx.layout.part(&ctx.run_id, idx),
+        &ctx.layout.part_of(&ctx.run_id, idx, &piece.digest),
         &result,
         unreadable,
     )?;
     Ok(result)
+}
+
+/// Check the partition's entries as a reader will (every field, order, nothing below a
+/// link) and store them as a segment, unless the store already holds one with the same
+/// content (an unchanged partition).
+fn store_segment(ctx: &Ctx, r: &PartResult) -> Result<Option<segment::SegmentRef>> {
+    if r.entries.is_empty() {
+        return Ok(None);
+    }
+    let mut packs: HashMap<&str, &crate::manifest::PackRecord> =
+        r.packs.iter().map(|p| (p.id.as_str(), p)).collect();
+    if let Some(parent) = ctx.parent.as_deref() {
+        for p in &parent.packs {
+            packs.entry(p.id.as_str()).or_insert(p);
+        }
+    }
+    let mut guard = Guard::default();
+    for e in &r.entries {
+        let bad = |why: String| {
+            Error::internal(format!(
+                "entry {:?} this run built does not pass validation: {why}",
+                e.path.display()
+            ))
+        };
+        crate::manifest::check::check_entry_at(e, &packs)
+            .map_err(|(f, w)| bad(format!("{f}: {w}")))?;
+        guard.next(e).map_err(bad)?;
+    }
+    let (body, sref) = segment::encode(&r.entries)?;
+    let name = ctx.layout.full(&sref.blob);
+    let store = &ctx.packs.store;
+    if ctx.rt.block_on(store.head(&name))?.is_none() {
+        match ctx.rt.block_on(store.put(&name, Bytes::from(body), true)) {
+            Ok(_) => ctx
+                .stats
+                .segments_written
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            // Another partition (or run) stored the same content first.
+            Err(e) if e.kind() == ErrorKind::Conflict => 0,
+            Err(e) => return Err(e.context(format!("writing segment {name}"))),
+        };
+    } else {
+        ctx.stats
+            .segments_reused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Some(sref))
 }
 
 fn header_meta(st: &Stat) -> HeaderMeta {

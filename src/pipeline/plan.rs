@@ -1,25 +1,28 @@
-//! The plan of a run: what each partition holds, decided once per run.
+//! The plan of a run: what is decided once per run.
 //!
-//! A filesystem plan is stored with the run (`parts/<run-id>/plan.json.gz`), so every
-//! attempt of a run works through exactly the partitions the first attempt planned, and
-//! agrees on full vs incremental. A streamed source is planned afresh by every attempt
-//! (a new attempt reads a new snapshot). A resumed attempt takes the part records of
-//! partitions an earlier attempt finished.
+//! A filesystem plan is stored with the run (`parts/<run-id>/plan.json.gz`): its start
+//! time (which names the snapshot), the parent, full vs incremental — so every attempt
+//! of a run agrees on them. It holds no entries: the partitions come from the walk
+//! itself, cut at content-defined points ([`crate::extract::Splitter`]), so an attempt
+//! that walks an unchanged region again cuts the same partitions and finds their part
+//! records by name ([`finished_parts`]); a region that changed between attempts is
+//! simply backed up again. A streamed source is planned afresh by every attempt (a new
+//! attempt reads a new snapshot).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::commit::{load_part, PartResult};
+use std::collections::HashMap;
+
 use super::spec::{FullEvery, Pipeline};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::config::SourceConfig;
-use crate::extract::{self, Plan, Problem};
+use crate::extract::{self, Plan};
 use crate::manifest::layout::Layout;
 use crate::manifest::Header;
 use crate::store::{self, Store};
-use crate::support::progress::Counters;
 
 /// A plan, whether it was stored by an earlier attempt, and the open session of a
 /// streamed source.
@@ -100,10 +103,17 @@ pub(super) async fn load_or_make_plan(
             "filesystem plan for a non-filesystem source",
         ));
     };
-    let count = p.partitions.count;
-    let mut plan = tokio::task::spawn_blocking(move || extract::fs::walk::plan(&fs, count))
-        .await
-        .map_err(|e| Error::internal(format!("planning task: {e}")))??;
+    let root = fs.root.clone();
+    let mut plan = tokio::task::spawn_blocking(move || -> Result<Plan> {
+        extract::fs::walk::check_root(&root)?;
+        Ok(Plan {
+            source: extract::fs::walk::describe(&root),
+            ..Plan::default()
+        })
+    })
+    .await
+    .map_err(|e| Error::internal(format!("planning task: {e}")))??;
+    drop(fs);
     plan.started_at = Some(started_at);
     plan.parent = latest.map(|h| h.snapshot);
     plan.reuse = reuse;
@@ -135,49 +145,31 @@ pub(super) async fn already_committed(
         return Ok(None);
     }
     Ok(Some(
-        crate::manifest::catalog::load(&**store, layout, snapshot)
+        crate::manifest::catalog::load_head(&**store, layout, snapshot)
             .await?
             .header,
     ))
 }
 
-/// Partitions finished by an earlier attempt of `run_id`: their part results by
-/// partition index. Their unreadable files are added to `problems` and their entries to
-/// the progress counters. Streamed sources never reuse part records.
+/// Part records left by earlier attempts of `run_id`, by the walk digest of their
+/// partition (filesystem sources; streamed sources never reuse part records).
 ///
 /// # Errors
-/// `Store` when the part records cannot be listed or read.
-pub(super) async fn resume(
+/// `Store` when the part records cannot be listed.
+pub(super) async fn finished_parts(
     store: &Store,
     layout: &Layout,
     run_id: &str,
-    plan: &Plan,
     streamed: bool,
-    counters: &Counters,
-    problems: &mut Vec<Problem>,
-) -> Result<Vec<Option<PartResult>>> {
-    let mut done: Vec<Option<PartResult>> = vec![None; plan.partitions.len()];
-    let earlier = if streamed {
-        Vec::new() // streamed sources never reuse part records (see load_or_make_plan)
-    } else {
-        store::list_all(&**store, &layout.parts(run_id)).await?
-    };
-    for item in earlier {
-        if !item.name.ends_with(".jsonl.gz") {
-            continue;
-        }
-        let (h, r) = load_part(store, &item.name).await?;
-        if h.partition < done.len() {
-            counters.add(
-                r.entries.len() as u64,
-                r.entries.iter().map(|e| e.size).sum(),
-            );
-            problems.extend(h.unreadable.iter().map(|path| Problem {
-                path: path.clone(),
-                error: "unreadable (earlier attempt)".into(),
-            }));
-            done[h.partition] = Some(r);
-        }
+) -> Result<HashMap<String, String>> {
+    if streamed {
+        return Ok(HashMap::new());
     }
-    Ok(done)
+    Ok(store::list_all(&**store, &layout.parts(run_id))
+        .await?
+        .into_iter()
+        .filter_map(|item| {
+            Layout::part_digest_of(&item.name).map(|d| (d.to_string(), item.name.clone()))
+        })
+        .collect())
 }

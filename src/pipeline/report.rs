@@ -4,7 +4,7 @@
 //! (verification, alert deliveries) and stored as the run record
 //! (`runs/<run-id>/<time>.json`); `status` and `schedule` read it back.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -35,6 +35,19 @@ pub struct Stats {
     pub files_read: AtomicU64,
     /// Bytes of those files.
     pub bytes_read: AtomicU64,
+    /// Manifest segments this attempt stored.
+    pub segments_written: AtomicU64,
+    /// Manifest segments already stored with the same content (unchanged partitions).
+    pub segments_reused: AtomicU64,
+    /// Most entries one partition worker held at once (planned, parent's and built).
+    pub max_entries_held: AtomicUsize,
+}
+
+impl Stats {
+    /// Record that a worker held `n` entries at once.
+    pub fn note_held(&self, n: usize) {
+        self.max_entries_held.fetch_max(n, Ordering::Relaxed);
+    }
 }
 
 /// What a backup run reports (also stored as the run record).
@@ -83,6 +96,16 @@ pub struct BackupReport {
     pub blocks_reused: u64,
     /// Peak sealed blocks in flight (bounded by configuration).
     pub max_inflight_blocks: usize,
+    /// Manifest segments stored by this attempt.
+    #[serde(default)]
+    pub segments_written: u64,
+    /// Manifest segments referenced unchanged (already stored).
+    #[serde(default)]
+    pub segments_reused: u64,
+    /// Most entries one partition worker held in memory at once (bounded by
+    /// `partitions.max_entries`, never by the number of files).
+    #[serde(default)]
+    pub max_entries_held: usize,
     /// Retries: store-level (the backend's policy) plus partition-level.
     pub retries: u64,
     /// Files that could not be read.
@@ -134,6 +157,9 @@ impl BackupReport {
             blocks_staged: 0,
             blocks_reused: 0,
             max_inflight_blocks: 0,
+            segments_written: 0,
+            segments_reused: 0,
+            max_entries_held: 0,
             retries,
             problems: vec![],
             inconsistent: vec![],

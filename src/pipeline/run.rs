@@ -39,7 +39,7 @@ use super::spec::Pipeline;
 use super::upload::{self, ChannelSink, Uploads};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::config::SourceConfig;
-use crate::extract::{self, Plan, PlannedEntry};
+use crate::extract::{self, Piece, Plan};
 use crate::manifest::layout::Layout;
 use crate::manifest::records::RunStatus;
 use crate::manifest::{Manifest, PackRecord};
@@ -65,8 +65,12 @@ pub(super) struct Ctx {
     /// Open source session of a database or command source (the exported snapshot and
     /// the work items); `None` for the filesystem.
     pub(super) session: Option<Arc<extract::Session>>,
-    /// The incremental parent, when unchanged entries may be reused.
-    pub(super) reuse: Option<Arc<Manifest>>,
+    /// The newest earlier snapshot (its manifest's head: packs and segment list, or a
+    /// format-1 manifest whole): compared with for the changes, and reused from when
+    /// `reuse`.
+    pub(super) parent: Option<Arc<Manifest>>,
+    /// Unchanged entries may be taken from `parent` instead of read (an incremental).
+    pub(super) reuse: bool,
 }
 
 impl Ctx {
@@ -123,7 +127,7 @@ pub(super) async fn run(
             snapshot,
             "run {run_id} already committed this snapshot; verifying it again"
         );
-        let m = crate::manifest::catalog::load(&*store, layout, &snapshot)
+        let m = crate::manifest::catalog::load_head(&*store, layout, &snapshot)
             .await
             .ctx("loading the snapshot this run committed")?;
         let done = &m.header;
@@ -162,11 +166,14 @@ pub(super) async fn run(
             new_stored_bytes: 0,
             reused_packs: 0,
             reused_stored_bytes: 0,
-            partitions: plan.partitions.len(),
-            partitions_resumed: plan.partitions.len(),
+            partitions: 0,
+            partitions_resumed: 0,
             blocks_staged: 0,
             blocks_reused: 0,
             max_inflight_blocks: 0,
+            segments_written: 0,
+            segments_reused: 0,
+            max_entries_held: 0,
             retries: 0,
             problems,
             inconsistent: vec![],
@@ -182,46 +189,21 @@ pub(super) async fn run(
     }
     let parent: Option<Arc<Manifest>> = match &plan.parent {
         Some(id) => Some(Arc::new(
-            crate::manifest::catalog::load(&*store, layout, id)
+            crate::manifest::catalog::load_head(&*store, layout, id)
                 .await
                 .ctx("loading the parent snapshot")?,
         )),
         None => None,
     };
-    tracing::info!(
-        run_id,
-        resumed,
-        partitions = plan.partitions.len(),
-        entries = plan.total_entries(),
-        bytes = plan.total_bytes(),
-        "planned"
-    );
+    tracing::info!(run_id, resumed, "planned; walking and backing up");
     let ctx_streamed = session.is_some();
-    if ctx_streamed {
-        // A database or command source: its size is known only once read.
-        counters.begin(Phase::Uploading, Some("chunks"), 0, 0);
-    } else {
-        counters.begin(
-            Phase::Uploading,
-            None,
-            plan.total_entries() as u64,
-            plan.total_bytes(),
-        );
-    }
+    // Totals grow as the walk finds entries; a database or command source's size is
+    // known only once read (its chunks are counted without a total).
+    counters.begin(Phase::Uploading, ctx_streamed.then_some("chunks"), 0, 0);
 
-    // Partitions finished by an earlier attempt of this run.
-    let mut problems = plan.problems.clone();
-    let mut done = plan::resume(
-        &store,
-        layout,
-        run_id,
-        &plan,
-        session.is_some(),
-        &counters,
-        &mut problems,
-    )
-    .await?;
-    let partitions_resumed = done.iter().filter(|d| d.is_some()).count();
+    // Partitions finished by an earlier attempt of this run, by walk digest.
+    let problems = plan.problems.clone();
+    let earlier = plan::finished_parts(&store, layout, run_id, session.is_some()).await?;
 
     let (uploads, uploaders) = upload::start(
         &store,
@@ -252,42 +234,37 @@ pub(super) async fn run(
         counters: counters.clone(),
         stats: stats.clone(),
         rt: tokio::runtime::Handle::current(),
-        reuse: parent.clone().filter(|_| plan.reuse),
+        parent: parent.clone(),
+        reuse: plan.reuse,
         session,
     });
 
-    // Partition workers, at most max_parallel at once. After a permanent failure no new
-    // partition starts, but running ones finish and keep their part records, so a rerun
-    // with the same run id has less to do.
+    // The partitions arrive from the walk through a bounded channel (a streamed
+    // source's items are all known up front). At most max_parallel run at once, and a
+    // partition is only taken from the channel when a worker is free, so memory holds
+    // max_parallel + channel capacity partitions, never the tree. After a permanent
+    // failure no new partition starts, but running ones finish and keep their part
+    // records, so a rerun with the same run id has less to do.
+    let (piece_tx, mut piece_rx) = tokio::sync::mpsc::channel::<Piece>(p.partitions.max_parallel);
+    let walker = spawn_pieces(p, &plan, piece_tx, counters.clone(), cancel.clone());
     let sem = Arc::new(tokio::sync::Semaphore::new(p.partitions.max_parallel));
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let plan = Arc::new(plan);
+    let mut done: Vec<Option<PartResult>> = Vec::new();
+    let mut partitions = 0usize;
+    let mut partitions_resumed = 0usize;
     let mut tasks = tokio::task::JoinSet::new();
-    for (idx, finished) in done.iter().enumerate() {
-        if finished.is_some() {
-            continue;
-        }
-        let (ctx, sem, plan, failing) = (ctx.clone(), sem.clone(), plan.clone(), failing.clone());
-        tasks.spawn(async move {
-            let _permit = sem.acquire_owned().await.map_err(|_| Error::cancelled())?;
-            if failing.load(Ordering::SeqCst) || ctx.cancel.is_cancelled() {
-                return Ok(None);
-            }
-            let r = run_partition_with_retries(ctx, plan, idx).await;
-            if r.is_err() {
-                failing.store(true, Ordering::SeqCst);
-            }
-            r.map(|r| Some((idx, r)))
-        });
-    }
     let mut first_err: Option<Error> = None;
-    while let Some(j) = tasks.join_next().await {
+    let note = |j: std::result::Result<Result<(usize, PartResult)>, tokio::task::JoinError>,
+                done: &mut Vec<Option<PartResult>>,
+                first_err: &mut Option<Error>| {
         let e = match j {
-            Ok(Ok(Some((idx, r)))) => {
+            Ok(Ok((idx, r))) => {
+                if done.len() <= idx {
+                    done.resize(idx + 1, None);
+                }
                 done[idx] = Some(r);
-                continue;
+                return;
             }
-            Ok(Ok(None)) => continue,
             Ok(Err(e)) => e,
             Err(e) => Error::internal(format!("partition task panicked: {e}")),
         };
@@ -299,9 +276,57 @@ pub(super) async fn run(
             if e.kind() != ErrorKind::Cancelled {
                 tracing::error!("{e}");
             }
-            first_err = Some(e);
+            *first_err = Some(e);
         }
+    };
+    loop {
+        while let Some(j) = tasks.try_join_next() {
+            note(j, &mut done, &mut first_err);
+        }
+        if first_err.is_some() || failing.load(Ordering::SeqCst) || cancel.is_cancelled() {
+            break;
+        }
+        let permit = tokio::select! {
+            permit = sem.clone().acquire_owned() => permit.map_err(|_| Error::cancelled())?,
+            Some(j) = tasks.join_next(), if !tasks.is_empty() => {
+                note(j, &mut done, &mut first_err);
+                continue;
+            }
+        };
+        let Some(piece) = piece_rx.recv().await else {
+            break;
+        };
+        partitions += 1;
+        if let Some(name) = earlier.get(&piece.digest) {
+            let (_, r) = commit::load_part(&store, name)
+                .await
+                .ctx("reading a part record of an earlier attempt")?;
+            counters.add(
+                r.segment.as_ref().map_or(0, |s| s.entries),
+                r.segment.as_ref().map_or(0, |s| s.bytes),
+            );
+            partitions_resumed += 1;
+            note(Ok(Ok((piece.idx, r))), &mut done, &mut first_err);
+            continue;
+        }
+        let (ctx, failing) = (ctx.clone(), failing.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let idx = piece.idx;
+            let r = run_partition_with_retries(ctx, Arc::new(piece)).await;
+            if r.is_err() {
+                failing.store(true, Ordering::SeqCst);
+            }
+            r.map(|r| (idx, r))
+        });
     }
+    drop(piece_rx);
+    while let Some(j) = tasks.join_next().await {
+        note(j, &mut done, &mut first_err);
+    }
+    let walked = walker
+        .await
+        .map_err(|e| Error::internal(format!("planning task: {e}")))?;
     drop(ctx);
     for u in uploaders {
         let _ = u.await;
@@ -313,7 +338,13 @@ pub(super) async fn run(
     if opts.cancel.is_cancelled() {
         return Err(Error::cancelled());
     }
-
+    walked?;
+    if done.len() != partitions || done.iter().any(Option::is_none) {
+        return Err(Error::internal(format!(
+            "{} of {partitions} partitions finished",
+            done.iter().flatten().count()
+        )));
+    }
     counters.begin(Phase::Committing, None, 0, 0);
     let c = commit::commit(
         p,
@@ -323,7 +354,7 @@ pub(super) async fn run(
         &snapshot,
         started_at,
         &plan,
-        parent.as_ref(),
+        parent.as_deref(),
         done,
         problems,
     )
@@ -357,11 +388,14 @@ pub(super) async fn run(
         new_stored_bytes: added.new_bytes,
         reused_packs: added.reused_packs,
         reused_stored_bytes: added.reused_bytes,
-        partitions: plan.partitions.len(),
+        partitions,
         partitions_resumed,
         blocks_staged: stats.blocks_staged.load(Ordering::Relaxed),
         blocks_reused: stats.blocks_reused.load(Ordering::Relaxed),
         max_inflight_blocks: stats.max_inflight_blocks.load(Ordering::Relaxed),
+        segments_written: stats.segments_written.load(Ordering::Relaxed),
+        segments_reused: stats.segments_reused.load(Ordering::Relaxed),
+        max_entries_held: stats.max_entries_held.load(Ordering::Relaxed),
         retries: store.retries() + stats.partition_retries.load(Ordering::Relaxed),
         problems: c.problems,
         inconsistent: c.inconsistent,
@@ -408,19 +442,16 @@ impl Added {
     }
 }
 
-async fn run_partition_with_retries(
-    ctx: Arc<Ctx>,
-    plan: Arc<Plan>,
-    idx: usize,
-) -> Result<PartResult> {
+async fn run_partition_with_retries(ctx: Arc<Ctx>, piece: Arc<Piece>) -> Result<PartResult> {
+    let idx = piece.idx;
     let retry = crate::support::retry::RetryPolicy::from(&ctx.pipeline.retry);
     let started = tokio::time::Instant::now();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         let c = ctx.clone();
-        let pl = plan.clone();
-        let r = tokio::task::spawn_blocking(move || run_partition(&c, &pl.partitions[idx], idx))
+        let pc = piece.clone();
+        let r = tokio::task::spawn_blocking(move || run_partition(&c, &pc))
             .await
             .map_err(|e| Error::internal(format!("partition {idx} worker: {e}")))?;
         let wait = match &r {
@@ -444,10 +475,68 @@ async fn run_partition_with_retries(
 }
 
 /// Extract, pack and store one partition; write its part record.
-fn run_partition(ctx: &Ctx, planned: &[PlannedEntry], idx: usize) -> Result<PartResult> {
+fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
     match (&ctx.pipeline.source, &ctx.session) {
-        (_, Some(session)) => super::streamed::run_partition(ctx, session, idx),
-        (SourceConfig::Fs(fs), None) => super::files::run_partition(ctx, fs, planned, idx),
+        (_, Some(session)) => super::streamed::run_partition(ctx, session, piece.idx),
+        (SourceConfig::Fs(fs), None) => super::files::run_partition(ctx, fs, piece),
         _ => Err(Error::internal("no source session for a streamed source")),
+    }
+}
+
+/// Start producing the run's partitions into `tx`: the walk of a filesystem source (on a
+/// blocking thread, cut by [`extract::Splitter`]), or a streamed source's work items.
+/// The progress totals grow as the walk finds entries.
+fn spawn_pieces(
+    p: &Pipeline,
+    plan: &Plan,
+    tx: tokio::sync::mpsc::Sender<Piece>,
+    counters: Arc<Counters>,
+    cancel: Cancel,
+) -> tokio::task::JoinHandle<Result<()>> {
+    match &p.source {
+        SourceConfig::Fs(fs) => {
+            let (fs, split) = (fs.clone(), p.partitions);
+            tokio::task::spawn_blocking(move || {
+                let (mut entries, mut bytes) = (0u64, 0u64);
+                let r = extract::fs::walk::pieces(&fs, &split, &mut |piece| {
+                    if cancel.is_cancelled() {
+                        return Err(Error::cancelled());
+                    }
+                    entries += piece.entries.len() as u64;
+                    bytes += piece.bytes();
+                    counters.set_total(entries, bytes);
+                    tx.blocking_send(piece).map_err(|_| Error::cancelled())
+                });
+                match r {
+                    // The receiver stopped taking partitions (a failure or a signal):
+                    // the engine reports why.
+                    Err(e) if e.kind() == ErrorKind::Cancelled => Ok(()),
+                    r => r,
+                }
+            })
+        }
+        _ => {
+            let pieces: Vec<Piece> = plan
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(idx, entries)| Piece {
+                    idx,
+                    lo: None,
+                    hi: None,
+                    entries: entries.clone(),
+                    problems: Vec::new(),
+                    digest: format!("item-{idx}"),
+                })
+                .collect();
+            tokio::spawn(async move {
+                for piece in pieces {
+                    if tx.send(piece).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+        }
     }
 }

@@ -21,7 +21,7 @@ pub mod files;
 pub use files::{DamagedFile, MAX_DAMAGED};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -72,6 +72,10 @@ pub struct RestoreReport {
     pub damaged: Vec<DamagedFile>,
     /// How many files were not restored because their stored data is damaged.
     pub damaged_total: u64,
+    /// Most entries held in memory at once (one segment's for a format-2 snapshot; the
+    /// selection for format 1).
+    #[serde(default)]
+    pub max_entries_held: usize,
     /// Start.
     pub started_at: DateTime<Utc>,
     /// End.
@@ -147,6 +151,9 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     let started_at = Utc::now();
     let counters = counters.unwrap_or_default();
+    if !m.segments.is_empty() && m.entries.is_empty() {
+        return restore_streamed(store, layout, m, opts, counters).await;
+    }
     let entries = select(m, &opts.paths)?;
     let rels = files::check_entries(m, &entries)?;
     // Archive-tier packs cannot be read: say so before writing anything.
@@ -193,13 +200,47 @@ pub async fn restore(
             .collect(),
         damaged: Vec::new(),
         damaged_total: 0,
+        max_entries_held: entries.len(),
         started_at,
         finished_at: started_at,
     };
     let damaged = Arc::new(files::DamageLog::default());
-    // 1. Directories, parents first (entries are path-sorted).
     let known = Arc::new(files::KnownDirs::default());
-    report.dirs = files::create_dirs(&root, &known, &entries, &rels, &counters)?;
+    write_batch(store, layout, m, &root, &entries, &rels, &known, opts, &counters, &damaged, &mut report).await?;
+    // Directory modes and times last, deepest first (writing inside changes mtimes).
+    files::finish_dirs(&root, &entries, &rels)?;
+    (report.damaged, report.damaged_total) = damaged.take();
+    report.finished_at = Utc::now();
+    Ok(report)
+}
+
+/// Write one path-sorted batch of checked entries: directories (parents first), files
+/// (packs in parallel), then symlinks, so nothing is ever written through one.
+#[allow(clippy::too_many_arguments)]
+async fn write_batch(
+    store: &Store,
+    layout: &Layout,
+    m: &Manifest,
+    root: &Path,
+    entries: &[Entry],
+    rels: &[PathBuf],
+    known: &Arc<files::KnownDirs>,
+    opts: &RestoreOptions,
+    counters: &Arc<Counters>,
+    damaged: &Arc<files::DamageLog>,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    let mut by_pack: BTreeMap<String, Vec<(Entry, PathBuf)>> = BTreeMap::new();
+    for (e, rel) in entries.iter().zip(rels) {
+        if e.kind == EntryKind::File {
+            by_pack
+                .entry(e.pack.clone().unwrap_or_default())
+                .or_default()
+                .push((e.clone(), rel.clone()));
+        }
+    }
+    // 1. Directories, parents first (entries are path-sorted).
+    report.dirs += files::create_dirs(root, known, entries, rels, counters)?;
     // 2. Files, packs in parallel.
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -208,7 +249,7 @@ pub async fn restore(
         let (store, layout, root, sem, counters, known, damaged) = (
             store.clone(),
             layout.clone(),
-            root.clone(),
+            root.to_path_buf(),
             sem.clone(),
             counters.clone(),
             known.clone(),
@@ -250,9 +291,153 @@ pub async fn restore(
         return Err(e);
     }
     // 3. Symlinks, after every file, so nothing is ever written through one.
-    report.symlinks = files::create_symlinks(&root, &known, &entries, &rels, &counters)?;
-    // 4. Directory modes and times last, deepest first (writing inside changes mtimes).
-    files::finish_dirs(&root, &entries, &rels)?;
+    report.symlinks += files::create_symlinks(root, &known, entries, rels, counters)?;
+    Ok(())
+}
+
+/// A compiled `--path` selection (everything when empty).
+struct Selection {
+    globs: Option<ignore::gitignore::Gitignore>,
+}
+
+impl Selection {
+    fn new(globs: &[String]) -> Result<Selection> {
+        if globs.is_empty() {
+            return Ok(Selection { globs: None });
+        }
+        let mut b = ignore::gitignore::GitignoreBuilder::new("/");
+        for g in globs {
+            b.add_line(None, g)
+                .map_err(|e| Error::config(format!("invalid --path glob {g:?}: {e}")))?;
+        }
+        Ok(Selection {
+            globs: Some(
+                b.build()
+                    .map_err(|e| Error::config(format!("invalid --path globs: {e}")))?,
+            ),
+        })
+    }
+    fn takes(&self, e: &Entry) -> bool {
+        self.globs.as_ref().is_none_or(|gi| {
+            gi.matched_path_or_any_parents(e.path.to_path(), e.kind == EntryKind::Dir)
+                .is_ignore()
+        })
+    }
+}
+
+/// Restore a format-2 snapshot segment by segment: memory holds one segment's entries,
+/// never the snapshot's. The segments are read in passes — check every path and collect
+/// the packs (so an archived pack or a clash refuses the restore before anything is
+/// written), write, then set directory times deepest first (segments in reverse).
+async fn restore_streamed(
+    store: &Store,
+    layout: &Layout,
+    m: &Manifest,
+    opts: &RestoreOptions,
+    counters: Arc<Counters>,
+) -> Result<RestoreReport> {
+    let started_at = Utc::now();
+    let sel = Selection::new(&opts.paths)?;
+    let prefix = |globs: &[String]| -> Option<Vec<Vec<u8>>> {
+        if globs.is_empty() {
+            None
+        } else {
+            globs.iter().map(|g| crate::manifest::segment::glob_prefix(g)).collect()
+        }
+    };
+    let prefixes = prefix(&opts.paths);
+    // The segments this selection can touch, in order.
+    let wanted: Vec<usize> = (0..m.segments.len())
+        .filter(|&i| {
+            prefixes.as_ref().is_none_or(|ps| {
+                ps.iter().any(|p| m.segments[i].may_hold_prefix(p))
+            })
+        })
+        .collect();
+    let mut reader = crate::manifest::segment::EntryReader::new(&**store, layout, m);
+    // Pass 1: check paths, count, collect packs.
+    let (mut selected, mut total_bytes) = (0u64, 0u64);
+    let mut packs: std::collections::BTreeSet<String> = Default::default();
+    let mut inconsistent = Vec::new();
+    for &i in &wanted {
+        let batch = reader.read_segment(i, true).await?;
+        for e in batch.iter().filter(|e| sel.takes(e)) {
+            files::safe_relative(&e.path)?;
+            selected += 1;
+            total_bytes += e.size;
+            if e.kind == EntryKind::File {
+                packs.insert(e.pack.clone().unwrap_or_default());
+            }
+            if e.inconsistent && inconsistent.len() < crate::manifest::segment::MAX_LISTED {
+                inconsistent.push(e.path.display());
+            }
+        }
+    }
+    if selected == 0 && !opts.paths.is_empty() {
+        return Err(Error::not_found(format!(
+            "no entry of snapshot {} matches {}",
+            m.header.snapshot,
+            opts.paths.join(", ")
+        )));
+    }
+    archive::refuse_archived(store, layout, m, packs.iter()).await?;
+    drop(packs);
+    std::fs::create_dir_all(&opts.to).map_err(|e| {
+        Error::io(
+            ErrorKind::Internal,
+            format!("creating {}", opts.to.display()),
+            e,
+        )
+    })?;
+    let root = opts
+        .to
+        .canonicalize()
+        .map_err(|e| Error::io(ErrorKind::Internal, "target", e))?;
+    let chosen = |batch: Vec<Entry>| -> Result<(Vec<Entry>, Vec<PathBuf>)> {
+        let entries: Vec<Entry> = batch.into_iter().filter(|e| sel.takes(e)).collect();
+        let rels = entries
+            .iter()
+            .map(|e| files::safe_relative(&e.path))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((entries, rels))
+    };
+    // Pass 2: nothing selected exists yet (without --overwrite).
+    if !opts.overwrite {
+        for &i in &wanted {
+            let (entries, rels) = chosen(reader.read_segment(i, false).await?)?;
+            files::refuse_clashes(&root, &entries, &rels)?;
+        }
+    }
+    counters.set_total(selected, total_bytes);
+    let mut report = RestoreReport {
+        snapshot: m.header.snapshot.clone(),
+        to: root.clone(),
+        files: 0,
+        dirs: 0,
+        symlinks: 0,
+        bytes: 0,
+        bytes_fetched: 0,
+        packs_read: 0,
+        inconsistent,
+        damaged: Vec::new(),
+        damaged_total: 0,
+        max_entries_held: 0,
+        started_at,
+        finished_at: started_at,
+    };
+    // Pass 3: write, a segment at a time.
+    let damaged = Arc::new(files::DamageLog::default());
+    for &i in &wanted {
+        let (entries, rels) = chosen(reader.read_segment(i, false).await?)?;
+        report.max_entries_held = report.max_entries_held.max(entries.len());
+        let known = Arc::new(files::KnownDirs::default());
+        write_batch(store, layout, m, &root, &entries, &rels, &known, opts, &counters, &damaged, &mut report).await?;
+    }
+    // Pass 4: directory modes and times, deepest first.
+    for &i in wanted.iter().rev() {
+        let (entries, rels) = chosen(reader.read_segment(i, false).await?)?;
+        files::finish_dirs(&root, &entries, &rels)?;
+    }
     (report.damaged, report.damaged_total) = damaged.take();
     report.finished_at = Utc::now();
     Ok(report)

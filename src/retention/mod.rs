@@ -449,6 +449,10 @@ pub struct PruneReport {
     pub packs_young: u64,
     /// Unreferenced packs deleted (or that would be).
     pub packs_deleted: u64,
+    /// Manifest segments stored.
+    pub segments_total: u64,
+    /// Unreferenced manifest segments deleted (or that would be).
+    pub segments_deleted: u64,
     /// Bytes of the deleted packs.
     pub bytes_freed: u64,
     /// Per tier: unreferenced packs inside the tier's early-deletion minimum.
@@ -468,8 +472,13 @@ fn pack_id_of(name: &str) -> &str {
     file.split_once('.').map(|(id, _)| id).unwrap_or(file)
 }
 
-/// Add every pack id `blob` (a manifest or part record) references to `out`, reading it
-/// line by line.
+/// The key a referenced segment has in prune's set (beside pack ids).
+fn segment_key(sha256: &str) -> String {
+    format!("segment:{sha256}")
+}
+
+/// Add every pack id and segment `blob` (a manifest or part record) references to `out`,
+/// reading it line by line.
 async fn referenced_by(store: &dyn BlobStore, blob: &str, out: &mut HashSet<String>) -> Result<()> {
     let bytes = store.get(blob, None).await?;
     let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
@@ -490,7 +499,15 @@ async fn referenced_by(store: &dyn BlobStore, blob: &str, out: &mut HashSet<Stri
                     out.insert(p);
                 }
             }
-            Line::Header(_) | Line::Part(_) | Line::Table(_) | Line::Stream(_) => {}
+            Line::Segment(r) => {
+                out.insert(segment_key(&r.sha256));
+            }
+            Line::Part(h) => {
+                if let Some(r) = h.segment {
+                    out.insert(segment_key(&r.sha256));
+                }
+            }
+            Line::Header(_) | Line::Table(_) | Line::Stream(_) => {}
         }
     }
     Ok(())
@@ -609,6 +626,22 @@ pub async fn prune_locked(
         }
         rep.packs_deleted += 1;
         rep.bytes_freed += item.size;
+    }
+    // 2b. Manifest segments: the same rule as packs (referenced, or young, stays).
+    for item in list_all(&**store, &layout.segments()).await? {
+        rep.segments_total += 1;
+        let sha = pack_id_of(&item.name);
+        if referenced.contains(&segment_key(sha)) || age(now, item.last_modified) < grace {
+            continue;
+        }
+        if !dry_run {
+            store
+                .delete(&item.name)
+                .await
+                .ctx(format!("deleting segment {}", item.name))?;
+        }
+        rep.segments_deleted += 1;
+        rep.record_bytes_freed += item.size;
     }
     // 3. Part records of runs that committed or were abandoned past the grace.
     for r in runs.iter().filter(|r| r.stale(now, grace)) {

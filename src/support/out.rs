@@ -26,6 +26,19 @@ pub fn out_line(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Print text without a newline on stdout (pieces of one long document); a broken
+/// pipe marks stdout closed.
+pub fn out_str(args: fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = io::stdout().lock().write_fmt(args) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Print one line on stderr (above the progress bar, if one is drawn); errors are dropped.
 pub fn err_line(args: fmt::Arguments<'_>) {
     let line = format!("{args}\n");

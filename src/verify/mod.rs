@@ -88,6 +88,11 @@ pub struct VerifyReport {
     pub bytes_stored: u64,
     /// Packs in Archive whose data could not be read (metadata checked only).
     pub archived_packs_skipped: usize,
+    /// Most entries held in memory at once while gathering packs' entries (a segment
+    /// and the packs still being gathered; bounded by configuration for format-2
+    /// manifests, the whole snapshot for format 1).
+    #[serde(default)]
+    pub max_entries_held: usize,
     /// What did not match.
     pub mismatches: Vec<Mismatch>,
     /// Where the report was stored.
@@ -164,18 +169,82 @@ pub async fn verify(
     let m = Arc::new(m.clone());
     let sem = Arc::new(tokio::sync::Semaphore::new(upload.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for pi in 0..m.packs.len() {
-        let (store, m, sem, layout, counters) = (
-            store.clone(),
-            m.clone(),
-            sem.clone(),
-            layout.clone(),
-            counters.clone(),
-        );
+    // A pack is handed out only once a permit is free, so at most `concurrency` packs'
+    // entries wait or run at once.
+    let spawn = |tasks: &mut tokio::task::JoinSet<Result<PackResult>>,
+                 permit: tokio::sync::OwnedSemaphorePermit,
+                 pi: usize,
+                 entries: Vec<Entry>| {
+        let (store, m, layout, counters) =
+            (store.clone(), m.clone(), layout.clone(), counters.clone());
         tasks.spawn(async move {
-            let _permit = sem.acquire_owned().await.map_err(|_| Error::cancelled())?;
-            verify_pack(store, layout, m, pi, mode, seed, counters).await
+            let _permit = permit;
+            verify_pack(store, layout, m, pi, entries, mode, seed, counters).await
         });
+    };
+    let permit = || async {
+        sem.clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::cancelled())
+    };
+    let index: std::collections::HashMap<&str, usize> =
+        m.packs.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
+    let mut held = 0usize;
+    if m.segments.is_empty() {
+        held = m.entries.len();
+        let mut groups: Vec<Vec<Entry>> = vec![Vec::new(); m.packs.len()];
+        for e in &m.entries {
+            if let Some(&i) = e.pack.as_deref().and_then(|p| index.get(p)) {
+                groups[i].push(e.clone());
+            }
+        }
+        for (pi, g) in groups.into_iter().enumerate() {
+            let pm = permit().await?;
+            spawn(&mut tasks, pm, pi, g);
+        }
+    } else {
+        // A format-2 manifest is read a segment at a time, twice: first to learn in
+        // which segment each pack is referenced last, then to hand each pack its entries
+        // as soon as the stream has passed them. Memory holds the entries of the packs
+        // whose entries are still being gathered (a pack's entries lie in one path range,
+        // so in one or two neighbouring segments), never the snapshot's.
+        let mut last: Vec<Option<usize>> = vec![None; m.packs.len()];
+        let mut reader = crate::manifest::segment::EntryReader::new(&**store, layout, &m);
+        for si in 0..m.segments.len() {
+            for e in reader.read_segment(si, true).await? {
+                if let Some(&i) = e.pack.as_deref().and_then(|p| index.get(p)) {
+                    last[i] = Some(si);
+                }
+            }
+        }
+        for (pi, l) in last.iter().enumerate() {
+            if l.is_none() {
+                let pm = permit().await?;
+                spawn(&mut tasks, pm, pi, Vec::new());
+            }
+        }
+        let mut groups: std::collections::HashMap<usize, Vec<Entry>> = Default::default();
+        for si in 0..m.segments.len() {
+            let seg = reader.read_segment(si, false).await?;
+            let n = seg.len();
+            for e in seg {
+                if let Some(&i) = e.pack.as_deref().and_then(|p| index.get(p)) {
+                    groups.entry(i).or_default().push(e);
+                }
+            }
+            held = held.max(n + groups.values().map(Vec::len).sum::<usize>());
+            let done: Vec<usize> = groups
+                .keys()
+                .copied()
+                .filter(|&i| last[i] == Some(si))
+                .collect();
+            for i in done {
+                let g = groups.remove(&i).unwrap_or_default();
+                let pm = permit().await?;
+                spawn(&mut tasks, pm, i, g);
+            }
+        }
     }
     let mut report = VerifyReport {
         snapshot: m.header.snapshot.clone(),
@@ -193,6 +262,7 @@ pub async fn verify(
         bytes_read: 0,
         bytes_stored: m.packs.iter().map(|p| p.size).sum(),
         archived_packs_skipped: 0,
+        max_entries_held: held,
         mismatches: vec![],
         stored_as: None,
     };
@@ -265,11 +335,13 @@ struct PackResult {
     mismatches: Vec<Mismatch>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn verify_pack(
     store: Store,
     layout: Layout,
     m: Arc<Manifest>,
     pi: usize,
+    entries: Vec<Entry>,
     mode: VerifyMode,
     seed: u64,
     counters: Arc<Counters>,
@@ -280,11 +352,6 @@ async fn verify_pack(
     // Metadata.
     let Some(props) = store.head(&blob).await? else {
         let mut mm = mismatch(p, &blob, "missing-pack", "pack blob does not exist".into());
-        let entries: Vec<&Entry> = m
-            .entries
-            .iter()
-            .filter(|e| e.pack.as_deref() == Some(&p.id))
-            .collect();
         mm.paths = entries
             .iter()
             .take(scan::MAX_PATHS)
@@ -349,11 +416,7 @@ async fn verify_pack(
     let rt = tokio::runtime::Handle::current();
     let res = tokio::task::spawn_blocking(move || {
         let p = &m2.packs[pi];
-        let entries: Vec<&Entry> = m2
-            .entries
-            .iter()
-            .filter(|e| e.pack.as_deref() == Some(&p.id))
-            .collect();
+        let entries: Vec<&Entry> = entries.iter().collect();
         let scan = PackScan::new(&*store2, rt, &blob, p, file_entries(&entries));
         match mode {
             VerifyMode::Full => full_pack(&scan, &mut r),

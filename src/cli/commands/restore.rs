@@ -43,9 +43,12 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
         }
     } else {
         let id = a.sel.resolve(&repo).await?;
-        catalog::load(&*repo.store, &repo.layout, &id).await?
+        // The head only: restore reads the segments it needs as it goes.
+        catalog::load_head(&*repo.store, &repo.layout, &id).await?
     };
+    let mut m = m;
     if a.plan || a.rehydrate.is_some() {
+        catalog::fill_for(&*repo.store, &repo.layout, &mut m, &a.paths).await?;
         return archive(&a, &p, &repo, &m, json, quiet).await;
     }
     let reporter = Reporter::start("restore", Phase::Restoring, quiet);

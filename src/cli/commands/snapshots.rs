@@ -58,7 +58,9 @@ pub async fn ls(pipeline: &Path, sel: &SnapshotSel, globs: &[String], json: bool
     let p = Pipeline::load(pipeline)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
     let id = sel.resolve(&repo).await?;
-    let m = catalog::load(&*repo.store, &repo.layout, &id).await?;
+    // The head, then the entries a segment at a time (only the segments an anchored
+    // glob can reach): memory holds one segment, never the snapshot.
+    let m = catalog::load_head(&*repo.store, &repo.layout, &id).await?;
     let matcher = if globs.is_empty() {
         None
     } else {
@@ -72,22 +74,43 @@ pub async fn ls(pipeline: &Path, sel: &SnapshotSel, globs: &[String], json: bool
                 .map_err(|e| Error::config(format!("invalid globs: {e}")))?,
         )
     };
-    let entries: Vec<_> = m
-        .entries
-        .iter()
-        .filter(|e| {
-            matcher.as_ref().is_none_or(|g| {
-                g.matched_path_or_any_parents(e.path.to_path(), e.kind == EntryKind::Dir)
-                    .is_ignore()
+    // One anchored glob: read only the segments whose range can hold its matches.
+    let prefix = match globs {
+        [g] => crate::manifest::segment::glob_prefix(g),
+        _ => None,
+    };
+    let mut reader = crate::manifest::segment::EntryReader::new(&*repo.store, &repo.layout, &m)
+        .with_prefix(prefix);
+    let mut listed = 0u64;
+    while let Some(batch) = reader.next_batch().await? {
+        let entries: Vec<_> = batch
+            .iter()
+            .filter(|e| {
+                matcher.as_ref().is_none_or(|g| {
+                    g.matched_path_or_any_parents(e.path.to_path(), e.kind == EntryKind::Dir)
+                        .is_ignore()
+                })
             })
-        })
-        .collect();
-    if !globs.is_empty() && entries.is_empty() {
+            .collect();
+        if json {
+            render::ls_json_part(&entries, listed == 0);
+        } else {
+            render::ls(&entries);
+        }
+        listed += entries.len() as u64;
+        if crate::support::out::stdout_closed() {
+            // The reader went away (`ls | head`): stop reading, like any Unix tool.
+            return Ok(exit::OK);
+        }
+    }
+    if !globs.is_empty() && listed == 0 {
         return Err(Error::not_found(format!(
             "no entry of {id} matches {}",
             globs.join(", ")
         )));
     }
-    emit(json, &entries, || render::ls(&entries));
+    if json {
+        render::ls_json_end(listed == 0);
+    }
     Ok(exit::OK)
 }

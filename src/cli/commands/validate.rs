@@ -21,7 +21,9 @@ pub fn validate(pipeline: &Path, json: bool) -> Result<i32> {
         "prefix": p.target.prefix,
         "codec": p.compression.codec,
         "level": p.compression.level,
-        "partitions": p.partitions.count,
+        "partition_size": p.partitions.size,
+        "partition_max_entries": p.partitions.max_entries,
+        "max_parallel": p.partitions.max_parallel,
     });
     emit(json, &summary, || render::validate(pipeline, &p));
     Ok(exit::OK)

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Stat;
 use crate::error::{Error, Result};
-use crate::manifest::{Entry, EntryKind, Manifest, PathBytes};
+use crate::manifest::{Entry, EntryKind, PathBytes};
 
 /// Why a file was not stored.
 #[derive(Debug)]
@@ -121,18 +121,11 @@ impl<R: Read> Read for ErrorCapture<R> {
     }
 }
 
-/// The parent's entry for `path`, if what is on disk now is unchanged: same kind, size,
-/// mode, mtime (to the nanosecond), inode and ctime, and for symlinks the same target.
-/// Entries the parent stored as inconsistent are always read again.
-pub fn unchanged(
-    parent: &Manifest,
-    path: &PathBytes,
-    kind: EntryKind,
-    st: &Stat,
-    abs: &Path,
-) -> Option<Entry> {
-    let i = parent.entries.binary_search_by(|e| e.path.cmp(path)).ok()?;
-    let prev = &parent.entries[i];
+/// Whether the parent's entry `prev` (for the same path) still describes what is on
+/// disk: same kind, size, mode, mtime (to the nanosecond), inode and ctime, and for
+/// symlinks the same target. Entries the parent stored as inconsistent are always read
+/// again.
+pub fn unchanged(prev: &Entry, kind: EntryKind, st: &Stat, abs: &Path) -> bool {
     let same = prev.kind == kind
         && !prev.inconsistent
         && prev.pack.is_some()
@@ -144,13 +137,15 @@ pub fn unchanged(
         && prev.uid == st.uid
         && prev.gid == st.gid;
     if !same {
-        return None;
+        return false;
     }
     if kind == EntryKind::Symlink {
-        let t = std::fs::read_link(abs).ok()?;
+        let Ok(t) = std::fs::read_link(abs) else {
+            return false;
+        };
         if prev.target.as_ref().map(|x| x.0.as_slice()) != Some(t.as_os_str().as_bytes()) {
-            return None;
+            return false;
         }
     }
-    Some(prev.clone())
+    true
 }

@@ -124,6 +124,8 @@ pub(super) struct RestoreSpec {
 pub(super) struct PartitionsSpec {
     pub(super) count: Option<Spanned<CountOrAuto>>,
     pub(super) max_parallel: Option<Spanned<CountOrAuto>>,
+    pub(super) size: Option<Spanned<SizeValue>>,
+    pub(super) max_entries: Option<Spanned<CountOrAuto>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -40,8 +40,42 @@ pub(super) fn check_partitions(c: &mut Checker<'_>, s: &PartitionsSpec) -> Parti
                 }
             },
         };
+    if let Some(sp) = &s.count {
+        // Partitions are cut by size since format 2 (a count needs the whole tree
+        // listed first); an old pipeline file still loads.
+        let (line, col) = super::check::line_col(c.text, sp.span().start);
+        tracing::warn!(
+            "{}:{line}:{col}: partitions.count is no longer used: filesystem partitions are \
+             cut by partitions.size (default 64MiB) and partitions.max_entries; remove the key",
+            c.file.display()
+        );
+    }
+    let max_entries = match &s.max_entries {
+        None => PartitionsConfig::DEFAULT_MAX_ENTRIES,
+        Some(sp) => match *sp.get_ref() {
+            CountOrAuto::Word(AutoWord::Auto) => PartitionsConfig::DEFAULT_MAX_ENTRIES,
+            CountOrAuto::Count(n) if (16..=1_000_000).contains(&n) => n as usize,
+            CountOrAuto::Count(n) => {
+                c.at(
+                    sp.span(),
+                    "partitions.max_entries",
+                    format!("must be 16–1000000 or \"auto\", got {n}"),
+                    "the default is 8192; more entries per partition means more memory per worker",
+                );
+                PartitionsConfig::DEFAULT_MAX_ENTRIES
+            }
+        },
+    };
     PartitionsConfig {
-        count: count_of(c, &s.count, "partitions.count", (cores * 4).max(4)),
+        size: size_in(
+            c,
+            &s.size,
+            "partitions.size",
+            PartitionsConfig::DEFAULT_SIZE as usize,
+            64 << 10,
+            1 << 40,
+        ) as u64,
+        max_entries,
         max_parallel: count_of(c, &s.max_parallel, "partitions.max_parallel", cores),
     }
 }
