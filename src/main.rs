@@ -22,14 +22,16 @@ fn main() {
     // One TLS provider for every HTTP client in the process (Azure SDK, webhooks).
     blobpipe::support::http::ensure_tls_provider();
     let cli = blobpipe::cli::args::Cli::parse();
-    blobpipe::cli::logging::init_logging(cli.log_format);
+    blobpipe::cli::logging::init_logging(cli.log_format, cli.quiet, cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            blobpipe::support::out::err_line(format_args!(
+                "error: cannot start the async runtime: {e}"
+            ));
             std::process::exit(blobpipe::cli::exit::FAILED);
         }
     };

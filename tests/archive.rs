@@ -241,7 +241,7 @@ async fn cli_exit_8_plan_and_rehydrate_on_the_local_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_restore_on_azurite() {
     let Some(ep) = support::azurite() else { return };
-    blobpipe::cli::logging::init_logging(blobpipe::cli::args::LogFormat::Text);
+    blobpipe::cli::logging::init_logging(blobpipe::cli::args::LogFormat::Text, false, 0);
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     sample_tree(&src);

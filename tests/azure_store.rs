@@ -754,3 +754,42 @@ async fn a_permanently_failing_service_fails_cleanly_within_the_budget() {
     // Each operation used exactly its attempts, no more.
     assert_eq!(s.retries(), ops * u64::from(attempts - 1));
 }
+
+/// Issue 14: the lease of a dead holder is broken only while that holder still holds it.
+#[tokio::test]
+async fn break_lease_of_breaks_only_the_named_holder() {
+    let Some(ep) = support::azurite() else { return };
+    let c = support::unique_container("deadlease");
+    let a = open_cs(&ep, &c, &fast_opts()).await;
+    let b = open_cs(&ep, &c, &fast_opts()).await;
+    let dead = "run A on host-1 (pid 4242) since t";
+    let _la = a
+        .acquire_lease("p/lock", Duration::from_secs(60), dead)
+        .await
+        .expect("A locks");
+    assert!(
+        !b.break_lease_of("p/lock", "run X on host-1 (pid 1) since t")
+            .await
+            .expect("no break"),
+        "another holder's lease is left alone"
+    );
+    assert!(b.break_lease_of("p/lock", dead).await.expect("break"));
+    let lb = b
+        .acquire_lease(
+            "p/lock",
+            Duration::from_secs(60),
+            "run B on host-1 (pid 7) since t",
+        )
+        .await
+        .expect("B takes over at once");
+    // A second breaker that saw the dead holder earlier must not break B's lease.
+    assert!(!a.break_lease_of("p/lock", dead).await.expect("no break"));
+    assert_eq!(
+        a.acquire_lease("p/lock", Duration::from_secs(15), "run C")
+            .await
+            .expect_err("B still holds it")
+            .kind(),
+        ErrorKind::Locked
+    );
+    b.release_lease(&lb).await.expect("release");
+}

@@ -326,3 +326,134 @@ fn issue14_validate_reports_every_error_against_its_table() {
     }
     assert!(!e.contains("untagged"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 14: directory commands resolve only the variables they use, and a file that does
+// not load is reported once without stopping the others (exit 2 at the end).
+// ---------------------------------------------------------------------------------------
+mod issue14_directory_commands {
+    use super::*;
+
+    const UNSET: &str = "BP_ISSUE14_UNSET_DB_URL";
+
+    /// `pipes/` with an fs pipeline, a database pipeline whose source URL variable is
+    /// unset, and (when `bad`) a file that does not parse.
+    fn pipes(bad: bool) -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("pipes");
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = t.path().join("store");
+        let common = format!(
+            "[target]\nurl = \"file://{}\"\n[schedule]\ncron = \"0 2 * * *\"\n[lifecycle]\ncool_after_days = 30\n",
+            store.display()
+        );
+        std::fs::write(
+            dir.join("a-files.toml"),
+            format!(
+                "name = \"files\"\n[source]\ntype = \"fs\"\nroot = \"{}\"\n{common}",
+                t.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("b-db.toml"),
+            format!(
+                "name = \"db\"\n[source]\ntype = \"postgres\"\nurl = \"${{{UNSET}}}\"\nschemas = [\"public\"]\n{common}"
+            ),
+        )
+        .unwrap();
+        if bad {
+            std::fs::write(dir.join("c-bad.toml"), "name = \n").unwrap();
+        }
+        (t, dir)
+    }
+
+    fn run(args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_blobpipe"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env_remove(UNSET)
+            .output()
+            .unwrap()
+    }
+
+    fn out(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    #[test]
+    fn lifecycle_does_not_need_the_source_url() {
+        let (_t, dir) = pipes(false);
+        let a = dir.join("a-files.toml");
+        let b = dir.join("b-db.toml");
+        let o = run(&["lifecycle", a.to_str().unwrap(), b.to_str().unwrap()]);
+        assert_eq!(code(&o), 0, "{}", err(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["policy"]["rules"].as_array().map(Vec::len),
+            Some(2),
+            "{v:#}"
+        );
+        // Commands that do read the source still refuse, naming the variable.
+        let o = run(&["validate", b.to_str().unwrap()]);
+        assert_eq!(code(&o), 2);
+        assert!(err(&o).contains(UNSET), "{}", err(&o));
+    }
+
+    #[test]
+    fn lifecycle_reports_a_bad_file_and_covers_the_others() {
+        let (_t, dir) = pipes(true);
+        let files: Vec<String> = ["a-files.toml", "b-db.toml", "c-bad.toml"]
+            .iter()
+            .map(|f| dir.join(f).display().to_string())
+            .collect();
+        let args: Vec<&str> = std::iter::once("lifecycle")
+            .chain(files.iter().map(String::as_str))
+            .collect();
+        let o = run(&args);
+        assert_eq!(code(&o), 2, "{}", err(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["policy"]["rules"].as_array().map(Vec::len),
+            Some(2),
+            "{v:#}"
+        );
+        assert_eq!(err(&o).matches("c-bad.toml").count(), 1, "{}", err(&o));
+    }
+
+    #[test]
+    fn next_and_scaffold_go_on_past_a_bad_file() {
+        let (t, dir) = pipes(true);
+        let d = dir.to_str().unwrap();
+        let o = run(&["next", d]);
+        assert_eq!(code(&o), 2, "{}", err(&o));
+        assert!(
+            out(&o).contains("files") && out(&o).contains("db"),
+            "{}",
+            out(&o)
+        );
+        assert_eq!(err(&o).matches("c-bad.toml").count(), 1, "{}", err(&o));
+        assert!(!err(&o).contains(UNSET), "{}", err(&o));
+
+        let app = t.path().join("app");
+        let o = run(&["functions", "scaffold", d, "--out", app.to_str().unwrap()]);
+        assert_eq!(code(&o), 2, "{}", err(&o));
+        assert!(app.join("host.json").exists(), "{}", err(&o));
+        assert_eq!(err(&o).matches("c-bad.toml").count(), 1, "{}", err(&o));
+    }
+
+    #[test]
+    fn status_and_check_print_a_load_error_once() {
+        let (_t, dir) = pipes(true);
+        let d = dir.to_str().unwrap();
+        // `check`: nothing backed up yet, so stale (9) beats the config error (2).
+        for (cmd, want) in [("status", 2), ("check", 9)] {
+            let o = run(&[cmd, d, "--max-age", "26h"][..if cmd == "check" { 4 } else { 2 }]);
+            let all = format!("{}{}", out(&o), err(&o));
+            assert_eq!(code(&o), want, "{cmd}: {all}");
+            assert_eq!(all.matches("c-bad.toml").count(), 1, "{cmd}: {all}");
+            assert!(!all.contains(UNSET), "{cmd} needs no source: {all}");
+            assert!(out(&o).contains("files"), "{cmd}: {all}");
+        }
+    }
+}

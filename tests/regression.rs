@@ -2055,3 +2055,408 @@ mod item_13 {
         assert_eq!(code, 0, "{err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 14, output: a closed pipe is not a crash (`ls | head`, a backup whose stderr or
+// stdout reader went away), and the run lock of a dead process on this host is released.
+// ---------------------------------------------------------------------------------------
+mod issue14_epipe {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    use super::common::*;
+    use super::*;
+
+    /// A local store holding one snapshot of `n` files; returns (tempdir, pipeline file).
+    fn many_files(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let t = tempfile::tempdir().expect("tmp");
+        let src = t.path().join("src");
+        std::fs::create_dir_all(&src).expect("mkdir");
+        for i in 0..n {
+            std::fs::write(
+                src.join(format!("file-with-a-longish-name-{i:05}.txt")),
+                b"x",
+            )
+            .expect("write");
+        }
+        let store = t.path().join("store");
+        let pf = write_pipeline(
+            t.path(),
+            "epipe",
+            &src,
+            &format!("file://{}", store.display()),
+            "",
+        );
+        let o = bin().args(["backup", "-q"]).arg(&pf).output().expect("run");
+        assert!(o.status.success(), "backup: {}", text(&o.stderr));
+        (t, pf)
+    }
+
+    #[test]
+    fn ls_into_a_closed_pipe_stops_quietly_with_exit_0() {
+        // 3000 lines of ~80 bytes: far more than a pipe buffer, so `ls` meets EPIPE.
+        let (_t, pf) = many_files(3000);
+        let mut child = bin()
+            .args(["ls"])
+            .arg(&pf)
+            .arg("latest")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 64];
+        out.read_exact(&mut first).expect("read the first bytes");
+        drop(out); // what `head` does once it has its lines
+        let o = child.wait_with_output().expect("wait");
+        let err = text(&o.stderr);
+        assert!(!err.contains("panicked"), "stderr: {err}");
+        assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    }
+
+    /// Run a backup of `pf` with stdout or stderr (or both) going to a pipe whose reader
+    /// is already gone; then a second backup must not find the lock held.
+    fn backup_with_closed(pf: &Path, close_stdout: bool, close_stderr: bool) {
+        let mut c = bin();
+        c.env("RUST_LOG", "info").arg("backup").arg(pf);
+        c.stdout(if close_stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        c.stderr(if close_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = c.spawn().expect("spawn");
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let status = child.wait().expect("wait");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "backup with closed stdout={close_stdout} stderr={close_stderr}"
+        );
+        let o = bin()
+            .args(["backup", "-q"])
+            .arg(pf)
+            .output()
+            .expect("rerun");
+        assert!(
+            o.status.success(),
+            "the next run must find the lock free: {}",
+            text(&o.stderr)
+        );
+    }
+
+    #[test]
+    fn backup_with_a_closed_stderr_finishes_and_releases_its_lock() {
+        let (_t, pf) = many_files(50);
+        backup_with_closed(&pf, false, true);
+    }
+
+    #[test]
+    fn backup_with_a_closed_stdout_finishes_and_releases_its_lock() {
+        let (_t, pf) = many_files(50);
+        backup_with_closed(&pf, true, false);
+        backup_with_closed(&pf, true, true);
+    }
+}
+
+mod issue14_lock {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use blobpipe::error::ErrorKind;
+    use blobpipe::manifest::layout::Layout;
+    use blobpipe::manifest::lock::RunLock;
+    use blobpipe::store::memory::MemoryStore;
+    use blobpipe::store::Store;
+    use blobpipe::support::cancel::Cancel;
+
+    use super::*;
+
+    /// Any blob file under `dir` whose content mentions `needle` (not the lease files,
+    /// which are written before the lock blob records its holder).
+    fn mentions(dir: &Path, needle: &str) -> bool {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        rd.flatten().any(|e| {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                false
+            } else if p.is_dir() {
+                mentions(&p, needle)
+            } else {
+                std::fs::read(&p).is_ok_and(|b| text(&b).contains(needle))
+            }
+        })
+    }
+
+    #[test]
+    fn a_killed_holder_on_this_host_does_not_block_the_next_run() {
+        let t = tempfile::tempdir().expect("tmp");
+        let store = t.path().join("store");
+        let stop = t.path().join("STOP");
+        // Runs until STOP exists (and dies of SIGPIPE once its reader is killed).
+        let pf = t.path().join("cmd.toml");
+        std::fs::write(
+            &pf,
+            format!(
+                "name = \"cmd\"\n[source]\ntype = \"command\"\nname = \"ticks\"\n\
+                 command = [\"sh\", \"-c\", \"if [ -e {stop} ]; then echo done; else while sleep 0.2; do echo tick; done; fi\"]\n\
+                 timeout = \"10m\"\n[target]\nurl = \"file://{store}\"\n",
+                stop = stop.display(),
+                store = store.display()
+            ),
+        )
+        .expect("write pipeline");
+        let mut holder = bin()
+            .arg("backup")
+            .arg(&pf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the holder");
+        let pid = holder.id();
+        let needle = format!("(pid {pid})");
+        while !mentions(&store, &needle) {
+            assert!(
+                holder.try_wait().expect("try_wait").is_none(),
+                "the holder exited before taking the lock"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A live holder on this host is respected.
+        let o = bin().arg("backup").arg(&pf).output().expect("second run");
+        assert_eq!(
+            o.status.code(),
+            Some(blobpipe::cli::exit::LOCKED),
+            "stderr: {}",
+            text(&o.stderr)
+        );
+        assert!(text(&o.stderr).contains(&needle), "{}", text(&o.stderr));
+        // kill -9, reap: its lease (60 s) has not expired, but its pid is dead.
+        holder.kill().expect("kill -9");
+        holder.wait().expect("reap");
+        std::fs::write(&stop, b"").expect("stop file");
+        let o = bin().arg("backup").arg(&pf).output().expect("third run");
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+        assert!(
+            err.contains("released the run lock") && err.contains(&needle),
+            "says whose lock it released: {err}"
+        );
+    }
+
+    async fn take(store: &Store, layout: &Layout) -> blobpipe::error::Result<RunLock> {
+        RunLock::acquire(
+            store.clone(),
+            layout,
+            "run-b",
+            Duration::from_secs(60),
+            false,
+            &Cancel::new(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_holder_on_another_host_or_alive_is_respected_a_dead_one_is_not() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .expect("hostname");
+        let mut gone = Command::new("true").spawn().expect("spawn");
+        let dead = gone.id();
+        gone.wait().expect("reap");
+        let layout = Layout::new("p");
+        for (holder, free) in [
+            (format!("run a on {host}-other (pid {dead}) since t"), false),
+            (format!("run a on {host} (pid 1) since t"), false),
+            (format!("run a on {host} (pid {dead}) since t"), true),
+        ] {
+            let store: Store = std::sync::Arc::new(MemoryStore::new(&unique_name()));
+            store
+                .acquire_lease(&layout.lock(), Duration::from_secs(60), &holder)
+                .await
+                .expect("first holder");
+            let got = take(&store, &layout).await;
+            match (free, got) {
+                (true, Ok(l)) => l.release().await,
+                (false, Err(e)) => assert_eq!(e.kind(), ErrorKind::Locked, "{holder}: {e}"),
+                (true, Err(e)) => panic!("{holder}: a dead holder must be released: {e}"),
+                (false, Ok(_)) => panic!("{holder}: a live or remote holder was broken"),
+            }
+        }
+    }
+
+    fn unique_name() -> String {
+        super::common::unique("lock")
+    }
+}
+
+mod issue14_logs {
+    use super::common::*;
+    use super::*;
+
+    #[test]
+    fn quiet_backup_to_a_pipe_logs_no_info_and_no_colour() {
+        let t = tempfile::tempdir().expect("tmp");
+        let src = t.path().join("src");
+        slow_source(&src, 7);
+        let store = t.path().join("store");
+        let pf = write_pipeline(
+            t.path(),
+            "logs",
+            &src,
+            &format!("file://{}", store.display()),
+            "",
+        );
+        for args in [&["backup", "-q"][..], &["backup"][..]] {
+            let o = bin()
+                .env_remove("RUST_LOG")
+                .env_remove("NO_COLOR")
+                .args(args)
+                .arg(&pf)
+                .output()
+                .expect("run");
+            let err = text(&o.stderr);
+            assert!(o.status.success(), "{args:?}: {err}");
+            assert!(!err.contains('\u{1b}'), "{args:?}: ESC on a pipe: {err:?}");
+            if args.contains(&"-q") {
+                assert!(!err.contains("INFO"), "-q logged INFO: {err}");
+            } else {
+                assert!(err.contains("INFO"), "no -q logs INFO: {err}");
+            }
+        }
+    }
+}
+
+mod issue14_summary {
+    use super::common::*;
+    use super::*;
+
+    #[test]
+    fn the_summary_says_what_a_run_added_and_what_it_reused() {
+        let t = tempfile::tempdir().expect("tmp");
+        let src = t.path().join("src");
+        slow_source(&src, 3);
+        let store = t.path().join("store");
+        let pf = write_pipeline(
+            t.path(),
+            "added",
+            &src,
+            &format!("file://{}", store.display()),
+            "",
+        );
+        let first = json(
+            &bin()
+                .args(["--json", "backup"])
+                .arg(&pf)
+                .output()
+                .expect("run"),
+        );
+        let stored = first["totals"]["stored_bytes"].as_u64().expect("stored");
+        let packs = first["totals"]["packs"].as_u64().expect("packs");
+        assert_eq!(
+            first["new_stored_bytes"].as_u64(),
+            Some(stored),
+            "{first:#}"
+        );
+        assert_eq!(first["new_packs"].as_u64(), Some(packs));
+        assert_eq!(first["reused_packs"].as_u64(), Some(0));
+        assert_eq!(first["reused_stored_bytes"].as_u64(), Some(0));
+        assert_eq!(first["bytes_read"], first["totals"]["bytes"]);
+
+        std::fs::write(src.join("new.txt"), vec![b'n'; 12_345]).expect("write");
+        let o = bin().arg("backup").arg(&pf).output().expect("run");
+        assert!(
+            text(&o.stdout).contains("added to the store:"),
+            "{}",
+            text(&o.stdout)
+        );
+        std::fs::write(src.join("newer.txt"), vec![b'm'; 1000]).expect("write");
+        let third = json(
+            &bin()
+                .args(["--json", "backup"])
+                .arg(&pf)
+                .output()
+                .expect("run"),
+        );
+        assert_eq!(third["kind"], "incremental", "{third:#}");
+        assert_eq!(
+            third["bytes_read"].as_u64(),
+            Some(1000),
+            "only the new file is read"
+        );
+        let new = third["new_stored_bytes"].as_u64().expect("new");
+        let reused = third["reused_stored_bytes"].as_u64().expect("reused");
+        assert!(new > 0 && reused >= stored, "new {new}, reused {reused}");
+        assert_eq!(
+            new + reused,
+            third["totals"]["stored_bytes"].as_u64().expect("stored"),
+            "new + reused = the snapshot's stored total"
+        );
+        assert_eq!(
+            third["new_packs"].as_u64().expect("n") + third["reused_packs"].as_u64().expect("r"),
+            third["totals"]["packs"].as_u64().expect("p")
+        );
+    }
+}
+
+mod issue14_progress_pty {
+    use super::common::*;
+    use super::*;
+
+    /// Run `blobpipe ARGS` on a pseudo-terminal through util-linux `script`; `None` when
+    /// `script` is not installed.
+    fn on_a_tty(args: &str) -> Option<String> {
+        let cmd = format!("{} {args}", env!("CARGO_BIN_EXE_blobpipe"));
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .output()
+            .ok()?;
+        assert!(o.status.success(), "{cmd}: {}", text(&o.stdout));
+        Some(text(&o.stdout))
+    }
+
+    #[test]
+    fn a_terminal_gets_one_phased_progress_line_and_no_empty_bar() {
+        let t = tempfile::tempdir().expect("tmp");
+        let src = t.path().join("src");
+        slow_source(&src, 11);
+        let store = t.path().join("store");
+        let pf = write_pipeline(
+            t.path(),
+            "pty",
+            &src,
+            &format!("file://{}", store.display()),
+            "",
+        );
+        let Some(out) = on_a_tty(&format!("backup {}", pf.display())) else {
+            eprintln!("skipped: util-linux `script` is not installed");
+            return;
+        };
+        assert!(out.contains("status: Ok"), "{out}");
+        assert!(
+            ["planning", "uploading", "committing", "verifying"]
+                .iter()
+                .any(|p| out.contains(p)),
+            "a phase is named: {out}"
+        );
+        assert!(!out.contains("0 B/0 B"), "no empty bar: {out}");
+        assert!(
+            !out.contains(" entries\n"),
+            "no progress line is left behind: {out}"
+        );
+        let quiet = on_a_tty(&format!("backup -q {}", pf.display())).expect("script");
+        assert!(quiet.contains("status: Ok"), "{quiet}");
+        for p in ["planning", "uploading", "verifying", " INFO "] {
+            assert!(!quiet.contains(p), "-q draws and logs no {p:?}: {quiet}");
+        }
+    }
+}

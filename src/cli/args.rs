@@ -16,7 +16,15 @@ use crate::verify::config::VerifyMode;
 
 /// blobpipe: backup pipelines into Azure Blob Storage, verified, restorable with standard tools.
 #[derive(Debug, Parser)]
-#[command(name = "blobpipe", version, about)]
+#[command(
+    name = "blobpipe",
+    version,
+    about,
+    after_help = "Logs go to stderr: INFO and above by default, warnings and errors with -q, \
+more with -v/-vv/-vvv. RUST_LOG (e.g. RUST_LOG=blobpipe=debug,azure_core=info) replaces \
+the level flags. Colour only when stderr is a terminal and NO_COLOR is not set. \
+Progress is drawn only on a terminal; elsewhere -v logs a progress line every 10 s."
+)]
 pub struct Cli {
     /// Print one JSON document instead of a human summary.
     #[arg(long, global = true)]
@@ -24,9 +32,13 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// No progress bar or progress lines.
-    #[arg(long, short, global = true)]
+    /// Quiet: log only warnings and errors, draw no progress.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// More log detail: `-v` debug lines of blobpipe (and the Azure SDK's failed
+    /// requests), `-vv` debug of everything, `-vvv` trace.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -7,6 +7,7 @@
 //! codes are one table in [`exit`] (documented in `docs/exit-codes.md`).
 
 use crate::error::Result;
+use crate::support::out::{errln, outln};
 
 pub mod args;
 pub mod commands;
@@ -31,9 +32,9 @@ pub async fn run(cli: Cli) -> i32 {
                     "kind": e.kind().as_str(),
                     "exit_code": code,
                 });
-                println!("{v:#}");
+                outln!("{v:#}");
             }
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             code
         }
     }

@@ -2,6 +2,7 @@
 //! the human summary of each command. Command bodies compute a report and hand it here,
 //! so what a command prints can be read (and changed) in one file.
 
+use crate::support::out::{errln, outln};
 use std::path::Path;
 
 use serde::Serialize;
@@ -25,8 +26,8 @@ use crate::{restore, schedule, verify};
 pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
     if json {
         match serde_json::to_string_pretty(value) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: encoding JSON output: {e}"),
+            Ok(s) => outln!("{s}"),
+            Err(e) => errln!("error: encoding JSON output: {e}"),
         }
     } else {
         human();
@@ -35,7 +36,7 @@ pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) {
 
 /// `validate`: one line naming what the pipeline file says.
 pub fn validate(file: &Path, p: &crate::pipeline::Pipeline) {
-    println!(
+    outln!(
         "{}: ok — pipeline {:?} → {} container {} prefix {} ({} level {}, partitions of {}, {} at once)",
         file.display(),
         p.name,
@@ -52,7 +53,7 @@ pub fn validate(file: &Path, p: &crate::pipeline::Pipeline) {
 /// `backup`: totals, run counters, changes, problems, verify, status.
 pub fn backup(r: &BackupReport) {
     let t = &r.totals;
-    println!(
+    outln!(
         "{} snapshot {} committed: {} files, {} dirs, {} symlinks, {} → {} stored in {} packs",
         r.kind,
         r.snapshot.as_deref().unwrap_or("-"),
@@ -63,12 +64,20 @@ pub fn backup(r: &BackupReport) {
         human(t.stored_bytes),
         t.packs
     );
-    println!(
-        "run {}: {} partitions ({} resumed), {} blocks uploaded, {} reused, {} retries",
+    outln!(
+        "added to the store: {} in {} new packs ({} read from the source); {} in {} packs reused from the parent",
+        human(r.new_stored_bytes),
+        r.new_packs,
+        human(r.bytes_read),
+        human(r.reused_stored_bytes),
+        r.reused_packs
+    );
+    outln!(
+        "run {}: {} partitions ({} resumed), {} blocks uploaded, {} already staged by an earlier attempt, {} retries",
         r.run_id, r.partitions, r.partitions_resumed, r.blocks_staged, r.blocks_reused, r.retries
     );
     if let Some(c) = &r.changes {
-        println!(
+        outln!(
             "changes: {} new ({}), {} changed ({}), {} unchanged ({}), {} deleted ({}); {} files read",
             c.new,
             human(c.new_bytes),
@@ -82,7 +91,7 @@ pub fn backup(r: &BackupReport) {
         );
     }
     if !r.skipped_damaged.is_empty() {
-        println!(
+        outln!(
             "skipped damaged snapshot(s) {} (manifest unreadable); {}",
             r.skipped_damaged.join(", "),
             match (&r.parent, r.changes.is_some()) {
@@ -93,52 +102,56 @@ pub fn backup(r: &BackupReport) {
         );
     }
     for p in r.problems.iter().take(20) {
-        println!("unreadable: {}: {}", p.path.display(), p.error);
+        outln!("unreadable: {}: {}", p.path.display(), p.error);
     }
     for p in r.inconsistent.iter().take(20) {
-        println!("changed while read (stored as last read): {}", p.display());
+        outln!("changed while read (stored as last read): {}", p.display());
     }
     if let Some(v) = &r.verify {
         verify_report(v);
     }
     if r.status == RunStatus::CommittedUnverified {
         if let Some(e) = &r.error {
-            println!("verify: could not complete: {e}");
+            outln!("verify: could not complete: {e}");
         }
-        println!(
+        outln!(
             "the snapshot is committed but unverified: rerun `backup --run-id {}` to verify it",
             r.run_id
         );
     }
-    println!("status: {:?}", r.status);
+    outln!("status: {:?}", r.status);
 }
 
 /// A note on stderr that `latest` skipped damaged snapshots (nothing when none was).
 pub fn skipped_damaged(skipped: &[crate::manifest::catalog::Damaged], chosen: Option<&str>) {
     for d in skipped {
-        eprintln!("warning: skipped damaged snapshot {}: {}", d.id, d.error);
+        errln!("warning: skipped damaged snapshot {}: {}", d.id, d.error);
     }
     if let (false, Some(c)) = (skipped.is_empty(), chosen) {
-        eprintln!("warning: using {c}, the newest snapshot whose manifest reads");
+        errln!("warning: using {c}, the newest snapshot whose manifest reads");
     }
 }
 
 /// `snapshots`: one line per snapshot.
 pub fn snapshots(list: &[SnapshotInfo]) {
-    println!(
+    outln!(
         "{:<28} {:<20} {:>8} {:>11} {:>11} verify",
-        "id", "time", "files", "bytes", "stored"
+        "id",
+        "time",
+        "files",
+        "bytes",
+        "stored"
     );
     for s in list {
         let Some(h) = &s.header else {
-            println!(
+            outln!(
                 "{:<28} DAMAGED: {}",
                 s.id,
                 s.damaged.as_deref().unwrap_or("manifest unreadable")
             );
             continue;
         };
-        println!(
+        outln!(
             "{:<28} {:<20} {:>8} {:>11} {:>11} {}{}",
             s.id,
             h.committed_at.format("%Y-%m-%d %H:%M:%S"),
@@ -153,7 +166,7 @@ pub fn snapshots(list: &[SnapshotInfo]) {
         );
     }
     if list.is_empty() {
-        println!("(no snapshots)");
+        outln!("(no snapshots)");
     }
 }
 
@@ -161,10 +174,10 @@ pub fn snapshots(list: &[SnapshotInfo]) {
 pub fn diff(d: &Diff, from: &str, to: &str) {
     for (sign, list) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
         for p in list {
-            println!("{sign} {p}");
+            outln!("{sign} {p}");
         }
     }
-    println!(
+    outln!(
         "{} added, {} changed, {} removed ({} → {})",
         d.added.len(),
         d.changed.len(),
@@ -190,7 +203,7 @@ pub fn ls(entries: &[&Entry]) {
             .as_ref()
             .map(|t| format!(" -> {}", t.display()))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{kind}{:04o} {:>12} {t} {}{link}",
             e.mode,
             e.size,
@@ -205,23 +218,23 @@ pub fn ls_json_part(entries: &[&Entry], first: bool) {
     for (i, e) in entries.iter().enumerate() {
         let sep = if first && i == 0 { "[\n" } else { ",\n" };
         match serde_json::to_string_pretty(e) {
-            Ok(s) => print!("{sep}{s}"),
-            Err(err) => eprintln!("error: encoding JSON output: {err}"),
+            Ok(s) => crate::support::out::out_str(format_args!("{sep}{s}")),
+            Err(err) => errln!("error: encoding JSON output: {err}"),
         }
     }
 }
 
 /// Close the array [`ls_json_part`] opened (`empty`: nothing was printed).
 pub fn ls_json_end(empty: bool) {
-    println!("{}", if empty { "[]" } else { "\n]" });
+    outln!("{}", if empty { "[]" } else { "\n]" });
 }
 
 /// `auth check`: the credential and what it can do.
 pub fn auth(r: &AuthReport) {
-    println!("target:     {}", r.target);
-    println!("credential: {} (from {})", r.credential, r.source);
+    outln!("target:     {}", r.target);
+    outln!("credential: {} (from {})", r.credential, r.source);
     for t in &r.tried {
-        println!("  skipped:  {t}");
+        outln!("  skipped:  {t}");
     }
     let yes_no = |ok: bool, err: &Option<String>| {
         if ok {
@@ -230,13 +243,13 @@ pub fn auth(r: &AuthReport) {
             format!("NO — {}", err.as_deref().unwrap_or("unknown error"))
         }
     };
-    println!("can list:   {}", yes_no(r.can_list, &r.list_error));
-    println!("can write:  {}", yes_no(r.can_write, &r.write_error));
+    outln!("can list:   {}", yes_no(r.can_list, &r.list_error));
+    outln!("can write:  {}", yes_no(r.can_write, &r.write_error));
 }
 
 /// `restore --to-db`: one line per table.
 pub fn restore_db(r: &DbRestoreReport) {
-    println!(
+    outln!(
         "restored snapshot {} into {}{}:",
         r.snapshot,
         r.target,
@@ -247,7 +260,7 @@ pub fn restore_db(r: &DbRestoreReport) {
         }
     );
     for t in &r.tables {
-        println!(
+        outln!(
             "  {:<40} {:<18} {:>10} stored {:>10} added {:>10} now{}",
             t.table,
             t.strategy.as_str(),
@@ -262,7 +275,7 @@ pub fn restore_db(r: &DbRestoreReport) {
         );
     }
     if !r.cycles.is_empty() {
-        println!("note: foreign-key cycle among {}", r.cycles.join(", "));
+        outln!("note: foreign-key cycle among {}", r.cycles.join(", "));
     }
 }
 
@@ -270,13 +283,13 @@ pub fn restore_db(r: &DbRestoreReport) {
 pub fn restore_files(r: &restore::RestoreReport) {
     restore_report(r, "");
     for p in r.inconsistent.iter().take(20) {
-        println!("note: {p} was changing while it was backed up");
+        outln!("note: {p} was changing while it was backed up");
     }
 }
 
 /// The summary line of a file restore; `note` follows the pack count.
 pub fn restore_report(r: &restore::RestoreReport, note: &str) {
-    println!(
+    outln!(
         "restored snapshot {} into {}: {} files ({}), {} dirs, {} symlinks; {} downloaded from {} packs{note}; every file's SHA-256 checked",
         r.snapshot,
         r.to.display(),
@@ -297,17 +310,17 @@ fn damaged(r: &restore::RestoreReport) {
         return;
     }
     for d in r.damaged.iter().take(SHOWN) {
-        println!("DAMAGED {} (pack {}): {}", d.path, d.pack, d.error);
+        outln!("DAMAGED {} (pack {}): {}", d.path, d.pack, d.error);
     }
     let shown = r.damaged.len().min(SHOWN) as u64;
     if r.damaged_total > shown {
-        println!(
+        outln!(
             "… and {} more damaged files ({} listed with --json)",
             r.damaged_total - shown,
             r.damaged.len()
         );
     }
-    println!(
+    outln!(
         "restore: PARTIAL — {} damaged files were not restored; everything else was (run `blobpipe verify --full` to see the damage)",
         r.damaged_total
     );
@@ -315,7 +328,7 @@ fn damaged(r: &restore::RestoreReport) {
 
 /// `restore --plan`: packs read, what must be rehydrated and the expected wait.
 pub fn restore_plan(pl: &RestorePlan) {
-    println!(
+    outln!(
         "restore of {} ({} entries) reads {} packs ({})",
         pl.snapshot,
         pl.entries,
@@ -323,7 +336,7 @@ pub fn restore_plan(pl: &RestorePlan) {
         human(pl.packs.iter().map(|x| x.size).sum())
     );
     for x in &pl.archived {
-        println!(
+        outln!(
             "rehydrate {} ({}){}",
             x.blob,
             human(x.size),
@@ -334,22 +347,22 @@ pub fn restore_plan(pl: &RestorePlan) {
         );
     }
     if pl.archived.is_empty() {
-        println!("nothing to rehydrate: every needed pack is online");
+        outln!("nothing to rehydrate: every needed pack is online");
     } else {
-        println!(
+        outln!(
             "{} archived packs, {} to rehydrate; expected wait: standard {}, high {}",
             pl.archived.len(),
             human(pl.archived_bytes),
             pl.wait_standard,
             pl.wait_high
         );
-        println!("start with: blobpipe restore … --rehydrate standard|high");
+        outln!("start with: blobpipe restore … --rehydrate standard|high");
     }
 }
 
 /// A verify report: counts, every mismatch, the verdict.
 pub fn verify_report(v: &verify::VerifyReport) {
-    println!(
+    outln!(
         "verify {} of {}: {} packs, {} blocks and {} files re-read ({} of {} stored, {:.1}%), seed {}{}",
         v.mode,
         v.snapshot,
@@ -374,7 +387,7 @@ pub fn verify_report(v: &verify::VerifyReport) {
         }
     );
     for m in &v.mismatches {
-        println!(
+        outln!(
             "MISMATCH {} in {}{}: {}{}",
             m.check,
             m.blob,
@@ -393,7 +406,7 @@ pub fn verify_report(v: &verify::VerifyReport) {
             }
         );
     }
-    println!("verify: {}", if v.ok() { "ok" } else { "MISMATCH" });
+    outln!("verify: {}", if v.ok() { "ok" } else { "MISMATCH" });
 }
 
 /// `forget`: keep/forget per snapshot with the rules that keep survivors.
@@ -401,12 +414,12 @@ pub fn forget(r: &ForgetReport, dry_run: bool) {
     for d in &r.decisions {
         if d.keep {
             let why: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
-            println!("keep   {}  ({})", d.id, why.join(", "));
+            outln!("keep   {}  ({})", d.id, why.join(", "));
         } else {
-            println!("forget {}", d.id);
+            outln!("forget {}", d.id);
         }
     }
-    println!(
+    outln!(
         "{} snapshots kept, {} {}forgotten{}",
         r.kept,
         r.forgotten.len(),
@@ -426,7 +439,7 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
     } else {
         ("deleted", "freed")
     };
-    println!(
+    outln!(
         "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} {deleted} ({} {freed})",
         r.snapshots,
         r.packs_total,
@@ -436,7 +449,7 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
         human(r.bytes_freed)
     );
     for (tier, e) in &r.early_deletion {
-        println!(
+        outln!(
             "{tier}: {} unreferenced packs ({}) inside the {}-day early-deletion minimum: {}{}",
             e.packs,
             human(e.bytes),
@@ -451,7 +464,7 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
                 .unwrap_or_default()
         );
     }
-    println!(
+    outln!(
         "{} runs' part records ({} blobs) and {} verify reports of forgotten snapshots {deleted} ({})",
         r.runs_cleaned.len(),
         r.part_blobs_deleted,
@@ -461,41 +474,35 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
 }
 
 /// `check`: one line per pipeline, undelivered alerts, config errors.
-pub fn check(results: &[Freshness], config_errors: &[String]) {
+pub fn check(results: &[Freshness]) {
     for f in results {
-        println!(
+        outln!(
             "{:<5} {}: {}",
             if f.stale { "STALE" } else { "ok" },
             f.pipeline,
             f.reason
         );
         for o in f.alerts.iter().filter(|o| !o.delivered) {
-            println!(
+            outln!(
                 "      alert to {} NOT delivered: {}",
                 o.target,
                 o.error.as_deref().unwrap_or("")
             );
         }
     }
-    for e in config_errors {
-        println!("ERROR {e}");
-    }
 }
 
-/// `status`: each pipeline's status block, then the files that did not load.
-pub fn status(out: &[crate::schedule::status::PipelineStatus], errors: &[String]) {
+/// `status`: each pipeline's status block (files that did not load go to stderr, once).
+pub fn status(out: &[crate::schedule::status::PipelineStatus]) {
     for s in out {
         crate::schedule::status::print_status(s);
-    }
-    for e in errors {
-        println!("ERROR {e}");
     }
 }
 
 /// `schedule`: per pipeline, the runs started, caught up, skipped and failed.
 pub fn schedule(summary: &schedule::Summary) {
     for (p, n) in &summary.started {
-        println!(
+        outln!(
             "{p}: {n} runs started ({} catch-up), {} ticks skipped (previous run still going), {} errors",
             summary.caught_up.get(p).unwrap_or(&0),
             summary.skipped_overlap.get(p).unwrap_or(&0),
@@ -508,13 +515,13 @@ pub fn schedule(summary: &schedule::Summary) {
 pub fn next(out: &[serde_json::Value]) {
     for o in out {
         match o["cron"].as_str() {
-            None => println!("{}: no [schedule]", o["pipeline"].as_str().unwrap_or("")),
+            None => outln!("{}: no [schedule]", o["pipeline"].as_str().unwrap_or("")),
             Some(c) => {
                 let times: Vec<&str> = o["next"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "{} ({c}, UTC): {}",
                     o["pipeline"].as_str().unwrap_or(""),
                     times.join(", ")
@@ -527,15 +534,15 @@ pub fn next(out: &[serde_json::Value]) {
 /// `run-queued`: what happened to the one message.
 pub fn run_queued(out: &QueuedOutcome, queue: &QueueUrl, retry_delay: &str) {
     match out.outcome {
-        QueueOutcome::Empty => println!("{}: no message, nothing to run", queue.display()),
-        QueueOutcome::Poison => println!(
+        QueueOutcome::Empty => outln!("{}: no message, nothing to run", queue.display()),
+        QueueOutcome::Poison => outln!(
             "poison message {} deleted from {}",
             out.message_id.as_deref().unwrap_or("-"),
             queue.display()
         ),
         o => {
             let m = out.message.as_ref();
-            println!(
+            outln!(
                 "run {} of {}: {o}{}; message {}",
                 m.map(|m| m.run_id.as_str()).unwrap_or("-"),
                 m.map(|m| m.pipeline.as_str()).unwrap_or("-"),
@@ -556,12 +563,12 @@ pub fn run_queued(out: &QueuedOutcome, queue: &QueueUrl, retry_delay: &str) {
 /// `functions scaffold`: files written, timers, unscheduled pipelines.
 pub fn scaffold(s: &Scaffold, out: &Path) {
     for f in &s.files {
-        println!("wrote {}", out.join(f).display());
+        outln!("wrote {}", out.join(f).display());
     }
     for (n, c) in &s.timers {
-        println!("timer {n}: {c} (NCRONTAB, UTC)");
+        outln!("timer {n}: {c} (NCRONTAB, UTC)");
     }
     for n in &s.unscheduled {
-        println!("note: {n} has no [schedule]: start it over HTTP (POST /api/runs/{n})");
+        outln!("note: {n} has no [schedule]: start it over HTTP (POST /api/runs/{n})");
     }
 }

@@ -3,7 +3,9 @@
 //! A lease on `<prefix>/lock` (an Azure blob lease, or the local store's lease file),
 //! renewed in the background while the run lives. A second run fails fast naming the
 //! holder, or waits with `--wait-lock`. A killed holder stops renewing, and its lease
-//! expires by itself: no stale lock ever needs a manual unlock.
+//! expires by itself: no stale lock ever needs a manual unlock. A holder that is a dead
+//! process on this same host (the holder text names host and pid) is released at once
+//! rather than waited for; a live pid, or a holder on another host, is respected.
 //!
 //! It lives with the layout, not in `pipeline`: the lock is one more stored name under a
 //! pipeline's prefix, and `retention` (below `pipeline`) takes it as a backup does.
@@ -44,8 +46,18 @@ impl RunLock {
             chrono::Utc::now().to_rfc3339()
         );
         let blob = layout.lock();
+        // Breaks of dead holders' leases (bounded: each is followed by a fresh acquire).
+        let mut breaks = 0;
         let lease = loop {
-            match store.acquire_lease(&blob, ttl, &holder).await {
+            let res = store.acquire_lease(&blob, ttl, &holder).await;
+            if res.as_ref().is_err_and(|e| e.kind() == ErrorKind::Locked)
+                && breaks < 3
+                && broke_dead_holder(&store, &blob).await
+            {
+                breaks += 1;
+                continue;
+            }
+            match res {
                 Ok(l) => break l,
                 Err(e) if e.kind() == ErrorKind::Locked && wait => {
                     tracing::info!("waiting for the run lock: {e}");
@@ -97,9 +109,99 @@ impl RunLock {
     }
 }
 
+/// Break the lock when its recorded holder is a process of this host that no longer
+/// runs (killed with `kill -9`, out of memory, a crashed container on the same machine):
+/// it can never renew nor release, and waiting for its lease to expire helps no one.
+/// A holder on another host, a live pid or an unreadable holder is left alone.
+async fn broke_dead_holder(store: &Store, blob: &str) -> bool {
+    let Ok(text) = store.get(blob, None).await else {
+        return false;
+    };
+    let holder = String::from_utf8_lossy(&text).into_owned();
+    let Some((host, pid)) = parse_holder(&holder) else {
+        return false;
+    };
+    if host != hostname() || pid == std::process::id() || pid_alive(pid) != Some(false) {
+        return false;
+    }
+    match store.break_lease_of(blob, &holder).await {
+        Ok(true) => {
+            tracing::warn!(
+                "released the run lock of a process that is no longer running on this host ({holder})"
+            );
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!("could not release the run lock of dead process {pid}: {e}");
+            false
+        }
+    }
+}
+
+/// Host and pid of a holder text `run RUN on HOST (pid N) since TIME`.
+fn parse_holder(holder: &str) -> Option<(&str, u32)> {
+    let (head, tail) = holder.rsplit_once(" (pid ")?;
+    let (pid, _) = tail.split_once(") since ")?;
+    let (_, host) = head.rsplit_once(" on ")?;
+    let pid = pid.parse().ok()?;
+    (!host.is_empty() && !host.contains(' ')).then_some((host, pid))
+}
+
+/// Whether `pid` runs on this machine: `Some(false)` only when `/proc` says so for sure
+/// (no such process, or a zombie that has exited); `None` where there is no `/proc`.
+fn pid_alive(pid: u32) -> Option<bool> {
+    if !std::path::Path::new("/proc/self/stat").exists() {
+        return None;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name: `pid (comm) S ...`.
+        Ok(stat) => Some(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| state != "Z" && state != "X"),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+        Err(_) => None,
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "unknown-host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_text_names_host_and_pid() {
+        assert_eq!(
+            parse_holder("run 20260101-x on web-1 (pid 4242) since 2026-01-01T00:00:00+00:00"),
+            Some(("web-1", 4242))
+        );
+        assert_eq!(
+            parse_holder("run a on b (pid 7) since c on d (pid 9) since e"),
+            Some(("d", 9))
+        );
+        assert_eq!(parse_holder("released"), None);
+        assert_eq!(parse_holder("run x on h (pid nope) since t"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_child_is_not() {
+        if pid_alive(std::process::id()).is_none() {
+            return; // no /proc here
+        }
+        assert_eq!(pid_alive(std::process::id()), Some(true));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert_eq!(pid_alive(pid), Some(false));
+    }
 }

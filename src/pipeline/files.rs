@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -196,6 +197,11 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
             }
         }
         ctx.counters.add(1, entry.size);
+        if entry.kind == EntryKind::File {
+            ctx.stats
+                .bytes_read
+                .fetch_add(entry.size, Ordering::Relaxed);
+        }
         match before {
             Some(p) if p.same_as(&entry) => {
                 changes.unchanged += 1;

@@ -35,4 +35,4 @@ mod upload;
 
 pub use report::BackupReport;
 pub use runner::{backup, BackupOptions};
-pub use spec::Pipeline;
+pub use spec::{Needs, Pipeline};

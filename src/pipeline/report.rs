@@ -33,6 +33,8 @@ pub struct Stats {
     pub partition_retries: AtomicU64,
     /// Files opened and read by this attempt (incrementals read only what changed).
     pub files_read: AtomicU64,
+    /// Bytes of those files.
+    pub bytes_read: AtomicU64,
     /// Manifest segments this attempt stored.
     pub segments_written: AtomicU64,
     /// Manifest segments already stored with the same content (unchanged partitions).
@@ -73,6 +75,17 @@ pub struct BackupReport {
     pub changes: Option<manifest::Changes>,
     /// Files this attempt opened and read.
     pub files_read: u64,
+    /// Source bytes this attempt read (unchanged files of an incremental are not read;
+    /// a database or command source is read whole).
+    pub bytes_read: u64,
+    /// Packs this snapshot added to the store (written by this run, any attempt).
+    pub new_packs: u64,
+    /// Their stored (compressed) size: what the run added to the repository.
+    pub new_stored_bytes: u64,
+    /// Packs carried from the parent snapshot (unchanged files of an incremental).
+    pub reused_packs: u64,
+    /// Their stored size: referenced again, not stored again.
+    pub reused_stored_bytes: u64,
     /// Partitions planned.
     pub partitions: usize,
     /// Partitions taken from an earlier attempt of this run.
@@ -134,6 +147,11 @@ impl BackupReport {
             parent: None,
             changes: None,
             files_read: 0,
+            bytes_read: 0,
+            new_packs: 0,
+            new_stored_bytes: 0,
+            reused_packs: 0,
+            reused_stored_bytes: 0,
             partitions: 0,
             partitions_resumed: 0,
             blocks_staged: 0,

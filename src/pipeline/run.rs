@@ -47,7 +47,7 @@ use crate::pack::packer::{OpenPack, Packs};
 use crate::store::Store;
 use crate::support::cancel::Cancel;
 use crate::support::ids;
-use crate::support::progress::Counters;
+use crate::support::progress::{Counters, Phase};
 
 /// Everything a partition worker needs, shared.
 pub(super) struct Ctx {
@@ -161,6 +161,11 @@ pub(super) async fn run(
             parent: done.parent.clone(),
             changes: done.changes.clone(),
             files_read: 0,
+            bytes_read: 0,
+            new_packs: 0,
+            new_stored_bytes: 0,
+            reused_packs: 0,
+            reused_stored_bytes: 0,
             partitions: 0,
             partitions_resumed: 0,
             blocks_staged: 0,
@@ -191,6 +196,10 @@ pub(super) async fn run(
         None => None,
     };
     tracing::info!(run_id, resumed, "planned; walking and backing up");
+    let ctx_streamed = session.is_some();
+    // Totals grow as the walk finds entries; a database or command source's size is
+    // known only once read (its chunks are counted without a total).
+    counters.begin(Phase::Uploading, ctx_streamed.then_some("chunks"), 0, 0);
 
     // Partitions finished by an earlier attempt of this run, by walk digest.
     let problems = plan.problems.clone();
@@ -336,6 +345,7 @@ pub(super) async fn run(
             done.iter().flatten().count()
         )));
     }
+    counters.begin(Phase::Committing, None, 0, 0);
     let c = commit::commit(
         p,
         &store,
@@ -350,6 +360,12 @@ pub(super) async fn run(
     )
     .await?;
     let totals = c.manifest.header.totals.clone();
+    let added = Added::of(&c.manifest, parent.as_deref().filter(|_| plan.reuse));
+    let bytes_read = if ctx_streamed {
+        totals.bytes
+    } else {
+        stats.bytes_read.load(Ordering::Relaxed)
+    };
     let status = if !c.problems.is_empty() || totals.inconsistent > 0 {
         RunStatus::Partial
     } else {
@@ -367,6 +383,11 @@ pub(super) async fn run(
         parent: plan.parent.clone().filter(|_| plan.reuse),
         changes: c.manifest.header.changes.clone(),
         files_read: stats.files_read.load(Ordering::Relaxed),
+        bytes_read,
+        new_packs: added.new_packs,
+        new_stored_bytes: added.new_bytes,
+        reused_packs: added.reused_packs,
+        reused_stored_bytes: added.reused_bytes,
         partitions,
         partitions_resumed,
         blocks_staged: stats.blocks_staged.load(Ordering::Relaxed),
@@ -387,6 +408,38 @@ pub(super) async fn run(
         report,
         manifest: Some(c.manifest),
     })
+}
+
+/// What a snapshot added to the store against the parent it reused packs from.
+struct Added {
+    new_packs: u64,
+    new_bytes: u64,
+    reused_packs: u64,
+    reused_bytes: u64,
+}
+
+impl Added {
+    fn of(m: &Manifest, parent: Option<&Manifest>) -> Added {
+        let old: std::collections::HashSet<&str> = parent
+            .map(|p| p.packs.iter().map(|k| k.id.as_str()).collect())
+            .unwrap_or_default();
+        let mut a = Added {
+            new_packs: 0,
+            new_bytes: 0,
+            reused_packs: 0,
+            reused_bytes: 0,
+        };
+        for k in &m.packs {
+            if old.contains(k.id.as_str()) {
+                a.reused_packs += 1;
+                a.reused_bytes += k.size;
+            } else {
+                a.new_packs += 1;
+                a.new_bytes += k.size;
+            }
+        }
+        a
+    }
 }
 
 async fn run_partition_with_retries(ctx: Arc<Ctx>, piece: Arc<Piece>) -> Result<PartResult> {

@@ -19,7 +19,7 @@ use crate::manifest::records::RunStatus;
 use crate::store::Store;
 use crate::support::cancel::Cancel;
 use crate::support::ids;
-use crate::support::progress::Counters;
+use crate::support::progress::{Counters, Phase};
 use crate::verify;
 
 /// Options of one backup run beyond the pipeline file.
@@ -143,7 +143,11 @@ async fn verify_committed(
         return Ok(report);
     }
     let mode = p.verify.mode;
-    match verify::verify(store, layout, &m, mode, p.verify.seed, &p.upload, None).await {
+    if let Some(c) = &opts.counters {
+        c.begin(Phase::Verifying, None, 0, 0);
+    }
+    let counters = opts.counters.clone();
+    match verify::verify(store, layout, &m, mode, p.verify.seed, &p.upload, counters).await {
         Ok(v) => {
             if !v.ok() {
                 report.status = RunStatus::Mismatch;

@@ -13,6 +13,7 @@
 //! access tier (a listing of `packs/`), the last verify report and the last restore
 //! drill with its measured restore time.
 
+use crate::support::out::outln;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::{Layout, Repo};
 use crate::manifest::records::{DrillRecordView, RunRecord, RunStatus, VerifyRecord};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Needs, Pipeline};
 use crate::store::{list_all, BlobStore, ListItem};
 use crate::support::units::human;
 
@@ -34,7 +35,7 @@ use crate::support::units::human;
 ///
 /// # Errors
 /// `Config` when `path` is neither a readable file nor a directory.
-pub fn load_pipelines(path: &Path) -> Result<Vec<(PathBuf, Result<Pipeline>)>> {
+pub fn load_pipelines(path: &Path, needs: Needs) -> Result<Vec<(PathBuf, Result<Pipeline>)>> {
     if path.is_dir() {
         let rd = std::fs::read_dir(path)
             .map_err(|e| Error::config(format!("cannot read directory {}: {e}", path.display())))?;
@@ -52,12 +53,12 @@ pub fn load_pipelines(path: &Path) -> Result<Vec<(PathBuf, Result<Pipeline>)>> {
         Ok(files
             .into_iter()
             .map(|f| {
-                let p = Pipeline::load(&f);
+                let p = Pipeline::load_for(&f, needs);
                 (f, p)
             })
             .collect())
     } else if path.is_file() {
-        Ok(vec![(path.to_path_buf(), Pipeline::load(path))])
+        Ok(vec![(path.to_path_buf(), Pipeline::load_for(path, needs))])
     } else {
         Err(Error::config(format!(
             "{} is neither a pipeline file nor a directory of them",
@@ -472,18 +473,18 @@ async fn fill(p: &Pipeline, st: &mut PipelineStatus, now: DateTime<Utc>) -> Resu
 
 /// Print one pipeline's status for humans.
 pub fn print_status(s: &PipelineStatus) {
-    println!("{} ({})", s.pipeline, s.file.display());
-    println!("  target:          {}", s.target);
+    outln!("{} ({})", s.pipeline, s.file.display());
+    outln!("  target:          {}", s.target);
     if let Some(c) = &s.schedule {
-        println!("  schedule:        {c} (UTC)");
+        outln!("  schedule:        {c} (UTC)");
     }
     if let Some(e) = &s.error {
-        println!("  ERROR:           {e}");
+        outln!("  ERROR:           {e}");
         return;
     }
     match &s.last_run {
-        None => println!("  last run:        none"),
-        Some(r) => println!(
+        None => outln!("  last run:        none"),
+        Some(r) => outln!(
             "  last run:        {} {} at {}{}{}",
             r.run_id,
             r.status.map_or("", RunStatus::as_str),
@@ -506,7 +507,7 @@ pub fn print_status(s: &PipelineStatus) {
         .map(|r| format!(" / RPO {}", fmt_age(Duration::from_secs(r))))
         .unwrap_or_default();
     match (&s.newest_verified, s.age_seconds) {
-        (Some(id), Some(age)) => println!(
+        (Some(id), Some(age)) => outln!(
             "  newest verified: {id}, {} old{rpo}{}",
             fmt_age(Duration::from_secs_f64(age)),
             match s.within_rpo {
@@ -514,7 +515,7 @@ pub fn print_status(s: &PipelineStatus) {
                 _ => "",
             }
         ),
-        _ => println!(
+        _ => outln!(
             "  newest verified: none{rpo}{}",
             if s.within_rpo == Some(false) {
                 " — STALE"
@@ -523,26 +524,26 @@ pub fn print_status(s: &PipelineStatus) {
             }
         ),
     }
-    println!("  snapshots:       {}", s.snapshots);
+    outln!("  snapshots:       {}", s.snapshots);
     if !s.damaged.is_empty() {
-        println!(
+        outln!(
             "  DAMAGED:         {} (manifest unreadable; skipped by backup and restore latest)",
             s.damaged.join(", ")
         );
     }
     if s.stored_by_tier.is_empty() {
-        println!("  stored:          nothing");
+        outln!("  stored:          nothing");
     }
     for (tier, t) in &s.stored_by_tier {
-        println!(
+        outln!(
             "  stored ({tier:>7}): {} in {} packs",
             human(t.bytes),
             t.packs
         );
     }
     match &s.last_verify {
-        None => println!("  last verify:     none"),
-        Some(v) => println!(
+        None => outln!("  last verify:     none"),
+        Some(v) => outln!(
             "  last verify:     {} of {} at {}: {}",
             v.mode,
             v.snapshot,
@@ -556,8 +557,8 @@ pub fn print_status(s: &PipelineStatus) {
         ),
     }
     match &s.last_drill {
-        None => println!("  last drill:      none"),
-        Some(d) => println!(
+        None => outln!("  last drill:      none"),
+        Some(d) => outln!(
             "  last drill:      {} at {}: {} (restore took {:.1} s){}",
             d.snapshot.as_deref().unwrap_or("-"),
             d.at.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())

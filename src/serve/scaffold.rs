@@ -93,7 +93,7 @@ pub fn scaffold(pipelines: &[Pipeline], pipeline_dir: &str, out: &Path) -> Resul
             "description": {
                 "defaultExecutablePath": "blobpipe",
                 "workingDirectory": "",
-                "arguments": ["--log-format", "json", "--quiet", "serve", pipeline_dir]
+                "arguments": ["--log-format", "json", "serve", pipeline_dir]
             },
             "enableForwardingHttpRequest": false
         }

@@ -1118,6 +1118,24 @@ impl Inner {
     }
 }
 
+impl Inner {
+    fn break_lease_of(&self, blob: &str, holder: &str) -> Result<bool> {
+        validate_name(blob)?;
+        match self.current_lease(blob)? {
+            Some((_, path, Some(mut rec)))
+                if !rec.released && rec.expires_at > now_ms() && rec.holder == holder =>
+            {
+                // Rewrites only that generation: if another run took a newer one
+                // meanwhile, this file is history and the rewrite changes nothing.
+                rec.released = true;
+                self.write_lease(blob, &path, &rec)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 fn gen_name(gen: u64) -> String {
     format!("{gen:020}.json")
 }
@@ -1247,6 +1265,11 @@ impl BlobStore for LocalStore {
     async fn release_lease(&self, lease: &Lease) -> Result<()> {
         let lease = lease.clone();
         self.run(move |s| s.release_lease(&lease)).await
+    }
+
+    async fn break_lease_of(&self, blob: &str, holder: &str) -> Result<bool> {
+        let (blob, holder) = (blob.to_string(), holder.to_string());
+        self.run(move |s| s.break_lease_of(&blob, &holder)).await
     }
 }
 

@@ -565,4 +565,20 @@ impl BlobStore for MemoryStore {
         }
         Ok(())
     }
+
+    async fn break_lease_of(&self, blob: &str, holder: &str) -> Result<bool> {
+        let mut st = self.lock();
+        let live = st
+            .leases
+            .get(blob)
+            .is_some_and(|(_, at, ttl)| Instant::now().duration_since(*at) < *ttl);
+        let same = st
+            .blobs
+            .get(blob)
+            .is_some_and(|b| b.data == holder.as_bytes());
+        if live && same {
+            st.leases.remove(blob);
+        }
+        Ok(live && same)
+    }
 }

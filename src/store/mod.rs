@@ -268,6 +268,19 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Release a held lease (idempotent).
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
 
+    /// Break the lease on `blob` at once, but only while the holder text it records is
+    /// still exactly `holder` (the caller has found that holder dead: a process that
+    /// will never renew nor release). Returns whether a live lease was broken; a lease
+    /// taken meanwhile by someone else is left alone. The default breaks nothing (the
+    /// lease expires by itself).
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn break_lease_of(&self, blob: &str, holder: &str) -> Result<bool> {
+        let _ = (blob, holder);
+        Ok(false)
+    }
+
     /// Make the Archive-tier blob `blob` readable as the Hot blob `staging`.
     ///
     /// Rehydration is by **copy to a staging blob** (Azure Copy Blob with

@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod http;
 pub mod ids;
+pub mod out;
 pub mod progress;
 pub mod retry;
 pub mod secret;

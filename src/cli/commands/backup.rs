@@ -6,7 +6,7 @@ use crate::cli::render::{self, emit};
 use crate::error::Result;
 use crate::pipeline::{BackupOptions, Pipeline};
 use crate::store;
-use crate::support::progress::Reporter;
+use crate::support::progress::{Phase, Reporter};
 
 /// `blobpipe backup FILE`.
 ///
@@ -17,7 +17,7 @@ pub async fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
     let store = store::open(&p.target, &p.retry).await?;
     let cancel = crate::support::cancel::Cancel::new();
     cancel.on_signals();
-    let reporter = Reporter::start("backup", quiet);
+    let reporter = Reporter::start("backup", Phase::Planning, quiet);
     let run_id = a.run_id.or_else(|| {
         std::env::var("CONTAINER_APP_JOB_EXECUTION_NAME")
             .ok()

@@ -2,6 +2,7 @@
 //! `functions scaffold` — what runs blobpipe unattended and tells a team when something
 //! is wrong.
 
+use crate::support::out::{errln, outln};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,26 +16,46 @@ use crate::cli::exit;
 use crate::cli::render::{self, emit};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Repo;
-use crate::pipeline::Pipeline;
 use crate::pipeline::{drill as drill_mod, drill_db};
+use crate::pipeline::{Needs, Pipeline};
 use crate::schedule::status::{self, load_pipelines};
 use crate::support::units::parse_duration;
 use crate::{schedule as sched, serve as serve_mod};
 
 /// Every pipeline in `path`; any file that does not load is a config error.
 fn all_valid(path: &Path) -> Result<Vec<Pipeline>> {
+    let (out, errors) = loadable(path, Needs::All)?;
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::config(errors.join("\n")))
+    }
+}
+
+/// The pipelines in `path` that load for a command using `needs`, and the errors of
+/// those that do not: one bad file does not stop the others.
+fn loadable(path: &Path, needs: Needs) -> Result<(Vec<Pipeline>, Vec<String>)> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    for (_, p) in load_pipelines(path)? {
+    for (_, p) in load_pipelines(path, needs)? {
         match p {
             Ok(p) => out.push(p),
             Err(e) => errors.push(e.to_string()),
         }
     }
+    Ok((out, errors))
+}
+
+/// Print each load error once on stderr; the exit code a command that went on with the
+/// other files ends with.
+fn report_load_errors(errors: &[String], code: i32) -> i32 {
+    for e in errors {
+        errln!("error: {e}");
+    }
     if errors.is_empty() {
-        Ok(out)
+        code
     } else {
-        Err(Error::config(errors.join("\n")))
+        exit::CONFIG
     }
 }
 
@@ -50,7 +71,7 @@ pub async fn check(a: CheckArgs, json: bool) -> Result<i32> {
     let now = chrono::Utc::now();
     let mut results = Vec::new();
     let mut config_errors = Vec::new();
-    for (file, p) in load_pipelines(&a.pipelines)? {
+    for (file, p) in load_pipelines(&a.pipelines, Needs::Store)? {
         match p {
             Ok(p) => match status::check_pipeline(&p, default, now).await {
                 Ok(f) => results.push(f),
@@ -68,11 +89,9 @@ pub async fn check(a: CheckArgs, json: bool) -> Result<i32> {
         "errors": config_errors,
         "exit_code": code,
     });
-    emit(json, &out, || render::check(&results, &config_errors));
+    emit(json, &out, || render::check(&results));
     if !json {
-        for e in &config_errors {
-            eprintln!("error: {e}");
-        }
+        report_load_errors(&config_errors, code);
     }
     Ok(code)
 }
@@ -86,15 +105,19 @@ pub async fn status(path: &Path, json: bool) -> Result<i32> {
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    for (file, p) in load_pipelines(path)? {
+    for (_, p) in load_pipelines(path, Needs::Store)? {
         match p {
             Ok(p) => out.push(status::status(&p, now).await),
-            Err(e) => errors.push(format!("{}: {e}", file.display())),
+            // The message names the file (and line) already.
+            Err(e) => errors.push(e.to_string()),
         }
     }
     emit(json, &json!({"pipelines": out, "errors": errors}), || {
-        render::status(&out, &errors)
+        render::status(&out)
     });
+    if !json {
+        report_load_errors(&errors, exit::OK);
+    }
     Ok(exit::for_status(
         !errors.is_empty(),
         out.iter().any(|s| s.error.is_some()),
@@ -144,7 +167,7 @@ pub async fn drill(a: DrillArgs, json: bool) -> Result<i32> {
             drill_db::drill_db(&p, repo.store, &opts, &url).await?
         }
     };
-    emit(json, &r, || println!("{}", drill_mod::summary(&r)));
+    emit(json, &r, || outln!("{}", drill_mod::summary(&r)));
     Ok(exit::for_drill(r.failure_kind()))
 }
 
@@ -181,7 +204,8 @@ pub async fn schedule(a: ScheduleArgs, json: bool) -> Result<i32> {
 pub fn next(path: &Path, count: usize, json: bool) -> Result<i32> {
     let now = chrono::Utc::now();
     let mut out = Vec::new();
-    for p in all_valid(path)? {
+    let (pipelines, errors) = loadable(path, Needs::Schedule)?;
+    for p in pipelines {
         let name = p.name.clone();
         match sched::Job::from_pipeline(p)? {
             Some(j) => out.push(json!({
@@ -193,7 +217,7 @@ pub fn next(path: &Path, count: usize, json: bool) -> Result<i32> {
         }
     }
     emit(json, &out, || render::next(&out));
-    Ok(exit::OK)
+    Ok(report_load_errors(&errors, exit::OK))
 }
 
 /// `blobpipe serve PATH`: the Azure Functions custom handler, until a signal.
@@ -201,7 +225,15 @@ pub fn next(path: &Path, count: usize, json: bool) -> Result<i32> {
 /// # Errors
 /// `Config` for bad pipelines or port, bind errors.
 pub async fn serve(a: ServeArgs) -> Result<i32> {
-    let pipelines = all_valid(&a.pipelines)?;
+    // A file that does not load is reported and left out; the others are served.
+    let (pipelines, errors) = loadable(&a.pipelines, Needs::All)?;
+    report_load_errors(&errors, exit::OK);
+    if pipelines.is_empty() {
+        return Err(Error::config(format!(
+            "no pipeline in {} loads: nothing to serve",
+            a.pipelines.display()
+        )));
+    }
     let port = match a.port {
         Some(p) => p,
         None => match std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT") {
@@ -227,7 +259,7 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     });
     let addr = server.local_addr()?;
     tracing::info!(%addr, "blobpipe serve listening");
-    eprintln!("listening on {addr}");
+    errln!("listening on {addr}");
     server.run().await?;
     Ok(exit::OK)
 }
@@ -297,9 +329,9 @@ pub async fn run_queued(a: RunQueuedArgs, json: bool) -> Result<i32> {
     });
     if let Some(e) = &out.error {
         if out.outcome == QueueOutcome::Poison {
-            eprintln!("error: poison message: {e}");
+            errln!("error: poison message: {e}");
         } else if code != exit::OK {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
     }
     Ok(code)
@@ -316,7 +348,10 @@ pub fn functions(c: FunctionsCommand, json: bool) -> Result<i32> {
             out,
             pipeline_dir,
         } => {
-            let ps = all_valid(&pipelines)?;
+            let (ps, errors) = loadable(&pipelines, Needs::Schedule)?;
+            if ps.is_empty() {
+                return Err(Error::config(errors.join("\n")));
+            }
             let s = serve_mod::scaffold::scaffold(&ps, &pipeline_dir, &out).map_err(|e| {
                 if e.kind() == ErrorKind::Config {
                     e
@@ -325,7 +360,7 @@ pub fn functions(c: FunctionsCommand, json: bool) -> Result<i32> {
                 }
             })?;
             emit(json, &s, || render::scaffold(&s, &out));
-            Ok(exit::OK)
+            Ok(report_load_errors(&errors, exit::OK))
         }
     }
 }

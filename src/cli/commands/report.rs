@@ -27,7 +27,7 @@ pub async fn report(a: ReportArgs, json: bool) -> Result<i32> {
             "--points must be at least 2, --history and --rows at least 1",
         ));
     }
-    let loaded = load_pipelines(&a.pipelines)?;
+    let loaded = load_pipelines(&a.pipelines, crate::pipeline::Needs::Store)?;
     let via = loaded.iter().find_map(|(_, p)| p.as_ref().ok()).cloned();
     let opts = ReportOptions {
         history: a.history,

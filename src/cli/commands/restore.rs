@@ -10,7 +10,7 @@ use crate::manifest::layout::Repo;
 use crate::manifest::Manifest;
 use crate::pipeline::Pipeline;
 use crate::restore;
-use crate::support::progress::Reporter;
+use crate::support::progress::{Phase, Reporter};
 
 /// `blobpipe restore FILE [SNAPSHOT] --to DIR | --to-db URL`.
 ///
@@ -51,7 +51,7 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
         catalog::fill_for(&*repo.store, &repo.layout, &mut m, &a.paths).await?;
         return archive(&a, &p, &repo, &m, json, quiet).await;
     }
-    let reporter = Reporter::start("restore", quiet);
+    let reporter = Reporter::start("restore", Phase::Restoring, quiet);
     let res = restore::restore(
         &repo.store,
         &repo.layout,
@@ -96,7 +96,7 @@ async fn archive(
         poll: std::time::Duration::from_secs(a.rehydrate_poll_secs.max(1)),
         timeout: None,
     });
-    let reporter = Reporter::start("restore", quiet);
+    let reporter = Reporter::start("restore", Phase::Restoring, quiet);
     let res = restore::restore_with(
         store,
         layout,

@@ -1,13 +1,14 @@
 //! Retention commands: `forget` (manifests `[retention]` does not keep), `prune` (packs
 //! and records nothing references), `lifecycle` (the Azure policy JSON).
 
+use crate::support::out::{errln, outln};
 use std::path::PathBuf;
 
 use crate::cli::args::RetentionArgs;
 use crate::cli::exit;
 use crate::cli::render::{self, emit};
 use crate::error::Result;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Needs, Pipeline};
 use crate::{retention, store};
 
 /// `blobpipe forget FILE` (`forget`) or `blobpipe prune FILE` (not `forget`).
@@ -41,12 +42,30 @@ pub async fn forget_or_prune(a: RetentionArgs, forget: bool, json: bool) -> Resu
 /// # Errors
 /// Config errors of any file, or pipelines whose rules cannot share one policy.
 pub fn lifecycle(pipelines: &[PathBuf]) -> Result<i32> {
-    let ps = pipelines
-        .iter()
-        .map(|f| Pipeline::load(f))
-        .collect::<Result<Vec<_>>>()?;
+    // Only the target and the lifecycle rules matter here: a source's variables may be
+    // set on the backup host alone. A file that does not load is reported, the policy
+    // covers the others, and the exit code says one was left out.
+    let mut ps = Vec::new();
+    let mut errors: Vec<crate::error::Error> = Vec::new();
+    for f in pipelines {
+        match Pipeline::load_for(f, Needs::Store) {
+            Ok(p) => ps.push(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    if ps.is_empty() && !errors.is_empty() {
+        let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(crate::error::Error::config(all.join("\n")));
+    }
     let scopes: Vec<_> = ps.iter().map(Pipeline::lifecycle_scope).collect();
     let v = retention::lifecycle::policy(&scopes)?;
-    println!("{v:#}");
-    Ok(exit::OK)
+    outln!("{v:#}");
+    for e in &errors {
+        errln!("error: {e} (left out of the policy)");
+    }
+    Ok(if errors.is_empty() {
+        exit::OK
+    } else {
+        exit::CONFIG
+    })
 }

@@ -104,6 +104,10 @@ pub async fn ls(pipeline: &Path, sel: &SnapshotSel, globs: &[String], json: bool
             render::ls(&entries);
         }
         listed += entries.len() as u64;
+        if crate::support::out::stdout_closed() {
+            // The reader went away (`ls | head`): stop reading, like any Unix tool.
+            return Ok(exit::OK);
+        }
     }
     if !globs.is_empty() && listed == 0 {
         return Err(Error::not_found(format!(

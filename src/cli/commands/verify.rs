@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::manifest::catalog;
 use crate::manifest::layout::Repo;
 use crate::pipeline::Pipeline;
-use crate::support::progress::Reporter;
+use crate::support::progress::{Phase, Reporter};
 
 /// `blobpipe verify FILE [SNAPSHOT]`; a mismatch is exit 3.
 ///
@@ -20,7 +20,7 @@ pub async fn verify(a: VerifyArgs, json: bool, quiet: bool) -> Result<i32> {
     // The head only: verify reads the entries a segment at a time.
     let m = catalog::load_head(&*repo.store, &repo.layout, &id).await?;
     let mode = a.mode(p.verify.mode)?;
-    let reporter = Reporter::start("verify", quiet);
+    let reporter = Reporter::start("verify", Phase::Verifying, quiet);
     let res = crate::verify::verify(
         &repo.store,
         &repo.layout,

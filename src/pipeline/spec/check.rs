@@ -23,6 +23,11 @@ pub(super) struct Checker<'a> {
     /// Key prefixes the command will not use (`"source."` for commands that only read
     /// the store): a `${VAR}` left unset in them is not an error, the value stays empty.
     pub(super) unused: &'a [&'a str],
+    /// Areas (`source`, `target`, …) the loading command does not use: their messages
+    /// go to `deferred` instead of failing the load.
+    pub(super) defer: &'static [&'static str],
+    /// Messages about deferred areas.
+    pub(super) deferred: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -39,15 +44,26 @@ impl Checker<'_> {
         if !fix.is_empty() {
             s.push_str(&format!("\n  fix: {fix}"));
         }
-        self.errors.push(s);
+        self.push(key, s);
+    }
+
+    fn push(&mut self, key: &str, msg: String) {
+        let area = key
+            .trim_start_matches('[')
+            .split(['.', '[', ']'])
+            .next()
+            .unwrap_or("");
+        if self.defer.contains(&area) {
+            self.deferred.push(msg);
+        } else {
+            self.errors.push(msg);
+        }
     }
 
     /// Record a required key that is absent (no position to point at).
     pub(super) fn missing(&mut self, key: &str, fix: &str) {
-        self.errors.push(format!(
-            "{}: missing key {key}\n  fix: {fix}",
-            self.file.display()
-        ));
+        let msg = format!("{}: missing key {key}\n  fix: {fix}", self.file.display());
+        self.push(key, msg);
     }
 
     /// Whether the command leaves `key` unused (see [`Checker::unused`]).

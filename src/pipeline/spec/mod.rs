@@ -87,6 +87,35 @@ pub struct Pipeline {
     pub handoff: Option<HandoffConfig>,
     /// Defaults for `restore --to-db` (database sources).
     pub restore: RestoreConfig,
+    /// Problems in the parts the loading command said it does not use ([`Needs`]), such
+    /// as an unset variable in a source URL when printing a lifecycle policy. Always
+    /// empty after [`Pipeline::load`]; [`Pipeline::complete`] turns them into an error
+    /// for code that needs the whole pipeline after all.
+    pub unchecked: Vec<String>,
+}
+
+/// Which parts of a pipeline file a command uses. Problems in the other parts (most
+/// often an environment variable of the source that only the backup host sets) do not
+/// stop a command that never reads them; they are kept in [`Pipeline::unchecked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Everything: backup, restore, validate and every single-file command.
+    All,
+    /// The store and the policies kept in it, not the source: `status`, `check`,
+    /// `lifecycle`.
+    Store,
+    /// Only the name and the schedule settings: `next`, `functions scaffold`.
+    Schedule,
+}
+
+impl Needs {
+    fn deferred(self) -> &'static [&'static str] {
+        match self {
+            Needs::All => &[],
+            Needs::Store => &["source", "restore"],
+            Needs::Schedule => &["source", "restore", "target", "alerts"],
+        }
+    }
 }
 
 /// Checked `[serve]` hand-off.
@@ -190,8 +219,28 @@ impl Pipeline {
     /// # Errors
     /// `Config` with every problem found, each located by file, line and key.
     pub fn load(path: &Path) -> Result<Pipeline> {
+        Self::load_for(path, Needs::All)
+    }
+
+    /// Read, parse and check a pipeline file for a command that uses only `needs`.
+    ///
+    /// # Errors
+    /// `Config` with every problem found in the parts `needs` names.
+    pub fn load_for(path: &Path, needs: Needs) -> Result<Pipeline> {
         let text = Self::read(path)?;
-        Self::parse(path, &text)
+        Self::parse_with(path, &text, &[], needs)
+    }
+
+    /// This pipeline, if it was checked whole (no [`Pipeline::unchecked`] problems).
+    ///
+    /// # Errors
+    /// `Config` listing the problems a partial load set aside.
+    pub fn complete(&self) -> Result<&Pipeline> {
+        if self.unchecked.is_empty() {
+            Ok(self)
+        } else {
+            Err(Error::config(self.unchecked.join("\n")))
+        }
     }
 
     /// Read and check a pipeline file for a command that only reads what is stored
@@ -204,7 +253,7 @@ impl Pipeline {
     /// As [`Pipeline::load`], without the source's unset variables.
     pub fn load_for_reading(path: &Path) -> Result<Pipeline> {
         let text = Self::read(path)?;
-        Self::parse_with(path, &text, &["source."])
+        Self::parse_with(path, &text, &["source."], Needs::All)
     }
 
     fn read(path: &Path) -> Result<String> {
@@ -219,10 +268,10 @@ impl Pipeline {
     /// # Errors
     /// `Config` with every problem found.
     pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
-        Self::parse_with(path, text, &[])
+        Self::parse_with(path, text, &[], Needs::All)
     }
 
-    fn parse_with(path: &Path, text: &str, unused: &[&str]) -> Result<Pipeline> {
+    fn parse_with(path: &Path, text: &str, unused: &[&str], needs: Needs) -> Result<Pipeline> {
         let read = locate::read(path, text);
         let Some(spec) = read.spec else {
             return Err(Error::config(read.errors.join("\n")));
@@ -237,8 +286,10 @@ impl Pipeline {
             text,
             errors: Vec::new(),
             unused,
+            defer: needs.deferred(),
+            deferred: Vec::new(),
         };
-        let p = check(&mut c, spec, &base);
+        let mut p = check(&mut c, spec, &base);
         // Keys removed after a structural error are not reported a second time (as
         // missing or empty) by the checks.
         let mut errors = read.errors;
@@ -259,6 +310,7 @@ impl Pipeline {
                 .unwrap_or((0usize, 0usize))
         });
         if errors.is_empty() {
+            p.unchecked = c.deferred;
             Ok(p)
         } else {
             Err(Error::config(errors.join("\n")))
@@ -316,6 +368,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         lifecycle: retention::check_lifecycle(c, s.lifecycle.as_ref(), &incremental),
         handoff: serve::check_serve(c, s.serve.as_ref()),
         restore,
+        unchecked: Vec::new(),
     }
 }
 

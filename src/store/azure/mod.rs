@@ -852,6 +852,34 @@ impl BlobStore for AzureStore {
         })
     }
 
+    async fn break_lease_of(&self, blob: &str, holder: &str) -> Result<bool> {
+        let what = format!("breaking the lease on {blob} of a dead holder");
+        let bc = self.blob(blob);
+        let etag = match bc.get_properties(None).await {
+            Ok(r) => r.etag().map_err(|e| map_error(&what, e))?,
+            Err(e) if http_parts(&e).is_some_and(|(s, _)| s == 404) => return Ok(false),
+            Err(e) => return Err(map_error(&what, e)),
+        };
+        // Read after the ETag: if a new holder records its name in between, the ETag no
+        // longer matches and the service refuses the break (412).
+        if self.read_holder(blob).await != holder {
+            return Ok(false);
+        }
+        match bc
+            .break_lease(Some(BlobClientBreakLeaseOptions {
+                break_period: Some(0),
+                if_match: etag,
+                ..Default::default()
+            }))
+            .await
+        {
+            Ok(_) => Ok(true),
+            // 409: no lease to break; 412: the blob changed (someone else took it).
+            Err(e) if http_parts(&e).is_some_and(|(s, _)| s == 409 || s == 412) => Ok(false),
+            Err(e) => Err(map_error(&what, e)),
+        }
+    }
+
     async fn renew_lease(&self, lease: &Lease) -> Result<()> {
         match self
             .blob(&lease.blob)
