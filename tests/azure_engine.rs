@@ -296,7 +296,10 @@ async fn permanently_failing_service_fails_cleanly_and_keeps_earlier_snapshots()
     // only pack and part-record writes fail (it dies mid-upload, with blocks in flight).
     let not_lock: Filter = Arc::new(|s: &Seen| !s.path.ends_with("/lock"));
     let writes: Filter = Arc::new(|s: &Seen| {
-        s.method == "PUT" && (s.path.contains("/packs/") || s.path.contains("/p-"))
+        s.method == "PUT"
+            && (s.path.contains("/packs/")
+                || s.path.contains("/parts/")
+                || s.path.contains("/segments/"))
     });
     for (what, filter) in [("everything", not_lock), ("pack and part writes", writes)] {
         proxy.stats.faulted.store(0, Ordering::Relaxed);
@@ -616,7 +619,13 @@ async fn refused_index_tags_do_not_fail_the_backup() {
         .iter()
         .filter(|x| x.is_put_block_list() && x.tags && x.faulted)
         .count();
-    assert_eq!(refused, 1, "tags are tried once, then no longer sent");
+    // Partitions commit concurrently: each commit in flight when the first refusal came
+    // back may have been sent with tags; none after it.
+    assert!(
+        refused >= 1 && refused <= p.partitions.max_parallel,
+        "tags are tried once per commit in flight, then no longer sent: {refused} refused"
+    );
+
     assert!(
         seen.iter().any(|x| x.is_put_block_list() && !x.tags),
         "committed without tags"
