@@ -34,7 +34,7 @@ def main() -> int:
             parts = Path(os.environ["FLAKY_STORE"]) / "backups" / "app-files" / "parts"
             proc = subprocess.Popen(cmd)
             while proc.poll() is None:
-                if any(parts.glob("*/p-*")):  # a finished partition (not plan.json.gz)
+                if any(parts.glob("*/f-*")):  # a finished partition (not plan.json.gz)
                     proc.send_signal(signal.SIGTERM)
                     break
                 time.sleep(0.002)

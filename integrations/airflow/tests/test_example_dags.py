@@ -67,8 +67,9 @@ def test_nightly_dag_backs_up_reports_and_resumes_on_retry(
     )
     try:
         files = tmp_path / "files"
-        # 8 partitions (4 x 2 cores), 2 at a time: the first part record is written long
-        # before the last partition is done, so the interruption lands mid-run.
+        # Several partitions of about 8 MiB (the pipeline's size), 2 at a time: the first
+        # part record is written long before the last partition is done, so the
+        # interruption lands mid-run.
         make_files(files, n=16, size=2 << 20)
         store = tmp_path / "store"
         state = tmp_path / "flaky"
@@ -159,7 +160,7 @@ def check_results(store: Path, log: str, before: set[int]) -> None:
         assert fs["files"] == 16
         assert fs["verify"]["ok"]
         # The retry resumed the interrupted run: partitions finished before SIGTERM were kept.
-        assert 1 <= fs["partitions_resumed"] < 8, fs
+        assert 1 <= fs["partitions_resumed"] < fs["partitions"], fs
 
         fresh = xcom("rpo_check")
         assert fresh["stale"] == 0

@@ -63,6 +63,7 @@ def backup_report(doc: Any, *, exit_code: int, outcome: str, pipeline: str) -> d
         "started_at": d.get("started_at"),
         "finished_at": d.get("finished_at"),
         "duration_seconds": _seconds(d.get("started_at"), d.get("finished_at")),
+        "partitions": d.get("partitions"),
         "partitions_resumed": d.get("partitions_resumed"),
         "verify": verify_summary(d.get("verify")),
         "error": d.get("error"),

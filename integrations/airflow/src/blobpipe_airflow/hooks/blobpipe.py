@@ -287,8 +287,12 @@ class BlobpipeHook(BaseHook):
     # --- local binary ---------------------------------------------------------------
 
     def argv(self, args: Sequence[str], *, json_logs: bool = True) -> list[str]:
-        """The full command line for ``blobpipe ARGS --json`` (JSON logs on stderr)."""
-        head = [self.settings.binary, "--json", "--quiet"]
+        """The full command line for ``blobpipe ARGS --json`` (JSON logs on stderr).
+
+        No ``--quiet``: it keeps only warnings and errors, and the task log wants the
+        run's INFO lines; off a terminal blobpipe draws no progress anyway.
+        """
+        head = [self.settings.binary, "--json"]
         if json_logs:
             head += ["--log-format", "json"]
         return head + list(args)
