@@ -108,23 +108,8 @@ pub(crate) fn select(m: &Manifest, globs: &[String]) -> Result<Vec<Entry>> {
     if globs.is_empty() {
         return Ok(m.entries.clone());
     }
-    let mut b = ignore::gitignore::GitignoreBuilder::new("/");
-    for g in globs {
-        b.add_line(None, g)
-            .map_err(|e| Error::config(format!("invalid --path glob {g:?}: {e}")))?;
-    }
-    let gi = b
-        .build()
-        .map_err(|e| Error::config(format!("invalid --path globs: {e}")))?;
-    let chosen: Vec<Entry> = m
-        .entries
-        .iter()
-        .filter(|e| {
-            gi.matched_path_or_any_parents(e.path.to_path(), e.kind == EntryKind::Dir)
-                .is_ignore()
-        })
-        .cloned()
-        .collect();
+    let sel = Selection::new(globs)?;
+    let chosen: Vec<Entry> = m.entries.iter().filter(|e| sel.takes(e)).cloned().collect();
     if chosen.is_empty() {
         return Err(Error::not_found(format!(
             "no entry of snapshot {} matches {}",
