@@ -83,6 +83,31 @@ pub struct RestoreReport {
 }
 
 impl RestoreReport {
+    /// The report of a restore of `m` into `root` that has written nothing yet.
+    fn started(
+        m: &Manifest,
+        root: &Path,
+        inconsistent: Vec<String>,
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        RestoreReport {
+            snapshot: m.header.snapshot.clone(),
+            to: root.to_path_buf(),
+            files: 0,
+            dirs: 0,
+            symlinks: 0,
+            bytes: 0,
+            bytes_fetched: 0,
+            packs_read: 0,
+            inconsistent,
+            damaged: Vec::new(),
+            damaged_total: 0,
+            max_entries_held: 0,
+            started_at,
+            finished_at: started_at,
+        }
+    }
+
     /// True when every selected entry was restored (no damaged file).
     pub fn ok(&self) -> bool {
         self.damaged_total == 0
@@ -152,43 +177,20 @@ pub async fn restore(
         }
     }
     archive::refuse_archived(store, layout, m, by_pack.keys()).await?;
-    std::fs::create_dir_all(&opts.to).map_err(|e| {
-        Error::io(
-            ErrorKind::Internal,
-            format!("creating {}", opts.to.display()),
-            e,
-        )
-    })?;
-    let root = opts
-        .to
-        .canonicalize()
-        .map_err(|e| Error::io(ErrorKind::Internal, "target", e))?;
+    let root = target_root(&opts.to)?;
     if !opts.overwrite {
         files::refuse_clashes(&root, &entries, &rels)?;
     }
     let total_bytes: u64 = entries.iter().map(|e| e.size).sum();
     counters.set_total(entries.len() as u64, total_bytes);
 
-    let mut report = RestoreReport {
-        snapshot: m.header.snapshot.clone(),
-        to: root.clone(),
-        files: 0,
-        dirs: 0,
-        symlinks: 0,
-        bytes: 0,
-        bytes_fetched: 0,
-        packs_read: 0,
-        inconsistent: entries
-            .iter()
-            .filter(|e| e.inconsistent)
-            .map(|e| e.path.display())
-            .collect(),
-        damaged: Vec::new(),
-        damaged_total: 0,
-        max_entries_held: entries.len(),
-        started_at,
-        finished_at: started_at,
-    };
+    let inconsistent = entries
+        .iter()
+        .filter(|e| e.inconsistent)
+        .map(|e| e.path.display())
+        .collect();
+    let mut report = RestoreReport::started(m, &root, inconsistent, started_at);
+    report.max_entries_held = entries.len();
     let damaged = Arc::new(files::DamageLog::default());
     let known = Arc::new(files::KnownDirs::default());
     write_batch(
@@ -210,6 +212,14 @@ pub async fn restore(
     (report.damaged, report.damaged_total) = damaged.take();
     report.finished_at = Utc::now();
     Ok(report)
+}
+
+/// Create the restore target and resolve it (every path written is checked under it).
+fn target_root(to: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(to)
+        .map_err(|e| Error::io(ErrorKind::Internal, format!("creating {}", to.display()), e))?;
+    to.canonicalize()
+        .map_err(|e| Error::io(ErrorKind::Internal, "target", e))
 }
 
 /// Write one path-sorted batch of checked entries: directories (parents first), files
@@ -383,17 +393,7 @@ async fn restore_streamed(
     }
     archive::refuse_archived(store, layout, m, packs.iter()).await?;
     drop(packs);
-    std::fs::create_dir_all(&opts.to).map_err(|e| {
-        Error::io(
-            ErrorKind::Internal,
-            format!("creating {}", opts.to.display()),
-            e,
-        )
-    })?;
-    let root = opts
-        .to
-        .canonicalize()
-        .map_err(|e| Error::io(ErrorKind::Internal, "target", e))?;
+    let root = target_root(&opts.to)?;
     let chosen = |batch: Vec<Entry>| -> Result<(Vec<Entry>, Vec<PathBuf>)> {
         let entries: Vec<Entry> = batch.into_iter().filter(|e| sel.takes(e)).collect();
         let rels = entries
@@ -410,22 +410,7 @@ async fn restore_streamed(
         }
     }
     counters.set_total(selected, total_bytes);
-    let mut report = RestoreReport {
-        snapshot: m.header.snapshot.clone(),
-        to: root.clone(),
-        files: 0,
-        dirs: 0,
-        symlinks: 0,
-        bytes: 0,
-        bytes_fetched: 0,
-        packs_read: 0,
-        inconsistent,
-        damaged: Vec::new(),
-        damaged_total: 0,
-        max_entries_held: 0,
-        started_at,
-        finished_at: started_at,
-    };
+    let mut report = RestoreReport::started(m, &root, inconsistent, started_at);
     // Pass 3: write, a segment at a time.
     let damaged = Arc::new(files::DamageLog::default());
     for &i in &wanted {
