@@ -90,6 +90,9 @@ param containerSoftDeleteDays int = 14
 @maxValue(146000)
 param immutabilityDays int = 0
 
+@description('Version-level immutability on the backup container, for pipelines with an [immutability] table (each snapshot\'s blobs get their own write-once policy after commit; see docs/immutability.md). Use this or immutabilityDays, not both.')
+param enableVersionLevelImmutability bool = false
+
 @description('Lifecycle rules, one per pipeline: {name, prefix, coolAfterDays, coldAfterDays, archiveAfterDays}. They match only <container>/<prefix>/packs/ and never delete; 0 days skips a tier. Keep equal to `blobpipe lifecycle` output.')
 param lifecycleRules array
 
@@ -301,6 +304,7 @@ module storage 'modules/storage.bicep' = {
     blobSoftDeleteDays: blobSoftDeleteDays
     containerSoftDeleteDays: containerSoftDeleteDays
     immutabilityDays: immutabilityDays
+    enableVersionLevelImmutability: enableVersionLevelImmutability
     enableQueue: enableQueue
     queueName: handoffQueueName
     logAnalyticsWorkspaceId: monitoring.outputs.id

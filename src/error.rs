@@ -53,6 +53,9 @@ pub enum ErrorKind {
     Cancelled,
     /// Restore refused to do something unsafe (escape the target, overwrite).
     Refused,
+    /// The blob is under an immutability policy or a legal hold (`[immutability]`): the
+    /// store refuses to delete or overwrite it until the policy expires.
+    Immutable,
     /// A bug or an impossible state.
     Internal,
 }
@@ -73,6 +76,7 @@ impl ErrorKind {
             ErrorKind::Archived => "Archived",
             ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Refused => "Refused",
+            ErrorKind::Immutable => "Immutable",
             ErrorKind::Internal => "Internal",
         }
     }

@@ -68,6 +68,9 @@ param changeFeedRetentionDays int = 365
 @maxValue(146000)
 param immutabilityDays int = 0
 
+@description('Version-level immutability support on the backup container: lets blobpipe\'s [immutability] table put a time-based retention policy (and legal hold) on each snapshot\'s own blobs after commit. Needs blob versioning (enabled below). Cannot be combined with a container-level policy (immutabilityDays > 0).')
+param enableVersionLevelImmutability bool = false
+
 @description('Create the queue service queue used for run hand-offs (Functions to Container Apps job).')
 param enableQueue bool = false
 
@@ -151,6 +154,9 @@ resource container 'Microsoft.Storage/storageAccounts/blobServices/containers@20
   name: containerName
   properties: {
     publicAccess: 'None'
+    immutableStorageWithVersioning: {
+      enabled: enableVersionLevelImmutability
+    }
   }
 }
 

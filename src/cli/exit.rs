@@ -63,6 +63,7 @@ pub fn for_kind(kind: ErrorKind) -> i32 {
         | ErrorKind::Destination
         | ErrorKind::Conflict
         | ErrorKind::Encode
+        | ErrorKind::Immutable
         | ErrorKind::Internal => FAILED,
     }
 }

@@ -107,6 +107,14 @@ pub fn backup(r: &BackupReport) {
     for p in r.inconsistent.iter().take(20) {
         outln!("changed while read (stored as last read): {}", p.display());
     }
+    if let Some(p) = &r.protection {
+        outln!(
+            "{}: {} blobs, {} set or extended by this run",
+            protection(p),
+            p.blobs,
+            p.blobs_set
+        );
+    }
     if let Some(v) = &r.verify {
         verify_report(v);
     }
@@ -132,6 +140,29 @@ pub fn skipped_damaged(skipped: &[crate::manifest::catalog::Damaged], chosen: Op
     }
 }
 
+/// How a protection record reads: `immutable until 2027-01-06 (locked)`, `+ legal hold`.
+pub fn protection(r: &crate::manifest::records::ProtectionRecord) -> String {
+    let mut s = match r.until {
+        Some(u) if u > chrono::Utc::now() => {
+            format!(
+                "immutable until {} ({})",
+                u.format("%Y-%m-%d %H:%M"),
+                r.mode
+            )
+        }
+        Some(u) => format!("immutable until {} (ended)", u.format("%Y-%m-%d %H:%M")),
+        None => String::new(),
+    };
+    if r.legal_hold {
+        s.push_str(if s.is_empty() {
+            "legal hold"
+        } else {
+            " + legal hold"
+        });
+    }
+    s
+}
+
 /// `snapshots`: one line per snapshot.
 pub fn snapshots(list: &[SnapshotInfo]) {
     outln!(
@@ -152,7 +183,7 @@ pub fn snapshots(list: &[SnapshotInfo]) {
             continue;
         };
         outln!(
-            "{:<28} {:<20} {:>8} {:>11} {:>11} {}{}",
+            "{:<28} {:<20} {:>8} {:>11} {:>11} {}{}{}",
             s.id,
             h.committed_at.format("%Y-%m-%d %H:%M:%S"),
             h.totals.files,
@@ -162,6 +193,10 @@ pub fn snapshots(list: &[SnapshotInfo]) {
             s.verify_mode
                 .as_deref()
                 .map(|m| format!(" ({m})"))
+                .unwrap_or_default(),
+            s.protection
+                .as_ref()
+                .map(|r| format!("  {}", protection(r)))
                 .unwrap_or_default()
         );
     }
@@ -471,6 +506,16 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
         r.verify_reports_deleted,
         human(r.record_bytes_freed)
     );
+    if r.immutable_kept > 0 {
+        outln!(
+            "{} unreferenced blobs ({}) kept: the store refused to delete them, they are still under an immutability policy or legal hold (a later prune frees them)",
+            r.immutable_kept,
+            human(r.immutable_bytes)
+        );
+        for n in r.immutable_examples.iter().take(10) {
+            outln!("  immutable: {n}");
+        }
+    }
 }
 
 /// `check`: one line per pipeline, undelivered alerts, config errors.

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Layout;
-use crate::manifest::records::{VerifyRecord, VerifyStatus};
+use crate::manifest::records::{ProtectionRecord, VerifyRecord, VerifyStatus};
 use crate::manifest::{self, Header, Line, Manifest};
 use crate::store::{list_all, BlobStore};
 
@@ -33,6 +33,41 @@ pub struct SnapshotInfo {
     pub verify_status: VerifyStatus,
     /// The mode that decided the status (metadata, sample, full).
     pub verify_mode: Option<String>,
+    /// `[immutability]`: until when the snapshot's blobs are write-once, and whether a
+    /// legal hold holds them (absent: not protected, or protected by hand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protection: Option<ProtectionRecord>,
+}
+
+/// The protection records of a pipeline (`[immutability]`), by snapshot id: one per
+/// protected snapshot, so bounded by the snapshots kept. An unreadable record is skipped
+/// with a warning (the store still enforces the policy; only the display lacks it).
+///
+/// # Errors
+/// Store errors.
+pub async fn protections(
+    store: &dyn BlobStore,
+    layout: &Layout,
+) -> Result<std::collections::BTreeMap<String, ProtectionRecord>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in list_all(store, &layout.protections()).await? {
+        let body = match store.get(&item.name, None).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        match serde_json::from_slice::<ProtectionRecord>(&body) {
+            Ok(r) if !r.snapshot.is_empty() => {
+                out.insert(r.snapshot.clone(), r);
+            }
+            Ok(_) => tracing::warn!(
+                "ignoring protection record {} without a snapshot",
+                item.name
+            ),
+            Err(e) => tracing::warn!("ignoring unreadable protection record {}: {e}", item.name),
+        }
+    }
+    Ok(out)
 }
 
 /// All snapshot ids of a pipeline, oldest first.
@@ -331,6 +366,7 @@ pub async fn check_header(
 pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<SnapshotInfo>> {
     let ids = snapshot_ids(store, layout).await?;
     let reports = list_all(store, &layout.verify_all()).await?;
+    let protections = protections(store, layout).await?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let (header, damaged) = match check_header(store, layout, &id).await? {
@@ -371,12 +407,14 @@ pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<Snapshot
                 None => (VerifyStatus::Unverified, None),
             },
         };
+        let protection = protections.get(&id).cloned();
         out.push(SnapshotInfo {
             id,
             header,
             damaged,
             verify_status,
             verify_mode,
+            protection,
         });
     }
     Ok(out)

@@ -160,6 +160,15 @@ impl Layout {
     pub fn verify_report(&self, snapshot: &str, at: &str) -> String {
         self.join(&format!("verify/{snapshot}/{at}.json"))
     }
+    /// A snapshot's protection record (`[immutability]`: until when its blobs are
+    /// write-once).
+    pub fn protection(&self, snapshot: &str) -> String {
+        self.join(&format!("immutability/{snapshot}.json"))
+    }
+    /// Prefix of every protection record.
+    pub fn protections(&self) -> String {
+        self.join("immutability/")
+    }
     /// The lock blob.
     pub fn lock(&self) -> String {
         self.join("lock")

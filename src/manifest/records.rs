@@ -178,6 +178,38 @@ impl VerifyRecord {
     }
 }
 
+/// A snapshot's protection record (`immutability/<snapshot>.json`), written by
+/// `retention::immutability` after the snapshot's blobs were made write-once, read by
+/// `snapshots`, `status`, `forget` and the next backup (which extends only what the
+/// parent's protection does not already cover).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ProtectionRecord {
+    /// The snapshot.
+    pub snapshot: String,
+    /// Every blob the snapshot needs (its manifest, packs and segments) is protected at
+    /// least until then: the snapshot cannot be deleted before it.
+    pub until: Option<DateTime<Utc>>,
+    /// The policy mode: `unlocked` (can be shortened by someone allowed to) or `locked`.
+    pub mode: crate::store::LockMode,
+    /// Whether a legal hold was set too (no expiry: protects until cleared by hand).
+    pub legal_hold: bool,
+    /// Blobs the snapshot references (manifest + packs + segments).
+    pub blobs: u64,
+    /// Of those, the blobs this run set or extended a policy on (the others were already
+    /// covered by the parent's).
+    pub blobs_set: u64,
+    /// When the policies were set.
+    pub set_at: Option<DateTime<Utc>>,
+}
+
+impl ProtectionRecord {
+    /// The snapshot cannot be deleted at `now` (a policy still runs, or a legal hold).
+    pub fn holds(&self, now: DateTime<Utc>) -> bool {
+        self.legal_hold || self.until.is_some_and(|u| u > now)
+    }
+}
+
 /// A drill record as read back (written by `pipeline::drill`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]

@@ -123,6 +123,9 @@ pub struct BackupReport {
     /// when choosing it: the run compared against the newest readable one, or ran full.
     #[serde(default)]
     pub skipped_damaged: Vec<String>,
+    /// `[immutability]`: until when the committed snapshot is write-once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<crate::manifest::records::ProtectionRecord>,
 }
 
 impl BackupReport {
@@ -167,6 +170,7 @@ impl BackupReport {
             error: Some(error),
             alerts: vec![],
             skipped_damaged: vec![],
+            protection: None,
         }
     }
 }

@@ -181,6 +181,7 @@ pub(super) async fn run(
             error: None,
             alerts: vec![],
             skipped_damaged: plan.skipped_damaged.clone(),
+            protection: None,
         };
         return Ok(Finished {
             report,
@@ -403,6 +404,7 @@ pub(super) async fn run(
         error: None,
         alerts: vec![],
         skipped_damaged: plan.skipped_damaged.clone(),
+        protection: None,
     };
     Ok(Finished {
         report,

@@ -69,7 +69,10 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
     )
     .await?;
     let mut result = match run::run(p, store.clone(), &layout, &run_id, started_at, &opts).await {
-        Ok(done) => verify_committed(p, &store, &layout, &opts, done).await,
+        Ok(done) => match protect_committed(p, &store, &layout, &run_id, done).await {
+            Ok(done) => verify_committed(p, &store, &layout, &opts, done).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if lock.lost() {
@@ -119,6 +122,32 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
         .await;
     }
     Ok(report)
+}
+
+/// `[immutability]`: make the committed snapshot write-once before anything else (while
+/// the run lock is held, so no prune runs meanwhile). A failure fails the run — the
+/// pipeline asked for protection and did not get it — but the snapshot stays committed,
+/// and a rerun of the run id protects it (the engine finds the commit and returns it).
+async fn protect_committed(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    mut done: Finished,
+) -> Result<Finished> {
+    let (Some(cfg), Some(m)) = (p.immutability.as_ref(), done.manifest.as_ref()) else {
+        return Ok(done);
+    };
+    let rec = crate::retention::immutability::protect_snapshot(&**store, layout, m, cfg, Utc::now())
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "snapshot {} is committed but not protected by [immutability]; rerun with --run-id {run_id} to protect it",
+                m.header.snapshot
+            ))
+        })?;
+    done.report.protection = Some(rec);
+    Ok(done)
 }
 
 /// Verify what the engine committed (unless disabled); a mismatch makes the run

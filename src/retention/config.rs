@@ -40,3 +40,26 @@ pub struct LifecycleConfig {
     /// Move packs to Archive after this many days.
     pub archive_after_days: Option<u32>,
 }
+
+/// Checked `[immutability]`: after each commit, the snapshot's blobs (manifest, packs,
+/// segments) get an Azure version-level immutability policy (and optionally a legal
+/// hold), so neither a leaked key nor a compromised admin can delete them early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImmutabilityConfig {
+    /// Each snapshot stays undeletable at least this many days after its commit.
+    pub days: u32,
+    /// `unlocked` (can be shortened by someone allowed to) or `locked` (only extended).
+    pub mode: crate::store::LockMode,
+    /// Also set a legal hold (no expiry; cleared by hand).
+    pub legal_hold: bool,
+}
+
+impl ImmutabilityConfig {
+    /// Days beyond `days` a policy is set for, so that the next runs find the blobs they
+    /// share with their parent still covered and protect only their new blobs: up to
+    /// a quarter of `days`, at least 1 and at most 7. A snapshot is protected for at
+    /// least `days` and at most `days + margin_days()`.
+    pub fn margin_days(&self) -> u32 {
+        self.days.div_ceil(4).clamp(1, 7)
+    }
+}

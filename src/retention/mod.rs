@@ -23,6 +23,7 @@
 //! with the number of packs, not with the number of files or snapshots.
 
 pub mod config;
+pub mod immutability;
 pub mod lifecycle;
 
 use std::collections::{BTreeMap, HashSet};
@@ -47,7 +48,9 @@ use crate::support::cancel::Cancel;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
     /// `last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`, `within`, `undated`,
-    /// `pending-run` or `damaged` (a manifest that cannot be read is never forgotten).
+    /// `pending-run`, `damaged` (a manifest that cannot be read is never forgotten) or
+    /// `immutable` (under an immutability policy or legal hold: the store would refuse;
+    /// the bucket says until when).
     pub rule: &'static str,
     /// The bucket (`2026-11-20`, `2026-W47`, …), for bucketed rules.
     pub bucket: Option<String>,
@@ -387,19 +390,31 @@ async fn forget_locked(
             d.keep = true;
         }
     }
-    let forgotten: Vec<String> = decisions
-        .iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.id.clone())
-        .collect();
-    if !opts.dry_run {
-        for id in &forgotten {
-            store
-                .delete(&layout.snapshot(id))
-                .await
-                .ctx(format!("forgetting snapshot {id}"))?;
-            tracing::info!(snapshot = id, "forgot snapshot");
+    // Snapshots under an immutability policy or legal hold stay: the store would refuse
+    // to delete them anyway, and a dry run should say so.
+    let protected = catalog::protections(&**store, layout).await?;
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        if let Some(r) = protected.get(&d.id).filter(|r| r.holds(now)) {
+            d.keep = true;
+            d.reasons.push(immutable_reason(r.legal_hold, r.until));
         }
+    }
+    let mut forgotten: Vec<String> = Vec::new();
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        if !opts.dry_run {
+            match store.delete(&layout.snapshot(&d.id)).await {
+                Ok(_) => tracing::info!(snapshot = %d.id, "forgot snapshot"),
+                // Protected by hand, or its record is missing: kept, and said.
+                Err(e) if e.kind() == ErrorKind::Immutable => {
+                    tracing::warn!(snapshot = %d.id, "kept: {e}");
+                    d.keep = true;
+                    d.reasons.push(immutable_reason(false, None));
+                    continue;
+                }
+                Err(e) => return Err(e.context(format!("forgetting snapshot {}", d.id))),
+            }
+        }
+        forgotten.push(d.id.clone());
     }
     Ok(ForgetReport {
         dry_run: opts.dry_run,
@@ -407,6 +422,17 @@ async fn forget_locked(
         decisions,
         forgotten,
     })
+}
+
+fn immutable_reason(legal_hold: bool, until: Option<DateTime<Utc>>) -> Reason {
+    Reason {
+        rule: "immutable",
+        bucket: Some(match (legal_hold, until) {
+            (true, _) => "legal hold".to_string(),
+            (false, Some(u)) => format!("until {}", u.format("%Y-%m-%dT%H:%M:%SZ")),
+            (false, None) => "the store refused the delete".to_string(),
+        }),
+    }
 }
 
 /// Days a blob must stay in `tier` before deleting it costs nothing extra.
@@ -465,6 +491,35 @@ pub struct PruneReport {
     pub verify_reports_deleted: u64,
     /// Bytes of part records and verify reports deleted.
     pub record_bytes_freed: u64,
+    /// Unreferenced blobs kept because the store refused to delete them: they are under
+    /// an immutability policy or legal hold (`[immutability]`), and go in a later prune.
+    pub immutable_kept: u64,
+    /// Their bytes.
+    pub immutable_bytes: u64,
+    /// The first of them (at most 100), by name.
+    pub immutable_examples: Vec<String>,
+}
+
+impl PruneReport {
+    /// Delete `name` (unless a dry run); a blob the store refuses because it is
+    /// immutable is counted as kept, not an error. Returns whether it went (or would).
+    async fn delete(&mut self, store: &dyn BlobStore, name: &str, size: u64) -> Result<bool> {
+        if self.dry_run {
+            return Ok(true);
+        }
+        match store.delete(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Immutable => {
+                self.immutable_kept += 1;
+                self.immutable_bytes += size;
+                if self.immutable_examples.len() < 100 {
+                    self.immutable_examples.push(name.to_string());
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e.context(format!("deleting {name}"))),
+        }
+    }
 }
 
 fn pack_id_of(name: &str) -> &str {
@@ -618,11 +673,8 @@ pub async fn prune_locked(
                 continue;
             }
         }
-        if !dry_run {
-            store
-                .delete(&item.name)
-                .await
-                .ctx(format!("deleting pack {}", item.name))?;
+        if !rep.delete(&**store, &item.name, item.size).await? {
+            continue;
         }
         rep.packs_deleted += 1;
         rep.bytes_freed += item.size;
@@ -634,11 +686,8 @@ pub async fn prune_locked(
         if referenced.contains(&segment_key(sha)) || age(now, item.last_modified) < grace {
             continue;
         }
-        if !dry_run {
-            store
-                .delete(&item.name)
-                .await
-                .ctx(format!("deleting segment {}", item.name))?;
+        if !rep.delete(&**store, &item.name, item.size).await? {
+            continue;
         }
         rep.segments_deleted += 1;
         rep.record_bytes_freed += item.size;
@@ -654,8 +703,22 @@ pub async fn prune_locked(
         }
         rep.runs_cleaned.push(r.run.clone());
     }
-    // 4. Verify reports of snapshots that no longer exist.
+    // 4. Verify reports and protection records of snapshots that no longer exist.
     let live: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let pprefix = layout.protections();
+    for item in list_all(&**store, &pprefix).await? {
+        let snap = item.name[pprefix.len()..].trim_end_matches(".json");
+        if live.contains(snap) {
+            continue;
+        }
+        if !dry_run {
+            store
+                .delete(&item.name)
+                .await
+                .ctx(format!("deleting {}", item.name))?;
+        }
+        rep.record_bytes_freed += item.size;
+    }
     let vprefix = layout.verify_all();
     for item in list_all(&**store, &vprefix).await? {
         let snap = item.name[vprefix.len()..].split('/').next().unwrap_or("");
@@ -670,6 +733,13 @@ pub async fn prune_locked(
         }
         rep.verify_reports_deleted += 1;
         rep.record_bytes_freed += item.size;
+    }
+    if rep.immutable_kept > 0 {
+        tracing::warn!(
+            blobs = rep.immutable_kept,
+            bytes = rep.immutable_bytes,
+            "unreferenced blobs kept: still under an immutability policy or legal hold"
+        );
     }
     tracing::info!(
         packs_deleted = rep.packs_deleted,

@@ -319,8 +319,29 @@ pub struct PipelineStatus {
     pub last_verify: Option<VerifySummary>,
     /// Last restore drill.
     pub last_drill: Option<DrillSummary>,
+    /// `[immutability]`: how many snapshots are write-once and until when (absent when
+    /// none is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immutability: Option<ImmutabilityStatus>,
     /// Error reading the store.
     pub error: Option<String>,
+}
+
+/// Which snapshots are under an immutability policy or legal hold now.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImmutabilityStatus {
+    /// Snapshots that cannot be deleted now.
+    pub protected: usize,
+    /// Snapshots stored.
+    pub of: usize,
+    /// The soonest a protected snapshot's policy ends.
+    pub first_until: Option<DateTime<Utc>>,
+    /// The latest a protected snapshot's policy ends (the newest snapshot's, usually).
+    pub last_until: Option<DateTime<Utc>>,
+    /// Snapshots under a legal hold (no end date).
+    pub legal_holds: usize,
+    /// Per protected snapshot: id and until when (oldest snapshot first).
+    pub snapshots: Vec<(String, Option<DateTime<Utc>>)>,
 }
 
 /// The last path segment without `.json`: the stamp records are named by.
@@ -407,6 +428,7 @@ pub async fn status(p: &Pipeline, now: DateTime<Utc>) -> PipelineStatus {
         stored_by_tier: BTreeMap::new(),
         last_verify: None,
         last_drill: None,
+        immutability: None,
         error: None,
     };
     if let Err(e) = fill(p, &mut st, now).await {
@@ -438,6 +460,26 @@ async fn fill(p: &Pipeline, st: &mut PipelineStatus, now: DateTime<Utc>) -> Resu
         st.within_rpo = p.rpo.map(|r| age <= r);
     } else if p.rpo.is_some() {
         st.within_rpo = Some(false);
+    }
+    let held: Vec<_> = list
+        .iter()
+        .filter_map(|s| {
+            s.protection
+                .as_ref()
+                .filter(|r| r.holds(now))
+                .map(|r| (s, r))
+        })
+        .collect();
+    if !held.is_empty() {
+        let untils = held.iter().filter_map(|(_, r)| r.until);
+        st.immutability = Some(ImmutabilityStatus {
+            protected: held.len(),
+            of: list.len(),
+            first_until: untils.clone().min(),
+            last_until: untils.max(),
+            legal_holds: held.iter().filter(|(_, r)| r.legal_hold).count(),
+            snapshots: held.iter().map(|(s, r)| (s.id.clone(), r.until)).collect(),
+        });
     }
     for item in list_all(store, &layout.packs()).await? {
         let t = st
@@ -525,6 +567,24 @@ pub fn print_status(s: &PipelineStatus) {
         ),
     }
     outln!("  snapshots:       {}", s.snapshots);
+    if let Some(i) = &s.immutability {
+        let fmt = |t: Option<DateTime<Utc>>| {
+            t.map(|t| t.format("%Y-%m-%d %H:%MZ").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        outln!(
+            "  immutable:       {} of {} snapshots, until {} … {}{}",
+            i.protected,
+            i.of,
+            fmt(i.first_until),
+            fmt(i.last_until),
+            if i.legal_holds > 0 {
+                format!(" ({} under legal hold)", i.legal_holds)
+            } else {
+                String::new()
+            }
+        );
+    }
     if !s.damaged.is_empty() {
         outln!(
             "  DAMAGED:         {} (manifest unreadable; skipped by backup and restore latest)",

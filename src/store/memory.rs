@@ -49,6 +49,24 @@ struct State {
     leases: HashMap<String, (String, Instant, Duration)>,
     /// Staging copies still rehydrating, and when they become readable.
     rehydrating: HashMap<String, Instant>,
+    /// Immutability policies and legal holds, by blob (what Azure's version-level WORM
+    /// enforces: no delete, no overwrite while either holds).
+    protection: HashMap<String, Protection>,
+}
+
+/// One blob's immutability policy and legal hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Protection {
+    /// Policy expiry and mode, if a policy was set.
+    pub policy: Option<(chrono::DateTime<chrono::Utc>, super::LockMode)>,
+    /// Legal hold set.
+    pub legal_hold: bool,
+}
+
+impl Protection {
+    fn holds(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.legal_hold || self.policy.is_some_and(|(until, _)| until > now)
+    }
 }
 
 /// Counters of store operations, for tests that assert what was (not) done.
@@ -64,6 +82,8 @@ pub struct OpCounts {
     pub bytes_read: AtomicU64,
     /// Small puts.
     pub puts: AtomicU64,
+    /// Immutability policies set (or extended) and legal holds set.
+    pub protects: AtomicU64,
 }
 
 /// The in-memory store.
@@ -184,6 +204,28 @@ impl MemoryStore {
             .collect()
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    /// The immutability policy and legal hold of `blob` (default: none).
+    pub fn protection(&self, blob: &str) -> Protection {
+        self.lock()
+            .protection
+            .get(blob)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    #[cfg(any(test, feature = "testing"))]
+    /// Let every immutability policy expire now (legal holds stay): what the passing of
+    /// `days` does, for tests of forget and prune after protection ends.
+    pub fn expire_protection(&self) {
+        let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+        for p in self.lock().protection.values_mut() {
+            if let Some((until, _)) = &mut p.policy {
+                *until = past;
+            }
+        }
+    }
+
     async fn pause(&self) {
         let d = *self.delay.lock().expect("poisoned");
         if let Some(d) = d {
@@ -205,6 +247,26 @@ impl MemoryStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("memory store poisoned")
+    }
+}
+
+impl State {
+    /// Azure's answer to a delete or overwrite of a protected blob.
+    fn refuse_if_protected(&self, blob: &str, what: &str) -> Result<()> {
+        match self.protection.get(blob) {
+            Some(p) if p.holds(chrono::Utc::now()) => Err(Error::new(
+                ErrorKind::Immutable,
+                format!(
+                    "{what} {blob}: {}",
+                    if p.legal_hold {
+                        "BlobImmutableDueToLegalHold"
+                    } else {
+                        "BlobImmutableDueToPolicy"
+                    }
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -274,6 +336,7 @@ impl BlobStore for MemoryStore {
             }
         }
         let mut st = self.lock();
+        st.refuse_if_protected(blob, "committing")?;
         if opts.create_only && st.blobs.contains_key(blob) {
             return Err(Error::new(
                 ErrorKind::Conflict,
@@ -338,6 +401,7 @@ impl BlobStore for MemoryStore {
                 };
             }
         }
+        st.refuse_if_protected(blob, "writing")?;
         self.counts.puts.fetch_add(1, Ordering::Relaxed);
         let md5 = super::md5(&data);
         st.blobs
@@ -423,8 +487,53 @@ impl BlobStore for MemoryStore {
 
     async fn delete(&self, blob: &str) -> Result<bool> {
         let mut st = self.lock();
+        st.refuse_if_protected(blob, "deleting")?;
+        st.protection.remove(blob);
         st.staged.remove(blob);
         Ok(st.blobs.remove(blob).is_some())
+    }
+
+    async fn protect(
+        &self,
+        blob: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        mode: super::LockMode,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        if !st.blobs.contains_key(blob) {
+            return Err(Error::not_found(format!("BlobNotFound: {blob}")));
+        }
+        let p = st.protection.entry(blob.to_string()).or_default();
+        if let Some((old, super::LockMode::Locked)) = p.policy {
+            if until < old {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("ImmutabilityPolicyCannotBeShortened: {blob} is locked until {old}"),
+                ));
+            }
+            if mode == super::LockMode::Unlocked {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("ImmutabilityPolicyLocked: {blob}'s policy is locked"),
+                ));
+            }
+        }
+        p.policy = Some((until, mode));
+        self.counts.protects.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn set_legal_hold(&self, blob: &str, hold: bool) -> Result<()> {
+        let mut st = self.lock();
+        if !st.blobs.contains_key(blob) {
+            return Err(Error::not_found(format!("BlobNotFound: {blob}")));
+        }
+        st.protection
+            .entry(blob.to_string())
+            .or_default()
+            .legal_hold = hold;
+        self.counts.protects.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn set_tier(&self, blob: &str, tier: Tier) -> Result<()> {

@@ -196,6 +196,35 @@ pub enum Rehydration {
     Ready,
 }
 
+/// How an immutability policy may change once set (Azure version-level WORM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// The policy can still be shortened or removed by someone with the right to (a
+    /// test bed, or while the set-up is being tried out).
+    #[default]
+    Unlocked,
+    /// The policy can only be extended: nobody, not the account owner, can delete the
+    /// blob before its date.
+    Locked,
+}
+
+impl LockMode {
+    /// Lowercase name as used in pipeline files and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Unlocked => "unlocked",
+            LockMode::Locked => "locked",
+        }
+    }
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The storage contract. See the module docs and the conformance suite
 /// (`store/conformance.rs`) for exact semantics.
 #[async_trait]
@@ -308,6 +337,40 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
             crate::ErrorKind::Archived,
             format!("{}: this store cannot rehydrate {blob}", self.describe()),
         ))
+    }
+
+    /// Protect `blob` from deletion and overwrite until `until` (an Azure version-level
+    /// immutability policy, `Set Blob Immutability Policy`). Setting a later date extends
+    /// the policy; a locked policy can never be shortened. The default says the store
+    /// cannot do it (a directory cannot be made write-once).
+    ///
+    /// # Errors
+    /// `Config` when the store cannot protect blobs, `NotFound` for a missing blob, store
+    /// errors (Azure: 409 when the container does not have version-level immutability
+    /// enabled).
+    async fn protect(
+        &self,
+        blob: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        mode: LockMode,
+    ) -> Result<()> {
+        let _ = (until, mode);
+        Err(crate::Error::config(format!(
+            "{}: this store cannot make {blob} immutable ([immutability] needs an Azure target)",
+            self.describe()
+        )))
+    }
+
+    /// Set or clear a legal hold on `blob` (no expiry; protects until cleared).
+    ///
+    /// # Errors
+    /// As [`BlobStore::protect`].
+    async fn set_legal_hold(&self, blob: &str, hold: bool) -> Result<()> {
+        let _ = hold;
+        Err(crate::Error::config(format!(
+            "{}: this store cannot put a legal hold on {blob} ([immutability] needs an Azure target)",
+            self.describe()
+        )))
     }
 
     /// How many transient failures this store has retried so far (for run summaries).

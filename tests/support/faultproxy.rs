@@ -117,6 +117,12 @@ impl Seen {
 /// Decides which requests may be faulted (the others always pass through).
 pub type Filter = Arc<dyn Fn(&Seen) -> bool + Send + Sync>;
 
+/// Answers some requests itself instead of forwarding them (a stand-in for a service
+/// feature the upstream lacks, e.g. Azure's immutability policies on Azurite): given the
+/// request head (request line and headers, query included) and the request, returns the
+/// whole raw HTTP response, or `None` to forward as usual.
+pub type Responder = Arc<dyn Fn(&str, &Seen) -> Option<String> + Send + Sync>;
+
 /// Counters of what the proxy did.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -165,6 +171,7 @@ pub struct FaultProxy {
     /// Counters.
     pub stats: Arc<Stats>,
     filter: Arc<Mutex<Option<Filter>>>,
+    responder: Arc<Mutex<Option<Responder>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -182,12 +189,18 @@ impl FaultProxy {
         let config = Arc::new(Mutex::new(config));
         let stats = Arc::new(Stats::default());
         let filter: Arc<Mutex<Option<Filter>>> = Arc::new(Mutex::new(None));
-        let (c, s, f) = (config.clone(), stats.clone(), filter.clone());
+        let responder: Arc<Mutex<Option<Responder>>> = Arc::new(Mutex::new(None));
+        let (c, s, f, r) = (
+            config.clone(),
+            stats.clone(),
+            filter.clone(),
+            responder.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (c, s, f) = (c.clone(), s.clone(), f.clone());
+                let (c, s, f, r) = (c.clone(), s.clone(), f.clone(), r.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, upstream, c, s, f).await;
+                    let _ = serve(sock, upstream, c, s, f, r).await;
                 });
             }
         });
@@ -196,6 +209,7 @@ impl FaultProxy {
             config,
             stats,
             filter,
+            responder,
             task,
         })
     }
@@ -203,6 +217,11 @@ impl FaultProxy {
     /// Fault only requests `f` accepts (`None`: any request may be faulted).
     pub fn set_filter(&self, f: Option<Filter>) {
         *self.filter.lock().expect("poisoned") = f;
+    }
+
+    /// Answer the requests `r` takes (`None`: forward everything).
+    pub fn set_responder(&self, r: Option<Responder>) {
+        *self.responder.lock().expect("poisoned") = r;
     }
 
     /// Replace the configuration.
@@ -230,6 +249,7 @@ async fn serve(
     config: Arc<Mutex<FaultConfig>>,
     stats: Arc<Stats>,
     filter: Arc<Mutex<Option<Filter>>>,
+    responder: Arc<Mutex<Option<Responder>>>,
 ) -> std::io::Result<()> {
     let mut client = BufReader::new(sock);
     // Request head.
@@ -266,6 +286,20 @@ async fn serve(
         .fetch_add((head.len() + body.len()) as u64, Ordering::Relaxed);
     let mut seen = describe(&text);
     let n = stats.requests.fetch_add(1, Ordering::Relaxed);
+    let answer = responder
+        .lock()
+        .expect("poisoned")
+        .as_ref()
+        .and_then(|r| r(&text, &seen));
+    if let Some(rsp) = answer {
+        stats.seen.lock().expect("poisoned").push(seen);
+        let mut sock = client.into_inner();
+        stats
+            .bytes_down
+            .fetch_add(rsp.len() as u64, Ordering::Relaxed);
+        sock.write_all(rsp.as_bytes()).await?;
+        return sock.shutdown().await;
+    }
     let cfg = config.lock().expect("poisoned").clone();
     let eligible = match &*filter.lock().expect("poisoned") {
         Some(f) => f(&seen),

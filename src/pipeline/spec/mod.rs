@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::extract::config::{PartitionsConfig, SourceConfig};
 use crate::pack::codec::CompressionConfig;
 use crate::restore::config::RestoreConfig;
-use crate::retention::config::{LifecycleConfig, RetentionConfig};
+use crate::retention::config::{ImmutabilityConfig, LifecycleConfig, RetentionConfig};
 use crate::store::azure::queue_url::QueueUrl;
 use crate::store::config::{RetryConfig, TargetConfig, UploadConfig};
 use crate::verify::config::VerifyConfig;
@@ -82,6 +82,8 @@ pub struct Pipeline {
     pub retention: Option<RetentionConfig>,
     /// Tiering of packs by age (`[lifecycle]`), printed as an Azure management policy.
     pub lifecycle: Option<LifecycleConfig>,
+    /// Write-once snapshots (`[immutability]`): policies set after each commit.
+    pub immutability: Option<ImmutabilityConfig>,
     /// `[serve] handoff = "queue"`: `blobpipe serve` enqueues runs of this pipeline for a
     /// queue-triggered job (`blobpipe run-queued`) instead of running them itself.
     pub handoff: Option<HandoffConfig>,
@@ -347,6 +349,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
     let rpo = schedule::check_freshness(c, s.freshness.as_ref());
     let alerts = alerts::check_alerts(c, s.alerts);
     let restore = restore::check_restore(c, &s.restore, &source);
+    let immutability = retention::check_immutability(c, s.immutability.as_ref(), &target);
     Pipeline {
         name,
         description: s.description,
@@ -366,6 +369,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         catch_up,
         retention: retention::check_retention(c, s.retention.as_ref()),
         lifecycle: retention::check_lifecycle(c, s.lifecycle.as_ref(), &incremental),
+        immutability,
         handoff: serve::check_serve(c, s.serve.as_ref()),
         restore,
         unchecked: Vec::new(),

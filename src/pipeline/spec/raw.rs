@@ -44,6 +44,8 @@ pub(super) struct PipelineSpec {
     #[serde(default)]
     pub(super) lifecycle: Option<LifecycleSpec>,
     #[serde(default)]
+    pub(super) immutability: Option<ImmutabilitySpec>,
+    #[serde(default)]
     pub(super) serve: Option<ServeSpec>,
     #[serde(default)]
     pub(super) restore: RestoreSpec,
@@ -54,6 +56,14 @@ pub(super) struct PipelineSpec {
 pub(super) struct ServeSpec {
     pub(super) handoff: Option<Spanned<String>>,
     pub(super) queue_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ImmutabilitySpec {
+    pub(super) days: Option<Spanned<i64>>,
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) legal_hold: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,13 +1,16 @@
-//! `[retention]` and `[lifecycle]`: checked into the retention stage's own config types.
+//! `[retention]`, `[lifecycle]` and `[immutability]`: checked into the retention stage's
+//! own config types.
 
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::check::Checker;
-use super::raw::{LifecycleSpec, RetentionSpec};
+use super::raw::{ImmutabilitySpec, LifecycleSpec, RetentionSpec};
 use super::{FullEvery, IncrementalConfig};
-use crate::retention::config::{LifecycleConfig, RetentionConfig};
+use crate::retention::config::{ImmutabilityConfig, LifecycleConfig, RetentionConfig};
+use crate::store::config::{StoreLocation, TargetConfig};
+use crate::store::LockMode;
 use crate::support::units::parse_duration;
 
 fn keep_count(c: &mut Checker<'_>, v: &Option<Spanned<i64>>, key: &str) -> u32 {
@@ -199,5 +202,71 @@ pub(super) fn check_lifecycle(
         cool_after_days: cool.map(|x| x.0),
         cold_after_days: cold.map(|x| x.0),
         archive_after_days: archive.map(|x| x.0),
+    })
+}
+
+/// Longest policy accepted (Azure's limit for time-based retention: 146,000 days).
+const MAX_IMMUTABLE_DAYS: i64 = 146_000;
+
+/// `[immutability]`: `days` (required, 1–146000), `mode` (`unlocked` default, or
+/// `locked`), `legal_hold`; refused for a local target (a directory cannot be made
+/// write-once, so the promise would be false).
+pub(super) fn check_immutability(
+    c: &mut Checker<'_>,
+    s: Option<&ImmutabilitySpec>,
+    target: &TargetConfig,
+) -> Option<ImmutabilityConfig> {
+    let s = s?;
+    let days = match &s.days {
+        None => {
+            c.missing(
+                "immutability.days",
+                "add days = 30 (each snapshot stays undeletable that many days after its commit)",
+            );
+            1
+        }
+        Some(d) if (1..=MAX_IMMUTABLE_DAYS).contains(d.get_ref()) => *d.get_ref() as u32,
+        Some(d) => {
+            c.at(
+                d.span(),
+                "immutability.days",
+                format!(
+                    "must be between 1 and {MAX_IMMUTABLE_DAYS}, got {}",
+                    d.get_ref()
+                ),
+                "write the number of days each snapshot must stay undeletable, e.g. days = 30",
+            );
+            1
+        }
+    };
+    let mode = match &s.mode {
+        None => LockMode::Unlocked,
+        Some(m) => match m.get_ref().to_ascii_lowercase().as_str() {
+            "unlocked" => LockMode::Unlocked,
+            "locked" => LockMode::Locked,
+            other => {
+                c.at(
+                    m.span(),
+                    "immutability.mode",
+                    format!("unknown mode {other:?}"),
+                    "write mode = \"unlocked\" (can still be shortened; for trying it out) or \"locked\" (can only be extended; nobody can delete early)",
+                );
+                LockMode::Unlocked
+            }
+        },
+    };
+    if let StoreLocation::Local(_) = target.location {
+        let span = s.days.as_ref().map(|d| d.span());
+        let msg = "a local directory cannot be made write-once, so [immutability] would promise protection it cannot give";
+        let fix = "back up to an Azure container with version-level immutability enabled (bicep: enableImmutability), or remove [immutability]";
+        match span {
+            Some(sp) => c.at(sp, "immutability", msg, fix),
+            None => c.missing("immutability", &format!("{msg}; {fix}")),
+        }
+    }
+    Some(ImmutabilityConfig {
+        days,
+        mode,
+        legal_hold: s.legal_hold.unwrap_or(false),
     })
 }

@@ -199,6 +199,9 @@ pub fn map_error(op: &str, e: azure_core::Error) -> Error {
             (404, _) => ErrorKind::NotFound,
             (409, "BlobArchived") => ErrorKind::Archived,
             (409, "LeaseAlreadyPresent") => ErrorKind::Locked,
+            (409, "BlobImmutableDueToPolicy" | "BlobImmutableDueToLegalHold") => {
+                ErrorKind::Immutable
+            }
             (409, _) | (412, _) => ErrorKind::Conflict,
             (400, "Md5Mismatch" | "InvalidMd5" | "InvalidBlockList" | "InvalidBlockId")
             | (416, _) => ErrorKind::Integrity,
@@ -210,6 +213,9 @@ pub fn map_error(op: &str, e: azure_core::Error) -> Error {
                  has the Storage Blob Data Contributor role on the container)"
             }
             (_, ErrorKind::Archived) => " (the blob is in the Archive tier: rehydrate it first)",
+            (_, ErrorKind::Immutable) => {
+                " (the blob is under an immutability policy or a legal hold: it can be deleted once that ends)"
+            }
             _ => "",
         };
         let msg = format!("{msg}{hint}");

@@ -667,6 +667,40 @@ impl BlobStore for AzureStore {
         }
     }
 
+    async fn protect(
+        &self,
+        blob: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        mode: super::LockMode,
+    ) -> Result<()> {
+        use azure_storage_blob::models::{
+            BlobClientSetImmutabilityPolicyOptions, ImmutabilityPolicyMode,
+        };
+        let what = format!("setting an immutability policy ({mode}, until {until}) on {blob}");
+        let expiry = azure_core::time::OffsetDateTime::from_unix_timestamp(until.timestamp())
+            .map_err(|e| Error::config(format!("{what}: {e}")))?;
+        let options = BlobClientSetImmutabilityPolicyOptions {
+            immutability_policy_mode: Some(match mode {
+                super::LockMode::Unlocked => ImmutabilityPolicyMode::Unlocked,
+                super::LockMode::Locked => ImmutabilityPolicyMode::Locked,
+            }),
+            ..Default::default()
+        };
+        self.blob(blob)
+            .set_immutability_policy(&expiry, Some(options))
+            .await
+            .map(|_| ())
+            .map_err(|e| map_error(&what, e))
+    }
+
+    async fn set_legal_hold(&self, blob: &str, hold: bool) -> Result<()> {
+        self.blob(blob)
+            .set_legal_hold(hold, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_error(&format!("setting legal hold = {hold} on {blob}"), e))
+    }
+
     async fn set_tier(&self, blob: &str, tier: Tier) -> Result<()> {
         self.blob(blob)
             .set_tier(tier_to_azure(tier), None)
