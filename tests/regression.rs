@@ -651,6 +651,74 @@ mod item_6 {
             );
         }
     }
+
+    /// Left open by issue 10: `ls` and `--at` failed (exit 3) on a damaged newest
+    /// snapshot while `restore latest` skipped it. Commands that read a snapshot's
+    /// contents now all skip it (and name it on stderr); `verify`, whose job is to find
+    /// damage, still fails on it; with every snapshot damaged, `ls` says so.
+    #[test]
+    fn ls_and_at_skip_a_damaged_newest_and_verify_still_fails_on_it() {
+        let e = setup("dmgls");
+        let s1 = backup(&e, 1);
+        let s2 = backup(&e, 2);
+        damage(&e, &s2, Damage::Truncated);
+
+        let o = bp(&e, &["-q", "ls", &e.pf]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("a.txt"),
+            "{}",
+            text(&o)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(&s2),
+            "{}",
+            text(&o)
+        );
+
+        let now = chrono::Utc::now().to_rfc3339();
+        let o = bp(&e, &["-q", "ls", &e.pf, "--at", &now]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let to = e.dir.join("at");
+        let o = bp(
+            &e,
+            &[
+                "-q",
+                "restore",
+                &e.pf,
+                "--at",
+                &now,
+                "--to",
+                to.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(&s2),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(
+            std::fs::read(to.join("a.txt")).expect("restored"),
+            b"version 1\n"
+        );
+
+        // verify latest is about the newest snapshot: it fails, naming it.
+        let o = bp(&e, &["-q", "verify", &e.pf]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(text(&o).contains(&s2), "{}", text(&o));
+
+        // Nothing readable at all: a clear integrity error naming both.
+        damage(&e, &s1, Damage::Empty);
+        let o = bp(&e, &["-q", "ls", &e.pf]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(text(&o).contains("all 2 are damaged"), "{}", text(&o));
+        assert!(
+            text(&o).contains(&s1) && text(&o).contains(&s2),
+            "{}",
+            text(&o)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

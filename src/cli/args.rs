@@ -232,6 +232,25 @@ impl SnapshotSel {
             (None, None) => catalog::resolve(store, layout, "latest").await,
         }
     }
+
+    /// The snapshot id this selection names, for a command that reads its contents
+    /// (restore, `ls`): `latest` and `--at` skip damaged snapshots, saying so on stderr;
+    /// a snapshot named by id is taken as named (its damage is reported when read).
+    ///
+    /// # Errors
+    /// `NotFound` when no snapshot matches, `Integrity` when every candidate is damaged,
+    /// `Config` for an unparsable `--at`.
+    pub async fn resolve_readable(&self, repo: &Repo) -> Result<String> {
+        let (store, layout) = (&*repo.store, &repo.layout);
+        let at = match &self.at {
+            Some(at) => Some(catalog::parse_time(at)?),
+            None if !self.is_latest() => return self.resolve(repo).await,
+            None => None,
+        };
+        let (id, skipped) = catalog::resolve_readable(store, layout, at).await?;
+        crate::cli::render::skipped_damaged(&skipped, Some(&id));
+        Ok(id)
+    }
 }
 
 /// `verify` arguments.

@@ -163,6 +163,60 @@ pub async fn resolve_at(
         .ok_or_else(|| Error::not_found(format!("no snapshot at or before {}", at.to_rfc3339())))
 }
 
+/// The newest snapshot that can be read among those taken at or before `at` (all of them
+/// when `None`): what `latest` and `--at` mean for commands that read a snapshot's
+/// contents (restore, `ls`, `diff`). Damaged snapshots on the way are skipped and
+/// returned so the caller can say so. Commands whose job is to find damage (`verify`,
+/// drills) resolve with [`resolve`] / [`resolve_at`] instead and fail on it.
+///
+/// # Errors
+/// `NotFound` when there is no snapshot (at or before `at`), `Integrity` when every one is
+/// damaged, store errors.
+pub async fn resolve_readable(
+    store: &dyn BlobStore,
+    layout: &Layout,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(String, Vec<Damaged>)> {
+    let mut skipped = Vec::new();
+    let ids = snapshot_ids(store, layout).await?;
+    let candidates = ids
+        .into_iter()
+        .rev()
+        .filter(|id| at.is_none_or(|at| id_time(id).is_some_and(|t| t <= at)));
+    for id in candidates {
+        match read(store, layout, &id).await {
+            Ok(Ok(_)) => return Ok((id, skipped)),
+            Ok(Err(e)) => {
+                tracing::warn!(snapshot = %id, "skipping a damaged snapshot: {e}");
+                skipped.push(Damaged {
+                    id,
+                    error: e.message().to_string(),
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let when = at.map(|t| format!(" at or before {}", t.to_rfc3339()));
+    if skipped.is_empty() {
+        Err(Error::not_found(match when {
+            Some(w) => format!("no snapshot{w}"),
+            None => "the pipeline has no snapshot yet (run a backup first)".to_string(),
+        }))
+    } else {
+        Err(Error::integrity(format!(
+            "no snapshot{} can be read: all {} are damaged (their manifests cannot be read): {}",
+            when.unwrap_or_default(),
+            skipped.len(),
+            skipped
+                .iter()
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
 /// Load a whole manifest.
 ///
 /// # Errors

@@ -20,7 +20,7 @@ pub async fn restore(a: RestoreArgs, json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(&a.pipeline)?;
     let opts = options(&p, &a)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
-    let id = a.sel.resolve(&repo).await?;
+    let id = a.sel.resolve_readable(&repo).await?;
     let m = catalog::load(&*repo.store, &repo.layout, &id).await?;
     let r = crate::restore::db::restore_db(&repo.store, &repo.layout, &m, &opts).await?;
     emit(json, &r, || render::restore_db(&r));

@@ -22,31 +22,11 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     }
     let p = Pipeline::load_for_reading(&a.pipeline)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
-    let m = if a.sel.is_latest() {
-        // `latest` is the newest snapshot that can be restored: a damaged newer one is
-        // skipped, and said so (stderr, so `--json` stays one document).
-        let (m, skipped) = catalog::newest_readable(&*repo.store, &repo.layout).await?;
-        render::skipped_damaged(&skipped, m.as_ref().map(|m| m.header.snapshot.as_str()));
-        match m {
-            Some(m) => m,
-            None if skipped.is_empty() => {
-                return Err(Error::not_found(
-                    "the pipeline has no snapshot yet (run a backup first)",
-                ))
-            }
-            None => {
-                return Err(Error::integrity(format!(
-                "no snapshot can be restored: all {} are damaged (their manifests cannot be read)",
-                skipped.len()
-            )))
-            }
-        }
-    } else {
-        let id = a.sel.resolve(&repo).await?;
-        // The head only: restore reads the segments it needs as it goes.
-        catalog::load_head(&*repo.store, &repo.layout, &id).await?
-    };
-    let mut m = m;
+    // `latest` / `--at` is the newest snapshot that can be restored: a damaged newer one
+    // is skipped, and said so (stderr, so `--json` stays one document). The head only:
+    // restore reads the segments it needs as it goes.
+    let id = a.sel.resolve_readable(&repo).await?;
+    let mut m = catalog::load_head(&*repo.store, &repo.layout, &id).await?;
     if a.plan || a.rehydrate.is_some() {
         catalog::fill_for(&*repo.store, &repo.layout, &mut m, &a.paths).await?;
         return archive(&a, &p, &repo, &m, json, quiet).await;
