@@ -177,25 +177,9 @@ pub async fn resolve_readable(
     layout: &Layout,
     at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(String, Vec<Damaged>)> {
-    let mut skipped = Vec::new();
-    let ids = snapshot_ids(store, layout).await?;
-    let candidates = ids
-        .into_iter()
-        .rev()
-        .filter(|id| at.is_none_or(|at| id_time(id).is_some_and(|t| t <= at)));
-    for id in candidates {
-        match read(store, layout, &id).await {
-            Ok(Ok(_)) => return Ok((id, skipped)),
-            Ok(Err(e)) => {
-                tracing::warn!(snapshot = %id, "skipping a damaged snapshot: {e}");
-                skipped.push(Damaged {
-                    id,
-                    error: e.message().to_string(),
-                });
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    let (found, skipped) = newest_readable_at(store, layout, at).await?;
+    if let Some(m) = found {
+        return Ok((m.header.snapshot, skipped));
     }
     let when = at.map(|t| format!(" at or before {}", t.to_rfc3339()));
     if skipped.is_empty() {
@@ -355,8 +339,22 @@ pub async fn newest_readable(
     store: &dyn BlobStore,
     layout: &Layout,
 ) -> Result<(Option<Manifest>, Vec<Damaged>)> {
+    newest_readable_at(store, layout, None).await
+}
+
+/// [`newest_readable`] among the snapshots taken at or before `at` (all when `None`).
+async fn newest_readable_at(
+    store: &dyn BlobStore,
+    layout: &Layout,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(Option<Manifest>, Vec<Damaged>)> {
     let mut skipped = Vec::new();
-    for id in snapshot_ids(store, layout).await?.into_iter().rev() {
+    let ids = snapshot_ids(store, layout).await?;
+    let candidates = ids
+        .into_iter()
+        .rev()
+        .filter(|id| at.is_none_or(|at| id_time(id).is_some_and(|t| t <= at)));
+    for id in candidates {
         match read(store, layout, &id).await {
             Ok(Ok(m)) => return Ok((Some(m), skipped)),
             Ok(Err(e)) => {
