@@ -448,13 +448,34 @@ async fn without_reload_privilege_one_consistent_connection_reads_everything() {
     let _ = c.query_drop(format!("DROP USER '{user}'@'%'")).await;
 }
 
-/// Every common MySQL/MariaDB column type, through backup and `restore --to-db`: the
-/// restore's own row-set checksum passes and `CHECKSUM TABLE` agrees on both sides.
+/// Every common MySQL/MariaDB column type, through backup and `restore --to-db` by the
+/// way the server allows (LOAD DATA LOCAL INFILE on the test server): the restore's own
+/// row-set checksum passes and `CHECKSUM TABLE` agrees on both sides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_common_type_round_trips() {
+    types_round_trip(None).await;
+}
+
+/// The same through `LOAD DATA LOCAL INFILE`, forced (no fallback to INSERTs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_common_type_round_trips_through_load_data() {
+    types_round_trip(Some("infile")).await;
+}
+
+/// The same through multi-row INSERTs, forced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_common_type_round_trips_through_inserts() {
+    types_round_trip(Some("insert")).await;
+}
+
+async fn types_round_trip(method: Option<&str>) {
     let Some(url) = support::mysql() else {
         return;
     };
+    // Each test runs in a process of its own (nextest).
+    if let Some(m) = method {
+        std::env::set_var("BLOBPIPE_TEST_MYSQL_LOAD", m);
+    }
     let (mut c, g) = dbs(&url, &["mtypes", "mtypesdst"]).await;
     let (src, dst) = (g.names[0].clone(), g.names[1].clone());
     let ddl = "(id INT PRIMARY KEY, ti TINYINT, si SMALLINT UNSIGNED, mi MEDIUMINT, \
@@ -495,4 +516,48 @@ line', X'00000001', X'', X'FF00FF', 'y z', 'a,c', '{{"k": [true, null, 1.5]}}',
         checksum(&mut c, &format!("{src}.all_types")).await,
         checksum(&mut c, &format!("{dst}.all_types")).await
     );
+}
+
+/// LOAD DATA LOCAL turns a duplicate key into a warning and skips the row; the restore
+/// must fail instead (naming the server's warning), roll back, and leave the target's
+/// rows as they were. The INSERT path fails on the duplicate itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_target_refuses_fails_the_restore_on_either_path() {
+    let Some(url) = support::mysql() else {
+        return;
+    };
+    let (mut c, g) = dbs(&url, &["mdup", "mdupdst"]).await;
+    let (src, dst) = (g.names[0].clone(), g.names[1].clone());
+    c.query_drop(format!(
+        "CREATE TABLE {src}.t (id INT PRIMARY KEY, name VARCHAR(20)) ENGINE=InnoDB; \
+         INSERT INTO {src}.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_20000; \
+         CREATE TABLE {dst}.t (id INT PRIMARY KEY, name VARCHAR(20), UNIQUE KEY u (name)) ENGINE=InnoDB; \
+         INSERT INTO {dst}.t VALUES (100000, 'n2500')"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &db_url(&url, &src));
+    let (store, m) = backup(&p).await;
+    assert!(m.tables[0].chunks.len() > 1);
+    for method in ["infile", "insert"] {
+        std::env::set_var("BLOBPIPE_TEST_MYSQL_LOAD", method);
+        let e = restore(&p, &store, &m, &url, &dst, Strategy::Append, &[])
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("n2500") && text.contains("rolled back"),
+            "{method}: {text}"
+        );
+        if method == "infile" {
+            assert_eq!(e.kind(), ErrorKind::Integrity, "{text}");
+            assert!(text.contains("warning"), "{text}");
+        }
+        let left: Vec<(i32, String)> = c
+            .query(format!("SELECT id, name FROM {dst}.t"))
+            .await
+            .unwrap();
+        assert_eq!(left, vec![(100000, "n2500".to_string())], "{method}");
+    }
 }
