@@ -349,7 +349,7 @@ async fn split_parallel_backup_under_a_concurrent_writer_is_all_in_or_all_out() 
         .unwrap();
     }
     // Several connections in one snapshot (the local root may FLUSH TABLES WITH READ LOCK).
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src))
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4)
         .await
         .unwrap();
     assert!(
@@ -357,9 +357,21 @@ async fn split_parallel_backup_under_a_concurrent_writer_is_all_in_or_all_out() 
         "split into key ranges: {}",
         s.items.len()
     );
+    assert_eq!(s.connections, 4);
+    drop(s);
+    // The reader count is the pipeline's [partitions] max_parallel, and never more than
+    // there are items.
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 2)
+        .await
+        .unwrap();
+    assert_eq!(s.connections, 2);
+    drop(s);
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4096)
+        .await
+        .unwrap();
     assert_eq!(
         s.connections,
-        blobpipe::extract::mysql::SNAPSHOT_CONNECTIONS
+        s.items.len().min(blobpipe::extract::mysql::MAX_READERS)
     );
     drop(s);
 
@@ -434,7 +446,7 @@ async fn without_reload_privilege_one_consistent_connection_reads_everything() {
         u.host_str().unwrap(),
         u.port().unwrap_or(3306)
     );
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&limited, &src))
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&limited, &src), 4)
         .await
         .unwrap();
     assert_eq!(s.connections, 1);
