@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, Mutex, Semaphore};
 use super::postgres::split_range;
 use super::{Batcher, Chunk, Done, Item, ItemKind};
 use crate::db::csv::csv_header;
-use crate::db::mysql::{connect, my_err, read_rows, table_shape, RowSink};
+use crate::db::mysql::{connect, my_err, read_rows, table_ddl, table_shape, RowSink};
 use crate::db::sql::my_ident;
 use crate::error::{Error, ErrorKind, Result};
 use crate::extract::config::DbSourceConfig;
@@ -284,14 +284,15 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig) -> Result<Vec<Item>> {
                     ranges = split_range(lo, hi, n).into_iter().map(Some).collect();
                 }
             }
+            let (indexes, constraints) = table_ddl(c, schema, &name).await?;
             let template = Arc::new(TableRecord {
                 source: "mysql".into(),
                 schema: schema.clone(),
                 name: name.clone(),
                 columns,
                 primary_key: pk,
-                indexes: vec![],
-                constraints: vec![],
+                indexes,
+                constraints,
                 rows: 0,
                 checksum: String::new(),
                 bytes: 0,

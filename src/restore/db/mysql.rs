@@ -10,9 +10,10 @@
 //!   bare word `NULL`, quoted values passed through (`""` is LOAD DATA's doubled
 //!   quote too), binary columns (`\x` + hex) decoded by `UNHEX` in the statement. With
 //!   `LOCAL`, the server turns data errors and duplicate keys into *warnings* and goes
-//!   on; so a statement that reports any warning, or a row count other than the rows
-//!   sent, fails the restore (and rolls it back) naming the server's first warnings:
-//!   strictness is kept, not traded for speed.
+//!   on; so a statement that reports any warning fails the restore as a refused
+//!   `INSERT` would (`Destination`, naming the server's first warnings), and a row count
+//!   other than the rows sent fails it as a mismatch (`Integrity`); either rolls it
+//!   back: strictness is kept, not traded for speed.
 //! * Otherwise (`local_infile` off, or the server refuses the statement: error 1148 /
 //!   3948 / MariaDB 4166, before a byte is read) multi-row parameterised `INSERT`s, each as large as
 //!   the server's `max_allowed_packet` allows (at most 4 MiB of values and 65,535
@@ -38,7 +39,7 @@ use mysql_async::{Conn, Value};
 use crate::db::csv::parse_csv;
 use crate::db::mysql::{connect, my_err, read_rows, table_shape};
 use crate::db::sql::{my_ident, my_is_binary};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{Column, RowsetDigest};
 use crate::restore::config::Strategy;
 use crate::restore::db::{DbRestoreOptions, Loader, Planned, Tx};
@@ -156,11 +157,19 @@ impl MyLoader {
                 .into_iter()
                 .map(|(level, code, msg)| format!("{level} {code}: {msg}"))
                 .collect();
-            return Err(Refusal::Failed(Error::integrity(format!(
+            let text = format!(
                 "{k}: LOAD DATA took {added} of {rows} rows with {warnings} warning(s){}{}",
                 if shown.is_empty() { "" } else { ": " },
                 shown.join("; ")
-            ))));
+            );
+            // Warnings: the server refused or changed rows (as an INSERT would have
+            // failed: the target's fault, not the snapshot's); a short count without
+            // them is a mismatch.
+            return Err(Refusal::Failed(if warnings > 0 {
+                Error::new(ErrorKind::Source, text)
+            } else {
+                Error::integrity(text)
+            }));
         }
         Ok(added)
     }
