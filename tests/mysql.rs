@@ -574,3 +574,45 @@ async fn a_row_the_target_refuses_fails_the_restore_on_either_path() {
         assert_eq!(left, vec![(100000, "n2500".to_string())], "{method}");
     }
 }
+
+/// Regression: a stored chunk larger than one protocol packet (16 MiB; chunks may be up
+/// to 256 MiB) failed LOAD DATA LOCAL with "packet too large" — it was sent as one piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_larger_than_a_packet_loads_through_load_data() {
+    let Some(url) = support::mysql() else {
+        return;
+    };
+    std::env::set_var("BLOBPIPE_TEST_MYSQL_LOAD", "infile");
+    let (mut c, g) = dbs(&url, &["mbig", "mbigdst"]).await;
+    let (src, dst) = (g.names[0].clone(), g.names[1].clone());
+    for d in [&src, &dst] {
+        c.query_drop(format!(
+            "CREATE TABLE {d}.t (id INT PRIMARY KEY, v VARCHAR(300)) ENGINE=InnoDB"
+        ))
+        .await
+        .unwrap();
+    }
+    c.query_drop(format!(
+        "INSERT INTO {src}.t SELECT seq, REPEAT(MD5(seq), 8) FROM seq_1_to_80000"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "name = \"mybig\"\n[source]\ntype = \"mysql\"\nurl = \"{}\"\nchunk_size = \"64MiB\"\n\
+         [target]\nurl = \"memory://{}\"\n[verify]\nmode = \"metadata\"\n",
+        db_url(&url, &src),
+        support::unique_ident("mem")
+    );
+    let pf = dir.path().join("big.toml");
+    std::fs::write(&pf, text).unwrap();
+    let p = Pipeline::load(&pf).unwrap();
+    let (store, m) = backup(&p).await;
+    assert_eq!(m.tables[0].chunks.len(), 1);
+    assert!(m.tables[0].bytes > 20 << 20, "{}", m.tables[0].bytes);
+    let r = restore(&p, &store, &m, &url, &dst, Strategy::FailIfNotEmpty, &[])
+        .await
+        .unwrap();
+    assert!(r.tables[0].checksum_checked);
+    assert_eq!(r.tables[0].rows_after, 80_000);
+}

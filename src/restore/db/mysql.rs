@@ -48,6 +48,10 @@ use crate::restore::db::{DbRestoreOptions, Loader, Planned, Tx};
 /// `max_allowed_packet` and 65,535 placeholders).
 const INSERT_BYTES: usize = 4 << 20;
 
+/// Bytes per piece of a `LOAD DATA LOCAL` stream (each piece is one protocol packet,
+/// which must be under 16 MiB).
+const INFILE_PIECE: usize = 1 << 20;
+
 /// How rows are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -134,9 +138,15 @@ impl MyLoader {
         use futures::StreamExt;
         let k = p.key();
         let stmt = infile_statement(&fq(p), &p.rec.columns);
+        // The driver sends each piece as one protocol packet, which must stay below
+        // 16 MiB: hand it the chunk in 1 MiB slices (no copies).
         let data = Bytes::from(body);
+        let pieces: Vec<std::io::Result<Bytes>> = (0..data.len())
+            .step_by(INFILE_PIECE)
+            .map(|at| Ok(data.slice(at..(at + INFILE_PIECE).min(data.len()))))
+            .collect();
         self.c
-            .set_infile_handler(async move { Ok(futures::stream::iter([Ok(data)]).boxed()) });
+            .set_infile_handler(async move { Ok(futures::stream::iter(pieces).boxed()) });
         if let Err(e) = self.c.query_drop(stmt).await {
             let refused = matches!(&e, mysql_async::Error::Server(s) if matches!(s.code, 1148 | 3948 | 3950 | 4166));
             let e = my_err(format!("loading into {k}"), e);
