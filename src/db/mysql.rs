@@ -25,13 +25,13 @@
 //! supported. When TLS is required, the driver's switch to the server's Unix socket on a
 //! loopback host is turned off, so the session is the encrypted TCP one.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts, Value};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::db::csv::csv_field;
+use crate::db::csv::{csv_field, csv_field_max};
 pub use crate::db::postgres::SslMode;
 use crate::db::sql::{my_ident, my_is_binary};
 use crate::error::{Error, ErrorKind, Result};
@@ -414,25 +414,44 @@ pub async fn session_cipher(c: &mut Conn) -> Result<Option<String>> {
 
 /// One row as a CSV line.
 pub fn csv_row(values: Vec<Value>, binary: &[bool]) -> Bytes {
-    let mut out = Vec::new();
-    for (i, v) in values.into_iter().enumerate() {
+    let mut out = BytesMut::new();
+    csv_row_into(&mut out, &values, binary);
+    out.freeze()
+}
+
+/// Append one row as a CSV line to `out`, reserving room for all of it first (one
+/// allocation at most, none while the arena has room).
+pub fn csv_row_into(out: &mut BytesMut, values: &[Value], binary: &[bool]) {
+    let need: usize = values
+        .iter()
+        .map(|v| match v {
+            Value::Bytes(b) => csv_field_max(b.len()) + 1,
+            _ => 64,
+        })
+        .sum::<usize>()
+        + 1;
+    out.reserve(need);
+    for (i, v) in values.iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.put_u8(b',');
         }
         let b = binary.get(i).copied().unwrap_or(false);
         match v {
             Value::NULL => {}
-            Value::Bytes(bytes) => csv_field(&mut out, Some(&bytes), b),
+            Value::Bytes(bytes) => csv_field(out, Some(bytes), b),
             other => {
                 // The text protocol sends bytes; keep other forms readable anyway.
                 let s = other.as_sql(true);
-                csv_field(&mut out, Some(s.trim_matches('\'').as_bytes()), false)
+                csv_field(out, Some(s.trim_matches('\'').as_bytes()), false)
             }
         }
     }
-    out.push(b'\n');
-    Bytes::from(out)
+    out.put_u8(b'\n');
 }
+
+/// Bytes of one row arena of [`read_rows`]: rows are written into it and split off as
+/// `Bytes` that share it, so a row costs no allocation of its own.
+const ROW_ARENA: usize = 1 << 20;
 
 /// Columns (non-generated) and primary key of a table, `None` when it does not exist.
 ///
@@ -614,12 +633,14 @@ pub async fn read_rows(
         .query_iter(q)
         .await
         .map_err(|e| my_err(format!("reading {fq}"), e))?;
+    let mut arena = BytesMut::with_capacity(ROW_ARENA);
     while let Some(row) = res
         .next()
         .await
         .map_err(|e| my_err(format!("reading {fq}"), e))?
     {
-        if sink.row(csv_row(row.unwrap(), &binary)).await.is_err() {
+        csv_row_into(&mut arena, &row.unwrap(), &binary);
+        if sink.row(arena.split().freeze()).await.is_err() {
             break;
         }
     }
