@@ -439,3 +439,197 @@ async fn mysql_drill_into_scratch_database() {
         "scratch database dropped: {remaining:?}"
     );
 }
+
+/// Issue 14 for MySQL: the backup records the source's secondary indexes, checks and
+/// foreign keys (`SHOW CREATE TABLE`), and the drill builds them on its scratch tables
+/// before loading — seen directly (the scratch kept by the test hook has the source's
+/// indexes and a foreign key pointing at the scratch parent) and from outside: an orphan
+/// child row that a real restore into the source's schema would reject (written with
+/// `foreign_key_checks = 0`) fails the drill, naming the foreign key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_drill_builds_the_source_indexes_and_foreign_keys() {
+    use mysql_async::prelude::Queryable;
+    let Some(url) = support::mysql() else {
+        return;
+    };
+    let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    let src = support::unique_ident("myddl");
+    let name = support::unique_ident("myddl");
+    let _g = MyCleanup {
+        url: url.clone(),
+        dbs: vec![src.clone()],
+        scratch_like: format!("bp\\_drill\\_{name}\\_%"),
+    };
+    c.query_drop(format!(
+        "CREATE DATABASE {src};
+         CREATE TABLE {src}.run (id INT PRIMARY KEY, dag VARCHAR(40) NOT NULL, UNIQUE KEY run_dag (dag, id)) ENGINE=InnoDB;
+         CREATE TABLE {src}.ti (id INT PRIMARY KEY, run_id INT NOT NULL, n INT, state VARCHAR(20),
+            KEY ti_state (state, n),
+            CONSTRAINT ti_run_fk FOREIGN KEY (run_id) REFERENCES {src}.run (id) ON DELETE CASCADE,
+            CONSTRAINT ti_n_positive CHECK (n >= 0)) ENGINE=InnoDB;
+         INSERT INTO {src}.run SELECT seq, CONCAT('d', seq) FROM seq_1_to_50;
+         INSERT INTO {src}.ti SELECT seq, 1 + seq % 50, seq, 'ok' FROM seq_1_to_500;"
+    ))
+    .await
+    .unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let pf = pipeline(t.path(), &name, "mysql", &url, &src, "");
+    let o = bp(&["--json", "backup", s(&pf)]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+
+    let p = blobpipe::pipeline::Pipeline::load(&pf).unwrap();
+    let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    let id = js(&o)["snapshot"].as_str().unwrap().to_string();
+    let m = blobpipe::manifest::catalog::load(&*store, &layout, &id)
+        .await
+        .unwrap();
+    let ti = m.tables.iter().find(|t| t.name == "ti").unwrap();
+    // InnoDB's own index behind the foreign key is a source index like any other.
+    assert_eq!(
+        ti.indexes,
+        vec![
+            "KEY `ti_state` (`state`,`n`)".to_string(),
+            "KEY `ti_run_fk` (`run_id`)".to_string()
+        ]
+    );
+    assert!(
+        ti.constraints.contains(&format!(
+            "CONSTRAINT `ti_run_fk` FOREIGN KEY (`run_id`) REFERENCES `{src}`.`run` (`id`) ON DELETE CASCADE"
+        )),
+        "{:?}",
+        ti.constraints
+    );
+    assert!(
+        ti.constraints
+            .iter()
+            .any(|c| c.starts_with("CONSTRAINT `ti_n_positive` CHECK")),
+        "{:?}",
+        ti.constraints
+    );
+
+    // The drill's scratch tables, kept by the test hook: the source's indexes and checks,
+    // and the foreign key pointing at the scratch copy of its parent.
+    std::env::set_var("BLOBPIPE_TEST_DRILL_KEEP_SCRATCH", "1");
+    let rec = blobpipe::pipeline::drill_db::drill_db(
+        &p,
+        store.clone(),
+        &blobpipe::pipeline::drill::DrillOptions {
+            snapshot: None,
+            scratch_in: None,
+        },
+        &blobpipe::support::secret::Secret::new(&url),
+    )
+    .await
+    .unwrap();
+    std::env::remove_var("BLOBPIPE_TEST_DRILL_KEEP_SCRATCH");
+    assert!(rec.ok, "{rec:?}");
+    let scratch = rec
+        .scratch
+        .as_deref()
+        .and_then(|s| s.rsplit(' ').next())
+        .unwrap()
+        .to_string();
+    assert!(scratch.starts_with("bp_drill_"), "{scratch}");
+    let indexes = |db: String| {
+        format!(
+            "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) \
+             FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = '{db}' \
+             GROUP BY TABLE_NAME, INDEX_NAME, NON_UNIQUE ORDER BY TABLE_NAME, INDEX_NAME"
+        )
+    };
+    let want: Vec<(String, String, i64, String)> = c.query(indexes(src.clone())).await.unwrap();
+    let got: Vec<(String, String, i64, String)> = c.query(indexes(scratch.clone())).await.unwrap();
+    assert_eq!(got, want);
+    assert!(want.iter().any(|r| r.1 == "ti_state") && want.iter().any(|r| r.1 == "run_dag"));
+    let fks: Vec<(String, String, String, String)> = c
+        .query(format!(
+            "SELECT CONSTRAINT_NAME, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, DELETE_RULE \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '{scratch}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        fks,
+        vec![(
+            "ti_run_fk".to_string(),
+            "ti".to_string(),
+            scratch.clone(),
+            "CASCADE".to_string()
+        )]
+    );
+    let checks: Vec<String> = c
+        .query(format!(
+            "SELECT CONSTRAINT_NAME FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = '{scratch}'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(checks, vec!["ti_n_positive".to_string()]);
+    c.query_drop(format!("DROP DATABASE {scratch}"))
+        .await
+        .unwrap();
+
+    // An orphan child row (let in with foreign_key_checks = 0 at the source) fails the
+    // drill, as it would fail a real restore; the scratch is dropped.
+    c.query_drop(format!(
+        "SET SESSION foreign_key_checks = 0; INSERT INTO {src}.ti VALUES (501, 999, 1, 'orphan'); \
+         SET SESSION foreign_key_checks = 1"
+    ))
+    .await
+    .unwrap();
+    let o = bp(&["backup", s(&pf)]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let (pf2, u2) = (pf.clone(), url.clone());
+    let o =
+        tokio::task::spawn_blocking(move || bp(&["--json", "drill", s(&pf2), "--scratch-db", &u2]))
+            .await
+            .unwrap();
+    let d = js(&o);
+    assert_eq!(code(&o), 1, "{d} {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(d["ok"], false, "{d}");
+    assert!(d["error"].as_str().unwrap().contains("ti_run_fk"), "{d}");
+    let left: Vec<String> = c
+        .query(format!(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'bp\\_drill\\_{name}\\_%'"
+        ))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "scratch dropped: {left:?}");
+}
+
+/// Drops the source databases and any scratch left behind (also on panic).
+struct MyCleanup {
+    url: String,
+    dbs: Vec<String>,
+    scratch_like: String,
+}
+
+impl Drop for MyCleanup {
+    fn drop(&mut self) {
+        use mysql_async::prelude::Queryable;
+        let (url, dbs, like) = (
+            self.url.clone(),
+            self.dbs.clone(),
+            self.scratch_like.clone(),
+        );
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let mut c = mysql_async::Conn::from_url(&url).await.unwrap();
+                let left: Vec<String> = c
+                    .query(format!(
+                        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{like}'"
+                    ))
+                    .await
+                    .unwrap_or_default();
+                for d in dbs.into_iter().chain(left) {
+                    let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {d}")).await;
+                }
+            })
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -349,7 +349,7 @@ async fn split_parallel_backup_under_a_concurrent_writer_is_all_in_or_all_out() 
         .unwrap();
     }
     // Several connections in one snapshot (the local root may FLUSH TABLES WITH READ LOCK).
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src))
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4)
         .await
         .unwrap();
     assert!(
@@ -357,9 +357,21 @@ async fn split_parallel_backup_under_a_concurrent_writer_is_all_in_or_all_out() 
         "split into key ranges: {}",
         s.items.len()
     );
+    assert_eq!(s.connections, 4);
+    drop(s);
+    // The reader count is the pipeline's [partitions] max_parallel, and never more than
+    // there are items.
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 2)
+        .await
+        .unwrap();
+    assert_eq!(s.connections, 2);
+    drop(s);
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4096)
+        .await
+        .unwrap();
     assert_eq!(
         s.connections,
-        blobpipe::extract::mysql::SNAPSHOT_CONNECTIONS
+        s.items.len().min(blobpipe::extract::mysql::MAX_READERS)
     );
     drop(s);
 
@@ -434,7 +446,7 @@ async fn without_reload_privilege_one_consistent_connection_reads_everything() {
         u.host_str().unwrap(),
         u.port().unwrap_or(3306)
     );
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&limited, &src))
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&limited, &src), 4)
         .await
         .unwrap();
     assert_eq!(s.connections, 1);
@@ -448,13 +460,34 @@ async fn without_reload_privilege_one_consistent_connection_reads_everything() {
     let _ = c.query_drop(format!("DROP USER '{user}'@'%'")).await;
 }
 
-/// Every common MySQL/MariaDB column type, through backup and `restore --to-db`: the
-/// restore's own row-set checksum passes and `CHECKSUM TABLE` agrees on both sides.
+/// Every common MySQL/MariaDB column type, through backup and `restore --to-db` by the
+/// way the server allows (LOAD DATA LOCAL INFILE on the test server): the restore's own
+/// row-set checksum passes and `CHECKSUM TABLE` agrees on both sides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_common_type_round_trips() {
+    types_round_trip(None).await;
+}
+
+/// The same through `LOAD DATA LOCAL INFILE`, forced (no fallback to INSERTs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_common_type_round_trips_through_load_data() {
+    types_round_trip(Some("infile")).await;
+}
+
+/// The same through multi-row INSERTs, forced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_common_type_round_trips_through_inserts() {
+    types_round_trip(Some("insert")).await;
+}
+
+async fn types_round_trip(method: Option<&str>) {
     let Some(url) = support::mysql() else {
         return;
     };
+    // Each test runs in a process of its own (nextest).
+    if let Some(m) = method {
+        std::env::set_var("BLOBPIPE_TEST_MYSQL_LOAD", m);
+    }
     let (mut c, g) = dbs(&url, &["mtypes", "mtypesdst"]).await;
     let (src, dst) = (g.names[0].clone(), g.names[1].clone());
     let ddl = "(id INT PRIMARY KEY, ti TINYINT, si SMALLINT UNSIGNED, mi MEDIUMINT, \
@@ -495,4 +528,91 @@ line', X'00000001', X'', X'FF00FF', 'y z', 'a,c', '{{"k": [true, null, 1.5]}}',
         checksum(&mut c, &format!("{src}.all_types")).await,
         checksum(&mut c, &format!("{dst}.all_types")).await
     );
+}
+
+/// LOAD DATA LOCAL turns a duplicate key into a warning and skips the row; the restore
+/// must fail instead (naming the server's warning), roll back, and leave the target's
+/// rows as they were. The INSERT path fails on the duplicate itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_target_refuses_fails_the_restore_on_either_path() {
+    let Some(url) = support::mysql() else {
+        return;
+    };
+    let (mut c, g) = dbs(&url, &["mdup", "mdupdst"]).await;
+    let (src, dst) = (g.names[0].clone(), g.names[1].clone());
+    c.query_drop(format!(
+        "CREATE TABLE {src}.t (id INT PRIMARY KEY, name VARCHAR(20)) ENGINE=InnoDB; \
+         INSERT INTO {src}.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_20000; \
+         CREATE TABLE {dst}.t (id INT PRIMARY KEY, name VARCHAR(20), UNIQUE KEY u (name)) ENGINE=InnoDB; \
+         INSERT INTO {dst}.t VALUES (100000, 'n2500')"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &db_url(&url, &src));
+    let (store, m) = backup(&p).await;
+    assert!(m.tables[0].chunks.len() > 1);
+    for method in ["infile", "insert"] {
+        std::env::set_var("BLOBPIPE_TEST_MYSQL_LOAD", method);
+        let e = restore(&p, &store, &m, &url, &dst, Strategy::Append, &[])
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("n2500") && text.contains("rolled back"),
+            "{method}: {text}"
+        );
+        // The target refused a row: its fault, not the snapshot's (exit 5, not 3).
+        assert_eq!(e.kind(), ErrorKind::Destination, "{method}: {text}");
+        if method == "infile" {
+            assert!(text.contains("warning"), "{text}");
+        }
+        let left: Vec<(i32, String)> = c
+            .query(format!("SELECT id, name FROM {dst}.t"))
+            .await
+            .unwrap();
+        assert_eq!(left, vec![(100000, "n2500".to_string())], "{method}");
+    }
+}
+
+/// Regression: a stored chunk larger than one protocol packet (16 MiB; chunks may be up
+/// to 256 MiB) failed LOAD DATA LOCAL with "packet too large" — it was sent as one piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_larger_than_a_packet_loads_through_load_data() {
+    let Some(url) = support::mysql() else {
+        return;
+    };
+    std::env::set_var("BLOBPIPE_TEST_MYSQL_LOAD", "infile");
+    let (mut c, g) = dbs(&url, &["mbig", "mbigdst"]).await;
+    let (src, dst) = (g.names[0].clone(), g.names[1].clone());
+    for d in [&src, &dst] {
+        c.query_drop(format!(
+            "CREATE TABLE {d}.t (id INT PRIMARY KEY, v VARCHAR(300)) ENGINE=InnoDB"
+        ))
+        .await
+        .unwrap();
+    }
+    c.query_drop(format!(
+        "INSERT INTO {src}.t SELECT seq, REPEAT(MD5(seq), 8) FROM seq_1_to_80000"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "name = \"mybig\"\n[source]\ntype = \"mysql\"\nurl = \"{}\"\nchunk_size = \"64MiB\"\n\
+         [target]\nurl = \"memory://{}\"\n[verify]\nmode = \"metadata\"\n",
+        db_url(&url, &src),
+        support::unique_ident("mem")
+    );
+    let pf = dir.path().join("big.toml");
+    std::fs::write(&pf, text).unwrap();
+    let p = Pipeline::load(&pf).unwrap();
+    let (store, m) = backup(&p).await;
+    assert_eq!(m.tables[0].chunks.len(), 1);
+    assert!(m.tables[0].bytes > 20 << 20, "{}", m.tables[0].bytes);
+    let r = restore(&p, &store, &m, &url, &dst, Strategy::FailIfNotEmpty, &[])
+        .await
+        .unwrap();
+    assert!(r.tables[0].checksum_checked);
+    assert_eq!(r.tables[0].rows_after, 80_000);
 }

@@ -262,6 +262,31 @@ async fn backup_and_restore_over_tls() {
     };
     assert_eq!(sums[0].as_ref().unwrap().1, sums[1].as_ref().unwrap().1);
 
+    // This server has local_infile off (as MySQL 8 by default): the restore above
+    // loaded with INSERTs. One that tries LOAD DATA LOCAL anyway is refused by the
+    // server and falls back cleanly, with nothing loaded twice.
+    let infile: Option<i64> = c.query_first("SELECT @@local_infile").await.unwrap();
+    assert_eq!(
+        infile,
+        Some(0),
+        "scripts/mariadb-tls starts it with --local-infile=0"
+    );
+    let before = com_load(&mut c).await;
+    std::env::set_var("BLOBPIPE_TEST_MYSQL_LOAD", "try-infile");
+    o.strategy = Strategy::Truncate;
+    let rep = restore_db(&store, &layout, &m, &o).await.unwrap();
+    std::env::remove_var("BLOBPIPE_TEST_MYSQL_LOAD");
+    assert!(rep
+        .tables
+        .iter()
+        .all(|t| t.checksum_checked && t.rows_after == 5000));
+    assert!(com_load(&mut c).await > before, "LOAD DATA was tried");
+    let again: Option<(String, Option<u64>)> = c
+        .query_first(format!("CHECKSUM TABLE {dst}.t"))
+        .await
+        .unwrap();
+    assert_eq!(again.unwrap().1, sums[0].as_ref().unwrap().1);
+
     // restore --to-db refuses a server it cannot verify, naming the cause; and a plain
     // connection is refused by the server.
     o.url = Secret::new(with(
@@ -278,4 +303,13 @@ async fn backup_and_restore_over_tls() {
     for d in [&src, &dst] {
         let _ = c.query_drop(format!("DROP DATABASE {d}")).await;
     }
+}
+
+/// LOAD DATA statements the server has run (tried ones included).
+async fn com_load(c: &mut mysql_async::Conn) -> u64 {
+    let row: Option<(String, u64)> = c
+        .query_first("SHOW GLOBAL STATUS LIKE 'Com_load'")
+        .await
+        .unwrap();
+    row.unwrap().1
 }

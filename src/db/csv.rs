@@ -8,22 +8,37 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::manifest::Column;
 
-/// Append one CSV field: NULL unquoted and empty, everything else quoted.
-pub fn csv_field(out: &mut Vec<u8>, v: Option<&[u8]>, binary: bool) {
+/// Append one CSV field: NULL unquoted and empty, everything else quoted. Writes into
+/// a `Vec<u8>` or a `BytesMut` (the MySQL reader's row arena); quotes are found with
+/// `memchr` and the runs between them copied whole.
+pub fn csv_field<B: bytes::BufMut>(out: &mut B, v: Option<&[u8]>, binary: bool) {
     let Some(v) = v else { return };
-    out.push(b'"');
+    out.put_u8(b'"');
     if binary {
-        out.extend_from_slice(b"\\x");
-        out.extend_from_slice(hex::encode(v).as_bytes());
-    } else {
-        for &b in v {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
+        out.put_slice(b"\\x");
+        let mut hex_buf = [0u8; 512];
+        for part in v.chunks(hex_buf.len() / 2) {
+            let n = part.len() * 2;
+            // Cannot fail: the buffer is exactly twice the part.
+            let _ = hex::encode_to_slice(part, &mut hex_buf[..n]);
+            out.put_slice(&hex_buf[..n]);
         }
+    } else {
+        let mut rest = v;
+        while let Some(q) = memchr::memchr(b'"', rest) {
+            out.put_slice(&rest[..=q]);
+            out.put_u8(b'"');
+            rest = &rest[q + 1..];
+        }
+        out.put_slice(rest);
     }
-    out.push(b'"');
+    out.put_u8(b'"');
+}
+
+/// The most bytes [`csv_field`] writes for a value of `len` bytes (every byte a quote,
+/// or hex).
+pub fn csv_field_max(len: usize) -> usize {
+    2 * len + 4
 }
 
 /// The CSV header line for `cols`.

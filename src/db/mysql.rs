@@ -25,13 +25,13 @@
 //! supported. When TLS is required, the driver's switch to the server's Unix socket on a
 //! loopback host is turned off, so the session is the encrypted TCP one.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts, Value};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::db::csv::csv_field;
+use crate::db::csv::{csv_field, csv_field_max};
 pub use crate::db::postgres::SslMode;
 use crate::db::sql::{my_ident, my_is_binary};
 use crate::error::{Error, ErrorKind, Result};
@@ -414,25 +414,44 @@ pub async fn session_cipher(c: &mut Conn) -> Result<Option<String>> {
 
 /// One row as a CSV line.
 pub fn csv_row(values: Vec<Value>, binary: &[bool]) -> Bytes {
-    let mut out = Vec::new();
-    for (i, v) in values.into_iter().enumerate() {
+    let mut out = BytesMut::new();
+    csv_row_into(&mut out, &values, binary);
+    out.freeze()
+}
+
+/// Append one row as a CSV line to `out`, reserving room for all of it first (one
+/// allocation at most, none while the arena has room).
+pub fn csv_row_into(out: &mut BytesMut, values: &[Value], binary: &[bool]) {
+    let need: usize = values
+        .iter()
+        .map(|v| match v {
+            Value::Bytes(b) => csv_field_max(b.len()) + 1,
+            _ => 64,
+        })
+        .sum::<usize>()
+        + 1;
+    out.reserve(need);
+    for (i, v) in values.iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.put_u8(b',');
         }
         let b = binary.get(i).copied().unwrap_or(false);
         match v {
             Value::NULL => {}
-            Value::Bytes(bytes) => csv_field(&mut out, Some(&bytes), b),
+            Value::Bytes(bytes) => csv_field(out, Some(bytes), b),
             other => {
                 // The text protocol sends bytes; keep other forms readable anyway.
                 let s = other.as_sql(true);
-                csv_field(&mut out, Some(s.trim_matches('\'').as_bytes()), false)
+                csv_field(out, Some(s.trim_matches('\'').as_bytes()), false)
             }
         }
     }
-    out.push(b'\n');
-    Bytes::from(out)
+    out.put_u8(b'\n');
 }
+
+/// Bytes of one row arena of [`read_rows`]: rows are written into it and split off as
+/// `Bytes` that share it, so a row costs no allocation of its own.
+const ROW_ARENA: usize = 1 << 20;
 
 /// Columns (non-generated) and primary key of a table, `None` when it does not exist.
 ///
@@ -474,6 +493,96 @@ pub async fn table_shape(
         .await
         .map_err(|e| my_err(format!("reading the primary key of {schema}.{name}"), e))?;
     Ok(Some((cols, pk)))
+}
+
+/// A table's secondary indexes and its foreign-key and check constraints, as the lines
+/// of `SHOW CREATE TABLE` print them (`KEY …`, `UNIQUE KEY …`, `FULLTEXT KEY …`,
+/// `CONSTRAINT … FOREIGN KEY … REFERENCES …`, `CONSTRAINT … CHECK …`), with every
+/// referenced table written `` `database`.`table` `` so a drill can point it at its
+/// scratch copy. The primary key is not among them (the table record carries it), nor
+/// are checks written inside a column's definition.
+///
+/// # Errors
+/// Server errors.
+pub async fn table_ddl(
+    c: &mut Conn,
+    schema: &str,
+    name: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let row: Option<(String, String)> = c
+        .query_first(format!(
+            "SHOW CREATE TABLE {}.{}",
+            my_ident(schema),
+            my_ident(name)
+        ))
+        .await
+        .map_err(|e| {
+            my_err(
+                format!("reading the indexes and constraints of {schema}.{name}"),
+                e,
+            )
+        })?;
+    Ok(row.map_or_else(Default::default, |(_, ddl)| {
+        split_create_table(&ddl, schema)
+    }))
+}
+
+/// The index and constraint lines of a `SHOW CREATE TABLE` text (see [`table_ddl`]).
+pub fn split_create_table(ddl: &str, schema: &str) -> (Vec<String>, Vec<String>) {
+    let (mut indexes, mut constraints) = (Vec::new(), Vec::new());
+    for line in ddl.lines().skip(1) {
+        let l = line.trim().trim_end_matches(',');
+        if [
+            "KEY ",
+            "UNIQUE KEY ",
+            "FULLTEXT KEY ",
+            "SPATIAL KEY ",
+            "VECTOR KEY ",
+        ]
+        .iter()
+        .any(|p| l.starts_with(p))
+        {
+            indexes.push(l.to_string());
+        } else if l.starts_with("CONSTRAINT ") {
+            constraints.push(qualify_references(l, schema));
+        }
+    }
+    (indexes, constraints)
+}
+
+/// `` REFERENCES `t` ( `` → `` REFERENCES `schema`.`t` ( `` (MySQL leaves out the database
+/// of a table in the same one).
+fn qualify_references(l: &str, schema: &str) -> String {
+    let Some(at) = l.find(" REFERENCES ") else {
+        return l.to_string();
+    };
+    let rest = &l[at + 12..];
+    match parse_backquoted(rest) {
+        Some((_, after)) if !after.starts_with('.') => {
+            format!("{} REFERENCES {}.{rest}", &l[..at], my_ident(schema))
+        }
+        _ => l.to_string(),
+    }
+}
+
+/// One backquoted identifier at the start of `s` (`` ` `` doubled inside), and the rest.
+pub fn parse_backquoted(s: &str) -> Option<(String, &str)> {
+    let rest = s.strip_prefix('`')?;
+    let mut out = String::new();
+    let mut it = rest.char_indices();
+    while let Some((i, ch)) = it.next() {
+        if ch == '`' {
+            if rest[i + 1..].starts_with('`') {
+                out.push('`');
+                it.next();
+            } else {
+                return Some((out, &rest[i + 1..]));
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    None
 }
 
 /// Where [`read_rows`] sends CSV rows.
@@ -524,12 +633,14 @@ pub async fn read_rows(
         .query_iter(q)
         .await
         .map_err(|e| my_err(format!("reading {fq}"), e))?;
+    let mut arena = BytesMut::with_capacity(ROW_ARENA);
     while let Some(row) = res
         .next()
         .await
         .map_err(|e| my_err(format!("reading {fq}"), e))?
     {
-        if sink.row(csv_row(row.unwrap(), &binary)).await.is_err() {
+        csv_row_into(&mut arena, &row.unwrap(), &binary);
+        if sink.row(arena.split().freeze()).await.is_err() {
             break;
         }
     }
@@ -588,6 +699,35 @@ mod tests {
                 .unwrap();
             assert_eq!(e.kind(), ErrorKind::Config, "{bad}");
         }
+    }
+
+    #[test]
+    fn show_create_table_lines_become_indexes_and_qualified_constraints() {
+        let ddl = "CREATE TABLE `child` (\n  `id` int(11) NOT NULL,\n  `p` int(11) NOT NULL,\n  \
+            `n` int(11) DEFAULT NULL CHECK (`n` > 0),\n  PRIMARY KEY (`id`),\n  \
+            UNIQUE KEY `u` (`p`,`n`),\n  KEY `p` (`p`),\n  FULLTEXT KEY `ft` (`s`),\n  \
+            CONSTRAINT `fk``1` FOREIGN KEY (`p`) REFERENCES `parent` (`id`) ON DELETE CASCADE,\n  \
+            CONSTRAINT `fk2` FOREIGN KEY (`p`) REFERENCES `other`.`t` (`id`),\n  \
+            CONSTRAINT `CONSTRAINT_1` CHECK (`p` <> 0)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+        let (ix, cs) = split_create_table(ddl, "app");
+        assert_eq!(
+            ix,
+            [
+                "UNIQUE KEY `u` (`p`,`n`)",
+                "KEY `p` (`p`)",
+                "FULLTEXT KEY `ft` (`s`)"
+            ]
+        );
+        assert_eq!(
+            cs,
+            [
+                "CONSTRAINT `fk``1` FOREIGN KEY (`p`) REFERENCES `app`.`parent` (`id`) ON DELETE CASCADE",
+                "CONSTRAINT `fk2` FOREIGN KEY (`p`) REFERENCES `other`.`t` (`id`)",
+                "CONSTRAINT `CONSTRAINT_1` CHECK (`p` <> 0)",
+            ]
+        );
+        assert_eq!(parse_backquoted("`a``b`.`c`"), Some(("a`b".into(), ".`c`")));
+        assert_eq!(parse_backquoted("`open"), None);
     }
 
     #[test]

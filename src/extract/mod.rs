@@ -143,16 +143,18 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Open the source and plan its work items; the plan has one partition per item.
+    /// `readers` is the pipeline's `[partitions] max_parallel`: how many connections a
+    /// MySQL source opens inside its one snapshot.
     ///
     /// # Errors
     /// `Source` when the database cannot be reached or read, `Config` when no table
     /// matches.
-    pub async fn open(src: &SourceConfig) -> Result<(Plan, Session)> {
+    pub async fn open(src: &SourceConfig, readers: usize) -> Result<(Plan, Session)> {
         let session = match src {
             SourceConfig::Postgres(c) => {
                 Session::Postgres(Box::new(postgres::PgSession::open(c).await?))
             }
-            SourceConfig::Mysql(c) => Session::Mysql(mysql::MySession::open(c).await?),
+            SourceConfig::Mysql(c) => Session::Mysql(mysql::MySession::open(c, readers).await?),
             SourceConfig::Command(c) => Session::Command(command::CommandSession::new(c)),
             SourceConfig::Fs(_) => return Err(Error::internal("fs source is not streamed")),
         };

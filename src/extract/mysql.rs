@@ -5,7 +5,8 @@
 //! `pg_export_snapshot`). Several `START TRANSACTION WITH CONSISTENT SNAPSHOT`s see one
 //! instant only if they are all taken while writes are paused, so [`MySession::open`]
 //! does what `mysqldump --single-transaction --master-data` and `mydumper` do: it opens
-//! [`SNAPSHOT_CONNECTIONS`] reader connections and a locker, takes `FLUSH TABLES WITH
+//! `[partitions] max_parallel` reader connections (at most [`MAX_READERS`], and no more
+//! than there are tables and key ranges to read) and a locker, takes `FLUSH TABLES WITH
 //! READ LOCK` on the locker (waiting at most [`LOCK_WAIT_SECS`] for running statements),
 //! starts `REPEATABLE READ` + `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` on
 //! every reader, then `UNLOCK TABLES`: writes stall only for those few round trips, and
@@ -43,15 +44,16 @@ use tokio::sync::{mpsc, Mutex, Semaphore};
 use super::postgres::split_range;
 use super::{Batcher, Chunk, Done, Item, ItemKind};
 use crate::db::csv::csv_header;
-use crate::db::mysql::{connect, my_err, read_rows, table_shape, RowSink};
+use crate::db::mysql::{connect, my_err, read_rows, table_ddl, table_shape, RowSink};
 use crate::db::sql::my_ident;
 use crate::error::{Error, ErrorKind, Result};
 use crate::extract::config::DbSourceConfig;
 use crate::manifest::TableRecord;
 use crate::support::secret::redact_url;
 
-/// Reader connections opened inside one snapshot (fewer when there are fewer items).
-pub const SNAPSHOT_CONNECTIONS: usize = 4;
+/// Reader connections a session opens at most, whatever `[partitions] max_parallel`
+/// says (the pipeline check refuses more; `"auto"` is capped here).
+pub const MAX_READERS: usize = 64;
 
 /// How long `FLUSH TABLES WITH READ LOCK` may wait for running statements before the
 /// session falls back to one connection.
@@ -142,12 +144,21 @@ async fn test_gap() {
 }
 
 impl MySession {
-    /// Connect, start the consistent snapshot(s) and plan the items inside it.
+    /// Connect, start the consistent snapshot(s) with `readers` connections (1 to
+    /// [`MAX_READERS`]) and plan the items inside it; readers beyond the number of items
+    /// are closed again.
     ///
     /// # Errors
     /// `Source` for connection or catalog errors, `Config` when no table matches.
-    pub async fn open(cfg: &DbSourceConfig) -> Result<MySession> {
-        let mut conns = match synchronized(cfg, SNAPSHOT_CONNECTIONS).await? {
+    pub async fn open(cfg: &DbSourceConfig, readers: usize) -> Result<MySession> {
+        let readers = readers.clamp(1, MAX_READERS);
+        // One reader needs no lock: its own snapshot is the consistent one.
+        let together = if readers > 1 {
+            synchronized(cfg, readers).await?
+        } else {
+            None
+        };
+        let mut conns = match together {
             Some(c) => c,
             None => {
                 let mut c = connect(&cfg.url, cfg.password.as_ref()).await?;
@@ -273,14 +284,15 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig) -> Result<Vec<Item>> {
                     ranges = split_range(lo, hi, n).into_iter().map(Some).collect();
                 }
             }
+            let (indexes, constraints) = table_ddl(c, schema, &name).await?;
             let template = Arc::new(TableRecord {
                 source: "mysql".into(),
                 schema: schema.clone(),
                 name: name.clone(),
                 columns,
                 primary_key: pk,
-                indexes: vec![],
-                constraints: vec![],
+                indexes,
+                constraints,
                 rows: 0,
                 checksum: String::new(),
                 bytes: 0,

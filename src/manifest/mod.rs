@@ -473,14 +473,16 @@ pub struct TableRecord {
     /// Primary-key columns (empty: none).
     #[serde(default)]
     pub primary_key: Vec<String>,
-    /// The source's other indexes, each a `CREATE INDEX` statement as the server printed
-    /// it, every name schema-qualified (PostgreSQL's `pg_get_indexdef`; empty for MySQL
-    /// and older manifests). Drills build them so their RTO includes their cost.
+    /// The source's other indexes: PostgreSQL, each a `CREATE INDEX` statement as the
+    /// server printed it, every name schema-qualified (`pg_get_indexdef`); MySQL, each an
+    /// index line of `SHOW CREATE TABLE` (`KEY …`, `UNIQUE KEY …`). Empty in older
+    /// manifests. Drills build them so their RTO includes their cost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub indexes: Vec<String>,
     /// The source's unique, check, exclusion and foreign-key constraints, each as
-    /// `CONSTRAINT name definition` (`pg_get_constraintdef`, schema-qualified; PostgreSQL
-    /// only, empty in older manifests).
+    /// `CONSTRAINT name definition` (PostgreSQL: `pg_get_constraintdef`, schema-qualified;
+    /// MySQL: foreign keys and checks as `SHOW CREATE TABLE` prints them, the referenced
+    /// table written `` `database`.`table` ``). Empty in older manifests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<String>,
     /// Rows stored.

@@ -7,12 +7,19 @@
 //! stored columns in stored order, with the types the source spelled (`format_type()` /
 //! `COLUMN_TYPE`), `NOT NULL` where the source had it, and the primary key. That works on
 //! any server of the same kind (the source's own or another one) and is exactly the
-//! shape the restore checks against. For PostgreSQL it then adds what the backup
-//! recorded of the source's DDL — unique, check and exclusion constraints, foreign keys
-//! between tables of the snapshot, and the other indexes — before loading, so the drill
-//! pays what a restore into a migrated database pays (index maintenance, foreign-key
-//! checks) and its RTO means something. Left out: column defaults (every column is
-//! loaded), triggers, foreign keys to tables outside the snapshot (logged). Types and
+//! shape the restore checks against. It then adds what the backup recorded of the
+//! source's DDL before loading, so the drill pays what a restore into a migrated database
+//! pays (index maintenance, foreign-key checks) and its RTO means something:
+//! * PostgreSQL: unique, check and exclusion constraints, foreign keys between tables of
+//!   the snapshot, and the other indexes;
+//! * MySQL/MariaDB: the secondary indexes (`KEY`, `UNIQUE KEY`, `FULLTEXT KEY`…) and
+//!   table checks of `SHOW CREATE TABLE`, one `ALTER TABLE` per table, then the foreign
+//!   keys between tables of the snapshot, pointed at the scratch database. A table whose
+//!   rows a foreign key refuses in stored order (a self-reference to a later row) fails
+//!   the drill, as it fails `restore --to-db` into the source's schema.
+//!
+//! Left out: column defaults (every column is loaded) and checks inside a column's
+//! definition, triggers, foreign keys to tables outside the snapshot (logged). Types and
 //! functions defined in the source database (enums, domains) must exist on the scratch
 //! server.
 //!
@@ -27,6 +34,7 @@ use std::time::Instant;
 use chrono::Utc;
 use mysql_async::prelude::Queryable;
 
+use crate::db::mysql::parse_backquoted;
 use crate::db::sql::Dialect;
 use crate::error::{Error, Result};
 use crate::extract::config::SourceConfig;
@@ -213,6 +221,58 @@ fn constraints_and_indexes(scratch: &str, ts: &[&TableRecord]) -> (Vec<String>, 
     (plain, skipped)
 }
 
+/// The MySQL statements that give the scratch copies of `ts` (in database `scratch`) the
+/// source's indexes and constraints as the manifest recorded them: per table one
+/// `ALTER TABLE` adding its indexes and checks, then per table one adding the foreign
+/// keys whose parent is among `ts` (pointed at its scratch copy). Returns them with the
+/// foreign keys that could not be made (their parent is not in the snapshot).
+fn my_constraints_and_indexes(scratch: &str, ts: &[&TableRecord]) -> (Vec<String>, Vec<String>) {
+    let q = |t: &TableRecord| {
+        format!(
+            "{}.{}",
+            Dialect::Mysql.ident(scratch),
+            Dialect::Mysql.ident(&t.name)
+        )
+    };
+    let (mut plain, mut fks, mut skipped) = (vec![], vec![], vec![]);
+    for t in ts {
+        let mut adds: Vec<String> = t.indexes.clone();
+        let mut keys = Vec::new();
+        for c in &t.constraints {
+            let Some(at) = c
+                .find(" REFERENCES ")
+                .filter(|_| c.contains(" FOREIGN KEY "))
+            else {
+                adds.push(c.clone());
+                continue;
+            };
+            // `CONSTRAINT n FOREIGN KEY (cols) REFERENCES `db`.`parent` (cols) …`
+            let refs = at + 12;
+            let parent = parse_backquoted(&c[refs..]).and_then(|(db, rest)| {
+                let (name, rest) = parse_backquoted(rest.strip_prefix('.')?)?;
+                let pt = ts.iter().find(|p| p.schema == db && p.name == name)?;
+                Some((pt, rest))
+            });
+            match parent {
+                Some((pt, rest)) => keys.push(format!("{} REFERENCES {}{rest}", &c[..at], q(pt))),
+                None => skipped.push(format!("{}.{}: {}", t.schema, t.name, c)),
+            }
+        }
+        let alter = |v: &[String]| {
+            let adds: Vec<String> = v.iter().map(|d| format!("ADD {d}")).collect();
+            format!("ALTER TABLE {} {}", q(t), adds.join(", "))
+        };
+        if !adds.is_empty() {
+            plain.push(alter(&adds));
+        }
+        if !keys.is_empty() {
+            fks.push(alter(&keys));
+        }
+    }
+    plain.extend(fks);
+    (plain, skipped)
+}
+
 /// The scratch schemas: one per source schema (suffix `_1`, `_2`… when there are
 /// several, so same-named tables of different schemas do not collide), with the tables
 /// each receives.
@@ -258,6 +318,16 @@ async fn run_sql(pg: bool, url: &Secret, stmts: &[String]) -> Result<()> {
         let _ = c.disconnect().await;
     }
     Ok(())
+}
+
+/// Tests look at the scratch tables a drill made (`BLOBPIPE_TEST_DRILL_KEEP_SCRATCH=1`:
+/// not dropped; the test drops them).
+fn keep_scratch() -> bool {
+    #[cfg(any(test, feature = "testing"))]
+    if std::env::var("BLOBPIPE_TEST_DRILL_KEEP_SCRATCH").as_deref() == Ok("1") {
+        return true;
+    }
+    false
 }
 
 fn first_words(s: &str) -> String {
@@ -308,16 +378,18 @@ pub async fn drill_db(
             )];
             made.push(name.clone());
             ddl.extend(ts.iter().map(|t| create_table(pg, &name, t)));
-            if pg {
-                let (more, skipped) = constraints_and_indexes(&name, &ts);
-                ddl.extend(more);
-                if !skipped.is_empty() {
-                    tracing::info!(
-                        "drill: {} foreign key(s) point at tables outside the snapshot and were not made: {}",
-                        skipped.len(),
-                        skipped.join("; ")
-                    );
-                }
+            let (more, skipped) = if pg {
+                constraints_and_indexes(&name, &ts)
+            } else {
+                my_constraints_and_indexes(&name, &ts)
+            };
+            ddl.extend(more);
+            if !skipped.is_empty() {
+                tracing::info!(
+                    "drill: {} foreign key(s) point at tables outside the snapshot and were not made: {}",
+                    skipped.len(),
+                    skipped.join("; ")
+                );
             }
             run_sql(pg, scratch_url, &ddl)
                 .await
@@ -349,7 +421,7 @@ pub async fn drill_db(
     let rto = t0.elapsed().as_secs_f64();
     let finished_at = Utc::now();
     let mut cleanup_error = None;
-    if !made.is_empty() {
+    if !made.is_empty() && !keep_scratch() {
         let drops: Vec<String> = made
             .iter()
             .map(|n| {
@@ -472,6 +544,34 @@ mod tests {
         );
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].contains("ti_trigger_fk"), "{skipped:?}");
+    }
+
+    #[test]
+    fn mysql_indexes_checks_and_foreign_keys_are_pointed_at_the_scratch_copies() {
+        let mut child = t("app", "ti");
+        child.indexes = vec![
+            "UNIQUE KEY `u` (`a`,`b`)".into(),
+            "KEY `s` (`state`)".into(),
+        ];
+        child.constraints = vec![
+            "CONSTRAINT `fk_run` FOREIGN KEY (`run_id`) REFERENCES `app`.`run` (`id`) ON DELETE CASCADE".into(),
+            "CONSTRAINT `fk_out` FOREIGN KEY (`x`) REFERENCES `other`.`run` (`id`)".into(),
+            "CONSTRAINT `pos` CHECK (`n` > 0)".into(),
+        ];
+        let mut parent = t("app", "run");
+        parent.constraints =
+            vec!["CONSTRAINT `self` FOREIGN KEY (`up`) REFERENCES `app`.`run` (`id`)".into()];
+        let (sql, skipped) = my_constraints_and_indexes("bp_s", &[&child, &parent]);
+        assert_eq!(
+            sql,
+            vec![
+                "ALTER TABLE `bp_s`.`ti` ADD UNIQUE KEY `u` (`a`,`b`), ADD KEY `s` (`state`), ADD CONSTRAINT `pos` CHECK (`n` > 0)".to_string(),
+                "ALTER TABLE `bp_s`.`ti` ADD CONSTRAINT `fk_run` FOREIGN KEY (`run_id`) REFERENCES `bp_s`.`run` (`id`) ON DELETE CASCADE".into(),
+                "ALTER TABLE `bp_s`.`run` ADD CONSTRAINT `self` FOREIGN KEY (`up`) REFERENCES `bp_s`.`run` (`id`)".into(),
+            ]
+        );
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains("fk_out"), "{skipped:?}");
     }
 
     #[test]

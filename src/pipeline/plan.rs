@@ -44,7 +44,7 @@ pub(super) async fn load_or_make_plan(
     if p.source.is_streamed() {
         // A database or command source is planned afresh by every attempt: a new
         // attempt reads a new snapshot, so nothing of an earlier one may be reused.
-        let (plan, session) = extract::Session::open(&p.source).await?;
+        let (plan, session) = extract::Session::open(&p.source, p.partitions.max_parallel).await?;
         return Ok((plan, false, Some(Arc::new(session))));
     }
     let name = layout.plan(run_id);

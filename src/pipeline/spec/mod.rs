@@ -338,6 +338,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
 
     let source = source::check_source(c, &s.source, base);
     let partitions = source::check_partitions(c, &s.partitions);
+    source::check_readers(c, &s.partitions, &source);
     let compression = target::check_compression(c, &s.compression);
     let target = target::check_target(c, &s.target, &name, base);
     let upload = target::check_upload(c, &s.upload);
@@ -588,5 +589,33 @@ tier = "lukewarm"
         }
         // A removed key is not reported again by the checks.
         assert_eq!(e.matches("upload.block_size").count(), 1, "{e}");
+    }
+}
+
+#[cfg(test)]
+mod mysql_readers {
+    use super::fixtures::parse;
+
+    #[test]
+    fn mysql_max_parallel_beyond_the_reader_cap_is_refused_at_its_line() {
+        let text = |n: &str| {
+            format!(
+                "name = \"my\"\n[source]\ntype = \"mysql\"\nurl = \"mysql://u@h/app\"\n\
+                 [partitions]\nmax_parallel = {n}\n[target]\nurl = \"memory://x\"\n"
+            )
+        };
+        let e = parse(&text("65")).unwrap_err().to_string();
+        assert!(e.contains("demo.toml:6:16"), "{e}");
+        assert!(e.contains("partitions.max_parallel"), "{e}");
+        assert!(e.contains("at most 64 connections, got 65"), "{e}");
+        let p = parse(&text("64")).unwrap();
+        assert_eq!(p.partitions.max_parallel, 64);
+        assert!(parse(&text("\"auto\"")).is_ok());
+        // Other sources keep the general 1–4096.
+        let fs = text("65").replace(
+            "type = \"mysql\"\nurl = \"mysql://u@h/app\"",
+            "type = \"fs\"\nroot = \"/data\"",
+        );
+        assert_eq!(parse(&fs).unwrap().partitions.max_parallel, 65);
     }
 }

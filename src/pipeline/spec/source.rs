@@ -80,6 +80,28 @@ pub(super) fn check_partitions(c: &mut Checker<'_>, s: &PartitionsSpec) -> Parti
     }
 }
 
+/// A MySQL source opens `max_parallel` connections inside its one snapshot: more than
+/// [`crate::extract::mysql::MAX_READERS`] is refused here rather than capped in silence
+/// (`"auto"`, the core count, is capped by the session).
+pub(super) fn check_readers(c: &mut Checker<'_>, s: &PartitionsSpec, source: &SourceConfig) {
+    let max = crate::extract::mysql::MAX_READERS;
+    if let (SourceConfig::Mysql(_), Some(sp)) = (source, &s.max_parallel) {
+        if let CountOrAuto::Count(n) = *sp.get_ref() {
+            if n > max as i64 {
+                c.at(
+                    sp.span(),
+                    "partitions.max_parallel",
+                    format!("a MySQL/MariaDB source reads with at most {max} connections, got {n}"),
+                    &format!(
+                        "each reader holds a server connection inside the backup's snapshot; \
+                         use 1–{max} (the server's max_connections must leave room for them)"
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// `[source]`: dispatch on `type`, refusing keys that belong to another source type.
 pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> SourceConfig {
     let kind = s.kind.get_ref().as_str();
