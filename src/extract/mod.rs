@@ -16,6 +16,7 @@
 //! packing thread. A streamed plan is never stored or reused: a resumed attempt reads a
 //! new snapshot, and mixing part records of two snapshots would break consistency.
 
+pub mod blob;
 pub mod command;
 pub mod config;
 pub mod fs;
@@ -154,7 +155,9 @@ impl Session {
             }
             SourceConfig::Mysql(c) => Session::Mysql(mysql::MySession::open(c).await?),
             SourceConfig::Command(c) => Session::Command(command::CommandSession::new(c)),
-            SourceConfig::Fs(_) => return Err(Error::internal("fs source is not streamed")),
+            SourceConfig::Fs(_) | SourceConfig::Blob(_) => {
+                return Err(Error::internal("fs and blob sources are not streamed"))
+            }
         };
         let plan = Plan {
             source: session.describe(),
@@ -382,6 +385,8 @@ pub struct Piece {
     /// Hex digest of bounds and entries: an attempt that walks the same partition finds
     /// the part record an earlier attempt left under this name.
     pub digest: String,
+    /// A blob-container source's listed blobs, one per entry (empty for other sources).
+    pub blobs: Vec<blob::Listed>,
 }
 
 impl Piece {
@@ -460,6 +465,7 @@ impl Splitter {
                 entries,
                 problems,
                 digest,
+                blobs: Vec::new(),
             })?;
         }
         Ok(())

@@ -21,6 +21,7 @@
 //! wires them to the store and the upload pool.
 
 mod alerts;
+mod blobs;
 mod commit;
 pub mod drill;
 pub mod drill_db;

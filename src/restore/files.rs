@@ -544,6 +544,7 @@ mod tests {
                 inconsistent: false,
                 ino: None,
                 ctime: None,
+                blob: None,
             };
             log.add(&e, &err);
         }
