@@ -1,0 +1,473 @@
+//! A blob container as a source, against Azurite, with two containers and two
+//! credentials: the source read through a SAS connection string (via a counting proxy),
+//! the target written with the account key.
+//!
+//! - a full backup keeps names, bytes, content type, metadata and tags of nested blobs,
+//!   leaves out excluded names, and verifies;
+//! - after one blob changes, the incremental downloads exactly that blob (GETs counted
+//!   at the proxy) and reuses the rest;
+//! - `restore --to-container` into an empty container gives the same names, bytes,
+//!   Content-MD5, content types, metadata and tags; a second restore is refused without
+//!   `--overwrite` and nothing is replaced;
+//! - names that cannot be paths and Archive-tier blobs are reported, not lost silently;
+//! - a missing source container and a bad credential fail with a clear error and exit 1
+//!   (a failed run), storing no snapshot.
+//!
+//! Needs `AZURITE_BLOB_ENDPOINT` (see `tests/support`).
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use blobpipe::manifest::catalog;
+use blobpipe::manifest::layout::Layout;
+use blobpipe::manifest::records::RunStatus;
+use blobpipe::pipeline::Pipeline;
+use blobpipe::restore::RestoreOptions;
+use blobpipe::store::azure::source::{RestoredBlob, SourceBlob};
+use blobpipe::store::azure::{credential, AzureOptions, AzureStore};
+use blobpipe::store::{BlobStore, Tier};
+use blobpipe::support::secret::Secret;
+use common::*;
+use support::faultproxy::{FaultConfig, FaultProxy};
+
+const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\n[verify]\nmode = \"full\"\n";
+
+fn sas() -> String {
+    use blobpipe::store::azure::credential::AccountSasSigner;
+    let signer =
+        AccountSasSigner::new("devstoreaccount1", &Secret::new(support::AZURITE_KEY), true)
+            .expect("signer");
+    let p = signer.params(chrono::Utc::now(), std::time::Duration::from_secs(3600));
+    let enc = signer
+        .signature(&p)
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    format!(
+        "sv={}&ss={}&srt={}&sp={}&st={}&se={}&spr=https,http&sig={enc}",
+        p.sv, p.ss, p.srt, p.sp, p.st, p.se
+    )
+}
+
+/// A store on `container` of the emulator at `ep`, with the account key.
+async fn container(ep: &str, name: &str) -> AzureStore {
+    let s = AzureStore::open(
+        &Secret::new(support::azurite_connection_string(ep)),
+        name,
+        &AzureOptions::default(),
+        &credential::process_env,
+    )
+    .expect("open");
+    s.ensure_container().await.expect("create");
+    s
+}
+
+/// Upload `data` as `name` with properties (one block per MiB).
+async fn put(s: &AzureStore, name: &str, data: &[u8], props: RestoredBlob) {
+    let mut ids = Vec::new();
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        let id = blobpipe::store::b64(format!("b{i:06}").as_bytes());
+        s.stage_block(
+            name,
+            &id,
+            bytes::Bytes::copy_from_slice(chunk),
+            blobpipe::store::md5(chunk),
+        )
+        .await
+        .expect("stage");
+        ids.push(id);
+    }
+    let props = RestoredBlob {
+        content_md5: Some(blobpipe::store::md5(data)),
+        overwrite: true,
+        ..props
+    };
+    s.commit_restored(name, &ids, &props).await.expect("commit");
+}
+
+fn props(ct: &str, meta: &[(&str, &str)], tags: &[(&str, &str)]) -> RestoredBlob {
+    let m = |v: &[(&str, &str)]| -> BTreeMap<String, String> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    RestoredBlob {
+        content_type: Some(ct.to_string()),
+        metadata: m(meta),
+        tags: m(tags),
+        ..Default::default()
+    }
+}
+
+/// Every blob of `s`: listed facts and bytes.
+async fn snapshot_of(s: &AzureStore) -> BTreeMap<String, (SourceBlob, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut marker = None;
+    loop {
+        let page = s.list_detailed("", marker, 5000).await.expect("list");
+        for b in page.items {
+            let data = s.get(&b.name, None).await.expect("get").to_vec();
+            out.insert(b.name.clone(), (b, data));
+        }
+        match page.next {
+            Some(m) => marker = Some(m),
+            None => return out,
+        }
+    }
+}
+
+/// The facts a restore must keep (not ETag, time or tier).
+fn kept(b: &SourceBlob) -> impl PartialEq + std::fmt::Debug {
+    (
+        b.size,
+        b.content_md5,
+        b.content_type.clone(),
+        b.metadata.clone(),
+        b.tags.clone(),
+    )
+}
+
+fn pipeline_text(name: &str, src_url: &str, src: &str, dst_url: &str, dst: &str) -> String {
+    format!(
+        "name = \"{name}\"\n\n[source]\ntype = \"blob\"\nurl = \"{src_url}\"\ncontainer = \"{src}\"\nexclude = [\"logs/\"]\n\n[target]\nurl = \"{dst_url}\"\ncontainer = \"{dst}\"\n\n{SMALL}"
+    )
+}
+
+/// Download GETs of blobs in `container` the proxy saw (no `comp`: not listings).
+fn downloads(proxy: &FaultProxy, container: &str) -> Vec<String> {
+    let prefix = format!("/devstoreaccount1/{container}/");
+    let mut v: Vec<String> = proxy
+        .stats
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.comp.is_none())
+        .filter_map(|s| s.path.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_backs_up_incrementally_and_restores_into_another_container() {
+    let Some(ep) = support::azurite() else { return };
+    let upstream: std::net::SocketAddr = url::Url::parse(&ep)
+        .expect("endpoint")
+        .socket_addrs(|| None)
+        .expect("addr")[0];
+    let proxy = FaultProxy::start(upstream, FaultConfig::none())
+        .await
+        .expect("proxy");
+    let (srcname, dstname, backname) = (
+        support::unique_container("bsrc"),
+        support::unique_container("bdst"),
+        support::unique_container("bback"),
+    );
+    let src = container(&ep, &srcname).await;
+    let big = noise(5 << 20, 3); // more than one ranged read (4 MiB)
+    put(&src, "top.txt", b"top\n", props("text/plain", &[], &[])).await;
+    put(
+        &src,
+        "data/2024/01/a.csv",
+        b"id,v\n1,2\n",
+        props(
+            "text/csv",
+            &[("origin", "etl"), ("rows", "1")],
+            &[("team", "lake")],
+        ),
+    )
+    .await;
+    put(
+        &src,
+        "data/2024/02/b.bin",
+        &noise(300_000, 1),
+        props("application/octet-stream", &[("k", "v")], &[]),
+    )
+    .await;
+    put(
+        &src,
+        "data/empty",
+        b"",
+        props("text/plain", &[], &[("e", "1")]),
+    )
+    .await;
+    put(
+        &src,
+        "data/big.bin",
+        &big,
+        props("application/x-big", &[], &[]),
+    )
+    .await;
+    put(
+        &src,
+        "logs/skip.log",
+        b"excluded\n",
+        props("text/plain", &[], &[]),
+    )
+    .await;
+
+    let t = tempfile::tempdir().expect("tmp");
+    let src_url = format!(
+        "BlobEndpoint={};SharedAccessSignature={}",
+        proxy.endpoint("devstoreaccount1"),
+        sas()
+    );
+    let pf = t.path().join("lake.toml");
+    std::fs::write(
+        &pf,
+        pipeline_text(
+            "lake",
+            &src_url,
+            &srcname,
+            &support::azurite_connection_string(&ep),
+            &backname,
+        ),
+    )
+    .expect("write");
+    let (p, store) = open(&pf).await;
+
+    // Full backup.
+    let r = backup(&p, &store).await;
+    assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+    assert_eq!(r.totals.files, 5, "{r:?}");
+    assert!(r.verify.as_ref().is_some_and(|v| v.ok()), "{r:?}");
+    let got = downloads(&proxy, &srcname);
+    assert!(!got.iter().any(|n| n.starts_with("logs/")), "{got:?}");
+    for n in [
+        "top.txt",
+        "data/2024/01/a.csv",
+        "data/2024/02/b.bin",
+        "data/big.bin",
+    ] {
+        assert!(got.iter().any(|g| g == n), "{n} not read: {got:?}");
+    }
+    assert_eq!(
+        got.iter().filter(|g| *g == "data/big.bin").count(),
+        2,
+        "5 MiB in 4 MiB reads: {got:?}"
+    );
+
+    // One blob changes; the incremental reads only it.
+    put(
+        &src,
+        "data/2024/01/a.csv",
+        b"id,v\n1,2\n2,3\n",
+        props(
+            "text/csv",
+            &[("origin", "etl"), ("rows", "2")],
+            &[("team", "lake")],
+        ),
+    )
+    .await;
+    proxy.stats.reset_seen();
+    let r2 = backup(&p, &store).await;
+    assert_eq!(r2.status, RunStatus::Ok, "{r2:?}");
+    assert_eq!(r2.kind, "incremental");
+    assert_eq!(downloads(&proxy, &srcname), vec!["data/2024/01/a.csv"]);
+    let ch = r2.changes.as_ref().expect("changes");
+    assert_eq!((ch.changed, ch.unchanged, ch.new, ch.deleted), (1, 4, 0, 0));
+
+    // Restore into an empty container: equal by name, bytes, MD5, type, metadata, tags.
+    let layout = Layout::new(&p.target.prefix);
+    let id = catalog::resolve(&*store, &layout, "latest")
+        .await
+        .expect("latest");
+    let m = catalog::load_head(&*store, &layout, &id)
+        .await
+        .expect("head");
+    let dst = Arc::new(container(&ep, &dstname).await);
+    let opts = RestoreOptions {
+        to: Default::default(),
+        paths: vec![],
+        overwrite: false,
+        concurrency: 2,
+    };
+    let rr = blobpipe::restore::container::restore_to_container(
+        &store,
+        &layout,
+        &m,
+        dst.clone(),
+        &opts,
+        None,
+    )
+    .await
+    .expect("restore");
+    assert!(rr.ok(), "{rr:?}");
+    assert_eq!(rr.files, 5);
+    let mut want = snapshot_of(&src).await;
+    want.remove("logs/skip.log");
+    let have = snapshot_of(&dst).await;
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        have.keys().collect::<Vec<_>>()
+    );
+    for (name, (w, wb)) in &want {
+        let (h, hb) = &have[name];
+        assert_eq!(kept(w), kept(h), "{name}");
+        assert!(wb == hb, "{name}: bytes differ");
+        assert_eq!(w.tags.is_empty(), h.tags.is_empty(), "{name}");
+    }
+    assert_eq!(
+        have["data/2024/01/a.csv"]
+            .0
+            .metadata
+            .get("rows")
+            .map(String::as_str),
+        Some("2")
+    );
+
+    // A second restore into the same container is refused, and replaces nothing.
+    put(
+        &dst,
+        "top.txt",
+        b"changed by someone\n",
+        props("text/plain", &[], &[]),
+    )
+    .await;
+    let e = blobpipe::restore::container::restore_to_container(
+        &store,
+        &layout,
+        &m,
+        dst.clone(),
+        &opts,
+        None,
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(e.kind(), blobpipe::ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("5 blob(s) already exist"), "{e}");
+    assert_eq!(
+        &dst.get("top.txt", None).await.expect("get")[..],
+        b"changed by someone\n"
+    );
+    // With overwrite it is replaced.
+    let rr = blobpipe::restore::container::restore_to_container(
+        &store,
+        &layout,
+        &m,
+        dst.clone(),
+        &RestoreOptions {
+            overwrite: true,
+            ..opts.clone()
+        },
+        None,
+    )
+    .await
+    .expect("overwrite");
+    assert_eq!(rr.files, 5);
+    assert_eq!(&dst.get("top.txt", None).await.expect("get")[..], b"top\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_names_and_archived_blobs_are_reported_and_the_rest_is_kept() {
+    let Some(ep) = support::azurite() else { return };
+    let (srcname, backname) = (
+        support::unique_container("bbad"),
+        support::unique_container("bbadb"),
+    );
+    let src = container(&ep, &srcname).await;
+    put(&src, "ok.txt", b"fine\n", props("text/plain", &[], &[])).await;
+    put(&src, "clash", b"a blob\n", props("text/plain", &[], &[])).await;
+    put(
+        &src,
+        "clash/under",
+        b"below a blob\n",
+        props("text/plain", &[], &[]),
+    )
+    .await;
+    put(
+        &src,
+        "frozen.bin",
+        b"cold data\n",
+        props("text/plain", &[], &[]),
+    )
+    .await;
+    src.set_tier("frozen.bin", Tier::Archive)
+        .await
+        .expect("archive");
+    let t = tempfile::tempdir().expect("tmp");
+    let pf = t.path().join("bad.toml");
+    let conn = support::azurite_connection_string(&ep);
+    std::fs::write(&pf, pipeline_text("bad", &conn, &srcname, &conn, &backname)).expect("write");
+    let (p, store) = open(&pf).await;
+    let r = backup(&p, &store).await;
+    assert_eq!(r.status, RunStatus::Partial, "{r:?}");
+    let problems: BTreeMap<String, String> = r
+        .problems
+        .iter()
+        .map(|p| (p.path.display(), p.error.clone()))
+        .collect();
+    let names: Vec<&str> = problems.keys().map(String::as_str).collect();
+    assert!(names.contains(&"clash/under"), "{problems:?}");
+    assert!(names.contains(&"frozen.bin"), "{problems:?}");
+    assert!(problems["frozen.bin"].contains("Archive"), "{problems:?}");
+    assert_eq!(r.totals.files, 2, "{r:?}");
+    let layout = Layout::new(&p.target.prefix);
+    let id = catalog::resolve(&*store, &layout, "latest")
+        .await
+        .expect("latest");
+    let m = catalog::load(&*store, &layout, &id)
+        .await
+        .expect("manifest");
+    let paths: Vec<String> = m.entries.iter().map(|e| e.path.display()).collect();
+    assert_eq!(paths, vec!["clash", "ok.txt"], "{paths:?}");
+}
+
+fn bp(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_blobpipe"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("AZURE_STORAGE_KEY")
+        .env_remove("AZURE_STORAGE_SAS_TOKEN")
+        .output()
+        .expect("run blobpipe")
+}
+
+#[test]
+fn a_missing_container_or_a_bad_credential_fails_clearly_and_stores_nothing() {
+    let Some(ep) = support::azurite() else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let conn = support::azurite_connection_string(&ep);
+    let back = support::unique_container("bmiss");
+    // No such container.
+    let pf = t.path().join("miss.toml");
+    std::fs::write(
+        &pf,
+        pipeline_text("miss", &conn, "no-such-container-here", &conn, &back),
+    )
+    .expect("write");
+    let o = bp(t.path(), &["-q", "backup", pf.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.contains("no-such-container-here"), "{err}");
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let miss_code = o.status.code();
+    // A wrong key for the source (the target's is right).
+    let bad_key = conn.replace(support::AZURITE_KEY, &"A".repeat(88));
+    let pf = t.path().join("badkey.toml");
+    std::fs::write(
+        &pf,
+        pipeline_text("badkey", &bad_key, "anything-here", &conn, &back),
+    )
+    .expect("write");
+    let o = bp(t.path(), &["-q", "backup", pf.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), miss_code, "{err}");
+    assert!(err.contains("403") || err.contains("authoriz"), "{err}");
+    assert!(!err.contains(&"A".repeat(40)), "the key leaked: {err}");
+    // No snapshot was stored by either.
+    let o = bp(
+        t.path(),
+        &["-q", "--json", "snapshots", pf.to_str().expect("utf-8")],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!out.contains("\"snapshot\""), "{out}");
+    let _ = Pipeline::load(&pf).expect("valid pipeline");
+}
