@@ -319,6 +319,17 @@ async fn a_container_backs_up_incrementally_and_restores_into_another_container(
             .map(String::as_str),
         Some("2")
     );
+    // Tags made it through the listing, the manifest and the restore.
+    for (blobs, who) in [(&want, "source"), (&have, "restored")] {
+        let a = &blobs["data/2024/01/a.csv"].0;
+        assert_eq!(
+            a.tags.get("team").map(String::as_str),
+            Some("lake"),
+            "{who}"
+        );
+        assert_eq!(a.content_type.as_deref(), Some("text/csv"), "{who}");
+        assert!(a.content_md5.is_some(), "{who}");
+    }
 
     // A second restore into the same container is refused, and replaces nothing.
     put(
