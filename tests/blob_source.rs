@@ -482,3 +482,163 @@ fn a_missing_container_or_a_bad_credential_fails_clearly_and_stores_nothing() {
     assert!(!out.contains("\"snapshot\""), "{out}");
     let _ = Pipeline::load(&pf).expect("valid pipeline");
 }
+
+/// Back up `moving.bin` (5 MiB: two ranged reads) through a proxy whose filter sees
+/// every download of it; `on_get(n)` decides for the n-th whether to answer 412.
+async fn backup_with_changes(
+    tag: &str,
+    on_get: impl Fn(usize, &str, &str) -> bool + Send + Sync + 'static,
+) -> (blobpipe::pipeline::BackupReport, Vec<String>, Vec<u8>) {
+    let ep = support::azurite().expect("azurite");
+    let upstream: std::net::SocketAddr = url::Url::parse(&ep)
+        .expect("endpoint")
+        .socket_addrs(|| None)
+        .expect("addr")[0];
+    let proxy = FaultProxy::start(
+        upstream,
+        FaultConfig {
+            rate: 1.0,
+            kinds: vec![support::faultproxy::Fault::Precondition412],
+            ..FaultConfig::none()
+        },
+    )
+    .await
+    .expect("proxy");
+    let (srcname, backname) = (
+        support::unique_container(&format!("{tag}s")),
+        support::unique_container(&format!("{tag}b")),
+    );
+    let src = container(&ep, &srcname).await;
+    put(
+        &src,
+        "moving.bin",
+        &noise(5 << 20, 10),
+        props("a/b", &[], &[]),
+    )
+    .await;
+    put(
+        &src,
+        "steady.txt",
+        b"steady\n",
+        props("text/plain", &[], &[]),
+    )
+    .await;
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let path = format!("/devstoreaccount1/{srcname}/moving.bin");
+    let (ep2, src2) = (ep.clone(), srcname.clone());
+    proxy.set_filter(Some(Arc::new(move |s: &support::faultproxy::Seen| {
+        if s.method != "GET" || s.comp.is_some() || s.path != path {
+            return false;
+        }
+        on_get(
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            &ep2,
+            &src2,
+        )
+    })));
+    let t = tempfile::tempdir().expect("tmp");
+    let pf = t.path().join("moving.toml");
+    let src_url = format!(
+        "BlobEndpoint={};SharedAccessSignature={}",
+        proxy.endpoint("devstoreaccount1"),
+        sas()
+    );
+    let conn = support::azurite_connection_string(&ep);
+    std::fs::write(
+        &pf,
+        pipeline_text("moving", &src_url, &srcname, &conn, &backname),
+    )
+    .expect("write");
+    let (p, store) = open(&pf).await;
+    let r = backup(&p, &store).await;
+    let got = downloads(&proxy, &srcname);
+    // What a restore of moving.bin gives back.
+    let layout = Layout::new(&p.target.prefix);
+    let id = r.snapshot.clone().expect("snapshot");
+    let m = catalog::load(&*store, &layout, &id)
+        .await
+        .expect("manifest");
+    let out = t.path().join("out");
+    blobpipe::restore::restore(
+        &store,
+        &layout,
+        &m,
+        &RestoreOptions {
+            to: out.clone(),
+            paths: vec!["moving.bin".into()],
+            overwrite: false,
+            concurrency: 1,
+        },
+        None,
+    )
+    .await
+    .expect("restore");
+    let data = std::fs::read(out.join("moving.bin")).expect("restored");
+    (r, got, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_that_changes_while_read_is_read_again() {
+    if support::azurite().is_none() {
+        return;
+    }
+    // The first read finds a new version (412); the blob is read once more, whole.
+    let (r, got, data) = backup_with_changes("chg1", |n, _, _| n == 0).await;
+    assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+    assert!(r.inconsistent.is_empty(), "{r:?}");
+    let moving: Vec<_> = got.iter().filter(|g| *g == "moving.bin").collect();
+    assert_eq!(
+        moving.len(),
+        3,
+        "one refused read, then two ranges: {got:?}"
+    );
+    assert_eq!(data, noise(5 << 20, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_that_keeps_changing_is_recorded_as_inconsistent() {
+    if support::azurite().is_none() {
+        return;
+    }
+    // 412 on the first read; as the second read starts, the blob is replaced, so its
+    // first range comes from a newer version than the one the re-read set out to read.
+    let (r, got, data) = backup_with_changes("chg2", |n, ep, container_name| {
+        if n == 1 {
+            let (ep, c) = (ep.to_string(), container_name.to_string());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("rt");
+                rt.block_on(async {
+                    let s = container(&ep, &c).await;
+                    put(
+                        &s,
+                        "moving.bin",
+                        &noise(5 << 20, 11),
+                        props("a/b", &[], &[]),
+                    )
+                    .await;
+                });
+            })
+            .join()
+            .expect("writer");
+        }
+        n == 0
+    })
+    .await;
+    assert_eq!(r.status, RunStatus::Partial, "{r:?}");
+    assert_eq!(
+        r.inconsistent
+            .iter()
+            .map(|p| p.display())
+            .collect::<Vec<_>>(),
+        vec!["moving.bin"],
+        "{r:?}"
+    );
+    assert!(r.problems.is_empty(), "{r:?}");
+    let moving = got.iter().filter(|g| *g == "moving.bin").count();
+    assert_eq!(moving, 3, "read once more, not again: {got:?}");
+    // What was stored is the service's bytes (here, all of the newer version).
+    assert_eq!(data, noise(5 << 20, 11));
+}

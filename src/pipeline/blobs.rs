@@ -12,9 +12,10 @@
 //! - a blob is read in ranged GETs of [`READ_CHUNK`] bytes, each with `If-Match` on the
 //!   listed ETag, straight into the pack's tar stream, hashing it (SHA-256 for the
 //!   manifest, MD5 against the blob's own Content-MD5). If the blob changes while read
-//!   (412), its properties are read again and it is read once more under the new ETag;
-//!   a second change stores what was read and marks the entry inconsistent, as a file
-//!   that keeps changing is.
+//!   (412), its properties are read again and it is read once more, without `If-Match`
+//!   (so what is stored is the service's bytes, not padding), checking every range's
+//!   ETag against the new one; a second change stores what was read and marks the entry
+//!   inconsistent, as a file that keeps changing is.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -152,15 +153,20 @@ pub(super) fn spawn_listing(
     })
 }
 
-/// Reads one version of a source blob in ranged GETs as a [`Read`]: a changed (412) or
-/// vanished blob reads as end of data and sets `changed`; a store failure reads as end
-/// of data and is kept in `error` (the partition fails and is retried).
+/// Reads a source blob in ranged GETs as a [`Read`]. With `if_match`, only the version
+/// `etag` is read: a changed (412) or vanished blob reads as end of data and sets
+/// `changed`. Without it, any range from another version than `etag` sets `changed`
+/// (the bytes are still the service's). A store failure reads as end of data and is
+/// kept in `error` (the partition fails and is retried).
 struct BlobReader<'a> {
     ctx: &'a Ctx,
     src: &'a AzureStore,
     name: &'a str,
     etag: &'a str,
+    if_match: bool,
     size: u64,
+    /// A range came from another version than `etag` (reads without `If-Match`).
+    mixed: bool,
     pos: u64,
     buf: bytes::Bytes,
     md5: Md5,
@@ -179,12 +185,17 @@ impl Read for BlobReader<'_> {
                 return Ok(0);
             }
             let end = (self.pos + READ_CHUNK).min(self.size);
-            match self
-                .ctx
-                .rt
-                .block_on(self.src.read_version(self.name, self.pos..end, self.etag))
-            {
-                Ok(Some(b)) => {
+            match self.ctx.rt.block_on(self.src.read_version(
+                self.name,
+                self.pos..end,
+                self.if_match.then_some(self.etag),
+            )) {
+                Ok(Some((b, etag))) => {
+                    // Without If-Match the read goes on: every byte stored is the
+                    // service's, and the entry is marked inconsistent.
+                    if etag != self.etag {
+                        self.mixed = true;
+                    }
                     self.pos = end;
                     self.md5.update(&b);
                     self.buf = b;
@@ -340,11 +351,15 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
                     src,
                     name,
                     etag: &now.meta.etag,
+                    // The listed version first; after a change, whatever is there now,
+                    // judged by the ETag of every range.
+                    if_match: attempt == 0,
                     size: now.size,
                     pos: 0,
                     buf: bytes::Bytes::new(),
                     md5: Md5::new(),
                     changed: false,
+                    mixed: false,
                     error: None,
                 };
                 let e0 = blob::entry_of(&now);
@@ -359,7 +374,7 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
                 if let Some(e) = r.error.take() {
                     return Err(e.context(format!("reading source blob {name}")));
                 }
-                let changed = r.changed || read.shrank || read.grew;
+                let changed = r.changed || r.mixed || read.shrank || read.grew;
                 let md5: [u8; 16] = r.md5.finalize().into();
                 entry = blob::entry_of(&now);
                 entry.pack = Some(pk.id.clone());

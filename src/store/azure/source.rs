@@ -43,7 +43,8 @@ pub struct SourceBlob {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// ETag (changes with every write of content or metadata; not with tags).
+    /// ETag, without quotes (changes with every write of content or metadata; not with
+    /// tags).
     pub etag: String,
     /// Last modification.
     pub last_modified: chrono::DateTime<chrono::Utc>,
@@ -83,6 +84,12 @@ pub struct RestoredBlob {
     pub tags: BTreeMap<String, String>,
     /// Replace an existing blob (otherwise an existing one is a `Conflict`).
     pub overwrite: bool,
+}
+
+/// An ETag without the quotes HTTP headers put around it (listings give it bare), so the
+/// two compare equal.
+pub fn bare(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_string()
 }
 
 impl AzureStore {
@@ -153,7 +160,7 @@ impl AzureStore {
                 Some(SourceBlob {
                     name: self.strip(&name).to_string(),
                     size: p.content_length.unwrap_or(0),
-                    etag: p.etag.map(|e| e.to_string()).unwrap_or_default(),
+                    etag: p.etag.map(|e| bare(&e.to_string())).unwrap_or_default(),
                     last_modified: to_chrono(p.last_modified),
                     content_md5: p.content_md5.and_then(|v| <[u8; 16]>::try_from(v).ok()),
                     content_type: p.content_type.filter(|t| !t.is_empty()),
@@ -192,7 +199,7 @@ impl AzureStore {
                     etag: r
                         .etag()
                         .map_err(m)?
-                        .map(|e| e.to_string())
+                        .map(|e| bare(&e.to_string()))
                         .unwrap_or_default(),
                     last_modified: to_chrono(r.last_modified().map_err(m)?),
                     content_md5: r
@@ -211,8 +218,9 @@ impl AzureStore {
         }
     }
 
-    /// Read `range` of the version `etag` of `blob` in one GET. `Ok(None)` when the blob
-    /// changed (412: its ETag is no longer `etag`) or is gone (404).
+    /// Read `range` of `blob` in one GET, with its ETag. With `if_match`, only the version
+    /// `if_match` is read. `Ok(None)` when the blob changed (412), is gone (404) or no
+    /// longer reaches the range (416).
     ///
     /// # Errors
     /// `Archived` for an Archive-tier blob, `Integrity` for a short read, `Store`.
@@ -220,28 +228,40 @@ impl AzureStore {
         &self,
         blob: &str,
         range: Range<u64>,
-        etag: &str,
-    ) -> Result<Option<bytes::Bytes>> {
+        if_match: Option<&str>,
+    ) -> Result<Option<(bytes::Bytes, String)>> {
         let what = format!("reading {}..{} of {blob}", range.start, range.end);
         let want = range.end.saturating_sub(range.start);
         if want == 0 {
-            return Ok(Some(bytes::Bytes::new()));
+            return Ok(Some((
+                bytes::Bytes::new(),
+                if_match.unwrap_or("").to_string(),
+            )));
         }
         let o = BlobClientDownloadOptions {
             range: Some(HttpRange::from(range)),
             partition_size: NonZero::new(usize::try_from(want).unwrap_or(usize::MAX)),
             parallel: NonZero::new(1),
-            if_match: Some(Etag::from(etag.to_string())),
+            if_match: if_match.map(|e| Etag::from(format!("\"{e}\""))),
             ..Default::default()
+        };
+        let changed = |e: &azure_core::Error| {
+            http_parts(e).is_some_and(|(s, _)| matches!(s, 404 | 412 | 416))
         };
         let res = match self.blob(blob).download(Some(o)).await {
             Ok(r) => r,
-            Err(e) if http_parts(&e).is_some_and(|(s, _)| s == 412 || s == 404) => return Ok(None),
+            Err(e) if changed(&e) => return Ok(None),
             Err(e) => return Err(map_error(&what, e)),
         };
+        let etag = res
+            .properties
+            .etag
+            .as_ref()
+            .map(|e| bare(&e.to_string()))
+            .unwrap_or_default();
         let bytes = match res.body.collect().await {
             Ok(b) => b,
-            Err(e) if http_parts(&e).is_some_and(|(s, _)| s == 412 || s == 404) => return Ok(None),
+            Err(e) if changed(&e) => return Ok(None),
             Err(e) => return Err(map_error(&what, e)),
         };
         if bytes.len() as u64 != want {
@@ -250,7 +270,7 @@ impl AzureStore {
                 bytes.len()
             )));
         }
-        Ok(Some(bytes))
+        Ok(Some((bytes, etag)))
     }
 
     /// Commit `block_ids` (staged with [`super::BlobStore::stage_block`]) as the restored
