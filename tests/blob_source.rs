@@ -642,3 +642,119 @@ async fn a_blob_that_keeps_changing_is_recorded_as_inconsistent() {
     // What was stored is the service's bytes (here, all of the newer version).
     assert_eq!(data, noise(5 << 20, 11));
 }
+
+/// `validate`, `backup` and `restore --to-container` of a blob pipeline whose source is
+/// read with a SAS connection string and whose target and destination use the account
+/// key: no key, no SAS signature in any output, plain or `--json`, even at trace level.
+#[test]
+fn blob_commands_print_no_key_and_no_sas() {
+    let Some(ep) = support::azurite() else { return };
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let (srcname, backname, dstname) = (
+        support::unique_container("lsrc"),
+        support::unique_container("lback"),
+        support::unique_container("ldst"),
+    );
+    rt.block_on(async {
+        let src = container(&ep, &srcname).await;
+        put(
+            &src,
+            "a/b.txt",
+            b"hello\n",
+            props("text/plain", &[("m", "1")], &[("t", "2")]),
+        )
+        .await;
+    });
+    let sas = sas();
+    let sig = sas
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sig="))
+        .expect("sig")
+        .to_string();
+    let key = support::azurite_connection_string(&ep);
+    let needles = [
+        support::AZURITE_KEY.to_string(),
+        support::AZURITE_KEY[..16].to_string(),
+        sig.clone(),
+        sig[..16].to_string(),
+        "AccountKey=".to_string(),
+    ];
+    let t = tempfile::tempdir().expect("tmp");
+    let pf = t.path().join("leak.toml");
+    std::fs::write(
+        &pf,
+        pipeline_text(
+            "leak",
+            &format!("BlobEndpoint={ep};SharedAccessSignature={sas}"),
+            &srcname,
+            &key,
+            &backname,
+        ),
+    )
+    .expect("write");
+    let pf = pf.to_str().expect("utf-8");
+    let dest_url = format!("{ep}/{dstname}");
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["validate", pf],
+        vec!["--json", "validate", pf],
+        vec!["backup", pf],
+        vec!["--json", "backup", pf],
+        vec!["--json", "restore", pf, "--to-container", &dest_url],
+        vec!["restore", pf, "--to-container", &dest_url, "--overwrite"],
+    ];
+    for args in runs {
+        for trace in [false, true] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_blobpipe"));
+            c.args(&args)
+                .current_dir(t.path())
+                .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+                .env_remove("AZURE_STORAGE_SAS_TOKEN")
+                // The destination URL names no secret: the key comes from the environment.
+                .env("AZURE_STORAGE_KEY", support::AZURITE_KEY);
+            if trace {
+                c.env("RUST_LOG", "trace");
+            } else {
+                c.env_remove("RUST_LOG");
+            }
+            let o = c.output().expect("run");
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            for n in &needles {
+                assert!(!all.contains(n.as_str()), "{args:?} printed {n:?}:\n{all}");
+            }
+            // The second `restore` without --overwrite meets the first one's blobs.
+            let refused = args.contains(&"restore") && !args.contains(&"--overwrite") && trace;
+            let want = if refused { 7 } else { 0 };
+            assert_eq!(
+                o.status.code(),
+                Some(want),
+                "{args:?} trace={trace}:\n{all}"
+            );
+        }
+    }
+    let restored = rt.block_on(async {
+        let d = container(&ep, &dstname).await;
+        d.get("a/b.txt", None).await.expect("restored blob")
+    });
+    assert_eq!(&restored[..], b"hello\n");
+}
+
+#[test]
+fn a_blob_source_without_url_or_with_a_bad_glob_is_refused_at_its_line() {
+    let t = tempfile::tempdir().expect("tmp");
+    let pf = t.path().join("bad.toml");
+    std::fs::write(
+        &pf,
+        "name = \"bad\"\n\n[source]\ntype = \"blob\"\ncontainer = \"lake\"\ninclude = [\"[abc\"]\nroot = \"/tmp\"\n\n[target]\nurl = \"file:///tmp/x\"\n",
+    )
+    .expect("write");
+    let o = bp(t.path(), &["validate", pf.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("source.url"), "{err}");
+    assert!(err.contains("bad.toml:6:"), "the glob at its line: {err}");
+    assert!(err.contains("bad.toml:7:"), "root is not a blob key: {err}");
+}
