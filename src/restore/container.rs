@@ -98,7 +98,7 @@ pub async fn restore_to_container(
     drop(packs);
     // Pass 2: nothing selected exists in the destination yet.
     if !opts.overwrite {
-        let mut listing = Listing::new(&*dest);
+        let mut listing = Listing::new(&dest);
         let mut clashes = Vec::new();
         let mut n = 0usize;
         for i in 0..batches {

@@ -465,6 +465,101 @@ fn check_fs_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> FsSource
     }
 }
 
+/// `type = "blob"`: `url` is an Azure target string (any form the store accepts, any
+/// credential the chain supports; the path after the container is the prefix backed
+/// up), `container` names the container when the URL does not, `include`/`exclude` are
+/// gitignore-style globs on blob names.
+fn check_blob_source(c: &mut Checker<'_>, s: &SourceSpec) -> BlobSourceConfig {
+    let container = match &s.container {
+        Some(v) => {
+            let name = c.interp(v, "source.container");
+            let ok = (3..=63).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-')
+                && !name.contains("--");
+            if !ok {
+                c.at(
+                    v.span(),
+                    "source.container",
+                    format!("invalid container name {name:?}"),
+                    "use 3–63 characters of a–z, 0–9 and single '-' (Azure container rules)",
+                );
+            }
+            Some(name)
+        }
+        None => None,
+    };
+    let (location, display) = match &s.url {
+        Some(v) => {
+            let u = c.interp(v, "source.url");
+            let secret = Secret::new(u);
+            // A placeholder default tells "the URL names no container" apart.
+            const NONE: &str = "no-container-named";
+            match crate::store::azure::builder::AzureTarget::parse(
+                &secret,
+                container.as_deref().unwrap_or(NONE),
+            ) {
+                Ok(t) if container.is_none() && t.container == NONE => {
+                    c.at(
+                        v.span(),
+                        "source.url",
+                        "names no container",
+                        "add the container to the URL (azure://account/container) or set \
+                         source.container",
+                    );
+                    (secret, String::new())
+                }
+                Ok(t) => (secret, t.summary()),
+                Err(e) => {
+                    // The parser's messages are redacted (they never quote the string).
+                    c.at(
+                        v.span(),
+                        "source.url",
+                        e.message(),
+                        "see docs/blob-source.md for the accepted forms",
+                    );
+                    (secret, String::new())
+                }
+            }
+        }
+        None => {
+            c.missing(
+                "source.url",
+                "add url = \"azure://account/container[/prefix]\" (or an https URL with a SAS, \
+                 or a connection string through ${VAR})",
+            );
+            (Secret::new(String::new()), String::new())
+        }
+    };
+    let mut globs = |list: &[Spanned<String>], key: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for g in list {
+            if let Err(e) = crate::extract::fs::walk::check_glob(g.get_ref()) {
+                c.at(
+                    g.span(),
+                    key,
+                    format!("invalid glob {:?}: {e}", g.get_ref()),
+                    "gitignore syntax on blob names, e.g. \"raw/**/*.parquet\" or \"tmp/\"",
+                );
+            }
+            out.push(g.get_ref().clone());
+        }
+        out
+    };
+    let include = globs(&s.include, "source.include");
+    let exclude = globs(&s.exclude, "source.exclude");
+    BlobSourceConfig {
+        location,
+        container: container.unwrap_or_default(),
+        display,
+        include,
+        exclude,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -623,100 +718,5 @@ url = "memory://x"
             .unwrap_err()
             .to_string();
         assert!(e.contains("invalid stream name"), "{e}");
-    }
-}
-
-/// `type = "blob"`: `url` is an Azure target string (any form the store accepts, any
-/// credential the chain supports; the path after the container is the prefix backed
-/// up), `container` names the container when the URL does not, `include`/`exclude` are
-/// gitignore-style globs on blob names.
-fn check_blob_source(c: &mut Checker<'_>, s: &SourceSpec) -> BlobSourceConfig {
-    let container = match &s.container {
-        Some(v) => {
-            let name = c.interp(v, "source.container");
-            let ok = (3..=63).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !name.starts_with('-')
-                && !name.ends_with('-')
-                && !name.contains("--");
-            if !ok {
-                c.at(
-                    v.span(),
-                    "source.container",
-                    format!("invalid container name {name:?}"),
-                    "use 3–63 characters of a–z, 0–9 and single '-' (Azure container rules)",
-                );
-            }
-            Some(name)
-        }
-        None => None,
-    };
-    let (location, display) = match &s.url {
-        Some(v) => {
-            let u = c.interp(v, "source.url");
-            let secret = Secret::new(u);
-            // A placeholder default tells "the URL names no container" apart.
-            const NONE: &str = "no-container-named";
-            match crate::store::azure::builder::AzureTarget::parse(
-                &secret,
-                container.as_deref().unwrap_or(NONE),
-            ) {
-                Ok(t) if container.is_none() && t.container == NONE => {
-                    c.at(
-                        v.span(),
-                        "source.url",
-                        "names no container",
-                        "add the container to the URL (azure://account/container) or set \
-                         source.container",
-                    );
-                    (secret, String::new())
-                }
-                Ok(t) => (secret, t.summary()),
-                Err(e) => {
-                    // The parser's messages are redacted (they never quote the string).
-                    c.at(
-                        v.span(),
-                        "source.url",
-                        e.message(),
-                        "see docs/blob-source.md for the accepted forms",
-                    );
-                    (secret, String::new())
-                }
-            }
-        }
-        None => {
-            c.missing(
-                "source.url",
-                "add url = \"azure://account/container[/prefix]\" (or an https URL with a SAS, \
-                 or a connection string through ${VAR})",
-            );
-            (Secret::new(String::new()), String::new())
-        }
-    };
-    let mut globs = |list: &[Spanned<String>], key: &str| -> Vec<String> {
-        let mut out = Vec::new();
-        for g in list {
-            if let Err(e) = crate::extract::fs::walk::check_glob(g.get_ref()) {
-                c.at(
-                    g.span(),
-                    key,
-                    format!("invalid glob {:?}: {e}", g.get_ref()),
-                    "gitignore syntax on blob names, e.g. \"raw/**/*.parquet\" or \"tmp/\"",
-                );
-            }
-            out.push(g.get_ref().clone());
-        }
-        out
-    };
-    let include = globs(&s.include, "source.include");
-    let exclude = globs(&s.exclude, "source.exclude");
-    BlobSourceConfig {
-        location,
-        container: container.unwrap_or_default(),
-        display,
-        include,
-        exclude,
     }
 }

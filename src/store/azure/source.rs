@@ -160,7 +160,7 @@ impl AzureStore {
                 Some(SourceBlob {
                     name: self.strip(&name).to_string(),
                     size: p.content_length.unwrap_or(0),
-                    etag: p.etag.map(|e| bare(&e.to_string())).unwrap_or_default(),
+                    etag: p.etag.map(|e| bare(e.as_ref())).unwrap_or_default(),
                     last_modified: to_chrono(p.last_modified),
                     content_md5: p.content_md5.and_then(|v| <[u8; 16]>::try_from(v).ok()),
                     content_type: p.content_type.filter(|t| !t.is_empty()),
@@ -199,7 +199,7 @@ impl AzureStore {
                     etag: r
                         .etag()
                         .map_err(m)?
-                        .map(|e| bare(&e.to_string()))
+                        .map(|e| bare(e.as_ref()))
                         .unwrap_or_default(),
                     last_modified: to_chrono(r.last_modified().map_err(m)?),
                     content_md5: r
@@ -257,7 +257,7 @@ impl AzureStore {
             .properties
             .etag
             .as_ref()
-            .map(|e| bare(&e.to_string()))
+            .map(|e| bare(e.as_ref()))
             .unwrap_or_default();
         let bytes = match res.body.collect().await {
             Ok(b) => b,
