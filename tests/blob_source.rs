@@ -9,9 +9,14 @@
 //! - `restore --to-container` into an empty container gives the same names, bytes,
 //!   Content-MD5, content types, metadata and tags; a second restore is refused without
 //!   `--overwrite` and nothing is replaced;
+//! - a blob that changes while read (412 injected at the proxy) is read once more; one
+//!   that changes again is stored as read and recorded as inconsistent;
+//! - a failed run resumes with the same run id without downloading the blobs of its
+//!   finished partitions again;
 //! - names that cannot be paths and Archive-tier blobs are reported, not lost silently;
 //! - a missing source container and a bad credential fail with a clear error and exit 1
-//!   (a failed run), storing no snapshot.
+//!   (a failed run), storing no snapshot; a bad `[source]` is refused at its line;
+//! - no command of a blob pipeline prints a key or a SAS signature.
 //!
 //! Needs `AZURITE_BLOB_ENDPOINT` (see `tests/support`).
 
@@ -757,4 +762,77 @@ fn a_blob_source_without_url_or_with_a_bad_glob_is_refused_at_its_line() {
     assert!(err.contains("source.url"), "{err}");
     assert!(err.contains("bad.toml:6:"), "the glob at its line: {err}");
     assert!(err.contains("bad.toml:7:"), "root is not a blob key: {err}");
+}
+
+/// A blob backup whose run fails (a part record cannot be written) resumes with the same
+/// run id: finished partitions are taken from their part records and their blobs are not
+/// downloaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_blob_backup_resumes_without_reading_finished_partitions_again() {
+    let Some(ep) = support::azurite() else { return };
+    let upstream: std::net::SocketAddr = url::Url::parse(&ep)
+        .expect("endpoint")
+        .socket_addrs(|| None)
+        .expect("addr")[0];
+    let proxy = FaultProxy::start(upstream, FaultConfig::none())
+        .await
+        .expect("proxy");
+    let srcname = support::unique_container("bres");
+    let src = container(&ep, &srcname).await;
+    for i in 0..40 {
+        put(
+            &src,
+            &format!("d/{i:03}.bin"),
+            &noise(20_000, i),
+            props("a/b", &[], &[]),
+        )
+        .await;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let pf = t.path().join("res.toml");
+    let mem = unique("blobres");
+    std::fs::write(
+        &pf,
+        pipeline_text(
+            "res",
+            &format!(
+                "BlobEndpoint={};SharedAccessSignature={}",
+                proxy.endpoint("devstoreaccount1"),
+                sas()
+            ),
+            &srcname,
+            &format!("memory://{mem}"),
+            "backups",
+        ) + "[retry]\nattempts = 2\ninitial_backoff = \"1ms\"\n",
+    )
+    .expect("write");
+    let p = Pipeline::load(&pf).expect("load");
+    let s = blobpipe::store::open(&p.target, &p.retry)
+        .await
+        .expect("store");
+    let ms = blobpipe::store::memory::MemoryStore::shared(&format!("{mem}/backups"));
+    ms.fail_writes_containing(Some("/f-00001-"));
+    let opts = || blobpipe::pipeline::BackupOptions {
+        run_id: Some("run-b".into()),
+        ..Default::default()
+    };
+    let e = blobpipe::pipeline::backup(&p, s.clone(), opts())
+        .await
+        .expect_err("fails");
+    assert_eq!(e.kind(), blobpipe::ErrorKind::Store, "{e}");
+    let first = downloads(&proxy, &srcname).len();
+    assert!(first >= 2, "{first}");
+    ms.fail_writes_containing(None);
+    proxy.stats.reset_seen();
+    let r = blobpipe::pipeline::backup(&p, s.clone(), opts())
+        .await
+        .expect("resumed");
+    assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+    assert_eq!(r.totals.files, 40, "{r:?}");
+    assert!(r.partitions_resumed >= 1, "{r:?}");
+    let again = downloads(&proxy, &srcname).len();
+    assert!(
+        again < 40,
+        "finished partitions were read again: {again} downloads"
+    );
 }

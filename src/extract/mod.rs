@@ -9,6 +9,9 @@
 //! The plan is stored with the run (`parts/<run-id>/plan.json.gz`), so a resumed run
 //! works through exactly the partitions the first attempt planned.
 //!
+//! A blob container ([`blob`]) is cut the same way, by name range, from a listing the
+//! engine reads page by page (the source holds no store client).
+//!
 //! Database and command sources are *streamed*: a [`Session`] is opened per run attempt
 //! (for PostgreSQL it holds the coordinating transaction whose snapshot every worker
 //! adopts), its work items are the partitions, and each item is read by a producer task
