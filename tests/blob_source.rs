@@ -648,7 +648,7 @@ async fn a_blob_that_keeps_changing_is_recorded_as_inconsistent() {
     assert_eq!(data, noise(5 << 20, 11));
 }
 
-/// `validate`, `backup` and `restore --to-container` of a blob pipeline whose source is
+/// `validate`, `backup`, `restore --to-container` and `copy` of a blob pipeline whose source is
 /// read with a SAS connection string and whose target and destination use the account
 /// key: no key, no SAS signature in any output, plain or `--json`, even at trace level.
 #[test]
@@ -699,6 +699,20 @@ fn blob_commands_print_no_key_and_no_sas() {
     .expect("write");
     let pf = pf.to_str().expect("utf-8");
     let dest_url = format!("{ep}/{dstname}");
+    // A second pipeline to `copy` the snapshots into (its store: the account key too).
+    let pf2 = t.path().join("leak2.toml");
+    std::fs::write(
+        &pf2,
+        pipeline_text(
+            "leak",
+            &format!("BlobEndpoint={ep};SharedAccessSignature={sas}"),
+            &srcname,
+            &key,
+            &support::unique_container("lcopy"),
+        ),
+    )
+    .expect("write");
+    let pf2 = pf2.to_str().expect("utf-8");
     let runs: Vec<Vec<&str>> = vec![
         vec!["validate", pf],
         vec!["--json", "validate", pf],
@@ -706,6 +720,8 @@ fn blob_commands_print_no_key_and_no_sas() {
         vec!["--json", "backup", pf],
         vec!["--json", "restore", pf, "--to-container", &dest_url],
         vec!["restore", pf, "--to-container", &dest_url, "--overwrite"],
+        vec!["copy", pf, pf2],
+        vec!["--json", "copy", pf, pf2],
     ];
     for args in runs {
         for trace in [false, true] {

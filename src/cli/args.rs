@@ -64,6 +64,16 @@ pub enum Command {
     /// Run a pipeline: extract → compress → upload → commit → verify.
     #[command(alias = "run")]
     Backup(BackupArgs),
+    /// Copy snapshots (packs, segments, manifests) to another pipeline's store, e.g. in a
+    /// second region: resumable, every block MD5-checked, the manifest written last.
+    Copy {
+        /// Pipeline file whose snapshots are copied.
+        from: PathBuf,
+        /// Pipeline file of the destination (its target is where the copies go).
+        to: PathBuf,
+        /// Snapshots to copy (ids, prefixes or `latest`); all when none.
+        snapshots: Vec<String>,
+    },
     /// List snapshots.
     Snapshots {
         /// Pipeline file.

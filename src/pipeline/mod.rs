@@ -23,6 +23,7 @@
 mod alerts;
 mod blobs;
 mod commit;
+pub mod copy;
 pub mod drill;
 pub mod drill_db;
 mod files;
