@@ -64,6 +64,16 @@ pub enum Command {
     /// Run a pipeline: extract → compress → upload → commit → verify.
     #[command(alias = "run")]
     Backup(BackupArgs),
+    /// Copy snapshots (packs, segments, manifests) to another pipeline's store, e.g. in a
+    /// second region: resumable, every block MD5-checked, the manifest written last.
+    Copy {
+        /// Pipeline file whose snapshots are copied.
+        from: PathBuf,
+        /// Pipeline file of the destination (its target is where the copies go).
+        to: PathBuf,
+        /// Snapshots to copy (ids, prefixes or `latest`); all when none.
+        snapshots: Vec<String>,
+    },
     /// List snapshots.
     Snapshots {
         /// Pipeline file.
@@ -284,8 +294,18 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub sel: SnapshotSel,
     /// Target directory.
-    #[arg(long, required_unless_present = "to_db", conflicts_with = "to_db")]
+    #[arg(
+        long,
+        required_unless_present_any = ["to_db", "to_container"],
+        conflicts_with_all = ["to_db", "to_container"]
+    )]
     pub to: Option<PathBuf>,
+    /// Restore the files as blobs into this container instead: an Azure target string
+    /// (`azure://account/container[/prefix]`, an https URL with a SAS, a connection
+    /// string; keys and SAS are best given through the environment, e.g.
+    /// `AZURE_STORAGE_KEY`). Blobs keep their content type, metadata and tags.
+    #[arg(long, value_name = "TARGET", conflicts_with = "to_db")]
+    pub to_container: Option<String>,
     /// Load the snapshot's tables into this database instead (`postgres://…`,
     /// `mysql://…`). The password may come from `${ENV}` in the URL, or from
     /// `PGPASSWORD` / `MYSQL_PWD` when the URL has none.

@@ -47,6 +47,11 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Validate { pipeline } => validate::validate(&pipeline, json),
         Command::Backup(a) => backup::backup(a, json, quiet).await,
         Command::Snapshots { pipeline } => snapshots::snapshots(&pipeline, json).await,
+        Command::Copy {
+            from,
+            to,
+            snapshots: ids,
+        } => snapshots::copy(&from, &to, &ids, json).await,
         Command::Diff { pipeline, from, to } => snapshots::diff(&pipeline, &from, &to, json).await,
         Command::Ls {
             pipeline,

@@ -19,13 +19,15 @@ pub enum SourceConfig {
     Mysql(DbSourceConfig),
     /// The standard output of a command.
     Command(CommandSourceConfig),
+    /// The blobs of an Azure container (or a prefix of one).
+    Blob(BlobSourceConfig),
 }
 
 impl SourceConfig {
     /// Whether this source is a database or a command: its runs re-plan on resume and
     /// never reuse part records (a new attempt sees a new snapshot of the data).
     pub fn is_streamed(&self) -> bool {
-        !matches!(self, SourceConfig::Fs(_))
+        !matches!(self, SourceConfig::Fs(_) | SourceConfig::Blob(_))
     }
 }
 
@@ -95,4 +97,21 @@ impl PartitionsConfig {
     pub const DEFAULT_SIZE: u64 = 64 << 20;
     /// The default entry bound of a partition.
     pub const DEFAULT_MAX_ENTRIES: usize = 8192;
+}
+
+/// A blob-container source.
+#[derive(Debug, Clone)]
+pub struct BlobSourceConfig {
+    /// The container as an Azure target string (`azure://account/container[/prefix]`,
+    /// an https URL with a SAS, a connection string…): the store's credential chain
+    /// applies. May hold a key or SAS, so it is a secret.
+    pub location: Secret,
+    /// Container, when the location names none.
+    pub container: String,
+    /// Printable form (no secret): `azure://account/container[/prefix]`.
+    pub display: String,
+    /// Gitignore-style include patterns on blob names (empty: every blob).
+    pub include: Vec<String>,
+    /// Gitignore-style exclude patterns.
+    pub exclude: Vec<String>,
 }

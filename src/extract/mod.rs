@@ -9,6 +9,9 @@
 //! The plan is stored with the run (`parts/<run-id>/plan.json.gz`), so a resumed run
 //! works through exactly the partitions the first attempt planned.
 //!
+//! A blob container ([`blob`]) is cut the same way, by name range, from a listing the
+//! engine reads page by page (the source holds no store client).
+//!
 //! Database and command sources are *streamed*: a [`Session`] is opened per run attempt
 //! (for PostgreSQL it holds the coordinating transaction whose snapshot every worker
 //! adopts), its work items are the partitions, and each item is read by a producer task
@@ -16,6 +19,7 @@
 //! packing thread. A streamed plan is never stored or reused: a resumed attempt reads a
 //! new snapshot, and mixing part records of two snapshots would break consistency.
 
+pub mod blob;
 pub mod command;
 pub mod config;
 pub mod fs;
@@ -156,7 +160,9 @@ impl Session {
             }
             SourceConfig::Mysql(c) => Session::Mysql(mysql::MySession::open(c, readers).await?),
             SourceConfig::Command(c) => Session::Command(command::CommandSession::new(c)),
-            SourceConfig::Fs(_) => return Err(Error::internal("fs source is not streamed")),
+            SourceConfig::Fs(_) | SourceConfig::Blob(_) => {
+                return Err(Error::internal("fs and blob sources are not streamed"))
+            }
         };
         let plan = Plan {
             source: session.describe(),
@@ -384,6 +390,8 @@ pub struct Piece {
     /// Hex digest of bounds and entries: an attempt that walks the same partition finds
     /// the part record an earlier attempt left under this name.
     pub digest: String,
+    /// A blob-container source's listed blobs, one per entry (empty for other sources).
+    pub blobs: Vec<blob::Listed>,
 }
 
 impl Piece {
@@ -462,6 +470,7 @@ impl Splitter {
                 entries,
                 problems,
                 digest,
+                blobs: Vec::new(),
             })?;
         }
         Ok(())

@@ -642,6 +642,7 @@ mod tests {
             inconsistent: false,
             ino: None,
             ctime: None,
+            blob: None,
         }
     }
 

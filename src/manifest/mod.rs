@@ -25,6 +25,7 @@ pub mod lock;
 pub mod records;
 pub mod segment;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
@@ -151,6 +152,33 @@ pub struct Entry {
     /// Status-change time (seconds) at backup time (change detection for incrementals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctime: Option<i64>,
+    /// Blob properties of an entry read from a blob container (`source.type = "blob"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<Box<BlobMeta>>,
+}
+
+/// What a blob-container source keeps of a blob beside its bytes: enough to decide
+/// whether an incremental may reuse it (ETag) and to restore it as it was (content type,
+/// metadata, index tags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    /// ETag of the version read.
+    pub etag: String,
+    /// Content-MD5 the service held for the blob (base64), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_md5: Option<String>,
+    /// Content type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// User metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Blob index tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Access tier when listed (`hot`, `cool`, `cold`, `archive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 impl Entry {
@@ -812,6 +840,7 @@ mod tests {
             inconsistent: false,
             ino: None,
             ctime: None,
+            blob: None,
         }
     }
 

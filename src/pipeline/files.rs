@@ -140,6 +140,7 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
             inconsistent: false,
             ino: Some(st.ino),
             ctime: Some(st.ctime),
+            blob: None,
         };
         match kind {
             EntryKind::Dir => {
@@ -263,7 +264,7 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
 /// Check the partition's entries as a reader will (every field, order, nothing below a
 /// link) and store them as a segment, unless the store already holds one with the same
 /// content (an unchanged partition).
-fn store_segment(ctx: &Ctx, r: &PartResult) -> Result<Option<segment::SegmentRef>> {
+pub(super) fn store_segment(ctx: &Ctx, r: &PartResult) -> Result<Option<segment::SegmentRef>> {
     if r.entries.is_empty() {
         return Ok(None);
     }

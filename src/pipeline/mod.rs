@@ -21,7 +21,9 @@
 //! wires them to the store and the upload pool.
 
 mod alerts;
+mod blobs;
 mod commit;
+pub mod copy;
 pub mod drill;
 pub mod drill_db;
 mod files;

@@ -98,22 +98,30 @@ pub(super) async fn load_or_make_plan(
         }
         _ => (false, 0, started_at),
     };
-    let SourceConfig::Fs(fs) = p.source.clone() else {
-        return Err(Error::internal(
-            "filesystem plan for a non-filesystem source",
-        ));
-    };
-    let root = fs.root.clone();
-    let mut plan = tokio::task::spawn_blocking(move || -> Result<Plan> {
-        extract::fs::walk::check_root(&root)?;
-        Ok(Plan {
-            source: extract::fs::walk::describe(&root),
+    let mut plan = match p.source.clone() {
+        SourceConfig::Fs(fs) => {
+            let root = fs.root.clone();
+            tokio::task::spawn_blocking(move || -> Result<Plan> {
+                extract::fs::walk::check_root(&root)?;
+                Ok(Plan {
+                    source: extract::fs::walk::describe(&root),
+                    ..Plan::default()
+                })
+            })
+            .await
+            .map_err(|e| Error::internal(format!("planning task: {e}")))??
+        }
+        // The engine opened the container (and checked it) before planning.
+        SourceConfig::Blob(b) => Plan {
+            source: format!("blob:{}", b.display),
             ..Plan::default()
-        })
-    })
-    .await
-    .map_err(|e| Error::internal(format!("planning task: {e}")))??;
-    drop(fs);
+        },
+        _ => {
+            return Err(Error::internal(
+                "path-partitioned plan for a streamed source",
+            ))
+        }
+    };
     plan.started_at = Some(started_at);
     plan.parent = latest.map(|h| h.snapshot);
     plan.reuse = reuse;

@@ -71,6 +71,8 @@ pub(super) struct Ctx {
     pub(super) parent: Option<Arc<Manifest>>,
     /// Unchanged entries may be taken from `parent` instead of read (an incremental).
     pub(super) reuse: bool,
+    /// The source container of a blob source (its own account and credential).
+    pub(super) blob_source: Option<Arc<crate::store::azure::AzureStore>>,
 }
 
 impl Ctx {
@@ -112,6 +114,11 @@ pub(super) async fn run(
     let cancel = opts.cancel.clone();
     let counters = opts.counters.clone().unwrap_or_default();
     let stats = Arc::new(Stats::default());
+    // A blob source is opened (and its container checked) before anything is stored.
+    let blob_source = match &p.source {
+        SourceConfig::Blob(b) => Some(super::blobs::open_source(b, &p.retry).await?),
+        _ => None,
+    };
     let (plan, resumed, session) =
         plan::load_or_make_plan(p, &store, layout, run_id, started_at, opts.full).await?;
     let started_at = plan.started_at.unwrap_or(started_at);
@@ -238,6 +245,7 @@ pub(super) async fn run(
         parent: parent.clone(),
         reuse: plan.reuse,
         session,
+        blob_source: blob_source.clone(),
     });
 
     // The partitions arrive from the walk through a bounded channel (a streamed
@@ -247,7 +255,17 @@ pub(super) async fn run(
     // failure no new partition starts, but running ones finish and keep their part
     // records, so a rerun with the same run id has less to do.
     let (piece_tx, mut piece_rx) = tokio::sync::mpsc::channel::<Piece>(p.partitions.max_parallel);
-    let walker = spawn_pieces(p, &plan, piece_tx, counters.clone(), cancel.clone());
+    let walker = match (&p.source, blob_source) {
+        (SourceConfig::Blob(b), Some(src)) => super::blobs::spawn_listing(
+            src,
+            b,
+            p.partitions,
+            piece_tx,
+            counters.clone(),
+            cancel.clone(),
+        ),
+        _ => spawn_pieces(p, &plan, piece_tx, counters.clone(), cancel.clone()),
+    };
     let sem = Arc::new(tokio::sync::Semaphore::new(p.partitions.max_parallel));
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut done: Vec<Option<PartResult>> = Vec::new();
@@ -481,6 +499,7 @@ fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
     match (&ctx.pipeline.source, &ctx.session) {
         (_, Some(session)) => super::streamed::run_partition(ctx, session, piece.idx),
         (SourceConfig::Fs(fs), None) => super::files::run_partition(ctx, fs, piece),
+        (SourceConfig::Blob(_), None) => super::blobs::run_partition(ctx, piece),
         _ => Err(Error::internal("no source session for a streamed source")),
     }
 }
@@ -529,6 +548,7 @@ fn spawn_pieces(
                     entries: entries.clone(),
                     problems: Vec::new(),
                     digest: format!("item-{idx}"),
+                    blobs: Vec::new(),
                 })
                 .collect();
             tokio::spawn(async move {

@@ -302,7 +302,7 @@ pub struct DamagedFile {
 pub struct DamageLog(std::sync::Mutex<(Vec<DamagedFile>, u64)>);
 
 impl DamageLog {
-    fn add(&self, e: &Entry, err: &Error) {
+    pub(super) fn add(&self, e: &Entry, err: &Error) {
         tracing::warn!("not restored (damaged): {}: {err}", e.path.display());
         if let Ok(mut g) = self.0.lock() {
             g.1 += 1;
@@ -544,6 +544,7 @@ mod tests {
                 inconsistent: false,
                 ino: None,
                 ctime: None,
+                blob: None,
             };
             log.add(&e, &err);
         }

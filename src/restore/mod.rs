@@ -10,11 +10,13 @@
 //!
 //! This module is the public API (options, reports, [`restore`], [`restore_with`]);
 //! [`files`] writes entries into the target safely, [`archive`] plans and performs
-//! rehydration of Archive-tier packs, [`db`] loads table snapshots into a live
+//! rehydration of Archive-tier packs, [`container`] writes files back into a blob
+//! container as blobs (with a blob source's properties), [`db`] loads table snapshots into a live
 //! database, and the drills prove a snapshot restores.
 
 pub mod archive;
 pub mod config;
+pub mod container;
 pub mod db;
 pub mod files;
 

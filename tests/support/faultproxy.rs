@@ -41,6 +41,9 @@ pub enum Fault {
     /// 403 `AuthorizationPermissionMismatch` (what Azure answers a role without a
     /// permission, e.g. blob index tags for Storage Blob Data Contributor).
     Forbidden403,
+    /// 412 `ConditionNotMet`: what a conditional read (`If-Match`) of a blob that changed
+    /// meanwhile gets.
+    Precondition412,
 }
 
 /// What to inject.
@@ -325,6 +328,11 @@ async fn serve(
     match fault {
         Some(Fault::Forbidden403) => {
             let rsp = "HTTP/1.1 403 This request is not authorized to perform this operation using this permission.\r\nx-ms-error-code: AuthorizationPermissionMismatch\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            sock.write_all(rsp.as_bytes()).await?;
+            return sock.shutdown().await;
+        }
+        Some(Fault::Precondition412) => {
+            let rsp = "HTTP/1.1 412 The condition specified using HTTP conditional header(s) is not met.\r\nx-ms-error-code: ConditionNotMet\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
             sock.write_all(rsp.as_bytes()).await?;
             return sock.shutdown().await;
         }

@@ -1,5 +1,6 @@
 //! `restore`: a snapshot (or some paths) into a directory, `--plan` of what it reads,
-//! `--rehydrate` of archived packs first; `--to-db` goes to [`super::db`].
+//! `--rehydrate` of archived packs first; `--to-container` writes blobs into a container;
+//! `--to-db` goes to [`super::db`].
 
 use crate::cli::args::RestoreArgs;
 use crate::cli::exit;
@@ -31,6 +32,9 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
         catalog::fill_for(&*repo.store, &repo.layout, &mut m, &a.paths).await?;
         return archive(&a, &p, &repo, &m, json, quiet).await;
     }
+    if let Some(target) = &a.to_container {
+        return to_container(&a, &p, &repo, &m, target, json, quiet).await;
+    }
     let reporter = Reporter::start("restore", Phase::Restoring, quiet);
     let res = restore::restore(
         &repo.store,
@@ -41,6 +45,55 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
                 .to
                 .ok_or_else(|| Error::config("restore needs --to DIR or --to-db URL"))?,
             paths: a.paths,
+            overwrite: a.overwrite,
+            concurrency: p.upload.concurrency,
+        },
+        Some(reporter.counters.clone()),
+    )
+    .await;
+    reporter.finish().await;
+    let r = res?;
+    emit(json, &r, || render::restore_files(&r));
+    Ok(if r.ok() { exit::OK } else { exit::MISMATCH })
+}
+
+/// `--to-container TARGET`: the files as blobs, with the properties a blob source kept.
+async fn to_container(
+    a: &RestoreArgs,
+    p: &Pipeline,
+    repo: &Repo,
+    m: &Manifest,
+    target: &str,
+    json: bool,
+    quiet: bool,
+) -> Result<i32> {
+    use crate::store::azure::{credential, AzureOptions, AzureStore};
+    let secret = crate::support::secret::Secret::new(target.to_string());
+    const NONE: &str = "no-container-named";
+    let parsed = crate::store::azure::builder::AzureTarget::parse(&secret, NONE)
+        .map_err(|e| e.context("--to-container"))?;
+    if parsed.container == NONE {
+        return Err(Error::config(
+            "--to-container names no container (write azure://account/container[/prefix])",
+        ));
+    }
+    let opts = AzureOptions {
+        retry: p.retry,
+        ..Default::default()
+    };
+    let dest = AzureStore::open(&secret, NONE, &opts, &credential::process_env)?;
+    // Restoring into a new container is the usual case: create it (a credential that
+    // may not create containers fails on the first write instead).
+    dest.ensure_container().await?;
+    let reporter = Reporter::start("restore", Phase::Restoring, quiet);
+    let res = restore::container::restore_to_container(
+        &repo.store,
+        &repo.layout,
+        m,
+        std::sync::Arc::new(dest),
+        &restore::RestoreOptions {
+            to: std::path::PathBuf::new(),
+            paths: a.paths.clone(),
             overwrite: a.overwrite,
             concurrency: p.upload.concurrency,
         },

@@ -1,4 +1,5 @@
-//! Reading the catalog: `snapshots` (list), `ls` (entries of one), `diff` (two of them).
+//! Reading the catalog: `snapshots` (list), `ls` (entries of one), `diff` (two of them),
+//! `copy` (snapshots to another pipeline's store).
 
 use std::path::Path;
 
@@ -20,6 +21,40 @@ pub async fn snapshots(pipeline: &Path, json: bool) -> Result<i32> {
     let repo = Repo::open(&p.target, &p.retry).await?;
     let list = catalog::list(&*repo.store, &repo.layout).await?;
     emit(json, &list, || render::snapshots(&list));
+    Ok(exit::OK)
+}
+
+/// `blobpipe copy FROM TO [SNAPSHOT…]`.
+///
+/// # Errors
+/// `NotFound` for an unknown snapshot, `Integrity` for a damaged source block, config and
+/// store errors.
+pub async fn copy(from: &Path, to: &Path, ids: &[String], json: bool) -> Result<i32> {
+    let a = Pipeline::load_for_reading(from)?;
+    let b = Pipeline::load_for_reading(to)?;
+    let src = Repo::open(&a.target, &a.retry).await?;
+    let dst = Repo::open(&b.target, &b.retry).await?;
+    if src.store.describe() == dst.store.describe() && a.target.prefix == b.target.prefix {
+        return Err(Error::config(
+            "copy: both pipelines name the same store and prefix; nothing to copy",
+        ));
+    }
+    let cancel = crate::support::cancel::Cancel::new();
+    cancel.on_signals();
+    let r = crate::pipeline::copy::copy(&src, &dst, ids, &cancel).await?;
+    emit(json, &r, || {
+        crate::support::out::outln!(
+            "copied {} snapshot(s) ({} already there): {} packs ({} already there), {} blocks sent ({} found staged), {} bytes, {} segments and manifests; every block MD5-checked",
+            r.copied.len(),
+            r.present.len(),
+            r.packs_copied,
+            r.packs_present,
+            r.blocks_sent,
+            r.blocks_reused,
+            r.bytes_sent,
+            r.small_blobs
+        );
+    });
     Ok(exit::OK)
 }
 

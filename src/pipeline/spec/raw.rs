@@ -118,6 +118,8 @@ pub(super) struct SourceSpec {
     pub(super) shell: Option<bool>,
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) name: Option<Spanned<String>>,
+    // blob
+    pub(super) container: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

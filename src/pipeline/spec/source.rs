@@ -13,7 +13,8 @@ use super::check::{size_in, Checker};
 use super::interpolate;
 use super::raw::{AutoWord, CountOrAuto, PartitionsSpec, SourceSpec};
 use crate::extract::config::{
-    CommandSourceConfig, DbSourceConfig, FsSourceConfig, PartitionsConfig, SourceConfig,
+    BlobSourceConfig, CommandSourceConfig, DbSourceConfig, FsSourceConfig, PartitionsConfig,
+    SourceConfig,
 };
 use crate::support::secret::{redact_url, Secret};
 use crate::support::units::parse_duration;
@@ -107,7 +108,7 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
     let kind = s.kind.get_ref().as_str();
     // Keys that belong to other source types are errors, not silently ignored.
     let foreign = |c: &mut Checker<'_>, allowed: &[&str]| {
-        let present: [(&str, Option<std::ops::Range<usize>>); 11] = [
+        let present: [(&str, Option<std::ops::Range<usize>>); 12] = [
             ("root", s.root.as_ref().map(|v| v.span())),
             ("url", s.url.as_ref().map(|v| v.span())),
             ("password", s.password.as_ref().map(|v| v.span())),
@@ -118,6 +119,7 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
             ("shell", s.shell.map(|_| s.kind.span())),
             ("timeout", s.timeout.as_ref().map(|v| v.span())),
             ("name", s.name.as_ref().map(|v| v.span())),
+            ("container", s.container.as_ref().map(|v| v.span())),
             (
                 "include/exclude",
                 s.include.first().or(s.exclude.first()).map(|v| v.span()),
@@ -168,12 +170,16 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
             foreign(c, &["command", "shell", "timeout", "name", "chunk_size"]);
             SourceConfig::Command(check_command_source(c, s))
         }
+        "blob" => {
+            foreign(c, &["url", "container", "include/exclude"]);
+            SourceConfig::Blob(check_blob_source(c, s))
+        }
         _ => {
             c.at(
                 s.kind.span(),
                 "source.type",
                 format!("unknown source type {kind:?}"),
-                "use \"fs\" (directory tree), \"postgres\", \"mysql\" or \"command\"",
+                "use \"fs\" (directory tree), \"blob\" (an Azure container), \"postgres\", \"mysql\" or \"command\"",
             );
             SourceConfig::Fs(FsSourceConfig {
                 root: PathBuf::new(),
@@ -476,6 +482,101 @@ fn check_fs_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> FsSource
     let exclude = globs(&s.exclude, "source.exclude");
     FsSourceConfig {
         root,
+        include,
+        exclude,
+    }
+}
+
+/// `type = "blob"`: `url` is an Azure target string (any form the store accepts, any
+/// credential the chain supports; the path after the container is the prefix backed
+/// up), `container` names the container when the URL does not, `include`/`exclude` are
+/// gitignore-style globs on blob names.
+fn check_blob_source(c: &mut Checker<'_>, s: &SourceSpec) -> BlobSourceConfig {
+    let container = match &s.container {
+        Some(v) => {
+            let name = c.interp(v, "source.container");
+            let ok = (3..=63).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-')
+                && !name.contains("--");
+            if !ok {
+                c.at(
+                    v.span(),
+                    "source.container",
+                    format!("invalid container name {name:?}"),
+                    "use 3–63 characters of a–z, 0–9 and single '-' (Azure container rules)",
+                );
+            }
+            Some(name)
+        }
+        None => None,
+    };
+    let (location, display) = match &s.url {
+        Some(v) => {
+            let u = c.interp(v, "source.url");
+            let secret = Secret::new(u);
+            // A placeholder default tells "the URL names no container" apart.
+            const NONE: &str = "no-container-named";
+            match crate::store::azure::builder::AzureTarget::parse(
+                &secret,
+                container.as_deref().unwrap_or(NONE),
+            ) {
+                Ok(t) if container.is_none() && t.container == NONE => {
+                    c.at(
+                        v.span(),
+                        "source.url",
+                        "names no container",
+                        "add the container to the URL (azure://account/container) or set \
+                         source.container",
+                    );
+                    (secret, String::new())
+                }
+                Ok(t) => (secret, t.summary()),
+                Err(e) => {
+                    // The parser's messages are redacted (they never quote the string).
+                    c.at(
+                        v.span(),
+                        "source.url",
+                        e.message(),
+                        "see docs/blob-source.md for the accepted forms",
+                    );
+                    (secret, String::new())
+                }
+            }
+        }
+        None => {
+            c.missing(
+                "source.url",
+                "add url = \"azure://account/container[/prefix]\" (or an https URL with a SAS, \
+                 or a connection string through ${VAR})",
+            );
+            (Secret::new(String::new()), String::new())
+        }
+    };
+    let mut globs = |list: &[Spanned<String>], key: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for g in list {
+            if let Err(e) = crate::extract::fs::walk::check_glob(g.get_ref()) {
+                c.at(
+                    g.span(),
+                    key,
+                    format!("invalid glob {:?}: {e}", g.get_ref()),
+                    "gitignore syntax on blob names, e.g. \"raw/**/*.parquet\" or \"tmp/\"",
+                );
+            }
+            out.push(g.get_ref().clone());
+        }
+        out
+    };
+    let include = globs(&s.include, "source.include");
+    let exclude = globs(&s.exclude, "source.exclude");
+    BlobSourceConfig {
+        location,
+        container: container.unwrap_or_default(),
+        display,
         include,
         exclude,
     }

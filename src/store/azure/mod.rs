@@ -8,6 +8,8 @@
 //! - [`credential`]: the credential chain and the account SAS the engine signs itself;
 //! - [`client`]: transport, the one retry policy, retry counting, error translation;
 //! - [`queue`]: the hand-off queue on the queue SDK, with the same credentials and retries;
+//! - [`source`]: a container read as a backup source (listing with metadata and tags,
+//!   reads of one version) and written as a restore destination;
 //! - this façade: each trait method as one or two SDK calls.
 //!
 //! Invariants the façade keeps: every Put Block carries its transactional MD5 (a mismatch
@@ -28,6 +30,7 @@ pub mod client;
 pub mod credential;
 pub mod queue;
 pub mod queue_url;
+pub mod source;
 
 use std::collections::HashMap;
 use std::num::NonZero;
