@@ -380,7 +380,7 @@ async fn validate_fks(c: &Client, p: &Planned<'_>) -> Result<()> {
                     "--fk-check bulk: {}: a restored row violates foreign key constraint {name:?}\n  \
                      DETAIL: Key ({})=({}) is not present in table {parent_name:?}",
                     p.key(),
-                    listed.join(", "),
+                    cols.join(", "),
                     vals.join(", ")
                 ),
             ));
