@@ -890,13 +890,13 @@ async fn worker(db: &mut dyn Loader, w: usize, sh: &Shared<'_, '_>) -> Result<Wo
         tables: Vec::new(),
         fetched: 0,
     };
-    if sh.tx {
-        db.tx(Tx::Begin).await?;
-        if sh.bulk {
-            db.fk_checks_off().await?;
-        }
-    }
     let r: Result<()> = async {
+        if sh.tx {
+            db.tx(Tx::Begin).await?;
+            if sh.bulk {
+                db.fk_checks_off().await?;
+            }
+        }
         loop {
             let next = sh.queue.lock().ok().and_then(|mut q| q.pop_front());
             let Some(group) = next else { break };
