@@ -579,19 +579,21 @@ async fn parallel_restore_equals_the_serial_one_and_loads_groups_at_the_same_tim
     let (c, g) = schemas(&url, &["par", "serial", "parallel"]).await;
     let (src, d1, d3) = (&g.names[0], &g.names[1], &g.names[2]);
     groups_fixture(&c, src, &[d1, d3]).await;
-    // The first table of each group waits (a counted number of polls) until another
-    // restore connection is inside a COPY too, and records how many it saw. A serial
-    // load never sees two, so this fails unless groups really load at the same time.
+    // The first table of each group announces itself with an advisory lock (held until
+    // its transaction ends, i.e. until the restore commits) and waits, a counted number
+    // of polls, until another group's connection has announced itself too; it records
+    // how many it saw. A serial load never sees two, so this fails unless groups really
+    // load at the same time.
     c.batch_execute(&format!(
-        "CREATE TABLE {d3}.probe (tbl text, copies int);
+        "CREATE TABLE {d3}.probe (tbl text, seen int);
          CREATE FUNCTION {d3}.rendezvous() RETURNS trigger LANGUAGE plpgsql AS $$
-         DECLARE n int := 0;
+         DECLARE n int := 0; k int := hashtext('{d3}') & 2147483647;
          BEGIN
            IF EXISTS (SELECT 1 FROM {d3}.probe WHERE tbl = TG_TABLE_NAME) THEN RETURN NULL; END IF;
+           PERFORM pg_advisory_xact_lock(k, hashtext(TG_TABLE_NAME) & 2147483647);
            FOR i IN 1..3000 LOOP
-             SELECT count(*) INTO n FROM pg_stat_activity
-              WHERE application_name = 'blobpipe' AND state = 'active'
-                AND query LIKE 'COPY %FROM STDIN%' AND query LIKE '%{d3}%';
+             SELECT count(*) INTO n FROM pg_locks
+              WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = k::oid;
              EXIT WHEN n >= 2;
              PERFORM pg_sleep(0.01);
            END LOOP;
@@ -634,7 +636,7 @@ async fn parallel_restore_equals_the_serial_one_and_loads_groups_at_the_same_tim
     assert!(par.max_tables_in_flight >= 2, "{par:?}");
     let probes = c
         .query(
-            &format!("SELECT tbl, copies FROM {d3}.probe ORDER BY tbl"),
+            &format!("SELECT tbl, seen FROM {d3}.probe ORDER BY tbl"),
             &[],
         )
         .await
@@ -648,7 +650,7 @@ async fn parallel_restore_equals_the_serial_one_and_loads_groups_at_the_same_tim
         let (t, n): (String, i32) = (r.get(0), r.get(1));
         assert!(
             n >= 2,
-            "{t}: saw {n} COPY at once; the groups were loaded one after another"
+            "{t}: saw {n} group(s) loading at once; the groups were loaded one after another"
         );
     }
     // Parents load before children on the same connection; same content as serial.
@@ -723,10 +725,13 @@ async fn a_failure_on_one_connection_leaves_the_target_as_it_was() {
             "{fk:?}: all or nothing"
         );
     }
-    // No connection of the restore is left behind holding a transaction.
+    // No connection of this restore is left behind holding a transaction open.
     let open: i64 = c
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'blobpipe' AND xact_start IS NOT NULL",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'blobpipe' \
+                 AND xact_start IS NOT NULL AND query LIKE '%{dst}%'"
+            ),
             &[],
         )
         .await

@@ -245,7 +245,11 @@ impl Loader for PgLoader {
     }
 
     async fn rowset(&mut self, p: &Planned<'_>) -> Result<RowsetDigest> {
-        pg_rowset(&self.c, &fq(p), &p.rec.columns).await
+        Ok(pg_rowset_counted(&self.c, &fq(p), &p.rec.columns).await?.0)
+    }
+
+    async fn rowset_and_count(&mut self, p: &Planned<'_>) -> Result<(RowsetDigest, u64)> {
+        pg_rowset_counted(&self.c, &fq(p), &p.rec.columns).await
     }
 
     async fn close(self: Box<Self>) {}
@@ -394,6 +398,18 @@ async fn validate_fks(c: &Client, p: &Planned<'_>) -> Result<()> {
 /// # Errors
 /// Database errors.
 pub async fn pg_rowset(c: &Client, fq: &str, cols: &[Column]) -> Result<RowsetDigest> {
+    Ok(pg_rowset_counted(c, fq, cols).await?.0)
+}
+
+/// [`pg_rowset`] and the number of rows read.
+///
+/// # Errors
+/// Database errors.
+pub async fn pg_rowset_counted(
+    c: &Client,
+    fq: &str,
+    cols: &[Column],
+) -> Result<(RowsetDigest, u64)> {
     let q = format!(
         "COPY (SELECT {} FROM {fq}) TO STDOUT WITH (FORMAT csv)",
         pg_select_list(cols)
@@ -403,9 +419,10 @@ pub async fn pg_rowset(c: &Client, fq: &str, cols: &[Column]) -> Result<RowsetDi
         .await
         .map_err(|e| pg_err(format!("re-reading {fq}"), e))?;
     futures::pin_mut!(stream);
-    let mut d = RowsetDigest::default();
+    let (mut d, mut n) = (RowsetDigest::default(), 0u64);
     while let Some(row) = stream.next().await {
         d.add_row(&row.map_err(|e| pg_err(format!("re-reading {fq}"), e))?);
+        n += 1;
     }
-    Ok(d)
+    Ok((d, n))
 }
