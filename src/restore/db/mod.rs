@@ -1091,6 +1091,38 @@ mod tests {
     }
 
     #[test]
+    fn fk_groups_link_through_restored_tables_keep_order_and_put_heavy_first() {
+        // FK order: dag, dag_run, ti, xcom, user, role, user_role, variable.
+        let order = s(&[
+            "p.dag",
+            "p.dag_run",
+            "p.ti",
+            "p.xcom",
+            "p.user",
+            "p.role",
+            "p.user_role",
+            "p.variable",
+        ]);
+        let deps = vec![
+            ("p.dag_run".to_string(), "p.dag".to_string()),
+            ("p.ti".to_string(), "p.dag_run".to_string()),
+            ("p.xcom".to_string(), "p.ti".to_string()),
+            ("p.user_role".to_string(), "p.user".to_string()),
+            ("p.user_role".to_string(), "p.role".to_string()),
+            ("p.variable".to_string(), "p.variable".to_string()),
+            // Outside the restore: links nothing.
+            ("p.note".to_string(), "p.ti".to_string()),
+            ("p.note".to_string(), "p.user".to_string()),
+        ];
+        let weights = [1, 10, 1000, 5, 1, 1, 1, 2];
+        let g = fk_groups(&order, &deps, &weights);
+        assert_eq!(g, vec![vec![0, 1, 2, 3], vec![4, 5, 6], vec![7]]);
+        // Heavier first; foreign-key order inside a group.
+        let g = fk_groups(&order, &deps, &[1, 1, 1, 1, 1, 1, 1, 50]);
+        assert_eq!(g, vec![vec![7], vec![0, 1, 2, 3], vec![4, 5, 6]]);
+    }
+
+    #[test]
     fn outside_referrers_leave_out_restored_tables_and_self_references() {
         let deps = vec![
             ("p.ti".to_string(), "p.dag_run".to_string()),
