@@ -121,6 +121,53 @@ fn backup_then_restore_to_db_with_strategies() {
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let o = bp(&["restore", p, "latest", "--to-db", &url, "--table", "nope"]);
     assert_eq!(code(&o), 6, "unknown table is not found");
+
+    // --jobs and --fk-check: bad values are usage/config errors before anything is read,
+    // and a bulk-checked restore on two connections reports them.
+    for (args, want) in [
+        (vec!["--jobs", "0"], 2),
+        (vec!["--fk-check", "later"], 2),
+        (vec!["--fk-check", "bulk", "--no-transaction"], 2),
+    ] {
+        let mut a = vec!["restore", p, "latest", "--to-db", &url, "--schema", &dst];
+        a.extend(args.iter().copied());
+        let o = bp(&a);
+        assert_eq!(
+            code(&o),
+            want,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(if args[0] == "--jobs" {
+                "--jobs"
+            } else {
+                "--fk-check"
+            }),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = bp(&[
+        "--json",
+        "restore",
+        p,
+        "latest",
+        "--to-db",
+        &url,
+        "--schema",
+        &dst,
+        "--strategy",
+        "truncate",
+        "--jobs",
+        "2",
+        "--fk-check",
+        "bulk",
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["fk_check"], "bulk");
+    assert_eq!(r["connections"], 2, "kv and n are not linked: two groups");
     psql(&format!(
         "DROP SCHEMA {src} CASCADE; DROP SCHEMA {dst} CASCADE"
     ));

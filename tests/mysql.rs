@@ -177,6 +177,21 @@ async fn round_trip_fk_order_and_strategies() {
     let order: Vec<&str> = r.tables.iter().map(|t| t.table.as_str()).collect();
     let pos = |n: &str| order.iter().position(|t| t.ends_with(n)).unwrap();
     assert!(pos(".parent") < pos(".child"), "{order:?}");
+    // Three groups no foreign key links (types; big; parent + child) load on three
+    // connections that commit together; a child stays on its parent's connection.
+    assert_eq!(r.connections, 3, "{r:?}");
+    let conn = |n: &str| {
+        r.tables
+            .iter()
+            .find(|t| t.table.ends_with(n))
+            .unwrap()
+            .connection
+    };
+    assert_eq!(conn(".parent"), conn(".child"), "{r:?}");
+    let mut used = vec![conn(".types"), conn(".big"), conn(".parent")];
+    used.sort_unstable();
+    used.dedup();
+    assert_eq!(used.len(), 3, "each group on its own connection: {r:?}");
     for t in ["types", "big", "parent", "child"] {
         assert_eq!(
             checksum(&mut c, &format!("{src}.{t}")).await,

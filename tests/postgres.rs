@@ -12,8 +12,8 @@ use std::path::Path;
 use blobpipe::manifest::records::RunStatus;
 use blobpipe::manifest::Manifest;
 use blobpipe::pipeline::{BackupOptions, Pipeline};
-use blobpipe::restore::config::Strategy;
-use blobpipe::restore::db::{restore_db, DbRestoreOptions};
+use blobpipe::restore::config::{FkCheck, Strategy};
+use blobpipe::restore::db::{restore_db, restore_db_with, DbRestoreOptions, LoadOptions};
 use blobpipe::store::Store;
 use blobpipe::support::secret::Secret;
 use blobpipe::ErrorKind;
@@ -517,4 +517,327 @@ async fn unreachable_database_fails_the_run_without_a_snapshot() {
         .await
         .unwrap()
         .is_empty());
+}
+
+// ---- Parallel loads (--jobs) and the bulk foreign-key check (--fk-check bulk) ----
+
+/// Three groups that no foreign key links: `a_parent ← a_child`, `b_parent ← b_child`,
+/// and `c_solo`; a few thousand rows each.
+const GROUPS_DDL: &str = "
+    CREATE TABLE {s}.a_parent (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE {s}.a_child (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES {s}.a_parent(id), v text);
+    CREATE TABLE {s}.b_parent (k text PRIMARY KEY, n int);
+    CREATE TABLE {s}.b_child (id int PRIMARY KEY, k text REFERENCES {s}.b_parent(k), v text);
+    CREATE TABLE {s}.c_solo (id int PRIMARY KEY, v text);";
+
+const GROUP_TABLES: [&str; 5] = ["a_parent", "a_child", "b_parent", "b_child", "c_solo"];
+
+async fn groups_fixture(c: &Client, src: &str, dsts: &[&str]) {
+    for s in std::iter::once(&src).chain(dsts) {
+        c.batch_execute(&ddl(GROUPS_DDL, s)).await.unwrap();
+    }
+    c.batch_execute(&format!(
+        "INSERT INTO {src}.a_parent SELECT g, 'a' || g FROM generate_series(1, 2000) g;
+         INSERT INTO {src}.a_child SELECT g, 1 + g % 2000, md5(g::text) FROM generate_series(1, 6000) g;
+         INSERT INTO {src}.b_parent SELECT 'k' || g, g FROM generate_series(1, 1000) g;
+         INSERT INTO {src}.b_child SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'k' || (1 + g % 1000) END, 'bad' || (g = 4321)
+           FROM generate_series(1, 5000) g;
+         INSERT INTO {src}.c_solo SELECT g, repeat('x', g % 50) FROM generate_series(1, 3000) g;"
+    ))
+    .await
+    .unwrap();
+}
+
+fn load(jobs: usize, fk_check: FkCheck) -> LoadOptions {
+    LoadOptions { jobs, fk_check }
+}
+
+async fn restore_with(
+    p: &Pipeline,
+    store: &Store,
+    m: &Manifest,
+    o: &DbRestoreOptions,
+    l: LoadOptions,
+) -> blobpipe::Result<blobpipe::restore::db::DbRestoreReport> {
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    restore_db_with(store, &layout, m, o, &l).await
+}
+
+async fn fingerprints(c: &Client, schema: &str) -> Vec<(i64, String)> {
+    let mut v = Vec::new();
+    for t in GROUP_TABLES {
+        v.push(fingerprint(c, &format!("{schema}.{t}"), "1").await);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_restore_equals_the_serial_one_and_loads_groups_at_the_same_time() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["par", "serial", "parallel"]).await;
+    let (src, d1, d3) = (&g.names[0], &g.names[1], &g.names[2]);
+    groups_fixture(&c, src, &[d1, d3]).await;
+    // The first table of each group announces itself with an advisory lock (held until
+    // its transaction ends, i.e. until the restore commits) and waits, a counted number
+    // of polls, until another group's connection has announced itself too; it records
+    // how many it saw. A serial load never sees two, so this fails unless groups really
+    // load at the same time.
+    c.batch_execute(&format!(
+        "CREATE TABLE {d3}.probe (tbl text, seen int);
+         CREATE FUNCTION {d3}.rendezvous() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE n int := 0; k int := hashtext('{d3}') & 2147483647;
+         BEGIN
+           IF EXISTS (SELECT 1 FROM {d3}.probe WHERE tbl = TG_TABLE_NAME) THEN RETURN NULL; END IF;
+           PERFORM pg_advisory_xact_lock(k, hashtext(TG_TABLE_NAME) & 2147483647);
+           FOR i IN 1..3000 LOOP
+             SELECT count(*) INTO n FROM pg_locks
+              WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = k::oid;
+             EXIT WHEN n >= 2;
+             PERFORM pg_sleep(0.01);
+           END LOOP;
+           INSERT INTO {d3}.probe VALUES (TG_TABLE_NAME, n);
+           RETURN NULL;
+         END $$;
+         CREATE TRIGGER r BEFORE INSERT ON {d3}.a_parent FOR EACH STATEMENT EXECUTE FUNCTION {d3}.rendezvous();
+         CREATE TRIGGER r BEFORE INSERT ON {d3}.b_parent FOR EACH STATEMENT EXECUTE FUNCTION {d3}.rendezvous();"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &url, src, "chunk_size = \"64KiB\"");
+    let (store, m) = backup(&p).await;
+    let serial = restore_with(
+        &p,
+        &store,
+        &m,
+        &opts(&url, d1, Strategy::FailIfNotEmpty),
+        load(1, FkCheck::Immediate),
+    )
+    .await
+    .unwrap();
+    assert_eq!(serial.connections, 1);
+    assert_eq!(
+        serial.max_tables_in_flight, 1,
+        "one connection, one table at a time"
+    );
+    let par = restore_with(
+        &p,
+        &store,
+        &m,
+        &opts(&url, d3, Strategy::FailIfNotEmpty),
+        load(8, FkCheck::Immediate),
+    )
+    .await
+    .unwrap();
+    // Three groups: three connections at most, however many jobs were allowed.
+    assert_eq!(par.connections, 3, "{par:?}");
+    assert!(par.max_tables_in_flight >= 2, "{par:?}");
+    let probes = c
+        .query(
+            &format!("SELECT tbl, seen FROM {d3}.probe ORDER BY tbl"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        probes.len(),
+        2,
+        "the probe ran once per group's first table"
+    );
+    for r in &probes {
+        let (t, n): (String, i32) = (r.get(0), r.get(1));
+        assert!(
+            n >= 2,
+            "{t}: saw {n} group(s) loading at once; the groups were loaded one after another"
+        );
+    }
+    // Parents load before children on the same connection; same content as serial.
+    let conn = |r: &blobpipe::restore::db::DbRestoreReport, t: &str| {
+        r.tables
+            .iter()
+            .find(|x| x.table.ends_with(&format!(".{t}")))
+            .unwrap()
+            .connection
+    };
+    assert_eq!(conn(&par, "a_parent"), conn(&par, "a_child"));
+    assert_eq!(conn(&par, "b_parent"), conn(&par, "b_child"));
+    let want = fingerprints(&c, src).await;
+    assert_eq!(fingerprints(&c, d1).await, want);
+    assert_eq!(fingerprints(&c, d3).await, want);
+    let rows = |r: &blobpipe::restore::db::DbRestoreReport| {
+        let mut v: Vec<(String, u64, u64, bool)> = r
+            .tables
+            .iter()
+            .map(|t| {
+                (
+                    t.table.rsplit('.').next().unwrap().to_string(),
+                    t.rows_stored,
+                    t.rows_after,
+                    t.checksum_checked,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(rows(&serial), rows(&par));
+    assert!(par.tables.iter().all(|t| t.checksum_checked));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_on_one_connection_leaves_the_target_as_it_was() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["parf", "parfdst"]).await;
+    let (src, dst) = (&g.names[0], &g.names[1]);
+    groups_fixture(&c, src, &[dst]).await;
+    // The target holds rows the restore must not lose, and one stored row of b_child
+    // breaks a CHECK the target has (the source does not).
+    c.batch_execute(&format!(
+        "INSERT INTO {dst}.c_solo VALUES (900001, 'keep'), (900002, 'me');
+         INSERT INTO {dst}.a_parent VALUES (900001, 'old');
+         INSERT INTO {dst}.a_child VALUES (900001, 900001, 'old');
+         ALTER TABLE {dst}.b_child ADD CONSTRAINT no_bad CHECK (v <> 'badtrue');"
+    ))
+    .await
+    .unwrap();
+    let before = fingerprints(&c, dst).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &url, src, "chunk_size = \"64KiB\"");
+    let (store, m) = backup(&p).await;
+    let mut o = opts(&url, dst, Strategy::Append);
+    o.strategies
+        .insert("c_solo".to_string(), Strategy::Truncate);
+    for fk in [FkCheck::Immediate, FkCheck::Bulk] {
+        let e = restore_with(&p, &store, &m, &o, load(3, fk))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.kind(), ErrorKind::Destination, "{text}");
+        assert!(text.contains("no_bad"), "names the constraint: {text}");
+        assert!(text.contains("rolled back, nothing was written"), "{text}");
+        assert_eq!(
+            fingerprints(&c, dst).await,
+            before,
+            "{fk:?}: all or nothing"
+        );
+    }
+    // No connection of this restore is left behind holding a transaction open.
+    let open: i64 = c
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'blobpipe' \
+                 AND xact_start IS NOT NULL AND query LIKE '%{dst}%'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_fk_check_restores_the_same_rows_and_catches_a_missing_parent() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["bulk", "bulkdst", "bulkorphan"]).await;
+    let (src, dst, orphan) = (&g.names[0], &g.names[1], &g.names[2]);
+    groups_fixture(&c, src, &[dst, orphan]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &url, src, "chunk_size = \"64KiB\"");
+    let (store, m) = backup(&p).await;
+    let r = restore_with(
+        &p,
+        &store,
+        &m,
+        &opts(&url, dst, Strategy::FailIfNotEmpty),
+        load(2, FkCheck::Bulk),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.fk_check, FkCheck::Bulk);
+    assert_eq!(fingerprints(&c, dst).await, fingerprints(&c, src).await);
+    // The replica role was for the restore's transactions only.
+    let role: String = c
+        .query_one("SHOW session_replication_role", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "origin");
+
+    // Children without their parents: the triggers are off, the anti-join must catch it
+    // (in a parent that exists but lacks the keys, and in a composite-free text key).
+    c.batch_execute(&format!(
+        "INSERT INTO {orphan}.a_parent SELECT g, 'a' || g FROM generate_series(1, 1999) g;"
+    ))
+    .await
+    .unwrap();
+    let before = fingerprints(&c, orphan).await;
+    for (tables, key, missing) in [
+        (vec!["a_child"], "(parent_id)=(2000)", "a_parent"),
+        (vec!["b_child"], "(k)=(k", "b_parent"),
+    ] {
+        let mut o = opts(&url, orphan, Strategy::FailIfNotEmpty);
+        o.tables = tables.iter().map(|t| t.to_string()).collect();
+        let e = restore_with(&p, &store, &m, &o, load(2, FkCheck::Bulk))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.kind(), ErrorKind::Destination, "{text}");
+        assert!(
+            text.contains("violates foreign key constraint")
+                && text.contains(key)
+                && text.contains(&format!("is not present in table \"{missing}\"")),
+            "{text}"
+        );
+        assert!(text.contains("rolled back, nothing was written"), "{text}");
+        assert_eq!(fingerprints(&c, orphan).await, before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_fk_check_is_refused_for_a_role_that_may_not_turn_triggers_off() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["bulkrole", "bulkroledst"]).await;
+    let (src, dst) = (&g.names[0], &g.names[1]);
+    groups_fixture(&c, src, &[dst]).await;
+    let role = support::unique_ident("norep");
+    c.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT USAGE ON SCHEMA {dst} TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {dst} TO {role};"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &url, src, "");
+    let (store, m) = backup(&p).await;
+    let mut u = url::Url::parse(&url).unwrap();
+    u.set_username(&role).unwrap();
+    u.set_password(None).unwrap();
+    let o = opts(u.as_str(), dst, Strategy::FailIfNotEmpty);
+    let refused = restore_with(&p, &store, &m, &o, load(2, FkCheck::Bulk)).await;
+    // The same role loads fine with the triggers on: only the bulk check needs the right.
+    let immediate = restore_with(&p, &store, &m, &o, load(2, FkCheck::Immediate)).await;
+    c.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await
+        .unwrap();
+    let e = refused.unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{text}");
+    assert!(
+        text.contains("--fk-check bulk")
+            && text.contains("session_replication_role")
+            && text.contains("nothing was written"),
+        "{text}"
+    );
+    immediate.unwrap();
+    assert_eq!(fingerprints(&c, dst).await, fingerprints(&c, src).await);
 }

@@ -322,6 +322,17 @@ pub struct RestoreArgs {
     /// With --to-db: load table by table without one enclosing transaction.
     #[arg(long, requires = "to_db")]
     pub no_transaction: bool,
+    /// With --to-db: load on up to N connections at once (tables not linked by foreign
+    /// keys load in parallel; all commit together after every table is checked).
+    /// Overrides `[restore] jobs` (default 4); 1 loads on one connection.
+    #[arg(long, value_name = "N", requires = "to_db", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
+    /// With --to-db: `immediate` (default: the target's foreign-key triggers check every
+    /// row as it arrives) or `bulk` (PostgreSQL: triggers off for the restore's sessions,
+    /// then one anti-join per foreign key before commit; needs the right to set
+    /// `session_replication_role`). Overrides `[restore] fk_check`.
+    #[arg(long, value_name = "MODE", requires = "to_db")]
+    pub fk_check: Option<String>,
     /// With --to-db: load every table into this schema (PostgreSQL) or database (MySQL).
     #[arg(long, value_name = "NAME", requires = "to_db")]
     pub schema: Option<String>,

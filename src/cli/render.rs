@@ -288,12 +288,16 @@ pub fn restore_db(r: &DbRestoreReport) {
         "restored snapshot {} into {}{}:",
         r.snapshot,
         r.target,
-        if r.transaction {
-            " (one transaction)"
-        } else {
-            ""
+        match (r.transaction, r.connections) {
+            (true, 0 | 1) => " (one transaction)".to_string(),
+            (true, n) => format!(" ({n} connections, committed together)"),
+            (false, 0 | 1) => String::new(),
+            (false, n) => format!(" ({n} connections)"),
         }
     );
+    if r.fk_check == crate::restore::config::FkCheck::Bulk {
+        outln!("  foreign keys checked in bulk before commit (--fk-check bulk)");
+    }
     for t in &r.tables {
         outln!(
             "  {:<40} {:<18} {:>10} stored {:>10} added {:>10} now{}",

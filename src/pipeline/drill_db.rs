@@ -43,7 +43,7 @@ use crate::manifest::TableRecord;
 use crate::pipeline::drill::{conclude, open_snapshot, DrillOptions, DrillRecord};
 use crate::pipeline::Pipeline;
 use crate::restore::config::Strategy;
-use crate::restore::db::{env_password, restore_db, DbRestoreOptions};
+use crate::restore::db::{env_password, restore_db_with, DbRestoreOptions, LoadOptions};
 use crate::store::Store;
 use crate::support::ids;
 use crate::support::secret::{redact_url, Secret};
@@ -394,7 +394,7 @@ pub async fn drill_db(
             run_sql(pg, scratch_url, &ddl)
                 .await
                 .map_err(crate::restore::db::at_destination)?;
-            let r = restore_db(
+            let r = restore_db_with(
                 &store,
                 &layout,
                 &m,
@@ -408,6 +408,11 @@ pub async fn drill_db(
                     strategies: Default::default(),
                     no_transaction: false,
                     target_schema: Some(name.clone()),
+                },
+                // What a real restore of this pipeline would do, so the RTO is its.
+                &LoadOptions {
+                    jobs: p.restore.jobs,
+                    fk_check: p.restore.fk_check,
                 },
             )
             .await?;

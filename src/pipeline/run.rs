@@ -519,6 +519,8 @@ fn spawn_pieces(
             let (fs, split) = (fs.clone(), p.partitions);
             tokio::task::spawn_blocking(move || {
                 let (mut entries, mut bytes) = (0u64, 0u64);
+                // Until the walk ends its totals are only what it has found so far.
+                counters.set_partial_totals(true);
                 let r = extract::fs::walk::pieces(&fs, &split, &mut |piece| {
                     if cancel.is_cancelled() {
                         return Err(Error::cancelled());
@@ -528,6 +530,9 @@ fn spawn_pieces(
                     counters.set_total(entries, bytes);
                     tx.blocking_send(piece).map_err(|_| Error::cancelled())
                 });
+                if r.is_ok() {
+                    counters.set_partial_totals(false);
+                }
                 match r {
                     // The receiver stopped taking partitions (a failure or a signal):
                     // the engine reports why.

@@ -43,6 +43,43 @@ impl Strategy {
     }
 }
 
+/// How `restore --to-db` checks the target's foreign keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FkCheck {
+    /// Row by row, by the target's own foreign-key triggers, as rows arrive (the default).
+    #[default]
+    Immediate,
+    /// With the triggers off for the restore's sessions (PostgreSQL
+    /// `session_replication_role = replica`), then one set-based anti-join per foreign
+    /// key of every restored table over the rows the restore added, before anything
+    /// commits. Needs the right to set that parameter; refused with `--no-transaction`.
+    Bulk,
+}
+
+impl FkCheck {
+    /// Parse `immediate` or `bulk`.
+    pub fn parse(s: &str) -> Option<FkCheck> {
+        match s.trim() {
+            "immediate" => Some(FkCheck::Immediate),
+            "bulk" => Some(FkCheck::Bulk),
+            _ => None,
+        }
+    }
+    /// The name as written in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FkCheck::Immediate => "immediate",
+            FkCheck::Bulk => "bulk",
+        }
+    }
+}
+
+/// Connections a database restore loads on when nothing says otherwise.
+pub const DEFAULT_JOBS: usize = 4;
+/// The most connections a database restore may use.
+pub const MAX_JOBS: usize = 64;
+
 /// Restore defaults for database sources.
 #[derive(Debug, Clone)]
 pub struct RestoreConfig {
@@ -53,6 +90,10 @@ pub struct RestoreConfig {
     /// Server that `blobpipe drill` restores into (a scratch schema / database made and
     /// dropped there); `--scratch-db` overrides it. May carry a password: a secret.
     pub scratch_url: Option<Secret>,
+    /// Connections `restore --to-db` (and a drill) loads tables on, 1..=[`MAX_JOBS`].
+    pub jobs: usize,
+    /// How the target's foreign keys are checked.
+    pub fk_check: FkCheck,
 }
 
 impl Default for RestoreConfig {
@@ -61,6 +102,8 @@ impl Default for RestoreConfig {
             strategy: Strategy::FailIfNotEmpty,
             tables: Default::default(),
             scratch_url: None,
+            jobs: DEFAULT_JOBS,
+            fk_check: FkCheck::Immediate,
         }
     }
 }

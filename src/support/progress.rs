@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,9 @@ pub struct Counters {
     pub bytes_done: AtomicU64,
     /// Compressed bytes transferred.
     pub bytes_transferred: AtomicU64,
+    /// Whether the totals may still grow (a backup's walk runs only a few partitions
+    /// ahead of the workers): shown as `≥total`, with no ETA.
+    partial_totals: AtomicBool,
     phase: AtomicU8,
     unit: Mutex<&'static str>,
 }
@@ -101,6 +104,7 @@ impl Counters {
             entries_done: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             bytes_transferred: AtomicU64::new(0),
+            partial_totals: AtomicBool::new(false),
             phase: AtomicU8::new(phase as u8),
             unit: Mutex::new(phase.default_unit()),
         }
@@ -115,12 +119,18 @@ impl Counters {
         self.entries_total.store(entries, Ordering::Relaxed);
         self.bytes_total.store(bytes, Ordering::Relaxed);
     }
+    /// Mark the totals as still growing (`true`: what the walk has found so far) or
+    /// final.
+    pub fn set_partial_totals(&self, partial: bool) {
+        self.partial_totals.store(partial, Ordering::Relaxed);
+    }
     /// Start `phase`, counting `unit` (its default when `None`): done counts restart
-    /// from zero, totals become `entries`/`bytes` (0 = unknown).
+    /// from zero, totals become `entries`/`bytes` (0 = unknown), final.
     pub fn begin(&self, phase: Phase, unit: Option<&'static str>, entries: u64, bytes: u64) {
         self.entries_done.store(0, Ordering::Relaxed);
         self.bytes_done.store(0, Ordering::Relaxed);
         self.set_total(entries, bytes);
+        self.set_partial_totals(false);
         if let Ok(mut u) = self.unit.lock() {
             *u = unit.unwrap_or(phase.default_unit());
         }
@@ -138,6 +148,7 @@ impl Counters {
             items_total: self.entries_total.load(Ordering::Relaxed),
             bytes: self.bytes_done.load(Ordering::Relaxed),
             bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            partial: self.partial_totals.load(Ordering::Relaxed),
         }
     }
 }
@@ -151,6 +162,7 @@ struct Snapshot {
     items_total: u64,
     bytes: u64,
     bytes_total: u64,
+    partial: bool,
 }
 
 /// The byte rate over the last `window`: samples older than it are dropped, so a slow
@@ -216,14 +228,23 @@ fn describe(s: &Snapshot, rate: Option<f64>, eta: Option<Duration>) -> String {
     if s.phase == Phase::Committing {
         return "writing the manifest".to_string();
     }
+    // Totals the walk is still adding to are a lower bound: `≥`.
+    let at_least = if s.partial { "≥" } else { "" };
     if s.bytes_total > 0 {
-        parts.push(format!("{}/{}", human(s.bytes), human(s.bytes_total)));
+        parts.push(format!(
+            "{}/{at_least}{}",
+            human(s.bytes),
+            human(s.bytes_total)
+        ));
     } else {
         parts.push(human(s.bytes));
     }
     if !s.unit.is_empty() {
         if s.items_total > 0 && s.items <= s.items_total {
-            parts.push(format!("{}/{} {}", s.items, s.items_total, s.unit));
+            parts.push(format!(
+                "{}/{at_least}{} {}",
+                s.items, s.items_total, s.unit
+            ));
         } else {
             parts.push(format!("{} {}", s.items, s.unit));
         }
@@ -231,7 +252,8 @@ fn describe(s: &Snapshot, rate: Option<f64>, eta: Option<Duration>) -> String {
     if let Some(r) = rate {
         parts.push(format!("{}/s", human(r as u64)));
     }
-    if s.bytes_total > s.bytes {
+    // No ETA against a total that is only what has been found so far.
+    if s.bytes_total > s.bytes && !s.partial {
         if let Some(e) = eta {
             parts.push(format!("ETA {}", short_duration(e)));
         }
@@ -420,7 +442,41 @@ mod tests {
             items_total: it,
             bytes: b,
             bytes_total: bt,
+            partial: false,
         }
+    }
+
+    /// Issue 14, "entries lag far behind bytes": the counts were right, the totals were
+    /// not totals. A backup's walk runs at most 2 × max_parallel + 1 partitions ahead of
+    /// the workers, so `entries_total`/`bytes_total` are what it has found so far; when
+    /// the partitions found ahead hold many small files (8,192 entries each, few bytes),
+    /// the entry total runs far ahead of the byte total and `done/total` of entries
+    /// trails that of bytes (measured on /usr/share: 363 MiB/511 MiB next to
+    /// 19,953/46,054 entries). Such totals are shown as lower bounds, without an ETA.
+    #[test]
+    fn totals_still_growing_are_lower_bounds_without_an_eta() {
+        let c = Counters::new(Phase::Planning);
+        c.begin(Phase::Uploading, None, 0, 0);
+        c.set_partial_totals(true);
+        c.set_total(46_054, 510_700_000);
+        c.add(19_953, 363_000_000);
+        let s = c.snapshot();
+        assert!(s.partial);
+        assert_eq!(
+            describe(&s, Some(1_000_000.0), Some(secs(147))),
+            "346.2 MiB/≥487.0 MiB, 19953/≥46054 entries, 976.6 KiB/s"
+        );
+        // The walk ends: the totals are final, the ETA comes back.
+        c.set_partial_totals(false);
+        let s = c.snapshot();
+        assert_eq!(
+            describe(&s, Some(1_000_000.0), Some(secs(147))),
+            "346.2 MiB/487.0 MiB, 19953/46054 entries, 976.6 KiB/s, ETA 2m27s"
+        );
+        // A new phase starts with final totals.
+        c.set_partial_totals(true);
+        c.begin(Phase::Verifying, None, 4, 4096);
+        assert!(!c.snapshot().partial);
     }
 
     #[test]

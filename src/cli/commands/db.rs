@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::manifest::catalog;
 use crate::manifest::layout::Repo;
 use crate::pipeline::Pipeline;
-use crate::restore::config::Strategy;
-use crate::restore::db::DbRestoreOptions;
+use crate::restore::config::{FkCheck, Strategy};
+use crate::restore::db::{DbRestoreOptions, LoadOptions};
 
 /// `blobpipe restore FILE [SNAPSHOT] --to-db URL`.
 ///
@@ -18,17 +18,18 @@ use crate::restore::db::DbRestoreOptions;
 /// `fail-if-not-empty`, database and store errors.
 pub async fn restore(a: RestoreArgs, json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(&a.pipeline)?;
-    let opts = options(&p, &a)?;
+    let (opts, load) = options(&p, &a)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
     let id = a.sel.resolve_readable(&repo).await?;
     let m = catalog::load(&*repo.store, &repo.layout, &id).await?;
-    let r = crate::restore::db::restore_db(&repo.store, &repo.layout, &m, &opts).await?;
+    let r =
+        crate::restore::db::restore_db_with(&repo.store, &repo.layout, &m, &opts, &load).await?;
     emit(json, &r, || render::restore_db(&r));
     Ok(exit::OK)
 }
 
 /// Database restore options from the pipeline's `[restore]` section and the flags.
-fn options(p: &Pipeline, a: &RestoreArgs) -> Result<DbRestoreOptions> {
+fn options(p: &Pipeline, a: &RestoreArgs) -> Result<(DbRestoreOptions, LoadOptions)> {
     let url = a.to_db.as_deref().unwrap_or_default();
     let url = crate::pipeline::spec::interpolate(url)
         .map_err(|var| Error::config(format!("--to-db: environment variable {var} is not set")))?;
@@ -63,12 +64,32 @@ fn options(p: &Pipeline, a: &RestoreArgs) -> Result<DbRestoreOptions> {
             );
         }
     }
-    Ok(DbRestoreOptions {
-        url: crate::support::secret::Secret::new(url),
-        tables: a.tables.clone(),
-        strategy,
-        strategies,
-        no_transaction: a.no_transaction,
-        target_schema: a.schema.clone(),
-    })
+    let fk_check = match a.fk_check.as_deref() {
+        None => p.restore.fk_check,
+        Some(s) => FkCheck::parse(s).ok_or_else(|| {
+            Error::config(format!(
+                "--fk-check {s:?}: use immediate (the target's triggers, row by row) or bulk (one anti-join per foreign key before commit)"
+            ))
+        })?,
+    };
+    if fk_check == FkCheck::Bulk && a.no_transaction {
+        return Err(Error::config(
+            "--fk-check bulk needs the enclosing transaction: its foreign-key checks run before commit, \
+             and with --no-transaction rows would be committed unchecked; drop one of the two",
+        ));
+    }
+    Ok((
+        DbRestoreOptions {
+            url: crate::support::secret::Secret::new(url),
+            tables: a.tables.clone(),
+            strategy,
+            strategies,
+            no_transaction: a.no_transaction,
+            target_schema: a.schema.clone(),
+        },
+        LoadOptions {
+            jobs: a.jobs.map_or(p.restore.jobs, usize::from),
+            fk_check,
+        },
+    ))
 }

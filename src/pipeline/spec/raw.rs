@@ -127,6 +127,8 @@ pub(super) struct SourceSpec {
 pub(super) struct RestoreSpec {
     pub(super) strategy: Option<Spanned<String>>,
     pub(super) scratch_url: Option<Spanned<String>>,
+    pub(super) jobs: Option<Spanned<i64>>,
+    pub(super) fk_check: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) tables: BTreeMap<String, Spanned<String>>,
 }

@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::check::Checker;
 use super::raw::RestoreSpec;
 use crate::extract::config::SourceConfig;
-use crate::restore::config::{RestoreConfig, Strategy};
+use crate::restore::config::{FkCheck, RestoreConfig, Strategy, DEFAULT_JOBS, MAX_JOBS};
 use crate::support::secret::{redact_url, Secret};
 
 /// Strategies by name; `scratch_url` only for database sources, of the same kind.
@@ -93,10 +93,37 @@ pub(super) fn check_restore(
         }
         Some(Secret::new(u))
     });
+    let jobs = match &r.jobs {
+        None => DEFAULT_JOBS,
+        Some(v) if (1..=MAX_JOBS as i64).contains(v.get_ref()) => *v.get_ref() as usize,
+        Some(v) => {
+            c.at(
+                v.span(),
+                "restore.jobs",
+                format!("jobs = {} is out of range", v.get_ref()),
+                &format!("use 1 (one connection) to {MAX_JOBS}"),
+            );
+            DEFAULT_JOBS
+        }
+    };
+    let fk_check = match &r.fk_check {
+        None => FkCheck::Immediate,
+        Some(v) => FkCheck::parse(v.get_ref()).unwrap_or_else(|| {
+            c.at(
+                v.span(),
+                "restore.fk_check",
+                format!("unknown fk_check {:?}", v.get_ref()),
+                "use \"immediate\" (the target's triggers, row by row) or \"bulk\" (one anti-join per foreign key before commit)",
+            );
+            FkCheck::Immediate
+        }),
+    };
     RestoreConfig {
         strategy,
         tables,
         scratch_url,
+        jobs,
+        fk_check,
     }
 }
 
@@ -135,6 +162,37 @@ mod tests {
         assert!(
             e.contains("restore.scratch_url") && e.contains("only database sources"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn restore_jobs_and_fk_check_are_checked_where_written() {
+        let p = parse(&PG.replace(
+            "strategy = \"truncate\"",
+            "strategy = \"truncate\"\njobs = 2\nfk_check = \"bulk\"",
+        ))
+        .unwrap();
+        assert_eq!(p.restore.jobs, 2);
+        assert_eq!(p.restore.fk_check, crate::restore::config::FkCheck::Bulk);
+        let p = parse(PG).unwrap();
+        assert_eq!(p.restore.jobs, crate::restore::config::DEFAULT_JOBS);
+        assert_eq!(
+            p.restore.fk_check,
+            crate::restore::config::FkCheck::Immediate
+        );
+        let e = parse(&PG.replace(
+            "strategy = \"truncate\"",
+            "strategy = \"truncate\"\njobs = 0\nfk_check = \"later\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":15:") && e.contains("restore.jobs") && e.contains("out of range"),
+            "{e}"
+        );
+        assert!(
+            e.contains(":16:") && e.contains("restore.fk_check") && e.contains("\"later\""),
+            "both errors are collected: {e}"
         );
     }
 }

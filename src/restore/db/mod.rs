@@ -9,9 +9,15 @@
 //!    `fail-if-not-empty` tables are empty. All problems are reported together
 //!    (`Refused`, exit 7) before anything is written.
 //! 2. **Order** the tables by the target's foreign keys (parents first, Kahn's algorithm;
-//!    self-references ignored; a cycle is loaded in manifest order and reported).
-//! 3. **Load** in one transaction (unless `no_transaction`): `truncate` tables are
-//!    emptied in one `TRUNCATE` (without `CASCADE`: a table outside the restore that
+//!    self-references ignored; a cycle is loaded in manifest order and reported), and
+//!    **group** them: tables that foreign keys link (directly or through other restored
+//!    tables) form one group, loaded in that order on one connection.
+//! 3. **Load** on up to `jobs` connections at once, each in its own transaction (unless
+//!    `no_transaction`), each taking the heaviest group left ([`fk_groups`]). Why groups
+//!    and not single tables: a child's foreign-key check sees only rows its own
+//!    transaction wrote or others committed, and nothing commits before every table is
+//!    checked, so a child must load where its parents did. `truncate` tables of a group
+//!    are emptied in one `TRUNCATE` (without `CASCADE`: a table outside the restore that
 //!    references one makes the restore fail rather than silently emptying it); rows are
 //!    streamed chunk by chunk, each chunk's SHA-256 checked against the manifest before
 //!    it is sent; `skip-existing` loads into a temporary table and inserts with
@@ -21,12 +27,22 @@
 //!    strategy (exact for `fail-if-not-empty`/`truncate`, the added rows for `append`, at
 //!    least the stored rows for `skip-existing`), and the row-set checksum (re-reading the
 //!    table) where the table should now hold exactly the stored rows. A mismatch rolls
-//!    the transaction back (`Integrity`, exit 3).
+//!    the transaction back (`Integrity`, exit 3). With `--fk-check bulk` the connections
+//!    load with the target's row-by-row foreign-key triggers off and check each foreign
+//!    key of a group's tables with one anti-join over the rows they added.
+//! 5. **Commit** only when every connection has loaded and checked all its tables: each
+//!    first checks its deferred constraints, then they commit one after another. A
+//!    failure before that point rolls every connection back; a `COMMIT` itself failing
+//!    after an earlier connection's succeeded (a lost connection, a server stop) is the
+//!    one case that leaves part of a restore in, and the error names those tables
+//!    (docs/databases.md says so; two-phase commit would close it, and needs
+//!    `max_prepared_transactions > 0` on the server).
 
 pub mod mysql;
 pub mod postgres;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,7 +54,7 @@ use crate::error::{Error, Result};
 use crate::manifest::layout::Layout;
 use crate::manifest::{Column, Entry, Manifest, PathBytes, RowsetDigest, TableRecord};
 use crate::pack::read::PackCursor;
-use crate::restore::config::Strategy;
+use crate::restore::config::{FkCheck, Strategy};
 use crate::store::Store;
 use crate::support::secret::{redact_url, Secret};
 
@@ -60,6 +76,27 @@ pub struct DbRestoreOptions {
     pub target_schema: Option<String>,
 }
 
+/// How a database restore loads: connections and the foreign-key check. Apart from
+/// [`DbRestoreOptions`] so that code written before these existed keeps compiling
+/// ([`restore_db`] uses the defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Connections to load on at most (groups of tables that no foreign key links load
+    /// in parallel); 1: one connection. Engines without parallel loads use one.
+    pub jobs: usize,
+    /// How the target's foreign keys are checked.
+    pub fk_check: FkCheck,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            jobs: crate::restore::config::DEFAULT_JOBS,
+            fk_check: FkCheck::Immediate,
+        }
+    }
+}
+
 /// What happened to one table.
 #[derive(Debug, Clone, Serialize)]
 pub struct TableReport {
@@ -75,6 +112,8 @@ pub struct TableReport {
     pub rows_after: u64,
     /// Row-set checksum compared (only where the table holds exactly the stored rows).
     pub checksum_checked: bool,
+    /// The connection (0-based) that loaded it.
+    pub connection: usize,
 }
 
 /// What a database restore did.
@@ -92,6 +131,12 @@ pub struct DbRestoreReport {
     pub cycles: Vec<String>,
     /// Compressed bytes downloaded.
     pub bytes_fetched: u64,
+    /// Connections the tables were loaded on.
+    pub connections: usize,
+    /// The most tables that were being loaded at the same moment (counted).
+    pub max_tables_in_flight: usize,
+    /// How foreign keys were checked.
+    pub fk_check: FkCheck,
     /// Start.
     pub started_at: DateTime<Utc>,
     /// End.
@@ -289,8 +334,23 @@ pub async fn restore_db(
     m: &Manifest,
     opts: &DbRestoreOptions,
 ) -> Result<DbRestoreReport> {
+    restore_db_with(store, layout, m, opts, &LoadOptions::default()).await
+}
+
+/// [`restore_db`] with the connections and foreign-key check of `load`.
+///
+/// # Errors
+/// As [`restore_db`]; `Config` for `--fk-check bulk` with `--no-transaction`; `Refused`
+/// (nothing written) when bulk checking is asked for and the role may not turn the
+/// target's triggers off.
+pub async fn restore_db_with(
+    store: &Store,
+    layout: &Layout,
+    m: &Manifest,
+    opts: &DbRestoreOptions,
+    load: &LoadOptions,
+) -> Result<DbRestoreReport> {
     let url = opts.url.expose();
-    let started_at = Utc::now();
     let pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
     if !pg && !url.starts_with("mysql://") && !url.starts_with("mariadb://") {
         return Err(Error::config(format!(
@@ -312,7 +372,7 @@ pub async fn restore_db(
                 .map_err(at_destination)?,
         )
     };
-    run(db, store, layout, m, opts, planned, started_at)
+    run(db, store, layout, m, opts, load, planned)
         .await
         .map_err(at_destination)
 }
@@ -435,8 +495,48 @@ pub(crate) trait Loader: Send {
     async fn settle(&mut self, i: usize, p: &Planned<'_>, added: u64) -> Result<u64>;
     /// The row-set digest of the target table as it is now.
     async fn rowset(&mut self, p: &Planned<'_>) -> Result<RowsetDigest>;
+    /// The row-set digest and the row count of the target table as it is now; engines
+    /// that can count while re-reading save a pass over the table.
+    async fn rowset_and_count(&mut self, p: &Planned<'_>) -> Result<(RowsetDigest, u64)> {
+        let d = self.rowset(p).await?;
+        Ok((d, self.count(p).await?))
+    }
     /// Close the connection after a commit.
     async fn close(self: Box<Self>);
+
+    // Parallel loads and the bulk foreign-key check (additive; an engine that does not
+    // override them loads on one connection and refuses `--fk-check bulk`).
+
+    /// Whether [`Loader::another`] opens more connections, so groups of tables that no
+    /// foreign key links may load at the same time.
+    fn parallel_loads(&self) -> bool {
+        false
+    }
+    /// Another connection to the same target, set up like this one (`None`: none).
+    async fn another(&mut self) -> Result<Option<Box<dyn Loader>>> {
+        Ok(None)
+    }
+    /// Called on every connection after all tables are loaded and compared and before
+    /// the first `COMMIT`: run the checks a commit would (deferred constraints), so a
+    /// failure still rolls every connection back.
+    async fn before_commit(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Inside a transaction: stop the target checking foreign keys row by row for the
+    /// rest of it (`--fk-check bulk`). An error means the role may not.
+    async fn fk_checks_off(&mut self) -> Result<()> {
+        Err(Error::refused(
+            "this database does not support --fk-check bulk; use --fk-check immediate",
+        ))
+    }
+    /// After [`Loader::fk_checks_off`] and a group's loads: check every foreign key of
+    /// table `p` over the rows this transaction added, in one set-based query per key;
+    /// `Integrity`-free: a violation is a `Destination` error naming the key, like the
+    /// target's own check.
+    async fn validate_foreign_keys(&mut self, p: &Planned<'_>) -> Result<()> {
+        let _ = p;
+        Ok(())
+    }
 }
 
 /// A transaction statement.
@@ -457,9 +557,17 @@ async fn run(
     layout: &Layout,
     m: &Manifest,
     opts: &DbRestoreOptions,
+    load: &LoadOptions,
     planned: Vec<Planned<'_>>,
-    started_at: DateTime<Utc>,
 ) -> Result<DbRestoreReport> {
+    let started_at = Utc::now();
+    let bulk = load.fk_check == FkCheck::Bulk;
+    if bulk && opts.no_transaction {
+        return Err(Error::config(
+            "--fk-check bulk needs the enclosing transaction (its checks run before commit); \
+             it cannot be combined with --no-transaction",
+        ));
+    }
     // 1. Check, all tables, before writing.
     let mut problems = Vec::new();
     let mut before: HashMap<String, u64> = HashMap::new();
@@ -554,9 +662,24 @@ async fn run(
         }
         before.insert(p.key(), n);
     }
+    if bulk {
+        // Whether this role may turn the triggers off, tried in a transaction of its own
+        // that writes nothing.
+        db.tx(Tx::Begin).await?;
+        let allowed = db.fk_checks_off().await;
+        db.tx(Tx::Rollback).await?;
+        if let Err(e) = allowed {
+            problems.push(format!(
+                "--fk-check bulk: {e} (use --fk-check immediate, or grant the right: \
+                 PostgreSQL 15+ `GRANT SET ON PARAMETER session_replication_role TO <role>`, \
+                 or a superuser)"
+            ));
+        }
+    }
     refuse(problems)?;
 
-    // 2. Foreign-key order from the target's catalog.
+    // 2. Foreign-key order from the target's catalog, and the groups of tables that
+    // foreign keys link (each loads on one connection, in that order).
     let (order, cycles) = fk_order(&names, &deps);
     if !cycles.is_empty() {
         tracing::warn!(
@@ -565,117 +688,371 @@ async fn run(
         );
     }
     let by_key: HashMap<String, &Planned> = planned.iter().map(|p| (p.key(), p)).collect();
-
-    // 3. Load, 4. compare.
+    let weights: Vec<u64> = order
+        .iter()
+        .map(|k| by_key[k].rec.bytes.max(by_key[k].rec.rows))
+        .collect();
+    let groups = fk_groups(&order, &deps, &weights);
+    let jobs = if db.parallel_loads() {
+        load.jobs.clamp(1, groups.len().max(1))
+    } else {
+        1
+    };
     let tx = !opts.no_transaction;
-    if tx {
-        db.tx(Tx::Begin).await?;
+
+    // 3. Load, 4. compare: on `jobs` connections, the lead first.
+    let mut dbs = vec![db];
+    for _ in 1..jobs {
+        match dbs[0].another().await {
+            Ok(Some(more)) => dbs.push(more),
+            Ok(None) => break,
+            Err(e) => {
+                for d in dbs {
+                    d.close().await;
+                }
+                return Err(e.context("opening another connection for a parallel load"));
+            }
+        }
     }
-    match load(&mut *db, store, layout, m, &order, &by_key, &before).await {
-        Ok((tables, fetched)) => {
-            if tx {
-                db.tx(Tx::Commit).await?;
+    let shared = Shared {
+        store,
+        layout,
+        man: Arc::new(m.clone()),
+        by_path: Arc::new(
+            m.entries
+                .iter()
+                .map(|e| (e.path.clone(), e.clone()))
+                .collect(),
+        ),
+        order: &order,
+        by_key: &by_key,
+        before: &before,
+        queue: std::sync::Mutex::new(groups.into_iter().collect()),
+        stop: AtomicBool::new(false),
+        flight: Flight::default(),
+        bulk,
+        tx,
+    };
+    let results = futures::future::join_all(
+        dbs.iter_mut()
+            .enumerate()
+            .map(|(w, d)| worker(&mut **d, w, &shared)),
+    )
+    .await;
+    let mut tables: Vec<(usize, TableReport)> = Vec::new();
+    let mut fetched = 0;
+    let mut first_err: Option<Error> = None;
+    for r in results {
+        match r {
+            Ok(w) => {
+                tables.extend(w.tables);
+                fetched += w.fetched;
             }
-            db.close().await;
-            Ok(DbRestoreReport {
-                snapshot: m.header.snapshot.clone(),
-                target: redact_url(opts.url.expose()),
-                tables,
-                transaction: tx,
-                cycles,
-                bytes_fetched: fetched,
-                started_at,
-                finished_at: Utc::now(),
-            })
-        }
-        Err(e) => {
-            if tx {
-                let _ = db.tx(Tx::Rollback).await;
-                Err(e.context("restore rolled back, nothing was written"))
-            } else {
-                Err(e.context("restore stopped (--no-transaction: earlier tables stay loaded)"))
+            Err(e) => {
+                // The first real failure; the others' "stopped" says nothing new.
+                let replace = match &first_err {
+                    None => true,
+                    Some(f) => {
+                        f.kind() == crate::error::ErrorKind::Cancelled
+                            && e.kind() != crate::error::ErrorKind::Cancelled
+                    }
+                };
+                if replace {
+                    first_err = Some(e);
+                }
             }
         }
+    }
+    if let Some(e) = first_err {
+        if tx {
+            for d in &mut dbs {
+                let _ = d.tx(Tx::Rollback).await;
+            }
+            for d in dbs {
+                d.close().await;
+            }
+            return Err(e.context("restore rolled back, nothing was written"));
+        }
+        for d in dbs {
+            d.close().await;
+        }
+        return Err(e.context(
+            "restore stopped (--no-transaction: tables loaded before the failure stay loaded)",
+        ));
+    }
+    tables.sort_by_key(|(i, _)| *i);
+    if tx {
+        commit_all(&mut dbs, &tables).await?;
+    }
+    let connections = dbs.len();
+    for d in dbs {
+        d.close().await;
+    }
+    Ok(DbRestoreReport {
+        snapshot: m.header.snapshot.clone(),
+        target: redact_url(opts.url.expose()),
+        tables: tables.into_iter().map(|(_, t)| t).collect(),
+        transaction: tx,
+        cycles,
+        bytes_fetched: fetched,
+        connections,
+        max_tables_in_flight: shared.flight.peak.load(Ordering::SeqCst),
+        fk_check: load.fk_check,
+        started_at,
+        finished_at: Utc::now(),
+    })
+}
+
+/// Commit every connection's transaction, after all of them loaded and checked their
+/// tables. Deferred constraints are checked on each first (`SET CONSTRAINTS ALL
+/// IMMEDIATE`), so what can still fail is the `COMMIT` itself (a lost connection, a
+/// server stop); if one does after another connection committed, the error names the
+/// tables that are in.
+async fn commit_all(dbs: &mut [Box<dyn Loader>], tables: &[(usize, TableReport)]) -> Result<()> {
+    for d in dbs.iter_mut() {
+        if let Err(e) = d.before_commit().await {
+            for d in dbs.iter_mut() {
+                let _ = d.tx(Tx::Rollback).await;
+            }
+            return Err(e.context("restore rolled back, nothing was written"));
+        }
+    }
+    for (c, d) in dbs.iter_mut().enumerate() {
+        if let Err(e) = d.tx(Tx::Commit).await {
+            if c == 0 {
+                for d in dbs.iter_mut().skip(1) {
+                    let _ = d.tx(Tx::Rollback).await;
+                }
+                return Err(e.context("restore rolled back, nothing was written"));
+            }
+            let done: Vec<&str> = tables
+                .iter()
+                .filter(|(_, t)| t.connection < c)
+                .map(|(_, t)| t.table.as_str())
+                .collect();
+            for d in dbs.iter_mut().skip(c + 1) {
+                let _ = d.tx(Tx::Rollback).await;
+            }
+            return Err(e.context(format!(
+                "the COMMIT of connection {} of {} failed after the others before it committed: \
+                 these tables ARE restored: {}; the rest are not (empty them, or restore again \
+                 with --strategy skip-existing)",
+                c + 1,
+                dbs.len(),
+                done.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What the workers of one restore share.
+struct Shared<'a, 'p> {
+    store: &'a Store,
+    layout: &'a Layout,
+    man: Arc<Manifest>,
+    by_path: Arc<HashMap<PathBytes, Entry>>,
+    order: &'a [String],
+    by_key: &'a HashMap<String, &'a Planned<'p>>,
+    before: &'a HashMap<String, u64>,
+    /// Groups not yet taken, heaviest first.
+    queue: std::sync::Mutex<std::collections::VecDeque<Vec<usize>>>,
+    /// Set by the first failure: the others take no new table.
+    stop: AtomicBool,
+    flight: Flight,
+    bulk: bool,
+    tx: bool,
+}
+
+/// Tables being loaded right now, and the most at once: counted, so a test can tell a
+/// parallel load from a serial one without a clock.
+#[derive(Default)]
+struct Flight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Flight {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-async fn load(
-    db: &mut dyn Loader,
-    store: &Store,
-    layout: &Layout,
-    m: &Manifest,
-    order: &[String],
-    by_key: &HashMap<String, &Planned<'_>>,
-    before: &HashMap<String, u64>,
-) -> Result<(Vec<TableReport>, u64)> {
-    let man = Arc::new(m.clone());
-    let by_path: Arc<HashMap<PathBytes, Entry>> = Arc::new(
-        m.entries
-            .iter()
-            .map(|e| (e.path.clone(), e.clone()))
-            .collect(),
-    );
-    let trunc: Vec<&Planned> = order
-        .iter()
-        .filter_map(|k| by_key.get(k).copied())
-        .filter(|p| p.strategy == Strategy::Truncate)
-        .collect();
-    if !trunc.is_empty() {
-        db.empty(&trunc).await?;
-    }
-    let mut reports = Vec::new();
-    let mut fetched = 0;
-    for (i, k) in order.iter().enumerate() {
-        let p = by_key[k];
-        // Read (download, decompress, hash-check) the next chunks while this one loads:
-        // at most PREFETCH chunks wait in memory.
-        let mut rx = prefetch(store, layout, &man, &by_path, p.rec.chunks.clone());
-        let (loaded, added) = db.load_rows(i, p, &mut rx, &mut fetched).await?;
-        if loaded != p.rec.rows {
-            return Err(Error::integrity(format!(
-                "{k}: loaded {loaded} rows, the manifest says {}",
-                p.rec.rows
-            )));
-        }
-        let added = db.settle(i, p, added).await?;
-        let after = db.count(p).await?;
-        let prior = before.get(k).copied().unwrap_or(0);
-        let stored = p.rec.rows;
-        let exact = matches!(p.strategy, Strategy::FailIfNotEmpty | Strategy::Truncate)
-            || (p.strategy == Strategy::Append && prior == 0)
-            || (p.strategy == Strategy::SkipExisting && prior == 0);
-        let counts_ok = match p.strategy {
-            Strategy::FailIfNotEmpty | Strategy::Truncate => after == stored,
-            Strategy::Append => after == prior + stored,
-            Strategy::SkipExisting => after >= stored && after == prior + added,
-        };
-        if !counts_ok {
-            return Err(Error::integrity(format!(
-                "{k}: {after} rows after restore ({prior} before, {stored} stored, strategy {})",
-                p.strategy.as_str()
-            )));
-        }
-        if exact {
-            let got = db.rowset(p).await?;
-            if got.to_checksum() != p.rec.checksum {
-                return Err(Error::integrity(format!(
-                    "{k}: row-set checksum after restore {} differs from the snapshot's {}",
-                    got.to_checksum(),
-                    p.rec.checksum
-                )));
+/// What one worker loaded.
+struct Worked {
+    tables: Vec<(usize, TableReport)>,
+    fetched: u64,
+}
+
+/// One connection's work: open its transaction, then take groups off the queue until it
+/// is empty, loading each group's tables in foreign-key order. The transaction stays
+/// open; [`run`] commits or rolls back all connections together.
+async fn worker(db: &mut dyn Loader, w: usize, sh: &Shared<'_, '_>) -> Result<Worked> {
+    let mut out = Worked {
+        tables: Vec::new(),
+        fetched: 0,
+    };
+    let r: Result<()> = async {
+        if sh.tx {
+            db.tx(Tx::Begin).await?;
+            if sh.bulk {
+                db.fk_checks_off().await?;
             }
         }
-        tracing::info!(table = %k, rows = added, "restored");
-        reports.push(TableReport {
-            table: k.clone(),
-            strategy: p.strategy,
-            rows_stored: stored,
-            rows_added: added,
-            rows_after: after,
-            checksum_checked: exact,
-        });
+        loop {
+            let next = sh.queue.lock().ok().and_then(|mut q| q.pop_front());
+            let Some(group) = next else { break };
+            let ps: Vec<&Planned> = group.iter().map(|&i| sh.by_key[&sh.order[i]]).collect();
+            let trunc: Vec<&Planned> = ps
+                .iter()
+                .copied()
+                .filter(|p| p.strategy == Strategy::Truncate)
+                .collect();
+            if !trunc.is_empty() {
+                db.empty(&trunc).await?;
+            }
+            for (&i, p) in group.iter().zip(&ps) {
+                if sh.stop.load(Ordering::SeqCst) {
+                    return Err(Error::cancelled());
+                }
+                sh.flight.enter();
+                let r = load_table(db, i, p, sh, &mut out.fetched).await;
+                sh.flight.leave();
+                let mut t = r?;
+                t.connection = w;
+                out.tables.push((i, t));
+            }
+            if sh.bulk {
+                for p in &ps {
+                    db.validate_foreign_keys(p).await?;
+                }
+            }
+        }
+        Ok(())
     }
-    Ok((reports, fetched))
+    .await;
+    if let Err(e) = r {
+        sh.stop.store(true, Ordering::SeqCst);
+        return Err(e);
+    }
+    Ok(out)
+}
+
+/// Load table number `i` (its position in foreign-key order) and compare it with the
+/// manifest, inside the connection's transaction.
+async fn load_table(
+    db: &mut dyn Loader,
+    i: usize,
+    p: &Planned<'_>,
+    sh: &Shared<'_, '_>,
+    fetched: &mut u64,
+) -> Result<TableReport> {
+    let k = p.key();
+    // Read (download, decompress, hash-check) the next chunks while this one loads:
+    // at most PREFETCH chunks wait in memory.
+    let mut rx = prefetch(
+        sh.store,
+        sh.layout,
+        &sh.man,
+        &sh.by_path,
+        p.rec.chunks.clone(),
+    );
+    let (loaded, added) = db.load_rows(i, p, &mut rx, fetched).await?;
+    if loaded != p.rec.rows {
+        return Err(Error::integrity(format!(
+            "{k}: loaded {loaded} rows, the manifest says {}",
+            p.rec.rows
+        )));
+    }
+    let added = db.settle(i, p, added).await?;
+    let prior = sh.before.get(&k).copied().unwrap_or(0);
+    let stored = p.rec.rows;
+    let exact = matches!(p.strategy, Strategy::FailIfNotEmpty | Strategy::Truncate)
+        || (p.strategy == Strategy::Append && prior == 0)
+        || (p.strategy == Strategy::SkipExisting && prior == 0);
+    // Where the table is re-read for its checksum anyway, that pass counts it too.
+    let (after, digest) = if exact {
+        let (d, n) = db.rowset_and_count(p).await?;
+        (n, Some(d))
+    } else {
+        (db.count(p).await?, None)
+    };
+    let counts_ok = match p.strategy {
+        Strategy::FailIfNotEmpty | Strategy::Truncate => after == stored,
+        Strategy::Append => after == prior + stored,
+        Strategy::SkipExisting => after >= stored && after == prior + added,
+    };
+    if !counts_ok {
+        return Err(Error::integrity(format!(
+            "{k}: {after} rows after restore ({prior} before, {stored} stored, strategy {})",
+            p.strategy.as_str()
+        )));
+    }
+    if let Some(got) = digest {
+        if got.to_checksum() != p.rec.checksum {
+            return Err(Error::integrity(format!(
+                "{k}: row-set checksum after restore {} differs from the snapshot's {}",
+                got.to_checksum(),
+                p.rec.checksum
+            )));
+        }
+    }
+    tracing::info!(table = %k, rows = added, "restored");
+    Ok(TableReport {
+        table: k,
+        strategy: p.strategy,
+        rows_stored: stored,
+        rows_added: added,
+        rows_after: after,
+        checksum_checked: exact,
+        connection: 0,
+    })
+}
+
+/// The tables of `order` (foreign-key order) in groups that foreign keys (`deps`, child →
+/// parent) link, directly or through other restored tables; each group keeps `order`'s
+/// order, and groups come heaviest first (`weights`, by position in `order`), so the big
+/// ones start first and the small ones fill in.
+///
+/// A group is the unit a connection loads: a child's foreign-key check (immediate
+/// mode) sees only rows its own transaction wrote or others committed, so a table must
+/// load on the connection that loaded its parents, and nothing commits before the end.
+pub fn fk_groups(order: &[String], deps: &[(String, String)], weights: &[u64]) -> Vec<Vec<usize>> {
+    let pos: HashMap<&String, usize> = order.iter().enumerate().map(|(i, k)| (k, i)).collect();
+    let mut root: Vec<usize> = (0..order.len()).collect();
+    fn find(root: &mut [usize], mut i: usize) -> usize {
+        while root[i] != i {
+            root[i] = root[root[i]];
+            i = root[i];
+        }
+        i
+    }
+    for (c, p) in deps {
+        if let (Some(&a), Some(&b)) = (pos.get(c), pos.get(p)) {
+            let (ra, rb) = (find(&mut root, a), find(&mut root, b));
+            if ra != rb {
+                root[ra.max(rb)] = ra.min(rb);
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..order.len() {
+        let r = find(&mut root, i);
+        groups.entry(r).or_default().push(i);
+    }
+    let mut out: Vec<Vec<usize>> = groups.into_values().collect();
+    let weight = |g: &Vec<usize>| {
+        g.iter()
+            .map(|&i| weights.get(i).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    // Stable: equal weights keep foreign-key order.
+    out.sort_by_key(|g| std::cmp::Reverse(weight(g)));
+    out
 }
 
 #[cfg(test)]
@@ -711,6 +1088,38 @@ mod tests {
         );
         assert_eq!(order.len(), 3);
         assert_eq!(cycles, s(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn fk_groups_link_through_restored_tables_keep_order_and_put_heavy_first() {
+        // FK order: dag, dag_run, ti, xcom, user, role, user_role, variable.
+        let order = s(&[
+            "p.dag",
+            "p.dag_run",
+            "p.ti",
+            "p.xcom",
+            "p.user",
+            "p.role",
+            "p.user_role",
+            "p.variable",
+        ]);
+        let deps = vec![
+            ("p.dag_run".to_string(), "p.dag".to_string()),
+            ("p.ti".to_string(), "p.dag_run".to_string()),
+            ("p.xcom".to_string(), "p.ti".to_string()),
+            ("p.user_role".to_string(), "p.user".to_string()),
+            ("p.user_role".to_string(), "p.role".to_string()),
+            ("p.variable".to_string(), "p.variable".to_string()),
+            // Outside the restore: links nothing.
+            ("p.note".to_string(), "p.ti".to_string()),
+            ("p.note".to_string(), "p.user".to_string()),
+        ];
+        let weights = [1, 10, 1000, 5, 1, 1, 1, 2];
+        let g = fk_groups(&order, &deps, &weights);
+        assert_eq!(g, vec![vec![0, 1, 2, 3], vec![4, 5, 6], vec![7]]);
+        // Heavier first; foreign-key order inside a group.
+        let g = fk_groups(&order, &deps, &[1, 1, 1, 1, 1, 1, 1, 50]);
+        assert_eq!(g, vec![vec![7], vec![0, 1, 2, 3], vec![4, 5, 6]]);
     }
 
     #[test]

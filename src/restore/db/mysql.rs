@@ -70,6 +70,8 @@ enum Refusal {
 /// A MySQL / MariaDB target.
 pub(crate) struct MyLoader {
     c: Conn,
+    /// The target, to open further connections for a parallel load.
+    url: crate::support::secret::Secret,
     method: Method,
     /// A method forced by the test hook (no fallback then).
     forced: Option<Method>,
@@ -121,6 +123,7 @@ impl MyLoader {
         };
         Ok(MyLoader {
             c,
+            url: opts.url.clone(),
             method,
             forced,
             insert_bytes: insert_bytes(packet.unwrap_or(4 << 20)),
@@ -393,6 +396,23 @@ fn fq(p: &Planned<'_>) -> String {
 
 #[async_trait::async_trait]
 impl Loader for MyLoader {
+    fn parallel_loads(&self) -> bool {
+        true
+    }
+
+    async fn another(&mut self) -> Result<Option<Box<dyn Loader>>> {
+        // Same target, same way of loading: what the first connection found out about
+        // local_infile and max_allowed_packet holds for the server, not the session.
+        let c = connect(&self.url, None).await?;
+        Ok(Some(Box::new(MyLoader {
+            c,
+            url: self.url.clone(),
+            method: self.method,
+            forced: self.forced,
+            insert_bytes: self.insert_bytes,
+        })))
+    }
+
     async fn table_shape(
         &mut self,
         schema: &str,

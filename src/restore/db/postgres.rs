@@ -3,6 +3,13 @@
 //! rather than silently emptying it), `skip-existing` through a temporary table and
 //! `ON CONFLICT DO NOTHING`, and sequences behind serial and identity columns moved past
 //! the largest restored key.
+//!
+//! Parallel loads open more connections the same way ([`Loader::another`]).
+//! `--fk-check bulk` sets `session_replication_role = replica` for the transaction
+//! (`SET LOCAL`: the setting ends with it), which stops the foreign-key triggers (and
+//! every other trigger and rule not marked `ENABLE ALWAYS`/`REPLICA`), then checks each
+//! foreign key of a restored table with one anti-join over the rows this transaction
+//! inserted (`xmin` = its transaction id), the set-based form of the trigger's check.
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -14,10 +21,13 @@ use crate::error::{Error, Result};
 use crate::manifest::{Column, RowsetDigest};
 use crate::restore::config::Strategy;
 use crate::restore::db::{env_password, DbRestoreOptions, Loader, Planned, Tx};
+use crate::support::secret::Secret;
 
 /// A PostgreSQL target, its session set up as the backup's (so CSV text is canonical).
 pub(crate) struct PgLoader {
     c: Client,
+    url: Secret,
+    password: Option<Secret>,
 }
 
 impl PgLoader {
@@ -26,11 +36,15 @@ impl PgLoader {
     /// # Errors
     /// As [`connect`]; `Source` when the session settings fail.
     pub(crate) async fn connect(opts: &DbRestoreOptions) -> Result<PgLoader> {
-        let c = connect(&opts.url, env_password(&opts.url, "PGPASSWORD").as_ref()).await?;
+        PgLoader::open(opts.url.clone(), env_password(&opts.url, "PGPASSWORD")).await
+    }
+
+    async fn open(url: Secret, password: Option<Secret>) -> Result<PgLoader> {
+        let c = connect(&url, password.as_ref()).await?;
         c.batch_execute(SESSION_SETTINGS)
             .await
             .map_err(|e| pg_err("session settings", e))?;
-        Ok(PgLoader { c })
+        Ok(PgLoader { c, url, password })
     }
 }
 
@@ -231,10 +245,152 @@ impl Loader for PgLoader {
     }
 
     async fn rowset(&mut self, p: &Planned<'_>) -> Result<RowsetDigest> {
-        pg_rowset(&self.c, &fq(p), &p.rec.columns).await
+        Ok(pg_rowset_counted(&self.c, &fq(p), &p.rec.columns).await?.0)
+    }
+
+    async fn rowset_and_count(&mut self, p: &Planned<'_>) -> Result<(RowsetDigest, u64)> {
+        pg_rowset_counted(&self.c, &fq(p), &p.rec.columns).await
     }
 
     async fn close(self: Box<Self>) {}
+
+    fn parallel_loads(&self) -> bool {
+        true
+    }
+
+    async fn another(&mut self) -> Result<Option<Box<dyn Loader>>> {
+        Ok(Some(Box::new(
+            PgLoader::open(self.url.clone(), self.password.clone()).await?,
+        )))
+    }
+
+    async fn before_commit(&mut self) -> Result<()> {
+        self.c
+            .batch_execute("SET CONSTRAINTS ALL IMMEDIATE")
+            .await
+            .map_err(|e| pg_err("checking deferred constraints before commit", e))
+    }
+
+    async fn fk_checks_off(&mut self) -> Result<()> {
+        self.c
+            .batch_execute("SET LOCAL session_replication_role = replica")
+            .await
+            .map_err(|e| {
+                let text = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string());
+                Error::refused(format!(
+                    "this role may not set session_replication_role ({text})"
+                ))
+            })
+    }
+
+    async fn validate_foreign_keys(&mut self, p: &Planned<'_>) -> Result<()> {
+        validate_fks(&self.c, p).await
+    }
+}
+
+/// Check every foreign key of `p`'s table over the rows this transaction inserted: one
+/// anti-join per key, `MATCH SIMPLE` (a row with a NULL key column is not checked) or
+/// `MATCH FULL` (all or none NULL) as the constraint says. Rows that were there before
+/// were checked when they were written.
+///
+/// # Errors
+/// `Destination`-bound server errors; a violation, as PostgreSQL words its own
+/// (`violates foreign key constraint`, with the key in `DETAIL`).
+async fn validate_fks(c: &Client, p: &Planned<'_>) -> Result<()> {
+    let target = fq(p);
+    let keys = c
+        .query(
+            "SELECT k.conname::text, quote_ident(pn.nspname) || '.' || quote_ident(pc.relname), \
+                    pc.relname::text, k.confmatchtype::text, \
+                    ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, o) \
+                          JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.o), \
+                    ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, o) \
+                          JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.o) \
+             FROM pg_constraint k JOIN pg_class pc ON pc.oid = k.confrelid \
+             JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+             WHERE k.contype = 'f' AND k.conrelid = $1::text::regclass ORDER BY k.conname",
+            &[&target],
+        )
+        .await
+        .map_err(|e| pg_err(format!("reading the foreign keys of {}", p.key()), e))?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // This transaction's id as `xmin` holds it (32 bits, no epoch).
+    let xid: String = c
+        .query_one(
+            "SELECT (pg_current_xact_id()::text::numeric % 4294967296)::text",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_err("reading the transaction id", e))?
+        .get(0);
+    for k in keys {
+        let (name, parent, parent_name, matchtype): (String, String, String, String) =
+            (k.get(0), k.get(1), k.get(2), k.get(3));
+        let (cols, pcols): (Vec<String>, Vec<String>) = (k.get(4), k.get(5));
+        let on: Vec<String> = cols
+            .iter()
+            .zip(&pcols)
+            .map(|(c, pc)| format!("p.{} = c.{}", pg_ident(pc), pg_ident(c)))
+            .collect();
+        let not_null: Vec<String> = cols
+            .iter()
+            .map(|c| format!("c.{} IS NOT NULL", pg_ident(c)))
+            .collect();
+        let shown: Vec<String> = cols
+            .iter()
+            .map(|c| format!("c.{}::text", pg_ident(c)))
+            .collect();
+        let listed: Vec<String> = cols.iter().map(|c| pg_ident(c)).collect();
+        let mut bad = format!(
+            "({}) AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {})",
+            not_null.join(" AND "),
+            on.join(" AND ")
+        );
+        if matchtype == "f" && cols.len() > 1 {
+            bad = format!(
+                "({bad}) OR num_nonnulls({}) NOT IN (0, {})",
+                listed
+                    .iter()
+                    .map(|c| format!("c.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cols.len()
+            );
+        }
+        let q = format!(
+            "SELECT {} FROM {target} c WHERE c.xmin = {}::xid AND ({bad}) LIMIT 1",
+            shown.join(", "),
+            pg_literal(&xid)
+        );
+        let hit = c
+            .query_opt(&q, &[])
+            .await
+            .map_err(|e| pg_err(format!("checking foreign key {name} of {}", p.key()), e))?;
+        if let Some(row) = hit {
+            let vals: Vec<String> = (0..cols.len())
+                .map(|i| {
+                    row.get::<_, Option<String>>(i)
+                        .unwrap_or_else(|| "null".into())
+                })
+                .collect();
+            return Err(Error::new(
+                crate::error::ErrorKind::Destination,
+                format!(
+                    "--fk-check bulk: {}: a restored row violates foreign key constraint {name:?}\n  \
+                     DETAIL: Key ({})=({}) is not present in table {parent_name:?}",
+                    p.key(),
+                    cols.join(", "),
+                    vals.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The row-set digest of a table as it is now (same CSV settings as the backup).
@@ -242,6 +398,18 @@ impl Loader for PgLoader {
 /// # Errors
 /// Database errors.
 pub async fn pg_rowset(c: &Client, fq: &str, cols: &[Column]) -> Result<RowsetDigest> {
+    Ok(pg_rowset_counted(c, fq, cols).await?.0)
+}
+
+/// [`pg_rowset`] and the number of rows read.
+///
+/// # Errors
+/// Database errors.
+pub async fn pg_rowset_counted(
+    c: &Client,
+    fq: &str,
+    cols: &[Column],
+) -> Result<(RowsetDigest, u64)> {
     let q = format!(
         "COPY (SELECT {} FROM {fq}) TO STDOUT WITH (FORMAT csv)",
         pg_select_list(cols)
@@ -251,9 +419,10 @@ pub async fn pg_rowset(c: &Client, fq: &str, cols: &[Column]) -> Result<RowsetDi
         .await
         .map_err(|e| pg_err(format!("re-reading {fq}"), e))?;
     futures::pin_mut!(stream);
-    let mut d = RowsetDigest::default();
+    let (mut d, mut n) = (RowsetDigest::default(), 0u64);
     while let Some(row) = stream.next().await {
         d.add_row(&row.map_err(|e| pg_err(format!("re-reading {fq}"), e))?);
+        n += 1;
     }
-    Ok(d)
+    Ok((d, n))
 }
