@@ -532,6 +532,7 @@ mod tests {
             inconsistent: false,
             ino: None,
             ctime: None,
+            chunks: Vec::new(),
         }
     }
 

@@ -270,6 +270,7 @@ impl<'a, F: SinkFactory> StreamPacker<'a, F> {
             inconsistent: false,
             ino: None,
             ctime: None,
+            chunks: Vec::new(),
         });
         self.chunks.push(path);
         self.counters.add(1, data.len() as u64);

@@ -140,6 +140,7 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
             inconsistent: false,
             ino: Some(st.ino),
             ctime: Some(st.ctime),
+            chunks: Vec::new(),
         };
         match kind {
             EntryKind::Dir => {

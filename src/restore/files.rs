@@ -544,6 +544,7 @@ mod tests {
                 inconsistent: false,
                 ino: None,
                 ctime: None,
+                chunks: Vec::new(),
             };
             log.add(&e, &err);
         }
