@@ -61,6 +61,11 @@ impl<'a> PackCursor<'a> {
         }
     }
 
+    /// Id of the pack this cursor reads.
+    pub fn pack_id(&self) -> &str {
+        &self.pack.id
+    }
+
     /// Feed uncompressed bytes `range` to `sink` in order. `hint_end` is how far the
     /// caller will read soon (the end of the last wanted entry nearby): windows extend up
     /// to it, at most [`WINDOW`] bytes, so small neighbouring entries share one fetch.

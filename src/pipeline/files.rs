@@ -384,14 +384,18 @@ impl ChunkWriter<'_> {
             let mut chunks: Vec<Chunk> = Vec::new();
             let mut total = 0u64;
             let meta = header_meta(st);
-            let cdc = fastcdc::v2020::StreamCDC::new(std::io::Read::take(src, st.size), cfg.min, cfg.avg, cfg.max);
+            let cdc = fastcdc::v2020::StreamCDC::new(
+                std::io::Read::take(src, st.size),
+                cfg.min,
+                cfg.avg,
+                cfg.max,
+            );
             for c in cdc {
                 if ctx.cancel.is_cancelled() {
                     return Err(Error::cancelled());
                 }
-                let c = c.map_err(|e| {
-                    Error::internal(format!("chunking {}: {e}", path.display()))
-                })?;
+                let c =
+                    c.map_err(|e| Error::internal(format!("chunking {}: {e}", path.display())))?;
                 let len = c.data.len() as u64;
                 file_h.update(&c.data);
                 total += len;
@@ -412,8 +416,9 @@ impl ChunkWriter<'_> {
                     .as_mut()
                     .ok_or_else(|| Error::internal("no open pack"))?;
                 let name = crate::manifest::chunk_tar_name(path, &sha);
-                let (placed, _) = tarball::append_file(&mut pk.builder, &name, len, &meta, &c.data[..])
-                    .map_err(|e| io_to_err(e, &pk.blob))?;
+                let (placed, _) =
+                    tarball::append_file(&mut pk.builder, &name, len, &meta, &c.data[..])
+                        .map_err(|e| io_to_err(e, &pk.blob))?;
                 let chunk = Chunk {
                     sha256: sha.clone(),
                     size: len,

@@ -132,12 +132,20 @@ pub(super) fn check_entries(m: &Manifest, entries: &[Entry]) -> Result<Vec<PathB
     for e in entries {
         rels.push(safe_relative(&e.path)?);
         if e.kind == EntryKind::File && e.size > 0 {
-            let pid = e.pack.as_deref().unwrap_or("");
-            if m.pack(pid).is_none() {
+            let mut packs = e.packs().peekable();
+            if packs.peek().is_none() {
                 return Err(Error::integrity(format!(
-                    "{}: refers to pack {pid:?}, which the manifest does not list",
+                    "{}: names no pack, which the manifest does not list",
                     e.path.display()
                 )));
+            }
+            for pid in packs {
+                if m.pack(pid).is_none() {
+                    return Err(Error::integrity(format!(
+                        "{}: refers to pack {pid:?}, which the manifest does not list",
+                        e.path.display()
+                    )));
+                }
             }
         }
     }
@@ -354,19 +362,24 @@ pub(super) struct PackOutcome {
     pub(super) fetched: u64,
 }
 
+/// Write `files`, whose data lies in `pack` (files stored whole) or in `chunk_packs`
+/// (a chunked file: every pack its chunks are in). Each file is written, its chunks'
+/// and its own SHA-256 checked, then given its mode and times.
 pub(super) fn restore_files(
     store: &dyn crate::store::BlobStore,
     rt: tokio::runtime::Handle,
     layout: &Layout,
     pack: Option<&PackRecord>,
+    chunk_packs: &[PackRecord],
     files: &[(Entry, PathBuf)],
     w: &Writer<'_>,
 ) -> Result<PackOutcome> {
+    let mut chunk_fetched = 0u64;
     use std::sync::atomic::{AtomicU64, Ordering};
     static TMP: AtomicU64 = AtomicU64::new(0);
     let mut sorted: Vec<&(Entry, PathBuf)> = files.iter().collect();
     sorted.sort_by_key(|(e, _)| e.data_offset);
-    let mut cursor = pack.map(|p| PackCursor::new(store, rt, layout.full(&p.blob), p));
+    let mut cursor = pack.map(|p| PackCursor::new(store, rt.clone(), layout.full(&p.blob), p));
     let (mut n, mut bytes) = (0u64, 0u64);
     let pid = std::process::id();
     // Once the pack turns out to be missing, its remaining files are damaged too.
@@ -412,7 +425,29 @@ pub(super) fn restore_files(
         // Whether an error came from the stored data (not from writing the target).
         let mut read_failed = false;
         let res = (|| -> Result<()> {
-            if e.size > 0 {
+            if !e.chunks.is_empty() {
+                let mut write_failed = false;
+                let r = read_chunks(
+                    store,
+                    &rt,
+                    layout,
+                    chunk_packs,
+                    e,
+                    &mut chunk_fetched,
+                    &mut |b| {
+                        h.update(b);
+                        std::io::Write::write_all(&mut f, b).map_err(|err| {
+                            write_failed = true;
+                            Error::io(
+                                ErrorKind::Internal,
+                                format!("writing {}", tmp.display()),
+                                err,
+                            )
+                        })
+                    },
+                );
+                r.inspect_err(|_| read_failed = !write_failed)?;
+            } else if e.size > 0 {
                 let cur = cursor
                     .as_mut()
                     .ok_or_else(|| Error::integrity(format!("{}: no pack", e.path.display())))?;
@@ -497,8 +532,79 @@ pub(super) fn restore_files(
     Ok(PackOutcome {
         files: n,
         bytes,
-        fetched: cursor.map(|c| c.fetched).unwrap_or(0),
+        fetched: cursor.map(|c| c.fetched).unwrap_or(0) + chunk_fetched,
     })
+}
+
+/// Feed the data of chunked file `e` to `sink` in order, reading only the frames that
+/// hold its chunks (one cursor per pack while consecutive chunks stay in it) and
+/// checking every chunk's SHA-256 before its bytes go on.
+///
+/// # Errors
+/// `Integrity` naming the chunk (its index, pack and hash) when a chunk's data is
+/// damaged or its pack is unknown; `NotFound` for a missing pack; whatever `sink` returns.
+fn read_chunks(
+    store: &dyn crate::store::BlobStore,
+    rt: &tokio::runtime::Handle,
+    layout: &Layout,
+    packs: &[PackRecord],
+    e: &Entry,
+    fetched: &mut u64,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut cursor: Option<PackCursor<'_>> = None;
+    let mut buf = Vec::new();
+    for (k, c) in e.chunks.iter().enumerate() {
+        if cursor.as_ref().is_none_or(|cur| cur.pack_id() != c.pack) {
+            if let Some(old) = cursor.take() {
+                *fetched += old.fetched;
+            }
+            let p = packs.iter().find(|p| p.id == c.pack).ok_or_else(|| {
+                Error::integrity(format!(
+                    "{}: chunk {k} refers to pack {:?}, which the manifest does not list",
+                    e.path.display(),
+                    c.pack
+                ))
+            })?;
+            cursor = Some(PackCursor::new(store, rt.clone(), layout.full(&p.blob), p));
+        }
+        let cur = cursor
+            .as_mut()
+            .ok_or_else(|| Error::internal("no pack cursor"))?;
+        // Read ahead to the end of the next chunk when it follows in the same pack.
+        let hint = e
+            .chunks
+            .get(k + 1)
+            .filter(|n| n.pack == c.pack && n.data_offset >= c.data_offset)
+            .map_or(0, |n| n.data_offset + n.size);
+        buf.clear();
+        cur.read(c.data_offset..c.data_offset + c.size, hint, &mut |b| {
+            buf.extend_from_slice(b);
+            Ok(())
+        })
+        .map_err(|err| {
+            err.context(format!(
+                "chunk {k} of {} (pack {})",
+                e.path.display(),
+                c.pack
+            ))
+        })?;
+        let got = hex::encode(Sha256::digest(&buf));
+        if got != c.sha256 {
+            return Err(Error::integrity(format!(
+                "{}: chunk {k} (pack {}, offset {}) has SHA-256 {got}, the manifest says {}; the file was not written",
+                e.path.display(),
+                c.pack,
+                c.data_offset,
+                c.sha256
+            )));
+        }
+        sink(&buf)?;
+    }
+    if let Some(old) = cursor {
+        *fetched += old.fetched;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -39,6 +39,17 @@ use crate::store::config::UploadConfig;
 use crate::store::{md5_from_b64, Store, Tier};
 use crate::support::progress::Counters;
 
+/// What a pack-by-pack reader checks of entry `e`: the entry itself, or for a chunked
+/// file one stand-in per stored chunk (named like the file, so a damaged chunk names
+/// the file that uses it; the chunk's SHA-256 is what gets checked).
+fn by_pack(e: &Entry) -> Vec<Entry> {
+    if e.chunks.is_empty() {
+        vec![e.clone()]
+    } else {
+        e.chunk_entries()
+    }
+}
+
 /// One thing that did not match.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Mismatch {
@@ -198,9 +209,9 @@ pub async fn verify(
     if m.segments.is_empty() || !m.entries.is_empty() {
         held = m.entries.len();
         let mut groups: Vec<Vec<Entry>> = vec![Vec::new(); m.packs.len()];
-        for e in &m.entries {
+        for e in m.entries.iter().flat_map(by_pack) {
             if let Some(&i) = e.pack.as_deref().and_then(|p| index.get(p)) {
-                groups[i].push(e.clone());
+                groups[i].push(e);
             }
         }
         for (pi, g) in groups.into_iter().enumerate() {
@@ -217,8 +228,10 @@ pub async fn verify(
         let mut reader = crate::manifest::segment::EntryReader::new(&**store, layout, &m);
         for si in 0..m.segments.len() {
             for e in reader.read_segment(si, true).await? {
-                if let Some(&i) = e.pack.as_deref().and_then(|p| index.get(p)) {
-                    last[i] = Some(si);
+                for p in e.packs() {
+                    if let Some(&i) = index.get(p) {
+                        last[i] = Some(si);
+                    }
                 }
             }
         }
@@ -232,7 +245,7 @@ pub async fn verify(
         for si in 0..m.segments.len() {
             let seg = reader.read_segment(si, false).await?;
             let n = seg.len();
-            for e in seg {
+            for e in seg.iter().flat_map(by_pack) {
                 if let Some(&i) = e.pack.as_deref().and_then(|p| index.get(p)) {
                     groups.entry(i).or_default().push(e);
                 }

@@ -13,7 +13,8 @@ use super::check::{size_in, Checker};
 use super::interpolate;
 use super::raw::{AutoWord, ChunkingSpec, CountOrAuto, PartitionsSpec, SourceSpec};
 use crate::extract::config::{
-    ChunkingConfig, CommandSourceConfig, DbSourceConfig, FsSourceConfig, PartitionsConfig, SourceConfig,
+    ChunkingConfig, CommandSourceConfig, DbSourceConfig, FsSourceConfig, PartitionsConfig,
+    SourceConfig,
 };
 use crate::support::secret::{redact_url, Secret};
 use crate::support::units::parse_duration;
