@@ -287,6 +287,16 @@ fn forget_and_prune_keep_the_chunks_survivors_share_and_damage_names_every_user(
     let v = bp_json(0, &["verify", &f.pipeline, &s3, "--full"]);
     assert!(v["mismatches"].as_array().unwrap().is_empty(), "{v}");
 
+    // A full backup stores every chunk again: it depends on no earlier pack.
+    let full = bp_json(0, &["backup", &f.pipeline, "--full"]);
+    assert_eq!(u(&full["chunks"]["reused"]), 0, "{full}");
+    assert_eq!(u(&full["chunks"]["new_bytes"]), 12 * MIB, "{full}");
+    assert_eq!(u(&full["reused_packs"]), 0, "{full}");
+    let _ = bp_json(0, &["forget", &f.pipeline]);
+    let _ = bp_json(0, &["prune", &f.pipeline]);
+    let s3 = full["snapshot"].as_str().unwrap().to_string();
+    assert_same_tree(&tree3, &f.restore(&s3, "3-full"));
+
     // A fourth snapshot shares s3's chunks; damage one pack both use.
     overwrite(&big, 6 * MIB, &noise(64 << 10, 7));
     let s4 = f.backup()["snapshot"].as_str().unwrap().to_string();

@@ -369,8 +369,10 @@ impl ChunkWriter<'_> {
         let pack_size = ctx.pipeline.upload.pack_size;
         // The chunks already stored that this file may point at, by SHA-256: the
         // parent's chunks of the same path, then this file's own as they are written.
+        // A full backup (`reuse` off) stores every chunk anew: it must not depend on
+        // the parent's packs.
         let mut known: HashMap<String, Chunk> = before
-            .filter(|p| p.kind == EntryKind::File)
+            .filter(|p| ctx.reuse && p.kind == EntryKind::File)
             .map(|p| {
                 p.chunks
                     .iter()
