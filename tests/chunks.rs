@@ -198,6 +198,15 @@ fn an_overwrite_inside_a_big_file_stores_a_few_chunks_and_tar_rebuilds_it() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_str().unwrap().contains(&s2))
         .unwrap();
+    // A snapshot with a chunked file is format 3 (builds before chunking refuse it as
+    // newer); its segment line counts the chunked file.
+    let head = Command::new("sh")
+        .arg("-c")
+        .arg(format!("zcat {} | head -n1", manifest.display()))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout);
+    assert!(head.contains("\"format\":3"), "{head}");
     let x = f.t.path().join("tar-x");
     std::fs::create_dir_all(&x).unwrap();
     let script = format!(

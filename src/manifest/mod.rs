@@ -33,10 +33,16 @@ use crate::error::{Error, Result};
 use crate::manifest::codec::Codec;
 use crate::store::Tier;
 
-/// Newest manifest format this build reads and writes: 2 lists entry segments
-/// ([`segment`]) instead of holding entries; 1 holds them inline (database and command
-/// sources still write format 1, and every format-1 manifest keeps reading).
-pub const FORMAT_VERSION: u32 = 2;
+/// Newest manifest format this build reads and writes: 3 is format 2 with chunked
+/// files (entries with a `chunks` list); 2 lists entry segments ([`segment`]) instead
+/// of holding entries; 1 holds them inline (database and command sources still write
+/// format 1, and every format-1 and format-2 manifest keeps reading).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// Format of a segmented manifest with no chunked file: what builds before chunking
+/// wrote and read. A snapshot holding a chunked file is written as [`FORMAT_VERSION`]
+/// (3), so those builds refuse it as newer instead of reading its files as damaged.
+pub const FORMAT_SEGMENTS: u32 = 2;
 
 /// Format of a manifest that holds its entries inline.
 pub const FORMAT_INLINE: u32 = 1;
