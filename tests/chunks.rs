@@ -2,7 +2,7 @@
 //! filesystem: an overwrite inside a big file stores only the chunks around it, an
 //! insertion at the start keeps most chunks, every snapshot restores byte-identical, GNU
 //! tar plus the recipe of docs/formats.md rebuilds the file from the packs alone, forget
-//! + prune never breaks a survivor that shares chunks, and a damaged shared chunk is
+//! and prune never break a survivor that shares chunks, and a damaged shared chunk is
 //! named by verify in every snapshot that uses it.
 //!
 //! Sizes are scaled down (threshold 1 MiB, chunks 256 KiB–4 MiB around 1 MiB) so the
@@ -374,4 +374,62 @@ fn bad_chunking_settings_are_refused_with_their_location() {
         assert!(err.contains(needle), "{needle:?} not in {err}");
         assert!(err.contains("bad.toml:"), "located: {err}");
     }
+}
+
+#[test]
+fn verify_full_checks_that_the_chunk_list_makes_the_file() {
+    use blobpipe::manifest::{decode, Line, Manifest};
+    let f = fixture("order");
+    std::fs::write(f.src.join("data/disk.img"), noise((6 * MIB) as usize, 9)).unwrap();
+    let snap = f.backup()["snapshot"].as_str().unwrap().to_string();
+    let v = bp_json(0, &["verify", &f.pipeline, &snap, "--full"]);
+    assert!(v["mismatches"].as_array().unwrap().is_empty(), "{v}");
+    // Swap the first two chunks of the list: every chunk still hashes right, the sizes
+    // still add up, but the file they make is not the file.
+    let prefix = f.prefix();
+    let file = std::fs::read_dir(prefix.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let mut m = Manifest::from_bytes(&std::fs::read(&file).unwrap()).unwrap();
+    for sg in std::mem::take(&mut m.segments) {
+        for l in decode(&std::fs::read(prefix.join(&sg.blob)).unwrap()).unwrap() {
+            if let Line::Entry(e) = l {
+                m.entries.push(e);
+            }
+        }
+    }
+    m.header.format = 1;
+    let e = m
+        .entries
+        .iter_mut()
+        .find(|e| !e.chunks.is_empty())
+        .expect("a chunked entry");
+    assert!(e.chunks.len() >= 2, "{}", e.chunks.len());
+    e.chunks.swap(0, 1);
+    std::fs::write(&file, m.to_bytes().unwrap()).unwrap();
+
+    let v = bp_json(3, &["verify", &f.pipeline, &snap, "--full"]);
+    let ms = v["mismatches"].as_array().unwrap();
+    assert_eq!(ms.len(), 1, "{v}");
+    assert_eq!(ms[0]["check"], "entry-sha256", "{v}");
+    assert!(
+        ms[0]["detail"].as_str().unwrap().contains("chunked file"),
+        "{v}"
+    );
+    assert_eq!(ms[0]["paths"][0], "data/disk.img", "{v}");
+    // Restore refuses the file too (the file's hash is checked after its chunks').
+    let out = f.t.path().join("swapped");
+    let o = bp(&[
+        "--json",
+        "restore",
+        &f.pipeline,
+        &snap,
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!out.join("data/disk.img").exists());
+    assert!(out.join("data/notes.txt").exists());
 }
