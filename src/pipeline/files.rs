@@ -418,9 +418,8 @@ impl ChunkWriter<'_> {
                     .as_mut()
                     .ok_or_else(|| Error::internal("no open pack"))?;
                 let name = crate::manifest::chunk_tar_name(path, &sha);
-                let (placed, _) =
-                    tarball::append_file(&mut pk.builder, &name, len, &meta, &c.data[..])
-                        .map_err(|e| io_to_err(e, &pk.blob))?;
+                let placed = tarball::append_bytes(&mut pk.builder, &name, &c.data, &meta)
+                    .map_err(|e| io_to_err(e, &pk.blob))?;
                 let chunk = Chunk {
                     sha256: sha.clone(),
                     size: len,
