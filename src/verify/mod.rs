@@ -361,9 +361,17 @@ pub async fn verify(
         for si in 0..m.segments.len() {
             let seg = reader.read_segment(si, false).await?;
             let n = seg.len();
-            for e in seg.iter().flat_map(by_pack) {
-                if let Some(&i) = e.pack.as_deref().and_then(|p| index.get(p)) {
-                    groups.entry(i).or_default().push(e);
+            for e in seg {
+                // Entries stored whole are moved, not cloned (the common case).
+                let parts = if e.chunks.is_empty() {
+                    vec![e]
+                } else {
+                    e.chunk_entries()
+                };
+                for e in parts {
+                    if let Some(&i) = e.pack.as_deref().and_then(|p| index.get(p)) {
+                        groups.entry(i).or_default().push(e);
+                    }
                 }
             }
             held = held.max(n + groups.values().map(Vec::len).sum::<usize>());
