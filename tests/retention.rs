@@ -228,6 +228,17 @@ fn mutate(root: &Path, step: u32, kind: u8) {
                 std::fs::remove_file(v).unwrap();
             }
         }
+        3 if root.join("big.bin").exists() => {
+            // Overwrite 8 KiB inside the chunked file: its other chunks are shared.
+            use std::io::{Seek, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(root.join("big.bin"))
+                .unwrap();
+            f.seek(std::io::SeekFrom::Start(u64::from(step % 7) * 30_000))
+                .unwrap();
+            f.write_all(&noise(8 << 10, u64::from(step) + 100)).unwrap();
+        }
         2 => std::fs::write(
             root.join("sub/changing.bin"),
             (0..50_000u32)
@@ -622,11 +633,13 @@ proptest! {
             let t = tempfile::tempdir().unwrap();
             let src = t.path().join("src");
             small_tree(&src);
+            // A file stored as content-defined chunks, shared between snapshots.
+            std::fs::write(src.join("big.bin"), noise(256 << 10, 7)).unwrap();
             let p = pipeline(
                 t.path(),
                 &src,
                 "prop",
-                &format!("[incremental]\nfull_every = 100\n[retention]\nkeep_last = {keep_last}\nprune_grace = \"0s\"\n"),
+                &format!("[incremental]\nfull_every = 100\n[retention]\nkeep_last = {keep_last}\nprune_grace = \"0s\"\n[chunking]\nthreshold = \"64KiB\"\nmin_size = \"4KiB\"\navg_size = \"16KiB\"\nmax_size = \"64KiB\"\n"),
             );
             let s = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
             let layout = Layout::new(&p.target.prefix);
@@ -634,6 +647,10 @@ proptest! {
             for (i, (kind, full)) in steps.iter().enumerate() {
                 mutate(&src, i as u32, *kind);
                 let r = blobpipe::pipeline::backup(&p, s.clone(), BackupOptions { full: *full, no_verify: true, ..Default::default() }).await.unwrap();
+                if i == 0 {
+                    assert_eq!(r.chunks.files, 1, "big.bin is stored as chunks");
+                    assert!(r.chunks.new >= 4, "{:?}", r.chunks);
+                }
                 let copy = t.path().join(format!("tree-{i}"));
                 copy_tree(&src, &copy);
                 trees.insert(r.snapshot.unwrap(), copy);

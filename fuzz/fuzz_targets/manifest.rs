@@ -47,8 +47,23 @@ fn exercise(m: &Manifest, junk: &[u8]) {
     assert!(check::first_under_non_dir(&m.entries).is_none());
     let again = Manifest::from_bytes(&m.to_bytes().expect("encodes")).expect("round trip");
     assert_eq!(again.entries, m.entries);
-    for e in &m.entries {
+    // A chunked file's chunks are checked like files stored whole.
+    let stored: Vec<blobpipe::manifest::Entry> = m
+        .entries
+        .iter()
+        .flat_map(|e| {
+            let mut v = e.chunk_entries();
+            v.push(e.clone());
+            v
+        })
+        .collect();
+    for e in &stored {
         blobpipe::restore::files::safe_relative(&e.path).expect("validated paths are safe");
+        if !e.chunks.is_empty() {
+            assert!(e.pack.is_none() && e.kind == EntryKind::File);
+            assert_eq!(e.chunks.iter().map(|c| c.size).sum::<u64>(), e.size);
+            continue;
+        }
         let Some(p) = e.pack.as_deref().and_then(|id| m.pack(id)) else {
             assert!(e.pack.is_none() && !(e.kind == EntryKind::File && e.size > 0));
             continue;
@@ -84,7 +99,7 @@ fn exercise(m: &Manifest, junk: &[u8]) {
         rt().block_on(store.put(&blob, bytes::Bytes::from(bytes.clone()), false))
             .expect("memory put");
         let mut cur = PackCursor::new(&*store, rt().handle().clone(), blob, p);
-        for e in m.entries.iter().filter(|e| e.pack.as_deref() == Some(&p.id)) {
+        for e in stored.iter().filter(|e| e.pack.as_deref() == Some(&p.id)) {
             let _ = cur.read(e.data_offset..e.data_offset + e.size, 0, &mut |_| Ok(()));
         }
         let _ = cur.read(0..p.raw_size, p.raw_size, &mut |_| Ok(()));

@@ -76,6 +76,17 @@ pub fn backup(r: &BackupReport) {
         "run {}: {} partitions ({} resumed), {} blocks uploaded, {} already staged by an earlier attempt, {} retries",
         r.run_id, r.partitions, r.partitions_resumed, r.blocks_staged, r.blocks_reused, r.retries
     );
+    if r.chunks.files > 0 {
+        let c = &r.chunks;
+        outln!(
+            "large files: {} read as chunks: {} chunks new ({}), {} reused ({}, not stored again)",
+            c.files,
+            c.new,
+            human(c.new_bytes),
+            c.reused,
+            human(c.reused_bytes)
+        );
+    }
     if let Some(c) = &r.changes {
         outln!(
             "changes: {} new ({}), {} changed ({}), {} unchanged ({}), {} deleted ({}); {} files read",

@@ -241,6 +241,7 @@ impl BlobSplitter {
             }
             Verdict::Take(item) => {
                 let probe = Entry {
+                    chunks: Vec::new(),
                     path: item.path.clone(),
                     kind: if item.dir {
                         EntryKind::Dir
@@ -298,6 +299,7 @@ impl BlobSplitter {
 pub fn entry_of(item: &Listed) -> Entry {
     let secs = item.last_modified.timestamp();
     Entry {
+        chunks: Vec::new(),
         path: item.path.clone(),
         kind: if item.dir {
             EntryKind::Dir

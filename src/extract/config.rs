@@ -92,6 +92,44 @@ pub struct PartitionsConfig {
     pub max_parallel: usize,
 }
 
+/// Content-defined chunking of large files (`[chunking]`): a file of at least
+/// `threshold` bytes is cut by FastCDC (2020) into chunks of `min..=max` bytes, about
+/// `avg` on average, each stored once and reused by later snapshots while unchanged.
+/// Checked at the edge against the chunker's own limits (even sizes, min ≤ avg ≤ max).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkingConfig {
+    /// Files of at least this many bytes are chunked (others are stored whole).
+    pub threshold: u64,
+    /// Smallest chunk (except a file's last).
+    pub min: usize,
+    /// Average chunk the cut points aim at.
+    pub avg: usize,
+    /// Largest chunk.
+    pub max: usize,
+}
+
+impl ChunkingConfig {
+    /// Default threshold: 64 MiB.
+    pub const DEFAULT_THRESHOLD: u64 = 64 << 20;
+    /// Default smallest chunk: 512 KiB.
+    pub const DEFAULT_MIN: usize = 512 << 10;
+    /// Default average chunk: 1 MiB (restic's average).
+    pub const DEFAULT_AVG: usize = 1 << 20;
+    /// Default largest chunk: 8 MiB.
+    pub const DEFAULT_MAX: usize = 8 << 20;
+}
+
+impl Default for ChunkingConfig {
+    fn default() -> Self {
+        Self {
+            threshold: Self::DEFAULT_THRESHOLD,
+            min: Self::DEFAULT_MIN,
+            avg: Self::DEFAULT_AVG,
+            max: Self::DEFAULT_MAX,
+        }
+    }
+}
+
 impl PartitionsConfig {
     /// The default partition size.
     pub const DEFAULT_SIZE: u64 = 64 << 20;

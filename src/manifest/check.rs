@@ -582,6 +582,9 @@ fn check_entry(e: &Entry, packs: &HashMap<&str, &PackRecord>) -> std::result::Re
         (Some(_), _) => return Err(("target", "a target on an entry that is no symlink".into())),
         (None, _) => {}
     }
+    if !e.chunks.is_empty() {
+        return check_chunks(e, packs);
+    }
     match e.pack.as_deref() {
         None if e.kind == EntryKind::File && e.size > 0 => {
             Err(("pack", "a file with data names no pack".into()))
@@ -609,6 +612,70 @@ fn check_entry(e: &Entry, packs: &HashMap<&str, &PackRecord>) -> std::result::Re
             }
         }
     }
+}
+
+/// A chunked file: no location of its own; every chunk non-empty, hashed, inside a
+/// listed pack; the chunk sizes add up to the file's size.
+fn check_chunks(e: &Entry, packs: &HashMap<&str, &PackRecord>) -> std::result::Result<(), Problem> {
+    if e.kind != EntryKind::File {
+        return Err(("chunks", format!("chunks on a {:?}", e.kind)));
+    }
+    if e.pack.is_some() || e.offset != 0 || e.data_offset != 0 {
+        return Err((
+            "pack",
+            "a chunked file has no pack, offset or data_offset of its own".into(),
+        ));
+    }
+    let mut sum = 0u64;
+    for (k, c) in e.chunks.iter().enumerate() {
+        if !is_sha256_hex(&c.sha256) {
+            return Err((
+                "chunks",
+                format!(
+                    "chunk {k}: sha256 {:?} is not 64 lowercase hex digits",
+                    c.sha256
+                ),
+            ));
+        }
+        if c.size == 0 {
+            return Err(("chunks", format!("chunk {k} is empty")));
+        }
+        let Some(p) = packs.get(c.pack.as_str()) else {
+            return Err((
+                "chunks",
+                format!("chunk {k}: {:?} is not a pack of the manifest", c.pack),
+            ));
+        };
+        if c.offset > c.data_offset {
+            return Err((
+                "chunks",
+                format!(
+                    "chunk {k}: offset {} is past the data offset {}",
+                    c.offset, c.data_offset
+                ),
+            ));
+        }
+        if c.data_offset
+            .checked_add(c.size)
+            .is_none_or(|end| end > p.raw_size)
+        {
+            return Err((
+                "chunks",
+                format!(
+                    "chunk {k}: bytes {}..+{} are past the end of pack {} ({} bytes)",
+                    c.data_offset, c.size, c.pack, p.raw_size
+                ),
+            ));
+        }
+        sum = sum.saturating_add(c.size);
+    }
+    if sum != e.size {
+        return Err((
+            "chunks",
+            format!("chunk sizes add up to {sum}, the file's size is {}", e.size),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -642,8 +709,27 @@ mod tests {
             inconsistent: false,
             ino: None,
             ctime: None,
+            chunks: Vec::new(),
             blob: None,
         }
+    }
+
+    /// A file stored as chunks `(size, data_offset)` of pack [`PACK`].
+    fn chunked(path: &str, chunks: &[(u64, u64)]) -> Entry {
+        let mut e = entry(path, EntryKind::File, 0, 0);
+        e.pack = None;
+        e.offset = 0;
+        for &(size, data_offset) in chunks {
+            e.size += size;
+            e.chunks.push(crate::manifest::Chunk {
+                sha256: SHA.into(),
+                size,
+                pack: PACK.into(),
+                offset: data_offset - 512,
+                data_offset,
+            });
+        }
+        e
     }
 
     /// A small valid manifest: a pack of two frames and two blocks, a directory, files,
@@ -696,6 +782,7 @@ mod tests {
                 entry("d/f", EntryKind::File, 3000, 2560),
                 entry("l", EntryKind::Symlink, 0, 5632),
                 entry("t/000001.csv", EntryKind::File, 20, 5632),
+                chunked("z.img", &[(10, 1024), (20, 2560)]),
             ],
             tables: vec![TableRecord {
                 source: "postgres".into(),
@@ -807,6 +894,41 @@ mod tests {
         refused(|m| m.entries[2].offset = 99_999, "offset");
         refused(|m| m.entries[2].sha256 = None, "sha256");
         refused(|m| m.entries[2].sha256 = Some("AB".repeat(32)), "sha256");
+    }
+
+    #[test]
+    fn chunk_lists_are_checked() {
+        let z = 5;
+        refused(|m| m.entries[z].chunks[1].size += 1, "add up to 31");
+        refused(|m| m.entries[z].chunks[0].size = 0, "chunk 0 is empty");
+        refused(
+            |m| m.entries[z].chunks[1].pack = "f".repeat(32),
+            "not a pack of",
+        );
+        refused(
+            |m| m.entries[z].chunks[1].data_offset = 6140,
+            "past the end of pack",
+        );
+        refused(
+            |m| m.entries[z].chunks[1].data_offset = u64::MAX,
+            "past the end of pack",
+        );
+        refused(|m| m.entries[z].chunks[0].offset = 99_999, "offset");
+        refused(
+            |m| m.entries[z].chunks[0].sha256 = "AB".repeat(32),
+            "sha256",
+        );
+        refused(
+            |m| m.entries[z].pack = Some(PACK.into()),
+            "no pack, offset or data_offset",
+        );
+        refused(
+            |m| {
+                let c = m.entries[z].chunks[0].clone();
+                m.entries[1].chunks.push(c);
+            },
+            "chunks on a Dir",
+        );
     }
 
     #[test]
@@ -937,8 +1059,17 @@ mod tests {
     fn exercise(m: &Manifest) {
         validate(m).unwrap();
         assert!(first_under_non_dir(&m.entries).is_none());
-        for e in &m.entries {
+        for e in m.entries.iter().flat_map(|e| {
+            let mut v = e.chunk_entries();
+            v.push(e.clone());
+            v
+        }) {
             check_path(&e.path.0).unwrap();
+            if !e.chunks.is_empty() {
+                assert!(e.pack.is_none());
+                assert_eq!(e.chunks.iter().map(|c| c.size).sum::<u64>(), e.size);
+                continue;
+            }
             let Some(p) = e.pack.as_deref().and_then(|id| m.pack(id)) else {
                 assert!(e.pack.is_none());
                 continue;

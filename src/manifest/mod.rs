@@ -34,10 +34,16 @@ use crate::error::{Error, Result};
 use crate::manifest::codec::Codec;
 use crate::store::Tier;
 
-/// Newest manifest format this build reads and writes: 2 lists entry segments
-/// ([`segment`]) instead of holding entries; 1 holds them inline (database and command
-/// sources still write format 1, and every format-1 manifest keeps reading).
-pub const FORMAT_VERSION: u32 = 2;
+/// Newest manifest format this build reads and writes: 3 is format 2 with chunked
+/// files (entries with a `chunks` list); 2 lists entry segments ([`segment`]) instead
+/// of holding entries; 1 holds them inline (database and command sources still write
+/// format 1, and every format-1 and format-2 manifest keeps reading).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// Format of a segmented manifest with no chunked file: what builds before chunking
+/// wrote and read. A snapshot holding a chunked file is written as [`FORMAT_VERSION`]
+/// (3), so those builds refuse it as newer instead of reading its files as damaged.
+pub const FORMAT_SEGMENTS: u32 = 2;
 
 /// Format of a manifest that holds its entries inline.
 pub const FORMAT_INLINE: u32 = 1;
@@ -152,9 +158,43 @@ pub struct Entry {
     /// Status-change time (seconds) at backup time (change detection for incrementals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctime: Option<i64>,
+    /// A large file stored as content-defined chunks, in file order (then `pack` is
+    /// `None`): the file is the concatenation of their data. Omitted for files stored
+    /// whole, and for every entry of manifests written before chunking.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Chunk>,
     /// Blob properties of an entry read from a blob container (`source.type = "blob"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob: Option<Box<BlobMeta>>,
+}
+
+/// One content-defined chunk of a large file: its own tar entry
+/// (`<path>.chunks/<sha256>`) in a pack, possibly one an earlier snapshot wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Chunk {
+    /// SHA-256 of the chunk's bytes, lowercase hex (also the last part of its tar name).
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// Pack holding the chunk's tar record.
+    pub pack: String,
+    /// Uncompressed offset of the chunk's first tar header in the pack.
+    pub offset: u64,
+    /// Uncompressed offset of the chunk's data in the pack.
+    pub data_offset: u64,
+}
+
+/// Suffix of the directory a chunked file's chunk entries live under in the tar
+/// stream: `<path>.chunks/<sha256>`.
+pub const CHUNK_DIR_SUFFIX: &str = ".chunks";
+
+/// The tar name of chunk `sha256` of file `path`.
+pub fn chunk_tar_name(path: &PathBytes, sha256: &str) -> PathBytes {
+    let mut n = path.0.clone();
+    n.extend_from_slice(CHUNK_DIR_SUFFIX.as_bytes());
+    n.push(b'/');
+    n.extend_from_slice(sha256.as_bytes());
+    PathBytes(n)
 }
 
 /// What a blob-container source keeps of a blob beside its bytes: enough to decide
@@ -182,6 +222,45 @@ pub struct BlobMeta {
 }
 
 impl Entry {
+    /// Every pack this entry's data lives in: its own, or its chunks' (with repeats).
+    pub fn packs(&self) -> impl Iterator<Item = &str> {
+        self.pack
+            .as_deref()
+            .into_iter()
+            .chain(self.chunks.iter().map(|c| c.pack.as_str()))
+    }
+
+    /// A chunked file's chunks as stand-in file entries named like the file (so a
+    /// finding about one names the file), one per distinct stored chunk, in file order:
+    /// what a pack-by-pack reader (verify) checks. Empty for an entry stored whole.
+    pub fn chunk_entries(&self) -> Vec<Entry> {
+        let mut seen = std::collections::HashSet::new();
+        self.chunks
+            .iter()
+            .filter(|c| seen.insert((c.pack.as_str(), c.data_offset)))
+            .map(|c| Entry {
+                blob: None,
+                path: self.path.clone(),
+                kind: EntryKind::File,
+                size: c.size,
+                mode: self.mode,
+                mtime: self.mtime,
+                mtime_nsec: self.mtime_nsec,
+                uid: self.uid,
+                gid: self.gid,
+                sha256: Some(c.sha256.clone()),
+                target: None,
+                pack: Some(c.pack.clone()),
+                offset: c.offset,
+                data_offset: c.data_offset,
+                inconsistent: false,
+                ino: None,
+                ctime: None,
+                chunks: Vec::new(),
+            })
+            .collect()
+    }
+
     /// Same kind, size, content hash, mode, mtime and link target (location may differ).
     pub fn same_as(&self, other: &Entry) -> bool {
         self.kind == other.kind
@@ -840,6 +919,7 @@ mod tests {
             inconsistent: false,
             ino: None,
             ctime: None,
+            chunks: Vec::new(),
             blob: None,
         }
     }

@@ -67,6 +67,13 @@ pub struct SegmentRef {
     /// Files stored as inconsistent.
     #[serde(default)]
     pub inconsistent: u64,
+    /// Files stored as content-defined chunks (omitted when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunked: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SegmentRef {
@@ -115,6 +122,7 @@ pub fn encode(entries: &[Entry]) -> Result<(Vec<u8>, SegmentRef)> {
         symlinks: 0,
         bytes: 0,
         inconsistent: 0,
+        chunked: 0,
     };
     for e in entries {
         match e.kind {
@@ -126,6 +134,7 @@ pub fn encode(entries: &[Entry]) -> Result<(Vec<u8>, SegmentRef)> {
             EntryKind::Symlink => r.symlinks += 1,
         }
         r.inconsistent += u64::from(e.inconsistent);
+        r.chunked += u64::from(!e.chunks.is_empty());
         // Line::Entry borrows nothing: serialize the entry with its type tag.
         serde_json::to_writer(&mut raw, &TaggedEntry { r#type: "entry", e })
             .map_err(|e| Error::internal(format!("encoding segment: {e}")))?;
@@ -532,6 +541,7 @@ mod tests {
             inconsistent: false,
             ino: None,
             ctime: None,
+            chunks: Vec::new(),
             blob: None,
         }
     }
@@ -606,6 +616,7 @@ mod tests {
             symlinks: 0,
             bytes: 0,
             inconsistent: 0,
+            chunked: 0,
         };
         assert!(r.may_hold_prefix(b"c"));
         assert!(r.may_hold_prefix(b"b"));

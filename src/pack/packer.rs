@@ -140,7 +140,7 @@ impl Packs {
             .insert("pipeline".into(), self.pipeline.clone());
         opts.metadata.insert("run_id".into(), self.run_id.clone());
         opts.metadata
-            .insert("format".into(), manifest::FORMAT_VERSION.to_string());
+            .insert("format".into(), manifest::FORMAT_SEGMENTS.to_string());
         opts.metadata
             .insert("codec".into(), self.codec.as_str().into());
         opts.tags.insert("blobpipe-kind".into(), "pack".into());
@@ -270,6 +270,7 @@ impl<'a, F: SinkFactory> StreamPacker<'a, F> {
             inconsistent: false,
             ino: None,
             ctime: None,
+            chunks: Vec::new(),
             blob: None,
         });
         self.chunks.push(path);

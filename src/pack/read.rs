@@ -8,15 +8,21 @@
 //! [`decoder`] decompresses a run of frames as a stream (the verifier decodes one frame
 //! at a time with it, bounded to the frame's recorded size).
 //!
-//! Both are synchronous (they run on blocking threads next to the codec work) and reach
+//! [`read_chunks`] feeds a chunked file's chunks in order, hash-checked, through one
+//! cursor per pack (restore writes them, verify hashes the file).
+//!
+//! All are synchronous (they run on blocking threads next to the codec work) and reach
 //! the async store through a runtime handle.
 
 use std::io::Read;
 use std::ops::Range;
 
+use sha2::{Digest, Sha256};
+
 use crate::error::{Error, Result, ResultExt};
 use crate::manifest::codec::Codec;
-use crate::manifest::PackRecord;
+use crate::manifest::layout::Layout;
+use crate::manifest::{Entry, PackRecord};
 use crate::pack::frame::decompress;
 use crate::store::BlobStore;
 
@@ -59,6 +65,11 @@ impl<'a> PackCursor<'a> {
             window: Vec::new(),
             fetched: 0,
         }
+    }
+
+    /// Id of the pack this cursor reads.
+    pub fn pack_id(&self) -> &str {
+        &self.pack.id
     }
 
     /// Feed uncompressed bytes `range` to `sink` in order. `hint_end` is how far the
@@ -265,4 +276,75 @@ impl<R: Read> Read for FrameReader<'_, R> {
         self.pos += n;
         Ok(n)
     }
+}
+
+/// Feed the data of chunked file `e` to `sink` in order, reading only the frames that
+/// hold its chunks (one cursor per pack while consecutive chunks stay in it) and
+/// checking every chunk's SHA-256 before its bytes go on.
+///
+/// # Errors
+/// `Integrity` naming the chunk (its index, pack and hash) when a chunk's data is
+/// damaged or its pack is unknown; `NotFound` for a missing pack; whatever `sink` returns.
+pub fn read_chunks(
+    store: &dyn BlobStore,
+    rt: &tokio::runtime::Handle,
+    layout: &Layout,
+    packs: &[PackRecord],
+    e: &Entry,
+    fetched: &mut u64,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut cursor: Option<PackCursor<'_>> = None;
+    let mut buf = Vec::new();
+    for (k, c) in e.chunks.iter().enumerate() {
+        if cursor.as_ref().is_none_or(|cur| cur.pack_id() != c.pack) {
+            if let Some(old) = cursor.take() {
+                *fetched += old.fetched;
+            }
+            let p = packs.iter().find(|p| p.id == c.pack).ok_or_else(|| {
+                Error::integrity(format!(
+                    "{}: chunk {k} refers to pack {:?}, which the manifest does not list",
+                    e.path.display(),
+                    c.pack
+                ))
+            })?;
+            cursor = Some(PackCursor::new(store, rt.clone(), layout.full(&p.blob), p));
+        }
+        let cur = cursor
+            .as_mut()
+            .ok_or_else(|| Error::internal("no pack cursor"))?;
+        // Read ahead to the end of the next chunk when it follows in the same pack.
+        let hint = e
+            .chunks
+            .get(k + 1)
+            .filter(|n| n.pack == c.pack && n.data_offset >= c.data_offset)
+            .map_or(0, |n| n.data_offset + n.size);
+        buf.clear();
+        cur.read(c.data_offset..c.data_offset + c.size, hint, &mut |b| {
+            buf.extend_from_slice(b);
+            Ok(())
+        })
+        .map_err(|err| {
+            err.context(format!(
+                "chunk {k} of {} (pack {})",
+                e.path.display(),
+                c.pack
+            ))
+        })?;
+        let got = hex::encode(Sha256::digest(&buf));
+        if got != c.sha256 {
+            return Err(Error::integrity(format!(
+                "{}: chunk {k} (pack {}, offset {}) has SHA-256 {got}, the manifest says {}; the file was not written",
+                e.path.display(),
+                c.pack,
+                c.data_offset,
+                c.sha256
+            )));
+        }
+        sink(&buf)?;
+    }
+    if let Some(old) = cursor {
+        *fetched += old.fetched;
+    }
+    Ok(())
 }

@@ -191,6 +191,28 @@ pub fn append_file<S: BlockSink, R: Read>(
     ))
 }
 
+/// Append a regular file whose bytes are already in memory and already hashed by the
+/// caller (a content-defined chunk): no second hash, no size check.
+///
+/// # Errors
+/// I/O errors writing the pack.
+pub fn append_bytes<S: BlockSink>(
+    b: &mut Builder<S>,
+    path: &PathBytes,
+    data: &[u8],
+    m: &HeaderMeta,
+) -> io::Result<Placed> {
+    let start = b.get_ref().raw_offset();
+    let size = data.len() as u64;
+    let h = header(tar::EntryType::Regular, size, m);
+    append_raw(b, h, &path.0, None, data)?;
+    let end = b.get_ref().raw_offset();
+    Ok(Placed {
+        offset: start,
+        data_offset: end - size.div_ceil(512) * 512,
+    })
+}
+
 /// Reads exactly `size` bytes from a source that may change underneath, hashing them.
 pub struct ExactReader<R> {
     inner: R,
@@ -326,6 +348,11 @@ mod tests {
         let body = vec![7u8; 10_000];
         let (p, r) = append_file(&mut b, &long, body.len() as u64, &m, &body[..]).unwrap();
         assert!(!r.shrank && !r.grew);
+        // A chunk entry with a long name: placed right after the file.
+        let chunk_name =
+            PathBytes(format!("{}.chunks/{}", long.display(), "a".repeat(64)).into_bytes());
+        let chunk = vec![9u8; 1000];
+        let c = append_bytes(&mut b, &chunk_name, &chunk, &m).unwrap();
         append_symlink(
             &mut b,
             &PathBytes(b"l".to_vec()),
@@ -341,12 +368,20 @@ mod tests {
             &raw[p.data_offset as usize..p.data_offset as usize + body.len()],
             &body[..]
         );
+        assert_eq!(
+            &raw[c.data_offset as usize..c.data_offset as usize + chunk.len()],
+            &chunk[..]
+        );
+        assert!(c.offset < c.data_offset);
         let mut a = tar::Archive::new(&raw[..]);
         let names: Vec<String> = a
             .entries()
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert_eq!(names, vec![long.display(), "l".to_string()]);
+        assert_eq!(
+            names,
+            vec![long.display(), chunk_name.display(), "l".to_string()]
+        );
     }
 }

@@ -54,7 +54,7 @@ pub(super) fn write_part_record(
     unreadable: Vec<PathBytes>,
 ) -> Result<()> {
     let mut lines = vec![Line::Part(PartHeader {
-        format: manifest::FORMAT_VERSION,
+        format: manifest::FORMAT_SEGMENTS,
         run_id: ctx.run_id.clone(),
         partition: idx,
         unreadable,
@@ -219,8 +219,10 @@ pub(super) async fn commit(
         header: Header {
             format: if streamed {
                 manifest::FORMAT_INLINE
-            } else {
+            } else if segments.iter().any(|s| s.chunked > 0) {
                 manifest::FORMAT_VERSION
+            } else {
+                manifest::FORMAT_SEGMENTS
             },
             pipeline: p.name.clone(),
             snapshot: snapshot.to_string(),

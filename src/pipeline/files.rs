@@ -18,17 +18,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use super::commit::{self, PartResult};
 use super::run::Ctx;
+use super::upload::ChannelSink;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::config::FsSourceConfig;
 use crate::extract::fs::read::{self, FileErr};
 use crate::extract::fs::{self as xfs, Stat};
 use crate::extract::{Piece, Problem};
 use crate::manifest::segment::{self, EntryReader, Guard, MAX_LISTED};
-use crate::manifest::{Changes, Entry, EntryKind, PathBytes};
-use crate::pack::packer::io_to_err;
+use crate::manifest::{Changes, Chunk, Entry, EntryKind, PathBytes};
+use crate::pack::packer::{io_to_err, OpenPack};
 use crate::pack::tarball::{self, HeaderMeta};
 
 /// Read, pack and store the `planned` entries of partition `idx`; write its part record.
@@ -98,10 +100,36 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
             ctx.counters.add(1, prev.size);
             changes.unchanged += 1;
             changes.unchanged_bytes += prev.size;
-            if let Some(pk) = &prev.pack {
-                parent_packs.insert(pk.clone());
-            }
+            parent_packs.extend(prev.packs().map(str::to_string));
             result.entries.push(prev.clone());
+            continue;
+        }
+        if kind == EntryKind::File && st.size >= ctx.pipeline.chunking.threshold {
+            let mut w = ChunkWriter {
+                ctx,
+                idx,
+                cur: &mut cur,
+                seq: &mut seq,
+                packs: &mut result.packs,
+                parent_packs: &mut parent_packs,
+            };
+            let entry = match w.store(path, &abs, before) {
+                Ok(e) => e,
+                Err(FileErr::Unreadable(msg)) => {
+                    result.problems.push(Problem {
+                        path: path.clone(),
+                        error: msg,
+                    });
+                    continue;
+                }
+                Err(FileErr::Fatal(e)) => return Err(e),
+            };
+            ctx.counters.add(1, entry.size);
+            ctx.stats
+                .bytes_read
+                .fetch_add(entry.size, Ordering::Relaxed);
+            count_change(&mut changes, before, &entry);
+            result.entries.push(entry);
             continue;
         }
         let is_large = kind == EntryKind::File && st.size >= large;
@@ -140,6 +168,7 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
             inconsistent: false,
             ino: Some(st.ino),
             ctime: Some(st.ctime),
+            chunks: Vec::new(),
             blob: None,
         };
         match kind {
@@ -203,20 +232,7 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
                 .bytes_read
                 .fetch_add(entry.size, Ordering::Relaxed);
         }
-        match before {
-            Some(p) if p.same_as(&entry) => {
-                changes.unchanged += 1;
-                changes.unchanged_bytes += entry.size;
-            }
-            Some(_) => {
-                changes.changed += 1;
-                changes.changed_bytes += entry.size;
-            }
-            None => {
-                changes.new += 1;
-                changes.new_bytes += entry.size;
-            }
-        }
+        count_change(&mut changes, before, &entry);
         result.entries.push(entry);
         let full = cur
             .as_ref()
@@ -306,6 +322,156 @@ pub(super) fn store_segment(ctx: &Ctx, r: &PartResult) -> Result<Option<segment:
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Some(sref))
+}
+
+/// Count `entry` (read this run) as unchanged, changed or new against the parent's.
+fn count_change(changes: &mut Changes, before: Option<&Entry>, entry: &Entry) {
+    match before {
+        Some(p) if p.same_as(entry) => {
+            changes.unchanged += 1;
+            changes.unchanged_bytes += entry.size;
+        }
+        Some(_) => {
+            changes.changed += 1;
+            changes.changed_bytes += entry.size;
+        }
+        None => {
+            changes.new += 1;
+            changes.new_bytes += entry.size;
+        }
+    }
+}
+
+/// Stores one large file as content-defined chunks into the partition's packs.
+///
+/// The file is cut by FastCDC (2020) as it is read; each chunk is hashed, and one the
+/// parent's entry for the same path already holds (or that came earlier in this file)
+/// is only referenced. Every other chunk becomes a tar entry `<path>.chunks/<sha256>` of
+/// the open pack. Memory: the chunker's buffer (`max` bytes) and one file's chunk list
+/// (the parent's and the new one), never the store's.
+struct ChunkWriter<'a> {
+    ctx: &'a Ctx,
+    idx: usize,
+    cur: &'a mut Option<OpenPack<ChannelSink>>,
+    seq: &'a mut usize,
+    packs: &'a mut Vec<crate::manifest::PackRecord>,
+    parent_packs: &'a mut BTreeSet<String>,
+}
+
+impl ChunkWriter<'_> {
+    fn store(
+        &mut self,
+        path: &PathBytes,
+        abs: &std::path::Path,
+        before: Option<&Entry>,
+    ) -> std::result::Result<Entry, FileErr> {
+        let ctx = self.ctx;
+        let cfg = ctx.pipeline.chunking;
+        let pack_size = ctx.pipeline.upload.pack_size;
+        // The chunks already stored that this file may point at, by SHA-256: the
+        // parent's chunks of the same path, then this file's own as they are written.
+        // A full backup (`reuse` off) stores every chunk anew: it must not depend on
+        // the parent's packs.
+        let mut known: HashMap<String, Chunk> = before
+            .filter(|p| ctx.reuse && p.kind == EntryKind::File)
+            .map(|p| {
+                p.chunks
+                    .iter()
+                    .map(|c| (c.sha256.clone(), c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let stats = &ctx.stats;
+        let stored = read::read_file(abs, path, &stats.files_read, |st, src| {
+            let mut file_h = Sha256::new();
+            let mut chunks: Vec<Chunk> = Vec::new();
+            let mut total = 0u64;
+            let meta = header_meta(st);
+            let cdc = fastcdc::v2020::StreamCDC::new(
+                std::io::Read::take(src, st.size),
+                cfg.min,
+                cfg.avg,
+                cfg.max,
+            );
+            for c in cdc {
+                if ctx.cancel.is_cancelled() {
+                    return Err(Error::cancelled());
+                }
+                let c =
+                    c.map_err(|e| Error::internal(format!("chunking {}: {e}", path.display())))?;
+                let len = c.data.len() as u64;
+                file_h.update(&c.data);
+                total += len;
+                let sha = hex::encode(Sha256::digest(&c.data));
+                if let Some(k) = known.get(&sha) {
+                    stats.chunks_reused.fetch_add(1, Ordering::Relaxed);
+                    stats.chunk_bytes_reused.fetch_add(len, Ordering::Relaxed);
+                    chunks.push(k.clone());
+                    continue;
+                }
+                if self.cur.is_none() {
+                    let hint = (st.size - total + len + 4096).min(pack_size + pack_size / 4);
+                    *self.cur = Some(ctx.open_pack(self.idx, *self.seq, hint)?);
+                    *self.seq += 1;
+                }
+                let pk = self
+                    .cur
+                    .as_mut()
+                    .ok_or_else(|| Error::internal("no open pack"))?;
+                let name = crate::manifest::chunk_tar_name(path, &sha);
+                let placed = tarball::append_bytes(&mut pk.builder, &name, &c.data, &meta)
+                    .map_err(|e| io_to_err(e, &pk.blob))?;
+                let chunk = Chunk {
+                    sha256: sha.clone(),
+                    size: len,
+                    pack: pk.id.clone(),
+                    offset: placed.offset,
+                    data_offset: placed.data_offset,
+                };
+                stats.chunks_new.fetch_add(1, Ordering::Relaxed);
+                stats.chunk_bytes_new.fetch_add(len, Ordering::Relaxed);
+                known.insert(sha, chunk.clone());
+                chunks.push(chunk);
+                if pk.builder.get_ref().raw_offset() >= pack_size {
+                    if let Some(pk) = self.cur.take() {
+                        self.packs.push(ctx.close_pack(pk)?);
+                    }
+                }
+            }
+            Ok(((chunks, file_h.finalize()), total != st.size))
+        })?;
+        stats.chunked_files.fetch_add(1, Ordering::Relaxed);
+        let (chunks, sha) = stored.written;
+        // Packs of earlier snapshots this file points into go on the manifest's list.
+        let own: BTreeSet<&str> = self.packs.iter().map(|p| p.id.as_str()).collect();
+        let open = self.cur.as_ref().map(|p| p.id.as_str());
+        for c in &chunks {
+            if !own.contains(c.pack.as_str()) && open != Some(c.pack.as_str()) {
+                self.parent_packs.insert(c.pack.clone());
+            }
+        }
+        let f = stored.stat;
+        Ok(Entry {
+            blob: None,
+            path: path.clone(),
+            kind: EntryKind::File,
+            size: f.size,
+            mode: f.mode,
+            mtime: f.mtime,
+            mtime_nsec: f.mtime_nsec,
+            uid: f.uid,
+            gid: f.gid,
+            sha256: Some(hex::encode(sha)),
+            target: None,
+            pack: None,
+            offset: 0,
+            data_offset: 0,
+            inconsistent: stored.inconsistent,
+            ino: Some(f.ino),
+            ctime: Some(f.ctime),
+            chunks,
+        })
+    }
 }
 
 fn header_meta(st: &Stat) -> HeaderMeta {

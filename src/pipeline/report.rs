@@ -41,6 +41,45 @@ pub struct Stats {
     pub segments_reused: AtomicU64,
     /// Most entries one partition worker held at once (planned, parent's and built).
     pub max_entries_held: AtomicUsize,
+    /// Large files this attempt read and cut into chunks.
+    pub chunked_files: AtomicU64,
+    /// Chunks this attempt stored (not held by the parent's entry for the same path, nor
+    /// earlier in the same file).
+    pub chunks_new: AtomicU64,
+    /// Their bytes (uncompressed).
+    pub chunk_bytes_new: AtomicU64,
+    /// Chunks of files this attempt read that point at an already stored copy.
+    pub chunks_reused: AtomicU64,
+    /// Their bytes (uncompressed): read and hashed, not stored again.
+    pub chunk_bytes_reused: AtomicU64,
+}
+
+/// What content-defined chunking did in a run (`chunks` of the run record).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChunkCounts {
+    /// Large files read and cut into chunks by this attempt.
+    pub files: u64,
+    /// Chunks stored anew.
+    pub new: u64,
+    /// Their source bytes.
+    pub new_bytes: u64,
+    /// Chunks that point at a copy already stored (the parent's, or earlier in the file).
+    pub reused: u64,
+    /// Their source bytes.
+    pub reused_bytes: u64,
+}
+
+impl ChunkCounts {
+    /// The counts of `s` now.
+    pub fn of(s: &Stats) -> Self {
+        Self {
+            files: s.chunked_files.load(Ordering::Relaxed),
+            new: s.chunks_new.load(Ordering::Relaxed),
+            new_bytes: s.chunk_bytes_new.load(Ordering::Relaxed),
+            reused: s.chunks_reused.load(Ordering::Relaxed),
+            reused_bytes: s.chunk_bytes_reused.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Stats {
@@ -106,6 +145,9 @@ pub struct BackupReport {
     /// `partitions.max_entries`, never by the number of files).
     #[serde(default)]
     pub max_entries_held: usize,
+    /// Content-defined chunks of large files read by this attempt: new vs reused.
+    #[serde(default)]
+    pub chunks: ChunkCounts,
     /// Retries: store-level (the backend's policy) plus partition-level.
     pub retries: u64,
     /// Files that could not be read.
@@ -163,6 +205,7 @@ impl BackupReport {
             segments_written: 0,
             segments_reused: 0,
             max_entries_held: 0,
+            chunks: ChunkCounts::default(),
             retries,
             problems: vec![],
             inconsistent: vec![],

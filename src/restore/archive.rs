@@ -61,7 +61,7 @@ pub async fn plan(
     let mut ids: Vec<&str> = entries
         .iter()
         .filter(|e| e.kind == EntryKind::File && e.size > 0)
-        .filter_map(|e| e.pack.as_deref())
+        .flat_map(|e| e.packs())
         .collect();
     ids.sort_unstable();
     ids.dedup();

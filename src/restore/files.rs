@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::check;
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, EntryKind, Manifest, PackRecord, PathBytes};
-use crate::pack::read::PackCursor;
+use crate::pack::read::{read_chunks, PackCursor};
 use crate::support::progress::Counters;
 
 /// Check that a stored path is a plain relative path; return it as a `PathBuf`. The
@@ -132,12 +132,20 @@ pub(super) fn check_entries(m: &Manifest, entries: &[Entry]) -> Result<Vec<PathB
     for e in entries {
         rels.push(safe_relative(&e.path)?);
         if e.kind == EntryKind::File && e.size > 0 {
-            let pid = e.pack.as_deref().unwrap_or("");
-            if m.pack(pid).is_none() {
+            let mut packs = e.packs().peekable();
+            if packs.peek().is_none() {
                 return Err(Error::integrity(format!(
-                    "{}: refers to pack {pid:?}, which the manifest does not list",
+                    "{}: names no pack, which the manifest does not list",
                     e.path.display()
                 )));
+            }
+            for pid in packs {
+                if m.pack(pid).is_none() {
+                    return Err(Error::integrity(format!(
+                        "{}: refers to pack {pid:?}, which the manifest does not list",
+                        e.path.display()
+                    )));
+                }
             }
         }
     }
@@ -354,19 +362,24 @@ pub(super) struct PackOutcome {
     pub(super) fetched: u64,
 }
 
+/// Write `files`, whose data lies in `pack` (files stored whole) or in `chunk_packs`
+/// (a chunked file: every pack its chunks are in). Each file is written, its chunks'
+/// and its own SHA-256 checked, then given its mode and times.
 pub(super) fn restore_files(
     store: &dyn crate::store::BlobStore,
     rt: tokio::runtime::Handle,
     layout: &Layout,
     pack: Option<&PackRecord>,
+    chunk_packs: &[PackRecord],
     files: &[(Entry, PathBuf)],
     w: &Writer<'_>,
 ) -> Result<PackOutcome> {
+    let mut chunk_fetched = 0u64;
     use std::sync::atomic::{AtomicU64, Ordering};
     static TMP: AtomicU64 = AtomicU64::new(0);
     let mut sorted: Vec<&(Entry, PathBuf)> = files.iter().collect();
     sorted.sort_by_key(|(e, _)| e.data_offset);
-    let mut cursor = pack.map(|p| PackCursor::new(store, rt, layout.full(&p.blob), p));
+    let mut cursor = pack.map(|p| PackCursor::new(store, rt.clone(), layout.full(&p.blob), p));
     let (mut n, mut bytes) = (0u64, 0u64);
     let pid = std::process::id();
     // Once the pack turns out to be missing, its remaining files are damaged too.
@@ -412,7 +425,29 @@ pub(super) fn restore_files(
         // Whether an error came from the stored data (not from writing the target).
         let mut read_failed = false;
         let res = (|| -> Result<()> {
-            if e.size > 0 {
+            if !e.chunks.is_empty() {
+                let mut write_failed = false;
+                let r = read_chunks(
+                    store,
+                    &rt,
+                    layout,
+                    chunk_packs,
+                    e,
+                    &mut chunk_fetched,
+                    &mut |b| {
+                        h.update(b);
+                        std::io::Write::write_all(&mut f, b).map_err(|err| {
+                            write_failed = true;
+                            Error::io(
+                                ErrorKind::Internal,
+                                format!("writing {}", tmp.display()),
+                                err,
+                            )
+                        })
+                    },
+                );
+                r.inspect_err(|_| read_failed = !write_failed)?;
+            } else if e.size > 0 {
                 let cur = cursor
                     .as_mut()
                     .ok_or_else(|| Error::integrity(format!("{}: no pack", e.path.display())))?;
@@ -497,7 +532,7 @@ pub(super) fn restore_files(
     Ok(PackOutcome {
         files: n,
         bytes,
-        fetched: cursor.map(|c| c.fetched).unwrap_or(0),
+        fetched: cursor.map(|c| c.fetched).unwrap_or(0) + chunk_fetched,
     })
 }
 
@@ -544,6 +579,7 @@ mod tests {
                 inconsistent: false,
                 ino: None,
                 ctime: None,
+                chunks: Vec::new(),
                 blob: None,
             };
             log.add(&e, &err);

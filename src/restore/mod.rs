@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::layout::Layout;
-use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::manifest::{Entry, EntryKind, Manifest, PackRecord};
 use crate::store::Store;
 use crate::support::progress::Counters;
 
@@ -169,16 +169,14 @@ pub async fn restore(
     let entries = select(m, &opts.paths)?;
     let rels = files::check_entries(m, &entries)?;
     // Archive-tier packs cannot be read: say so before writing anything.
-    let mut by_pack: BTreeMap<String, Vec<(Entry, PathBuf)>> = BTreeMap::new();
-    for (e, rel) in entries.iter().zip(&rels) {
+    let mut needed: std::collections::BTreeSet<String> = Default::default();
+    for e in &entries {
         if e.kind == EntryKind::File {
-            by_pack
-                .entry(e.pack.clone().unwrap_or_default())
-                .or_default()
-                .push((e.clone(), rel.clone()));
+            needed.extend(e.packs().map(str::to_string));
+            needed.insert(e.pack.clone().unwrap_or_default());
         }
     }
-    archive::refuse_archived(store, layout, m, by_pack.keys()).await?;
+    archive::refuse_archived(store, layout, m, needed.iter()).await?;
     let root = target_root(&opts.to)?;
     if !opts.overwrite {
         files::refuse_clashes(&root, &entries, &rels)?;
@@ -241,8 +239,12 @@ async fn write_batch(
     report: &mut RestoreReport,
 ) -> Result<()> {
     let mut by_pack: BTreeMap<String, Vec<(Entry, PathBuf)>> = BTreeMap::new();
+    // A chunked file is a task of its own: its chunks may lie in many packs.
+    let mut chunked: Vec<(Entry, PathBuf)> = Vec::new();
     for (e, rel) in entries.iter().zip(rels) {
-        if e.kind == EntryKind::File {
+        if e.kind == EntryKind::File && !e.chunks.is_empty() {
+            chunked.push((e.clone(), rel.clone()));
+        } else if e.kind == EntryKind::File {
             by_pack
                 .entry(e.pack.clone().unwrap_or_default())
                 .or_default()
@@ -254,8 +256,20 @@ async fn write_batch(
     // 2. Files, packs in parallel.
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (pid, files) in by_pack {
-        let pack = m.pack(&pid).cloned();
+    let jobs = by_pack
+        .into_iter()
+        .map(|(pid, files)| (m.pack(&pid).cloned(), Vec::<PackRecord>::new(), files))
+        .chain(chunked.into_iter().map(|(e, rel)| {
+            let mut ids: Vec<&str> = e.packs().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let packs: Vec<PackRecord> = ids
+                .into_iter()
+                .filter_map(|id| m.pack(id).cloned())
+                .collect();
+            (None, packs, vec![(e, rel)])
+        }));
+    for (pack, chunk_packs, files) in jobs {
         let (store, layout, root, sem, counters, known, damaged) = (
             store.clone(),
             layout.clone(),
@@ -277,7 +291,15 @@ async fn write_batch(
                     counters: &counters,
                     damaged: &damaged,
                 };
-                files::restore_files(&*store, rt, &layout, pack.as_ref(), &files, &w)
+                files::restore_files(
+                    &*store,
+                    rt,
+                    &layout,
+                    pack.as_ref(),
+                    &chunk_packs,
+                    &files,
+                    &w,
+                )
             })
             .await
             .map_err(|e| Error::internal(format!("restore worker: {e}")))?
@@ -380,6 +402,7 @@ async fn restore_streamed(
             total_bytes += e.size;
             if e.kind == EntryKind::File {
                 packs.insert(e.pack.clone().unwrap_or_default());
+                packs.extend(e.chunks.iter().map(|c| c.pack.clone()));
             }
             if e.inconsistent && inconsistent.len() < crate::manifest::segment::MAX_LISTED {
                 inconsistent.push(e.path.display());

@@ -128,7 +128,7 @@ impl<R: Read> Read for ErrorCapture<R> {
 pub fn unchanged(prev: &Entry, kind: EntryKind, st: &Stat, abs: &Path) -> bool {
     let same = prev.kind == kind
         && !prev.inconsistent
-        && prev.pack.is_some()
+        && (prev.pack.is_some() || !prev.chunks.is_empty())
         && prev.mode == st.mode
         && (prev.mtime, prev.mtime_nsec) == (st.mtime, st.mtime_nsec)
         && (kind != EntryKind::File || prev.size == st.size)

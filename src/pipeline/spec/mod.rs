@@ -33,7 +33,7 @@ use self::check::Checker;
 use self::raw::PipelineSpec;
 use crate::alert::config::WebhookConfig;
 use crate::error::{Error, Result};
-use crate::extract::config::{PartitionsConfig, SourceConfig};
+use crate::extract::config::{ChunkingConfig, PartitionsConfig, SourceConfig};
 use crate::pack::codec::CompressionConfig;
 use crate::restore::config::RestoreConfig;
 use crate::retention::config::{ImmutabilityConfig, LifecycleConfig, RetentionConfig};
@@ -54,6 +54,8 @@ pub struct Pipeline {
     pub source: SourceConfig,
     /// How to split the source.
     pub partitions: PartitionsConfig,
+    /// Content-defined chunks of large files (`[chunking]`).
+    pub chunking: ChunkingConfig,
     /// Pack compression.
     pub compression: CompressionConfig,
     /// Where to store.
@@ -339,6 +341,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
     let source = source::check_source(c, &s.source, base);
     let partitions = source::check_partitions(c, &s.partitions);
     source::check_readers(c, &s.partitions, &source);
+    let chunking = source::check_chunking(c, &s.chunking);
     let compression = target::check_compression(c, &s.compression);
     let target = target::check_target(c, &s.target, &name, base);
     let upload = target::check_upload(c, &s.upload);
@@ -357,6 +360,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         file: c.file.to_path_buf(),
         source,
         partitions,
+        chunking,
         compression,
         target,
         upload,

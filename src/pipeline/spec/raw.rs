@@ -21,6 +21,8 @@ pub(super) struct PipelineSpec {
     #[serde(default)]
     pub(super) partitions: PartitionsSpec,
     #[serde(default)]
+    pub(super) chunking: ChunkingSpec,
+    #[serde(default)]
     pub(super) compression: CompressionSpec,
     pub(super) target: TargetSpec,
     #[serde(default)]
@@ -140,6 +142,15 @@ pub(super) struct PartitionsSpec {
     pub(super) max_parallel: Option<Spanned<CountOrAuto>>,
     pub(super) size: Option<Spanned<SizeValue>>,
     pub(super) max_entries: Option<Spanned<CountOrAuto>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChunkingSpec {
+    pub(super) threshold: Option<Spanned<SizeValue>>,
+    pub(super) min_size: Option<Spanned<SizeValue>>,
+    pub(super) avg_size: Option<Spanned<SizeValue>>,
+    pub(super) max_size: Option<Spanned<SizeValue>>,
 }
 
 /// A count or the word `"auto"`.

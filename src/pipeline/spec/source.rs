@@ -11,10 +11,10 @@ use toml::Spanned;
 
 use super::check::{size_in, Checker};
 use super::interpolate;
-use super::raw::{AutoWord, CountOrAuto, PartitionsSpec, SourceSpec};
+use super::raw::{AutoWord, ChunkingSpec, CountOrAuto, PartitionsSpec, SourceSpec};
 use crate::extract::config::{
-    BlobSourceConfig, CommandSourceConfig, DbSourceConfig, FsSourceConfig, PartitionsConfig,
-    SourceConfig,
+    BlobSourceConfig, ChunkingConfig, CommandSourceConfig, DbSourceConfig, FsSourceConfig,
+    PartitionsConfig, SourceConfig,
 };
 use crate::support::secret::{redact_url, Secret};
 use crate::support::units::parse_duration;
@@ -100,6 +100,83 @@ pub(super) fn check_readers(c: &mut Checker<'_>, s: &PartitionsSpec, source: &So
                 );
             }
         }
+    }
+}
+
+/// `[chunking]`: `threshold` (4 KiB–1 TiB) and the chunk sizes, within FastCDC 2020's
+/// limits (`min_size` 64 B–1 MiB, `avg_size` 256 B–4 MiB, `max_size` 1 KiB–16 MiB), even,
+/// with `min_size ≤ avg_size ≤ max_size`.
+pub(super) fn check_chunking(c: &mut Checker<'_>, s: &ChunkingSpec) -> ChunkingConfig {
+    use fastcdc::v2020 as cdc;
+    let d = ChunkingConfig::default();
+    let threshold = size_in(
+        c,
+        &s.threshold,
+        "chunking.threshold",
+        d.threshold as usize,
+        4 << 10,
+        1 << 40,
+    ) as u64;
+    let sized = |c: &mut Checker<'_>, v, key: &str, def: usize, lo: usize, hi: usize| {
+        let n = size_in(c, v, key, def, lo, hi);
+        if n % 2 == 1 {
+            if let Some(sp) = v {
+                c.at(
+                    sp.span(),
+                    key,
+                    format!("{n} bytes is odd"),
+                    "the chunker needs an even size, e.g. 1MiB",
+                );
+            }
+            return def;
+        }
+        n
+    };
+    let min = sized(
+        c,
+        &s.min_size,
+        "chunking.min_size",
+        d.min,
+        cdc::MINIMUM_MIN,
+        cdc::MINIMUM_MAX,
+    );
+    let avg = sized(
+        c,
+        &s.avg_size,
+        "chunking.avg_size",
+        d.avg,
+        cdc::AVERAGE_MIN,
+        cdc::AVERAGE_MAX,
+    );
+    let max = sized(
+        c,
+        &s.max_size,
+        "chunking.max_size",
+        d.max,
+        cdc::MAXIMUM_MIN,
+        cdc::MAXIMUM_MAX,
+    );
+    if !(min <= avg && avg <= max) {
+        let span = s
+            .avg_size
+            .as_ref()
+            .or(s.min_size.as_ref())
+            .or(s.max_size.as_ref())
+            .map(|v| v.span())
+            .unwrap_or(0..0);
+        c.at(
+            span,
+            "chunking.avg_size",
+            format!("min_size {min} ≤ avg_size {avg} ≤ max_size {max} does not hold"),
+            "give sizes in that order (the defaults are 512KiB, 1MiB and 8MiB)",
+        );
+        return d;
+    }
+    ChunkingConfig {
+        threshold,
+        min,
+        avg,
+        max,
     }
 }
 
