@@ -581,7 +581,8 @@ async fn parallel_restore_equals_the_serial_one_and_loads_groups_at_the_same_tim
     groups_fixture(&c, src, &[d1, d3]).await;
     // The first table of each group announces itself with an advisory lock (held until
     // its transaction ends, i.e. until the restore commits) and waits, a counted number
-    // of polls, until another group's connection has announced itself too; it records
+    // of polls (at most 12,000 × 10 ms: a loaded CI machine may start the second
+    // connection late), until another group's connection has announced itself too; it records
     // how many it saw. A serial load never sees two, so this fails unless groups really
     // load at the same time.
     c.batch_execute(&format!(
@@ -591,7 +592,7 @@ async fn parallel_restore_equals_the_serial_one_and_loads_groups_at_the_same_tim
          BEGIN
            IF EXISTS (SELECT 1 FROM {d3}.probe WHERE tbl = TG_TABLE_NAME) THEN RETURN NULL; END IF;
            PERFORM pg_advisory_xact_lock(k, hashtext(TG_TABLE_NAME) & 2147483647);
-           FOR i IN 1..3000 LOOP
+           FOR i IN 1..12000 LOOP
              SELECT count(*) INTO n FROM pg_locks
               WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = k::oid;
              EXIT WHEN n >= 2;
