@@ -243,23 +243,26 @@ impl SnapshotSel {
         }
     }
 
-    /// The snapshot id this selection names, for a command that reads its contents
-    /// (restore, `ls`): `latest` and `--at` skip damaged snapshots, saying so on stderr;
-    /// a snapshot named by id is taken as named (its damage is reported when read).
+    /// The head of the snapshot this selection names, for a command that reads its
+    /// contents (restore, `ls`): `latest` and `--at` skip damaged snapshots, saying so on
+    /// stderr; a snapshot named by id is taken as named (its damage is an error). The
+    /// manifest is read once: the head the search read is the one returned.
     ///
     /// # Errors
-    /// `NotFound` when no snapshot matches, `Integrity` when every candidate is damaged,
-    /// `Config` for an unparsable `--at`.
-    pub async fn resolve_readable(&self, repo: &Repo) -> Result<String> {
+    /// `NotFound` when no snapshot matches, `Integrity` when every candidate (or the named
+    /// one) is damaged, `Config` for an unparsable `--at`.
+    pub async fn load_readable(&self, repo: &Repo) -> Result<crate::manifest::Manifest> {
         let (store, layout) = (&*repo.store, &repo.layout);
         let at = match &self.at {
             Some(at) => Some(catalog::parse_time(at)?),
-            None if !self.is_latest() => return self.resolve(repo).await,
+            None if !self.is_latest() => {
+                return catalog::load_head(store, layout, &self.resolve(repo).await?).await
+            }
             None => None,
         };
-        let (id, skipped) = catalog::resolve_readable(store, layout, at).await?;
-        crate::cli::render::skipped_damaged(&skipped, Some(&id));
-        Ok(id)
+        let (m, skipped) = catalog::resolve_readable(store, layout, at).await?;
+        crate::cli::render::skipped_damaged(&skipped, Some(&m.header.snapshot));
+        Ok(m)
     }
 }
 

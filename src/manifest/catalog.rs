@@ -163,8 +163,8 @@ pub async fn resolve_at(
         .ok_or_else(|| Error::not_found(format!("no snapshot at or before {}", at.to_rfc3339())))
 }
 
-/// The newest snapshot that can be read among those taken at or before `at` (all of them
-/// when `None`): what `latest` and `--at` mean for commands that read a snapshot's
+/// The head (as [`load_head`] gives it) of the newest snapshot that can be read among
+/// those taken at or before `at` (all of them when `None`): what `latest` and `--at` mean for commands that read a snapshot's
 /// contents (restore, `ls`, `diff`). Damaged snapshots on the way are skipped and
 /// returned so the caller can say so. Commands whose job is to find damage (`verify`,
 /// drills) resolve with [`resolve`] / [`resolve_at`] instead and fail on it.
@@ -176,10 +176,10 @@ pub async fn resolve_readable(
     store: &dyn BlobStore,
     layout: &Layout,
     at: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<(String, Vec<Damaged>)> {
+) -> Result<(Manifest, Vec<Damaged>)> {
     let (found, skipped) = newest_readable_at(store, layout, at).await?;
     if let Some(m) = found {
-        return Ok((m.header.snapshot, skipped));
+        return Ok((m, skipped));
     }
     let when = at.map(|t| format!(" at or before {}", t.to_rfc3339()));
     if skipped.is_empty() {

@@ -30,7 +30,7 @@ use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::blob::{self, BlobSplitter, Listed, RawBlob, Selector};
 use crate::extract::config::{BlobSourceConfig, PartitionsConfig};
 use crate::extract::{Piece, Problem};
-use crate::manifest::segment::{EntryReader, MAX_LISTED};
+use crate::manifest::segment::MAX_LISTED;
 use crate::manifest::{BlobMeta, Changes, Entry, EntryKind};
 use crate::pack::packer::io_to_err;
 use crate::pack::tarball::{self, HeaderMeta};
@@ -252,20 +252,7 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
         .as_deref()
         .ok_or_else(|| Error::internal("blob source not opened"))?;
     let idx = piece.idx;
-    let prev: Vec<Entry> = match ctx.parent.as_deref() {
-        Some(parent) => ctx
-            .rt
-            .block_on(
-                EntryReader::new(&*ctx.packs.store, &ctx.layout, parent)
-                    .within(
-                        piece.lo.as_ref().map(|p| p.0.clone()),
-                        piece.hi.as_ref().map(|p| p.0.clone()),
-                    )
-                    .collect(),
-            )
-            .ctx("reading the parent snapshot's entries")?,
-        None => Vec::new(),
-    };
+    let prev = super::files::parent_entries(ctx, piece)?;
     let mut prev_at = 0usize;
     let mut changes = Changes::default();
     let mut parent_packs: BTreeSet<String> = BTreeSet::new();

@@ -35,25 +35,33 @@ use crate::pack::tarball::{self, HeaderMeta};
 
 /// Read, pack and store the `planned` entries of partition `idx`; write its part record.
 ///
+/// The parent snapshot's entries in `piece`'s range `[lo, hi)` (none without a parent):
+/// what a partition merge-joins its planned entries against. Bounded by one partition.
+///
+/// # Errors
+/// Store errors and damaged segments.
+pub(super) fn parent_entries(ctx: &Ctx, piece: &Piece) -> Result<Vec<Entry>> {
+    let Some(parent) = ctx.parent.as_deref() else {
+        return Ok(Vec::new());
+    };
+    ctx.rt
+        .block_on(
+            EntryReader::new(&*ctx.packs.store, &ctx.layout, parent)
+                .within(
+                    piece.lo.as_ref().map(|p| p.0.clone()),
+                    piece.hi.as_ref().map(|p| p.0.clone()),
+                )
+                .collect(),
+        )
+        .ctx("reading the parent snapshot's entries")
+}
+
 /// # Errors
 /// `Store` when packs or the part record cannot be written, `Cancelled` on a signal.
 pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Result<PartResult> {
     let (planned, idx) = (&piece.entries, piece.idx);
     // The parent's entries in this partition's range, for reuse and for the changes.
-    let prev: Vec<Entry> = match ctx.parent.as_deref() {
-        Some(parent) => ctx
-            .rt
-            .block_on(
-                EntryReader::new(&*ctx.packs.store, &ctx.layout, parent)
-                    .within(
-                        piece.lo.as_ref().map(|p| p.0.clone()),
-                        piece.hi.as_ref().map(|p| p.0.clone()),
-                    )
-                    .collect(),
-            )
-            .ctx("reading the parent snapshot's entries")?,
-        None => Vec::new(),
-    };
+    let prev = parent_entries(ctx, piece)?;
     let mut prev_at = 0usize;
     let mut changes = Changes::default();
     let mut parent_packs: BTreeSet<String> = BTreeSet::new();

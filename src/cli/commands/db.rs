@@ -5,7 +5,6 @@ use crate::cli::args::RestoreArgs;
 use crate::cli::exit;
 use crate::cli::render::{self, emit};
 use crate::error::{Error, Result};
-use crate::manifest::catalog;
 use crate::manifest::layout::Repo;
 use crate::pipeline::Pipeline;
 use crate::restore::config::{FkCheck, Strategy};
@@ -20,8 +19,8 @@ pub async fn restore(a: RestoreArgs, json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(&a.pipeline)?;
     let (opts, load) = options(&p, &a)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
-    let id = a.sel.resolve_readable(&repo).await?;
-    let m = catalog::load(&*repo.store, &repo.layout, &id).await?;
+    let mut m = a.sel.load_readable(&repo).await?;
+    crate::manifest::segment::materialize(&*repo.store, &repo.layout, &mut m).await?;
     let r =
         crate::restore::db::restore_db_with(&repo.store, &repo.layout, &m, &opts, &load).await?;
     emit(json, &r, || render::restore_db(&r));

@@ -26,8 +26,7 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
     // `latest` / `--at` is the newest snapshot that can be restored: a damaged newer one
     // is skipped, and said so (stderr, so `--json` stays one document). The head only:
     // restore reads the segments it needs as it goes.
-    let id = a.sel.resolve_readable(&repo).await?;
-    let mut m = catalog::load_head(&*repo.store, &repo.layout, &id).await?;
+    let mut m = a.sel.load_readable(&repo).await?;
     if a.plan || a.rehydrate.is_some() {
         catalog::fill_for(&*repo.store, &repo.layout, &mut m, &a.paths).await?;
         return archive(&a, &p, &repo, &m, json, quiet).await;

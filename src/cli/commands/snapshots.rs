@@ -98,10 +98,10 @@ pub async fn diff(pipeline: &Path, from: &str, to: &str, json: bool) -> Result<i
 pub async fn ls(pipeline: &Path, sel: &SnapshotSel, globs: &[String], json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(pipeline)?;
     let repo = Repo::open(&p.target, &p.retry).await?;
-    let id = sel.resolve_readable(&repo).await?;
     // The head, then the entries a segment at a time (only the segments an anchored
     // glob can reach): memory holds one segment, never the snapshot.
-    let m = catalog::load_head(&*repo.store, &repo.layout, &id).await?;
+    let m = sel.load_readable(&repo).await?;
+    let id = m.header.snapshot.clone();
     let matcher = if globs.is_empty() {
         None
     } else {
