@@ -32,8 +32,8 @@ pub async fn snapshots(pipeline: &Path, json: bool) -> Result<i32> {
 pub async fn copy(from: &Path, to: &Path, ids: &[String], json: bool) -> Result<i32> {
     let a = Pipeline::load_for_reading(from)?;
     let b = Pipeline::load_for_reading(to)?;
-    let src = Repo::open(&a.target, &a.retry).await?;
-    let dst = Repo::open(&b.target, &b.retry).await?;
+    let src = a.open_repo().await?;
+    let dst = b.open_repo().await?;
     if src.store.describe() == dst.store.describe() && a.target.prefix == b.target.prefix {
         return Err(Error::config(
             "copy: both pipelines name the same store and prefix; nothing to copy",
@@ -64,7 +64,7 @@ pub async fn copy(from: &Path, to: &Path, ids: &[String], json: bool) -> Result<
 /// `NotFound` for an unknown snapshot, config and store errors.
 pub async fn diff(pipeline: &Path, from: &str, to: &str, json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(pipeline)?;
-    let Repo { store, layout } = Repo::open(&p.target, &p.retry).await?;
+    let Repo { store, layout } = p.open_repo().await?;
     // Heads only; the entries are compared a segment of each at a time.
     let a = catalog::load_head(
         &*store,
@@ -97,7 +97,7 @@ pub async fn diff(pipeline: &Path, from: &str, to: &str, json: bool) -> Result<i
 /// bad globs, store errors.
 pub async fn ls(pipeline: &Path, sel: &SnapshotSel, globs: &[String], json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(pipeline)?;
-    let repo = Repo::open(&p.target, &p.retry).await?;
+    let repo = p.open_repo().await?;
     // The head, then the entries a segment at a time (only the segments an anchored
     // glob can reach): memory holds one segment, never the snapshot.
     let m = sel.load_readable(&repo).await?;
