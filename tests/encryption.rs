@@ -675,3 +675,21 @@ fn prune_opens_encrypted_manifests_and_keeps_what_they_reference() {
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert_same_tree(&f.src, &out);
 }
+
+#[test]
+fn without_key_on_a_plain_pipeline_is_a_usage_error() {
+    let f = fixture("");
+    assert_eq!(code(&f.bp(&["backup", f.p()], &[])), 0);
+    let o = f.bp(&["verify", f.p(), "latest", "--without-key"], &[]);
+    assert_eq!(code(&o), 2, "{}", err(&o));
+    assert!(
+        err(&o).contains("--without-key is for encrypted pipelines"),
+        "{}",
+        err(&o)
+    );
+    // The plain pipeline's cat still works (a plain pack is already a .tar.zst).
+    let (id, _) = f.pack_of("README.md", &[]);
+    let o = f.bp(&["cat", f.p(), &id], &[]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert!(contains(&o.stdout, b"README.md"));
+}

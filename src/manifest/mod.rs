@@ -1039,7 +1039,8 @@ impl Manifest {
     /// verification (`verify --without-key`): never restore or list from it.
     ///
     /// # Errors
-    /// `Integrity` when the manifest is not encrypted or its clear lines do not decode.
+    /// `Config` when the manifest is not encrypted; `Integrity` when its clear lines do
+    /// not decode or fail validation.
     pub fn from_stored_keyless(data: &[u8]) -> Result<Manifest> {
         let mut header = None;
         let mut packs = Vec::new();
@@ -1059,8 +1060,8 @@ impl Manifest {
             }
         }
         let header = header.filter(|h| h.encryption.is_some()).ok_or_else(|| {
-            Error::integrity(
-                "not an encrypted manifest (verify it with its pipeline, without --without-key)",
+            Error::config(
+                "not an encrypted manifest: --without-key is for encrypted pipelines (verify this one without it)",
             )
         })?;
         let m = Manifest {
