@@ -126,7 +126,8 @@ fn key_file() -> String {
 
 #[test]
 fn key_file_round_trip_stores_no_plaintext_and_prints_no_secret() {
-    let f = fixture(&key_file());
+    // Big files as content-defined chunks too (restore and verify read them by chunk).
+    let f = fixture(&format!("{}\n[chunking]\nthreshold = \"1MiB\"", key_file()));
     let o = f.bp(&["--json", "backup", f.p()], &[]);
     assert_eq!(code(&o), 0, "{}", err(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -141,6 +142,17 @@ fn key_file_round_trip_stores_no_plaintext_and_prints_no_secret() {
     assert_eq!(code(&o), 0, "{}", err(&o));
 
     let o = f.bp(&["verify", f.p(), "latest", "--full"], &[]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let o = f.bp(
+        &["--json", "ls", f.p(), "latest", "--path", "data/big.bin"],
+        &[],
+    );
+    let ls: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        ls[0]["chunks"].as_array().is_some_and(|c| !c.is_empty()),
+        "{ls}"
+    );
+    let o = f.bp(&["--json", "drill", f.p()], &[]);
     assert_eq!(code(&o), 0, "{}", err(&o));
     let out = f.t.path().join("restored");
     let o = f.bp(
@@ -692,4 +704,77 @@ fn without_key_on_a_plain_pipeline_is_a_usage_error() {
     let o = f.bp(&["cat", f.p(), &id], &[]);
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert!(contains(&o.stdout, b"README.md"));
+}
+
+#[test]
+fn altered_manifest_segment_or_key_record_is_refused() {
+    let f = fixture(&key_file());
+    assert_eq!(code(&f.bp(&["backup", f.p()], &[])), 0);
+    let dir = |d: &str| {
+        let mut v: Vec<PathBuf> = f
+            .state()
+            .into_keys()
+            .filter(|p| p.starts_with(f.prefix().join(d)))
+            .collect();
+        v.sort();
+        v
+    };
+    let out = f.t.path().join("r");
+    let restore = || {
+        f.bp(
+            &["restore", f.p(), "latest", "--to", out.to_str().unwrap()],
+            &[],
+        )
+    };
+    let gz = |text: &str| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+
+    // The clear header claims other totals: it no longer matches the sealed one.
+    let m = dir("snapshots").remove(0);
+    let orig = std::fs::read(&m).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&orig[..]), &mut text).unwrap();
+    let forged = text.replacen("\"files\":", "\"files\":1", 1);
+    assert_ne!(forged, text);
+    std::fs::write(&m, gz(&forged)).unwrap();
+    let o = restore();
+    assert_eq!(code(&o), 3, "{}", err(&o));
+    assert!(err(&o).contains("clear header differs"), "{}", err(&o));
+    assert!(!out.exists());
+    std::fs::write(&m, &orig).unwrap();
+
+    // A bit flipped in a sealed segment.
+    let seg = dir("segments").remove(0);
+    let orig = std::fs::read(&seg).unwrap();
+    let mut bad = orig.clone();
+    let at = bad.len() - 20;
+    bad[at] ^= 1;
+    std::fs::write(&seg, &bad).unwrap();
+    let o = f.bp(&["ls", f.p(), "latest"], &[]);
+    assert_eq!(code(&o), 3, "{}", err(&o));
+    assert!(
+        err(&o).contains("authentication tag does not match"),
+        "{}",
+        err(&o)
+    );
+    std::fs::write(&seg, &orig).unwrap();
+
+    // The key record's wrapped key altered: the right key, a damaged record (exit 3).
+    let k = dir("keys").remove(0);
+    let orig = std::fs::read(&k).unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&orig).unwrap();
+    let w = rec["wrapped"].as_str().unwrap().to_string();
+    let flipped = format!("{}{}", if w.starts_with('A') { "B" } else { "A" }, &w[1..]);
+    rec["wrapped"] = flipped.into();
+    std::fs::write(&k, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let o = restore();
+    assert_eq!(code(&o), 3, "{}", err(&o));
+    assert!(err(&o).contains("does not authenticate"), "{}", err(&o));
+    std::fs::write(&k, &orig).unwrap();
+    let o = restore();
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_same_tree(&f.src, &out);
 }
