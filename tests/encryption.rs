@@ -778,3 +778,44 @@ fn altered_manifest_segment_or_key_record_is_refused() {
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert_same_tree(&f.src, &out);
 }
+
+#[test]
+fn copy_of_an_encrypted_pipeline_takes_its_key_record_along() {
+    let f = fixture(&key_file());
+    assert_eq!(code(&f.bp(&["backup", f.p()], &[])), 0);
+    let text = std::fs::read_to_string(&f.pipeline).unwrap();
+    let to = f.t.path().join("to.toml");
+    let other = f.t.path().join("other-store");
+    std::fs::write(
+        &to,
+        text.replace(f.store.to_str().unwrap(), other.to_str().unwrap()),
+    )
+    .unwrap();
+    // A destination pipeline whose key does not open the source's data key: refused first.
+    let wrong = f.t.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&to)
+            .unwrap()
+            .replace("a.key", "b.key"),
+    )
+    .unwrap();
+    let o = f.bp(&["copy", f.p(), wrong.to_str().unwrap()], &[]);
+    assert_eq!(code(&o), 11, "{}", err(&o));
+    assert!(!other.join("backups/enc").exists(), "nothing written");
+    let o = f.bp(&["copy", f.p(), to.to_str().unwrap()], &[]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let out = f.t.path().join("r");
+    let o = f.bp(
+        &[
+            "restore",
+            to.to_str().unwrap(),
+            "latest",
+            "--to",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_same_tree(&f.src, &out);
+}

@@ -179,7 +179,7 @@ impl<'a> PackCursor<'a> {
         let opened;
         let comp = match &self.key {
             Some(k) => {
-                opened = open_frames(k, self.pack, fa, fb, comp)?;
+                opened = open_frame_run(k, self.pack, fa, fb, comp)?;
                 &opened[..]
             }
             None => comp,
@@ -202,7 +202,7 @@ impl<'a> PackCursor<'a> {
 ///
 /// # Errors
 /// `Integrity` naming the pack and frame whose tag does not match.
-pub fn open_frames(
+pub fn open_frame_run(
     key: &DataKey,
     pack: &PackRecord,
     fa: usize,

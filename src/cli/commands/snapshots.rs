@@ -33,7 +33,21 @@ pub async fn copy(from: &Path, to: &Path, ids: &[String], json: bool) -> Result<
     let a = Pipeline::load_for_reading(from)?;
     let b = Pipeline::load_for_reading(to)?;
     let src = a.open_repo().await?;
-    let dst = b.open_repo().await?;
+    // The destination gets the source's key record (copy writes blobs as stored): its
+    // pipeline must name a key that opens it, checked before anything is written.
+    let dst = Repo::open(&b.target, &b.retry).await?;
+    if src.layout.key().is_some() {
+        let enc = b.encryption.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "copy: {} is encrypted, {} has no [encryption]; give it the same key",
+                from.display(),
+                to.display()
+            ))
+        })?;
+        crate::manifest::layout::unlock(&*src.store, &src.layout, Some(enc), false)
+            .await
+            .map_err(|e| e.context(format!("copy: the key of {}", to.display())))?;
+    }
     if src.store.describe() == dst.store.describe() && a.target.prefix == b.target.prefix {
         return Err(Error::config(
             "copy: both pipelines name the same store and prefix; nothing to copy",
