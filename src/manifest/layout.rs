@@ -127,7 +127,7 @@ pub async fn unlock(
             if existing.items.is_empty() {
                 " (no encrypted backup has been made yet)"
             } else {
-                " although snapshots exist"
+                " although snapshots exist: restore the key record from your copy of it, or, if this prefix holds plain snapshots, give the encrypted pipeline a new target.prefix"
             }
         )));
     }
