@@ -237,6 +237,7 @@ pub(super) async fn run(
             store: store.clone(),
             layout: layout.clone(),
             rt: tokio::runtime::Handle::current(),
+            key: layout.key().cloned(),
         },
         uploads,
         cancel: cancel.clone(),
@@ -318,7 +319,7 @@ pub(super) async fn run(
         };
         partitions += 1;
         if let Some(name) = earlier.get(&piece.digest) {
-            let (_, r) = commit::load_part(&store, name)
+            let (_, r) = commit::load_part(&store, layout, name)
                 .await
                 .ctx("reading a part record of an earlier attempt")?;
             counters.add(
