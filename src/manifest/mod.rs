@@ -607,6 +607,29 @@ pub struct TableRecord {
     /// Key range index within the table (part records only; 0 in manifests).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub range: usize,
+    /// The key ranges the table was read in, in order, each with its own counts (a part
+    /// record holds its one range). The next backup reads with the same boundaries and
+    /// points at a range's chunks instead of storing them again when its rows are the
+    /// same. Empty in manifests written before range reuse (no reuse from them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeRecord>,
+}
+
+/// One key range of a table as stored: bounds, exact counts and how many of the table's
+/// `chunks` (the next ones, in order) hold its rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRecord {
+    /// Integer key range `[lo, hi)`; `None` for a table read whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<(i64, i64)>,
+    /// Rows in the range.
+    pub rows: u64,
+    /// Row-set checksum of the range (`rowset-sha256:<hex>`, see [`TableRecord`]).
+    pub checksum: String,
+    /// CSV bytes of the range (headers excluded).
+    pub bytes: u64,
+    /// Number of chunks holding the range.
+    pub chunks: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -692,6 +715,7 @@ pub fn merge_tables(mut parts: Vec<TableRecord>) -> Vec<TableRecord> {
                 last.rows += t.rows;
                 last.bytes += t.bytes;
                 last.chunks.extend(t.chunks);
+                last.ranges.extend(t.ranges);
             }
             _ => out.push(TableRecord { range: 0, ..t }),
         }
