@@ -364,7 +364,7 @@ async fn split_parallel_backup_under_a_concurrent_writer_is_all_in_or_all_out() 
         .unwrap();
     }
     // Several connections in one snapshot (the local root may FLUSH TABLES WITH READ LOCK).
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4)
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4, &[])
         .await
         .unwrap();
     assert!(
@@ -376,12 +376,12 @@ async fn split_parallel_backup_under_a_concurrent_writer_is_all_in_or_all_out() 
     drop(s);
     // The reader count is the pipeline's [partitions] max_parallel, and never more than
     // there are items.
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 2)
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 2, &[])
         .await
         .unwrap();
     assert_eq!(s.connections, 2);
     drop(s);
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4096)
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4096, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -461,7 +461,7 @@ async fn without_reload_privilege_one_consistent_connection_reads_everything() {
         u.host_str().unwrap(),
         u.port().unwrap_or(3306)
     );
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&limited, &src), 4)
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&limited, &src), 4, &[])
         .await
         .unwrap();
     assert_eq!(s.connections, 1);

@@ -1048,6 +1048,19 @@ mod tests {
             "primary_key",
         );
         refused(|m| m.tables.push(m.tables[0].clone()), "listed twice");
+        refused(
+            |m| {
+                let t = &mut m.tables[0];
+                t.ranges = vec![crate::manifest::RangeRecord {
+                    bounds: None,
+                    rows: t.rows + 1,
+                    checksum: t.checksum.clone(),
+                    bytes: t.bytes,
+                    chunks: t.chunks.len(),
+                }];
+            },
+            "ranges",
+        );
         refused(|m| m.streams[0].bytes = 11, "bytes");
         refused(|m| m.streams[0].chunks.clear(), "no chunk");
         refused(|m| m.streams[0].sha256 = "x".into(), "sha256");

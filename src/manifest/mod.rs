@@ -1047,6 +1047,13 @@ mod tests {
                 bytes: 1,
                 chunks: vec![PathBytes(format!("c{range}").into_bytes())],
                 range,
+                ranges: vec![RangeRecord {
+                    bounds: Some((range as i64 * 10, range as i64 * 10 + 10)),
+                    rows,
+                    checksum: d.to_checksum(),
+                    bytes: 1,
+                    chunks: 1,
+                }],
             }
         };
         let m = merge_tables(vec![t(1, 2, b"y"), t(0, 1, b"x")]);
@@ -1060,6 +1067,12 @@ mod tests {
         d.add_row(b"x");
         d.add_row(b"y");
         assert_eq!(m[0].checksum, d.to_checksum());
+        let bounds: Vec<_> = m[0].ranges.iter().map(|r| r.bounds).collect();
+        assert_eq!(
+            bounds,
+            vec![Some((0, 10)), Some((10, 20))],
+            "ranges in key order"
+        );
     }
 
     #[test]
