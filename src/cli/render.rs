@@ -465,6 +465,18 @@ pub fn verify_report(v: &verify::VerifyReport) {
                 format!(" — affects {}", m.paths.join(", "))
             }
         );
+        for u in &m.shared_with {
+            outln!(
+                "  also used by snapshot {}: {}{}",
+                u.snapshot,
+                u.paths.join(", "),
+                if u.paths_total > u.paths.len() {
+                    format!(" and {} more files", u.paths_total - u.paths.len())
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     outln!("verify: {}", if v.ok() { "ok" } else { "MISMATCH" });
 }
