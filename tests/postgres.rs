@@ -959,3 +959,85 @@ async fn one_percent_updated_table_reuses_unchanged_ranges_and_restores_exactly(
         fingerprint(&c, &format!("{dst}.big"), "id").await
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, .. proptest::prelude::ProptestConfig::default() })]
+    /// Issue 12: forget + prune over random histories of a table whose incrementals
+    /// reuse the parent's key-range chunks never break a survivor: each restores into the
+    /// database with the rows it was taken with.
+    #[test]
+    fn forget_and_prune_never_break_a_snapshot_sharing_table_chunks(
+        steps in proptest::collection::vec((0u8..4, 0i64..5, proptest::prelude::any::<bool>()), 2..6),
+        forgets in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..3),
+        keep_last in 1u32..4,
+    ) {
+        let Some(url) = support::postgres() else {
+            return Ok(());
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            use blobpipe::manifest::catalog;
+            use blobpipe::retention::{self, Options};
+            let (c, g) = schemas(&url, &["src"]).await;
+            let src = &g.names[0];
+            c.batch_execute(&format!(
+                "{}; INSERT INTO {src}.big SELECT g, md5(g::text) FROM generate_series(1, 5000) g; ANALYZE {src}.big;",
+                ddl(BIG_DDL, src)
+            ))
+            .await
+            .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let p = pipeline(
+                dir.path(),
+                &url,
+                src,
+                &format!("split_rows = 1000\nchunk_size = \"64KiB\"\n[incremental]\nfull_every = 100\n[retention]\nkeep_last = {keep_last}\nprune_grace = \"0s\""),
+            );
+            let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+            let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+            let mut expected = std::collections::BTreeMap::new();
+            let mut reused = 0;
+            for (i, (kind, at, full)) in steps.iter().enumerate() {
+                let a = at * 1000 + 1;
+                match kind {
+                    0 => c.batch_execute(&format!("UPDATE {src}.big SET payload = payload || 'x' WHERE id BETWEEN {a} AND {}", a + 50)).await.unwrap(),
+                    1 => c.batch_execute(&format!("DELETE FROM {src}.big WHERE id BETWEEN {a} AND {}", a + 9)).await.unwrap(),
+                    2 => c.batch_execute(&format!("INSERT INTO {src}.big SELECT g, 'new' FROM generate_series((SELECT max(id) + 1 FROM {src}.big), (SELECT max(id) + 100 FROM {src}.big)) g")).await.unwrap(),
+                    _ => {}
+                }
+                let r = blobpipe::pipeline::backup(&p, store.clone(), BackupOptions { full: *full, no_verify: true, ..Default::default() }).await.unwrap();
+                assert_eq!(r.status, RunStatus::Ok, "step {i}: {r:?}");
+                reused += r.chunks.reused;
+                expected.insert(r.snapshot.unwrap(), fingerprint(&c, &format!("{src}.big"), "id").await);
+            }
+            if steps.iter().skip(1).any(|(_, _, full)| !full) {
+                assert!(reused > 0, "an incremental reuses unchanged ranges");
+            }
+            for (k, ix) in forgets.iter().enumerate() {
+                let ids = catalog::snapshot_ids(&*store, &layout).await.unwrap();
+                if ids.len() > 1 {
+                    store.delete(&layout.snapshot(&ids[ix.index(ids.len())])).await.unwrap();
+                }
+                if k % 2 == 0 {
+                    retention::prune(&p.retention_scope(), &store, &Options::default()).await.unwrap();
+                }
+            }
+            retention::forget(&p.retention_scope(), &store, &Options::default()).await.unwrap();
+            let r = retention::prune(&p.retention_scope(), &store, &Options::default()).await.unwrap();
+            assert_eq!(r.packs_referenced + r.packs_deleted, r.packs_total);
+            let survivors = catalog::snapshot_ids(&*store, &layout).await.unwrap();
+            assert!(!survivors.is_empty() && survivors.len() <= keep_last as usize);
+            for snap in &survivors {
+                let m = catalog::load(&*store, &layout, snap).await.unwrap();
+                let dst = support::unique_ident("dst");
+                c.batch_execute(&format!("CREATE SCHEMA {dst}; {}", ddl(BIG_DDL, &dst))).await.unwrap();
+                let got = restore(&p, &store, &m, &opts(&url, &dst, Strategy::FailIfNotEmpty)).await;
+                let fp = fingerprint(&c, &format!("{dst}.big"), "id").await;
+                c.batch_execute(&format!("DROP SCHEMA {dst} CASCADE")).await.unwrap();
+                let got = got.unwrap();
+                assert!(got.tables.iter().all(|t| t.checksum_checked), "{snap}");
+                assert_eq!(fp, expected[snap], "{snap} restores the rows it was taken with");
+            }
+        });
+    }
+}
