@@ -385,6 +385,10 @@ fn bad_chunking_settings_are_refused_with_their_location() {
         ("[chunking]\nmax_size = 4097\n", "is odd"),
         ("[chunking]\nthreshold = \"1KiB\"\n", "chunking.threshold"),
         ("[chunking]\nthreshhold = \"1MiB\"\n", "threshhold"),
+        (
+            "[chunking]\nrange_buffer = \"8GiB\"\n",
+            "chunking.range_buffer: 8589934592 bytes is out of range",
+        ),
     ] {
         let p = write_pipeline(t.path(), "bad", t.path(), "memory://x", extra);
         let o = bp(&["validate", p.to_str().unwrap()]);
