@@ -1041,3 +1041,54 @@ proptest::proptest! {
         });
     }
 }
+
+/// Issue 12: a key range larger than `[chunking] range_buffer` is stored as read (memory
+/// stays bounded by the setting), never reused, and its counts stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_larger_than_the_range_buffer_is_stored_again_not_held() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["src"]).await;
+    let src = &g.names[0];
+    c.batch_execute(&format!(
+        "{}; INSERT INTO {src}.big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 3000) g; ANALYZE {src}.big;",
+        ddl(BIG_DDL, src)
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Ranges of 1000 rows (~100 KiB of CSV), cut into 64 KiB chunks; the buffer holds one.
+    let p = pipeline(
+        dir.path(),
+        &url,
+        src,
+        "split_rows = 1000\nchunk_size = \"64KiB\"\n[chunking]\nrange_buffer = \"64KiB\"",
+    );
+    let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = blobpipe::pipeline::backup(&p, store.clone(), BackupOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+        let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+        let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+            .await
+            .unwrap();
+        let t = m.tables.iter().find(|t| t.name == "big").unwrap().clone();
+        seen.push((r, t));
+    }
+    let (r2, t2) = &seen[1];
+    assert_eq!(r2.kind, "incremental");
+    assert_eq!(r2.chunks.reused, 0, "{:?}", r2.chunks);
+    assert_eq!(r2.chunks.new, t2.chunks.len() as u64);
+    assert!(
+        t2.chunks.len() > t2.ranges.len(),
+        "ranges span several chunks"
+    );
+    assert_eq!(
+        (t2.rows, &t2.checksum),
+        (seen[0].1.rows, &seen[0].1.checksum)
+    );
+}

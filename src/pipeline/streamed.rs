@@ -58,6 +58,7 @@ pub(super) fn run_partition(
     let prior = ctx.parent.as_deref().filter(|_| ctx.reuse);
     let mut out = Out {
         stats: &ctx.stats,
+        base: &item.base,
         held: Vec::new(),
         held_bytes: 0,
         // A table range the parent holds is held back (up to the range buffer) until
@@ -194,6 +195,8 @@ struct PriorRange {
 /// range may turn out to be the parent's.
 struct Out<'a> {
     stats: &'a Stats,
+    /// The item's entry path prefix (for messages).
+    base: &'a str,
     /// Chunks held back (at most the range buffer).
     held: Vec<Vec<u8>>,
     held_bytes: usize,
@@ -217,6 +220,12 @@ impl Out<'_> {
             }
             // Too large to hold: store what is held and go on storing.
             self.holding = None;
+            tracing::info!(
+                range = self.base,
+                range_buffer = budget,
+                "key range larger than [chunking] range_buffer: stored without comparing \
+                 it with the parent's (a smaller source.split_rows makes it reusable)"
+            );
             return self.release(p);
         }
         self.store(p, &chunk)
