@@ -7,7 +7,8 @@
 //! that walks an unchanged region again cuts the same partitions and finds their part
 //! records by name ([`finished_parts`]); a region that changed between attempts is
 //! simply backed up again. A streamed source is planned afresh by every attempt (a new
-//! attempt reads a new snapshot).
+//! attempt reads a new snapshot), with the parent chosen the same way: its tables' key
+//! ranges are kept so that unchanged ranges can point at the parent's chunks.
 
 use std::sync::Arc;
 
