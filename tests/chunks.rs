@@ -3,7 +3,8 @@
 //! insertion at the start keeps most chunks, every snapshot restores byte-identical, GNU
 //! tar plus the recipe of docs/formats.md rebuilds the file from the packs alone, forget
 //! and prune never break a survivor that shares chunks, and a damaged shared chunk is
-//! named by verify in every snapshot that uses it.
+//! named by verify in every snapshot that uses it (and each finding names the other
+//! snapshots using the same bytes).
 //!
 //! Sizes are scaled down (threshold 1 MiB, chunks 256 KiB–4 MiB around 1 MiB) so the
 //! files stay small; the data is incompressible so stored bytes follow new bytes.
@@ -323,10 +324,28 @@ fn forget_and_prune_keep_the_chunks_survivors_share_and_damage_names_every_user(
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     std::fs::write(victim, &bytes).unwrap();
-    for snap in [&s3, &s4] {
+    for (snap, other) in [(&s3, &s4), (&s4, &s3)] {
         let v = bp_json(3, &["verify", &f.pipeline, snap, "--full"]);
         let ms = v["mismatches"].as_array().unwrap();
         assert!(!ms.is_empty(), "{v}");
+        // The finding also names the other snapshot that uses the damaged chunk.
+        assert!(
+            ms.iter().any(|m| m["shared_with"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|u| u["snapshot"] == other.as_str()
+                    && u["paths"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p == "data/vm.raw")))),
+            "{snap}: the damage names {other} too: {v}"
+        );
+        let text = String::from_utf8_lossy(&bp(&["verify", &f.pipeline, snap, "--full"]).stdout)
+            .to_string();
+        assert!(
+            text.contains(&format!("also used by snapshot {other}: data/vm.raw")),
+            "{text}"
+        );
         assert!(
             ms.iter().any(|m| m["paths"]
                 .as_array()
@@ -366,6 +385,10 @@ fn bad_chunking_settings_are_refused_with_their_location() {
         ("[chunking]\nmax_size = 4097\n", "is odd"),
         ("[chunking]\nthreshold = \"1KiB\"\n", "chunking.threshold"),
         ("[chunking]\nthreshhold = \"1MiB\"\n", "threshhold"),
+        (
+            "[chunking]\nrange_buffer = \"8GiB\"\n",
+            "chunking.range_buffer: 8589934592 bytes is out of range",
+        ),
     ] {
         let p = write_pipeline(t.path(), "bad", t.path(), "memory://x", extra);
         let o = bp(&["validate", p.to_str().unwrap()]);

@@ -143,3 +143,89 @@ async fn missing_program_fails_the_run() {
     let p = pipeline(dir.path(), "command = [\"/nonexistent/blobpipe-nope\"]");
     assert_fails_without_snapshot(&p, &["cannot start command"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_output_chunks_are_the_parents_and_a_shift_is_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.txt");
+    let mut text: Vec<u8> = (1..=100_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    std::fs::write(&file, &text).unwrap();
+    let p = pipeline(
+        dir.path(),
+        &format!(
+            "command = [\"cat\", {:?}]\nname = \"numbers\"\nchunk_size = \"64KiB\"\ntimeout = \"1m\"",
+            file.display().to_string()
+        ),
+    );
+    let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let layout = Layout::new(&p.target.prefix);
+    let run = || async {
+        let r = blobpipe::pipeline::backup(&p, store.clone(), BackupOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+        let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+            .await
+            .unwrap();
+        (r, m)
+    };
+    let (r1, m1) = run().await;
+    let n = m1.streams[0].chunks.len() as u64;
+    assert!(n >= 9, "{n} chunks");
+    assert_eq!(
+        (r1.chunks.source.as_str(), r1.chunks.new, r1.chunks.reused),
+        ("command", n, 0)
+    );
+
+    // Output grows at the end: every full chunk is the parent's, only the tail is new.
+    text.extend_from_slice(b"the end\n");
+    std::fs::write(&file, &text).unwrap();
+    let (r2, m2) = run().await;
+    assert_eq!(r2.kind, "incremental");
+    assert_eq!(
+        (r2.chunks.new, r2.chunks.reused),
+        (1, n - 1),
+        "{:?}",
+        r2.chunks
+    );
+    assert_eq!(r2.chunks.reused_bytes, (n - 1) * 64 * 1024);
+    let s2 = &m2.streams[0];
+    assert_eq!(s2.sha256, hex::encode(Sha256::digest(&text)));
+    let old: std::collections::HashSet<&str> = m1.packs.iter().map(|k| k.id.as_str()).collect();
+    let in_old = m2
+        .entries
+        .iter()
+        .filter(|e| e.pack.as_deref().is_some_and(|k| old.contains(k)))
+        .count() as u64;
+    assert_eq!(in_old, n - 1, "reused chunks point into the parent's packs");
+    // The snapshot restores byte-exact on its own (parent's packs carried over).
+    let out = dir.path().join("restored");
+    blobpipe::restore::restore(
+        &store,
+        &layout,
+        &m2,
+        &blobpipe::restore::RestoreOptions {
+            to: out.clone(),
+            paths: vec![],
+            overwrite: false,
+            concurrency: 2,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let mut joined = Vec::new();
+    for c in &s2.chunks {
+        joined.extend(std::fs::read(out.join(c.to_path())).unwrap());
+    }
+    assert_eq!(joined, text);
+
+    // One byte inserted at the front shifts every offset: nothing is the parent's.
+    text.insert(0, b'#');
+    std::fs::write(&file, &text).unwrap();
+    let (r3, m3) = run().await;
+    assert_eq!(r3.chunks.reused, 0, "{:?}", r3.chunks);
+    assert_eq!(m3.streams[0].sha256, hex::encode(Sha256::digest(&text)));
+}

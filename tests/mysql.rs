@@ -364,7 +364,7 @@ async fn split_parallel_backup_under_a_concurrent_writer_is_all_in_or_all_out() 
         .unwrap();
     }
     // Several connections in one snapshot (the local root may FLUSH TABLES WITH READ LOCK).
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4)
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4, &[])
         .await
         .unwrap();
     assert!(
@@ -376,12 +376,12 @@ async fn split_parallel_backup_under_a_concurrent_writer_is_all_in_or_all_out() 
     drop(s);
     // The reader count is the pipeline's [partitions] max_parallel, and never more than
     // there are items.
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 2)
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 2, &[])
         .await
         .unwrap();
     assert_eq!(s.connections, 2);
     drop(s);
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4096)
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&url, &src), 4096, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -461,7 +461,7 @@ async fn without_reload_privilege_one_consistent_connection_reads_everything() {
         u.host_str().unwrap(),
         u.port().unwrap_or(3306)
     );
-    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&limited, &src), 4)
+    let s = blobpipe::extract::mysql::MySession::open(&db_cfg(&limited, &src), 4, &[])
         .await
         .unwrap();
     assert_eq!(s.connections, 1);
@@ -630,4 +630,74 @@ async fn a_chunk_larger_than_a_packet_loads_through_load_data() {
         .unwrap();
     assert!(r.tables[0].checksum_checked);
     assert_eq!(r.tables[0].rows_after, 80_000);
+}
+
+/// Issue 12: the MySQL twin of the PostgreSQL reuse test — an incremental reads the
+/// parent's key ranges, points at the parent's chunks of the unchanged ones, stores the
+/// changed one, and restores with exact counts and checksums.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_key_ranges_are_the_parents_and_the_restore_is_exact() {
+    let Some(url) = support::mysql() else {
+        return;
+    };
+    let (mut c, g) = dbs(&url, &["src", "dst"]).await;
+    let (src, dst) = (&g.names[0], &g.names[1]);
+    two_tables(&mut c, src, 3000).await;
+    c.query_drop(format!("CREATE TABLE {dst}.a1 LIKE {src}.a1"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = split_pipeline(dir.path(), &db_url(&url, src));
+    let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    let mut run = Vec::new();
+    for step in 0..2 {
+        if step == 1 {
+            // 1% of a1's rows, all in its first key range.
+            c.query_drop(format!("UPDATE {src}.a1 SET v = 'changed' WHERE id <= 60"))
+                .await
+                .unwrap();
+        }
+        let r = blobpipe::pipeline::backup(&p, store.clone(), BackupOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+        let m = blobpipe::manifest::catalog::load(&*store, &layout, r.snapshot.as_ref().unwrap())
+            .await
+            .unwrap();
+        run.push((r, m));
+    }
+    let a1 = |m: &Manifest| m.tables.iter().find(|t| t.name == "a1").unwrap().clone();
+    let (t1, t2) = (a1(&run[0].1), a1(&run[1].1));
+    assert!(t1.ranges.len() >= 3, "{:?}", t1.ranges);
+    let bounds =
+        |t: &blobpipe::manifest::TableRecord| t.ranges.iter().map(|r| r.bounds).collect::<Vec<_>>();
+    assert_eq!(bounds(&t1), bounds(&t2));
+    let all: usize = run[0].1.tables.iter().map(|t| t.chunks.len()).sum();
+    let first = t1.ranges[0].chunks as u64;
+    let r2 = &run[1].0;
+    assert_eq!(r2.chunks.source, "tables");
+    assert_eq!(
+        (r2.chunks.new, r2.chunks.reused),
+        (first, all as u64 - first),
+        "{:?}",
+        r2.chunks
+    );
+    assert_ne!(t1.checksum, t2.checksum);
+    let r = restore(
+        &p,
+        &store,
+        &run[1].1,
+        &url,
+        dst,
+        Strategy::FailIfNotEmpty,
+        &["a1"],
+    )
+    .await
+    .unwrap();
+    assert!(r.tables.iter().all(|t| t.checksum_checked), "{r:?}");
+    assert_eq!(
+        checksum(&mut c, &format!("{src}.a1")).await,
+        checksum(&mut c, &format!("{dst}.a1")).await
+    );
 }

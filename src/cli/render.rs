@@ -76,8 +76,8 @@ pub fn backup(r: &BackupReport) {
         "run {}: {} partitions ({} resumed), {} blocks uploaded, {} already staged by an earlier attempt, {} retries",
         r.run_id, r.partitions, r.partitions_resumed, r.blocks_staged, r.blocks_reused, r.retries
     );
-    if r.chunks.files > 0 {
-        let c = &r.chunks;
+    let c = &r.chunks;
+    if c.files > 0 {
         outln!(
             "large files: {} read as chunks: {} chunks new ({}), {} reused ({}, not stored again)",
             c.files,
@@ -85,6 +85,16 @@ pub fn backup(r: &BackupReport) {
             human(c.new_bytes),
             c.reused,
             human(c.reused_bytes)
+        );
+    } else if c.source != "files" && c.new + c.reused > 0 {
+        outln!(
+            "{} chunks: {} new ({}), {} reused from the parent ({}, {:.1}% of the bytes read, not compressed or stored again)",
+            if c.source == "tables" { "table" } else { "command output" },
+            c.new,
+            human(c.new_bytes),
+            c.reused,
+            human(c.reused_bytes),
+            100.0 * c.reused_bytes as f64 / (c.new_bytes + c.reused_bytes).max(1) as f64
         );
     }
     if let Some(c) = &r.changes {
@@ -455,6 +465,18 @@ pub fn verify_report(v: &verify::VerifyReport) {
                 format!(" — affects {}", m.paths.join(", "))
             }
         );
+        for u in &m.shared_with {
+            outln!(
+                "  also used by snapshot {}: {}{}",
+                u.snapshot,
+                u.paths.join(", "),
+                if u.paths_total > u.paths.len() {
+                    format!(" and {} more files", u.paths_total - u.paths.len())
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     outln!("verify: {}", if v.ok() { "ok" } else { "MISMATCH" });
 }

@@ -106,6 +106,12 @@ pub struct ChunkingConfig {
     pub avg: usize,
     /// Largest chunk.
     pub max: usize,
+    /// Database sources: the most CSV bytes of one key range held in memory while it is
+    /// read, to compare its row-set digest with the parent's range before anything is
+    /// compressed or stored. A range that stays within it and whose rows are the parent's
+    /// points at the parent's chunks; a larger range is stored as it is read (no reuse).
+    /// Each running partition holds up to this much (`partitions.max_parallel` × it).
+    pub range_buffer: usize,
 }
 
 impl ChunkingConfig {
@@ -117,6 +123,8 @@ impl ChunkingConfig {
     pub const DEFAULT_AVG: usize = 1 << 20;
     /// Default largest chunk: 8 MiB.
     pub const DEFAULT_MAX: usize = 8 << 20;
+    /// Default range buffer: 64 MiB.
+    pub const DEFAULT_RANGE_BUFFER: usize = 64 << 20;
 }
 
 impl Default for ChunkingConfig {
@@ -126,6 +134,7 @@ impl Default for ChunkingConfig {
             min: Self::DEFAULT_MIN,
             avg: Self::DEFAULT_AVG,
             max: Self::DEFAULT_MAX,
+            range_buffer: Self::DEFAULT_RANGE_BUFFER,
         }
     }
 }

@@ -122,6 +122,53 @@ impl Item {
     }
 }
 
+/// Most key ranges one table is split into.
+pub const MAX_RANGES: usize = 4096;
+
+/// The bounded key ranges `prior` (the parent snapshot's record of the same table) was
+/// read in, when it was split and has the same one-column key; otherwise empty.
+pub(crate) fn prior_bounds(prior: Option<&TableRecord>, pk: &[String]) -> Vec<(i64, i64)> {
+    let Some(t) = prior.filter(|t| t.primary_key == pk && !t.ranges.is_empty()) else {
+        return Vec::new();
+    };
+    t.ranges
+        .iter()
+        .map(|r| r.bounds)
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// Key ranges covering `[lo, hi]`: `prior`'s boundaries when there are any (so that the
+/// ranges of an unchanged region read the same rows as in the parent and can be reused),
+/// widened at the ends to take in keys beyond them — the first range grows down, the
+/// last grows up by at most half a typical range, beyond that new ranges of the typical
+/// width follow. Without prior boundaries: `n` equal ranges.
+pub(crate) fn stable_ranges(prior: &[(i64, i64)], lo: i64, hi: i64, n: i64) -> Vec<(i64, i64)> {
+    let (Some(first), Some(last)) = (prior.first(), prior.last()) else {
+        return postgres::split_range(lo, hi, n);
+    };
+    let mut out = prior.to_vec();
+    if lo < first.0 {
+        out[0].0 = lo;
+    }
+    let end = i128::from(hi) + 1;
+    let width = ((i128::from(last.1) - i128::from(first.0)) / prior.len() as i128).max(1);
+    let extra = end - i128::from(last.1);
+    if extra > 0 {
+        if extra <= width / 2 {
+            let k = out.len() - 1;
+            out[k].1 = end.min(i128::from(i64::MAX)) as i64;
+        } else {
+            let more = ((extra + width - 1) / width).clamp(1, MAX_RANGES as i128) as i64;
+            out.extend(postgres::split_range(last.1, hi, more));
+        }
+    }
+    if out.len() > MAX_RANGES {
+        return postgres::split_range(lo, hi, n);
+    }
+    out
+}
+
 /// The receiving end of a producer.
 pub type ChunkRx = mpsc::Receiver<Result<Chunk>>;
 
@@ -153,12 +200,20 @@ impl Session {
     /// # Errors
     /// `Source` when the database cannot be reached or read, `Config` when no table
     /// matches.
-    pub async fn open(src: &SourceConfig, readers: usize) -> Result<(Plan, Session)> {
+    /// `prior` are the parent snapshot's tables: a table it holds is read in the same key
+    /// ranges (see [`stable_ranges`]).
+    pub async fn open(
+        src: &SourceConfig,
+        readers: usize,
+        prior: &[TableRecord],
+    ) -> Result<(Plan, Session)> {
         let session = match src {
             SourceConfig::Postgres(c) => {
-                Session::Postgres(Box::new(postgres::PgSession::open(c).await?))
+                Session::Postgres(Box::new(postgres::PgSession::open(c, prior).await?))
             }
-            SourceConfig::Mysql(c) => Session::Mysql(mysql::MySession::open(c, readers).await?),
+            SourceConfig::Mysql(c) => {
+                Session::Mysql(mysql::MySession::open(c, readers, prior).await?)
+            }
             SourceConfig::Command(c) => Session::Command(command::CommandSession::new(c)),
             SourceConfig::Fs(_) | SourceConfig::Blob(_) => {
                 return Err(Error::internal("fs and blob sources are not streamed"))
@@ -623,6 +678,34 @@ mod tests {
             .iter()
             .all(|p| p.entries.iter().map(|e| e.size + 4096).sum::<u64>()
                 <= 2 * (256 << 10) + 20_000));
+    }
+
+    #[test]
+    fn stable_ranges_keep_the_parents_boundaries_and_grow_at_the_ends() {
+        let prior = vec![(1, 101), (101, 201), (201, 301)];
+        // Same key span: the same ranges.
+        assert_eq!(stable_ranges(&prior, 1, 300, 7), prior);
+        // Rows deleted at both ends: boundaries unchanged.
+        assert_eq!(stable_ranges(&prior, 50, 250, 2), prior);
+        // A few keys appended: the last range grows.
+        assert_eq!(
+            stable_ranges(&prior, 1, 340, 3),
+            vec![(1, 101), (101, 201), (201, 341)]
+        );
+        // Many appended: new ranges of about the same width follow.
+        let r = stable_ranges(&prior, -5, 600, 6);
+        assert_eq!(r[0], (-5, 101));
+        assert_eq!(&r[1..3], &prior[1..3]);
+        assert_eq!(r.len(), 6);
+        assert_eq!(r.last().unwrap().1, 601);
+        for w in r.windows(2) {
+            assert_eq!(w[0].1, w[1].0);
+        }
+        // No prior: equal ranges.
+        assert_eq!(
+            stable_ranges(&[], 1, 100, 4),
+            postgres::split_range(1, 100, 4)
+        );
     }
 
     #[test]

@@ -41,7 +41,6 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tokio::sync::{mpsc, Mutex, Semaphore};
 
-use super::postgres::split_range;
 use super::{Batcher, Chunk, Done, Item, ItemKind};
 use crate::db::csv::csv_header;
 use crate::db::mysql::{connect, my_err, read_rows, table_ddl, table_shape, RowSink};
@@ -150,7 +149,12 @@ impl MySession {
     ///
     /// # Errors
     /// `Source` for connection or catalog errors, `Config` when no table matches.
-    pub async fn open(cfg: &DbSourceConfig, readers: usize) -> Result<MySession> {
+    /// `prior` are the parent snapshot's tables (their key ranges are kept).
+    pub async fn open(
+        cfg: &DbSourceConfig,
+        readers: usize,
+        prior: &[TableRecord],
+    ) -> Result<MySession> {
         let readers = readers.clamp(1, MAX_READERS);
         // One reader needs no lock: its own snapshot is the consistent one.
         let together = if readers > 1 {
@@ -166,7 +170,7 @@ impl MySession {
                 vec![c]
             }
         };
-        let items = plan(&mut conns[0], cfg).await?;
+        let items = plan(&mut conns[0], cfg, prior).await?;
         while conns.len() > items.len().max(1) {
             if let Some(c) = conns.pop() {
                 let _ = c.disconnect().await;
@@ -238,7 +242,7 @@ impl MySession {
 }
 
 /// The tables (and key ranges) to read, planned inside the snapshot of `c`.
-async fn plan(c: &mut Conn, cfg: &DbSourceConfig) -> Result<Vec<Item>> {
+async fn plan(c: &mut Conn, cfg: &DbSourceConfig, prior: &[TableRecord]) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for schema in &cfg.schemas {
         let tables: Vec<(String, Option<u64>)> = c
@@ -270,7 +274,13 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig) -> Result<Vec<Item>> {
             };
             let mut ranges: Vec<Option<(i64, i64)>> = vec![None];
             let est = est.unwrap_or(0);
-            if int_pk && est > cfg.split_rows {
+            let before = super::prior_bounds(
+                prior
+                    .iter()
+                    .find(|t| t.source == "mysql" && &t.schema == schema && t.name == name),
+                &pk,
+            );
+            if int_pk && (est > cfg.split_rows || !before.is_empty()) {
                 let fq = format!("{}.{}", my_ident(schema), my_ident(&name));
                 let k = my_ident(&pk[0]);
                 let bounds: Option<(Option<i64>, Option<i64>)> = c
@@ -281,7 +291,10 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig) -> Result<Vec<Item>> {
                     .map_err(|e| my_err(format!("key bounds of {fq}"), e))?;
                 if let Some((Some(lo), Some(hi))) = bounds {
                     let n = est.div_ceil(cfg.split_rows).clamp(1, 4096) as i64;
-                    ranges = split_range(lo, hi, n).into_iter().map(Some).collect();
+                    ranges = super::stable_ranges(&before, lo, hi, n)
+                        .into_iter()
+                        .map(Some)
+                        .collect();
                 }
             }
             let (indexes, constraints) = table_ddl(c, schema, &name).await?;
@@ -298,6 +311,7 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig) -> Result<Vec<Item>> {
                 bytes: 0,
                 chunks: vec![],
                 range: 0,
+                ranges: vec![],
             });
             items.extend(Item::table_ranges(
                 "mysql",

@@ -13,7 +13,9 @@
 //! **Chunking.** Partitions are tables; a table whose estimated row count
 //! (`pg_class.reltuples`, or `count(*)` when never analyzed) exceeds `split_rows` and whose
 //! primary key is one integer column is split into equal key ranges between `min` and
-//! `max` of the key (read in the snapshot). Each partition streams
+//! `max` of the key (read in the snapshot) — or, when the parent snapshot split the table,
+//! into the parent's ranges widened at the ends ([`super::stable_ranges`]), so that an
+//! unchanged range can be reused. Each partition streams
 //! `COPY (SELECT … WHERE key >= a AND key < b) TO STDOUT (FORMAT csv, HEADER)`; the server
 //! sends one row per CopyData message, so the packer can cut tar entries of about
 //! `chunk_size` bytes at row boundaries, each a complete CSV file with the header
@@ -60,7 +62,8 @@ impl PgSession {
     ///
     /// # Errors
     /// `Source` for connection or catalog errors, `Config` when no table matches.
-    pub async fn open(cfg: &DbSourceConfig) -> Result<PgSession> {
+    /// `prior` are the parent snapshot's tables (their key ranges are kept).
+    pub async fn open(cfg: &DbSourceConfig, prior: &[TableRecord]) -> Result<PgSession> {
         let c = connect(&cfg.url, cfg.password.as_ref()).await?;
         c.batch_execute(SESSION_SETTINGS)
             .await
@@ -120,6 +123,7 @@ impl PgSession {
                 bytes: 0,
                 chunks: vec![],
                 range: 0,
+                ranges: vec![],
             });
             let mut ranges: Vec<Option<(i64, i64)>> = vec![None];
             if int_pk {
@@ -133,7 +137,13 @@ impl PgSession {
                 } else {
                     est
                 };
-                if est > cfg.split_rows as f64 {
+                let before = super::prior_bounds(
+                    prior
+                        .iter()
+                        .find(|t| t.source == "postgres" && t.schema == schema && t.name == name),
+                    &pk,
+                );
+                if est > cfg.split_rows as f64 || !before.is_empty() {
                     let k = pg_ident(&pk[0]);
                     let row = c
                         .query_one(
@@ -146,7 +156,10 @@ impl PgSession {
                         (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
                     {
                         let n = (est / cfg.split_rows as f64).ceil().clamp(1.0, 4096.0) as i64;
-                        ranges = split_range(lo, hi, n).into_iter().map(Some).collect();
+                        ranges = super::stable_ranges(&before, lo, hi, n)
+                            .into_iter()
+                            .map(Some)
+                            .collect();
                     }
                 }
             }

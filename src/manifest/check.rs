@@ -275,6 +275,30 @@ pub(crate) fn validate_at(m: &Manifest, lines: &Lines) -> Result<()> {
                 format!("{:?} is not a file entry of the manifest", c.display()),
             ));
         }
+        // Key ranges (when listed) partition the chunks and add up to the table's counts:
+        // the next backup trusts them to reuse a range's chunks.
+        if !t.ranges.is_empty() {
+            let n: usize = t.ranges.iter().map(|r| r.chunks).sum();
+            let rows: u64 = t.ranges.iter().map(|r| r.rows).sum();
+            let mut d = RowsetDigest::default();
+            for r in &t.ranges {
+                match RowsetDigest::from_checksum(&r.checksum) {
+                    Some(x) => d.merge(&x),
+                    None => return Err(bad("ranges", format!("checksum {:?}", r.checksum))),
+                }
+            }
+            if n != t.chunks.len() || rows != t.rows || d.to_checksum() != t.checksum {
+                return Err(bad(
+                    "ranges",
+                    format!(
+                        "{n} chunks and {rows} rows over the ranges, {} and {} in the table, \
+                         or checksums that do not add up",
+                        t.chunks.len(),
+                        t.rows
+                    ),
+                ));
+            }
+        }
     }
     for (i, s) in m.streams.iter().enumerate() {
         let bad = |field: &str, why: String| {
@@ -802,6 +826,7 @@ mod tests {
                 bytes: 20,
                 chunks: vec![PathBytes(b"t/000001.csv".to_vec())],
                 range: 0,
+                ranges: vec![],
             }],
             streams: vec![StreamRecord {
                 name: "cmd".into(),
@@ -1024,6 +1049,19 @@ mod tests {
             "primary_key",
         );
         refused(|m| m.tables.push(m.tables[0].clone()), "listed twice");
+        refused(
+            |m| {
+                let t = &mut m.tables[0];
+                t.ranges = vec![crate::manifest::RangeRecord {
+                    bounds: None,
+                    rows: t.rows + 1,
+                    checksum: t.checksum.clone(),
+                    bytes: t.bytes,
+                    chunks: t.chunks.len(),
+                }];
+            },
+            "ranges",
+        );
         refused(|m| m.streams[0].bytes = 11, "bytes");
         refused(|m| m.streams[0].chunks.clear(), "no chunk");
         refused(|m| m.streams[0].sha256 = "x".into(), "sha256");

@@ -632,6 +632,29 @@ pub struct TableRecord {
     /// Key range index within the table (part records only; 0 in manifests).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub range: usize,
+    /// The key ranges the table was read in, in order, each with its own counts (a part
+    /// record holds its one range). The next backup reads with the same boundaries and
+    /// points at a range's chunks instead of storing them again when its rows are the
+    /// same. Empty in manifests written before range reuse (no reuse from them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeRecord>,
+}
+
+/// One key range of a table as stored: bounds, exact counts and how many of the table's
+/// `chunks` (the next ones, in order) hold its rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRecord {
+    /// Integer key range `[lo, hi)`; `None` for a table read whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<(i64, i64)>,
+    /// Rows in the range.
+    pub rows: u64,
+    /// Row-set checksum of the range (`rowset-sha256:<hex>`, see [`TableRecord`]).
+    pub checksum: String,
+    /// CSV bytes of the range (headers excluded).
+    pub bytes: u64,
+    /// Number of chunks holding the range.
+    pub chunks: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -717,6 +740,7 @@ pub fn merge_tables(mut parts: Vec<TableRecord>) -> Vec<TableRecord> {
                 last.rows += t.rows;
                 last.bytes += t.bytes;
                 last.chunks.extend(t.chunks);
+                last.ranges.extend(t.ranges);
             }
             _ => out.push(TableRecord { range: 0, ..t }),
         }
@@ -1219,6 +1243,13 @@ mod tests {
                 bytes: 1,
                 chunks: vec![PathBytes(format!("c{range}").into_bytes())],
                 range,
+                ranges: vec![RangeRecord {
+                    bounds: Some((range as i64 * 10, range as i64 * 10 + 10)),
+                    rows,
+                    checksum: d.to_checksum(),
+                    bytes: 1,
+                    chunks: 1,
+                }],
             }
         };
         let m = merge_tables(vec![t(1, 2, b"y"), t(0, 1, b"x")]);
@@ -1232,6 +1263,12 @@ mod tests {
         d.add_row(b"x");
         d.add_row(b"y");
         assert_eq!(m[0].checksum, d.to_checksum());
+        let bounds: Vec<_> = m[0].ranges.iter().map(|r| r.bounds).collect();
+        assert_eq!(
+            bounds,
+            vec![Some((0, 10)), Some((10, 20))],
+            "ranges in key order"
+        );
     }
 
     #[test]

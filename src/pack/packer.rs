@@ -250,12 +250,12 @@ impl<'a, F: SinkFactory> StreamPacker<'a, F> {
             );
             self.seq += 1;
         }
+        let path = self.next_path();
         let pk = self
             .cur
             .as_mut()
             .ok_or_else(|| Error::internal("no open pack"))?;
         self.n += 1;
-        let path = PathBytes(format!("{}-{:06}.{}", self.base, self.n, self.ext).into_bytes());
         let meta = HeaderMeta {
             mode: 0o644,
             mtime: self.mtime,
@@ -293,6 +293,25 @@ impl<'a, F: SinkFactory> StreamPacker<'a, F> {
             }
         }
         Ok(())
+    }
+
+    /// The path the next entry gets (`<base>-NNNNNN.<ext>`, numbered from 1).
+    pub fn next_path(&self) -> PathBytes {
+        PathBytes(format!("{}-{:06}.{}", self.base, self.n + 1, self.ext).into_bytes())
+    }
+
+    /// Take `e`, an entry an earlier snapshot stored under the path the next entry gets
+    /// ([`StreamPacker::next_path`]), as the next entry: nothing is written. Returns
+    /// `false` (and takes nothing) when its path differs or it is not a stored file.
+    pub fn reuse_entry(&mut self, e: &Entry) -> bool {
+        if e.path != self.next_path() || e.kind != EntryKind::File || e.pack.is_none() {
+            return false;
+        }
+        self.n += 1;
+        self.entries.push(e.clone());
+        self.chunks.push(e.path.clone());
+        self.counters.add(1, e.size);
+        true
     }
 
     /// Close the open pack, if any.

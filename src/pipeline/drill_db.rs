@@ -504,6 +504,7 @@ mod tests {
             bytes: 0,
             chunks: vec![],
             range: 0,
+            ranges: vec![],
         }
     }
 

@@ -7,7 +7,8 @@
 //! that walks an unchanged region again cuts the same partitions and finds their part
 //! records by name ([`finished_parts`]); a region that changed between attempts is
 //! simply backed up again. A streamed source is planned afresh by every attempt (a new
-//! attempt reads a new snapshot).
+//! attempt reads a new snapshot), with the parent chosen the same way: its tables' key
+//! ranges are kept so that unchanged ranges can point at the parent's chunks.
 
 use std::sync::Arc;
 
@@ -43,8 +44,17 @@ pub(super) async fn load_or_make_plan(
 ) -> Result<Planned> {
     if p.source.is_streamed() {
         // A database or command source is planned afresh by every attempt: a new
-        // attempt reads a new snapshot, so nothing of an earlier one may be reused.
-        let (plan, session) = extract::Session::open(&p.source, p.partitions.max_parallel).await?;
+        // attempt reads a new snapshot, so nothing of an earlier one may be reused. The
+        // parent is chosen as for a directory: an incremental reads tables in the
+        // parent's key ranges and points at the parent's chunks where they are the same.
+        let parent = choose_parent(p, store, layout, started_at, full).await?;
+        let prior = match &parent.manifest {
+            Some(m) if parent.reuse => m.tables.as_slice(),
+            _ => &[],
+        };
+        let (mut plan, session) =
+            extract::Session::open(&p.source, p.partitions.max_parallel, prior).await?;
+        parent.fill(&mut plan, started_at);
         return Ok((plan, false, Some(Arc::new(session))));
     }
     let name = layout.plan(run_id);
@@ -60,45 +70,7 @@ pub(super) async fn load_or_make_plan(
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(e.context(format!("reading plan {name}"))),
     }
-    // Incremental or full: decided once per run and stored with the plan, so every
-    // attempt of the run agrees. The parent is the newest snapshot whose manifest reads:
-    // a damaged newer one is skipped (and reported), never a reason not to back up.
-    let (newest, skipped) = crate::manifest::catalog::newest_readable(&**store, layout).await?;
-    let latest = newest.map(|m| m.header);
-    if !skipped.is_empty() {
-        let ids: Vec<&str> = skipped.iter().map(|d| d.id.as_str()).collect();
-        tracing::warn!(
-            skipped = ?ids,
-            parent = latest.as_ref().map(|h| h.snapshot.as_str()),
-            "damaged snapshot(s) skipped when choosing the parent; {}",
-            match &latest {
-                Some(h) => format!("comparing against {}", h.snapshot),
-                None => "no readable snapshot: this run is a full backup".to_string(),
-            }
-        );
-    }
-    let (reuse, chain, full_at) = match &latest {
-        Some(h) if p.incremental.enabled && !full => {
-            let chain_full = h.full_at.unwrap_or(h.started_at);
-            let due = match p.incremental.full_every {
-                FullEvery::Never => false,
-                FullEvery::Count(n) => h.chain + 1 > n,
-                FullEvery::Age(d) => {
-                    started_at
-                        .signed_duration_since(chain_full)
-                        .to_std()
-                        .unwrap_or_default()
-                        >= d
-                }
-            };
-            if due {
-                (false, 0, started_at)
-            } else {
-                (true, h.chain + 1, chain_full)
-            }
-        }
-        _ => (false, 0, started_at),
-    };
+    let parent = choose_parent(p, store, layout, started_at, full).await?;
     let mut plan = match p.source.clone() {
         SourceConfig::Fs(fs) => {
             let root = fs.root.clone();
@@ -123,12 +95,7 @@ pub(super) async fn load_or_make_plan(
             ))
         }
     };
-    plan.started_at = Some(started_at);
-    plan.parent = latest.map(|h| h.snapshot);
-    plan.reuse = reuse;
-    plan.chain = chain;
-    plan.full_at = Some(full_at);
-    plan.skipped_damaged = skipped.into_iter().map(|d| d.id).collect();
+    parent.fill(&mut plan, started_at);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     serde_json::to_writer(&mut gz, &plan).map_err(|e| Error::encode("encoding plan", e))?;
     let body = gz
@@ -140,6 +107,86 @@ pub(super) async fn load_or_make_plan(
         .await
         .ctx("storing the run plan")?;
     Ok((plan, false, None))
+}
+
+/// The newest readable snapshot and whether this run is an incremental of it.
+struct Parent {
+    /// Its manifest head.
+    manifest: Option<crate::manifest::Manifest>,
+    /// Damaged newer snapshots skipped, newest first.
+    skipped: Vec<String>,
+    reuse: bool,
+    chain: u32,
+    full_at: DateTime<Utc>,
+}
+
+impl Parent {
+    /// Record the choice in `plan`.
+    fn fill(self, plan: &mut Plan, started_at: DateTime<Utc>) {
+        plan.started_at = Some(started_at);
+        plan.parent = self.manifest.map(|m| m.header.snapshot);
+        plan.reuse = self.reuse;
+        plan.chain = self.chain;
+        plan.full_at = Some(self.full_at);
+        plan.skipped_damaged = self.skipped;
+    }
+}
+
+/// Incremental or full, decided once per run: the parent is the newest snapshot whose
+/// manifest reads (a damaged newer one is skipped and reported, never a reason not to
+/// back up); a full backup is due by `[incremental] full_every` or `--full`.
+///
+/// # Errors
+/// `Store` when the snapshots cannot be listed or read.
+async fn choose_parent(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    started_at: DateTime<Utc>,
+    full: bool,
+) -> Result<Parent> {
+    let (newest, skipped) = crate::manifest::catalog::newest_readable(&**store, layout).await?;
+    if !skipped.is_empty() {
+        let ids: Vec<&str> = skipped.iter().map(|d| d.id.as_str()).collect();
+        tracing::warn!(
+            skipped = ?ids,
+            parent = newest.as_ref().map(|m| m.header.snapshot.as_str()),
+            "damaged snapshot(s) skipped when choosing the parent; {}",
+            match &newest {
+                Some(m) => format!("comparing against {}", m.header.snapshot),
+                None => "no readable snapshot: this run is a full backup".to_string(),
+            }
+        );
+    }
+    let (reuse, chain, full_at) = match newest.as_ref().map(|m| &m.header) {
+        Some(h) if p.incremental.enabled && !full => {
+            let chain_full = h.full_at.unwrap_or(h.started_at);
+            let due = match p.incremental.full_every {
+                FullEvery::Never => false,
+                FullEvery::Count(n) => h.chain + 1 > n,
+                FullEvery::Age(d) => {
+                    started_at
+                        .signed_duration_since(chain_full)
+                        .to_std()
+                        .unwrap_or_default()
+                        >= d
+                }
+            };
+            if due {
+                (false, 0, started_at)
+            } else {
+                (true, h.chain + 1, chain_full)
+            }
+        }
+        _ => (false, 0, started_at),
+    };
+    Ok(Parent {
+        manifest: newest,
+        skipped: skipped.into_iter().map(|d| d.id).collect(),
+        reuse,
+        chain,
+        full_at,
+    })
 }
 
 /// The header of `snapshot` if it is already committed (a rerun of a finished run).

@@ -44,35 +44,42 @@ pub struct Stats {
     /// Large files this attempt read and cut into chunks.
     pub chunked_files: AtomicU64,
     /// Chunks this attempt stored (not held by the parent's entry for the same path, nor
-    /// earlier in the same file).
+    /// earlier in the same file; for a streamed source, not the parent's same range or
+    /// offset).
     pub chunks_new: AtomicU64,
     /// Their bytes (uncompressed).
     pub chunk_bytes_new: AtomicU64,
-    /// Chunks of files this attempt read that point at an already stored copy.
+    /// Chunks this attempt read that point at an already stored copy.
     pub chunks_reused: AtomicU64,
     /// Their bytes (uncompressed): read and hashed, not stored again.
     pub chunk_bytes_reused: AtomicU64,
 }
 
-/// What content-defined chunking did in a run (`chunks` of the run record).
+/// What chunking did in a run (`chunks` of the run record): content-defined chunks of
+/// large files, table chunks (key ranges cut at `chunk_size`) or command-output chunks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ChunkCounts {
+    /// What the chunks are of: `files` (directory and blob sources), `tables` (database
+    /// sources) or `command` (command output).
+    pub source: String,
     /// Large files read and cut into chunks by this attempt.
     pub files: u64,
-    /// Chunks stored anew.
+    /// Chunks stored anew (compressed and uploaded by this attempt).
     pub new: u64,
     /// Their source bytes.
     pub new_bytes: u64,
-    /// Chunks that point at a copy already stored (the parent's, or earlier in the file).
+    /// Chunks that point at a copy already stored (the parent's, or earlier in the file):
+    /// read (and hashed), not compressed or uploaded again.
     pub reused: u64,
     /// Their source bytes.
     pub reused_bytes: u64,
 }
 
 impl ChunkCounts {
-    /// The counts of `s` now.
-    pub fn of(s: &Stats) -> Self {
+    /// The counts of `s` now, for chunks of `source` (see [`ChunkCounts::source`]).
+    pub fn of(s: &Stats, source: &str) -> Self {
         Self {
+            source: source.to_string(),
             files: s.chunked_files.load(Ordering::Relaxed),
             new: s.chunks_new.load(Ordering::Relaxed),
             new_bytes: s.chunk_bytes_new.load(Ordering::Relaxed),
@@ -145,7 +152,8 @@ pub struct BackupReport {
     /// `partitions.max_entries`, never by the number of files).
     #[serde(default)]
     pub max_entries_held: usize,
-    /// Content-defined chunks of large files read by this attempt: new vs reused.
+    /// Chunks read by this attempt (of large files, tables or command output): new vs
+    /// reused.
     #[serde(default)]
     pub chunks: ChunkCounts,
     /// Retries: store-level (the backend's policy) plus partition-level.

@@ -417,7 +417,14 @@ pub(super) async fn run(
         segments_written: stats.segments_written.load(Ordering::Relaxed),
         segments_reused: stats.segments_reused.load(Ordering::Relaxed),
         max_entries_held: stats.max_entries_held.load(Ordering::Relaxed),
-        chunks: super::report::ChunkCounts::of(&stats),
+        chunks: super::report::ChunkCounts::of(
+            &stats,
+            match &p.source {
+                SourceConfig::Postgres(_) | SourceConfig::Mysql(_) => "tables",
+                SourceConfig::Command(_) => "command",
+                SourceConfig::Fs(_) | SourceConfig::Blob(_) => "files",
+            },
+        ),
         retries: store.retries() + stats.partition_retries.load(Ordering::Relaxed),
         problems: c.problems,
         inconsistent: c.inconsistent,

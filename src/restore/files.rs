@@ -87,15 +87,7 @@ fn ensure_dir(root: &Path, rel: &Path) -> Result<()> {
                     cur.display()
                 )))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&cur).map_err(|e| {
-                    Error::io(
-                        ErrorKind::Internal,
-                        format!("creating {}", cur.display()),
-                        e,
-                    )
-                })?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_dir(&cur)?,
             Err(e) => {
                 return Err(Error::io(
                     ErrorKind::Internal,
@@ -106,6 +98,29 @@ fn ensure_dir(root: &Path, rel: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Create directory `dir`, which was just found missing. Another restore worker may
+/// create it in between (entries of one directory restored from two packs at once): a
+/// directory found there then is fine, anything else is refused as in [`ensure_dir`].
+fn create_dir(dir: &Path) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.file_type().is_dir() => Ok(()),
+                _ => Err(Error::refused(format!(
+                    "{} appeared while restoring and is not a directory",
+                    dir.display()
+                ))),
+            }
+        }
+        Err(e) => Err(Error::io(
+            ErrorKind::Internal,
+            format!("creating {}", dir.display()),
+            e,
+        )),
+    }
 }
 
 /// Check every selected entry before touching the disk: each path is a plain relative
@@ -541,6 +556,22 @@ pub(super) fn restore_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: two workers restoring chunks of one directory from two packs both
+    /// found it missing; the slower one failed with "File exists".
+    #[test]
+    fn a_directory_created_by_another_worker_in_between_is_fine() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("command");
+        create_dir(&d).unwrap();
+        create_dir(&d).unwrap();
+        let f = t.path().join("file");
+        std::fs::write(&f, b"x").unwrap();
+        assert_eq!(create_dir(&f).unwrap_err().kind(), ErrorKind::Refused);
+        let l = t.path().join("link");
+        std::os::unix::fs::symlink(&d, &l).unwrap();
+        assert_eq!(create_dir(&l).unwrap_err().kind(), ErrorKind::Refused);
+    }
 
     #[test]
     fn unsafe_paths_are_refused() {

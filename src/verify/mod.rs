@@ -135,6 +135,8 @@ async fn verify_chunked_files(
                             ),
                             paths: vec![e.path.display()],
                             paths_total: 1,
+                            shared_with: vec![],
+                            raw: None,
                         });
                     }
                 }
@@ -186,6 +188,104 @@ pub struct Mismatch {
     pub paths: Vec<String>,
     /// How many paths are affected in all.
     pub paths_total: usize,
+    /// Other snapshots whose files use the damaged bytes (chunks and entries an
+    /// incremental took over from its parent), each with the paths affected there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<SharedUse>,
+    /// Uncompressed bytes of the pack the finding affects (`None`: the whole pack).
+    #[serde(skip)]
+    raw: Option<std::ops::Range<u64>>,
+}
+
+/// Another snapshot that uses bytes a [`Mismatch`] found damaged.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SharedUse {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Its paths whose data is affected (the first 100; `paths_total` counts them all).
+    pub paths: Vec<String>,
+    /// How many paths are affected in all.
+    pub paths_total: usize,
+}
+
+/// Name, for every finding, the other snapshots of the pipeline whose files use the
+/// damaged bytes: packs are shared by incrementals (unchanged files, chunks and table
+/// ranges point at the parent's copy), so one damaged chunk can break many snapshots.
+/// Reads the manifest head of every other snapshot, and the entries (one segment at a
+/// time) only of those that list a damaged pack. A snapshot that cannot be read is
+/// skipped (it is reported by its own verification).
+///
+/// # Errors
+/// Store errors listing the snapshots or reading a segment.
+async fn name_shared_uses(
+    store: &Store,
+    layout: &Layout,
+    this: &str,
+    found: &mut [Mismatch],
+) -> Result<()> {
+    let damaged: std::collections::HashSet<String> = found
+        .iter()
+        .filter(|x| !x.blob.is_empty())
+        .map(|x| x.pack.clone())
+        .collect();
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    for id in crate::manifest::catalog::snapshot_ids(&**store, layout).await? {
+        if id == this {
+            continue;
+        }
+        let Ok(other) = crate::manifest::catalog::load_head(&**store, layout, &id).await else {
+            continue;
+        };
+        if !other.packs.iter().any(|p| damaged.contains(&p.id)) {
+            continue;
+        }
+        let other = Arc::new(other);
+        let mut hits: Vec<SharedUse> = vec![
+            SharedUse {
+                snapshot: id.clone(),
+                paths: vec![],
+                paths_total: 0,
+            };
+            found.len()
+        ];
+        let mut note = |e: &Entry| {
+            for part in by_pack(e) {
+                let Some(pk) = part.pack.as_deref().filter(|pk| damaged.contains(*pk)) else {
+                    continue;
+                };
+                let data = part.data_offset..part.data_offset.saturating_add(part.size.max(1));
+                for (x, h) in found.iter().zip(hits.iter_mut()) {
+                    let hit = x.pack == pk
+                        && x.raw
+                            .as_ref()
+                            .is_none_or(|r| r.start < data.end && data.start < r.end);
+                    if hit && h.paths.last() != Some(&e.path.display()) {
+                        if h.paths.len() < scan::MAX_PATHS {
+                            h.paths.push(e.path.display());
+                        }
+                        h.paths_total += 1;
+                    }
+                }
+            }
+        };
+        other.entries.iter().for_each(&mut note);
+        let mut reader = crate::manifest::segment::EntryReader::new(&**store, layout, &other);
+        for si in 0..other.segments.len() {
+            reader
+                .read_segment(si, false)
+                .await?
+                .iter()
+                .for_each(&mut note);
+        }
+        for (x, h) in found.iter_mut().zip(hits) {
+            if h.paths_total > 0 {
+                x.shared_with.push(h);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A verification report.
@@ -267,6 +367,8 @@ fn mismatch(p: &PackRecord, blob: &str, check: &str, detail: String) -> Mismatch
         detail,
         paths: vec![],
         paths_total: 0,
+        shared_with: vec![],
+        raw: None,
     }
 }
 
@@ -452,10 +554,13 @@ pub async fn verify(
                     detail: "entry refers to a pack the manifest does not list".into(),
                     paths: vec![e.path.display()],
                     paths_total: 1,
+                    shared_with: vec![],
+                    raw: None,
                 });
             }
         }
     }
+    name_shared_uses(store, layout, &m.header.snapshot, &mut report.mismatches).await?;
     report
         .mismatches
         .sort_by(|a, b| (&a.blob, a.block).cmp(&(&b.blob, b.block)));
@@ -606,6 +711,8 @@ fn sha_mismatch(p: &PackRecord, blob: &str, e: &Entry, got: &str) -> Mismatch {
         ),
         paths: vec![e.path.display()],
         paths_total: 1,
+        shared_with: vec![],
+        raw: Some(e.data_offset..e.data_offset.saturating_add(e.size.max(1))),
     }
 }
 

@@ -166,10 +166,18 @@ impl<'a> PackScan<'a> {
         self.paths_overlapping(&(0..u64::MAX))
     }
 
-    fn finding(&self, check: &str, detail: String, paths: (Vec<String>, usize)) -> Mismatch {
+    /// A finding naming `paths`, for the uncompressed bytes `raw` (`None`: the whole pack).
+    fn finding(
+        &self,
+        check: &str,
+        detail: String,
+        paths: (Vec<String>, usize),
+        raw: Option<Range<u64>>,
+    ) -> Mismatch {
         let mut m = super::mismatch(self.p, self.blob, check, detail);
         m.paths = paths.0;
         m.paths_total = paths.1;
+        m.raw = raw;
         m
     }
 
@@ -270,6 +278,10 @@ impl<'a> PackScan<'a> {
                 self.p.blocks[i].md5
             ),
             self.paths_of_comp(&self.block_range(i)),
+            self.frames_ok.then(|| {
+                let (fa, fb) = self.frames_holding(&self.block_range(i));
+                self.p.frames_raw_range(fa, fb)
+            }),
         );
         m.block = Some(i);
         m.block_id = Some(self.p.blocks[i].id.clone());
@@ -322,6 +334,7 @@ impl<'a> PackScan<'a> {
                         self.p.frames_comp_range(k, k).end
                     ),
                     self.paths_overlapping(&raw),
+                    Some(raw.clone()),
                 ));
                 hashing.frame(&raw, None, r);
             }
@@ -458,6 +471,7 @@ impl<'a> Hashing<'a> {
                         .collect(),
                     left.len(),
                 ),
+                None,
             ),
         );
     }

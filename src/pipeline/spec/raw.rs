@@ -162,6 +162,7 @@ pub(super) struct ChunkingSpec {
     pub(super) min_size: Option<Spanned<SizeValue>>,
     pub(super) avg_size: Option<Spanned<SizeValue>>,
     pub(super) max_size: Option<Spanned<SizeValue>>,
+    pub(super) range_buffer: Option<Spanned<SizeValue>>,
 }
 
 /// A count or the word `"auto"`.

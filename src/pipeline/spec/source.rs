@@ -105,7 +105,8 @@ pub(super) fn check_readers(c: &mut Checker<'_>, s: &PartitionsSpec, source: &So
 
 /// `[chunking]`: `threshold` (4 KiB–1 TiB) and the chunk sizes, within FastCDC 2020's
 /// limits (`min_size` 64 B–1 MiB, `avg_size` 256 B–4 MiB, `max_size` 1 KiB–16 MiB), even,
-/// with `min_size ≤ avg_size ≤ max_size`.
+/// with `min_size ≤ avg_size ≤ max_size`; `range_buffer` 0–4 GiB (0: no table range
+/// reuse).
 pub(super) fn check_chunking(c: &mut Checker<'_>, s: &ChunkingSpec) -> ChunkingConfig {
     use fastcdc::v2020 as cdc;
     let d = ChunkingConfig::default();
@@ -156,6 +157,14 @@ pub(super) fn check_chunking(c: &mut Checker<'_>, s: &ChunkingSpec) -> ChunkingC
         cdc::MAXIMUM_MIN,
         cdc::MAXIMUM_MAX,
     );
+    let range_buffer = size_in(
+        c,
+        &s.range_buffer,
+        "chunking.range_buffer",
+        d.range_buffer,
+        0,
+        4 << 30,
+    );
     if !(min <= avg && avg <= max) {
         let span = s
             .avg_size
@@ -177,6 +186,7 @@ pub(super) fn check_chunking(c: &mut Checker<'_>, s: &ChunkingSpec) -> ChunkingC
         min,
         avg,
         max,
+        range_buffer,
     }
 }
 
