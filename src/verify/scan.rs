@@ -314,6 +314,7 @@ impl<'a> PackScan<'a> {
                                 e.message()
                             ),
                             self.paths_overlapping(&raw),
+                            Some(raw.clone()),
                         ));
                         hashing.frame(&raw, None, r);
                         return;
