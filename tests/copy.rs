@@ -189,3 +189,266 @@ async fn copy_is_killed_resumes_and_verifies_at_the_destination() {
     );
     assert_same_tree(&src, &out);
 }
+
+/// A loopback stand-in for Azure's Put Block From URL, answering at the proxy (Azurite
+/// 3.37 implements the operation but answers 500 to it under an account SAS, the
+/// credential blobpipe signs from a key). It checks the request's shape — no body,
+/// `x-ms-copy-source` with a SAS, `x-ms-source-range`, `x-ms-source-content-md5` — then
+/// does what the service does: reads the range from the source (Azurite, beside the
+/// proxy), compares its MD5 (400 `Md5Mismatch`) and stages it with a plain Put Block.
+/// The bytes go between the stand-in and Azurite, never through the proxy's client side.
+fn put_block_from_url_stand_in(upstream: std::net::SocketAddr) -> support::faultproxy::Responder {
+    use std::io::{Read, Write};
+    std::sync::Arc::new(move |head: &str, seen: &Seen| {
+        let header = |name: &str| {
+            head.lines().skip(1).find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        let source = header("x-ms-copy-source")?;
+        assert!(seen.is_put_block(), "x-ms-copy-source on {seen:?}");
+        assert_eq!(
+            header("content-length").as_deref(),
+            Some("0"),
+            "a body was sent"
+        );
+        assert!(source.contains("sig="), "the source URL carries no SAS");
+        let range = header("x-ms-source-range").expect("x-ms-source-range");
+        let want = header("x-ms-source-content-md5").expect("x-ms-source-content-md5");
+        let exchange = |req: Vec<u8>| {
+            let mut c = std::net::TcpStream::connect(upstream).expect("upstream");
+            c.write_all(&req).expect("send");
+            let mut rsp = Vec::new();
+            c.read_to_end(&mut rsp).expect("read");
+            let at = rsp.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+            let status = String::from_utf8_lossy(&rsp[9..12]).to_string();
+            (status, rsp[at..].to_vec())
+        };
+        let src = url::Url::parse(&source).expect("source URL");
+        let (status, body) = exchange(
+            format!(
+                "GET {}?{} HTTP/1.0\r\nHost: {}\r\nRange: {range}\r\nx-ms-version: 2025-01-05\r\n\r\n",
+                src.path(),
+                src.query().unwrap_or(""),
+                src.host_str().unwrap_or("")
+            )
+            .into_bytes(),
+        );
+        let md5 = blobpipe::store::b64(&blobpipe::store::md5(&body));
+        if !status.starts_with('2') || md5 != want {
+            let (code, why) = if status.starts_with('2') {
+                ("400", "Md5Mismatch")
+            } else {
+                ("404", "CannotVerifyCopySource")
+            };
+            return Some(format!(
+                "HTTP/1.1 {code} Refused\r\nx-ms-error-code: {why}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ));
+        }
+        // Stage it: the request's own target (blob, block id, the destination's SAS).
+        let target = head.split_whitespace().nth(1).expect("target");
+        let mut put = format!(
+            "PUT {target} HTTP/1.0\r\nHost: {}\r\nContent-Length: {}\r\nContent-MD5: {md5}\r\nx-ms-version: 2025-01-05\r\n\r\n",
+            upstream,
+            body.len()
+        )
+        .into_bytes();
+        put.extend_from_slice(&body);
+        let (status, _) = exchange(put);
+        assert_eq!(status, "201", "staging at Azurite");
+        Some(format!(
+            "HTTP/1.1 201 Created\r\nContent-MD5: {md5}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ))
+    })
+}
+
+/// A pipeline file `file` named `prim` (same name, so the same layout) backing up `src`
+/// into `container` of the Azurite account at `endpoint`.
+fn azurite_pipeline(
+    dir: &std::path::Path,
+    file: &str,
+    src: &std::path::Path,
+    endpoint: &str,
+    container: &str,
+) -> std::path::PathBuf {
+    let p = dir.join(file);
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"prim\"\n\n[source]\ntype = \"fs\"\nroot = \"{}\"\n\n[target]\nurl = \"{}\"\ncontainer = \"{container}\"\n\n[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"256KiB\"\npack_size = \"1MiB\"\n[verify]\nmode = \"full\"\n[retry]\nattempts = 3\ninitial_backoff = \"10ms\"\nmax_backoff = \"50ms\"\n",
+            src.display(),
+            support::azurite_connection_string(endpoint)
+        ),
+    )
+    .expect("write");
+    p
+}
+
+fn run_json(dir: &std::path::Path, args: &[&str], code: i32) -> serde_json::Value {
+    let o = bp(dir, args).output().expect("run");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Between two Azure containers, `copy` stages every block with Put Block From URL (a
+/// loopback stand-in answers it, see above): the proxy both stores are reached through
+/// sees no pack byte, and the destination verifies in full. The run record and verify
+/// report come along (the copied report does not make the copy verified). Where the
+/// service fails the operation (Azurite itself: 500), the copy streams instead and says
+/// why; a damaged source block stops a server-side copy (exit 3), committing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_between_azure_containers_is_server_side_or_says_why_not() {
+    let Some(ep) = support::azurite() else { return };
+    let upstream: std::net::SocketAddr = url::Url::parse(&ep)
+        .expect("endpoint")
+        .socket_addrs(|| None)
+        .expect("addr")[0];
+    let proxy = FaultProxy::start(upstream, FaultConfig::none())
+        .await
+        .expect("proxy");
+    let via = proxy.endpoint("devstoreaccount1");
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::write(src.join("big.bin"), noise(3 << 20, 9)).expect("write");
+    std::fs::write(src.join("small.txt"), b"small\n").expect("write");
+    let (ca, cb, cc) = (
+        support::unique_container("cpa"),
+        support::unique_container("cpb"),
+        support::unique_container("cpc"),
+    );
+    let a = azurite_pipeline(t.path(), "a.toml", &src, &ep, &ca);
+    let a_via = azurite_pipeline(t.path(), "a-via.toml", &src, &via, &ca);
+    let b_via = azurite_pipeline(t.path(), "b-via.toml", &src, &via, &cb);
+    let c_via = azurite_pipeline(t.path(), "c-via.toml", &src, &via, &cc);
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let o = bp(t.path(), &["-q", "backup", &s(&a)])
+        .output()
+        .expect("backup");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Server-side: source and destination through the proxy, which answers Put Block
+    // From URL.
+    proxy.set_responder(Some(put_block_from_url_stand_in(upstream)));
+    proxy.stats.reset_seen();
+    let r = run_json(
+        t.path(),
+        &["-q", "--json", "copy", &s(&a_via), &s(&b_via)],
+        0,
+    );
+    assert_eq!(r["route"], "server-side", "{r}");
+    assert_eq!(r["blocks_sent"], 0, "{r}");
+    let server_bytes = r["bytes_server_side"].as_u64().expect("bytes");
+    assert!(server_bytes >= 3 << 20, "{r}");
+    assert!(
+        r["records"].as_u64().unwrap_or(0) >= 2,
+        "run record + verify report: {r}"
+    );
+    let through = proxy
+        .stats
+        .bytes_up
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + proxy
+            .stats
+            .bytes_down
+            .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        through * 8 < server_bytes,
+        "{through} bytes went through the proxy for {server_bytes} bytes of packs"
+    );
+    let pack_gets = proxy
+        .stats
+        .seen()
+        .iter()
+        .filter(|x| x.method == "GET" && x.comp.is_none() && x.path.contains("/packs/"))
+        .count();
+    assert_eq!(pack_gets, 0, "pack bytes were read by blobpipe");
+    // History came along: the destination's status names the primary's run; the copied
+    // verify report does not count as verification there.
+    let st = run_json(t.path(), &["-q", "--json", "status", &s(&b_via)], 0);
+    let st = &st["pipelines"][0];
+    assert_eq!(st["last_run"]["snapshot"], r["copied"][0], "{st}");
+    assert!(st["newest_verified"].is_null(), "{st}");
+    run_json(
+        t.path(),
+        &["-q", "verify", &s(&b_via), "latest", "--full"],
+        0,
+    );
+    let out = t.path().join("out-b");
+    run_json(
+        t.path(),
+        &["-q", "restore", &s(&b_via), "--to", &s(&out)],
+        0,
+    );
+    assert_same_tree(&src, &out);
+
+    // Streamed: Azurite itself fails Put Block From URL under an account SAS (500); the
+    // copy streams and says why.
+    proxy.set_responder(None);
+    let r = run_json(
+        t.path(),
+        &["-q", "--json", "copy", &s(&a_via), &s(&c_via)],
+        0,
+    );
+    assert_eq!(r["route"], "streamed", "{r}");
+    assert_eq!(r["blocks_server_side"], 0, "{r}");
+    assert!(r["blocks_sent"].as_u64().unwrap_or(0) > 0, "{r}");
+    let why = r["streamed_because"].as_str().expect("a reason");
+    assert!(why.contains("HTTP 500"), "{why}");
+    assert!(!why.contains("sig="), "a SAS leaked: {why}");
+    run_json(
+        t.path(),
+        &["-q", "verify", &s(&c_via), "latest", "--full"],
+        0,
+    );
+
+    // A source block that no longer matches its recorded MD5: the service refuses it and
+    // the copy stops (exit 3), committing nothing at the destination.
+    let (_, store) = common::open(&a).await;
+    let packs: Vec<_> = blobpipe::store::list_all(&*store, "")
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|i| i.name.contains("packs/"))
+        .collect();
+    let big = packs.iter().max_by_key(|i| i.size).expect("a pack");
+    let mut data = store.get(&big.name, None).await.expect("get").to_vec();
+    data[100] ^= 0xff;
+    store
+        .put(&big.name, data.into(), false)
+        .await
+        .expect("damage");
+    let d_via = azurite_pipeline(
+        t.path(),
+        "d-via.toml",
+        &src,
+        &via,
+        &support::unique_container("cpd"),
+    );
+    proxy.set_responder(Some(put_block_from_url_stand_in(upstream)));
+    let o = bp(t.path(), &["-q", "copy", &s(&a_via), &s(&d_via)])
+        .output()
+        .expect("copy");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = run_json(t.path(), &["-q", "--json", "snapshots", &s(&d_via)], 0);
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+}

@@ -56,6 +56,10 @@ impl Repo {
     }
 }
 
+/// The name ending of a verify report copied from another store (see
+/// [`Layout::is_copied_report`]).
+pub const COPIED_REPORT: &str = ".copied.json";
+
 /// Stored names for one pipeline prefix.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -159,6 +163,12 @@ impl Layout {
     /// A verify report.
     pub fn verify_report(&self, snapshot: &str, at: &str) -> String {
         self.join(&format!("verify/{snapshot}/{at}.json"))
+    }
+    /// Whether `name` is a verify report `copy` brought from another store
+    /// (`<at>.copied.json`): history of what was verified there, which never judges the
+    /// copy (only a verify run where the copy lives does).
+    pub fn is_copied_report(name: &str) -> bool {
+        name.ends_with(COPIED_REPORT)
     }
     /// A snapshot's protection record (`[immutability]`: until when its blobs are
     /// write-once).
