@@ -769,7 +769,7 @@ fn a_blob_source_without_url_or_with_a_bad_glob_is_refused_at_its_line() {
     let pf = t.path().join("bad.toml");
     std::fs::write(
         &pf,
-        "name = \"bad\"\n\n[source]\ntype = \"blob\"\ncontainer = \"lake\"\ninclude = [\"[abc\"]\nroot = \"/tmp\"\n\n[target]\nurl = \"file:///tmp/x\"\n",
+        "name = \"bad\"\n\n[source]\ntype = \"blob\"\ncontainer = \"lake\"\ninclude = [\"[abc\"]\nroot = \"/tmp\"\nrehydrate = \"slow\"\n\n[target]\nurl = \"file:///tmp/x\"\n",
     )
     .expect("write");
     let o = bp(t.path(), &["validate", pf.to_str().expect("utf-8")]);
@@ -778,6 +778,110 @@ fn a_blob_source_without_url_or_with_a_bad_glob_is_refused_at_its_line() {
     assert!(err.contains("source.url"), "{err}");
     assert!(err.contains("bad.toml:6:"), "the glob at its line: {err}");
     assert!(err.contains("bad.toml:7:"), "root is not a blob key: {err}");
+    assert!(
+        err.contains("bad.toml:8:") && err.contains("source.rehydrate") && err.contains("\"high\""),
+        "an unknown priority at its line, with the accepted ones: {err}"
+    );
+}
+
+/// `source.rehydrate = "high"`: an archived blob is not in the first snapshot (the run is
+/// partial and says the blob's rehydration is pending), its rehydration in place is
+/// requested with the priority (seen at the proxy), and the next run, finding it online,
+/// reads it — and only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archived_blobs_are_rehydrated_on_request_and_backed_up_by_a_later_run() {
+    let Some(ep) = support::azurite() else { return };
+    let upstream: std::net::SocketAddr = url::Url::parse(&ep)
+        .expect("endpoint")
+        .socket_addrs(|| None)
+        .expect("addr")[0];
+    let proxy = FaultProxy::start(upstream, FaultConfig::none())
+        .await
+        .expect("proxy");
+    let tier_requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = tier_requests.clone();
+    proxy.set_responder(Some(std::sync::Arc::new(
+        move |head: &str, x: &support::faultproxy::Seen| {
+            if x.method == "PUT" && x.comp.as_deref() == Some("tier") {
+                let prio = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("x-ms-rehydrate-priority")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                seen.lock()
+                    .expect("lock")
+                    .push(format!("{} {prio}", x.path));
+            }
+            None
+        },
+    )));
+    let (srcname, backname) = (
+        support::unique_container("brehy"),
+        support::unique_container("brehyb"),
+    );
+    let src = container(&ep, &srcname).await;
+    put(&src, "ok.txt", b"fine\n", props("text/plain", &[], &[])).await;
+    put(
+        &src,
+        "frozen.bin",
+        b"cold data\n",
+        props("text/plain", &[], &[]),
+    )
+    .await;
+    src.set_tier("frozen.bin", Tier::Archive)
+        .await
+        .expect("archive");
+    let t = tempfile::tempdir().expect("tmp");
+    let pf = t.path().join("rehy.toml");
+    let text = pipeline_text(
+        "rehy",
+        &support::azurite_connection_string(&proxy.endpoint("devstoreaccount1")),
+        &srcname,
+        &support::azurite_connection_string(&ep),
+        &backname,
+    )
+    .replace("exclude = [", "rehydrate = \"high\"\nexclude = [");
+    std::fs::write(&pf, text).expect("write");
+    let (p, store) = open(&pf).await;
+
+    let r = backup(&p, &store).await;
+    assert_eq!(r.status, RunStatus::Partial, "{r:?}");
+    let problems: BTreeMap<String, String> = r
+        .problems
+        .iter()
+        .map(|p| (p.path.display(), p.error.clone()))
+        .collect();
+    assert!(
+        problems["frozen.bin"].contains("pending rehydration"),
+        "{problems:?}"
+    );
+    assert_eq!(r.totals.files, 1, "{r:?}");
+    assert_eq!(
+        *tier_requests.lock().expect("lock"),
+        vec![format!("/devstoreaccount1/{srcname}/frozen.bin High")]
+    );
+    // Azurite rehydrates at once; Azure would take hours (the blob stays reported).
+    let now = src.head("frozen.bin").await.expect("head").expect("exists");
+    assert_eq!(now.tier, Tier::Hot);
+
+    proxy.stats.reset_seen();
+    let r = backup(&p, &store).await;
+    assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(downloads(&proxy, &srcname), vec!["frozen.bin".to_string()]);
+    let layout = Layout::new(&p.target.prefix);
+    let id = catalog::resolve(&*store, &layout, "latest")
+        .await
+        .expect("latest");
+    let m = catalog::load(&*store, &layout, &id)
+        .await
+        .expect("manifest");
+    let paths: Vec<String> = m.entries.iter().map(|e| e.path.display()).collect();
+    assert_eq!(paths, vec!["frozen.bin", "ok.txt"], "{paths:?}");
 }
 
 /// A blob backup whose run fails (a part record cannot be written) resumes with the same

@@ -152,4 +152,16 @@ pub struct BlobSourceConfig {
     pub include: Vec<String>,
     /// Gitignore-style exclude patterns.
     pub exclude: Vec<String>,
+    /// `rehydrate`: ask for Archive-tier blobs to be rehydrated (in place, to Hot) at this
+    /// priority, to be backed up by a later run; `None`: only report them.
+    pub rehydrate: Option<Rehydrate>,
+}
+
+/// Priority of rehydrating an archived source blob (`source.rehydrate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rehydrate {
+    /// Up to 15 hours.
+    Standard,
+    /// Usually under an hour for blobs under 10 GB; costs more.
+    High,
 }

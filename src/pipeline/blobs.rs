@@ -8,7 +8,9 @@
 //!
 //! - merge join with the parent's entries of the partition's name range; a blob whose
 //!   ETag and size match is reused, not read (its new tags and tier are kept);
-//! - a blob in the Archive tier is a problem of the run (listed in the run record);
+//! - a blob in the Archive tier is a problem of the run (listed in the run record); with
+//!   `source.rehydrate` its rehydration in place is requested, and a later run, finding
+//!   it online (and not in its parent), reads it;
 //! - a blob is read in ranged GETs of [`READ_CHUNK`] bytes, each with `If-Match` on the
 //!   listed ETag, straight into the pack's tar stream, hashing it (SHA-256 for the
 //!   manifest, MD5 against the blob's own Content-MD5). If the blob changes while read
@@ -28,7 +30,7 @@ use super::commit::{self, PartResult};
 use super::run::Ctx;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::blob::{self, BlobSplitter, Listed, RawBlob, Selector};
-use crate::extract::config::{BlobSourceConfig, PartitionsConfig};
+use crate::extract::config::{BlobSourceConfig, PartitionsConfig, Rehydrate, SourceConfig};
 use crate::extract::{Piece, Problem};
 use crate::manifest::segment::MAX_LISTED;
 use crate::manifest::{BlobMeta, Changes, Entry, EntryKind};
@@ -37,6 +39,7 @@ use crate::pack::tarball::{self, HeaderMeta};
 use crate::store::azure::source::SourceBlob;
 use crate::store::azure::{credential, AzureOptions, AzureStore};
 use crate::store::config::RetryConfig;
+use crate::store::RehydratePriority;
 use crate::support::cancel::Cancel;
 use crate::support::progress::Counters;
 
@@ -226,6 +229,41 @@ fn header_meta(e: &Entry) -> HeaderMeta {
     }
 }
 
+/// What becomes of an Archive-tier blob the parent does not hold: reported, and with
+/// `source.rehydrate` rehydrated in place so that a later run backs it up. Either way the
+/// snapshot lacks it and the run is partial; the problem's text says which.
+fn archived(ctx: &Ctx, src: &AzureStore, path: &crate::manifest::PathBytes) -> String {
+    let priority = match &ctx.pipeline.source {
+        SourceConfig::Blob(b) => b.rehydrate,
+        _ => None,
+    };
+    let Some(priority) = priority else {
+        return "not read: the blob is in the Archive tier (set source.rehydrate, or rehydrate \
+                it to Hot or Cool, to back it up)"
+            .into();
+    };
+    let priority = match priority {
+        Rehydrate::Standard => RehydratePriority::Standard,
+        Rehydrate::High => RehydratePriority::High,
+    };
+    let Ok(name) = std::str::from_utf8(&path.0) else {
+        return "not read: the blob is in the Archive tier".into();
+    };
+    match ctx.rt.block_on(src.rehydrate_in_place(name, priority)) {
+        Ok(()) => {
+            tracing::info!("{name}: archived; rehydration to Hot requested");
+            format!(
+                "pending rehydration: in the Archive tier, not in this snapshot; rehydration \
+                 to Hot requested ({} priority), a later run backs it up once it is online",
+                priority.as_str()
+            )
+        }
+        Err(e) => {
+            format!("not read: the blob is in the Archive tier, and rehydrating it failed: {e}")
+        }
+    }
+}
+
 /// The listed facts of a blob refreshed from its properties after a change (its tags
 /// cannot be read that way and are kept from the listing).
 fn refreshed(item: &Listed, now: SourceBlob) -> Listed {
@@ -295,9 +333,7 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
         if item.archived {
             result.problems.push(Problem {
                 path: path.clone(),
-                error: "not read: the blob is in the Archive tier (rehydrate it to Hot or Cool \
-                        to back it up)"
-                    .into(),
+                error: archived(ctx, src, path),
             });
             continue;
         }

@@ -122,6 +122,7 @@ pub(super) struct SourceSpec {
     pub(super) name: Option<Spanned<String>>,
     // blob
     pub(super) container: Option<Spanned<String>>,
+    pub(super) rehydrate: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,7 +14,7 @@ use super::interpolate;
 use super::raw::{AutoWord, ChunkingSpec, CountOrAuto, PartitionsSpec, SourceSpec};
 use crate::extract::config::{
     BlobSourceConfig, ChunkingConfig, CommandSourceConfig, DbSourceConfig, FsSourceConfig,
-    PartitionsConfig, SourceConfig,
+    PartitionsConfig, Rehydrate, SourceConfig,
 };
 use crate::support::secret::{redact_url, Secret};
 use crate::support::units::parse_duration;
@@ -185,7 +185,7 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
     let kind = s.kind.get_ref().as_str();
     // Keys that belong to other source types are errors, not silently ignored.
     let foreign = |c: &mut Checker<'_>, allowed: &[&str]| {
-        let present: [(&str, Option<std::ops::Range<usize>>); 12] = [
+        let present: [(&str, Option<std::ops::Range<usize>>); 13] = [
             ("root", s.root.as_ref().map(|v| v.span())),
             ("url", s.url.as_ref().map(|v| v.span())),
             ("password", s.password.as_ref().map(|v| v.span())),
@@ -197,6 +197,7 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
             ("timeout", s.timeout.as_ref().map(|v| v.span())),
             ("name", s.name.as_ref().map(|v| v.span())),
             ("container", s.container.as_ref().map(|v| v.span())),
+            ("rehydrate", s.rehydrate.as_ref().map(|v| v.span())),
             (
                 "include/exclude",
                 s.include.first().or(s.exclude.first()).map(|v| v.span()),
@@ -248,7 +249,7 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
             SourceConfig::Command(check_command_source(c, s))
         }
         "blob" => {
-            foreign(c, &["url", "container", "include/exclude"]);
+            foreign(c, &["url", "container", "include/exclude", "rehydrate"]);
             SourceConfig::Blob(check_blob_source(c, s))
         }
         _ => {
@@ -650,12 +651,30 @@ fn check_blob_source(c: &mut Checker<'_>, s: &SourceSpec) -> BlobSourceConfig {
     };
     let include = globs(&s.include, "source.include");
     let exclude = globs(&s.exclude, "source.exclude");
+    let rehydrate = s
+        .rehydrate
+        .as_ref()
+        .and_then(|v| match v.get_ref().as_str() {
+            "standard" => Some(Rehydrate::Standard),
+            "high" => Some(Rehydrate::High),
+            other => {
+                c.at(
+                    v.span(),
+                    "source.rehydrate",
+                    format!("unknown rehydrate priority {other:?}"),
+                    "use \"standard\" (up to 15 hours) or \"high\" (usually under an hour, \
+                     costs more); leave it out to only report archived blobs",
+                );
+                None
+            }
+        });
     BlobSourceConfig {
         location,
         container: container.unwrap_or_default(),
         display,
         include,
         exclude,
+        rehydrate,
     }
 }
 
