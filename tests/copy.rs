@@ -136,6 +136,9 @@ async fn copy_is_killed_resumes_and_verifies_at_the_destination() {
     );
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(r["copied"].as_array().map(Vec::len), Some(1), "{r}");
+    // A local destination cannot stage from a URL: streamed, and the report says why.
+    assert_eq!(r["route"], "streamed", "{r}");
+    assert!(r["streamed_because"].as_str().is_some(), "{r}");
     assert!(
         r["blocks_reused"].as_u64().unwrap_or(0) + r["packs_present"].as_u64().unwrap_or(0) >= 1,
         "the rerun found nothing of the killed copy: {r}"
@@ -399,12 +402,26 @@ async fn copy_between_azure_containers_is_server_side_or_says_why_not() {
     // Streamed: Azurite itself fails Put Block From URL under an account SAS (500); the
     // copy streams and says why.
     proxy.set_responder(None);
+    proxy.stats.reset_seen();
     let r = run_json(
         t.path(),
         &["-q", "--json", "copy", &s(&a_via), &s(&c_via)],
         0,
     );
     assert_eq!(r["route"], "streamed", "{r}");
+    // The same proxy does count streamed packs: each byte passes twice (read, staged).
+    let through = proxy
+        .stats
+        .bytes_up
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + proxy
+            .stats
+            .bytes_down
+            .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        through >= 2 * r["bytes_sent"].as_u64().expect("bytes"),
+        "{through}: {r}"
+    );
     assert_eq!(r["blocks_server_side"], 0, "{r}");
     assert!(r["blocks_sent"].as_u64().unwrap_or(0) > 0, "{r}");
     let why = r["streamed_because"].as_str().expect("a reason");
