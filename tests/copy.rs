@@ -391,6 +391,20 @@ async fn copy_between_azure_containers_is_server_side_or_says_why_not() {
         &["-q", "verify", &s(&b_via), "latest", "--full"],
         0,
     );
+    // A report written at the primary after the copy comes over with the next copy.
+    run_json(t.path(), &["-q", "verify", &s(&a), "latest"], 0);
+    let again = run_json(
+        t.path(),
+        &["-q", "--json", "copy", &s(&a_via), &s(&b_via)],
+        0,
+    );
+    assert_eq!(
+        again["present"].as_array().map(Vec::len),
+        Some(1),
+        "{again}"
+    );
+    assert_eq!(again["records"], 1, "{again}");
+    assert_eq!(again["route"], "none", "{again}");
     let out = t.path().join("out-b");
     run_json(
         t.path(),

@@ -107,15 +107,18 @@ pub async fn copy(from: &Repo, to: &Repo, ids: &[String], cancel: &Cancel) -> Re
             return Err(Error::cancelled());
         }
         let manifest_blob = to.layout.snapshot(&id);
-        let m = catalog::load_head(&*from.store, &from.layout, &id)
-            .await
-            .ctx(format!("reading snapshot {id} at the source"))?;
         if to.store.head(&manifest_blob).await?.is_some() {
-            // Reports written at the source since the last copy still come over.
-            copy_records(from, to, &id, &m.header.run_id, &mut r).await?;
+            // Reports written at the source since the last copy still come over; the
+            // header alone names the run (a bounded read, not the manifest).
+            if let Some(Ok(h)) = catalog::check_header(&*from.store, &from.layout, &id).await? {
+                copy_records(from, to, &id, &h.run_id, &mut r).await?;
+            }
             r.present.push(id);
             continue;
         }
+        let m = catalog::load_head(&*from.store, &from.layout, &id)
+            .await
+            .ctx(format!("reading snapshot {id} at the source"))?;
         for p in &m.packs {
             if cancel.is_cancelled() {
                 return Err(Error::cancelled());
