@@ -219,6 +219,10 @@ fn put_block_from_url_stand_in(upstream: std::net::SocketAddr) -> support::fault
             "a body was sent"
         );
         assert!(source.contains("sig="), "the source URL carries no SAS");
+        assert!(
+            source.contains("sp=r&") && source.contains("srt=o&"),
+            "the source URL's SAS may do more than read objects"
+        );
         let range = header("x-ms-source-range").expect("x-ms-source-range");
         let want = header("x-ms-source-content-md5").expect("x-ms-source-content-md5");
         let exchange = |req: Vec<u8>| {

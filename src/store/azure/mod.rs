@@ -479,7 +479,7 @@ impl BlobStore for AzureStore {
     fn read_url(&self, blob: &str) -> Option<Secret> {
         let sas = self.sas.as_ref()?;
         let mut u = self.blob(blob).url().clone();
-        u.set_query(Some(sas.current(chrono::Utc::now()).expose()));
+        u.set_query(Some(sas.read_only(chrono::Utc::now()).expose()));
         Some(Secret::new(u.to_string()))
     }
 
