@@ -187,8 +187,14 @@ async fn copy_records(
         }
         let mut data = from.store.get(&item.name, None).await?;
         if mark {
-            let mut v: serde_json::Value = serde_json::from_slice(&data)
-                .map_err(|e| Error::integrity(format!("{}: {e}", item.name)))?;
+            // An unreadable report is history lost, not a reason to stop a DR copy.
+            let mut v: serde_json::Value = match serde_json::from_slice(&data) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("not copying unreadable verify report {}: {e}", item.name);
+                    continue;
+                }
+            };
             if let Some(o) = v.as_object_mut() {
                 o.insert(
                     "copied_from".into(),
