@@ -956,3 +956,254 @@ async fn a_failed_blob_backup_resumes_without_reading_finished_partitions_again(
         "finished partitions were read again: {again} downloads"
     );
 }
+
+/// `server_side_min_size`: a large blob is copied into a stored pack of its own by the
+/// target's service (Put Block From URL, answered by the loopback stand-in where Azurite
+/// 3.37 answers 500): its bytes never pass the proxy blobpipe talks through, GNU tar reads
+/// the pack, restores into a directory and a container are byte-identical, `verify
+/// --full` passes and finds a damaged block, an incremental reuses it by ETag. A small
+/// blob, a refusing service (Azurite itself) and a local target stream, and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
+    let Some(ep) = support::azurite() else { return };
+    let upstream: std::net::SocketAddr = url::Url::parse(&ep)
+        .expect("endpoint")
+        .socket_addrs(|| None)
+        .expect("addr")[0];
+    let proxy = FaultProxy::start(upstream, FaultConfig::none())
+        .await
+        .expect("proxy");
+    let via = proxy.endpoint("devstoreaccount1");
+    let (srcname, backname, fallname, dstname) = (
+        support::unique_container("ssrc"),
+        support::unique_container("sback"),
+        support::unique_container("sfall"),
+        support::unique_container("sdst"),
+    );
+    let src = container(&ep, &srcname).await;
+    // A name over 100 bytes: the header block carries a GNU long-name record.
+    let big_name = format!("lake/{}.parquet", "p".repeat(110));
+    let big = noise((3 << 20) + 1234, 7);
+    put(
+        &src,
+        &big_name,
+        &big,
+        props("application/x-parquet", &[("k", "v")], &[]),
+    )
+    .await;
+    put(&src, "small.txt", b"small\n", props("text/plain", &[], &[])).await;
+    let t = tempfile::tempdir().expect("tmp");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let text = |target: &str, container: &str| {
+        format!(
+            "name = \"ss\"\n\n[source]\ntype = \"blob\"\nurl = \"{}\"\ncontainer = \"{srcname}\"\nserver_side_min_size = \"1MiB\"\n\n[target]\nurl = \"{target}\"\ncontainer = \"{container}\"\n\n{}[retry]\nattempts = 2\ninitial_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n",
+            support::azurite_connection_string(&via),
+            // The run's own verification reads no pack (the proxy counts every byte);
+            // `verify --full` below reads them all.
+            SMALL.replace("mode = \"full\"", "mode = \"metadata\"")
+        )
+    };
+    let pf = t.path().join("ss.toml");
+    std::fs::write(
+        &pf,
+        text(&support::azurite_connection_string(&via), &backname),
+    )
+    .expect("write");
+    let (p, store) = open(&pf).await;
+
+    // Server-side: the stand-in answers Put Block From URL.
+    proxy.set_responder(Some(support::standin::put_block_from_url(upstream)));
+    proxy.stats.reset_seen();
+    let r = backup(&p, &store).await;
+    assert_eq!(r.status, RunStatus::Ok, "{r:?}");
+    let ss = r.server_side.clone().expect("server_side");
+    assert_eq!(
+        (ss.staged.blobs, ss.staged.bytes),
+        (1, big.len() as u64),
+        "{ss:?}"
+    );
+    assert_eq!(ss.streamed["below server_side_min_size"].blobs, 1, "{ss:?}");
+    let through = proxy
+        .stats
+        .bytes_up
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + proxy
+            .stats
+            .bytes_down
+            .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        through < big.len() as u64 / 4,
+        "{through} bytes through the proxy for a {} byte blob",
+        big.len()
+    );
+    assert!(
+        !downloads(&proxy, &srcname).contains(&big_name),
+        "blobpipe read the large blob itself"
+    );
+
+    // GNU tar reads the stored pack.
+    let back = container(&ep, &backname).await;
+    let tars: Vec<_> = blobpipe::store::list_all(&back, "")
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|i| i.name.ends_with(".tar"))
+        .collect();
+    assert_eq!(tars.len(), 1, "{tars:?}");
+    let pack = back.get(&tars[0].name, None).await.expect("get");
+    let tar_path = t.path().join("pack.tar");
+    std::fs::write(&tar_path, &pack).expect("write");
+    let out = t.path().join("untar");
+    std::fs::create_dir_all(&out).expect("dir");
+    let o = Command::new("tar")
+        .args(["-xf", &s(&tar_path), "-C", &s(&out)])
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(out.join(&big_name)).expect("untarred") == big);
+
+    // Restores: into a directory (the binary), into a container (byte-identical, with
+    // the blob's properties); verify --full passes.
+    let dir = t.path().join("restored");
+    let o = bp(
+        t.path(),
+        &["-q", "restore", &s(&pf), "latest", "--to", &s(&dir)],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(std::fs::read(dir.join(&big_name)).expect("restored") == big);
+    let layout = Layout::new(&p.target.prefix);
+    let id = catalog::resolve(&*store, &layout, "latest")
+        .await
+        .expect("latest");
+    let m = catalog::load_head(&*store, &layout, &id)
+        .await
+        .expect("head");
+    let dst = Arc::new(container(&ep, &dstname).await);
+    let opts = RestoreOptions {
+        to: Default::default(),
+        paths: vec![],
+        overwrite: false,
+        concurrency: 2,
+    };
+    let rr = blobpipe::restore::container::restore_to_container(
+        &store,
+        &layout,
+        &m,
+        dst.clone(),
+        &opts,
+        None,
+    )
+    .await
+    .expect("restore");
+    assert!(rr.ok(), "{rr:?}");
+    let (want, have) = (snapshot_of(&src).await, snapshot_of(&dst).await);
+    assert_eq!(kept(&want[&big_name].0), kept(&have[&big_name].0));
+    assert!(
+        want[&big_name].1 == have[&big_name].1,
+        "restored bytes differ"
+    );
+    let o = bp(t.path(), &["-q", "verify", &s(&pf), "latest", "--full"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // An incremental reuses the unchanged large blob by its ETag: nothing staged again.
+    proxy.stats.reset_seen();
+    let r2 = backup(&p, &store).await;
+    assert_eq!(r2.status, RunStatus::Ok, "{r2:?}");
+    let ss2 = r2.server_side.clone().expect("server_side");
+    assert_eq!(ss2.staged.blobs, 0, "{ss2:?}");
+    assert_eq!(r2.new_packs, 0, "{r2:?}");
+    assert!(
+        !proxy.stats.seen().iter().any(|x| x.is_put_block()),
+        "blocks were staged again"
+    );
+
+    // Azurite itself fails Put Block From URL (500): the run streams and says why.
+    proxy.set_responder(None);
+    let pf2 = t.path().join("fall.toml");
+    std::fs::write(
+        &pf2,
+        text(&support::azurite_connection_string(&via), &fallname),
+    )
+    .expect("write");
+    let (p2, store2) = open(&pf2).await;
+    let r3 = backup(&p2, &store2).await;
+    assert_eq!(r3.status, RunStatus::Ok, "{r3:?}");
+    let ss3 = r3.server_side.clone().expect("server_side");
+    assert_eq!(ss3.staged.blobs, 0, "{ss3:?}");
+    let why: Vec<&String> = ss3.streamed.keys().collect();
+    assert!(
+        why.iter()
+            .any(|w| w.contains("refused") && w.contains("500")),
+        "{why:?}"
+    );
+    assert!(
+        !why.iter().any(|w| w.contains("sig=")),
+        "a SAS leaked: {why:?}"
+    );
+    let dir2 = t.path().join("restored2");
+    let o = bp(
+        t.path(),
+        &["-q", "restore", &s(&pf2), "latest", "--to", &s(&dir2)],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(std::fs::read(dir2.join(&big_name)).expect("restored") == big);
+
+    // A local target cannot stage from a URL: streamed, and said so.
+    let local = t.path().join("local");
+    let pf3 = t.path().join("local.toml");
+    std::fs::write(
+        &pf3,
+        text(&format!("file://{}", s(&local)), "unused").replace("container = \"unused\"\n", ""),
+    )
+    .expect("write");
+    let (p3, store3) = open(&pf3).await;
+    let r4 = backup(&p3, &store3).await;
+    assert_eq!(r4.status, RunStatus::Ok, "{r4:?}");
+    let ss4 = r4.server_side.clone().expect("server_side");
+    assert!(
+        ss4.streamed.keys().any(|w| w.contains("not Azure")),
+        "{ss4:?}"
+    );
+
+    // A damaged block of the stored pack: verify --full names it (exit 3), and a restore
+    // refuses the file (its block MD5s no longer match).
+    let mut bad = pack.to_vec();
+    let at = bad.len() / 2;
+    bad[at] ^= 0xff;
+    back.put(&tars[0].name, bad.into(), false)
+        .await
+        .expect("damage");
+    let o = bp(t.path(), &["-q", "verify", &s(&pf), "latest", "--full"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let dir3 = t.path().join("restored3");
+    let o = bp(
+        t.path(),
+        &["-q", "restore", &s(&pf), "latest", "--to", &s(&dir3)],
+    );
+    assert_ne!(o.status.code(), Some(0), "a damaged stored pack restored");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("block MD5s"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

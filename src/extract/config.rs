@@ -155,6 +155,10 @@ pub struct BlobSourceConfig {
     /// `rehydrate`: ask for Archive-tier blobs to be rehydrated (in place, to Hot) at this
     /// priority, to be backed up by a later run; `None`: only report them.
     pub rehydrate: Option<Rehydrate>,
+    /// `server_side_min_size`: a blob of at least this many bytes is copied into a stored
+    /// (uncompressed) pack by the target's service, when the pipeline allows it
+    /// (`pipeline::blobs::may_stage_server_side`); `None`: every blob is streamed.
+    pub server_side_min_size: Option<u64>,
 }
 
 /// Priority of rehydrating an archived source blob (`source.rehydrate`).

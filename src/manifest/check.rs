@@ -559,6 +559,26 @@ fn check_entry(e: &Entry, packs: &HashMap<&str, &PackRecord>) -> std::result::Re
         return Err(("mtime_nsec", format!("{} is not below 10^9", e.mtime_nsec)));
     }
     match e.kind {
+        EntryKind::File if e.sha256.is_none() && e.content_hash().0.is_some() => {
+            // A blob staged server-side: its hash is the MD5 of its blocks' MD5s, which
+            // only a stored pack (identity frames, data on block boundaries) can give.
+            let stored = e
+                .pack
+                .as_deref()
+                .and_then(|id| packs.get(id))
+                .is_some_and(|p| p.codec == crate::manifest::codec::Codec::Stored);
+            if !stored
+                || e.content_hash()
+                    .0
+                    .and_then(crate::store::md5_from_b64)
+                    .is_none()
+            {
+                return Err((
+                    "blocks_md5",
+                    "a file hashed by its block MD5s must be a base64 MD5 in a stored pack".into(),
+                ));
+            }
+        }
         EntryKind::File => {
             if !e.sha256.as_deref().is_some_and(is_sha256_hex) {
                 return Err((

@@ -1,7 +1,7 @@
 //! Names of everything a pipeline stores, in one place.
 //!
 //! ```text
-//! <prefix>/packs/<aa>/<pack-id>.tar.gz|.tar.zst   packs (tier from the pipeline)
+//! <prefix>/packs/<aa>/<pack-id>.tar.gz|.tar.zst|.tar   packs (tier from the pipeline)
 //! <prefix>/parts/<run-id>/plan.json.gz            the run's partition plan
 //! <prefix>/parts/<run-id>/f-<nnnnn>-<digest>.jsonl.gz part records of filesystem partitions
 //! <prefix>/parts/<run-id>/s<tag>-p-<nnnnn>.jsonl.gz part records of streamed partitions

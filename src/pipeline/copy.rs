@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::catalog;
+use crate::manifest::codec::Codec;
 use crate::manifest::layout::{Layout, Repo, COPIED_REPORT};
 use crate::manifest::PackRecord;
 use crate::store::{list_all, md5, md5_from_b64, CommitOptions, FromUrl, PutOutcome};
@@ -230,7 +231,8 @@ async fn copy_small(from: &Repo, to: &Repo, src: &str, dst: &str) -> Result<()> 
 
 async fn copy_pack(from: &Repo, to: &Repo, p: &PackRecord, r: &mut CopyReport) -> Result<()> {
     let (src, dst) = (from.layout.full(&p.blob), to.layout.full(&p.blob));
-    let want_md5 = md5_from_b64(&p.md5);
+    // A stored pack's recorded MD5 is of its blocks' MD5s: its blob has no Content-MD5.
+    let want_md5 = md5_from_b64(&p.md5).filter(|_| p.codec != Codec::Stored);
     if let Some(h) = to.store.head(&dst).await? {
         if h.size == p.size && h.content_md5 == want_md5 {
             r.packs_present += 1;
@@ -274,10 +276,14 @@ async fn copy_pack(from: &Repo, to: &Repo, p: &PackRecord, r: &mut CopyReport) -
             Some(u) if r.streamed_because.is_none() && b.size > 0 => {
                 match to
                     .store
-                    .stage_block_from_url(&dst, &b.id, u, off..end, want)
+                    .stage_block_from_url(&dst, &b.id, u, off..end, Some(want), None)
                     .await
                 {
-                    Ok(FromUrl::Staged) => true,
+                    Ok(FromUrl::Staged(_)) => true,
+                    // Not asked for (no `source_if_match`): packs never change.
+                    Ok(FromUrl::SourceChanged) => {
+                        return Err(Error::integrity(format!("{src} changed while copied")))
+                    }
                     Ok(FromUrl::Refused(why)) => fall_back(r, why),
                     // Until one block went server-side, a failure of the operation itself
                     // (Azurite 3.37 answers 500 to it under an account SAS) is a reason

@@ -123,6 +123,7 @@ pub(super) struct SourceSpec {
     // blob
     pub(super) container: Option<Spanned<String>>,
     pub(super) rehydrate: Option<Spanned<String>>,
+    pub(super) server_side_min_size: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -185,7 +185,7 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
     let kind = s.kind.get_ref().as_str();
     // Keys that belong to other source types are errors, not silently ignored.
     let foreign = |c: &mut Checker<'_>, allowed: &[&str]| {
-        let present: [(&str, Option<std::ops::Range<usize>>); 13] = [
+        let present: [(&str, Option<std::ops::Range<usize>>); 14] = [
             ("root", s.root.as_ref().map(|v| v.span())),
             ("url", s.url.as_ref().map(|v| v.span())),
             ("password", s.password.as_ref().map(|v| v.span())),
@@ -198,6 +198,10 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
             ("name", s.name.as_ref().map(|v| v.span())),
             ("container", s.container.as_ref().map(|v| v.span())),
             ("rehydrate", s.rehydrate.as_ref().map(|v| v.span())),
+            (
+                "server_side_min_size",
+                s.server_side_min_size.as_ref().map(|v| v.span()),
+            ),
             (
                 "include/exclude",
                 s.include.first().or(s.exclude.first()).map(|v| v.span()),
@@ -249,7 +253,16 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
             SourceConfig::Command(check_command_source(c, s))
         }
         "blob" => {
-            foreign(c, &["url", "container", "include/exclude", "rehydrate"]);
+            foreign(
+                c,
+                &[
+                    "url",
+                    "container",
+                    "include/exclude",
+                    "rehydrate",
+                    "server_side_min_size",
+                ],
+            );
             SourceConfig::Blob(check_blob_source(c, s))
         }
         _ => {
@@ -668,6 +681,16 @@ fn check_blob_source(c: &mut Checker<'_>, s: &SourceSpec) -> BlobSourceConfig {
                 None
             }
         });
+    let server_side_min_size = s.server_side_min_size.is_some().then(|| {
+        super::check::size_in(
+            c,
+            &s.server_side_min_size,
+            "source.server_side_min_size",
+            64 << 20,
+            1 << 20,
+            usize::MAX,
+        ) as u64
+    });
     BlobSourceConfig {
         location,
         container: container.unwrap_or_default(),
@@ -675,6 +698,7 @@ fn check_blob_source(c: &mut Checker<'_>, s: &SourceSpec) -> BlobSourceConfig {
         include,
         exclude,
         rehydrate,
+        server_side_min_size,
     }
 }
 

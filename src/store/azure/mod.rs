@@ -476,6 +476,10 @@ impl BlobStore for AzureStore {
         Ok(())
     }
 
+    fn stages_from_url(&self) -> bool {
+        true
+    }
+
     fn read_url(&self, blob: &str) -> Option<Secret> {
         let sas = self.sas.as_ref()?;
         let mut u = self.blob(blob).url().clone();
@@ -489,7 +493,8 @@ impl BlobStore for AzureStore {
         block_id: &str,
         source: &Secret,
         range: Range<u64>,
-        md5: [u8; 16],
+        md5: Option<[u8; 16]>,
+        source_if_match: Option<&str>,
     ) -> Result<FromUrl> {
         let what = format!("staging block {block_id} of {blob} from the source's URL");
         let id = decode_block_id(block_id).map_err(|e| e.context(&what))?;
@@ -503,20 +508,32 @@ impl BlobStore for AzureStore {
                 0,
                 source.expose().to_string(),
                 Some(BlockBlobClientStageBlockFromUrlOptions {
-                    source_content_md5: Some(md5.to_vec()),
+                    source_content_md5: md5.map(|m| m.to_vec()),
                     source_range: Some(HttpRange::from(range)),
+                    source_if_match: source_if_match
+                        .map(|e| azure_core::http::Etag::from(format!("\"{e}\""))),
                     ..Default::default()
                 }),
             )
             .await;
         match rsp {
             Ok(r) => match r.content_md5() {
-                Ok(Some(got)) if got != md5 => Err(Error::integrity(format!(
-                    "{what}: the service staged bytes whose MD5 is not the block's"
-                ))),
-                _ => Ok(FromUrl::Staged),
+                Ok(Some(got)) => match <[u8; 16]>::try_from(got.as_slice()) {
+                    Ok(got) if md5.is_none_or(|m| m == got) => Ok(FromUrl::Staged(got)),
+                    _ => Err(Error::integrity(format!(
+                        "{what}: the service staged bytes whose MD5 is not the block's"
+                    ))),
+                },
+                // Azure always answers with the staged block's Content-MD5.
+                _ => match md5 {
+                    Some(m) => Ok(FromUrl::Staged(m)),
+                    None => Err(Error::integrity(format!(
+                        "{what}: the service did not say the MD5 of the staged block"
+                    ))),
+                },
             },
             Err(e) => match http_parts(&e) {
+                Some((412, _)) if source_if_match.is_some() => Ok(FromUrl::SourceChanged),
                 // The service could not read the source: another account without a usable
                 // SAS, another emulator instance, or a service without the operation.
                 Some((status, code))
