@@ -769,7 +769,7 @@ fn a_blob_source_without_url_or_with_a_bad_glob_is_refused_at_its_line() {
     let pf = t.path().join("bad.toml");
     std::fs::write(
         &pf,
-        "name = \"bad\"\n\n[source]\ntype = \"blob\"\ncontainer = \"lake\"\ninclude = [\"[abc\"]\nroot = \"/tmp\"\nrehydrate = \"slow\"\n\n[target]\nurl = \"file:///tmp/x\"\n",
+        "name = \"bad\"\n\n[source]\ntype = \"blob\"\ncontainer = \"lake\"\ninclude = [\"[abc\"]\nroot = \"/tmp\"\nrehydrate = \"slow\"\nserver_side_min_size = \"4KiB\"\n\n[target]\nurl = \"file:///tmp/x\"\n",
     )
     .expect("write");
     let o = bp(t.path(), &["validate", pf.to_str().expect("utf-8")]);
@@ -781,6 +781,25 @@ fn a_blob_source_without_url_or_with_a_bad_glob_is_refused_at_its_line() {
     assert!(
         err.contains("bad.toml:8:") && err.contains("source.rehydrate") && err.contains("\"high\""),
         "an unknown priority at its line, with the accepted ones: {err}"
+    );
+    assert!(
+        err.contains("bad.toml:9:")
+            && err.contains("source.server_side_min_size")
+            && err.contains("between 1 MiB and 200 TiB"),
+        "a threshold under 1 MiB at its line, with the range: {err}"
+    );
+    // Only a blob source takes it.
+    std::fs::write(
+        &pf,
+        "name = \"bad\"\n\n[source]\ntype = \"fs\"\nroot = \"/tmp\"\nserver_side_min_size = \"64MiB\"\n\n[target]\nurl = \"file:///tmp/x\"\n",
+    )
+    .expect("write");
+    let o = bp(t.path(), &["validate", pf.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bad.toml:6:") && err.contains("source.server_side_min_size"),
+        "{err}"
     );
 }
 
@@ -1023,14 +1042,21 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
         "{ss:?}"
     );
     assert_eq!(ss.streamed["below server_side_min_size"].blobs, 1, "{ss:?}");
-    let through = proxy
-        .stats
-        .bytes_up
-        .load(std::sync::atomic::Ordering::Relaxed)
-        + proxy
+    let through_proxy = || {
+        proxy
             .stats
-            .bytes_down
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .bytes_up
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + proxy
+                .stats
+                .bytes_down
+                .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let through = through_proxy();
+    println!(
+        "server-side: {through} bytes through the proxy for a {} byte blob",
+        big.len()
+    );
     assert!(
         through < big.len() as u64 / 4,
         "{through} bytes through the proxy for a {} byte blob",
@@ -1136,7 +1162,15 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
     )
     .expect("write");
     let (p2, store2) = open(&pf2).await;
+    proxy.stats.reset_seen();
     let r3 = backup(&p2, &store2).await;
+    // The same proxy counts a streamed blob: read from the source, staged at the target.
+    let streamed = through_proxy();
+    println!(
+        "streamed: {streamed} bytes through the proxy for a {} byte blob",
+        big.len()
+    );
+    assert!(streamed > 2 * big.len() as u64, "{streamed}");
     assert_eq!(r3.status, RunStatus::Ok, "{r3:?}");
     let ss3 = r3.server_side.clone().expect("server_side");
     assert_eq!(ss3.staged.blobs, 0, "{ss3:?}");

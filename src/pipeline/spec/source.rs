@@ -688,7 +688,8 @@ fn check_blob_source(c: &mut Checker<'_>, s: &SourceSpec) -> BlobSourceConfig {
             "source.server_side_min_size",
             64 << 20,
             1 << 20,
-            usize::MAX,
+            // Above Azure's largest block blob (about 190.7 TiB): no blob would qualify.
+            200 << 40,
         ) as u64
     });
     BlobSourceConfig {
