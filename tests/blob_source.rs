@@ -1141,6 +1141,54 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // One file by its path (a ranged read of the stored pack's frames).
+    let one = t.path().join("one");
+    let o = bp(
+        t.path(),
+        &[
+            "-q",
+            "restore",
+            &s(&pf),
+            "latest",
+            "--to",
+            &s(&one),
+            "--path",
+            &big_name,
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(std::fs::read(one.join(&big_name)).expect("restored") == big);
+    // `copy` to a local store carries the stored pack (no Content-MD5 to compare); it
+    // verifies in full there.
+    let dr = t.path().join("dr.toml");
+    std::fs::write(
+        &dr,
+        text(
+            &format!("file://{}", s(&t.path().join("drstore"))),
+            "drcopy",
+        ),
+    )
+    .expect("write");
+    let o = bp(t.path(), &["-q", "copy", &s(&pf), &s(&dr)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = bp(t.path(), &["-q", "verify", &s(&dr), "latest", "--full"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // An incremental reuses the unchanged large blob by its ETag: nothing staged again.
     proxy.stats.reset_seen();
     let r2 = backup(&p, &store).await;

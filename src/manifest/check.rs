@@ -916,6 +916,41 @@ mod tests {
         refused(|m| m.entries[2].sha256 = Some("AB".repeat(32)), "sha256");
     }
 
+    /// A file hashed by its block MD5s (a blob staged server-side) is valid only in a
+    /// stored pack, with a base64 MD5.
+    #[test]
+    fn block_md5_hashes_need_a_stored_pack() {
+        let staged = |m: &mut Manifest, h: &str| {
+            m.entries[2].sha256 = None;
+            m.entries[2].blob = Some(Box::new(crate::manifest::BlobMeta {
+                etag: "0x1".into(),
+                blocks_md5: Some(h.into()),
+                ..Default::default()
+            }));
+        };
+        let md5 = crate::store::b64(&[7u8; 16]);
+        refused(|m| staged(m, &md5), "stored pack");
+        let stored = |m: &mut Manifest| {
+            m.packs[0].codec = Codec::Stored;
+            m.packs[0].blob = Layout::pack_rel(&m.packs[0].id, Codec::Stored);
+        };
+        refused(
+            |m| {
+                stored(m);
+                staged(m, "not an md5");
+            },
+            "blocks_md5",
+        );
+        let mut m = good();
+        stored(&mut m);
+        staged(&mut m, &md5);
+        let back = Manifest::from_bytes(&m.to_bytes().unwrap()).expect("valid");
+        assert_eq!(
+            back.entries[2].content_hash(),
+            (Some(md5.as_str()), "block MD5s")
+        );
+    }
+
     #[test]
     fn chunk_lists_are_checked() {
         let z = 5;
