@@ -1209,9 +1209,15 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
         text(&support::azurite_connection_string(&via), &fallname),
     )
     .expect("write");
-    let (p2, store2) = open(&pf2).await;
+    // Through the binary: `backup --json` carries `server_side`.
     proxy.stats.reset_seen();
-    let r3 = backup(&p2, &store2).await;
+    let o = bp(t.path(), &["--json", "backup", &s(&pf2)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // The same proxy counts a streamed blob: read from the source, staged at the target.
     let streamed = through_proxy();
     println!(
@@ -1219,10 +1225,15 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
         big.len()
     );
     assert!(streamed > 2 * big.len() as u64, "{streamed}");
-    assert_eq!(r3.status, RunStatus::Ok, "{r3:?}");
-    let ss3 = r3.server_side.clone().expect("server_side");
-    assert_eq!(ss3.staged.blobs, 0, "{ss3:?}");
-    let why: Vec<&String> = ss3.streamed.keys().collect();
+    let r3: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(r3["status"], "ok", "{r3}");
+    let ss3 = &r3["server_side"];
+    assert_eq!(ss3["staged"]["blobs"], 0, "{ss3}");
+    let why: Vec<&String> = ss3["streamed"]
+        .as_object()
+        .expect("streamed")
+        .keys()
+        .collect();
     assert!(
         why.iter()
             .any(|w| w.contains("refused") && w.contains("500")),
@@ -1231,6 +1242,15 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
     assert!(
         !why.iter().any(|w| w.contains("sig=")),
         "a SAS leaked: {why:?}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refused server-side staging"),
+        "the warning: {err}"
+    );
+    assert!(
+        !err.contains("sig=") && !err.contains(support::AZURITE_KEY),
+        "{err}"
     );
     let dir2 = t.path().join("restored2");
     let o = bp(

@@ -302,7 +302,10 @@ pub(super) fn may_stage_server_side(
         SourceConfig::Blob(b) => b.server_side_min_size.ok_or(None)?,
         _ => return Err(None),
     };
-    if item.dir || item.size < min {
+    if item.dir {
+        return Err(None);
+    }
+    if item.size < min {
         return Err(Some("below server_side_min_size".into()));
     }
     if !ctx.packs.store.stages_from_url() {
