@@ -1201,6 +1201,34 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
         "blocks were staged again"
     );
 
+    // Retention: with only the incremental kept, prune keeps the stored pack it reuses.
+    let ret = t.path().join("ret.toml");
+    std::fs::write(
+        &ret,
+        text(&support::azurite_connection_string(&via), &backname) + "[retention]\nkeep_last = 1\n",
+    )
+    .expect("write");
+    for args in [
+        vec!["-q", "forget", &s(&ret)],
+        vec!["-q", "prune", &s(&ret), "--grace", "0s"],
+        vec!["-q", "verify", &s(&ret), "latest", "--full"],
+    ] {
+        let o = bp(t.path(), &args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = bp(t.path(), &["-q", "--json", "snapshots", &s(&ret)]);
+    let snaps: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+    assert!(
+        back.head(&tars[0].name).await.expect("head").is_some(),
+        "pruned"
+    );
+
     // Azurite itself fails Put Block From URL (500): the run streams and says why.
     proxy.set_responder(None);
     let pf2 = t.path().join("fall.toml");
