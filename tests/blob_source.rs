@@ -1229,6 +1229,61 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
         "pruned"
     );
 
+    // A source that changed between the listing and the staging (Azure: 412
+    // SourceConditionNotMet to `x-ms-source-if-match`, answered here by a responder): the
+    // blob is read and streamed like a changed blob, and the report says so.
+    let etag = want[&big_name].0.etag.clone();
+    let seen_if_match = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen2 = seen_if_match.clone();
+    proxy.set_responder(Some(Arc::new(move |head: &str, _: &support::faultproxy::Seen| {
+        let h = head.to_ascii_lowercase();
+        if !h.contains("\r\nx-ms-copy-source:") {
+            return None;
+        }
+        if h.contains(&format!("\r\nx-ms-source-if-match: \"{}\"", etag.to_ascii_lowercase())) {
+            seen2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(
+            "HTTP/1.1 412 Precondition Failed\r\nx-ms-error-code: SourceConditionNotMet\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .into(),
+        )
+    })));
+    let chg = t.path().join("chg.toml");
+    std::fs::write(
+        &chg,
+        text(
+            &support::azurite_connection_string(&via),
+            &support::unique_container("schg"),
+        ),
+    )
+    .expect("write");
+    let (pc, storec) = open(&chg).await;
+    let rc = backup(&pc, &storec).await;
+    assert_eq!(rc.status, RunStatus::Ok, "{rc:?}");
+    let ssc = rc.server_side.clone().expect("server_side");
+    assert_eq!(ssc.staged.blobs, 0, "{ssc:?}");
+    assert_eq!(ssc.streamed["changed while staged"].blobs, 1, "{ssc:?}");
+    assert!(
+        ssc.refused.is_none(),
+        "a changed blob is no refusal: {ssc:?}"
+    );
+    assert!(
+        seen_if_match.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "no x-ms-source-if-match on the listed ETag"
+    );
+    let dirc = t.path().join("restoredc");
+    let o = bp(
+        t.path(),
+        &["-q", "restore", &s(&chg), "latest", "--to", &s(&dirc)],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(std::fs::read(dirc.join(&big_name)).expect("restored") == big);
+
     // Azurite itself fails Put Block From URL (500): the run streams and says why.
     proxy.set_responder(None);
     let pf2 = t.path().join("fall.toml");
