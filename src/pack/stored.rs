@@ -61,7 +61,7 @@ impl Packs {
     /// # Errors
     /// Store errors once a data block went server-side (before that a failure of the
     /// operation is [`Staging::Refused`]); `Integrity` when the service's MD5 answer is
-    /// missing or wrong.
+    /// malformed.
     #[allow(clippy::too_many_arguments)]
     pub fn stage_from_url(
         &self,

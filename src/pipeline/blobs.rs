@@ -290,9 +290,10 @@ const NO_SOURCE_URL: &str =
 /// Whether blob `item` may be copied into a stored pack by the target's service (Put
 /// Block From URL), with the URL the service reads it by; otherwise why not, or `None`
 /// when `server_side_min_size` is not set. The one place that decides: the blob must be
-/// at least `source.server_side_min_size`, the pipeline must store it as it is
-/// (uncompressed, unencrypted), the target must be Azure and must not have refused the
-/// operation earlier in the run, and the source must give a URL with a read SAS.
+/// at least `source.server_side_min_size`, the target must be Azure and must not have
+/// refused the operation earlier in the run, and the source must give a URL with a read
+/// SAS. A stored pack holds the bytes as they are, so a pipeline that encrypts its packs
+/// must be refused here too.
 pub(super) fn may_stage_server_side(
     ctx: &Ctx,
     src: &AzureStore,

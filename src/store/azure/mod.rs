@@ -524,12 +524,13 @@ impl BlobStore for AzureStore {
                         "{what}: the service staged bytes whose MD5 is not the block's"
                     ))),
                 },
-                // Azure always answers with the staged block's Content-MD5.
+                // Azure answers with the staged block's Content-MD5; without it (and
+                // without one of ours) nothing proves what was staged: the caller streams.
                 _ => match md5 {
                     Some(m) => Ok(FromUrl::Staged(m)),
-                    None => Err(Error::integrity(format!(
-                        "{what}: the service did not say the MD5 of the staged block"
-                    ))),
+                    None => Ok(FromUrl::Refused(
+                        "the service did not answer the staged block's MD5".into(),
+                    )),
                 },
             },
             Err(e) => match http_parts(&e) {
