@@ -362,7 +362,7 @@ impl Entry {
     pub fn same_as(&self, other: &Entry) -> bool {
         self.kind == other.kind
             && self.size == other.size
-            && self.sha256 == other.sha256
+            && self.content_hash() == other.content_hash()
             && self.mode == other.mode
             && (self.mtime, self.mtime_nsec) == (other.mtime, other.mtime_nsec)
             && self.target == other.target
@@ -1044,6 +1044,13 @@ mod tests {
         h.update(&data[..137]);
         assert_ne!(h.finish(), want, "a short read");
         assert_eq!(e.content_hash().1, "block MD5s");
+        // Two staged versions of a blob differ by that hash (there is no SHA-256).
+        let mut other = e.clone();
+        assert!(e.same_as(&other));
+        if let Some(b) = other.blob.as_deref_mut() {
+            b.blocks_md5 = Some("other".into());
+        }
+        assert!(!e.same_as(&other), "a different block-MD5 hash is a change");
     }
 
     fn entry(p: &[u8]) -> Entry {
