@@ -97,6 +97,23 @@ pub fn backup(r: &BackupReport) {
             100.0 * c.reused_bytes as f64 / (c.new_bytes + c.reused_bytes).max(1) as f64
         );
     }
+    if let Some(s) = &r.server_side {
+        let why: Vec<String> = s
+            .streamed
+            .iter()
+            .map(|(why, t)| format!("{} ({}) {why}", t.blobs, human(t.bytes)))
+            .collect();
+        outln!(
+            "server-side: {} blobs ({}) staged by the target's service; streamed: {}",
+            s.staged.blobs,
+            human(s.staged.bytes),
+            if why.is_empty() {
+                "none".to_string()
+            } else {
+                why.join("; ")
+            }
+        );
+    }
     if let Some(c) = &r.changes {
         outln!(
             "changes: {} new ({}), {} changed ({}), {} unchanged ({}), {} deleted ({}); {} files read",

@@ -161,4 +161,20 @@ pub struct BlobSourceConfig {
     pub include: Vec<String>,
     /// Gitignore-style exclude patterns.
     pub exclude: Vec<String>,
+    /// `rehydrate`: ask for Archive-tier blobs to be rehydrated (in place, to Hot) at this
+    /// priority, to be backed up by a later run; `None`: only report them.
+    pub rehydrate: Option<Rehydrate>,
+    /// `server_side_min_size`: a blob of at least this many bytes is copied into a stored
+    /// (uncompressed) pack by the target's service, when the pipeline allows it
+    /// (`pipeline::blobs::may_stage_server_side`); `None`: every blob is streamed.
+    pub server_side_min_size: Option<u64>,
+}
+
+/// Priority of rehydrating an archived source blob (`source.rehydrate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rehydrate {
+    /// Up to 15 hours.
+    Standard,
+    /// Usually under an hour for blobs under 10 GB; costs more.
+    High,
 }

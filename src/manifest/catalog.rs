@@ -439,7 +439,7 @@ pub async fn list(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<Snapshot
         // not hidden by a later, shallower one that passed.
         let mut names: Vec<&String> = reports
             .iter()
-            .filter(|r| r.name.starts_with(&pre))
+            .filter(|r| r.name.starts_with(&pre) && !Layout::is_copied_report(&r.name))
             .map(|r| &r.name)
             .collect();
         names.sort();

@@ -583,6 +583,26 @@ fn check_entry(e: &Entry, packs: &HashMap<&str, &PackRecord>) -> std::result::Re
         return Err(("mtime_nsec", format!("{} is not below 10^9", e.mtime_nsec)));
     }
     match e.kind {
+        EntryKind::File if e.sha256.is_none() && e.content_hash().0.is_some() => {
+            // A blob staged server-side: its hash is the MD5 of its blocks' MD5s, which
+            // only a stored pack (identity frames, data on block boundaries) can give.
+            let stored = e
+                .pack
+                .as_deref()
+                .and_then(|id| packs.get(id))
+                .is_some_and(|p| p.codec == crate::manifest::codec::Codec::Stored);
+            if !stored
+                || e.content_hash()
+                    .0
+                    .and_then(crate::store::md5_from_b64)
+                    .is_none()
+            {
+                return Err((
+                    "blocks_md5",
+                    "a file hashed by its block MD5s must be a base64 MD5 in a stored pack".into(),
+                ));
+            }
+        }
         EntryKind::File => {
             if !e.sha256.as_deref().is_some_and(is_sha256_hex) {
                 return Err((
@@ -920,6 +940,41 @@ mod tests {
         refused(|m| m.entries[2].offset = 99_999, "offset");
         refused(|m| m.entries[2].sha256 = None, "sha256");
         refused(|m| m.entries[2].sha256 = Some("AB".repeat(32)), "sha256");
+    }
+
+    /// A file hashed by its block MD5s (a blob staged server-side) is valid only in a
+    /// stored pack, with a base64 MD5.
+    #[test]
+    fn block_md5_hashes_need_a_stored_pack() {
+        let staged = |m: &mut Manifest, h: &str| {
+            m.entries[2].sha256 = None;
+            m.entries[2].blob = Some(Box::new(crate::manifest::BlobMeta {
+                etag: "0x1".into(),
+                blocks_md5: Some(h.into()),
+                ..Default::default()
+            }));
+        };
+        let md5 = crate::store::b64(&[7u8; 16]);
+        refused(|m| staged(m, &md5), "stored pack");
+        let stored = |m: &mut Manifest| {
+            m.packs[0].codec = Codec::Stored;
+            m.packs[0].blob = Layout::pack_rel(&m.packs[0].id, Codec::Stored);
+        };
+        refused(
+            |m| {
+                stored(m);
+                staged(m, "not an md5");
+            },
+            "blocks_md5",
+        );
+        let mut m = good();
+        stored(&mut m);
+        staged(&mut m, &md5);
+        let back = Manifest::from_bytes(&m.to_bytes().unwrap()).expect("valid");
+        assert_eq!(
+            back.entries[2].content_hash(),
+            (Some(md5.as_str()), "block MD5s")
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub enum Codec {
     Gzip,
     /// Independent zstd frames (`.tar.zst`).
     Zstd,
+    /// Uncompressed (`.tar`): a pack whose payload blocks the service staged from a
+    /// source blob by URL (blob source, `server_side_min_size`). Not a `[compression]`
+    /// choice; its frames are identity (raw offset = stored offset).
+    Stored,
 }
 
 impl Codec {
@@ -22,6 +26,7 @@ impl Codec {
         match self {
             Codec::Gzip => "tar.gz",
             Codec::Zstd => "tar.zst",
+            Codec::Stored => "tar",
         }
     }
     /// Lowercase name.
@@ -29,6 +34,7 @@ impl Codec {
         match self {
             Codec::Gzip => "gzip",
             Codec::Zstd => "zstd",
+            Codec::Stored => "stored",
         }
     }
 }

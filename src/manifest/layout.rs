@@ -1,7 +1,7 @@
 //! Names of everything a pipeline stores, in one place.
 //!
 //! ```text
-//! <prefix>/packs/<aa>/<pack-id>.tar.gz|.tar.zst   packs (tier from the pipeline)
+//! <prefix>/packs/<aa>/<pack-id>.tar.gz|.tar.zst|.tar   packs (tier from the pipeline)
 //! <prefix>/parts/<run-id>/plan.json.gz            the run's partition plan
 //! <prefix>/parts/<run-id>/f-<nnnnn>-<digest>.jsonl.gz part records of filesystem partitions
 //! <prefix>/parts/<run-id>/s<tag>-p-<nnnnn>.jsonl.gz part records of streamed partitions
@@ -140,6 +140,10 @@ pub async fn unlock(
         .await?;
     Ok(Some(Arc::new(dk)))
 }
+
+/// The name ending of a verify report copied from another store (see
+/// [`Layout::is_copied_report`]).
+pub const COPIED_REPORT: &str = ".copied.json";
 
 /// Stored names for one pipeline prefix (and, when encrypted, the key to seal them with).
 #[derive(Debug, Clone)]
@@ -292,6 +296,12 @@ impl Layout {
     /// A verify report.
     pub fn verify_report(&self, snapshot: &str, at: &str) -> String {
         self.join(&format!("verify/{snapshot}/{at}.json"))
+    }
+    /// Whether `name` is a verify report `copy` brought from another store
+    /// (`<at>.copied.json`): history of what was verified there, which never judges the
+    /// copy (only a verify run where the copy lives does).
+    pub fn is_copied_report(name: &str) -> bool {
+        name.ends_with(COPIED_REPORT)
     }
     /// A snapshot's protection record (`[immutability]`: until when its blobs are
     /// write-once).

@@ -220,9 +220,106 @@ pub struct BlobMeta {
     /// Access tier when listed (`hot`, `cool`, `cold`, `archive`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// For a blob staged server-side into a stored pack (then `sha256` is absent): the
+    /// MD5 (base64) of the concatenated 16-byte MD5s of its data blocks, each computed by
+    /// the service that staged it. See [`Entry::hasher`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks_md5: Option<String>,
+}
+
+/// Hashes an entry's data the way its manifest line records it: SHA-256 of the bytes, or,
+/// for a blob staged server-side (`blob.blocks_md5`), the MD5 of the MD5s of the data cut
+/// at its pack's block boundaries. Memory: one offset per block of the pack.
+pub enum EntryHasher {
+    /// SHA-256 of the data.
+    Sha256(sha2::Sha256),
+    /// MD5 of the per-block MD5s.
+    Blocks {
+        /// Data-relative ends of the blocks still to finish.
+        ends: std::collections::VecDeque<u64>,
+        /// Data bytes seen.
+        pos: u64,
+        /// MD5 of the current block.
+        cur: md5::Md5,
+        /// MD5 over the finished blocks' MD5s.
+        all: md5::Md5,
+    },
+}
+
+impl EntryHasher {
+    /// Feed the next bytes of the entry's data.
+    pub fn update(&mut self, mut b: &[u8]) {
+        use md5::Digest;
+        match self {
+            EntryHasher::Sha256(h) => h.update(b),
+            EntryHasher::Blocks {
+                ends,
+                pos,
+                cur,
+                all,
+            } => {
+                while !b.is_empty() {
+                    let end = ends.front().copied().unwrap_or(u64::MAX);
+                    let take = (end - *pos).min(b.len() as u64) as usize;
+                    cur.update(&b[..take]);
+                    *pos += take as u64;
+                    b = &b[take..];
+                    if *pos == end {
+                        all.update(std::mem::take(cur).finalize());
+                        ends.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The hash, as the manifest spells it (hex SHA-256, base64 MD5).
+    pub fn finish(self) -> String {
+        use md5::Digest;
+        match self {
+            EntryHasher::Sha256(h) => hex::encode(h.finalize()),
+            // A short read leaves its last block unfinished, so it hashes differently.
+            EntryHasher::Blocks { all, .. } => crate::store::b64(&all.finalize()),
+        }
+    }
 }
 
 impl Entry {
+    /// The hash the manifest records for this file's data, and its name.
+    pub fn content_hash(&self) -> (Option<&str>, &'static str) {
+        match self.blob.as_deref().and_then(|b| b.blocks_md5.as_deref()) {
+            Some(h) if self.sha256.is_none() => (Some(h), "block MD5s"),
+            _ => (self.sha256.as_deref(), "SHA-256"),
+        }
+    }
+
+    /// A hasher for this entry's data, stored in `pack` (its own), that computes what
+    /// [`Entry::content_hash`] names.
+    pub fn hasher(&self, pack: Option<&PackRecord>) -> EntryHasher {
+        use sha2::Digest;
+        let staged =
+            self.sha256.is_none() && self.blob.as_deref().is_some_and(|b| b.blocks_md5.is_some());
+        match pack {
+            Some(p) if staged => {
+                let mut ends = std::collections::VecDeque::new();
+                let mut off = 0u64;
+                for b in &p.blocks {
+                    off += b.size;
+                    if off > self.data_offset && off <= self.data_offset + self.size {
+                        ends.push_back(off - self.data_offset);
+                    }
+                }
+                EntryHasher::Blocks {
+                    ends,
+                    pos: 0,
+                    cur: md5::Md5::default(),
+                    all: md5::Md5::default(),
+                }
+            }
+            _ => EntryHasher::Sha256(sha2::Sha256::new()),
+        }
+    }
+
     /// Every pack this entry's data lives in: its own, or its chunks' (with repeats).
     pub fn packs(&self) -> impl Iterator<Item = &str> {
         self.pack
@@ -266,7 +363,7 @@ impl Entry {
     pub fn same_as(&self, other: &Entry) -> bool {
         self.kind == other.kind
             && self.size == other.size
-            && self.sha256 == other.sha256
+            && self.content_hash() == other.content_hash()
             && self.mode == other.mode
             && (self.mtime, self.mtime_nsec) == (other.mtime, other.mtime_nsec)
             && self.target == other.target
@@ -1119,6 +1216,61 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A staged blob's hash is the MD5 of the MD5s of its data cut at the pack's block
+    /// boundaries, however the data is fed; a changed byte or a short read changes it.
+    #[test]
+    fn block_md5_hash_follows_the_pack_blocks() {
+        use md5::Digest;
+        let block = |size: u64| BlockRecord {
+            id: "x".into(),
+            size,
+            md5: String::new(),
+        };
+        let pack = PackRecord {
+            id: "p".into(),
+            blob: String::new(),
+            codec: Codec::Stored,
+            size: 0,
+            raw_size: 0,
+            md5: String::new(),
+            tier: Tier::Hot,
+            frames: vec![],
+            blocks: vec![block(512), block(64), block(64), block(10), block(1024)],
+        };
+        let data: Vec<u8> = (0..138u8).collect();
+        let mut e = entry(b"a");
+        e.size = 138;
+        e.data_offset = 512;
+        e.sha256 = None;
+        e.blob = Some(Box::new(BlobMeta {
+            blocks_md5: Some("set".into()),
+            ..Default::default()
+        }));
+        let mut all = md5::Md5::new();
+        for c in [&data[..64], &data[64..128], &data[128..]] {
+            all.update(crate::store::md5(c));
+        }
+        let want = crate::store::b64(&all.finalize());
+        for step in [1, 7, 64, 138] {
+            let mut h = e.hasher(Some(&pack));
+            for c in data.chunks(step) {
+                h.update(c);
+            }
+            assert_eq!(h.finish(), want, "fed {step} at a time");
+        }
+        let mut h = e.hasher(Some(&pack));
+        h.update(&data[..137]);
+        assert_ne!(h.finish(), want, "a short read");
+        assert_eq!(e.content_hash().1, "block MD5s");
+        // Two staged versions of a blob differ by that hash (there is no SHA-256).
+        let mut other = e.clone();
+        assert!(e.same_as(&other));
+        if let Some(b) = other.blob.as_deref_mut() {
+            b.blocks_md5 = Some("other".into());
+        }
+        assert!(!e.same_as(&other), "a different block-MD5 hash is a change");
+    }
 
     fn entry(p: &[u8]) -> Entry {
         Entry {

@@ -34,6 +34,11 @@ impl FrameCompressor {
                     .map_err(|e| Error::internal(format!("zstd checksum flag: {e}")))?;
                 FrameCompressor::Zstd(Box::new(c))
             }
+            Codec::Stored => {
+                return Err(Error::internal(
+                    "stored packs are staged server-side, not written by a frame compressor",
+                ))
+            }
         })
     }
 
@@ -78,6 +83,8 @@ pub fn decompress(codec: Codec, comp: &[u8], expected_len: Option<usize>) -> Res
             .read_to_end(&mut out),
         Codec::Zstd => zstd::stream::read::Decoder::with_buffer(comp)
             .and_then(|d| d.take(limit).read_to_end(&mut out)),
+        // Identity: a stored pack's frames are its bytes.
+        Codec::Stored => comp.take(limit).read_to_end(&mut out),
     };
     res.map_err(|e| Error::integrity(format!("{} frames do not decompress: {e}", codec.as_str())))?;
     Ok(out)

@@ -15,5 +15,6 @@ pub mod codec;
 pub mod frame;
 pub mod packer;
 pub mod read;
+pub mod stored;
 pub mod tarball;
 pub mod writer;

@@ -90,23 +90,7 @@ impl Packs {
         seq: usize,
         size_hint: u64,
     ) -> Result<OpenPack<F::Sink>> {
-        let mut salt = 0u32;
-        let (id, rel, blob, already) = loop {
-            let seed = format!("{}/{}/{partition}/{seq}/{salt}", self.pipeline, self.run_id);
-            let id = hex::encode(&Sha256::digest(seed.as_bytes())[..16]);
-            let rel = Layout::pack_rel(&id, self.codec);
-            let blob = self.layout.full(&rel);
-            let head = self.rt.block_on(self.store.head(&blob))?;
-            if head.is_some() {
-                // Committed by an earlier attempt that died before its part record: that
-                // pack is orphaned (prune removes it); write a fresh one.
-                salt += 1;
-                continue;
-            }
-            let bl = self.rt.block_on(self.store.block_list(&blob))?;
-            let already: HashSet<String> = bl.uncommitted.into_iter().map(|b| b.id).collect();
-            break (id, rel, blob, already);
-        };
+        let (id, rel, blob, already) = self.fresh(partition, seq, self.codec)?;
         let sink = sinks.sink(&blob, already);
         let mut writer = PackWriter::new(
             FrameCompressor::new(self.codec, self.level)?,
@@ -128,6 +112,57 @@ impl Packs {
         })
     }
 
+    /// The id, relative and full blob name of pack `seq` of `partition` in `codec`, and
+    /// the ids of the blocks an earlier attempt staged for it.
+    pub(super) fn fresh(
+        &self,
+        partition: usize,
+        seq: usize,
+        codec: Codec,
+    ) -> Result<(String, String, String, HashSet<String>)> {
+        let mut salt = 0u32;
+        loop {
+            let seed = format!("{}/{}/{partition}/{seq}/{salt}", self.pipeline, self.run_id);
+            let id = hex::encode(&Sha256::digest(seed.as_bytes())[..16]);
+            let rel = Layout::pack_rel(&id, codec);
+            let blob = self.layout.full(&rel);
+            let head = self.rt.block_on(self.store.head(&blob))?;
+            if head.is_some() {
+                // Committed by an earlier attempt that died before its part record: that
+                // pack is orphaned (prune removes it); write a fresh one.
+                salt += 1;
+                continue;
+            }
+            let bl = self.rt.block_on(self.store.block_list(&blob))?;
+            let already: HashSet<String> = bl.uncommitted.into_iter().map(|b| b.id).collect();
+            return Ok((id, rel, blob, already));
+        }
+    }
+
+    /// Commit options of a pack in `codec` (create-only, the run's tier, metadata, tags).
+    pub(super) fn commit_options(&self, codec: Codec, md5: Option<[u8; 16]>) -> CommitOptions {
+        let mut opts = CommitOptions {
+            tier: self.tier,
+            content_md5: md5,
+            create_only: true,
+            ..Default::default()
+        };
+        opts.metadata
+            .insert("pipeline".into(), self.pipeline.clone());
+        opts.metadata.insert("run_id".into(), self.run_id.clone());
+        opts.metadata
+            .insert("format".into(), manifest::FORMAT_SEGMENTS.to_string());
+        opts.metadata.insert("codec".into(), codec.as_str().into());
+        if let Some(k) = &self.key {
+            opts.metadata
+                .insert("encryption".into(), crate::manifest::crypt::ALG.into());
+            opts.metadata.insert("key".into(), k.id().into());
+        }
+        opts.tags.insert("blobpipe-kind".into(), "pack".into());
+        opts.tags.insert("pipeline".into(), self.pipeline.clone());
+        opts
+    }
+
     /// Finish `pack`, wait for its blocks and commit it (create-only).
     ///
     /// # Errors
@@ -137,26 +172,7 @@ impl Packs {
         let (sum, mut sink) = w.finish()?;
         sink.drain()?;
         let ids: Vec<String> = sum.blocks.iter().map(|b| b.id.clone()).collect();
-        let mut opts = CommitOptions {
-            tier: self.tier,
-            content_md5: Some(sum.md5),
-            create_only: true,
-            ..Default::default()
-        };
-        opts.metadata
-            .insert("pipeline".into(), self.pipeline.clone());
-        opts.metadata.insert("run_id".into(), self.run_id.clone());
-        opts.metadata
-            .insert("format".into(), manifest::FORMAT_SEGMENTS.to_string());
-        opts.metadata
-            .insert("codec".into(), self.codec.as_str().into());
-        if let Some(k) = &self.key {
-            opts.metadata
-                .insert("encryption".into(), crate::manifest::crypt::ALG.into());
-            opts.metadata.insert("key".into(), k.id().into());
-        }
-        opts.tags.insert("blobpipe-kind".into(), "pack".into());
-        opts.tags.insert("pipeline".into(), self.pipeline.clone());
+        let opts = self.commit_options(self.codec, Some(sum.md5));
         self.rt
             .block_on(self.store.commit_blocks(&pack.blob, &ids, &opts))
             .ctx(format!("committing pack {}", pack.blob))?;

@@ -286,6 +286,7 @@ pub fn decoder<'r, R: Read + 'r>(codec: Codec, r: R) -> Result<Box<dyn Read + 'r
             zstd::stream::read::Decoder::new(r)
                 .map_err(|e| Error::internal(format!("zstd decoder: {e}")))?,
         ),
+        Codec::Stored => Box::new(r),
     })
 }
 

@@ -57,8 +57,8 @@ type Builder<S> = tar::Builder<PackWriter<S>>;
 /// `L`/`K` extension records when longer than the 100-byte fields. The `tar` crate's own
 /// path setters validate paths as `Path`s and reject legal oddities (a symlink to `.`),
 /// so names are written here exactly as stored.
-fn append_raw<S: BlockSink, R: Read>(
-    b: &mut Builder<S>,
+fn append_raw<W: Write, R: Read>(
+    b: &mut tar::Builder<W>,
     mut h: tar::Header,
     name: &[u8],
     link: Option<&[u8]>,
@@ -66,8 +66,8 @@ fn append_raw<S: BlockSink, R: Read>(
 ) -> io::Result<()> {
     /// Write `value` into the 100-byte header `field`, cut to fit, preceded by a GNU
     /// `kind` extension record holding all of it when it is longer.
-    fn put<S: BlockSink>(
-        b: &mut Builder<S>,
+    fn put<W: Write>(
+        b: &mut tar::Builder<W>,
         kind: tar::EntryType,
         value: &[u8],
         field: &mut [u8; 100],
@@ -189,6 +189,21 @@ pub fn append_file<S: BlockSink, R: Read>(
         },
         read,
     ))
+}
+
+/// The tar header (with its GNU long-name record, if any) of a regular file of `size`
+/// bytes, as [`append_file`] writes it: for a pack whose data blocks the store stages
+/// from elsewhere (`pack::stored`).
+///
+/// # Errors
+/// I/O errors (none expected: it writes into memory).
+pub fn file_header(path: &PathBytes, size: u64, m: &HeaderMeta) -> io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let h = header(tar::EntryType::Regular, size, m);
+    // No data: the builder writes the header records only.
+    append_raw(&mut b, h, &path.0, None, io::empty())?;
+    let out = b.get_ref().clone();
+    Ok(out)
 }
 
 /// Append a regular file whose bytes are already in memory and already hashed by the

@@ -8,7 +8,9 @@
 //!
 //! - merge join with the parent's entries of the partition's name range; a blob whose
 //!   ETag and size match is reused, not read (its new tags and tier are kept);
-//! - a blob in the Archive tier is a problem of the run (listed in the run record);
+//! - a blob in the Archive tier is a problem of the run (listed in the run record); with
+//!   `source.rehydrate` its rehydration in place is requested, and a later run, finding
+//!   it online (and not in its parent), reads it;
 //! - a blob is read in ranged GETs of [`READ_CHUNK`] bytes, each with `If-Match` on the
 //!   listed ETag, straight into the pack's tar stream, hashing it (SHA-256 for the
 //!   manifest, MD5 against the blob's own Content-MD5). If the blob changes while read
@@ -25,20 +27,24 @@ use std::sync::Arc;
 use md5::{Digest, Md5};
 
 use super::commit::{self, PartResult};
+use super::report::ServerSideCounts;
 use super::run::Ctx;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::blob::{self, BlobSplitter, Listed, RawBlob, Selector};
-use crate::extract::config::{BlobSourceConfig, PartitionsConfig};
+use crate::extract::config::{BlobSourceConfig, PartitionsConfig, Rehydrate, SourceConfig};
 use crate::extract::{Piece, Problem};
 use crate::manifest::segment::MAX_LISTED;
 use crate::manifest::{BlobMeta, Changes, Entry, EntryKind};
 use crate::pack::packer::io_to_err;
+use crate::pack::stored::Staging;
 use crate::pack::tarball::{self, HeaderMeta};
 use crate::store::azure::source::SourceBlob;
 use crate::store::azure::{credential, AzureOptions, AzureStore};
 use crate::store::config::RetryConfig;
+use crate::store::{BlobStore, RehydratePriority};
 use crate::support::cancel::Cancel;
 use crate::support::progress::Counters;
+use crate::support::secret::Secret;
 
 /// Bytes per ranged read of a source blob (one buffer per partition worker).
 pub(super) const READ_CHUNK: u64 = 4 << 20;
@@ -94,6 +100,7 @@ fn raw_of(b: SourceBlob) -> RawBlob {
             metadata: b.metadata,
             tags: b.tags,
             tier: None,
+            blocks_md5: None,
         },
     }
 }
@@ -226,6 +233,41 @@ fn header_meta(e: &Entry) -> HeaderMeta {
     }
 }
 
+/// What becomes of an Archive-tier blob the parent does not hold: reported, and with
+/// `source.rehydrate` rehydrated in place so that a later run backs it up. Either way the
+/// snapshot lacks it and the run is partial; the problem's text says which.
+fn archived(ctx: &Ctx, src: &AzureStore, path: &crate::manifest::PathBytes) -> String {
+    let priority = match &ctx.pipeline.source {
+        SourceConfig::Blob(b) => b.rehydrate,
+        _ => None,
+    };
+    let Some(priority) = priority else {
+        return "not read: the blob is in the Archive tier (set source.rehydrate, or rehydrate \
+                it to Hot or Cool, to back it up)"
+            .into();
+    };
+    let priority = match priority {
+        Rehydrate::Standard => RehydratePriority::Standard,
+        Rehydrate::High => RehydratePriority::High,
+    };
+    let Ok(name) = std::str::from_utf8(&path.0) else {
+        return "not read: the blob is in the Archive tier".into();
+    };
+    match ctx.rt.block_on(src.rehydrate_in_place(name, priority)) {
+        Ok(()) => {
+            tracing::info!("{name}: archived; rehydration to Hot requested");
+            format!(
+                "pending rehydration: in the Archive tier, not in this snapshot; rehydration \
+                 to Hot requested ({} priority), a later run backs it up once it is online",
+                priority.as_str()
+            )
+        }
+        Err(e) => {
+            format!("not read: the blob is in the Archive tier, and rehydrating it failed: {e}")
+        }
+    }
+}
+
 /// The listed facts of a blob refreshed from its properties after a change (its tags
 /// cannot be read that way and are kept from the listing).
 fn refreshed(item: &Listed, now: SourceBlob) -> Listed {
@@ -239,6 +281,75 @@ fn refreshed(item: &Listed, now: SourceBlob) -> Listed {
     l.meta.tier = Some(now.tier.as_str().to_string());
     l.archived = now.tier == crate::store::Tier::Archive;
     l
+}
+
+/// Why a blob that meets `server_side_min_size` streams: the source offers no URL.
+const NO_SOURCE_URL: &str =
+    "the source gives no URL the target's service can read (no key or SAS: Entra ID)";
+
+/// Whether blob `item` may be copied into a stored pack by the target's service (Put
+/// Block From URL), with the URL the service reads it by; otherwise why not, or `None`
+/// when `server_side_min_size` is not set. The one place that decides: the blob must be
+/// at least `source.server_side_min_size`, the target must be Azure and must not have
+/// refused the operation earlier in the run, and the source must give a URL with a read
+/// SAS. A stored pack holds the bytes as they are, so a pipeline that encrypts its packs
+/// must be refused here too.
+pub(super) fn may_stage_server_side(
+    ctx: &Ctx,
+    src: &AzureStore,
+    item: &Listed,
+) -> std::result::Result<Secret, Option<String>> {
+    let min = match &ctx.pipeline.source {
+        SourceConfig::Blob(b) => b.server_side_min_size.ok_or(None)?,
+        _ => return Err(None),
+    };
+    if item.dir {
+        return Err(None);
+    }
+    if item.size < min {
+        return Err(Some("below server_side_min_size".into()));
+    }
+    if !ctx.packs.store.stages_from_url() {
+        return Err(Some(
+            "the target cannot stage blocks from a URL (not Azure)".into(),
+        ));
+    }
+    if let Some(why) = ctx
+        .stats
+        .server_side
+        .lock()
+        .ok()
+        .and_then(|c| c.refused.clone())
+    {
+        return Err(Some(format!("the target's service refused: {why}")));
+    }
+    let name = std::str::from_utf8(&item.path.0).map_err(|_| Some(NO_SOURCE_URL.into()))?;
+    src.read_url(name).ok_or_else(|| Some(NO_SOURCE_URL.into()))
+}
+
+/// Count where a blob went (`server_side` of the report).
+fn tally(ctx: &Ctx, f: impl FnOnce(&mut ServerSideCounts)) {
+    if let Ok(mut c) = ctx.stats.server_side.lock() {
+        f(&mut c);
+    }
+}
+
+/// Count `entry` as new, changed or unchanged against the parent's entry `before`.
+fn count_change(changes: &mut Changes, before: Option<&Entry>, entry: &Entry) {
+    match before {
+        Some(p) if p.same_as(entry) => {
+            changes.unchanged += 1;
+            changes.unchanged_bytes += entry.size;
+        }
+        Some(_) => {
+            changes.changed += 1;
+            changes.changed_bytes += entry.size;
+        }
+        None => {
+            changes.new += 1;
+            changes.new_bytes += entry.size;
+        }
+    }
 }
 
 /// Read, pack and store the blobs of partition `piece`; write its part record.
@@ -295,10 +406,62 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
         if item.archived {
             result.problems.push(Problem {
                 path: path.clone(),
-                error: "not read: the blob is in the Archive tier (rehydrate it to Hot or Cool \
-                        to back it up)"
-                    .into(),
+                error: archived(ctx, src, path),
             });
+            continue;
+        }
+        let mut entry = None;
+        match may_stage_server_side(ctx, src, item) {
+            Ok(url) => {
+                let e0 = blob::entry_of(item);
+                let staged = ctx.packs.stage_from_url(
+                    idx,
+                    seq,
+                    path,
+                    item.size,
+                    &header_meta(&e0),
+                    &url,
+                    &item.meta.etag,
+                )?;
+                seq += 1;
+                match staged {
+                    Staging::Done(f) => {
+                        let mut e = e0;
+                        e.size = item.size;
+                        e.pack = Some(f.record.id.clone());
+                        e.offset = f.placed.offset;
+                        e.data_offset = f.placed.data_offset;
+                        e.sha256 = None;
+                        if let Some(b) = e.blob.as_deref_mut() {
+                            b.blocks_md5 = Some(f.blocks_md5);
+                        }
+                        tally(ctx, |c| c.staged(item.size));
+                        result.packs.push(f.record);
+                        entry = Some(e);
+                    }
+                    Staging::SourceChanged => {
+                        tracing::info!("{}: changed while staged; reading it", path.display());
+                        tally(ctx, |c| c.streamed("changed while staged", item.size));
+                    }
+                    Staging::Refused(why) => {
+                        tracing::warn!(
+                            "the target's service refused server-side staging ({why}); the \
+                             rest of the run streams"
+                        );
+                        tally(ctx, |c| {
+                            c.streamed(&format!("the target's service refused: {why}"), item.size);
+                            c.refused = Some(why);
+                        });
+                    }
+                }
+            }
+            Err(Some(why)) => tally(ctx, |c| c.streamed(&why, item.size)),
+            Err(None) => {}
+        }
+        if let Some(entry) = entry {
+            ctx.counters.add(1, entry.size);
+            count_change(&mut changes, before, &entry);
+            result.entries.push(entry);
             continue;
         }
         let is_large = !item.dir && item.size >= large;
@@ -413,20 +576,7 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
                 .bytes_read
                 .fetch_add(entry.size, Ordering::Relaxed);
         }
-        match before {
-            Some(p) if p.same_as(&entry) => {
-                changes.unchanged += 1;
-                changes.unchanged_bytes += entry.size;
-            }
-            Some(_) => {
-                changes.changed += 1;
-                changes.changed_bytes += entry.size;
-            }
-            None => {
-                changes.new += 1;
-                changes.new_bytes += entry.size;
-            }
-        }
+        count_change(&mut changes, before, &entry);
         result.entries.push(entry);
         let full = cur
             .as_ref()

@@ -53,6 +53,49 @@ pub struct Stats {
     pub chunks_reused: AtomicU64,
     /// Their bytes (uncompressed): read and hashed, not stored again.
     pub chunk_bytes_reused: AtomicU64,
+    /// Blob source: where large blobs went (`source.server_side_min_size`).
+    pub server_side: std::sync::Mutex<ServerSideCounts>,
+}
+
+/// Blobs and bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Blobs.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Where a blob source's blobs went when `source.server_side_min_size` is set
+/// (`server_side` of the run record and of `backup --json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServerSideCounts {
+    /// Blobs copied into stored packs by the target's service (their bytes never passed
+    /// through this process).
+    pub staged: Tally,
+    /// Blobs read and streamed through compressed packs, by reason. The reasons are a few
+    /// fixed phrases plus the first refusal of the service (after which the rest of the
+    /// run streams), so the map stays small.
+    pub streamed: std::collections::BTreeMap<String, Tally>,
+    /// The service refused or failed Put Block From URL (the reason, no secret): the rest
+    /// of the run streams.
+    #[serde(skip)]
+    pub refused: Option<String>,
+}
+
+impl ServerSideCounts {
+    /// Count a blob of `bytes` staged server-side.
+    pub fn staged(&mut self, bytes: u64) {
+        self.staged.blobs += 1;
+        self.staged.bytes += bytes;
+    }
+
+    /// Count a blob of `bytes` streamed because of `why`.
+    pub fn streamed(&mut self, why: &str, bytes: u64) {
+        let t = self.streamed.entry(why.to_string()).or_default();
+        t.blobs += 1;
+        t.bytes += bytes;
+    }
 }
 
 /// What chunking did in a run (`chunks` of the run record): content-defined chunks of
@@ -176,6 +219,10 @@ pub struct BackupReport {
     /// `[immutability]`: until when the committed snapshot is write-once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection: Option<crate::manifest::records::ProtectionRecord>,
+    /// Blob source with `server_side_min_size`: blobs staged server-side vs streamed, and
+    /// why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side: Option<ServerSideCounts>,
 }
 
 impl BackupReport {
@@ -222,6 +269,7 @@ impl BackupReport {
             alerts: vec![],
             skipped_damaged: vec![],
             protection: None,
+            server_side: None,
         }
     }
 }

@@ -190,6 +190,7 @@ pub(super) async fn run(
             alerts: vec![],
             skipped_damaged: plan.skipped_damaged.clone(),
             protection: None,
+            server_side: None,
         };
         return Ok(Finished {
             report,
@@ -433,6 +434,16 @@ pub(super) async fn run(
         alerts: vec![],
         skipped_damaged: plan.skipped_damaged.clone(),
         protection: None,
+        server_side: match &p.source {
+            SourceConfig::Blob(b) if b.server_side_min_size.is_some() => Some(
+                stats
+                    .server_side
+                    .lock()
+                    .map_err(|_| Error::internal("server-side counts poisoned"))?
+                    .clone(),
+            ),
+            _ => None,
+        },
     };
     Ok(Finished {
         report,

@@ -317,7 +317,10 @@ async fn fill(p: &Pipeline, r: &mut PipelineReport, opts: ReportOptions) -> Resu
     // snapshots shown (their status is decided by the newest report of each mode).
     let wanted: BTreeSet<String> = headers.iter().map(|(id, _)| id.clone()).collect();
     let vprefix = layout.verify_all();
-    let (vnames, _) = newest_names(store, &vprefix, keep, |n| n.ends_with(".json")).await?;
+    let (vnames, _) = newest_names(store, &vprefix, keep, |n| {
+        n.ends_with(".json") && !Layout::is_copied_report(n)
+    })
+    .await?;
     let reports: Vec<(String, VerifyRecord)> = stream::iter(vnames.into_iter().map(|n| async {
         let v: Option<VerifyRecord> = read_json(store, &n).await;
         v.map(|v| (n, v))

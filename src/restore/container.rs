@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use md5::Md5;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use super::files::DamageLog;
 use super::{RestoreOptions, RestoreReport, Selection};
@@ -302,7 +302,7 @@ fn restore_pack(
     let (mut n, mut bytes) = (0u64, 0u64);
     for (k, e) in sorted.iter().enumerate() {
         let name = blob_name(e)?;
-        let mut sha = Sha256::new();
+        let mut sha = e.hasher(pack);
         let mut md5 = Md5::new();
         let mut ids: Vec<String> = Vec::new();
         let mut buf: Vec<u8> = Vec::with_capacity(BLOCK.min(e.size as usize));
@@ -352,14 +352,15 @@ fn restore_pack(
                     stage(&mut buf, &mut ids)?;
                 }
             }
-            let got = hex::encode(sha.clone().finalize());
-            if Some(got.as_str()) != e.sha256.as_deref() {
+            let (want, kind) = e.content_hash();
+            let got = std::mem::replace(&mut sha, e.hasher(pack)).finish();
+            if Some(got.as_str()) != want {
                 read_failed = true;
                 return Err(Error::integrity(format!(
-                    "{}: restored data has SHA-256 {got}, the manifest says {} (pack {}); the \
+                    "{}: restored data has {kind} {got}, the manifest says {} (pack {}); the \
                      blob was not committed",
                     e.path.display(),
-                    e.sha256.as_deref().unwrap_or("(none)"),
+                    want.unwrap_or("(none)"),
                     e.pack.as_deref().unwrap_or("?")
                 )));
             }

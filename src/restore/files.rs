@@ -15,8 +15,6 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::check;
 use crate::manifest::layout::Layout;
@@ -438,7 +436,7 @@ pub(super) fn restore_files(
                     err,
                 )
             })?;
-        let mut h = Sha256::new();
+        let mut h = e.hasher(pack);
         // Whether an error came from the stored data (not from writing the target).
         let mut read_failed = false;
         let res = (|| -> Result<()> {
@@ -486,13 +484,14 @@ pub(super) fn restore_files(
                 })
                 .inspect_err(|_| read_failed = !write_failed)?;
             }
-            let got = hex::encode(h.clone().finalize());
-            if Some(got.as_str()) != e.sha256.as_deref() {
+            let (want, kind) = e.content_hash();
+            let got = std::mem::replace(&mut h, e.hasher(pack)).finish();
+            if Some(got.as_str()) != want {
                 read_failed = true;
                 return Err(Error::integrity(format!(
-                    "{}: restored data has SHA-256 {got}, the manifest says {} (pack {}); the file was not written",
+                    "{}: restored data has {kind} {got}, the manifest says {} (pack {}); the file was not written",
                     e.path.display(),
-                    e.sha256.as_deref().unwrap_or("(none)"),
+                    want.unwrap_or("(none)"),
                     e.pack.as_deref().unwrap_or("?")
                 )));
             }

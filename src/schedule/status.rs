@@ -489,7 +489,8 @@ async fn fill(p: &Pipeline, st: &mut PipelineStatus, now: DateTime<Utc>) -> Resu
         t.packs += 1;
         t.bytes += item.size;
     }
-    let reports = list_all(store, &layout.verify_all()).await?;
+    let mut reports = list_all(store, &layout.verify_all()).await?;
+    reports.retain(|i| !Layout::is_copied_report(&i.name));
     if let Some(item) = newest(&reports) {
         let v: VerifyRecord = read_record(store, &item.name).await?;
         st.last_verify = Some(VerifySummary {

@@ -102,6 +102,22 @@ pub enum PutOutcome {
     AlreadyIdentical,
 }
 
+/// What [`BlobStore::stage_block_from_url`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromUrl {
+    /// The service read the range from the source, checked it against the MD5 given and
+    /// staged it: the bytes never reached this machine. The MD5 of the staged bytes, as
+    /// the service computed it.
+    Staged([u8; 16]),
+    /// Nothing was staged: this store cannot stage from a URL, or the service could not
+    /// read the source with the authorization its URL carries (another Azurite instance,
+    /// an expired or missing SAS). The reason, without any secret. The caller sends the
+    /// bytes itself.
+    Refused(String),
+    /// Nothing was staged: the source is no longer the version `source_if_match` named.
+    SourceChanged,
+}
+
 /// Properties of a committed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobProps {
@@ -242,6 +258,48 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
         data: Bytes,
         md5: [u8; 16],
     ) -> Result<()>;
+
+    /// Whether [`BlobStore::stage_block_from_url`] can stage anything here (Azure): decided
+    /// before asking, so that a run can say why it streams.
+    fn stages_from_url(&self) -> bool {
+        false
+    }
+
+    /// A URL by which the storage *service* (not this process) can read `blob`: the blob's
+    /// URL with a read SAS in its query. `None` when the store has none to give (a
+    /// directory, an Entra ID token: the caller then reads the bytes itself).
+    fn read_url(&self, blob: &str) -> Option<crate::support::secret::Secret> {
+        let _ = blob;
+        None
+    }
+
+    /// Stage block `block_id` of `blob` from `range` of the blob at `source` (a
+    /// [`BlobStore::read_url`] of another store), read by the service itself (Azure Put
+    /// Block From URL): the bytes go from service to service. `md5`, when known, is the
+    /// range's MD5: the service checks the source bytes against it (Azure: 400
+    /// `Md5Mismatch`, here `Integrity`). Either way the answer carries the MD5 the service
+    /// computed of what it staged. With `source_if_match` (an ETag) only that version of
+    /// the source is read ([`FromUrl::SourceChanged`] otherwise). The default stages
+    /// nothing and says so.
+    ///
+    /// # Errors
+    /// `Integrity` when the source range does not match `md5`, store errors. A source the
+    /// service cannot read is [`FromUrl::Refused`], not an error.
+    async fn stage_block_from_url(
+        &self,
+        blob: &str,
+        block_id: &str,
+        source: &crate::support::secret::Secret,
+        range: Range<u64>,
+        md5: Option<[u8; 16]>,
+        source_if_match: Option<&str>,
+    ) -> Result<FromUrl> {
+        let _ = (blob, block_id, source, range, md5, source_if_match);
+        Ok(FromUrl::Refused(format!(
+            "{} cannot stage blocks from a URL",
+            self.describe()
+        )))
+    }
 
     /// Commit `block_ids` (all staged, or committed in the current blob) in order as the
     /// content of `blob`. Unknown ids fail with `Integrity`. With `create_only` an

@@ -705,10 +705,13 @@ fn sha_mismatch(p: &PackRecord, blob: &str, e: &Entry, got: &str) -> Mismatch {
         blob: blob.into(),
         block: None,
         block_id: None,
-        detail: format!(
-            "SHA-256 is {got}, manifest says {}",
-            e.sha256.as_deref().unwrap_or("(none)")
-        ),
+        detail: {
+            let (want, kind) = e.content_hash();
+            format!(
+                "{kind} is {got}, manifest says {}",
+                want.unwrap_or("(none)")
+            )
+        },
         paths: vec![e.path.display()],
         paths_total: 1,
         shared_with: vec![],

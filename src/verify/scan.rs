@@ -17,7 +17,6 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use md5::{Digest as _, Md5};
-use sha2::Sha256;
 
 use super::{Mismatch, PackResult};
 use crate::error::Result;
@@ -364,7 +363,7 @@ fn decode_frame(p: &PackRecord, comp: &[u8], want: u64) -> std::result::Result<V
 struct Active {
     /// Index into `Hashing::cands`.
     i: usize,
-    h: Sha256,
+    h: crate::manifest::EntryHasher,
     /// Some of its bytes were in a frame that did not decompress.
     damaged: bool,
 }
@@ -407,7 +406,7 @@ impl<'a> Hashing<'a> {
         while self.next < self.cands.len() && self.cands[self.next].data_offset < raw.end {
             self.active.push(Active {
                 i: self.next,
-                h: Sha256::new(),
+                h: self.cands[self.next].hasher(Some(self.scan.p)),
                 damaged: false,
             });
             self.next += 1;
@@ -432,8 +431,9 @@ impl<'a> Hashing<'a> {
             }
             if !a.damaged {
                 r.entries += 1;
-                let got = hex::encode(std::mem::take(&mut a.h).finalize());
-                if Some(got.as_str()) != e.sha256.as_deref() {
+                let h = std::mem::replace(&mut a.h, e.hasher(Some(scan.p)));
+                let got = h.finish();
+                if Some(got.as_str()) != e.content_hash().0 {
                     r.mismatches
                         .push(super::sha_mismatch(scan.p, scan.blob, e, &got));
                 }

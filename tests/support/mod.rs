@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod faultproxy;
+pub mod standin;
 
 /// The Azurite blob endpoint (`http://127.0.0.1:PORT/devstoreaccount1`), or `None` after
 /// printing a skip notice.

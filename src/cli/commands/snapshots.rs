@@ -58,16 +58,22 @@ pub async fn copy(from: &Path, to: &Path, ids: &[String], json: bool) -> Result<
     let r = crate::pipeline::copy::copy(&src, &dst, ids, &cancel).await?;
     emit(json, &r, || {
         crate::support::out::outln!(
-            "copied {} snapshot(s) ({} already there): {} packs ({} already there), {} blocks sent ({} found staged), {} bytes, {} segments and manifests; every block MD5-checked",
+            "copied {} snapshot(s) ({} already there): {} packs ({} already there); {} blocks staged server-side ({} bytes, never through this machine), {} blocks streamed ({} bytes), {} found staged; {} segments and manifests, {} records; every block MD5-checked",
             r.copied.len(),
             r.present.len(),
             r.packs_copied,
             r.packs_present,
+            r.blocks_server_side,
+            r.bytes_server_side,
             r.blocks_sent,
-            r.blocks_reused,
             r.bytes_sent,
-            r.small_blobs
+            r.blocks_reused,
+            r.small_blobs,
+            r.records
         );
+        if let Some(why) = &r.streamed_because {
+            crate::support::out::outln!("streamed, not server-side: {why}");
+        }
     });
     Ok(exit::OK)
 }

@@ -133,6 +133,8 @@ pub(super) struct SourceSpec {
     pub(super) name: Option<Spanned<String>>,
     // blob
     pub(super) container: Option<Spanned<String>>,
+    pub(super) rehydrate: Option<Spanned<String>>,
+    pub(super) server_side_min_size: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

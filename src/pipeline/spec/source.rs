@@ -14,7 +14,7 @@ use super::interpolate;
 use super::raw::{AutoWord, ChunkingSpec, CountOrAuto, PartitionsSpec, SourceSpec};
 use crate::extract::config::{
     BlobSourceConfig, ChunkingConfig, CommandSourceConfig, DbSourceConfig, FsSourceConfig,
-    PartitionsConfig, SourceConfig,
+    PartitionsConfig, Rehydrate, SourceConfig,
 };
 use crate::support::secret::{redact_url, Secret};
 use crate::support::units::parse_duration;
@@ -195,7 +195,7 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
     let kind = s.kind.get_ref().as_str();
     // Keys that belong to other source types are errors, not silently ignored.
     let foreign = |c: &mut Checker<'_>, allowed: &[&str]| {
-        let present: [(&str, Option<std::ops::Range<usize>>); 12] = [
+        let present: [(&str, Option<std::ops::Range<usize>>); 14] = [
             ("root", s.root.as_ref().map(|v| v.span())),
             ("url", s.url.as_ref().map(|v| v.span())),
             ("password", s.password.as_ref().map(|v| v.span())),
@@ -207,6 +207,11 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
             ("timeout", s.timeout.as_ref().map(|v| v.span())),
             ("name", s.name.as_ref().map(|v| v.span())),
             ("container", s.container.as_ref().map(|v| v.span())),
+            ("rehydrate", s.rehydrate.as_ref().map(|v| v.span())),
+            (
+                "server_side_min_size",
+                s.server_side_min_size.as_ref().map(|v| v.span()),
+            ),
             (
                 "include/exclude",
                 s.include.first().or(s.exclude.first()).map(|v| v.span()),
@@ -258,7 +263,16 @@ pub(super) fn check_source(c: &mut Checker<'_>, s: &SourceSpec, base: &Path) -> 
             SourceConfig::Command(check_command_source(c, s))
         }
         "blob" => {
-            foreign(c, &["url", "container", "include/exclude"]);
+            foreign(
+                c,
+                &[
+                    "url",
+                    "container",
+                    "include/exclude",
+                    "rehydrate",
+                    "server_side_min_size",
+                ],
+            );
             SourceConfig::Blob(check_blob_source(c, s))
         }
         _ => {
@@ -660,12 +674,42 @@ fn check_blob_source(c: &mut Checker<'_>, s: &SourceSpec) -> BlobSourceConfig {
     };
     let include = globs(&s.include, "source.include");
     let exclude = globs(&s.exclude, "source.exclude");
+    let rehydrate = s
+        .rehydrate
+        .as_ref()
+        .and_then(|v| match v.get_ref().as_str() {
+            "standard" => Some(Rehydrate::Standard),
+            "high" => Some(Rehydrate::High),
+            other => {
+                c.at(
+                    v.span(),
+                    "source.rehydrate",
+                    format!("unknown rehydrate priority {other:?}"),
+                    "use \"standard\" (up to 15 hours) or \"high\" (usually under an hour, \
+                     costs more); leave it out to only report archived blobs",
+                );
+                None
+            }
+        });
+    let server_side_min_size = s.server_side_min_size.is_some().then(|| {
+        super::check::size_in(
+            c,
+            &s.server_side_min_size,
+            "source.server_side_min_size",
+            64 << 20,
+            1 << 20,
+            // Above Azure's largest block blob (about 190.7 TiB): no blob would qualify.
+            200 << 40,
+        ) as u64
+    });
     BlobSourceConfig {
         location,
         container: container.unwrap_or_default(),
         display,
         include,
         exclude,
+        rehydrate,
+        server_side_min_size,
     }
 }
 

@@ -37,6 +37,7 @@ pub(super) fn check_compression(c: &mut Checker<'_>, s: &CompressionSpec) -> Com
     let (lmin, lmax, ldef) = match codec {
         Codec::Gzip => (0, 9, 6),
         Codec::Zstd => (1, 22, 3),
+        Codec::Stored => (0, 0, 0),
     };
     let level = match &s.level {
         None => ldef,

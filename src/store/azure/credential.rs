@@ -529,7 +529,26 @@ impl AccountSasSigner {
 
     /// A complete query string (`sv=…&ss=…&…&sig=…`) and its expiry.
     pub fn token(&self, now: DateTime<Utc>, lifetime: Duration) -> (Secret, DateTime<Utc>) {
-        let p = self.params(now, lifetime);
+        self.sign_query(self.params(now, lifetime), now, lifetime)
+    }
+
+    /// A token that can only **read objects** (`sp=r`, `srt=o`): what a source URL handed
+    /// to the service for a server-side copy carries, never the engine's full token.
+    pub fn read_token(&self, now: DateTime<Utc>, lifetime: Duration) -> Secret {
+        let p = SasParams {
+            sp: "r".into(),
+            srt: "o".into(),
+            ..self.params(now, lifetime)
+        };
+        self.sign_query(p, now, lifetime).0
+    }
+
+    fn sign_query(
+        &self,
+        p: SasParams,
+        now: DateTime<Utc>,
+        lifetime: Duration,
+    ) -> (Secret, DateTime<Utc>) {
         let sig = self.signature(&p);
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("sv", &p.sv)
@@ -622,6 +641,17 @@ impl SasPolicy {
                 current: Mutex::new(None),
             },
             signed_count: Default::default(),
+        }
+    }
+
+    /// A token for a URL the *service* reads a blob by (a server-side copy's source): a
+    /// read-only object token when the policy signs its own, the given SAS otherwise.
+    pub fn read_only(&self, now: DateTime<Utc>) -> Secret {
+        match &self.source {
+            SasSource::Fixed(s) => s.clone(),
+            SasSource::Signed {
+                signer, lifetime, ..
+            } => signer.read_token(now, *lifetime),
         }
     }
 
@@ -744,6 +774,23 @@ mod tests {
             panic!("sas")
         };
         assert!(pol.current(Utc::now()).expose().contains("ss=q"));
+    }
+
+    #[test]
+    fn a_source_url_token_only_reads_objects() {
+        let s = AccountSasSigner::new("acct", &Secret::new(EMULATOR_KEY), false).expect("key");
+        let pol = SasPolicy::signed(s);
+        let now = Utc::now();
+        let r = pol.read_only(now);
+        let q: std::collections::BTreeMap<String, String> =
+            url::form_urlencoded::parse(r.expose().as_bytes())
+                .into_owned()
+                .collect();
+        assert_eq!((q["sp"].as_str(), q["srt"].as_str()), ("r", "o"), "{q:?}");
+        assert_ne!(r.expose(), pol.current(now).expose());
+        // A given SAS is what there is.
+        let fixed = SasPolicy::fixed(Secret::new("sv=1&sp=rl&sig=GIVEN"));
+        assert_eq!(fixed.read_only(now).expose(), "sv=1&sp=rl&sig=GIVEN");
     }
 
     #[test]

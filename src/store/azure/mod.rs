@@ -48,6 +48,7 @@ use azure_storage_blob::models::{
     BlobClientBreakLeaseOptions, BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
     BlobClientReleaseLeaseOptions, BlobClientRenewLeaseOptions,
     BlobContainerClientListBlobsOptions, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientStageBlockFromUrlOptions, BlockBlobClientStageBlockFromUrlResultHeaders,
     BlockBlobClientStageBlockOptions, BlockBlobClientUploadOptions, BlockListType, BlockLookupList,
     HttpRange,
 };
@@ -60,7 +61,7 @@ use self::builder::AzureTarget;
 use self::client::{http_parts, map_error, CallRetries, StoreRetryPolicy, TryObserver};
 use self::credential::{CredentialKind, EnvLookup, Resolved, SasPolicy};
 use super::{
-    BlobProps, BlobStore, BlockInfo, BlockList, CommitOptions, Lease, ListItem, ListPage,
+    BlobProps, BlobStore, BlockInfo, BlockList, CommitOptions, FromUrl, Lease, ListItem, ListPage,
     PutOutcome, Tier,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -475,6 +476,82 @@ impl BlobStore for AzureStore {
         Ok(())
     }
 
+    fn stages_from_url(&self) -> bool {
+        true
+    }
+
+    fn read_url(&self, blob: &str) -> Option<Secret> {
+        let sas = self.sas.as_ref()?;
+        let mut u = self.blob(blob).url().clone();
+        u.set_query(Some(sas.read_only(chrono::Utc::now()).expose()));
+        Some(Secret::new(u.to_string()))
+    }
+
+    async fn stage_block_from_url(
+        &self,
+        blob: &str,
+        block_id: &str,
+        source: &Secret,
+        range: Range<u64>,
+        md5: Option<[u8; 16]>,
+        source_if_match: Option<&str>,
+    ) -> Result<FromUrl> {
+        let what = format!("staging block {block_id} of {blob} from the source's URL");
+        let id = decode_block_id(block_id).map_err(|e| e.context(&what))?;
+        // Put Block From URL has no body; the service checks the source range against
+        // `x-ms-source-content-md5` before staging it.
+        let rsp = self
+            .blob(blob)
+            .block_blob_client()
+            .stage_block_from_url(
+                &id,
+                0,
+                source.expose().to_string(),
+                Some(BlockBlobClientStageBlockFromUrlOptions {
+                    source_content_md5: md5.map(|m| m.to_vec()),
+                    source_range: Some(HttpRange::from(range)),
+                    source_if_match: source_if_match
+                        .map(|e| azure_core::http::Etag::from(format!("\"{e}\""))),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        match rsp {
+            Ok(r) => match r.content_md5() {
+                Ok(Some(got)) => match <[u8; 16]>::try_from(got.as_slice()) {
+                    Ok(got) if md5.is_none_or(|m| m == got) => Ok(FromUrl::Staged(got)),
+                    _ => Err(Error::integrity(format!(
+                        "{what}: the service staged bytes whose MD5 is not the block's"
+                    ))),
+                },
+                // Azure answers with the staged block's Content-MD5; without it (and
+                // without one of ours) nothing proves what was staged: the caller streams.
+                _ => match md5 {
+                    Some(m) => Ok(FromUrl::Staged(m)),
+                    None => Ok(FromUrl::Refused(
+                        "the service did not answer the staged block's MD5".into(),
+                    )),
+                },
+            },
+            Err(e) => match http_parts(&e) {
+                Some((412, _)) if source_if_match.is_some() => Ok(FromUrl::SourceChanged),
+                // The service could not read the source: another account without a usable
+                // SAS, another emulator instance, or a service without the operation.
+                Some((status, code))
+                    if code == "CannotVerifyCopySource"
+                        || code == "APINotImplemented"
+                        || code.starts_with("CopySource")
+                        || status == 501 =>
+                {
+                    Ok(FromUrl::Refused(format!(
+                        "the service could not read the source (HTTP {status} {code})"
+                    )))
+                }
+                _ => Err(map_error(&what, e)),
+            },
+        }
+    }
+
     async fn commit_blocks(
         &self,
         blob: &str,
@@ -751,10 +828,10 @@ impl BlobStore for AzureStore {
         // Copy Blob from the archived original to a Hot staging blob. The source URL
         // carries the SAS when the store authenticates with one (same-account copies
         // with an Entra token are authorised by the destination request).
-        let mut source = self.blob(blob).url().clone();
-        if let Some(sas) = &self.sas {
-            source.set_query(Some(sas.current(chrono::Utc::now()).expose()));
-        }
+        let source = self.read_url(blob).map_or_else(
+            || self.blob(blob).url().to_string(),
+            |u| u.expose().to_string(),
+        );
         let opts = BlobClientStartCopyFromUrlOptions {
             tier: Some(AccessTier::Hot),
             rehydrate_priority: Some(match priority {
@@ -765,7 +842,7 @@ impl BlobStore for AzureStore {
         };
         match self
             .blob(staging)
-            .start_copy_from_url(source.to_string(), Some(opts))
+            .start_copy_from_url(source, Some(opts))
             .await
         {
             Ok(r) => Ok(match r.copy_status().map_err(|e| map_error(&what, e))? {

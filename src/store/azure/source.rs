@@ -14,6 +14,8 @@
 //!   412, reported as `Ok(None)`, never as bytes of the wrong version.
 //! - [`AzureStore::props`]: the same facts from Get Blob Properties (no tags), for a
 //!   re-read after a change.
+//! - [`AzureStore::rehydrate_in_place`]: Set Blob Tier Hot with a rehydrate priority on
+//!   an Archive-tier source blob (`source.rehydrate`), so a later run can read it.
 //! - [`AzureStore::commit_restored`]: commit staged blocks as a restored blob with its
 //!   content type, Content-MD5, metadata and tags, create-only unless overwriting.
 //!
@@ -105,6 +107,39 @@ impl AzureStore {
                 &format!("reading container {}", self.target.container),
                 e,
             )),
+        }
+    }
+
+    /// Start rehydrating the Archive-tier source blob `blob` **in place** to Hot (Set Blob
+    /// Tier with `x-ms-rehydrate-priority`): it is somebody else's blob, and a backup that
+    /// reads it wants it online where it is, not a copy. Rehydration takes hours (Standard
+    /// up to 15, High usually under 1); a blob whose rehydration is already pending
+    /// (409 `BlobBeingRehydrated`) is success.
+    ///
+    /// # Errors
+    /// `NotFound` for a deleted blob, `Store` (403: the credential may not write tiers).
+    pub async fn rehydrate_in_place(
+        &self,
+        blob: &str,
+        priority: crate::store::RehydratePriority,
+    ) -> Result<()> {
+        use azure_storage_blob::models::{AccessTier, BlobClientSetTierOptions, RehydratePriority};
+        let what = format!("rehydrating {blob} to Hot ({} priority)", priority.as_str());
+        let opts = BlobClientSetTierOptions {
+            rehydrate_priority: Some(match priority {
+                crate::store::RehydratePriority::Standard => RehydratePriority::Standard,
+                crate::store::RehydratePriority::High => RehydratePriority::High,
+            }),
+            ..Default::default()
+        };
+        match self.blob(blob).set_tier(AccessTier::Hot, Some(opts)).await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if http_parts(&e).is_some_and(|(s, c)| s == 409 && c == "BlobBeingRehydrated") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(map_error(&what, e)),
         }
     }
 
