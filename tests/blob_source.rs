@@ -1365,6 +1365,36 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
         "{ss4:?}"
     );
 
+    // An encrypted pipeline never stages server-side (the service would store the
+    // plaintext): streamed, said so, and no stored pack holds the blob's bytes in clear.
+    let sealed = t.path().join("sealed");
+    let pf4 = t.path().join("sealed.toml");
+    std::fs::write(t.path().join("sealed.key"), "11".repeat(32)).expect("key");
+    std::fs::write(
+        &pf4,
+        text(&format!("file://{}", s(&sealed)), "unused").replace("container = \"unused\"\n", "")
+            + "\n[encryption]\nkey_file = \"sealed.key\"\n",
+    )
+    .expect("write");
+    let (p4, store4) = open(&pf4).await;
+    let r5 = backup(&p4, &store4).await;
+    assert_eq!(r5.status, RunStatus::Ok, "{r5:?}");
+    let ss5 = r5.server_side.clone().expect("server_side");
+    assert!(
+        ss5.streamed.keys().any(|w| w.contains("encrypts its packs")),
+        "{ss5:?}"
+    );
+    assert_eq!(ss5.staged.blobs, 0, "{ss5:?}");
+    let probe = &big[big.len() / 2..big.len() / 2 + 64];
+    for f in common::files_under(&sealed) {
+        let bytes = std::fs::read(&f).expect("read stored");
+        assert!(
+            !bytes.windows(probe.len()).any(|w| w == probe),
+            "{} holds the blob's bytes in clear",
+            f.display()
+        );
+    }
+
     // A damaged block of the stored pack: verify --full names it (exit 3), and a restore
     // refuses the file (its block MD5s no longer match).
     let mut bad = pack.to_vec();

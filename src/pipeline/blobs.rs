@@ -283,6 +283,9 @@ fn refreshed(item: &Listed, now: SourceBlob) -> Listed {
     l
 }
 
+/// Why an encrypted pipeline streams a blob above `server_side_min_size`.
+const ENCRYPTS: &str = "the pipeline encrypts its packs";
+
 /// Why a blob that meets `server_side_min_size` streams: the source offers no URL.
 const NO_SOURCE_URL: &str =
     "the source gives no URL the target's service can read (no key or SAS: Entra ID)";
@@ -293,7 +296,7 @@ const NO_SOURCE_URL: &str =
 /// at least `source.server_side_min_size`, the target must be Azure and must not have
 /// refused the operation earlier in the run, and the source must give a URL with a read
 /// SAS. A stored pack holds the bytes as they are, so a pipeline that encrypts its packs
-/// must be refused here too.
+/// never stages server-side.
 pub(super) fn may_stage_server_side(
     ctx: &Ctx,
     src: &AzureStore,
@@ -308,6 +311,11 @@ pub(super) fn may_stage_server_side(
     }
     if item.size < min {
         return Err(Some("below server_side_min_size".into()));
+    }
+    if ctx.packs.key.is_some() {
+        // The service would store the blob's bytes as they are: plaintext beside
+        // encrypted packs. Such blobs stream through sealed frames instead.
+        return Err(Some(ENCRYPTS.into()));
     }
     if !ctx.packs.store.stages_from_url() {
         return Err(Some(

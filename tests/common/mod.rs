@@ -76,6 +76,23 @@ pub fn sample_tree(root: &Path) {
     filetime::set_file_times(root.join("empty.txt"), t, t).unwrap();
 }
 
+/// Every regular file under `root`, recursively (a stored local repository's blobs).
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 /// Assert two trees are identical: kinds, bytes, modes, mtimes (to the nanosecond),
 /// symlink targets. Returns the number of entries compared.
 pub fn assert_same_tree(a: &Path, b: &Path) -> usize {
