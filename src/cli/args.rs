@@ -275,7 +275,9 @@ pub struct WorkArgs {
     /// After a failed attempt the partition's message reappears after this long.
     #[arg(long, default_value = "30s")]
     pub retry_delay: String,
-    /// A message received more often than this is dead-lettered (the run fails).
+    /// A partition tried this often without success is dead-lettered (the run fails).
+    /// Attempts are counted by markers in the store, not by the queue's dequeue count,
+    /// which receipts by workers of other runs raise too.
     #[arg(long, default_value_t = 5)]
     pub max_dequeue: u32,
     /// Wait between receives while the queue is empty and the run is not over.

@@ -128,6 +128,16 @@ impl Layout {
     pub fn dead(&self, run: &str, partition: usize) -> String {
         self.join(&format!("parts/{run}/dead-{partition:05}.json"))
     }
+    /// Scale-out: prefix of the markers of partition `partition`'s attempts (one
+    /// create-only marker per attempt started: how often it was tried, whatever else
+    /// received its message).
+    pub fn attempts(&self, run: &str, partition: usize) -> String {
+        self.join(&format!("parts/{run}/attempts/{partition:05}-"))
+    }
+    /// Scale-out: the marker of attempt `n` of partition `partition`.
+    pub fn attempt(&self, run: &str, partition: usize, n: u32) -> String {
+        format!("{}{n:03}", self.attempts(run, partition))
+    }
     /// Scale-out: the last error of a partition's failed attempt.
     pub fn part_error(&self, run: &str, partition: usize) -> String {
         self.join(&format!("parts/{run}/error-{partition:05}.txt"))

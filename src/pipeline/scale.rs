@@ -106,7 +106,7 @@ struct DeadRecord {
     partition: usize,
     digest: String,
     first_path: Option<String>,
-    dequeue_count: u32,
+    attempts: u32,
     last_error: Option<String>,
     at: DateTime<Utc>,
 }
@@ -415,10 +415,10 @@ fn dead_error(run_id: &str, dead: &[DeadRecord]) -> Error {
         .iter()
         .map(|d| {
             format!(
-                "partition {} (from {}) after {} receives{}",
+                "partition {} (from {}) after {} attempts{}",
                 d.partition,
                 d.first_path.as_deref().unwrap_or("-"),
-                d.dequeue_count,
+                d.attempts,
                 d.last_error
                     .as_deref()
                     .map(|e| format!(": {e}"))
@@ -748,7 +748,9 @@ pub struct WorkOptions {
     pub visibility: Duration,
     /// A failed partition's message reappears after this long.
     pub retry_delay: Duration,
-    /// A message received more often than this is dead-lettered.
+    /// A partition whose attempts reach this many is dead-lettered (attempts are
+    /// counted by markers in the store, so receipts by workers of other runs do not
+    /// count).
     pub max_dequeue: u32,
     /// Wait between receives while the queue is empty and the run is not complete.
     pub poll: Duration,
@@ -992,6 +994,7 @@ impl Worker<'_> {
         };
         let mut waiting = false;
         for (name, run) in mine {
+            let _one = self.finalizing.lock().await;
             if self
                 .ends
                 .lock()
@@ -1005,7 +1008,6 @@ impl Worker<'_> {
             };
             let store = self.store_for(p).await?;
             let layout = Layout::new(&p.target.prefix);
-            let _one = self.finalizing.lock().await;
             let end = |outcome: &str, report: Option<BackupReport>, error: Option<String>| RunEnd {
                 pipeline: name.clone(),
                 run_id: run.clone(),
@@ -1090,8 +1092,19 @@ impl Worker<'_> {
             self.op();
             return self.queue.delete(&m).await;
         }
-        if m.dequeue_count > self.opts.max_dequeue {
-            return self.dead_letter(p, &rc, &msg, &m).await;
+        // Attempts are counted by markers, not by the queue's dequeue count, which
+        // receipts by workers of other runs raise too.
+        let attempts = store::list_all(&*rc.store, &rc.layout.attempts(&msg.run_id, msg.partition))
+            .await?
+            .len() as u32;
+        if attempts >= self.opts.max_dequeue {
+            return self.dead_letter(p, &rc, &msg, &m, attempts).await;
+        }
+        let marker = rc.layout.attempt(&msg.run_id, msg.partition, attempts + 1);
+        match rc.store.put(&marker, Bytes::from(m.id.clone()), true).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            Err(e) => return Err(e.context("marking a partition attempt")),
         }
         let piece = match self.piece(&rc, &msg).await {
             Ok(piece) => piece,
@@ -1183,6 +1196,7 @@ impl Worker<'_> {
         rc: &RunCtx,
         msg: &WorkMessage,
         m: &Received,
+        attempts: u32,
     ) -> Result<()> {
         let last_error = match rc
             .store
@@ -1200,7 +1214,7 @@ impl Worker<'_> {
             partition: msg.partition,
             digest: msg.digest.clone(),
             first_path,
-            dequeue_count: m.dequeue_count,
+            attempts,
             last_error,
             at: Utc::now(),
         };
