@@ -289,6 +289,11 @@ pub struct WorkArgs {
     /// Leave a complete run to another finalizer (`backup --workers` finalizes itself).
     #[arg(long)]
     pub no_finalize: bool,
+    /// Be the coordinator first if no other replica is (one pipeline file, a run id):
+    /// take the run lease without waiting, plan and enqueue (a no-op when an earlier
+    /// replica did), then work. What every replica of a parallel job runs.
+    #[arg(long)]
+    pub coordinate: bool,
 }
 
 /// `finalize` arguments.

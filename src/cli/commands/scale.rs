@@ -60,6 +60,28 @@ pub async fn work(a: WorkArgs, json: bool) -> Result<i32> {
         (None, true) => None,
         (None, false) => execution_name(),
     };
+    if a.coordinate {
+        let (Some(run), [p]) = (&run_id, pipelines.as_slice()) else {
+            return Err(Error::config(
+                "--coordinate needs one pipeline file and a run id (--run-id, or \
+                 $CONTAINER_APP_JOB_EXECUTION_NAME)",
+            ));
+        };
+        let store = store::open(&p.target, &p.retry).await?;
+        match scale::plan_run(p, store, Some(run.clone()), false, false, &*q, &cancel).await {
+            Ok(c) => tracing::info!(
+                run_id = %c.run_id,
+                partitions = c.partitions,
+                enqueued = c.enqueued,
+                "coordinated"
+            ),
+            // Another replica holds the lease: it is the coordinator.
+            Err(e) if e.kind() == crate::error::ErrorKind::Locked => {
+                tracing::info!("another replica is coordinating run {run}: {e}")
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let parallel = a.parallel.unwrap_or_else(|| {
         pipelines
             .iter()
