@@ -60,9 +60,17 @@ async fn main() {
     let cancel = Cancel::new();
 
     let t = Instant::now();
-    let c = scale::plan_run(&p, store.clone(), Some("bench-1".into()), false, false, &*q, &cancel)
-        .await
-        .expect("plan");
+    let c = scale::plan_run(
+        &p,
+        store.clone(),
+        Some("bench-1".into()),
+        false,
+        false,
+        &*q,
+        &cancel,
+    )
+    .await
+    .expect("plan");
     let coordinate = t.elapsed();
 
     let opts = WorkOptions {

@@ -709,3 +709,62 @@ async fn kill_9_mid_partition_loses_nothing_and_uploads_no_block_twice() {
     assert_eq!(paths.len(), n, "an entry is duplicated");
     restore_and_compare(&st, &layout, &m, &src, t.path().join("out")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_azure_work_queue_renews_refuses_stale_receipts_and_dead_letters() {
+    let Some(qep) = support::service(
+        "AZURITE_QUEUE_ENDPOINT",
+        "scripts/azurite start && source .tools/azurite.env",
+    ) else {
+        return;
+    };
+    blobpipe::support::http::ensure_tls_provider();
+    let url = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let q = blobpipe::store::queue::open(&url).expect("open");
+    q.put("{\"v\":1}").await.expect("put (creates the queue)");
+    let a = q
+        .receive(Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .expect("a message");
+    assert_eq!((a.text.as_str(), a.dequeue_count), ("{\"v\":1}", 1));
+    assert!(
+        q.receive(Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .is_none(),
+        "invisible while held"
+    );
+    let renewed = q.set_visibility(&a, Duration::ZERO).await.expect("release");
+    let stale = q
+        .set_visibility(&a, Duration::ZERO)
+        .await
+        .expect_err("stale receipt");
+    assert_eq!(stale.kind(), blobpipe::ErrorKind::NotFound, "{stale}");
+    assert_ne!(renewed, a.pop_receipt);
+    let b = q
+        .receive(Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .expect("visible again");
+    assert_eq!(b.dequeue_count, 2);
+    q.dead_letter(&b).await.expect("dead-letter");
+    assert!(
+        q.receive(Duration::ZERO).await.expect("receive").is_none(),
+        "moved away"
+    );
+    let poison = blobpipe::store::queue::open(&format!("{url}-poison")).expect("poison");
+    let d = poison
+        .receive(Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .expect("dead letter");
+    assert_eq!(d.text, "{\"v\":1}");
+    let too_long = format!("{url}{}", "x".repeat(50));
+    assert_eq!(
+        blobpipe::store::queue::open(&too_long)
+            .expect_err("no room for -poison")
+            .kind(),
+        blobpipe::ErrorKind::Config
+    );
+}

@@ -262,11 +262,14 @@ impl QueueClient {
     /// Delete a received message.
     ///
     /// # Errors
-    /// Service or network errors (404: already gone, is fine).
+    /// Service or network errors (404: already gone, and a stale pop receipt, are fine).
     pub async fn delete(&self, id: &str, pop_receipt: &str) -> Result<()> {
         match self.inner.delete_message(id, pop_receipt, None).await {
             Ok(_) => Ok(()),
-            Err(e) if http_parts(&e).is_some_and(|(s, _)| s == 404) => Ok(()),
+            // Gone, or received again elsewhere since (its new receiver deletes it).
+            Err(e) if http_parts(&e).is_some_and(|(s, c)| s == 404 || stale_receipt(s, &c)) => {
+                Ok(())
+            }
             Err(e) => Err(map_error("delete message", e)),
         }
     }
@@ -342,7 +345,10 @@ impl WorkQueue for AzureWorkQueue {
         self.main.put_text(text).await.map(|_| ())
     }
     async fn receive(&self, visibility: Duration) -> Result<Option<Received>> {
-        self.main.receive(visibility).await
+        // The service takes 1 s to 7 days (0 is `OutOfRangeQueryParameterValue`).
+        self.main
+            .receive(visibility.max(Duration::from_secs(1)))
+            .await
     }
     async fn set_visibility(&self, m: &Received, visibility: Duration) -> Result<String> {
         self.main
@@ -362,6 +368,12 @@ impl WorkQueue for AzureWorkQueue {
 /// the JSON.
 pub fn encode_json<T: Serialize>(msg: &T) -> String {
     crate::store::b64(&serde_json::to_vec(msg).unwrap_or_default())
+}
+
+/// A pop receipt that is no longer the message's: Azure answers 400
+/// `PopReceiptMismatch` (not 404) once the message was received again.
+fn stale_receipt(status: u16, code: &str) -> bool {
+    status == 400 && code == "PopReceiptMismatch"
 }
 
 /// A visibility timeout in whole seconds, capped at [`MAX_VISIBILITY`].
@@ -384,6 +396,12 @@ fn map_error(op: &str, e: azure_core::Error) -> Error {
                  Data Contributor, or check the key/SAS)"
             )),
             404 => Error::new(ErrorKind::NotFound, msg),
+            s if stale_receipt(s, &code) => Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{msg} (the pop receipt is stale: the message was received again elsewhere)"
+                ),
+            ),
             s if retry::classify_status(s).is_transient() => {
                 Error::transient(ErrorKind::Store, format!("{msg} (retries exhausted)"))
             }
