@@ -768,3 +768,62 @@ async fn the_azure_work_queue_renews_refuses_stale_receipts_and_dead_letters() {
         blobpipe::ErrorKind::Config
     );
 }
+
+/// What every replica of the Bicep's parallel job runs: `work --coordinate` with the
+/// execution name as run id, no separate coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_all_coordinate_plan_once_and_commit_once() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "rep",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    let replicas: Vec<Child> = (0..3)
+        .map(|_| {
+            blobpipe()
+                .args(["--json", "work", s(&pf), "--queue", s(&q), "--coordinate"])
+                .args(["--poll", "100ms"])
+                .env("CONTAINER_APP_JOB_EXECUTION_NAME", "bp-scale-rep-x1y2z")
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn replica")
+        })
+        .collect();
+    let outs: Vec<Output> = replicas
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("replica"))
+        .collect();
+    let mut outcomes = Vec::new();
+    for o in &outs {
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let w = json(o);
+        assert_eq!(w["runs"][0]["run_id"], "bp-scale-rep-x1y2z");
+        outcomes.push(
+            w["runs"][0]["outcome"]
+                .as_str()
+                .expect("outcome")
+                .to_string(),
+        );
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["already_committed", "already_committed", "committed"]
+    );
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let m = only_snapshot(&st, &layout).await;
+    restore_and_compare(&st, &layout, &m, &src, t.path().join("out")).await;
+    assert!(queued(&q).is_empty(), "every message deleted");
+}
