@@ -827,3 +827,67 @@ async fn replicas_that_all_coordinate_plan_once_and_commit_once() {
     restore_and_compare(&st, &layout, &m, &src, t.path().join("out")).await;
     assert!(queued(&q).is_empty(), "every message deleted");
 }
+
+/// A forged message (its digest recomputed) naming a path outside the source root is
+/// refused, never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_naming_a_path_outside_the_root_is_refused() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    std::fs::write(t.path().join("secret.txt"), "not for the backup").expect("secret");
+    let pf = write_pipeline(
+        t.path(),
+        "forge",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    assert_eq!(
+        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "forge-1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let (path, mut msg) = queued(&q).into_iter().next().expect("a message");
+    let mut desc: serde_json::Map<String, Value> =
+        serde_json::from_value(msg["piece"].clone()).expect("piece");
+    desc["entries"][0]["path"] = Value::from("../secret.txt");
+    let entries: Vec<blobpipe::extract::PlannedEntry> =
+        serde_json::from_value(desc["entries"].clone()).expect("entries");
+    let bound = |k: &str| -> Option<blobpipe::manifest::PathBytes> {
+        serde_json::from_value(desc[k].clone()).expect("bound")
+    };
+    let digest =
+        blobpipe::extract::piece_digest(bound("lo").as_ref(), bound("hi").as_ref(), &entries);
+    msg["piece"] = Value::Object(desc);
+    msg["digest"] = Value::from(digest);
+    std::fs::write(&path, msg.to_string()).expect("forge");
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "forge-1",
+        "--max-dequeue",
+        "1",
+        "--retry-delay",
+        "0s",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let w = json(&o);
+    assert_eq!(w["dead_lettered"], 1, "{w}");
+    let err = w["runs"][0]["error"].as_str().expect("error");
+    assert!(err.contains("not a path under the source root"), "{err}");
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    assert!(catalog::snapshot_ids(&*st, &layout)
+        .await
+        .expect("list")
+        .is_empty());
+}

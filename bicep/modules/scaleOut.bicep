@@ -50,7 +50,7 @@ param storageBlobEndpoint string
 @description('Backup container name, exported as BLOBPIPE_CONTAINER.')
 param containerName string
 
-@description('One entry per scaled-out pipeline: {name, pipelineFile, replicas, cron, cpu, memory, eventDriven, maxExecutions}; cron empty = manual trigger; name at most 40 lowercase characters.')
+@description('One entry per scaled-out pipeline: {name, pipelineFile, replicas, cron, cpu, memory, eventDriven, maxExecutions}; cron empty = manual trigger; name at most 20 lowercase characters (job names bp-scale-<name>-ev have at most 32).')
 param jobs array
 
 @description('Seconds an execution may run before it is stopped (replicaTimeout).')

@@ -1275,6 +1275,17 @@ impl Worker<'_> {
                 ))
             }
         };
+        // A message is not trusted to name files outside the source root.
+        for e in &desc.entries {
+            crate::manifest::check::check_path(&e.path.0).map_err(|why| {
+                Error::integrity(format!(
+                    "partition {} of run {}: entry {:?} is not a path under the source root: {why}",
+                    msg.partition,
+                    msg.run_id,
+                    e.path.display()
+                ))
+            })?;
+        }
         let digest = extract::piece_digest(desc.lo.as_ref(), desc.hi.as_ref(), &desc.entries);
         if digest != msg.digest {
             return Err(Error::integrity(format!(
