@@ -81,6 +81,7 @@ async fn main() {
         poll: Duration::from_millis(50),
         finalize: false,
         parallel: workers,
+        plan_wait: Duration::from_secs(60),
         cancel: cancel.clone(),
     };
     let t = Instant::now();

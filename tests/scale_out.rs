@@ -891,3 +891,38 @@ async fn a_message_naming_a_path_outside_the_root_is_refused() {
         .expect("list")
         .is_empty());
 }
+
+#[test]
+fn workers_refuse_what_they_cannot_share_and_do_not_wait_forever() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    // A memory store lives in one process: worker processes would never see the plan.
+    let mem = write_pipeline(t.path(), "mem", &src, "memory://scale-out-mem", SMALL);
+    let o = run(&["backup", s(&mem), "--workers", "2"]);
+    assert_eq!(o.status.code(), Some(2), "a configuration error");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("memory://"));
+    // A worker for a run whose coordinator never comes gives up after --plan-wait.
+    let pf = write_pipeline(
+        t.path(),
+        "lonely",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    let o = run(&[
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "never-planned",
+        "--plan-wait",
+        "300ms",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(6), "not found");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no stored plan"));
+}

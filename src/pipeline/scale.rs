@@ -671,6 +671,16 @@ pub(super) async fn run_local(
     w: &LocalWorkers,
 ) -> Result<Finished> {
     check_source(p)?;
+    if matches!(
+        p.target.location,
+        crate::store::config::StoreLocation::Memory(_)
+    ) {
+        return Err(Error::config(format!(
+            "pipeline {:?}: --workers runs worker processes, and a memory:// store lives in \
+             one process; use a file:// or Azure target",
+            p.name
+        )));
+    }
     let temp = match &w.queue {
         Some(_) => None,
         None => Some(
@@ -773,6 +783,8 @@ pub struct WorkOptions {
     pub finalize: bool,
     /// Partitions worked on at once.
     pub parallel: usize,
+    /// How long a worker of one run waits for the run's plan to appear.
+    pub plan_wait: Duration,
     /// Cancellation.
     pub cancel: Cancel,
 }
@@ -865,6 +877,7 @@ struct Worker<'a> {
     stats: Arc<Stats>,
     counters: Arc<Counters>,
     n: Counts,
+    started: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -902,6 +915,7 @@ pub async fn work(
         stats: Arc::new(Stats::default()),
         counters: Arc::new(Counters::default()),
         n: Counts::default(),
+        started: std::time::Instant::now(),
     };
     let loops = (0..opts.parallel.max(1)).map(|_| w.run_loop());
     let results = futures::future::join_all(loops).await;
@@ -996,7 +1010,15 @@ impl Worker<'_> {
                     }
                 }
                 if found.is_empty() {
-                    // The coordinator has not stored the plan yet.
+                    // The coordinator has not stored the plan yet: wait, but not forever.
+                    if self.started.elapsed() >= self.opts.plan_wait {
+                        return Err(Error::not_found(format!(
+                            "run {run} has no stored plan after {:?}: is its coordinator \
+                             running (`blobpipe plan`, or `work --coordinate`), and is the run \
+                             id right?",
+                            self.opts.plan_wait
+                        )));
+                    }
                     return Ok(false);
                 }
                 found

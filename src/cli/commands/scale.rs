@@ -97,6 +97,7 @@ pub async fn work(a: WorkArgs, json: bool) -> Result<i32> {
         poll: dur("poll", &a.poll)?,
         finalize: !a.no_finalize,
         parallel: parallel.max(1),
+        plan_wait: dur("plan-wait", &a.plan_wait)?,
         cancel,
     };
     let s = scale::work(&pipelines, q, &opts).await?;
