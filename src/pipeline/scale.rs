@@ -607,34 +607,23 @@ pub async fn finalize_run(
         cancel: cancel.clone(),
         ..Default::default()
     };
-    let (result, outcome) = match finalize(p, &store, &layout, run_id, stats).await {
-        Ok(Finalized::Committed(done)) => (
-            super::runner::check_committed(p, &store, &layout, run_id, &opts, Ok(done)).await,
-            None,
-        ),
-        Ok(Finalized::AlreadyCommitted(done)) => (
-            Ok(done.report.clone()),
-            Some(FinalizeOutcome::AlreadyCommitted {
+    let result = match finalize(p, &store, &layout, run_id, stats).await {
+        Ok(Finalized::Committed(done)) => {
+            super::runner::check_committed(p, &store, &layout, run_id, &opts, Ok(done)).await
+        }
+        Ok(Finalized::AlreadyCommitted(done)) => {
+            lock.release().await;
+            return Ok(FinalizeOutcome::AlreadyCommitted {
                 snapshot: done.report.snapshot.unwrap_or_default(),
-            }),
-        ),
-        Ok(Finalized::NotReady(why)) => (
-            Ok(BackupReport::failed(
-                &p.name,
-                run_id,
-                crate::manifest::records::RunStatus::Failed,
-                started_at,
-                0,
-                String::new(),
-            )),
-            Some(FinalizeOutcome::NotReady { why }),
-        ),
-        Err(e) => (Err(e), None),
+            });
+        }
+        Ok(Finalized::NotReady(why)) => {
+            lock.release().await;
+            return Ok(FinalizeOutcome::NotReady { why });
+        }
+        Err(e) => Err(e),
     };
     lock.release().await;
-    if let Some(o) = outcome {
-        return Ok(o);
-    }
     let report = super::runner::record(p, &store, &layout, run_id, started_at, result).await?;
     Ok(FinalizeOutcome::Committed {
         report: Box::new(report),
@@ -681,16 +670,13 @@ pub(super) async fn run_local(
             p.name
         )));
     }
-    let temp = match &w.queue {
-        Some(_) => None,
-        None => Some(
-            std::env::temp_dir().join(format!("blobpipe-queue-{run_id}-{}", ids::random_hex(4))),
-        ),
-    };
-    let url = match (&w.queue, &temp) {
-        (Some(q), _) => q.clone(),
-        (None, Some(t)) => format!("file://{}", t.display()),
-        (None, None) => unreachable!("a queue or a temporary directory"),
+    let (url, temp) = match &w.queue {
+        Some(q) => (q.clone(), None),
+        None => {
+            let t = std::env::temp_dir()
+                .join(format!("blobpipe-queue-{run_id}-{}", ids::random_hex(4)));
+            (format!("file://{}", t.display()), Some(t))
+        }
     };
     let r = run_local_on(p, &store, layout, run_id, started_at, opts, w, &url).await;
     if let Some(t) = temp {
@@ -723,6 +709,7 @@ async fn run_local_on(
     )
     .await?;
     let stats = Stats::default();
+    let mut codes = Vec::new();
     if c.committed.is_none() {
         let exe = match &w.exe {
             Some(e) => e.clone(),
@@ -742,7 +729,6 @@ async fn run_local_on(
                 .map_err(|e| Error::internal(format!("starting a worker process: {e}")))?;
             children.push(child);
         }
-        let mut codes = Vec::new();
         for child in children {
             let out = tokio::select! {
                 o = child.wait_with_output() => o.map_err(|e| Error::internal(format!("worker process: {e}")))?,
@@ -758,8 +744,8 @@ async fn run_local_on(
     match finalize(p, store, layout, run_id, &stats).await? {
         Finalized::Committed(done) | Finalized::AlreadyCommitted(done) => Ok(done),
         Finalized::NotReady(why) => Err(Error::internal(format!(
-            "the worker processes exited before the run was complete ({why}); rerun with \
-             --run-id {run_id} to resume"
+            "the worker processes exited (codes {codes:?}) before the run was complete \
+             ({why}); rerun with --run-id {run_id} to resume"
         ))),
     }
 }
