@@ -926,3 +926,84 @@ fn workers_refuse_what_they_cannot_share_and_do_not_wait_forever() {
     assert_eq!(o.status.code(), Some(6), "not found");
     assert!(String::from_utf8_lossy(&o.stderr).contains("no stored plan"));
 }
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A coordinator that died after its plan but before its `planned` record: the workers do
+/// what was enqueued, then stop (exit 6) instead of waiting forever; `plan` again with the
+/// run id finishes the job and the run commits.
+#[test]
+fn a_coordinator_that_died_while_enqueueing_is_noticed_and_resumed() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let store = t.path().join("store");
+    let pf = write_pipeline(
+        t.path(),
+        "half",
+        &src,
+        &format!("file://{}", store.display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    assert_eq!(
+        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "half-1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let (p, st) = block_on(open(&pf));
+    let layout = Layout::new(&p.target.prefix);
+    block_on(st.delete(&layout.planned("half-1"))).expect("drop the planned record");
+    // Half the messages were never put.
+    let msgs = queued(&q);
+    for (path, _) in &msgs[..msgs.len() / 2] {
+        std::fs::remove_file(path).expect("drop a message");
+    }
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "half-1",
+        "--plan-wait",
+        "500ms",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has not finished enqueueing"));
+    assert_eq!(
+        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "half-1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "half-1",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let w = json(&o);
+    assert_eq!(w["runs"][0]["outcome"], "committed", "{w}");
+    assert_eq!(
+        w["processed"].as_u64(),
+        Some((msgs.len() / 2) as u64),
+        "only the missing half: {w}"
+    );
+}

@@ -283,8 +283,9 @@ pub struct WorkArgs {
     /// Wait between receives while the queue is empty and the run is not over.
     #[arg(long, default_value = "2s")]
     pub poll: String,
-    /// With a run id: how long to wait for its coordinator to store the plan before
-    /// giving up (exit 6).
+    /// With a run id: how long to wait for its coordinator to store the plan (or, with
+    /// the queue empty and nothing received meanwhile, to finish enqueueing) before giving
+    /// up (exit 6).
     #[arg(long, default_value = "10m")]
     pub plan_wait: String,
     /// Partitions worked on at once (default: the pipeline's `partitions.max_parallel`).

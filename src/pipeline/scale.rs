@@ -864,6 +864,7 @@ struct Worker<'a> {
     counters: Arc<Counters>,
     n: Counts,
     started: std::time::Instant,
+    last_progress: std::sync::Mutex<std::time::Instant>,
 }
 
 #[derive(Default)]
@@ -902,6 +903,7 @@ pub async fn work(
         counters: Arc::new(Counters::default()),
         n: Counts::default(),
         started: std::time::Instant::now(),
+        last_progress: std::sync::Mutex::new(std::time::Instant::now()),
     };
     let loops = (0..opts.parallel.max(1)).map(|_| w.run_loop());
     let results = futures::future::join_all(loops).await;
@@ -1039,6 +1041,18 @@ impl Worker<'_> {
                 error,
             };
             let ended = match run_state(&store, &layout, &run).await? {
+                // The coordinator stored the plan but never its `planned` record, and
+                // nothing has moved for --plan-wait: it died while enqueueing.
+                RunState::Incomplete { total: None, .. }
+                    if self.opts.run_id.is_some() && self.quiet_for() >= self.opts.plan_wait =>
+                {
+                    return Err(Error::not_found(format!(
+                        "run {run}: the coordinator has not finished enqueueing after {:?} \
+                         without progress; rerun `blobpipe plan` with --run-id {run} (it \
+                         enqueues only what has no part record)",
+                        self.opts.plan_wait
+                    )));
+                }
                 RunState::NoPlan | RunState::Incomplete { .. } => {
                     waiting = true;
                     None
@@ -1088,7 +1102,18 @@ impl Worker<'_> {
         }
     }
 
+    /// Time since this worker last handled a message (or started).
+    fn quiet_for(&self) -> Duration {
+        self.last_progress
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
     async fn handle(&self, m: Received) -> Result<()> {
+        if let Ok(mut t) = self.last_progress.lock() {
+            *t = std::time::Instant::now();
+        }
         let msg: WorkMessage = match serde_json::from_str(m.text.trim()) {
             Ok(w) => w,
             Err(e) => {
