@@ -56,6 +56,9 @@ pub enum ErrorKind {
     /// The blob is under an immutability policy or a legal hold (`[immutability]`): the
     /// store refuses to delete or overwrite it until the policy expires.
     Immutable,
+    /// The encryption key given does not open the pipeline's data key (`[encryption]`):
+    /// a wrong key file, passphrase or vault key. Nothing was read or written with it.
+    WrongKey,
     /// A bug or an impossible state.
     Internal,
 }
@@ -77,6 +80,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Refused => "Refused",
             ErrorKind::Immutable => "Immutable",
+            ErrorKind::WrongKey => "WrongKey",
             ErrorKind::Internal => "Internal",
         }
     }

@@ -545,6 +545,21 @@ fn streamed_sources_are_refused_with_the_reason() {
         "{err}"
     );
     assert!(!t.path().join("store").join("snapshots").exists());
+    // [encryption]: the queue records are not sealed, so scale-out refuses it too.
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    let key = t.path().join("backup.key");
+    std::fs::write(&key, "ab".repeat(32)).expect("key");
+    let enc = write_pipeline(
+        t.path(),
+        "enc",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        &format!("[encryption]\nkey_file = \"{}\"\n", key.display()),
+    );
+    let o = run(&["plan", s(&enc), "--queue", s(&t.path().join("q"))]);
+    assert_eq!(o.status.code(), Some(2), "a configuration error");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[encryption]"));
 }
 
 fn upstream(ep: &str) -> std::net::SocketAddr {

@@ -101,6 +101,20 @@ pub enum Command {
     },
     /// Check that the store still holds a snapshot exactly.
     Verify(VerifyArgs),
+    /// Write a pack's tar stream to stdout, decrypted and decompressed
+    /// (`blobpipe cat p.toml <pack-id> | tar x`).
+    Cat {
+        /// Pipeline file (its store, and its `[encryption]` key if it has one).
+        pipeline: PathBuf,
+        /// Pack id (32 hex digits) or blob name (`packs/ab/<id>.tar.zst`).
+        pack: String,
+    },
+    /// Encryption keys (`[encryption]`).
+    Key {
+        /// The key command.
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Restore a snapshot (or some paths) into a directory.
     Restore(RestoreArgs),
     /// Credentials: which one the chain picks for a pipeline's target, and what it can do.
@@ -201,6 +215,34 @@ pub enum AuthCommand {
         /// Pipeline file.
         pipeline: PathBuf,
     },
+}
+
+/// `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Re-wrap the pipeline's data key under the key its `[encryption]` names now, taking
+    /// the old key from exactly one `--from-*` option. Packs, segments and manifests are
+    /// not touched; only the key record `keys/<id>.json` is rewritten.
+    Rotate(RotateArgs),
+}
+
+/// `key rotate` arguments: the old key-encryption key.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Pipeline file; its `[encryption]` names the new key.
+    pub pipeline: PathBuf,
+    /// The old key, in a file (64 hex digits or base64 of 32 bytes).
+    #[arg(long)]
+    pub from_key_file: Option<PathBuf>,
+    /// The old key, in this environment variable.
+    #[arg(long)]
+    pub from_key_env: Option<String>,
+    /// The old passphrase, in this environment variable.
+    #[arg(long)]
+    pub from_passphrase_env: Option<String>,
+    /// The old passphrase, in a file.
+    #[arg(long)]
+    pub from_passphrase_file: Option<PathBuf>,
 }
 
 /// `backup` arguments.
@@ -383,6 +425,10 @@ pub struct VerifyArgs {
     /// Sampling seed (a report names the seed it used).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Encrypted pipelines: verify without the key, at block level only (block MD5s of
+    /// the ciphertext, block lists, Content-MD5); frames and files are not checked.
+    #[arg(long)]
+    pub without_key: bool,
 }
 
 /// `restore` arguments.

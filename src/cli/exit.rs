@@ -17,6 +17,7 @@
 //! | 8 | data is in the Archive tier and must be rehydrated first |
 //! | 9 | stale: a pipeline's newest verified snapshot is older than allowed (`check`) |
 //! | 10 | unverified: committed, but the verification after the commit could not complete |
+//! | 11 | wrong key: the encryption key given does not open the pipeline's data key |
 //! | 130 | cancelled by a signal; resumable with the same `--run-id` |
 
 use crate::error::{Error, ErrorKind};
@@ -45,6 +46,8 @@ pub const ARCHIVED: i32 = 8;
 pub const STALE: i32 = 9;
 /// Committed, but the verification after the commit could not complete.
 pub const UNVERIFIED: i32 = 10;
+/// The encryption key does not open the pipeline's data key.
+pub const WRONG_KEY: i32 = 11;
 /// Cancelled.
 pub const CANCELLED: i32 = 130;
 
@@ -58,6 +61,7 @@ pub fn for_kind(kind: ErrorKind) -> i32 {
         ErrorKind::Refused => REFUSED,
         ErrorKind::Archived => ARCHIVED,
         ErrorKind::Cancelled => CANCELLED,
+        ErrorKind::WrongKey => WRONG_KEY,
         ErrorKind::Source
         | ErrorKind::Store
         | ErrorKind::Destination

@@ -15,8 +15,10 @@ pub mod exit;
 pub mod logging;
 pub mod render;
 
-use args::{AuthCommand, Cli, Command};
-use commands::{auth, backup, ops, report, restore, retention, scale, snapshots, validate, verify};
+use args::{AuthCommand, Cli, Command, KeyCommand};
+use commands::{
+    auth, backup, keys, ops, report, restore, retention, scale, snapshots, validate, verify,
+};
 use exit::exit_code;
 
 /// Run a parsed command line; returns the exit code.
@@ -59,6 +61,10 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             globs,
         } => snapshots::ls(&pipeline, &sel, &globs, json).await,
         Command::Verify(a) => verify::verify(a, json, quiet).await,
+        Command::Cat { pipeline, pack } => keys::cat(&pipeline, &pack).await,
+        Command::Key {
+            command: KeyCommand::Rotate(a),
+        } => keys::rotate(a, json).await,
         Command::Auth {
             command: AuthCommand::Check { pipeline },
         } => auth::check(&pipeline, json).await,

@@ -301,7 +301,8 @@ pub async fn read(
     layout: &Layout,
     id: &str,
 ) -> Result<std::result::Result<Manifest, Error>> {
-    let bytes = store.get(&layout.snapshot(id), None).await.map_err(|e| {
+    let name = layout.snapshot(id);
+    let bytes = store.get(&name, None).await.map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
             Error::not_found(format!("snapshot {id} does not exist"))
         } else {
@@ -314,8 +315,10 @@ pub async fn read(
              restore another snapshot (`blobpipe snapshots` marks the damaged ones)"
         ))
     };
-    let m = match Manifest::from_bytes(&bytes) {
+    let m = match Manifest::from_stored(layout, &name, bytes) {
         Ok(m) => m,
+        // A missing or wrong key is not damage: say so, and stop.
+        Err(e) if matches!(e.kind(), ErrorKind::Config | ErrorKind::WrongKey) => return Err(e),
         Err(e) => return Ok(Err(damaged(e.to_string()))),
     };
     // The id names reports and parents: a manifest stored under another id is not this
@@ -398,8 +401,10 @@ pub async fn check_header(
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let decoded = if props.size <= LIST_READ {
-        Manifest::from_bytes(&head).map(|m| m.header)
+    let encrypted_without_key = layout.key().is_none()
+        && matches!(manifest::decode_first(&head), Ok(Line::Header(ref h)) if h.encryption.is_some());
+    let decoded = if props.size <= LIST_READ && !encrypted_without_key {
+        Manifest::from_stored(layout, &name, head).map(|m| m.header)
     } else {
         match manifest::decode_first(&head) {
             Ok(Line::Header(h)) => Ok(h),

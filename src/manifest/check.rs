@@ -752,6 +752,7 @@ mod tests {
                 chain: 0,
                 full_at: None,
                 changes: None,
+                encryption: None,
             },
             packs: vec![PackRecord {
                 id: PACK.into(),

@@ -12,7 +12,13 @@
 //! <prefix>/lock                                   lease target for the run lock
 //! <prefix>/drills/<time>.json                     restore-drill records (measured RTO)
 //! <prefix>/rehydrate/<pack file>                  Hot staging copies of archived packs
+//! <prefix>/keys/<key-id>.json                     the wrapped data key ([encryption])
 //! ```
+//!
+//! A layout also carries the pipeline's data key when it is encrypted (`[encryption]`):
+//! every reader and writer of manifests, segments, part records and packs already takes
+//! the layout, so [`Layout::seal`] / [`Layout::open`] are the one place stored records are
+//! sealed and opened, and a reader without the key fails there with a clear error.
 //!
 //! Snapshot ids begin with their UTC time, so `snapshots/` lists in time order. Run
 //! records are per attempt (not `runs/<run-id>.json`) because a resumed run reuses its id
@@ -23,8 +29,11 @@
 //! apart. It takes the target and retry config, not a pipeline: `manifest` sits below
 //! `pipeline` and never imports it (the config types move to `store` with workstream A).
 
-use crate::error::Result;
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::codec::Codec;
+use crate::manifest::crypt::{DataKey, EncryptionConfig, KeyRecord, BLOB_MAGIC};
 use crate::store::config::{RetryConfig, TargetConfig};
 use crate::store::{self, Store};
 
@@ -54,12 +63,89 @@ impl Repo {
             layout: Layout::new(prefix),
         }
     }
+
+    /// Open the pipeline's data key with `enc` (no-op without `[encryption]`), so the
+    /// layout seals and opens what it stores. With `create`, a pipeline that has no key
+    /// record yet (and no snapshot) gets a new data key. Runs before anything is read or
+    /// written with the key.
+    ///
+    /// # Errors
+    /// As [`unlock`].
+    pub async fn unlock(&mut self, enc: Option<&EncryptionConfig>, create: bool) -> Result<()> {
+        if let Some(k) = unlock(&*self.store, &self.layout, enc, create).await? {
+            self.layout = self.layout.clone().with_key(k);
+        }
+        Ok(())
+    }
 }
 
-/// Stored names for one pipeline prefix.
+/// The data key of the pipeline stored under `layout`, opened with `enc`: `None` without
+/// `[encryption]`. With `create`, a pipeline with no key record and no snapshot gets a new
+/// data key (its record written create-only).
+///
+/// # Errors
+/// `WrongKey` when the key given opens no key record; `Config` when the key source is
+/// missing, or a pipeline without `[encryption]` finds key records (its snapshots are
+/// encrypted); `NotFound` when there is no key record and `create` is off (or snapshots
+/// exist without one); `Integrity` for a damaged record; `Store` errors.
+pub async fn unlock(
+    store: &dyn store::BlobStore,
+    layout: &Layout,
+    enc: Option<&EncryptionConfig>,
+    create: bool,
+) -> Result<Option<Arc<DataKey>>> {
+    let records = store::list_all(store, &layout.keys()).await?;
+    let Some(enc) = enc else {
+        if let Some(r) = records.first() {
+            return Err(Error::config(format!(
+                "this pipeline's store is encrypted (key record {}), but the pipeline has no [encryption] table; add the one its backups were made with",
+                r.name
+            )));
+        }
+        return Ok(None);
+    };
+    let mut wrong = None;
+    for r in &records {
+        let rec = KeyRecord::from_json(&r.name, &store.get(&r.name, None).await?)?;
+        match rec.unwrap(&enc.kek) {
+            Ok(k) => return Ok(Some(Arc::new(k))),
+            Err(e) if e.kind() == ErrorKind::WrongKey => wrong = Some(e),
+            Err(e) => return Err(e.context(format!("opening key record {}", r.name))),
+        }
+    }
+    if let Some(e) = wrong {
+        return Err(e.context("[encryption]"));
+    }
+    // No key record yet: still read the key now, so a missing or malformed one fails
+    // before anything (the run lock included) is written.
+    enc.kek.resolve(enc.kek.new_kdf()?.as_ref())?;
+    let existing = store.list(&layout.snapshots(), None, 1).await?;
+    if !create || !existing.items.is_empty() {
+        return Err(Error::not_found(format!(
+            "no key record under {}{}; without it the pipeline's encrypted data cannot be read",
+            layout.keys(),
+            if existing.items.is_empty() {
+                " (no encrypted backup has been made yet)"
+            } else {
+                " although snapshots exist: restore the key record from your copy of it, or, if this prefix holds plain snapshots, give the encrypted pipeline a new target.prefix"
+            }
+        )));
+    }
+    let dk = DataKey::generate()?;
+    let rec = KeyRecord::wrap(&dk, &enc.kek)?;
+    let dk = dk.wrapped_by(rec.kek.clone());
+    let body = serde_json::to_vec_pretty(&rec).map_err(|e| Error::encode("key record", e))?;
+    store
+        .put(&layout.key_record(dk.id()), body.into(), true)
+        .await?;
+    Ok(Some(Arc::new(dk)))
+}
+
+/// Stored names for one pipeline prefix (and, when encrypted, the key to seal them with).
 #[derive(Debug, Clone)]
 pub struct Layout {
     prefix: String,
+    key: Option<Arc<DataKey>>,
 }
 
 impl Layout {
@@ -67,6 +153,53 @@ impl Layout {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.trim_matches('/').to_string(),
+            key: None,
+        }
+    }
+    /// The same names, sealing and opening stored records with `key`.
+    pub fn with_key(mut self, key: Arc<DataKey>) -> Self {
+        self.key = Some(key);
+        self
+    }
+    /// The data key, when the pipeline is encrypted.
+    pub fn key(&self) -> Option<&Arc<DataKey>> {
+        self.key.as_ref()
+    }
+    /// `name` relative to the prefix (what sealed blobs are bound to, so a copy under
+    /// another prefix still opens).
+    fn rel<'a>(&self, name: &'a str) -> &'a str {
+        if self.prefix.is_empty() {
+            name
+        } else {
+            name.strip_prefix(self.prefix.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(name)
+        }
+    }
+    /// The bytes to store as blob `name` (a full name): `plain` itself, or sealed under
+    /// the data key when the pipeline is encrypted.
+    ///
+    /// # Errors
+    /// `Internal` if sealing fails.
+    pub fn seal(&self, name: &str, plain: Vec<u8>) -> Result<Vec<u8>> {
+        match &self.key {
+            Some(k) => k.seal_blob(self.rel(name), &plain),
+            None => Ok(plain),
+        }
+    }
+    /// The plain bytes of blob `name` as read from the store.
+    ///
+    /// # Errors
+    /// `Config` when the blob is sealed but the pipeline has no key (no
+    /// `[encryption]`); `Integrity` when the pipeline is encrypted and the blob is not
+    /// sealed, or does not open (altered, truncated, renamed).
+    pub fn open(&self, name: &str, stored: bytes::Bytes) -> Result<bytes::Bytes> {
+        match &self.key {
+            Some(k) => k.open_blob(self.rel(name), &stored).map(bytes::Bytes::from),
+            None if stored.starts_with(BLOB_MAGIC) => Err(Error::config(format!(
+                "{name} is encrypted, but the pipeline has no [encryption] table; add the one its backups were made with"
+            ))),
+            None => Ok(stored),
         }
     }
     fn join(&self, rest: &str) -> String {
@@ -204,6 +337,14 @@ impl Layout {
     /// Prefix of restore-drill records.
     pub fn drills(&self) -> String {
         self.join("drills/")
+    }
+    /// Prefix of key records.
+    pub fn keys(&self) -> String {
+        self.join("keys/")
+    }
+    /// The key record of data key `id`.
+    pub fn key_record(&self, id: &str) -> String {
+        self.join(&format!("keys/{id}.json"))
     }
     /// Prefix of the Hot staging copies of archived packs.
     pub fn rehydrate(&self) -> String {

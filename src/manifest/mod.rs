@@ -20,6 +20,7 @@
 pub mod catalog;
 pub mod check;
 pub mod codec;
+pub mod crypt;
 pub mod layout;
 pub mod lock;
 pub mod records;
@@ -405,6 +406,30 @@ pub struct Header {
     /// What changed against the parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<Changes>,
+    /// `[encryption]`: the data key and KEK (the rest of the manifest is sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crypt::EncryptionInfo>,
+}
+
+impl Header {
+    /// The header an encrypted manifest shows in clear: no unreadable paths, and the
+    /// source reduced to its kind (`fs`, `postgres`, …), as both can name paths or hosts.
+    pub fn redacted(&self) -> Header {
+        let mut h = self.clone();
+        h.unreadable.clear();
+        h.source = h.source.split(':').next().unwrap_or_default().to_string();
+        h
+    }
+}
+
+/// The `sealed` line of an encrypted manifest: the rest of it, sealed.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedLine {
+    #[serde(rename = "type")]
+    kind: String,
+    /// base64 of the sealed blob ([`crypt::DataKey::seal_blob`]) of the plain manifest.
+    data: String,
 }
 
 /// Entries and bytes that were new, changed, unchanged or deleted against the parent.
@@ -787,6 +812,88 @@ fn decode_numbered(data: &[u8]) -> Result<Vec<(usize, Line)>> {
     Ok(out)
 }
 
+/// The plain gzip JSON Lines of a stored manifest or part record `name`: the bytes
+/// themselves for a plain pipeline, opened under the layout's key for an encrypted one
+/// (a manifest's `sealed` line, checked against its clear header; a part record or plan
+/// sealed whole).
+///
+/// # Errors
+/// `Config` for encrypted data and no key; `Integrity` for plain data in an encrypted
+/// pipeline, sealed data that does not open, or a clear header that is not the sealed
+/// one's.
+pub fn open_stored(
+    layout: &layout::Layout,
+    name: &str,
+    data: bytes::Bytes,
+) -> Result<bytes::Bytes> {
+    let first = if data.starts_with(&[0x1f, 0x8b]) {
+        match decode_first(&data) {
+            Ok(Line::Header(h)) => Some(h),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let Some(outer) = first else {
+        // Not a manifest: a part record, sealed whole or plain.
+        return layout.open(name, data);
+    };
+    match (&outer.encryption, layout.key()) {
+        (None, None) => return Ok(data),
+        (Some(e), None) => {
+            return Err(Error::config(format!(
+                "snapshot {} is encrypted (data key {}, {} {}), but the pipeline has no [encryption] table; add the one its backups were made with",
+                outer.snapshot, e.key, e.kek.kind.as_str(), e.kek.id
+            )))
+        }
+        (None, Some(_)) => {
+            return Err(Error::integrity(format!(
+                "snapshot {}: the manifest is not encrypted, but the pipeline is ([encryption]); blobpipe does not mix encrypted and plain snapshots under one prefix",
+                outer.snapshot
+            )))
+        }
+        (Some(_), Some(_)) => {}
+    }
+    let lines = decode_text_lines(&data)?;
+    let sealed = match lines.last().map(|l| serde_json::from_str::<SealedLine>(l)) {
+        Some(Ok(s)) if s.kind == "sealed" && lines.len() >= 2 => s,
+        _ => {
+            return Err(Error::integrity(format!(
+                "snapshot {}: an encrypted manifest ends with its sealed line",
+                outer.snapshot
+            )))
+        }
+    };
+    let bytes = crate::store::b64_decode(&sealed.data).ok_or_else(|| {
+        Error::integrity(format!(
+            "snapshot {}: manifest line 2: sealed data is not base64",
+            outer.snapshot
+        ))
+    })?;
+    let plain = layout.open(name, bytes.into())?;
+    match decode_first(&plain)? {
+        Line::Header(h) if h.redacted() == outer => Ok(plain),
+        _ => Err(Error::integrity(format!(
+            "snapshot {}: the clear header differs from the sealed one (it was altered)",
+            outer.snapshot
+        ))),
+    }
+}
+
+/// The non-empty lines of gzip JSON Lines, as text.
+fn decode_text_lines(data: &[u8]) -> Result<Vec<String>> {
+    let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(data));
+    let mut out = Vec::new();
+    for line in r.lines() {
+        let line =
+            line.map_err(|e| Error::integrity(format!("manifest is not valid gzip: {e}")))?;
+        if !line.is_empty() {
+            out.push(line);
+        }
+    }
+    Ok(out)
+}
+
 /// Decode just the first line of (possibly truncated) gzip JSON Lines.
 ///
 /// # Errors
@@ -881,6 +988,94 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The manifest blob to store as `name`: [`Manifest::to_bytes`], or for an encrypted
+    /// pipeline a clear (redacted) header line, the pack lines in clear, and a `sealed`
+    /// line holding the whole plain manifest sealed under the data key.
+    ///
+    /// # Errors
+    /// Only on serialization bugs.
+    pub fn to_stored(&self, layout: &layout::Layout, name: &str) -> Result<Vec<u8>> {
+        let plain = self.to_bytes()?;
+        if layout.key().is_none() {
+            return Ok(plain);
+        }
+        let sealed = layout.seal(name, plain)?;
+        let line = SealedLine {
+            kind: "sealed".into(),
+            data: crate::store::b64(&sealed),
+        };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        let enc = |e: std::io::Error| Error::internal(format!("encoding manifest: {e}"));
+        serde_json::to_writer(&mut gz, &Line::Header(self.header.redacted()))
+            .map_err(|e| Error::encode("manifest header", e))?;
+        gz.write_all(b"\n").map_err(enc)?;
+        // Pack lines (no paths) stay in clear too: block-level verification needs no key.
+        for p in &self.packs {
+            serde_json::to_writer(&mut gz, &Line::Pack(p.clone()))
+                .map_err(|e| Error::encode("manifest pack line", e))?;
+            gz.write_all(b"\n").map_err(enc)?;
+        }
+        serde_json::to_writer(&mut gz, &line).map_err(|e| Error::encode("manifest", e))?;
+        gz.write_all(b"\n").map_err(enc)?;
+        gz.finish().map_err(enc)
+    }
+
+    /// Read a stored manifest blob `name` ([`Manifest::to_stored`]): opened with the
+    /// layout's key when it is sealed ([`open_stored`]), then checked as
+    /// [`Manifest::from_bytes`].
+    ///
+    /// # Errors
+    /// As [`open_stored`] and [`Manifest::from_bytes`].
+    pub fn from_stored(
+        layout: &layout::Layout,
+        name: &str,
+        data: bytes::Bytes,
+    ) -> Result<Manifest> {
+        Manifest::from_bytes(&open_stored(layout, name, data)?)
+    }
+
+    /// What an encrypted manifest shows without its key: the clear (redacted) header and
+    /// the pack lines, no entries, segments, tables or streams. Only for block-level
+    /// verification (`verify --without-key`): never restore or list from it.
+    ///
+    /// # Errors
+    /// `Config` when the manifest is not encrypted; `Integrity` when its clear lines do
+    /// not decode or fail validation.
+    pub fn from_stored_keyless(data: &[u8]) -> Result<Manifest> {
+        let mut header = None;
+        let mut packs = Vec::new();
+        let lines = decode_text_lines(data)?;
+        for (i, l) in lines.iter().enumerate().take(lines.len().saturating_sub(1)) {
+            match serde_json::from_str::<Line>(l)
+                .map_err(|e| Error::integrity(format!("manifest line {}: {e}", i + 1)))?
+            {
+                Line::Header(h) if i == 0 => header = Some(h),
+                Line::Pack(p) if i > 0 => packs.push(p),
+                _ => {
+                    return Err(Error::integrity(format!(
+                        "manifest line {}: an encrypted manifest shows a header and pack lines in clear",
+                        i + 1
+                    )))
+                }
+            }
+        }
+        let header = header.filter(|h| h.encryption.is_some()).ok_or_else(|| {
+            Error::config(
+                "not an encrypted manifest: --without-key is for encrypted pipelines (verify this one without it)",
+            )
+        })?;
+        let m = Manifest {
+            header,
+            packs,
+            entries: vec![],
+            segments: vec![],
+            tables: vec![],
+            streams: vec![],
+        };
+        check::validate(&m)?;
+        Ok(m)
+    }
+
     /// Serialize (header, packs, entries).
     ///
     /// # Errors
@@ -962,6 +1157,7 @@ mod tests {
             chain: 0,
             full_at: None,
             changes: None,
+            encryption: None,
         };
         let bad = encode(&[
             Line::Header(h.clone()),

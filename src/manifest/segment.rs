@@ -383,12 +383,16 @@ impl<'a> EntryReader<'a> {
         let Some(r) = self.m.segments.get(i) else {
             return Err(Error::internal(format!("segment {i} out of range")));
         };
-        let data = self
-            .store
-            .get(&self.layout.full(&r.blob), None)
-            .await
-            .map_err(|e| e.context(format!("snapshot {snapshot}: reading segment {}", r.blob)))?;
+        let name = self.layout.full(&r.blob);
+        let data =
+            self.store.get(&name, None).await.map_err(|e| {
+                e.context(format!("snapshot {snapshot}: reading segment {}", r.blob))
+            })?;
         self.bytes_read += data.len() as u64;
+        let data = self
+            .layout
+            .open(&name, data)
+            .map_err(|e| e.context(format!("snapshot {snapshot}")))?;
         self.segments_read += 1;
         let entries =
             decode(&data, r, &self.packs).map_err(|e| e.context(format!("snapshot {snapshot}")))?;

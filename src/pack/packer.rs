@@ -15,6 +15,7 @@
 //! they fill.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -23,6 +24,7 @@ use super::tarball::{self, HeaderMeta};
 use super::writer::{BlockSink, BlockSizer, PackWriter};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::codec::Codec;
+use crate::manifest::crypt::DataKey;
 use crate::manifest::layout::Layout;
 use crate::manifest::{self, Entry, EntryKind, PackRecord, PathBytes};
 use crate::store::{self, CommitOptions, Store, Tier};
@@ -60,6 +62,8 @@ pub struct Packs {
     pub layout: Layout,
     /// Runtime to block on for store calls (packing runs on blocking threads).
     pub rt: tokio::runtime::Handle,
+    /// `[encryption]`: the data key every frame is sealed with (`None`: plain packs).
+    pub key: Option<Arc<DataKey>>,
 }
 
 /// A pack being written: a tar builder over a [`PackWriter`].
@@ -104,12 +108,15 @@ impl Packs {
             break (id, rel, blob, already);
         };
         let sink = sinks.sink(&blob, already);
-        let writer = PackWriter::new(
+        let mut writer = PackWriter::new(
             FrameCompressor::new(self.codec, self.level)?,
             self.frame_size,
             BlockSizer::new(self.block_size, Some(size_hint)),
             sink,
         );
+        if let Some(k) = &self.key {
+            writer = writer.sealed(k.clone(), &id);
+        }
         let mut builder = tar::Builder::new(writer);
         builder.mode(tar::HeaderMode::Complete);
         builder.follow_symlinks(false);
@@ -143,6 +150,11 @@ impl Packs {
             .insert("format".into(), manifest::FORMAT_SEGMENTS.to_string());
         opts.metadata
             .insert("codec".into(), self.codec.as_str().into());
+        if let Some(k) = &self.key {
+            opts.metadata
+                .insert("encryption".into(), crate::manifest::crypt::ALG.into());
+            opts.metadata.insert("key".into(), k.id().into());
+        }
         opts.tags.insert("blobpipe-kind".into(), "pack".into());
         opts.tags.insert("pipeline".into(), self.pipeline.clone());
         self.rt

@@ -16,11 +16,13 @@
 
 use std::io::Read;
 use std::ops::Range;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, ResultExt};
 use crate::manifest::codec::Codec;
+use crate::manifest::crypt::DataKey;
 use crate::manifest::layout::Layout;
 use crate::manifest::{Entry, PackRecord};
 use crate::pack::frame::decompress;
@@ -40,6 +42,8 @@ pub struct PackCursor<'a> {
     window: Vec<Segment>,
     /// Compressed bytes fetched so far.
     pub fetched: u64,
+    /// `[encryption]`: the data key the pack's frames are sealed with.
+    key: Option<Arc<DataKey>>,
 }
 
 /// Part of a window: frames that decompressed (their bytes) or one frame that did not.
@@ -64,7 +68,14 @@ impl<'a> PackCursor<'a> {
             pack,
             window: Vec::new(),
             fetched: 0,
+            key: None,
         }
+    }
+
+    /// Open sealed frames with `key` (`None`: the pack is plain).
+    pub fn with_key(mut self, key: Option<Arc<DataKey>>) -> Self {
+        self.key = key;
+        self
     }
 
     /// Id of the pack this cursor reads.
@@ -165,6 +176,14 @@ impl<'a> PackCursor<'a> {
     fn frames(&self, fa: usize, fb: usize, comp: &[u8]) -> Result<Vec<u8>> {
         let raw = self.pack.frames_raw_range(fa, fb);
         let want = raw.end - raw.start;
+        let opened;
+        let comp = match &self.key {
+            Some(k) => {
+                opened = open_frame_run(k, self.pack, fa, fb, comp)?;
+                &opened[..]
+            }
+            None => comp,
+        };
         let data = decompress(self.pack.codec, comp, Some(want.min(64 << 20) as usize))
             .ctx(format!("{} frames {fa}..={fb}", self.blob))?;
         if data.len() as u64 != want {
@@ -175,6 +194,84 @@ impl<'a> PackCursor<'a> {
             )));
         }
         Ok(data)
+    }
+}
+
+/// Open sealed frames `fa..=fb` of `pack` (their stored bytes `comp`, cut as the frame
+/// table says) into the compressed frames they hold, concatenated.
+///
+/// # Errors
+/// `Integrity` naming the pack and frame whose tag does not match.
+pub fn open_frame_run(
+    key: &DataKey,
+    pack: &PackRecord,
+    fa: usize,
+    fb: usize,
+    comp: &[u8],
+) -> Result<Vec<u8>> {
+    let base = pack.frames_comp_range(fa, fa).start;
+    let mut out = Vec::with_capacity(comp.len());
+    for k in fa..=fb {
+        let c = pack.frames_comp_range(k, k);
+        let slice = comp
+            .get((c.start - base) as usize..(c.end - base) as usize)
+            .ok_or_else(|| Error::integrity(format!("pack {} frame {k}: out of range", pack.id)))?;
+        let last = k + 1 == pack.frames.len();
+        out.extend_from_slice(&key.open_frame(&pack.id, k as u64, last, slice)?);
+    }
+    Ok(out)
+}
+
+/// A whole blob read front to back in ranged GETs of at most [`WINDOW`] bytes, as a
+/// [`Read`] (for `cat`: memory is one window, whatever the blob's size). A store error
+/// reads as an I/O error carrying its text.
+pub struct BlobRead<'a> {
+    store: &'a dyn BlobStore,
+    rt: tokio::runtime::Handle,
+    blob: String,
+    pos: u64,
+    size: u64,
+    buf: bytes::Bytes,
+}
+
+impl<'a> BlobRead<'a> {
+    /// Read `blob` (`size` bytes) from `store`.
+    pub fn new(
+        store: &'a dyn BlobStore,
+        rt: tokio::runtime::Handle,
+        blob: String,
+        size: u64,
+    ) -> Self {
+        Self {
+            store,
+            rt,
+            blob,
+            pos: 0,
+            size,
+            buf: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for BlobRead<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            if self.pos >= self.size {
+                return Ok(0);
+            }
+            let end = (self.pos + WINDOW).min(self.size);
+            self.buf = self
+                .rt
+                .block_on(self.store.get(&self.blob, Some(self.pos..end)))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if self.buf.is_empty() {
+                return Ok(0);
+            }
+            self.pos += self.buf.len() as u64;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
     }
 }
 
@@ -204,6 +301,7 @@ pub struct FrameReader<'p, R: Read> {
     comp: Vec<u8>,
     buf: Vec<u8>,
     pos: usize,
+    key: Option<Arc<DataKey>>,
 }
 
 impl<'p, R: Read> FrameReader<'p, R> {
@@ -216,7 +314,14 @@ impl<'p, R: Read> FrameReader<'p, R> {
             comp: Vec::new(),
             buf: Vec::new(),
             pos: 0,
+            key: None,
         }
+    }
+
+    /// Open sealed frames with `key` (`None`: the pack is plain).
+    pub fn with_key(mut self, key: Option<Arc<DataKey>>) -> Self {
+        self.key = key;
+        self
     }
 
     fn next_frame(&mut self) -> std::io::Result<bool> {
@@ -246,6 +351,12 @@ impl<'p, R: Read> FrameReader<'p, R> {
             )));
         }
         let rlen = usize::try_from(r.end - r.start).map_err(|e| bad(e.to_string()))?;
+        if let Some(key) = &self.key {
+            let last = k + 1 == self.pack.frames.len();
+            self.comp = key
+                .open_frame(&self.pack.id, k as u64, last, &self.comp)
+                .map_err(|e| bad(e.to_string()))?;
+        }
         let data =
             decompress(self.pack.codec, &self.comp, Some(rlen)).map_err(|e| bad(e.to_string()))?;
         if data.len() != rlen {
@@ -308,7 +419,10 @@ pub fn read_chunks(
                     c.pack
                 ))
             })?;
-            cursor = Some(PackCursor::new(store, rt.clone(), layout.full(&p.blob), p));
+            cursor = Some(
+                PackCursor::new(store, rt.clone(), layout.full(&p.blob), p)
+                    .with_key(layout.key().cloned()),
+            );
         }
         let cur = cursor
             .as_mut()

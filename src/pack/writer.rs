@@ -7,12 +7,14 @@
 //! real cores, and it holds at most one frame and one block.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
 use super::frame::FrameCompressor;
 use crate::error::{Error, Result};
+use crate::manifest::crypt::DataKey;
 use crate::manifest::BlockRecord;
 use crate::store::b64;
 
@@ -142,6 +144,11 @@ pub struct PackWriter<S: BlockSink> {
     blocks: Vec<BlockRecord>,
     whole: Md5,
     failed: Option<Error>,
+    /// `[encryption]`: the data key and the pack id every frame is sealed with.
+    seal: Option<(Arc<DataKey>, String)>,
+    /// Sealing: the last compressed frame (its raw start and bytes), held back until
+    /// the next one or `finish` says whether it is the pack's last.
+    held: Option<(u64, Vec<u8>)>,
 }
 
 impl<S: BlockSink> PackWriter<S> {
@@ -161,7 +168,17 @@ impl<S: BlockSink> PackWriter<S> {
             blocks: Vec::new(),
             whole: Md5::new(),
             failed: None,
+            seal: None,
+            held: None,
         }
+    }
+
+    /// Seal every frame with `key` as frame `i` of pack `pack_id` (the encrypted frame
+    /// format, [`DataKey::seal_frame`]): the frame table and blocks then describe the
+    /// sealed bytes.
+    pub fn sealed(mut self, key: Arc<DataKey>, pack_id: &str) -> Self {
+        self.seal = Some((key, pack_id.to_string()));
+        self
     }
 
     /// Uncompressed bytes written so far.
@@ -177,6 +194,17 @@ impl<S: BlockSink> PackWriter<S> {
         if self.frame.is_empty() {
             return Ok(());
         }
+        if self.seal.is_some() {
+            let mut comp = Vec::with_capacity(self.frame.len() / 2);
+            self.compressor.compress_into(&self.frame, &mut comp)?;
+            let start = self.frame_start;
+            self.frame_start = self.raw_offset;
+            self.frame.clear();
+            return match self.held.replace((start, comp)) {
+                Some(prev) => self.seal_held(prev, false),
+                None => Ok(()),
+            };
+        }
         let before = self.pending.len();
         self.compressor
             .compress_into(&self.frame, &mut self.pending)?;
@@ -184,6 +212,24 @@ impl<S: BlockSink> PackWriter<S> {
         self.comp_offset += (self.pending.len() - before) as u64;
         self.frame_start = self.raw_offset;
         self.frame.clear();
+        self.seal_full_blocks(false)
+    }
+
+    /// Seal a held frame as the next frame of the pack.
+    fn seal_held(&mut self, (raw_start, comp): (u64, Vec<u8>), last: bool) -> Result<()> {
+        let Some((key, id)) = self.seal.clone() else {
+            return Err(Error::internal("sealing a frame without a key"));
+        };
+        let before = self.pending.len();
+        key.seal_frame(
+            &id,
+            self.frames.len() as u64,
+            last,
+            &comp,
+            &mut self.pending,
+        )?;
+        self.frames.push((raw_start, self.comp_offset));
+        self.comp_offset += (self.pending.len() - before) as u64;
         self.seal_full_blocks(false)
     }
 
@@ -229,6 +275,9 @@ impl<S: BlockSink> PackWriter<S> {
             return Err(e);
         }
         self.cut_frame()?;
+        if let Some(h) = self.held.take() {
+            self.seal_held(h, true)?;
+        }
         self.seal_full_blocks(true)?;
         Ok((
             PackSummary {
@@ -323,6 +372,47 @@ mod tests {
     #[test]
     fn zstd_frames_roundtrip() {
         roundtrip(Codec::Zstd);
+    }
+
+    #[test]
+    fn sealed_frames_open_in_place_and_read_as_a_stream() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 97) as u8).collect();
+        let key = Arc::new(DataKey::generate().unwrap());
+        let mut w = PackWriter::new(
+            FrameCompressor::new(Codec::Zstd, 3).unwrap(),
+            256 << 10,
+            BlockSizer::new(64 << 10, None),
+            Vec::new(),
+        )
+        .sealed(key.clone(), "pk");
+        w.write_all(&data).unwrap();
+        let (sum, blocks) = w.finish().unwrap();
+        let joined: Vec<u8> = blocks.iter().flat_map(|b| b.data.iter().copied()).collect();
+        assert_eq!(sum.frames.len(), 4);
+        assert_eq!(joined.len() as u64, sum.size);
+        // Not zstd any more: the plain decoder refuses it.
+        assert!(decompress(Codec::Zstd, &joined, None).is_err());
+        let mut raw = Vec::new();
+        key.open_frames("pk", &joined[..], &mut |f| {
+            raw.extend(decompress(Codec::Zstd, f, None)?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(raw, data);
+        // Each frame opens where the frame table puts it; the last carries the flag.
+        let ends: Vec<u64> = sum
+            .frames
+            .iter()
+            .skip(1)
+            .map(|f| f.1)
+            .chain([sum.size])
+            .collect();
+        for (k, (f, end)) in sum.frames.iter().zip(ends).enumerate() {
+            let frame = &joined[f.1 as usize..end as usize];
+            let last = k == 3;
+            assert!(key.open_frame("pk", k as u64, last, frame).is_ok());
+            assert!(key.open_frame("pk", k as u64, !last, frame).is_err());
+        }
     }
 
     #[test]

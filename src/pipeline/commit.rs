@@ -68,7 +68,7 @@ pub(super) fn write_part_record(
     lines.extend(result.entries.iter().cloned().map(Line::Entry));
     lines.extend(result.tables.iter().cloned().map(Line::Table));
     lines.extend(result.streams.iter().cloned().map(Line::Stream));
-    let body = manifest::encode(&lines)?;
+    let body = ctx.layout.seal(name, manifest::encode(&lines)?)?;
     ctx.rt
         .block_on(ctx.packs.store.put(name, Bytes::from(body), true))
         .ctx(format!("writing part record {name}"))?;
@@ -79,8 +79,12 @@ pub(super) fn write_part_record(
 ///
 /// # Errors
 /// `Store` when it cannot be read, `Integrity` when it is malformed.
-pub(super) async fn load_part(store: &Store, name: &str) -> Result<(PartHeader, PartResult)> {
-    let bytes = store.get(name, None).await?;
+pub(super) async fn load_part(
+    store: &Store,
+    layout: &Layout,
+    name: &str,
+) -> Result<(PartHeader, PartResult)> {
+    let bytes = layout.open(name, store.get(name, None).await?)?;
     let mut header = None;
     let mut r = PartResult::default();
     for l in manifest::decode(&bytes)? {
@@ -241,6 +245,7 @@ pub(super) async fn commit(
             chain: plan.chain,
             full_at: plan.full_at,
             changes: changes.clone(),
+            encryption: layout.key().and_then(|k| k.info()),
         },
         packs,
         entries,
@@ -255,9 +260,10 @@ pub(super) async fn commit(
         ))
         .context("committing the manifest")
     })?;
-    let body = m.to_bytes()?;
+    let name = layout.snapshot(snapshot);
+    let body = m.to_stored(layout, &name)?;
     store
-        .put(&layout.snapshot(snapshot), Bytes::from(body), true)
+        .put(&name, Bytes::from(body), true)
         .await
         .ctx("committing the manifest")?;
     tracing::info!(

@@ -52,6 +52,15 @@ pub struct CopyReport {
 /// `NotFound` for an unknown snapshot, `Integrity` when a source block does not match
 /// its recorded MD5, `Archived` for an archived source pack, `Cancelled`, store errors.
 pub async fn copy(from: &Repo, to: &Repo, ids: &[String], cancel: &Cancel) -> Result<CopyReport> {
+    // [encryption]: blobs are copied as stored (sealed, bound to their names relative to
+    // the prefix), so the destination reads them with the same key record: copy it first.
+    if from.layout.key().is_some() {
+        for item in crate::store::list_all(&*from.store, &from.layout.keys()).await? {
+            let file = item.name.rsplit('/').next().unwrap_or(&item.name);
+            let id = file.strip_suffix(".json").unwrap_or(file);
+            copy_small(from, to, &item.name, &to.layout.key_record(id)).await?;
+        }
+    }
     let mut wanted = Vec::new();
     if ids.is_empty() {
         wanted = catalog::snapshot_ids(&*from.store, &from.layout).await?;

@@ -130,7 +130,12 @@ impl DrillRecord {
 /// # Errors
 /// Only when the scratch directory cannot be created.
 pub async fn drill(p: &Pipeline, store: Store, opts: &DrillOptions) -> Result<DrillRecord> {
-    let layout = Layout::new(&p.target.prefix);
+    let mut layout = Layout::new(&p.target.prefix);
+    if let Some(k) =
+        crate::manifest::layout::unlock(&*store, &layout, p.encryption.as_ref(), false).await?
+    {
+        layout = layout.with_key(k);
+    }
     let scratch_parent = opts.scratch_in.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = scratch_parent.join(format!("blobpipe-drill-{}-{}", p.name, ids::random_hex(6)));
     std::fs::create_dir_all(&scratch).map_err(|e| {

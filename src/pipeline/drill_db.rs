@@ -353,7 +353,12 @@ pub async fn drill_db(
     };
     let pg = kind == "postgres";
     check_url(pg, scratch_url)?;
-    let layout = Layout::new(&p.target.prefix);
+    let mut layout = Layout::new(&p.target.prefix);
+    if let Some(k) =
+        crate::manifest::layout::unlock(&*store, &layout, p.encryption.as_ref(), false).await?
+    {
+        layout = layout.with_key(k);
+    }
     let base = scratch_name(&p.name);
     let word = if pg { "schema" } else { "database" };
     let started_at = Utc::now();

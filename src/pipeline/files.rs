@@ -313,6 +313,7 @@ pub(super) fn store_segment(ctx: &Ctx, r: &PartResult) -> Result<Option<segment:
     }
     let (body, sref) = segment::encode(&r.entries)?;
     let name = ctx.layout.full(&sref.blob);
+    let body = ctx.layout.seal(&name, body)?;
     let store = &ctx.packs.store;
     if ctx.rt.block_on(store.head(&name))?.is_none() {
         match ctx.rt.block_on(store.put(&name, Bytes::from(body), true)) {

@@ -125,6 +125,7 @@ pub(super) async fn load_or_make_plan(
     let body = gz
         .finish()
         .map_err(|e| Error::internal(format!("encoding plan: {e}")))?;
+    let body = layout.seal(&name, body)?;
     store
         .put(&name, Bytes::from(body), true)
         .await
@@ -144,6 +145,7 @@ pub(super) async fn load_plan(
     let name = layout.plan(run_id);
     match store.get(&name, None).await {
         Ok(bytes) => {
+            let bytes = layout.open(&name, bytes)?;
             let mut s = Vec::new();
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s)
                 .map_err(|e| Error::integrity(format!("plan {name}: {e}")))?;

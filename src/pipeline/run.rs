@@ -242,7 +242,7 @@ pub(super) async fn run(
         };
         partitions += 1;
         if let Some(name) = earlier.get(&piece.digest) {
-            let (_, r) = commit::load_part(&store, name)
+            let (_, r) = commit::load_part(&store, layout, name)
                 .await
                 .ctx("reading a part record of an earlier attempt")?;
             counters.add(
@@ -424,6 +424,7 @@ pub(super) fn open_ctx(
             store: store.clone(),
             layout: layout.clone(),
             rt: tokio::runtime::Handle::current(),
+            key: layout.key().cloned(),
         },
         uploads,
         cancel: cancel.clone(),

@@ -14,7 +14,7 @@ use super::report::{write_run_record, BackupReport};
 use super::run::{self, Finished};
 use super::spec::Pipeline;
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifest::layout::Layout;
+use crate::manifest::layout::{unlock, Layout};
 use crate::manifest::records::RunStatus;
 use crate::store::Store;
 use crate::support::cancel::Cancel;
@@ -61,7 +61,15 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
             "invalid run id {run_id:?}: use letters, digits, '-', '_' and '.'"
         )));
     }
-    let layout = Layout::new(&p.target.prefix);
+    let mut layout = Layout::new(&p.target.prefix);
+    // `[encryption]`: a wrong or missing key stops the run here, before anything is
+    // written (not even the lock). A pipeline without a key record gets one under the lock.
+    let enc = p.encryption.as_ref();
+    let key = match unlock(&*store, &layout, enc, false).await {
+        Ok(k) => k,
+        Err(e) if e.kind() == ErrorKind::NotFound && enc.is_some() => None,
+        Err(e) => return Err(e.context(format!("run {run_id}"))),
+    };
     let lock = crate::manifest::lock::RunLock::acquire(
         store.clone(),
         &layout,
@@ -71,6 +79,20 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
         &opts.cancel,
     )
     .await?;
+    let key = match (key, enc) {
+        (Some(k), _) => Some(k),
+        (None, Some(_)) => match unlock(&*store, &layout, enc, true).await {
+            Ok(k) => k,
+            Err(e) => {
+                lock.release().await;
+                return Err(e.context(format!("run {run_id}")));
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(k) = key {
+        layout = layout.with_key(k);
+    }
     let engine = match &opts.scale {
         Some(scale) => {
             super::scale::run_local(p, store.clone(), &layout, &run_id, started_at, &opts, scale)

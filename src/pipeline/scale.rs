@@ -131,6 +131,14 @@ fn un_gz_json<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<
 /// # Errors
 /// `Config` naming why.
 pub fn check_source(p: &Pipeline) -> Result<()> {
+    if p.encryption.is_some() {
+        return Err(Error::config(format!(
+            "pipeline {:?}: scale-out (plan, work, backup --workers) does not support \
+             [encryption] yet: its queue records are not sealed and workers do not unlock \
+             the data key. Run it with a plain `blobpipe backup` (see docs/scale-out.md)",
+            p.name
+        )));
+    }
     match &p.source {
         SourceConfig::Fs(_) => Ok(()),
         _ => Err(Error::config(format!(
@@ -499,9 +507,9 @@ pub(super) async fn finalize(
         .collect();
     let done: Vec<Option<commit::PartResult>> =
         futures::stream::iter(names.into_iter().enumerate().map(|(i, name)| {
-            let store = store.clone();
+            let (store, layout) = (store.clone(), layout.clone());
             async move {
-                commit::load_part(&store, &name)
+                commit::load_part(&store, &layout, &name)
                     .await
                     .map(|(_, r)| Some(r))
                     .ctx(format!("reading the part record of partition {i}"))

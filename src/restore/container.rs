@@ -296,7 +296,9 @@ fn restore_pack(
 ) -> Result<(u64, u64, u64)> {
     let mut sorted: Vec<&Entry> = files.iter().collect();
     sorted.sort_by_key(|e| e.data_offset);
-    let mut cursor = pack.map(|p| PackCursor::new(store, rt.clone(), layout.full(&p.blob), p));
+    let mut cursor = pack.map(|p| {
+        PackCursor::new(store, rt.clone(), layout.full(&p.blob), p).with_key(layout.key().cloned())
+    });
     let (mut n, mut bytes) = (0u64, 0u64);
     for (k, e) in sorted.iter().enumerate() {
         let name = blob_name(e)?;

@@ -379,7 +379,9 @@ pub(super) fn restore_files(
     static TMP: AtomicU64 = AtomicU64::new(0);
     let mut sorted: Vec<&(Entry, PathBuf)> = files.iter().collect();
     sorted.sort_by_key(|(e, _)| e.data_offset);
-    let mut cursor = pack.map(|p| PackCursor::new(store, rt.clone(), layout.full(&p.blob), p));
+    let mut cursor = pack.map(|p| {
+        PackCursor::new(store, rt.clone(), layout.full(&p.blob), p).with_key(layout.key().cloned())
+    });
     let (mut n, mut bytes) = (0u64, 0u64);
     let pid = std::process::id();
     // Once the pack turns out to be missing, its remaining files are damaged too.

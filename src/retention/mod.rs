@@ -37,6 +37,7 @@ use serde::Serialize;
 use self::config::RetentionConfig;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::catalog;
+use crate::manifest::crypt::EncryptionConfig;
 use crate::manifest::layout::Layout;
 use crate::manifest::lock::RunLock;
 use crate::manifest::records::{PlanHead, RunRecord, RunStatus};
@@ -240,6 +241,9 @@ async fn run_parts(store: &dyn BlobStore, layout: &Layout) -> Result<Vec<RunPart
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e.context(format!("reading {plan}"))),
         };
+        let Ok(bytes) = layout.open(&plan, bytes) else {
+            continue;
+        };
         let mut s = Vec::new();
         if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s)
             .is_err()
@@ -303,6 +307,8 @@ pub struct Scope<'a> {
     pub policy: Option<&'a RetentionConfig>,
     /// Run-lock lease length.
     pub lock_ttl: Duration,
+    /// `[encryption]`: prune opens manifests and part records with the pipeline's key.
+    pub encryption: Option<&'a EncryptionConfig>,
 }
 
 impl Scope<'_> {
@@ -326,7 +332,11 @@ impl Scope<'_> {
 /// waiting), store errors.
 pub async fn forget(p: &Scope<'_>, store: &Store, opts: &Options) -> Result<ForgetReport> {
     let policy = p.policy()?;
-    let layout = Layout::new(p.prefix);
+    let mut layout = Layout::new(p.prefix);
+    if let Some(k) = crate::manifest::layout::unlock(&**store, &layout, p.encryption, false).await?
+    {
+        layout = layout.with_key(k);
+    }
     let guard = if opts.dry_run {
         None
     } else {
@@ -534,8 +544,13 @@ fn segment_key(sha256: &str) -> String {
 
 /// Add every pack id and segment `blob` (a manifest or part record) references to `out`,
 /// reading it line by line.
-async fn referenced_by(store: &dyn BlobStore, blob: &str, out: &mut HashSet<String>) -> Result<()> {
-    let bytes = store.get(blob, None).await?;
+async fn referenced_by(
+    store: &dyn BlobStore,
+    layout: &Layout,
+    blob: &str,
+    out: &mut HashSet<String>,
+) -> Result<()> {
+    let bytes = crate::manifest::open_stored(layout, blob, store.get(blob, None).await?)?;
     let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
     for (i, line) in r.lines().enumerate() {
         let line = line.map_err(|e| Error::integrity(format!("{blob} is not valid gzip: {e}")))?;
@@ -579,7 +594,11 @@ async fn referenced_by(store: &dyn BlobStore, blob: &str, out: &mut HashSet<Stri
 /// waiting), `Integrity` for an unreadable manifest, store errors.
 pub async fn prune(p: &Scope<'_>, store: &Store, opts: &Options) -> Result<PruneReport> {
     let policy = p.policy()?;
-    let layout = Layout::new(p.prefix);
+    let mut layout = Layout::new(p.prefix);
+    if let Some(k) = crate::manifest::layout::unlock(&**store, &layout, p.encryption, false).await?
+    {
+        layout = layout.with_key(k);
+    }
     let guard = if opts.dry_run {
         None
     } else {
@@ -616,7 +635,7 @@ pub async fn prune_locked(
     rep.snapshots = ids.len();
     let mut referenced = HashSet::new();
     for id in &ids {
-        match referenced_by(&**store, &layout.snapshot(id), &mut referenced).await {
+        match referenced_by(&**store, layout, &layout.snapshot(id), &mut referenced).await {
             Ok(()) => {}
             // Forgotten by a concurrent forget between the listing and the read.
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -639,7 +658,7 @@ pub async fn prune_locked(
         }
         for (name, _) in &r.blobs {
             if name.ends_with(".jsonl.gz") {
-                referenced_by(&**store, name, &mut referenced)
+                referenced_by(&**store, layout, name, &mut referenced)
                     .await
                     .ctx(format!("reading part record {name}; nothing was pruned"))?;
             }

@@ -483,6 +483,12 @@ pub fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
+/// Decode standard base64 (`None` if it is not).
+pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
 /// Decode a base64 MD5 string.
 pub fn md5_from_b64(s: &str) -> Option<[u8; 16]> {
     use base64::Engine;

@@ -39,6 +39,20 @@ pub fn out_str(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Write raw bytes to stdout (`cat`); returns false once the pipe is closed.
+pub fn out_bytes(data: &[u8]) -> bool {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return false;
+    }
+    if let Err(e) = io::stdout().lock().write_all(data) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        return false;
+    }
+    true
+}
+
 /// Print one line on stderr (above the progress bar, if one is drawn); errors are dropped.
 pub fn err_line(args: fmt::Arguments<'_>) {
     let line = format!("{args}\n");

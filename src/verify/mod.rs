@@ -561,11 +561,15 @@ async fn verify_pack(
     }
     let store2 = store.clone();
     let m2 = m.clone();
+    let key = layout.key().cloned();
     let rt = tokio::runtime::Handle::current();
     let res = tokio::task::spawn_blocking(move || {
         let p = &m2.packs[pi];
         let entries: Vec<&Entry> = entries.iter().collect();
-        let scan = PackScan::new(&*store2, rt, &blob, p, file_entries(&entries));
+        let mut scan = PackScan::new(&*store2, rt, &blob, p, file_entries(&entries));
+        if m2.header.encryption.is_some() {
+            scan = scan.sealed(key);
+        }
         match mode {
             VerifyMode::Full => full_pack(&scan, &mut r),
             VerifyMode::Sample(f) => sample_pack(&scan, f, seed, &mut r),

@@ -14,12 +14,14 @@
 
 use std::io::Read;
 use std::ops::Range;
+use std::sync::Arc;
 
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
 use super::{Mismatch, PackResult};
 use crate::error::Result;
+use crate::manifest::crypt::DataKey;
 use crate::manifest::{Entry, PackRecord};
 use crate::pack::read::decoder;
 use crate::store::{md5_from_b64, BlobStore};
@@ -43,6 +45,8 @@ pub(super) struct PackScan<'a> {
     block_starts: Vec<u64>,
     /// Whether the frame table can be used to find frames (else blocks are only MD5'd).
     pub(super) frames_ok: bool,
+    /// `[encryption]`: the data key the frames are sealed with.
+    key: Option<Arc<DataKey>>,
 }
 
 /// Why a frame table cannot be used, if it cannot.
@@ -98,7 +102,18 @@ impl<'a> PackScan<'a> {
             files,
             block_starts,
             frames_ok: frame_table_problem(p).is_none(),
+            key: None,
         }
+    }
+
+    /// The pack's frames are sealed (`[encryption]`): open them with `key`, or, without
+    /// it, check blocks only (their MD5s are of the stored ciphertext).
+    pub(super) fn sealed(mut self, key: Option<Arc<DataKey>>) -> Self {
+        if key.is_none() {
+            self.frames_ok = false;
+        }
+        self.key = key;
+        self
     }
 
     /// Compressed range of block `i`.
@@ -265,6 +280,35 @@ impl<'a> PackScan<'a> {
     fn frame(&self, k: usize, comp: &[u8], hashing: &mut Hashing<'_>, r: &mut PackResult) {
         let raw = self.p.frames_raw_range(k, k);
         let want = raw.end - raw.start;
+        let opened;
+        let comp = match &self.key {
+            None => comp,
+            Some(key) => {
+                let last = k + 1 == self.p.frames.len();
+                match key.open_frame(&self.p.id, k as u64, last, comp) {
+                    Ok(c) => {
+                        opened = c;
+                        &opened[..]
+                    }
+                    Err(e) => {
+                        r.mismatches.push(self.finding(
+                            "frame-tag",
+                            format!(
+                                "frame {k} (uncompressed bytes {}..{}, compressed {}..{}): {}",
+                                raw.start,
+                                raw.end,
+                                self.p.frames_comp_range(k, k).start,
+                                self.p.frames_comp_range(k, k).end,
+                                e.message()
+                            ),
+                            self.paths_overlapping(&raw),
+                        ));
+                        hashing.frame(&raw, None, r);
+                        return;
+                    }
+                }
+            }
+        };
         match decode_frame(self.p, comp, want) {
             Ok(data) => hashing.frame(&raw, Some(&data), r),
             Err(why) => {

@@ -84,6 +84,10 @@ with DAG(
         pipeline=PIPELINE,
         snapshot="{{ params.snapshot }}",
         to_db=os.environ.get("AIRFLOW_RESTORE_DB_URL", "postgres://airflow@localhost:5432/airflow"),
+        # Connections loading at once, and `bulk` to check foreign keys once per key
+        # before commit (needs the right to set session_replication_role).
+        jobs=int(os.environ.get("BLOBPIPE_RESTORE_JOBS", "4")),
+        fk_check=os.environ.get("BLOBPIPE_RESTORE_FK_CHECK", "immediate"),
         retries=0,
     )
     newest_verified >> restore

@@ -203,3 +203,16 @@ def test_functions_transport_speaks_the_public_runs_api(monkeypatch: pytest.Monk
     assert seen[0] == ("POST", "/api/runs/home?run_id=r-1", "k3y")
     assert seen[1] == ("GET", "/api/runs?id=r-1&pipeline=home", "k3y")
     assert seen[2][0] == "GET"
+
+
+def test_restore_args_pass_jobs_and_fk_check_to_a_database_restore_only() -> None:
+    args = BlobpipeHook.restore_args(
+        "p.toml", "latest", to_db="postgres://db/x", jobs=3, fk_check="bulk"
+    )
+    assert args[args.index("--jobs") + 1] == "3"
+    assert args[args.index("--fk-check") + 1] == "bulk"
+    plain = BlobpipeHook.restore_args("p.toml", "latest", to_db="postgres://db/x")
+    assert "--jobs" not in plain
+    assert "--fk-check" not in plain
+    with pytest.raises(BlobpipeFatalError, match="database restore"):
+        BlobpipeHook.restore_args("p.toml", "latest", to="/tmp/out", jobs=2)

@@ -68,6 +68,8 @@ def test_metadata_backup_drill_and_restore_into_a_fresh_environment(
             "BLOBPIPE_TARGET_URL": f"file://{tmp_path / 'store'}",
             "BLOBPIPE_DRILL_DB": PG_URL,
             "AIRFLOW_RESTORE_DB_URL": db_url(new),
+            "BLOBPIPE_RESTORE_JOBS": "2",
+            "BLOBPIPE_RESTORE_FK_CHECK": "bulk",
         }
     )
     airflow(["dags", "test", BACKUP, "2026-12-01"], env)
@@ -98,6 +100,9 @@ def test_metadata_backup_drill_and_restore_into_a_fresh_environment(
     assert backup["verify"]["ok"]
     assert drill["ok"] is True
     assert drill["snapshot"] == backup["snapshot"]
+    # The operator passed --jobs 2 --fk-check bulk through to the restore.
+    assert restore["fk_check"] == "bulk"
+    assert 1 <= restore["connections"] <= 2
     tables = {t["table"].rsplit(".", 1)[-1]: t for t in restore["tables"]}
     # Airflow 3 has no task_fail table: the shipped pipeline's include list allows for it.
     assert drill["tables"] == len(tables) >= 9

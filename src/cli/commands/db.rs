@@ -5,7 +5,6 @@ use crate::cli::args::RestoreArgs;
 use crate::cli::exit;
 use crate::cli::render::{self, emit};
 use crate::error::{Error, Result};
-use crate::manifest::layout::Repo;
 use crate::pipeline::Pipeline;
 use crate::restore::config::{FkCheck, Strategy};
 use crate::restore::db::{DbRestoreOptions, LoadOptions};
@@ -18,7 +17,7 @@ use crate::restore::db::{DbRestoreOptions, LoadOptions};
 pub async fn restore(a: RestoreArgs, json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(&a.pipeline)?;
     let (opts, load) = options(&p, &a)?;
-    let repo = Repo::open(&p.target, &p.retry).await?;
+    let repo = p.open_repo().await?;
     let mut m = a.sel.load_readable(&repo).await?;
     crate::manifest::segment::materialize(&*repo.store, &repo.layout, &mut m).await?;
     let r =

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod backup;
 pub mod db;
+pub mod keys;
 pub mod ops;
 pub mod report;
 pub mod restore;

@@ -22,7 +22,7 @@ pub async fn restore(a: RestoreArgs, json: bool, quiet: bool) -> Result<i32> {
         return super::db::restore(a, json).await;
     }
     let p = Pipeline::load_for_reading(&a.pipeline)?;
-    let repo = Repo::open(&p.target, &p.retry).await?;
+    let repo = p.open_repo().await?;
     // `latest` / `--at` is the newest snapshot that can be restored: a damaged newer one
     // is skipped, and said so (stderr, so `--json` stays one document). The head only:
     // restore reads the segments it needs as it goes.

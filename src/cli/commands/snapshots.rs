@@ -32,8 +32,22 @@ pub async fn snapshots(pipeline: &Path, json: bool) -> Result<i32> {
 pub async fn copy(from: &Path, to: &Path, ids: &[String], json: bool) -> Result<i32> {
     let a = Pipeline::load_for_reading(from)?;
     let b = Pipeline::load_for_reading(to)?;
-    let src = Repo::open(&a.target, &a.retry).await?;
+    let src = a.open_repo().await?;
+    // The destination gets the source's key record (copy writes blobs as stored): its
+    // pipeline must name a key that opens it, checked before anything is written.
     let dst = Repo::open(&b.target, &b.retry).await?;
+    if src.layout.key().is_some() {
+        let enc = b.encryption.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "copy: {} is encrypted, {} has no [encryption]; give it the same key",
+                from.display(),
+                to.display()
+            ))
+        })?;
+        crate::manifest::layout::unlock(&*src.store, &src.layout, Some(enc), false)
+            .await
+            .map_err(|e| e.context(format!("copy: the key of {}", to.display())))?;
+    }
     if src.store.describe() == dst.store.describe() && a.target.prefix == b.target.prefix {
         return Err(Error::config(
             "copy: both pipelines name the same store and prefix; nothing to copy",
@@ -64,7 +78,7 @@ pub async fn copy(from: &Path, to: &Path, ids: &[String], json: bool) -> Result<
 /// `NotFound` for an unknown snapshot, config and store errors.
 pub async fn diff(pipeline: &Path, from: &str, to: &str, json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(pipeline)?;
-    let Repo { store, layout } = Repo::open(&p.target, &p.retry).await?;
+    let Repo { store, layout } = p.open_repo().await?;
     // Heads only; the entries are compared a segment of each at a time.
     let a = catalog::load_head(
         &*store,
@@ -97,7 +111,7 @@ pub async fn diff(pipeline: &Path, from: &str, to: &str, json: bool) -> Result<i
 /// bad globs, store errors.
 pub async fn ls(pipeline: &Path, sel: &SnapshotSel, globs: &[String], json: bool) -> Result<i32> {
     let p = Pipeline::load_for_reading(pipeline)?;
-    let repo = Repo::open(&p.target, &p.retry).await?;
+    let repo = p.open_repo().await?;
     // The head, then the entries a segment at a time (only the segments an anchored
     // glob can reach): memory holds one segment, never the snapshot.
     let m = sel.load_readable(&repo).await?;

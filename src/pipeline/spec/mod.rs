@@ -16,6 +16,7 @@
 
 mod alerts;
 mod check;
+mod encryption;
 mod locate;
 mod raw;
 mod restore;
@@ -86,6 +87,8 @@ pub struct Pipeline {
     pub lifecycle: Option<LifecycleConfig>,
     /// Write-once snapshots (`[immutability]`): policies set after each commit.
     pub immutability: Option<ImmutabilityConfig>,
+    /// Client-side encryption (`[encryption]`): where the key-encryption key comes from.
+    pub encryption: Option<crate::manifest::crypt::EncryptionConfig>,
     /// `[serve] handoff = "queue"`: `blobpipe serve` enqueues runs of this pipeline for a
     /// queue-triggered job (`blobpipe run-queued`) instead of running them itself.
     pub handoff: Option<HandoffConfig>,
@@ -203,7 +206,20 @@ impl Pipeline {
             prefix: &self.target.prefix,
             policy: self.retention.as_ref(),
             lock_ttl: self.lock_ttl,
+            encryption: self.encryption.as_ref(),
         }
+    }
+
+    /// Open the pipeline's store and, with `[encryption]`, its data key: a wrong or
+    /// missing key fails here, before anything is read with it.
+    ///
+    /// # Errors
+    /// As [`crate::manifest::layout::Repo::open`] and
+    /// [`crate::manifest::layout::unlock`] (`WrongKey`, `Config`, `NotFound`).
+    pub async fn open_repo(&self) -> crate::error::Result<crate::manifest::layout::Repo> {
+        let mut r = crate::manifest::layout::Repo::open(&self.target, &self.retry).await?;
+        r.unlock(self.encryption.as_ref(), false).await?;
+        Ok(r)
     }
 
     /// What `retention::lifecycle` needs of this pipeline.
@@ -354,6 +370,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
     let alerts = alerts::check_alerts(c, s.alerts);
     let restore = restore::check_restore(c, &s.restore, &source);
     let immutability = retention::check_immutability(c, s.immutability.as_ref(), &target);
+    let encryption = encryption::check_encryption(c, s.encryption.as_ref(), base);
     Pipeline {
         name,
         description: s.description,
@@ -375,6 +392,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         retention: retention::check_retention(c, s.retention.as_ref()),
         lifecycle: retention::check_lifecycle(c, s.lifecycle.as_ref(), &incremental),
         immutability,
+        encryption,
         handoff: serve::check_serve(c, s.serve.as_ref()),
         restore,
         unchecked: Vec::new(),

@@ -48,6 +48,8 @@ pub(super) struct PipelineSpec {
     #[serde(default)]
     pub(super) immutability: Option<ImmutabilitySpec>,
     #[serde(default)]
+    pub(super) encryption: Option<EncryptionSpec>,
+    #[serde(default)]
     pub(super) serve: Option<ServeSpec>,
     #[serde(default)]
     pub(super) restore: RestoreSpec,
@@ -58,6 +60,15 @@ pub(super) struct PipelineSpec {
 pub(super) struct ServeSpec {
     pub(super) handoff: Option<Spanned<String>>,
     pub(super) queue_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EncryptionSpec {
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) key_env: Option<Spanned<String>>,
+    pub(super) passphrase_env: Option<Spanned<String>>,
+    pub(super) passphrase_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

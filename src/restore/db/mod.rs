@@ -275,7 +275,8 @@ pub(crate) async fn read_chunk(
                     e.path.display()
                 ))
             })?;
-            let mut cur = PackCursor::new(&*store, rt, layout.full(&pack.blob), pack);
+            let mut cur = PackCursor::new(&*store, rt, layout.full(&pack.blob), pack)
+                .with_key(layout.key().cloned());
             let end = e.data_offset + e.size;
             cur.read(e.data_offset..end, end, &mut |b| {
                 data.extend_from_slice(b);

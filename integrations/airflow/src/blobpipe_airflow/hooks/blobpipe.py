@@ -449,13 +449,24 @@ class BlobpipeHook(BaseHook):
         strategies: Iterable[str] = (),
         schema: Optional[str] = None,
         no_transaction: bool = False,
+        jobs: Optional[int] = None,
+        fk_check: Optional[str] = None,
         paths: Iterable[str] = (),
         overwrite: bool = False,
     ) -> list[str]:
-        """``restore PIPELINE [SNAPSHOT | --at T] (--to DIR | --to-db URL …)``."""
+        """``restore PIPELINE [SNAPSHOT | --at T] (--to DIR | --to-db URL …)``.
+
+        ``jobs`` (``--jobs N``, connections loading at once) and ``fk_check``
+        (``--fk-check immediate|bulk``) only apply to a database restore; given with ``to``
+        they are a configuration error, as on the command line."""
         if (to is None) == (to_db is None):
             raise BlobpipeFatalError(
                 "restore needs exactly one of `to` (a directory) or `to_db` (a database URL)",
+                outcome_for(2),
+            )
+        if to_db is None and (jobs is not None or fk_check is not None):
+            raise BlobpipeFatalError(
+                "`jobs` and `fk_check` apply to a database restore (`to_db`) only",
                 outcome_for(2),
             )
         args = ["restore", pipeline]
@@ -475,6 +486,10 @@ class BlobpipeHook(BaseHook):
                 args += ["--schema", schema]
             if no_transaction:
                 args.append("--no-transaction")
+            if jobs is not None:
+                args += ["--jobs", str(jobs)]
+            if fk_check is not None:
+                args += ["--fk-check", fk_check]
         for p in paths:
             args += ["--path", p]
         if overwrite:

@@ -226,6 +226,9 @@ class BlobpipeRestoreOperator(_BlobpipeOperator):
     ``to_db`` takes ``postgres://…`` / ``mysql://…``; put the password in the connection's
     ``env`` (``PGPASSWORD`` / ``MYSQL_PWD``) rather than in the URL. Exit 7 (the target
     is not empty) and 8 (archived: rehydrate first) fail the task without retries.
+    ``jobs`` loads on up to N connections at once (``--jobs``, default 4) and
+    ``fk_check="bulk"`` checks foreign keys once per key before commit (``--fk-check``,
+    PostgreSQL, needs the right to set ``session_replication_role``).
     """
 
     template_fields: Sequence[str] = ("pipeline", "snapshot", "at", "to", "to_db", "env")
@@ -243,6 +246,8 @@ class BlobpipeRestoreOperator(_BlobpipeOperator):
         strategies: Sequence[str] = (),
         schema: Optional[str] = None,
         no_transaction: bool = False,
+        jobs: Optional[int] = None,
+        fk_check: Optional[str] = None,
         paths: Sequence[str] = (),
         overwrite: bool = False,
         **kwargs: Any,
@@ -257,6 +262,8 @@ class BlobpipeRestoreOperator(_BlobpipeOperator):
         self.strategies = list(strategies)
         self.schema = schema
         self.no_transaction = no_transaction
+        self.jobs = jobs
+        self.fk_check = fk_check
         self.paths = list(paths)
         self.overwrite = overwrite
 
@@ -272,6 +279,8 @@ class BlobpipeRestoreOperator(_BlobpipeOperator):
             strategies=self.strategies,
             schema=self.schema,
             no_transaction=self.no_transaction,
+            jobs=self.jobs,
+            fk_check=self.fk_check,
             paths=self.paths,
             overwrite=self.overwrite,
         )
