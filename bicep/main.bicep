@@ -12,6 +12,8 @@
 // - Log Analytics (modules/monitoring.bicep)
 // - deploymentMode 'containerAppsJob': Container Apps environment + one scheduled job
 //   per pipeline (modules/containerAppsJobs.bicep)
+// - optional scale-out: work + dead-letter queues and parallel / queue-triggered jobs
+//   whose replicas share one run (modules/scaleOut.bicep, docs/scale-out.md)
 // - deploymentMode 'functionApp': Linux Function App running blobpipe as a custom
 //   handler (modules/functionApp.bicep)
 
@@ -173,6 +175,9 @@ param acrName string = ''
 
 @description('Scheduled jobs, one per pipeline: {name, cron, pipelineFile, cpu, memory}; cron is 5-field UTC, pipelineFile is relative to /etc/blobpipe/pipelines.')
 param jobs array = []
+
+@description('Scale-out pipelines (containerAppsJob mode, docs/scale-out.md): one entry per pipeline, {name, pipelineFile, replicas, cron, cpu, memory, eventDriven, maxExecutions}; cron empty = manual trigger. Each gets a work queue, a dead-letter queue and a parallel job (plus an event-triggered one when eventDriven).')
+param scaleOutJobs array = []
 
 @description('Maximum seconds one job execution may run (replicaTimeout).')
 @minValue(60)
@@ -421,6 +426,28 @@ module containerApps 'modules/containerAppsJobs.bicep' = if (useContainerApps) {
   ]
 }
 
+module scaleOut 'modules/scaleOut.bicep' = if (useJobs && !empty(scaleOutJobs)) {
+  name: 'blobpipe-scale-out'
+  params: {
+    location: location
+    tags: tags
+    environmentId: containerApps.outputs.environmentId
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    identityPrincipalId: identity.outputs.principalId
+    image: containerImage
+    registryServer: registryServer
+    storageAccountName: storage.outputs.name
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    containerName: storage.outputs.containerName
+    jobs: scaleOutJobs
+    replicaTimeoutSeconds: replicaTimeoutSeconds
+    replicaRetryLimit: replicaRetryLimit
+    extraEnv: extraEnv
+  }
+}
+
 module functionApp 'modules/functionApp.bicep' = if (useFunctions) {
   name: 'blobpipe-function-app'
   params: {
@@ -471,6 +498,9 @@ output drStorageAccountName string = enableObjectReplication ? drStorageAccountN
 
 @description('Names of the scheduled Container Apps jobs (containerAppsJob mode).')
 output jobNames array = useJobs ? containerApps.outputs.jobNames : []
+
+@description('Names of the parallel scale-out jobs (containerAppsJob mode with scaleOutJobs).')
+output scaleOutJobNames array = (useJobs && !empty(scaleOutJobs)) ? scaleOut.outputs.jobNames : []
 
 @description('Name of the Function App (functionApp mode).')
 output functionAppName string = useFunctions ? functionApp.outputs.name : ''

@@ -27,6 +27,8 @@ Rules (DIR defaults to bicep/):
     role-blob-data-contributor  the data role assigned on the backup container is exactly
                             Storage Blob Data Contributor (ba92f5b4-2d11-453d-a403-e96b0029c9fe)
     role-scope              Storage Blob Data Contributor is assigned at container scope only
+    role-queue              a role assigned on a queue (scale-out work / dead-letter queues) is
+                            a Storage Queue Data role, and every scale-out job's queues get one
     example-params          example parameter files: known parameters, sane lifecycle rules and jobs
     lifecycle-json          (--lifecycle-json) example lifecycle rules equal `blobpipe lifecycle` output
 """
@@ -295,6 +297,37 @@ def _role_ids(bf: BicepFile, expr: str) -> set[str]:
         if value and GUID_RE.fullmatch(value):
             ids.add(value)
     return {i.lower() for i in ids}
+
+
+QUEUE_DATA_ROLES = {
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88",  # Storage Queue Data Contributor
+    "8a0f0c08-91a1-4084-bc3d-661d67233fed",  # Storage Queue Data Message Processor
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",  # Storage Queue Data Message Sender
+    "19e7f393-937e-4f77-808e-94535e297925",  # Storage Queue Data Reader
+}
+
+
+def rule_queue_roles(files: list[BicepFile], f: Findings) -> None:
+    """Scale-out: roles on a queue are queue data roles (least privilege: never a blob or
+    owner role at queue scope), and a file that declares queues for jobs grants on them."""
+    for bf in files:
+        symbols = {r.symbol: r for r in bf.resources}
+        queue_scoped = 0
+        for r in bf.of_type("Microsoft.Authorization/roleAssignments"):
+            body = bf.code(r.block)
+            sm = re.search(r"(?<![\w.])scope\s*:\s*(\w+)", body)
+            scope = symbols.get(sm.group(1)) if sm else None
+            if not scope or scope.type.split("@")[0] != "Microsoft.Storage/storageAccounts/queueServices/queues":
+                continue
+            queue_scoped += 1
+            rm = re.search(r"roleDefinitionId\s*:\s*([^\n]+)", r.block.text(bf.src))
+            ids = _role_ids(bf, rm.group(1)) if rm else set()
+            if not ids or not ids <= QUEUE_DATA_ROLES:
+                shown = ", ".join(sorted(ids)) or "none"
+                f.add("role-queue", bf.where(r), f"role {shown} assigned on a queue; use a Storage Queue Data role (Contributor, Message Processor, Message Sender, Reader)")
+        declares_queues = bool(bf.of_type("Microsoft.Storage/storageAccounts/queueServices/queues"))
+        if declares_queues and bf.of_type("Microsoft.App/jobs") and queue_scoped == 0:
+            f.add("role-queue", bf.rel, "jobs and their work queues are declared, but no role is assigned on the queues (the job identity could not receive)")
 
 
 def rule_roles(files: list[BicepFile], f: Findings) -> None:
@@ -595,6 +628,7 @@ def main(argv: list[str]) -> int:
     rule_blob_services(files, findings)
     rule_lifecycle(files, findings)
     rule_roles(files, findings)
+    rule_queue_roles(files, findings)
     rule_examples(root, findings)
     if lifecycle_json is not None:
         rule_lifecycle_json(root, lifecycle_json, findings)

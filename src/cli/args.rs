@@ -151,6 +151,15 @@ pub enum Command {
     },
     /// Azure Functions custom handler: timer/HTTP invocations and Prometheus metrics.
     Serve(ServeArgs),
+    /// Scale-out coordinator: take the run lease, plan the partitions and put one message
+    /// per partition on the work queue, then exit (workers do the rest).
+    Plan(PlanArgs),
+    /// Scale-out worker: receive partitions from the work queue, pack them, record them;
+    /// finalize the run (create-only manifest, verify, run record) when it is complete.
+    Work(WorkArgs),
+    /// Commit a scale-out run whose partitions are all recorded (a no-op, exit 0, when
+    /// another finalizer already committed it).
+    Finalize(FinalizeArgs),
     /// Run ONE handed-off run from the hand-off queue (what the queue-triggered Container
     /// Apps job runs): receive a message, run its pipeline with its run id, delete the
     /// message on success. Exit 0 when the queue is empty.
@@ -254,6 +263,94 @@ pub struct BackupArgs {
     /// Read everything (a full backup), even if an incremental is possible.
     #[arg(long)]
     pub full: bool,
+    /// Run the partitions in N worker processes over a work queue (the scale-out
+    /// protocol of `plan`/`work`, on one machine). Directory sources only.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+    /// The work queue of `--workers` (`file:///dir` or an Azure queue URL); default: a
+    /// file queue in a fresh temporary directory.
+    #[arg(long, requires = "workers")]
+    pub queue: Option<String>,
+}
+
+/// `plan` arguments (the scale-out coordinator).
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// The work queue: `https://<account>.queue.core.windows.net/<queue>`, the emulator's
+    /// `http://127.0.0.1:<port>/devstoreaccount1/<queue>`, or `file:///dir`.
+    #[arg(long, env = "BLOBPIPE_WORK_QUEUE")]
+    pub queue: String,
+    /// Run id; default `$CONTAINER_APP_JOB_EXECUTION_NAME` when set, else a fresh id.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Read everything (a full backup), even if an incremental is possible.
+    #[arg(long)]
+    pub full: bool,
+    /// Wait for another run of the pipeline to finish instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
+}
+
+/// `work` arguments (a scale-out worker: what each job replica runs).
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// A pipeline file or a directory of them (messages name their pipeline).
+    #[arg(default_value = "pipelines", env = "BLOBPIPE_PIPELINES")]
+    pub pipelines: PathBuf,
+    /// The work queue (as for `plan`).
+    #[arg(long, env = "BLOBPIPE_WORK_QUEUE")]
+    pub queue: String,
+    /// Work only on this run (others' messages stay on the queue) and stop when it
+    /// ends; default `$CONTAINER_APP_JOB_EXECUTION_NAME` when set. Without one, serve
+    /// any run and stop when the queue is empty.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Serve any run even when `$CONTAINER_APP_JOB_EXECUTION_NAME` is set (an
+    /// event-triggered job, whose executions are not the coordinator's).
+    #[arg(long, conflicts_with = "run_id")]
+    pub any_run: bool,
+    /// How long a received message stays invisible (renewed every third of it).
+    #[arg(long, default_value = "2m")]
+    pub visibility: String,
+    /// After a failed attempt the partition's message reappears after this long.
+    #[arg(long, default_value = "30s")]
+    pub retry_delay: String,
+    /// A partition tried this often without success is dead-lettered (the run fails).
+    /// Attempts are counted by markers in the store, not by the queue's dequeue count,
+    /// which receipts by workers of other runs raise too.
+    #[arg(long, default_value_t = 5)]
+    pub max_dequeue: u32,
+    /// Wait between receives while the queue is empty and the run is not over.
+    #[arg(long, default_value = "2s")]
+    pub poll: String,
+    /// With a run id: how long to wait for its coordinator to store the plan (or, with
+    /// the queue empty and nothing received meanwhile, to finish enqueueing) before giving
+    /// up (exit 6).
+    #[arg(long, default_value = "10m")]
+    pub plan_wait: String,
+    /// Partitions worked on at once (default: the pipeline's `partitions.max_parallel`).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Leave a complete run to another finalizer (`backup --workers` finalizes itself).
+    #[arg(long)]
+    pub no_finalize: bool,
+    /// Be the coordinator first if no other replica is (one pipeline file, a run id):
+    /// take the run lease without waiting, plan and enqueue (a no-op when an earlier
+    /// replica did), then work. What every replica of a parallel job runs.
+    #[arg(long)]
+    pub coordinate: bool,
+}
+
+/// `finalize` arguments.
+#[derive(Debug, Args)]
+pub struct FinalizeArgs {
+    /// Pipeline file.
+    pub pipeline: PathBuf,
+    /// The run to commit.
+    #[arg(long)]
+    pub run_id: String,
 }
 
 /// Which snapshot: an id, a unique id prefix, `latest`, or `--at TIME`.

@@ -16,7 +16,9 @@ pub mod logging;
 pub mod render;
 
 use args::{AuthCommand, Cli, Command, KeyCommand};
-use commands::{auth, backup, keys, ops, report, restore, retention, snapshots, validate, verify};
+use commands::{
+    auth, backup, keys, ops, report, restore, retention, scale, snapshots, validate, verify,
+};
 use exit::exit_code;
 
 /// Run a parsed command line; returns the exit code.
@@ -74,6 +76,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Next { pipelines, count } => ops::next(&pipelines, count, json),
         Command::Serve(a) => ops::serve(a).await,
         Command::RunQueued(a) => ops::run_queued(a, json).await,
+        Command::Plan(a) => scale::plan(a, json).await,
+        Command::Work(a) => scale::work(a, json).await,
+        Command::Finalize(a) => scale::finalize(a, json).await,
         Command::Functions { command } => ops::functions(command, json),
         Command::Forget(a) => retention::forget_or_prune(a, true, json).await,
         Command::Prune(a) => retention::forget_or_prune(a, false, json).await,

@@ -671,3 +671,61 @@ pub fn scaffold(s: &Scaffold, out: &Path) {
         outln!("note: {n} has no [schedule]: start it over HTTP (POST /api/runs/{n})");
     }
 }
+
+/// `plan`: what the coordinator enqueued.
+pub fn planned(c: &crate::pipeline::scale::Coordinated) {
+    if let Some(s) = &c.committed {
+        outln!(
+            "run {} already committed snapshot {s}: nothing to enqueue",
+            c.run_id
+        );
+    } else if c.resumed {
+        outln!(
+            "run {}: {} partitions were enqueued by an earlier attempt",
+            c.run_id,
+            c.partitions
+        );
+    } else {
+        outln!(
+            "run {}: {} partitions, {} enqueued ({} described in blobs), {} already done",
+            c.run_id,
+            c.partitions,
+            c.enqueued,
+            c.described_in_blobs,
+            c.already_done
+        );
+    }
+}
+
+/// `work`: what the worker did and how its runs ended.
+pub fn worked(s: &crate::pipeline::scale::WorkSummary) {
+    outln!(
+        "{} partitions packed, {} already done, {} failed attempts, {} dead-lettered, {} foreign released; {} blocks staged, {} reused",
+        s.processed,
+        s.skipped_done,
+        s.failed_attempts,
+        s.dead_lettered,
+        s.released_foreign,
+        s.blocks_staged,
+        s.blocks_reused
+    );
+    for r in &s.runs {
+        match (&r.report, &r.error) {
+            (Some(rep), _) => backup(rep),
+            (None, Some(e)) => outln!("run {} ({}): {}: {e}", r.run_id, r.pipeline, r.outcome),
+            (None, None) => outln!("run {} ({}): {}", r.run_id, r.pipeline, r.outcome),
+        }
+    }
+}
+
+/// `finalize`: committed, already committed, or not ready.
+pub fn finalized(o: &crate::pipeline::scale::FinalizeOutcome) {
+    use crate::pipeline::scale::FinalizeOutcome;
+    match o {
+        FinalizeOutcome::Committed { report } => backup(report),
+        FinalizeOutcome::AlreadyCommitted { snapshot } => {
+            outln!("already committed as snapshot {snapshot} (by another finalizer): nothing to do")
+        }
+        FinalizeOutcome::NotReady { why } => outln!("not ready to commit: {why}"),
+    }
+}

@@ -592,7 +592,9 @@ impl Splitter {
     }
 }
 
-fn piece_digest(
+/// The digest naming a partition: its bounds and its entries' paths, kinds and sizes (a
+/// scale-out worker recomputes it to check the description it received).
+pub fn piece_digest(
     lo: Option<&PathBytes>,
     hi: Option<&PathBytes>,
     entries: &[PlannedEntry],

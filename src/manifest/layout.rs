@@ -251,6 +251,34 @@ impl Layout {
         let rest = name.rsplit('/').next()?.strip_prefix("f-")?;
         rest.split_once('-')?.1.strip_suffix(".jsonl.gz")
     }
+    /// Scale-out: what the coordinator enqueued for a run (its partition count and
+    /// digests), written once it has enqueued them all.
+    pub fn planned(&self, run: &str) -> String {
+        self.join(&format!("parts/{run}/planned.json.gz"))
+    }
+    /// Scale-out: the description of partition `partition` when it is too large for a
+    /// queue message.
+    pub fn work_piece(&self, run: &str, partition: usize, digest: &str) -> String {
+        self.join(&format!("parts/{run}/work/{partition:05}-{digest}.json.gz"))
+    }
+    /// Scale-out: the record of a dead-lettered partition (the run cannot commit).
+    pub fn dead(&self, run: &str, partition: usize) -> String {
+        self.join(&format!("parts/{run}/dead-{partition:05}.json"))
+    }
+    /// Scale-out: prefix of the markers of partition `partition`'s attempts (one
+    /// create-only marker per attempt started: how often it was tried, whatever else
+    /// received its message).
+    pub fn attempts(&self, run: &str, partition: usize) -> String {
+        self.join(&format!("parts/{run}/attempts/{partition:05}-"))
+    }
+    /// Scale-out: the marker of attempt `n` of partition `partition`.
+    pub fn attempt(&self, run: &str, partition: usize, n: u32) -> String {
+        format!("{}{n:03}", self.attempts(run, partition))
+    }
+    /// Scale-out: the last error of a partition's failed attempt.
+    pub fn part_error(&self, run: &str, partition: usize) -> String {
+        self.join(&format!("parts/{run}/error-{partition:05}.txt"))
+    }
     /// Prefix of manifest segments.
     pub fn segments(&self) -> String {
         self.join("segments/")

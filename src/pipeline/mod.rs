@@ -11,6 +11,8 @@
 //!   partition retries. A partition is packed by [`files`] (filesystem) or [`streamed`]
 //!   (databases, commands) and ends with its part record.
 //! - [`commit`] merges the part records into the manifest, create-only.
+//! - [`scale`] runs the same partitions as queue work for many worker processes (job
+//!   replicas, or `backup --workers N`) and commits them exactly once.
 //! - [`report`] is what a run reports and stores as its run record.
 //! - [`drill`] and [`drill_db`] are restore drills: runs of their own that restore the
 //!   newest snapshot into scratch space (a directory, a scratch database), check it,
@@ -31,6 +33,7 @@ mod plan;
 pub mod report;
 mod run;
 pub mod runner;
+pub mod scale;
 pub mod spec;
 mod streamed;
 mod upload;

@@ -58,17 +58,8 @@ pub(super) async fn load_or_make_plan(
         return Ok((plan, false, Some(Arc::new(session))));
     }
     let name = layout.plan(run_id);
-    match store.get(&name, None).await {
-        Ok(bytes) => {
-            let bytes = layout.open(&name, bytes)?;
-            let mut s = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s)
-                .map_err(|e| Error::integrity(format!("plan {name}: {e}")))?;
-            let plan: Plan = serde_json::from_slice(&s)?;
-            return Ok((plan, true, None));
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e.context(format!("reading plan {name}"))),
+    if let Some(plan) = load_plan(store, layout, run_id).await? {
+        return Ok((plan, true, None));
     }
     let parent = choose_parent(p, store, layout, started_at, full).await?;
     let mut plan = match p.source.clone() {
@@ -187,6 +178,29 @@ async fn choose_parent(
         chain,
         full_at,
     })
+}
+
+/// The stored plan of `run_id`, if an attempt stored one.
+///
+/// # Errors
+/// `Store` when it cannot be read, `Integrity` when it does not decode.
+pub(super) async fn load_plan(
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+) -> Result<Option<Plan>> {
+    let name = layout.plan(run_id);
+    match store.get(&name, None).await {
+        Ok(bytes) => {
+            let bytes = layout.open(&name, bytes)?;
+            let mut s = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s)
+                .map_err(|e| Error::integrity(format!("plan {name}: {e}")))?;
+            Ok(Some(serde_json::from_slice(&s)?))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.context(format!("reading plan {name}"))),
+    }
 }
 
 /// The header of `snapshot` if it is already committed (a rerun of a finished run).

@@ -137,61 +137,7 @@ pub(super) async fn run(
         let m = crate::manifest::catalog::load_head(&*store, layout, &snapshot)
             .await
             .ctx("loading the snapshot this run committed")?;
-        let done = &m.header;
-        let status = if !done.unreadable.is_empty() || done.totals.inconsistent > 0 {
-            RunStatus::Partial
-        } else {
-            RunStatus::Ok
-        };
-        let problems = done
-            .unreadable
-            .iter()
-            .map(|path| extract::Problem {
-                path: path.clone(),
-                error: "could not be read (recorded by an earlier attempt of this run)".into(),
-            })
-            .collect();
-        let report = BackupReport {
-            pipeline: p.name.clone(),
-            run_id: run_id.to_string(),
-            status,
-            snapshot: Some(snapshot),
-            started_at,
-            finished_at: Utc::now(),
-            totals: done.totals.clone(),
-            kind: if done.chain == 0 {
-                "full"
-            } else {
-                "incremental"
-            }
-            .into(),
-            parent: done.parent.clone(),
-            changes: done.changes.clone(),
-            files_read: 0,
-            bytes_read: 0,
-            new_packs: 0,
-            new_stored_bytes: 0,
-            reused_packs: 0,
-            reused_stored_bytes: 0,
-            partitions: 0,
-            partitions_resumed: 0,
-            blocks_staged: 0,
-            blocks_reused: 0,
-            max_inflight_blocks: 0,
-            segments_written: 0,
-            segments_reused: 0,
-            max_entries_held: 0,
-            chunks: Default::default(),
-            retries: 0,
-            problems,
-            inconsistent: vec![],
-            verify: None,
-            error: None,
-            alerts: vec![],
-            skipped_damaged: plan.skipped_damaged.clone(),
-            protection: None,
-            server_side: None,
-        };
+        let report = committed_report(p, run_id, &snapshot, started_at, &plan, &m);
         return Ok(Finished {
             report,
             manifest: Some(m),
@@ -215,41 +161,17 @@ pub(super) async fn run(
     let problems = plan.problems.clone();
     let earlier = plan::finished_parts(&store, layout, run_id, session.is_some()).await?;
 
-    let (uploads, uploaders) = upload::start(
+    let (ctx, uploaders) = open_ctx(
+        p,
         &store,
-        p.upload.channel_capacity,
-        p.upload.concurrency,
-        &stats,
-        &counters,
-        &cancel,
-    );
-    let ctx = Arc::new(Ctx {
-        pipeline: p.clone(),
-        layout: layout.clone(),
-        run_id: run_id.to_string(),
-        packs: Packs {
-            pipeline: p.name.clone(),
-            run_id: run_id.to_string(),
-            codec: p.compression.codec,
-            level: p.compression.level,
-            frame_size: p.compression.frame_size,
-            block_size: p.upload.block_size,
-            tier: p.target.tier,
-            store: store.clone(),
-            layout: layout.clone(),
-            rt: tokio::runtime::Handle::current(),
-            key: layout.key().cloned(),
-        },
-        uploads,
-        cancel: cancel.clone(),
-        counters: counters.clone(),
-        stats: stats.clone(),
-        rt: tokio::runtime::Handle::current(),
-        parent: parent.clone(),
-        reuse: plan.reuse,
+        layout,
+        run_id,
+        &plan,
+        parent.clone(),
         session,
-        blob_source: blob_source.clone(),
-    });
+        blob_source.clone(),
+        (&cancel, &counters, &stats),
+    );
 
     // The partitions arrive from the walk through a bounded channel (a streamed
     // source's items are all known up front). At most max_parallel run at once, and a
@@ -381,9 +303,160 @@ pub(super) async fn run(
         problems,
     )
     .await?;
+    let report = built_report(
+        p,
+        run_id,
+        &snapshot,
+        started_at,
+        &plan,
+        parent.as_deref(),
+        &c,
+        &stats,
+        (partitions, partitions_resumed),
+        store.retries(),
+    );
+    Ok(Finished {
+        report,
+        manifest: Some(c.manifest),
+    })
+}
+
+/// The report of a run whose snapshot an earlier attempt (or another finalizer)
+/// committed: its figures come from the manifest.
+pub(super) fn committed_report(
+    p: &Pipeline,
+    run_id: &str,
+    snapshot: &str,
+    started_at: DateTime<Utc>,
+    plan: &Plan,
+    m: &Manifest,
+) -> BackupReport {
+    let done = &m.header;
+    let status = if !done.unreadable.is_empty() || done.totals.inconsistent > 0 {
+        RunStatus::Partial
+    } else {
+        RunStatus::Ok
+    };
+    let problems = done
+        .unreadable
+        .iter()
+        .map(|path| extract::Problem {
+            path: path.clone(),
+            error: "could not be read (recorded by an earlier attempt of this run)".into(),
+        })
+        .collect();
+    BackupReport {
+        pipeline: p.name.clone(),
+        run_id: run_id.to_string(),
+        status,
+        snapshot: Some(snapshot.to_string()),
+        started_at,
+        finished_at: Utc::now(),
+        totals: done.totals.clone(),
+        kind: if done.chain == 0 {
+            "full"
+        } else {
+            "incremental"
+        }
+        .into(),
+        parent: done.parent.clone(),
+        changes: done.changes.clone(),
+        files_read: 0,
+        bytes_read: 0,
+        new_packs: 0,
+        new_stored_bytes: 0,
+        reused_packs: 0,
+        reused_stored_bytes: 0,
+        partitions: 0,
+        partitions_resumed: 0,
+        blocks_staged: 0,
+        blocks_reused: 0,
+        max_inflight_blocks: 0,
+        segments_written: 0,
+        segments_reused: 0,
+        max_entries_held: 0,
+        chunks: Default::default(),
+        retries: 0,
+        problems,
+        inconsistent: vec![],
+        verify: None,
+        error: None,
+        alerts: vec![],
+        skipped_damaged: plan.skipped_damaged.clone(),
+        protection: None,
+        server_side: None,
+    }
+}
+
+/// The shared context of a run's partitions and its upload pool (await the returned
+/// uploaders after dropping every handle on the context).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn open_ctx(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    plan: &Plan,
+    parent: Option<Arc<Manifest>>,
+    session: Option<Arc<extract::Session>>,
+    blob_source: Option<Arc<crate::store::azure::AzureStore>>,
+    (cancel, counters, stats): (&Cancel, &Arc<Counters>, &Arc<Stats>),
+) -> (Arc<Ctx>, Vec<tokio::task::JoinHandle<()>>) {
+    let (uploads, uploaders) = upload::start(
+        store,
+        p.upload.channel_capacity,
+        p.upload.concurrency,
+        stats,
+        counters,
+        cancel,
+    );
+    let ctx = Arc::new(Ctx {
+        pipeline: p.clone(),
+        layout: layout.clone(),
+        run_id: run_id.to_string(),
+        packs: Packs {
+            pipeline: p.name.clone(),
+            run_id: run_id.to_string(),
+            codec: p.compression.codec,
+            level: p.compression.level,
+            frame_size: p.compression.frame_size,
+            block_size: p.upload.block_size,
+            tier: p.target.tier,
+            store: store.clone(),
+            layout: layout.clone(),
+            rt: tokio::runtime::Handle::current(),
+            key: layout.key().cloned(),
+        },
+        uploads,
+        cancel: cancel.clone(),
+        counters: counters.clone(),
+        stats: stats.clone(),
+        rt: tokio::runtime::Handle::current(),
+        parent,
+        reuse: plan.reuse,
+        session,
+        blob_source,
+    });
+    (ctx, uploaders)
+}
+
+/// The report of a run this process committed (`c`), with what `stats` counted.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn built_report(
+    p: &Pipeline,
+    run_id: &str,
+    snapshot: &str,
+    started_at: DateTime<Utc>,
+    plan: &Plan,
+    parent: Option<&Manifest>,
+    c: &commit::Committed,
+    stats: &Stats,
+    (partitions, partitions_resumed): (usize, usize),
+    store_retries: u64,
+) -> BackupReport {
     let totals = c.manifest.header.totals.clone();
-    let added = Added::of(&c.manifest, parent.as_deref().filter(|_| plan.reuse));
-    let bytes_read = if ctx_streamed {
+    let added = Added::of(&c.manifest, parent.filter(|_| plan.reuse));
+    let bytes_read = if p.source.is_streamed() {
         totals.bytes
     } else {
         stats.bytes_read.load(Ordering::Relaxed)
@@ -393,11 +466,11 @@ pub(super) async fn run(
     } else {
         RunStatus::Ok
     };
-    let report = BackupReport {
+    BackupReport {
         pipeline: p.name.clone(),
         run_id: run_id.to_string(),
         status,
-        snapshot: Some(snapshot),
+        snapshot: Some(snapshot.to_string()),
         started_at,
         finished_at: Utc::now(),
         totals,
@@ -419,36 +492,28 @@ pub(super) async fn run(
         segments_reused: stats.segments_reused.load(Ordering::Relaxed),
         max_entries_held: stats.max_entries_held.load(Ordering::Relaxed),
         chunks: super::report::ChunkCounts::of(
-            &stats,
+            stats,
             match &p.source {
                 SourceConfig::Postgres(_) | SourceConfig::Mysql(_) => "tables",
                 SourceConfig::Command(_) => "command",
                 SourceConfig::Fs(_) | SourceConfig::Blob(_) => "files",
             },
         ),
-        retries: store.retries() + stats.partition_retries.load(Ordering::Relaxed),
-        problems: c.problems,
-        inconsistent: c.inconsistent,
+        retries: store_retries + stats.partition_retries.load(Ordering::Relaxed),
+        problems: c.problems.clone(),
+        inconsistent: c.inconsistent.clone(),
         verify: None,
         error: None,
         alerts: vec![],
         skipped_damaged: plan.skipped_damaged.clone(),
         protection: None,
         server_side: match &p.source {
-            SourceConfig::Blob(b) if b.server_side_min_size.is_some() => Some(
-                stats
-                    .server_side
-                    .lock()
-                    .map_err(|_| Error::internal("server-side counts poisoned"))?
-                    .clone(),
-            ),
+            SourceConfig::Blob(b) if b.server_side_min_size.is_some() => {
+                stats.server_side.lock().ok().map(|c| c.clone())
+            }
             _ => None,
         },
-    };
-    Ok(Finished {
-        report,
-        manifest: Some(c.manifest),
-    })
+    }
 }
 
 /// What a snapshot added to the store against the parent it reused packs from.
@@ -483,7 +548,10 @@ impl Added {
     }
 }
 
-async fn run_partition_with_retries(ctx: Arc<Ctx>, piece: Arc<Piece>) -> Result<PartResult> {
+pub(super) async fn run_partition_with_retries(
+    ctx: Arc<Ctx>,
+    piece: Arc<Piece>,
+) -> Result<PartResult> {
     let idx = piece.idx;
     let retry = crate::support::retry::RetryPolicy::from(&ctx.pipeline.retry);
     let started = tokio::time::Instant::now();
@@ -528,7 +596,7 @@ fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
 /// Start producing the run's partitions into `tx`: the walk of a filesystem source (on a
 /// blocking thread, cut by [`extract::Splitter`]), or a streamed source's work items.
 /// The progress totals grow as the walk finds entries.
-fn spawn_pieces(
+pub(super) fn spawn_pieces(
     p: &Pipeline,
     plan: &Plan,
     tx: tokio::sync::mpsc::Sender<Piece>,

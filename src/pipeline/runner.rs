@@ -37,6 +37,9 @@ pub struct BackupOptions {
     pub cancel: Cancel,
     /// Progress counters to update.
     pub counters: Option<Arc<Counters>>,
+    /// Run the partitions in worker processes over a work queue (`backup --workers N`)
+    /// instead of in this process.
+    pub scale: Option<super::scale::LocalWorkers>,
 }
 
 /// Run a backup of `p` into `store`: the engine, then verification, the run record,
@@ -90,13 +93,14 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
     if let Some(k) = key {
         layout = layout.with_key(k);
     }
-    let mut result = match run::run(p, store.clone(), &layout, &run_id, started_at, &opts).await {
-        Ok(done) => match protect_committed(p, &store, &layout, &run_id, done).await {
-            Ok(done) => verify_committed(p, &store, &layout, &opts, done).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
+    let engine = match &opts.scale {
+        Some(scale) => {
+            super::scale::run_local(p, store.clone(), &layout, &run_id, started_at, &opts, scale)
+                .await
+        }
+        None => run::run(p, store.clone(), &layout, &run_id, started_at, &opts).await,
     };
+    let mut result = check_committed(p, &store, &layout, &run_id, &opts, engine).await;
     if lock.lost() {
         if let Err(e) = &result {
             if e.kind() == ErrorKind::Cancelled {
@@ -108,6 +112,39 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
         }
     }
     lock.release().await;
+    record(p, &store, &layout, &run_id, started_at, result).await
+}
+
+/// What follows a commit while the run lock is held: protection ([immutability]), then
+/// verification.
+pub(super) async fn check_committed(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    opts: &BackupOptions,
+    engine: Result<Finished>,
+) -> Result<BackupReport> {
+    match engine {
+        Ok(done) => match protect_committed(p, store, layout, run_id, done).await {
+            Ok(done) => verify_committed(p, store, layout, opts, done).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// What follows once the lock is released: the alert, the run record and — for a run
+/// that is ok and verified — automatic retention. A failed run is recorded and returned
+/// as the error.
+pub(super) async fn record(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    started_at: chrono::DateTime<Utc>,
+    result: Result<BackupReport>,
+) -> Result<BackupReport> {
     let mut report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -118,25 +155,25 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
             };
             let mut report = BackupReport::failed(
                 &p.name,
-                &run_id,
+                run_id,
                 status,
                 started_at,
                 store.retries(),
                 e.to_string(),
             );
             report.alerts = super::alerts::on_run(p, &report).await;
-            write_run_record(&*store, &layout, &report).await;
+            write_run_record(&**store, layout, &report).await;
             return Err(e.context(format!("run {run_id}")));
         }
     };
     report.finished_at = Utc::now();
     report.alerts = super::alerts::on_run(p, &report).await;
-    write_run_record(&*store, &layout, &report).await;
+    write_run_record(&**store, layout, &report).await;
     if report.status == RunStatus::Ok && p.retention.as_ref().is_some_and(|r| r.auto) {
         let verified = report.verify.as_ref().is_some_and(|v| v.ok());
         crate::retention::after_backup(
             &p.retention_scope(),
-            &store,
+            store,
             &report.run_id,
             report.status,
             verified,

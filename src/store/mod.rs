@@ -20,6 +20,7 @@ pub mod config;
 pub mod conformance;
 pub mod local;
 pub mod memory;
+pub mod queue;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -33,6 +33,12 @@ pub async fn backup(a: BackupArgs, json: bool, quiet: bool) -> Result<i32> {
             full: a.full,
             cancel,
             counters: Some(reporter.counters.clone()),
+            scale: a.workers.map(|n| crate::pipeline::scale::LocalWorkers {
+                workers: usize::from(n),
+                queue: a.queue.clone(),
+                pipeline_file: a.pipeline.clone(),
+                exe: None,
+            }),
         },
     )
     .await;

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod report;
 pub mod restore;
 pub mod retention;
+pub mod scale;
 pub mod snapshots;
 pub mod validate;
 pub mod verify;

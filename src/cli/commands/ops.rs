@@ -23,7 +23,7 @@ use crate::support::units::parse_duration;
 use crate::{schedule as sched, serve as serve_mod};
 
 /// Every pipeline in `path`; any file that does not load is a config error.
-fn all_valid(path: &Path) -> Result<Vec<Pipeline>> {
+pub(super) fn all_valid(path: &Path) -> Result<Vec<Pipeline>> {
     let (out, errors) = loadable(path, Needs::All)?;
     if errors.is_empty() {
         Ok(out)

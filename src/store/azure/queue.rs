@@ -30,8 +30,10 @@ use serde::Serialize;
 use super::builder::AzureTarget;
 use super::client::{self, http_parts, redact_text, StoreRetryPolicy, TryObserver};
 use super::credential::{self, EnvLookup, Resolved, SasServices};
+use super::queue_url::QueueUrl;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::config::RetryConfig;
+use crate::store::queue::WorkQueue;
 use crate::support::retry;
 
 /// Largest visibility timeout the service accepts (7 days).
@@ -65,18 +67,7 @@ impl Default for QueueOptions {
     }
 }
 
-/// One received message.
-#[derive(Debug, Clone)]
-pub struct Received {
-    /// Message id.
-    pub id: String,
-    /// Pop receipt (needed to delete or update it; changes on every update).
-    pub pop_receipt: String,
-    /// How many times the message has been received, this time included.
-    pub dequeue_count: u32,
-    /// The message text as stored.
-    pub text: String,
-}
+pub use crate::store::queue::Received;
 
 /// A client for one queue.
 #[derive(Clone)]
@@ -271,11 +262,14 @@ impl QueueClient {
     /// Delete a received message.
     ///
     /// # Errors
-    /// Service or network errors (404: already gone, is fine).
+    /// Service or network errors (404: already gone, and a stale pop receipt, are fine).
     pub async fn delete(&self, id: &str, pop_receipt: &str) -> Result<()> {
         match self.inner.delete_message(id, pop_receipt, None).await {
             Ok(_) => Ok(()),
-            Err(e) if http_parts(&e).is_some_and(|(s, _)| s == 404) => Ok(()),
+            // Gone, or received again elsewhere since (its new receiver deletes it).
+            Err(e) if http_parts(&e).is_some_and(|(s, c)| s == 404 || stale_receipt(s, &c)) => {
+                Ok(())
+            }
             Err(e) => Err(map_error("delete message", e)),
         }
     }
@@ -304,10 +298,82 @@ impl QueueClient {
     }
 }
 
+/// [`WorkQueue`] on an Azure Storage queue, with its dead-letter queue `<queue>-poison`
+/// beside it (the name the Functions queue trigger uses for its poison messages).
+#[derive(Debug, Clone)]
+pub struct AzureWorkQueue {
+    main: QueueClient,
+    poison: QueueClient,
+}
+
+impl AzureWorkQueue {
+    /// Clients for queue `url` and its dead-letter queue. Makes no network call.
+    ///
+    /// # Errors
+    /// `Config` for a bad URL, a queue name too long for `-poison`, or no credential.
+    pub fn open(url: &str) -> Result<AzureWorkQueue> {
+        let q = QueueUrl::parse(url).map_err(|e| Error::config(format!("work queue: {e}")))?;
+        let mut dead = q.clone();
+        dead.queue = format!("{}-poison", q.queue);
+        if dead.queue.len() > 63 {
+            return Err(Error::config(format!(
+                "work queue {:?}: at most 56 characters, so that its dead-letter queue \
+                 {:?} is a valid queue name",
+                q.queue, dead.queue
+            )));
+        }
+        Ok(AzureWorkQueue {
+            main: QueueClient::new(&q)?,
+            poison: QueueClient::new(&dead)?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl WorkQueue for AzureWorkQueue {
+    fn display(&self) -> String {
+        self.main.display()
+    }
+    async fn put(&self, text: &str) -> Result<()> {
+        if text.len() > crate::store::queue::MAX_MESSAGE {
+            return Err(Error::refused(format!(
+                "queue message of {} bytes (at most {})",
+                text.len(),
+                crate::store::queue::MAX_MESSAGE
+            )));
+        }
+        self.main.put_text(text).await.map(|_| ())
+    }
+    async fn receive(&self, visibility: Duration) -> Result<Option<Received>> {
+        // The service takes 1 s to 7 days (0 is `OutOfRangeQueryParameterValue`).
+        self.main
+            .receive(visibility.max(Duration::from_secs(1)))
+            .await
+    }
+    async fn set_visibility(&self, m: &Received, visibility: Duration) -> Result<String> {
+        self.main
+            .set_visibility(&m.id, &m.pop_receipt, visibility)
+            .await
+    }
+    async fn delete(&self, m: &Received) -> Result<()> {
+        self.main.delete(&m.id, &m.pop_receipt).await
+    }
+    async fn dead_letter(&self, m: &Received) -> Result<()> {
+        self.poison.put_text(&m.text).await?;
+        self.main.delete(&m.id, &m.pop_receipt).await
+    }
+}
+
 /// A message text as the Azure tools and the Functions queue trigger expect: base64 of
 /// the JSON.
 pub fn encode_json<T: Serialize>(msg: &T) -> String {
     crate::store::b64(&serde_json::to_vec(msg).unwrap_or_default())
+}
+
+/// A pop receipt that is no longer the message's: Azure answers 400
+/// `PopReceiptMismatch` (not 404) once the message was received again.
+fn stale_receipt(status: u16, code: &str) -> bool {
+    status == 400 && code == "PopReceiptMismatch"
 }
 
 /// A visibility timeout in whole seconds, capped at [`MAX_VISIBILITY`].
@@ -330,6 +396,12 @@ fn map_error(op: &str, e: azure_core::Error) -> Error {
                  Data Contributor, or check the key/SAS)"
             )),
             404 => Error::new(ErrorKind::NotFound, msg),
+            s if stale_receipt(s, &code) => Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{msg} (the pop receipt is stale: the message was received again elsewhere)"
+                ),
+            ),
             s if retry::classify_status(s).is_transient() => {
                 Error::transient(ErrorKind::Store, format!("{msg} (retries exhausted)"))
             }

@@ -1,0 +1,1024 @@
+//! Scale-out (issue 13): one run's partitions as queue work for many `blobpipe work`
+//! processes, committed exactly once. Real processes of the built binary, the file queue
+//! with the local store, and Azurite's blob and queue services through a counting proxy:
+//! four workers commit the snapshot one process would; `kill -9` of a worker mid-partition
+//! loses nothing, duplicates nothing and uploads no block twice; racing finalizers make
+//! one manifest; a partition that always fails is dead-lettered and nothing commits; a
+//! worker of another run leaves foreign messages alone; streamed sources are refused.
+
+mod common;
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use blobpipe::manifest::catalog;
+use blobpipe::manifest::layout::Layout;
+use blobpipe::manifest::Entry;
+use blobpipe::restore::{restore, RestoreOptions};
+use blobpipe::store::Store;
+use common::*;
+use serde_json::Value;
+use support::faultproxy::{Fault, FaultConfig, FaultProxy, Filter, Seen};
+
+/// Small frames, blocks, packs and partitions: a small tree makes many partitions and
+/// packs of several blocks.
+const SMALL: &str = "[compression]\nframe_size = \"64KiB\"\n[upload]\nblock_size = \"64KiB\"\npack_size = \"1MiB\"\n[partitions]\nsize = \"64KiB\"\nmax_entries = 16\n[verify]\nmode = \"full\"\n[retry]\nattempts = 3\ninitial_backoff = \"10ms\"\nmax_backoff = \"100ms\"\n";
+
+fn blobpipe() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_blobpipe"));
+    c.env_remove("CONTAINER_APP_JOB_EXECUTION_NAME")
+        .env_remove("BLOBPIPE_WORK_QUEUE")
+        .env_remove("BLOBPIPE_PIPELINES")
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("AZURE_STORAGE_KEY")
+        .env_remove("AZURE_STORAGE_SAS_TOKEN");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    let o = blobpipe().args(args).output().expect("run blobpipe");
+    eprintln!(
+        "blobpipe {args:?}: exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).expect("one JSON document on stdout")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A tree of many small files in dirs, some bigger files, and the varied sample tree.
+fn tree(root: &Path) {
+    sample_tree(&root.join("sample"));
+    for d in 0..8 {
+        let dir = root.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for f in 0..20 {
+            std::fs::write(
+                dir.join(format!("f{f:02}.txt")),
+                format!("{d}/{f}\n").repeat(f + 1),
+            )
+            .expect("write");
+        }
+    }
+    for i in 0..4u64 {
+        std::fs::write(root.join(format!("big-{i}.bin")), noise(300_000, i + 7)).expect("big");
+    }
+}
+
+/// What must be equal between two snapshots of one tree (not pack ids or offsets: those
+/// depend on the run).
+fn key(e: &Entry) -> String {
+    format!(
+        "{} {:?} {} {:o} {} {:?} {:?} {}",
+        e.path.display(),
+        e.kind,
+        e.size,
+        e.mode,
+        e.mtime,
+        e.sha256,
+        e.target.as_ref().map(|t| t.display()),
+        e.chunks.len()
+    )
+}
+
+async fn only_snapshot(store: &Store, layout: &Layout) -> blobpipe::manifest::Manifest {
+    let ids = catalog::snapshot_ids(&**store, layout).await.expect("list");
+    assert_eq!(ids.len(), 1, "exactly one manifest: {ids:?}");
+    catalog::load(&**store, layout, &ids[0])
+        .await
+        .expect("load")
+}
+
+async fn restore_and_compare(
+    store: &Store,
+    layout: &Layout,
+    m: &blobpipe::manifest::Manifest,
+    src: &Path,
+    out: PathBuf,
+) {
+    restore(
+        store,
+        layout,
+        m,
+        &RestoreOptions {
+            to: out.clone(),
+            paths: vec![],
+            overwrite: false,
+            concurrency: 2,
+        },
+        None,
+    )
+    .await
+    .expect("restore");
+    assert_same_tree(src, &out);
+}
+
+/// Message files of the file queue in `dir` (not the dead-letter queue).
+fn queued(dir: &Path) -> Vec<(PathBuf, Value)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    rd.map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "msg"))
+        .map(|p| {
+            let v =
+                serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
+            (p, v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_commit_the_snapshot_one_process_would() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let one = write_pipeline(
+        t.path(),
+        "one",
+        &src,
+        &format!("file://{}", t.path().join("s1").display()),
+        SMALL,
+    );
+    let four = write_pipeline(
+        t.path(),
+        "four",
+        &src,
+        &format!("file://{}", t.path().join("s4").display()),
+        SMALL,
+    );
+
+    let o = run(&["--json", "backup", s(&one)]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = run(&["--json", "backup", s(&four), "--workers", "4"]);
+    assert_eq!(o.status.code(), Some(0));
+    let r = json(&o);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert!(
+        r["verify"]["mismatches"]
+            .as_array()
+            .is_some_and(|m| m.is_empty()),
+        "{r}"
+    );
+    assert_eq!(r["verify"]["mode"], "full", "{r}");
+    let partitions = r["partitions"].as_u64().expect("partitions");
+    assert!(partitions >= 8, "{partitions} partitions: too few to share");
+    assert!(
+        r["files_read"].as_u64().expect("files_read") > 100,
+        "workers' counts reach the report: {r}"
+    );
+
+    let (p1, s1) = open(&one).await;
+    let (p4, s4) = open(&four).await;
+    let (l1, l4) = (
+        Layout::new(&p1.target.prefix),
+        Layout::new(&p4.target.prefix),
+    );
+    let m1 = only_snapshot(&s1, &l1).await;
+    let m4 = only_snapshot(&s4, &l4).await;
+    let k1: Vec<String> = m1.entries.iter().map(key).collect();
+    let k4: Vec<String> = m4.entries.iter().map(key).collect();
+    assert!(k1.len() > 150, "{} entries", k1.len());
+    assert_eq!(k1, k4, "the workers' snapshot differs from one process's");
+    assert_eq!(m1.header.totals.files, m4.header.totals.files);
+    restore_and_compare(&s4, &l4, &m4, &src, t.path().join("out")).await;
+    // The temporary work queue is gone with the run.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let r = r["run_id"].as_str().unwrap_or("-");
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("blobpipe-queue-{r}"))
+        })
+        .collect();
+    assert!(left.is_empty(), "temporary queue left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_too_large_for_a_message_travels_as_a_blob() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    let dir = src.join("a-directory-with-a-rather-long-name-to-make-descriptions-grow");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for f in 0..600 {
+        std::fs::write(
+            dir.join(format!("file-number-{f:05}-with-a-long-name.txt")),
+            "x",
+        )
+        .expect("w");
+    }
+    let store = t.path().join("store");
+    let pf = write_pipeline(
+        t.path(),
+        "wide",
+        &src,
+        &format!("file://{}", store.display()),
+        "[partitions]\nsize = \"1GiB\"\nmax_entries = 5000\n",
+    );
+    let q = t.path().join("queue");
+    let o = run(&[
+        "--json",
+        "plan",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "wide-1",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let c = json(&o);
+    assert_eq!(c["described_in_blobs"], 1, "{c}");
+    let msgs = queued(&q);
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0].1["piece_blob"]
+            .as_str()
+            .is_some_and(|b| b.contains("/work/")),
+        "{}",
+        msgs[0].1
+    );
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "wide-1",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let w = json(&o);
+    assert_eq!(w["runs"][0]["outcome"], "committed", "{w}");
+    let (p, st) = open(&pf).await;
+    let m = only_snapshot(&st, &Layout::new(&p.target.prefix)).await;
+    assert_eq!(m.header.totals.files, 600);
+    assert!(queued(&q).is_empty(), "the message was deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_finalizers_commit_one_manifest() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "race",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    assert_eq!(
+        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "race-1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "race-1",
+        "--no-finalize",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json(&o)["runs"][0]["outcome"], "complete");
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    assert!(
+        catalog::snapshot_ids(&*st, &layout)
+            .await
+            .expect("list")
+            .is_empty(),
+        "a worker with --no-finalize committed"
+    );
+
+    let spawn = || -> Child {
+        blobpipe()
+            .args(["--json", "finalize", s(&pf), "--run-id", "race-1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    assert_eq!(
+        (a.status.code(), b.status.code()),
+        (Some(0), Some(0)),
+        "no error visible to the user"
+    );
+    let mut outcomes = vec![json(&a)["outcome"].clone(), json(&b)["outcome"].clone()];
+    outcomes.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        outcomes,
+        [Value::from("already_committed"), Value::from("committed")]
+    );
+    let m = only_snapshot(&st, &layout).await;
+    restore_and_compare(&st, &layout, &m, &src, t.path().join("out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_always_fails_is_dead_lettered_and_nothing_commits() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "dead",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    let c = json(&run(&[
+        "--json",
+        "plan",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "dead-1",
+    ]));
+    let total = c["partitions"].as_u64().expect("partitions");
+    // Corrupt one partition's description: its digest no longer matches, every attempt
+    // fails.
+    let (path, mut msg) = queued(&q).into_iter().next().expect("a message");
+    let idx = msg["partition"].as_u64().expect("idx");
+    msg["piece"]["entries"][0]["size"] = Value::from(123_456_789u64);
+    std::fs::write(&path, msg.to_string()).expect("tamper");
+
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "dead-1",
+        "--max-dequeue",
+        "2",
+        "--retry-delay",
+        "0s",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "the run failed");
+    let w = json(&o);
+    assert_eq!(w["dead_lettered"], 1, "{w}");
+    assert_eq!(w["failed_attempts"], 2, "{w}");
+    assert_eq!(
+        w["processed"].as_u64(),
+        Some(total - 1),
+        "the other partitions were done: {w}"
+    );
+    let run0 = &w["runs"][0];
+    assert_eq!(run0["outcome"], "failed", "{w}");
+    let err = run0["error"].as_str().expect("error");
+    assert!(
+        err.contains(&format!("partition {idx} ")) && err.contains("digest"),
+        "{err}"
+    );
+
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    assert!(
+        catalog::snapshot_ids(&*st, &layout)
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing committed"
+    );
+    assert!(queued(&q).is_empty());
+    assert_eq!(
+        queued(&q.join("poison")).len(),
+        1,
+        "the message is in the dead-letter queue"
+    );
+    // The run record says why, and a finalizer refuses to commit.
+    let recs = blobpipe::store::list_all(&*st, &layout.run_records("dead-1"))
+        .await
+        .expect("records");
+    assert!(!recs.is_empty(), "no run record");
+    let rec: Value =
+        serde_json::from_slice(&st.get(&recs[0].name, None).await.expect("get")).expect("json");
+    assert_eq!(rec["status"], "failed");
+    assert!(
+        rec["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("partition {idx} "))),
+        "{rec}"
+    );
+    let o = run(&["finalize", s(&pf), "--run-id", "dead-1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dead-lettered"));
+    assert!(catalog::snapshot_ids(&*st, &layout)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_another_run_leaves_foreign_messages() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "two",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    assert_eq!(
+        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "run-a"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let b = json(&run(&[
+        "--json",
+        "plan",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "run-b",
+    ]));
+    let b_total = b["enqueued"].as_u64().expect("enqueued");
+
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "run-a",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let w = json(&o);
+    assert_eq!(w["runs"][0]["outcome"], "committed", "{w}");
+    assert!(w["released_foreign"].as_u64().expect("released") > 0, "{w}");
+    let left: Vec<Value> = queued(&q).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        left.len() as u64,
+        b_total,
+        "run-b's messages are all still queued"
+    );
+    assert!(left.iter().all(|v| v["run_id"] == "run-b"));
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let b_parts = blobpipe::store::list_all(&*st, &layout.parts("run-b"))
+        .await
+        .expect("list");
+    assert!(
+        b_parts.iter().all(|i| !i.name.contains("/f-")),
+        "run-b's partitions were touched"
+    );
+
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "run-b",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json(&o)["runs"][0]["outcome"], "committed");
+    assert_eq!(
+        catalog::snapshot_ids(&*st, &layout)
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn streamed_sources_are_refused_with_the_reason() {
+    let t = tempfile::tempdir().expect("tmp");
+    let pf = t.path().join("cmd.toml");
+    std::fs::write(
+        &pf,
+        format!(
+            "name = \"cmd\"\n[source]\ntype = \"command\"\ncommand = [\"echo\", \"hi\"]\n[target]\nurl = \"file://{}\"\n",
+            t.path().join("store").display()
+        ),
+    )
+    .expect("write");
+    let o = run(&["backup", s(&pf), "--workers", "2"]);
+    assert_eq!(o.status.code(), Some(2), "a configuration error");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("directory sources only") && err.contains("consistent snapshot"),
+        "{err}"
+    );
+    assert!(!t.path().join("store").join("snapshots").exists());
+    // [encryption]: the queue records are not sealed, so scale-out refuses it too.
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    let key = t.path().join("backup.key");
+    std::fs::write(&key, "ab".repeat(32)).expect("key");
+    let enc = write_pipeline(
+        t.path(),
+        "enc",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        &format!("[encryption]\nkey_file = \"{}\"\n", key.display()),
+    );
+    let o = run(&["plan", s(&enc), "--queue", s(&t.path().join("q"))]);
+    assert_eq!(o.status.code(), Some(2), "a configuration error");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[encryption]"));
+}
+
+fn upstream(ep: &str) -> std::net::SocketAddr {
+    ep.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host")
+        .parse()
+        .expect("addr")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_partition_loses_nothing_and_uploads_no_block_twice() {
+    let Some(ep) = support::azurite() else { return };
+    let Some(qep) = support::service(
+        "AZURITE_QUEUE_ENDPOINT",
+        "scripts/azurite start && source .tools/azurite.env",
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
+        .await
+        .expect("proxy");
+    let container = support::unique_container("scale");
+    let pf = write_pipeline(
+        t.path(),
+        "kill",
+        &src,
+        &format!("{}/{container}", proxy.endpoint("devstoreaccount1")),
+        SMALL,
+    );
+    let queue = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let run_id = "exec-kill-1";
+    let o = run(&[
+        "--json",
+        "plan",
+        s(&pf),
+        "--queue",
+        &queue,
+        "--run-id",
+        run_id,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let total = json(&o)["partitions"].as_u64().expect("partitions");
+
+    // Every pack commit stalls: the first worker is held mid-partition, its blocks staged.
+    let pack_commits: Filter =
+        Arc::new(|s: &Seen| s.is_put_block_list() && s.path.contains("/packs/"));
+    proxy.set_filter(Some(pack_commits));
+    proxy.set(FaultConfig {
+        rate: 1.0,
+        seed: 1,
+        kinds: vec![Fault::Stall],
+        stall: Duration::from_secs(600),
+    });
+    let work = |extra: &[&str]| -> Child {
+        blobpipe()
+            .args([
+                "--json",
+                "work",
+                s(&pf),
+                "--queue",
+                &queue,
+                "--run-id",
+                run_id,
+            ])
+            .args(["--visibility", "3s", "--poll", "200ms"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn worker")
+    };
+    let mut victim = work(&["--parallel", "1"]);
+    let mut held = None;
+    for _ in 0..1200 {
+        held = proxy
+            .stats
+            .seen()
+            .into_iter()
+            .find(|x| x.is_put_block_list() && x.faulted);
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = held.expect("the worker reached a pack commit");
+    victim.kill().expect("kill -9");
+    victim.wait().expect("reap");
+    let staged_by_victim: usize = proxy
+        .stats
+        .seen()
+        .iter()
+        .filter(|x| x.is_put_block() && x.path == held.path)
+        .count();
+    assert!(
+        staged_by_victim > 0,
+        "the victim staged blocks of {}",
+        held.path
+    );
+    proxy.set_filter(None);
+    proxy.set(FaultConfig::none());
+
+    let others: Vec<Child> = (0..3).map(|_| work(&[])).collect();
+    let outs: Vec<Output> = others
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("worker"))
+        .collect();
+    let mut outcomes = Vec::new();
+    let (mut processed, mut reused) = (0, 0);
+    for o in &outs {
+        eprintln!("worker: {}", String::from_utf8_lossy(&o.stdout));
+        assert_eq!(o.status.code(), Some(0));
+        let w = json(o);
+        processed += w["processed"].as_u64().expect("processed");
+        reused += w["blocks_reused"].as_u64().expect("reused");
+        outcomes.push(
+            w["runs"][0]["outcome"]
+                .as_str()
+                .expect("outcome")
+                .to_string(),
+        );
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["already_committed", "already_committed", "committed"]
+    );
+    assert_eq!(
+        processed, total,
+        "every partition packed once by the survivors"
+    );
+    assert!(
+        reused as usize >= staged_by_victim,
+        "the blocks the victim staged were reused ({reused})"
+    );
+
+    // The victim's pack was finished by another worker, and no block went up twice.
+    let seen = proxy.stats.seen();
+    assert!(
+        seen.iter()
+            .any(|x| x.is_put_block_list() && !x.faulted && x.path == held.path),
+        "nobody committed the victim's pack"
+    );
+    let mut per_block: HashMap<(String, String), usize> = HashMap::new();
+    for x in seen.iter().filter(|x| x.is_put_block() && !x.faulted) {
+        *per_block
+            .entry((x.path.clone(), x.blockid.clone().unwrap_or_default()))
+            .or_insert(0) += 1;
+    }
+    let twice: Vec<_> = per_block.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "blocks uploaded twice: {twice:?}");
+
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let m = only_snapshot(&st, &layout).await;
+    let mut paths: Vec<_> = m.entries.iter().map(|e| e.path.clone()).collect();
+    let n = paths.len();
+    paths.dedup();
+    assert_eq!(paths.len(), n, "an entry is duplicated");
+    restore_and_compare(&st, &layout, &m, &src, t.path().join("out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_azure_work_queue_renews_refuses_stale_receipts_and_dead_letters() {
+    let Some(qep) = support::service(
+        "AZURITE_QUEUE_ENDPOINT",
+        "scripts/azurite start && source .tools/azurite.env",
+    ) else {
+        return;
+    };
+    blobpipe::support::http::ensure_tls_provider();
+    let url = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let q = blobpipe::store::queue::open(&url).expect("open");
+    q.put("{\"v\":1}").await.expect("put (creates the queue)");
+    let a = q
+        .receive(Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .expect("a message");
+    assert_eq!((a.text.as_str(), a.dequeue_count), ("{\"v\":1}", 1));
+    assert!(
+        q.receive(Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .is_none(),
+        "invisible while held"
+    );
+    let renewed = q.set_visibility(&a, Duration::ZERO).await.expect("release");
+    let stale = q
+        .set_visibility(&a, Duration::ZERO)
+        .await
+        .expect_err("stale receipt");
+    assert_eq!(stale.kind(), blobpipe::ErrorKind::NotFound, "{stale}");
+    assert_ne!(renewed, a.pop_receipt);
+    let b = q
+        .receive(Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .expect("visible again");
+    assert_eq!(b.dequeue_count, 2);
+    q.dead_letter(&b).await.expect("dead-letter");
+    assert!(
+        q.receive(Duration::ZERO).await.expect("receive").is_none(),
+        "moved away"
+    );
+    let poison = blobpipe::store::queue::open(&format!("{url}-poison")).expect("poison");
+    let d = poison
+        .receive(Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .expect("dead letter");
+    assert_eq!(d.text, "{\"v\":1}");
+    let too_long = format!("{url}{}", "x".repeat(50));
+    assert_eq!(
+        blobpipe::store::queue::open(&too_long)
+            .expect_err("no room for -poison")
+            .kind(),
+        blobpipe::ErrorKind::Config
+    );
+}
+
+/// What every replica of the Bicep's parallel job runs: `work --coordinate` with the
+/// execution name as run id, no separate coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_all_coordinate_plan_once_and_commit_once() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "rep",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    let replicas: Vec<Child> = (0..3)
+        .map(|_| {
+            blobpipe()
+                .args(["--json", "work", s(&pf), "--queue", s(&q), "--coordinate"])
+                .args(["--poll", "100ms"])
+                .env("CONTAINER_APP_JOB_EXECUTION_NAME", "bp-scale-rep-x1y2z")
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn replica")
+        })
+        .collect();
+    let outs: Vec<Output> = replicas
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("replica"))
+        .collect();
+    let mut outcomes = Vec::new();
+    for o in &outs {
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let w = json(o);
+        assert_eq!(w["runs"][0]["run_id"], "bp-scale-rep-x1y2z");
+        outcomes.push(
+            w["runs"][0]["outcome"]
+                .as_str()
+                .expect("outcome")
+                .to_string(),
+        );
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["already_committed", "already_committed", "committed"]
+    );
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let m = only_snapshot(&st, &layout).await;
+    restore_and_compare(&st, &layout, &m, &src, t.path().join("out")).await;
+    assert!(queued(&q).is_empty(), "every message deleted");
+}
+
+/// A forged message (its digest recomputed) naming a path outside the source root is
+/// refused, never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_naming_a_path_outside_the_root_is_refused() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    std::fs::write(t.path().join("secret.txt"), "not for the backup").expect("secret");
+    let pf = write_pipeline(
+        t.path(),
+        "forge",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    assert_eq!(
+        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "forge-1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let (path, mut msg) = queued(&q).into_iter().next().expect("a message");
+    let mut desc: serde_json::Map<String, Value> =
+        serde_json::from_value(msg["piece"].clone()).expect("piece");
+    desc["entries"][0]["path"] = Value::from("../secret.txt");
+    let entries: Vec<blobpipe::extract::PlannedEntry> =
+        serde_json::from_value(desc["entries"].clone()).expect("entries");
+    let bound = |k: &str| -> Option<blobpipe::manifest::PathBytes> {
+        serde_json::from_value(desc[k].clone()).expect("bound")
+    };
+    let digest =
+        blobpipe::extract::piece_digest(bound("lo").as_ref(), bound("hi").as_ref(), &entries);
+    msg["piece"] = Value::Object(desc);
+    msg["digest"] = Value::from(digest);
+    std::fs::write(&path, msg.to_string()).expect("forge");
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "forge-1",
+        "--max-dequeue",
+        "1",
+        "--retry-delay",
+        "0s",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let w = json(&o);
+    assert_eq!(w["dead_lettered"], 1, "{w}");
+    let err = w["runs"][0]["error"].as_str().expect("error");
+    assert!(err.contains("not a path under the source root"), "{err}");
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    assert!(catalog::snapshot_ids(&*st, &layout)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[test]
+fn workers_refuse_what_they_cannot_share_and_do_not_wait_forever() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    // A memory store lives in one process: worker processes would never see the plan.
+    let mem = write_pipeline(t.path(), "mem", &src, "memory://scale-out-mem", SMALL);
+    let o = run(&["backup", s(&mem), "--workers", "2"]);
+    assert_eq!(o.status.code(), Some(2), "a configuration error");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("memory://"));
+    // A worker for a run whose coordinator never comes gives up after --plan-wait.
+    let pf = write_pipeline(
+        t.path(),
+        "lonely",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    let o = run(&[
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "never-planned",
+        "--plan-wait",
+        "300ms",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(6), "not found");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no stored plan"));
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A coordinator that died after its plan but before its `planned` record: the workers do
+/// what was enqueued, then stop (exit 6) instead of waiting forever; `plan` again with the
+/// run id finishes the job and the run commits.
+#[test]
+fn a_coordinator_that_died_while_enqueueing_is_noticed_and_resumed() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let store = t.path().join("store");
+    let pf = write_pipeline(
+        t.path(),
+        "half",
+        &src,
+        &format!("file://{}", store.display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    assert_eq!(
+        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "half-1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let (p, st) = block_on(open(&pf));
+    let layout = Layout::new(&p.target.prefix);
+    block_on(st.delete(&layout.planned("half-1"))).expect("drop the planned record");
+    // Half the messages were never put.
+    let msgs = queued(&q);
+    for (path, _) in &msgs[..msgs.len() / 2] {
+        std::fs::remove_file(path).expect("drop a message");
+    }
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "half-1",
+        "--plan-wait",
+        "500ms",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has not finished enqueueing"));
+    assert_eq!(
+        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "half-1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        "half-1",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let w = json(&o);
+    assert_eq!(w["runs"][0]["outcome"], "committed", "{w}");
+    assert_eq!(
+        w["processed"].as_u64(),
+        Some((msgs.len() / 2) as u64),
+        "only the missing half: {w}"
+    );
+}
