@@ -51,6 +51,8 @@ struct Vault {
     keys: Vec<(String, String, [u8; 32])>,
     /// Answer 403 to every authorized request.
     forbid: bool,
+    /// Answer 503 to every authorized request (the vault is down).
+    down: bool,
     seen: Vec<Seen>,
     /// Every data key it was asked to wrap (to prove none is ever printed or stored).
     wrapped_plain: Vec<Vec<u8>>,
@@ -119,6 +121,9 @@ async fn handle(
     }
     if v.forbid {
         return Ok(error(403, "Forbidden"));
+    }
+    if v.down {
+        return Ok(error(503, "ServiceUnavailable"));
     }
     let url = url::Url::parse(&format!("https://{HOST}{target}")).unwrap();
     if method != "POST"
@@ -692,4 +697,28 @@ fn without_an_entra_token_the_vault_key_is_a_config_error() {
     assert!(err(&o).contains("AZURE_CLIENT_SECRET"), "{}", err(&o));
     let state = f.state();
     assert!(state.is_empty(), "nothing written: {:?}", state.keys());
+}
+
+#[test]
+fn a_vault_that_stays_down_is_retried_then_a_clear_transient_error() {
+    let f =
+        fixture("[encryption]\nkey_vault_key = \"https://kv1.vault.azure.net:PORT/keys/bp-kek\"");
+    let o = f.bp(&["backup", f.p()]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let before = f.state();
+    f.vault.lock().unwrap().down = true;
+    let calls = f.seen().len();
+    let o = f.bp(&["ls", f.p(), "latest"]);
+    assert_eq!(code(&o), 1, "{}", err(&o));
+    assert!(err(&o).contains("Key Vault unwrapKey"), "{}", err(&o));
+    assert!(err(&o).contains("retries exhausted"), "{}", err(&o));
+    let tries = f.seen()[calls..]
+        .iter()
+        .filter(|s| s.auth.is_some() && s.target.contains("/unwrapkey"))
+        .count();
+    assert_eq!(tries, 6, "the one retry policy: 6 attempts");
+    assert!(f.state() == before, "nothing stored changed");
+    // Back up: the same record opens again.
+    f.vault.lock().unwrap().down = false;
+    f.restore_same("r");
 }
