@@ -668,7 +668,7 @@ pub struct VaultWrap {
 fn vault_ref(k: &KeyVaultKey) -> KekRef {
     let mut h = Sha256::new();
     h.update(KEK_ID);
-    h.update(k.unversioned().as_bytes());
+    h.update(k.unversioned().to_ascii_lowercase().as_bytes());
     KekRef {
         kind: KekKind::KeyVault,
         id: hex::encode(&h.finalize()[..8]),
@@ -816,7 +816,7 @@ impl KeyRecord {
         })?;
         let at = KeyVaultKey::parse(&vw.key)
             .map_err(|e| Error::integrity(format!("key record {}: {e}", self.id)))?;
-        if vault_ref(k).id != self.kek.id || at.unversioned() != k.unversioned() {
+        if vault_ref(k).id != self.kek.id || !at.same_key(k) {
             return Err(Error::new(
                 ErrorKind::WrongKey,
                 format!(

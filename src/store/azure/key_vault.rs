@@ -77,6 +77,12 @@ impl KeyVaultKey {
         format!("{}/keys/{}", self.vault, self.name)
     }
 
+    /// Whether `other` is a version of the same key (Key Vault names are case-insensitive).
+    pub fn same_key(&self, other: &KeyVaultKey) -> bool {
+        self.unversioned()
+            .eq_ignore_ascii_case(&other.unversioned())
+    }
+
     /// The key's identifier, with its version when it has one.
     pub fn id(&self) -> String {
         match &self.version {
@@ -179,7 +185,7 @@ pub async fn wrap(key: &KeyVaultKey, plain: &[u8]) -> Result<Wrapped> {
         )
     })?;
     let wrapped_by = KeyVaultKey::parse(&kid).map_err(|e| e.context("Key Vault wrapKey reply"))?;
-    if wrapped_by.unversioned() != key.unversioned() || wrapped_by.version.is_none() {
+    if !wrapped_by.same_key(key) || wrapped_by.version.is_none() {
         return Err(Error::new(
             ErrorKind::Store,
             format!("Key Vault wrapKey reply names key {kid}, not a version of {key}"),
@@ -238,6 +244,10 @@ mod tests {
         let k = KeyVaultKey::parse("https://kv1.vault.azure.net/keys/backup").unwrap();
         assert_eq!(k.version, None);
         assert_eq!(k.unversioned(), "https://kv1.vault.azure.net/keys/backup");
+        let upper = KeyVaultKey::parse("https://KV1.vault.azure.net/keys/Backup/v9").unwrap();
+        assert!(k.same_key(&upper), "names are case-insensitive");
+        let other = KeyVaultKey::parse("https://kv1.vault.azure.net/keys/backup2").unwrap();
+        assert!(!k.same_key(&other));
         for bad in [
             "http://kv1.vault.azure.net/keys/backup",
             "https://kv1.vault.azure.net/secrets/backup",
