@@ -625,7 +625,11 @@ fn a_wrong_or_forbidden_vault_key_is_exit_11_and_changes_nothing() {
     f.vault.lock().unwrap().forbid = true;
     let o = f.bp(&["backup", f.p()]);
     assert_eq!(code(&o), 11, "{}", err(&o));
-    assert!(err(&o).contains("Key Vault Crypto User"), "{}", err(&o));
+    assert!(
+        err(&o).contains("Key Vault Crypto Service Encryption User"),
+        "{}",
+        err(&o)
+    );
     // The vault answers, but with another data key than the record's (its wrapped value
     // swapped for another record's): the check value refuses it.
     f.vault.lock().unwrap().forbid = false;

@@ -141,7 +141,7 @@ fn map(op: &str, key: &KeyVaultKey, e: azure_core::Error) -> Error {
         Some((status @ (400 | 403 | 404), code)) => {
             let why = match status {
                 400 => "the vault could not unwrap with this key (another key or version wrapped it)",
-                403 => "the identity may not use this key: grant it the \"Key Vault Crypto User\" role, or the wrapKey and unwrapKey key permissions",
+                403 => "the identity may not use this key: grant it the \"Key Vault Crypto Service Encryption User\" role on the key (or \"Key Vault Crypto User\"), or the wrapKey and unwrapKey key permissions",
                 _ => "no such key or version in the vault",
             };
             Error::new(
