@@ -880,6 +880,45 @@ mod tests {
     }
 
     #[test]
+    fn key_vault_takes_only_the_token_steps() {
+        // A storage key does not authorize Key Vault: the error says what would.
+        let env = env_of(&[("AZURE_STORAGE_KEY", "c2VjcmV0")]);
+        let e = resolve_token("Key Vault key k", &env).expect_err("no token");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Config);
+        for needle in [
+            "Key Vault key k",
+            "managed identity",
+            "AZURE_CLIENT_SECRET",
+            "az login",
+        ] {
+            assert!(e.to_string().contains(needle), "{needle} missing from: {e}");
+        }
+        assert!(!e.to_string().contains("c2VjcmV0"));
+        let forced = env_of(&[("BLOBPIPE_AZURE_CREDENTIAL", "sas")]);
+        let e = resolve_token("Key Vault key k", &forced).expect_err("forced sas");
+        assert!(e.to_string().contains("forces a sas"), "{e}");
+        // The same environment gives the store's token step.
+        let mi = env_of(&[
+            ("AZURE_STORAGE_KEY", "c2VjcmV0"),
+            ("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"),
+            ("IDENTITY_HEADER", "h"),
+        ]);
+        let c = resolve_token("Key Vault key k", &mi).unwrap();
+        assert_eq!(c.kind, CredentialKind::ManagedIdentity);
+        let cs = env_of(&[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_SECRET", "s"),
+        ]);
+        let c = resolve_token("Key Vault key k", &cs).unwrap();
+        assert_eq!(c.kind, CredentialKind::ClientSecret);
+        assert_eq!(
+            c.kind,
+            resolve(&target("azure://acct/cont"), &cs).unwrap().kind
+        );
+    }
+
+    #[test]
     fn bad_key_does_not_leak() {
         let t = target("azure://acct/cont");
         let e = resolve(&t, &env_of(&[("AZURE_STORAGE_KEY", "not base64 S3CRET!!")]))
