@@ -533,6 +533,30 @@ fn vault_key_round_trip_records_the_version_and_sends_what_key_vault_expects() {
         all.iter().any(|s| s.auth.is_none() && s.body.is_empty()),
         "the first request goes without a token or body (the bearer challenge)"
     );
+    // Rotating onto the vault's new current version: only the record changes, and the
+    // next unwrap asks for v2.
+    let o = f.bp(&[
+        "key",
+        "rotate",
+        f.p(),
+        "--from-key-vault-key",
+        &f.key_url("bp-kek"),
+    ]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let rec2 = f.key_record();
+    assert_eq!(
+        rec2["key_vault"]["key"],
+        format!("{}/v2", f.key_url("bp-kek"))
+    );
+    assert_eq!(rec2["id"], rec["id"], "same data key");
+    let before = f.seen().len();
+    f.restore_same("r1b");
+    assert!(
+        f.seen()[before..]
+            .iter()
+            .any(|s| s.auth.is_some() && s.target.starts_with("/keys/bp-kek/v2/unwrapkey")),
+        "unwrap asks for the version that wrapped"
+    );
     // Verify and an incremental backup open the same data key.
     std::fs::write(f.src.join("after.txt"), b"after").unwrap();
     let o = f.bp(&["backup", f.p()]);
