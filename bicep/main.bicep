@@ -173,6 +173,12 @@ param containerImage string = ''
 @description('Azure Container Registry (same resource group) the image is pulled from with the identity; empty for a public image.')
 param acrName string = ''
 
+@description('[encryption] key_vault_key: an existing Key Vault (RBAC authorization, same resource group) and RSA key the identity may wrap and unwrap with; empty skips the role assignment. Create the key with `az keyvault key create --kty RSA --size 3072 --ops wrapKey unwrapKey` (docs/encryption.md).')
+param keyVaultName string = ''
+
+@description('Name of the RSA key in keyVaultName.')
+param keyVaultKeyName string = ''
+
 @description('Scheduled jobs, one per pipeline: {name, cron, pipelineFile, cpu, memory}; cron is 5-field UTC, pipelineFile is relative to /etc/blobpipe/pipelines.')
 param jobs array = []
 
@@ -343,6 +349,8 @@ module roles 'modules/roles.bicep' = {
     principalId: identity.outputs.principalId
     enableQueue: enableQueue
     acrName: acrName
+    keyVaultName: keyVaultName
+    keyVaultKeyName: keyVaultKeyName
   }
 }
 

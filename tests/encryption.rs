@@ -552,6 +552,25 @@ fn malformed_encryption_tables_are_located() {
     assert_eq!(code(&o), 2, "{}", err(&o));
     assert!(err(&o).contains("openssl rand -hex 32"), "{}", err(&o));
     assert!(f2.state().is_empty(), "nothing stored");
+    // key_vault_key: an https key identifier, and still exactly one source.
+    let f = fixture("[encryption]\nkey_vault_key = \"http://kv1.vault.azure.net/keys/k\"");
+    let o = f.bp(&["validate", f.p()], &[]);
+    assert_eq!(code(&o), 2, "{}", err(&o));
+    assert!(err(&o).contains("enc.toml:"), "{}", err(&o));
+    assert!(err(&o).contains("https only"), "{}", err(&o));
+    let f = fixture("[encryption]\nkey_vault_key = \"https://kv1.vault.azure.net/secrets/k\"");
+    let o = f.bp(&["validate", f.p()], &[]);
+    assert_eq!(code(&o), 2, "{}", err(&o));
+    assert!(err(&o).contains("/keys/<name>"), "{}", err(&o));
+    let f = fixture(
+        "[encryption]\nkey_file = \"a.key\"\nkey_vault_key = \"https://kv1.vault.azure.net/keys/k\"",
+    );
+    let o = f.bp(&["validate", f.p()], &[]);
+    assert_eq!(code(&o), 2, "{}", err(&o));
+    assert!(err(&o).contains("more than one key source"), "{}", err(&o));
+    let f = fixture("[encryption]\nkey_vault_key = \"https://kv1.vault.azure.net/keys/k/0123\"");
+    let o = f.bp(&["validate", f.p()], &[]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
 }
 
 #[path = "support/mod.rs"]

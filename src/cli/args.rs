@@ -243,6 +243,10 @@ pub struct RotateArgs {
     /// The old passphrase, in a file.
     #[arg(long)]
     pub from_passphrase_file: Option<PathBuf>,
+    /// The old key in Azure Key Vault: https://<vault>.vault.azure.net/keys/<name>[/<version>]
+    /// (the record's own version unwraps).
+    #[arg(long)]
+    pub from_key_vault_key: Option<String>,
 }
 
 /// `backup` arguments.

@@ -16,6 +16,11 @@
 //!   argon2id (parameters and salt in the key record). Its fingerprint (`kek.id`) is in the
 //!   key record and the manifest header, so a wrong key is told apart from a damaged record
 //!   ([`ErrorKind::WrongKey`] vs `Integrity`) before anything is read or written with it.
+//! - Or the KEK is an RSA key in Azure Key Vault that never leaves it
+//!   (`store::azure::key_vault`): the vault wraps the data key with RSA-OAEP-256, and the
+//!   record keeps the exact key version that wrapped (so a new current version does not
+//!   strand it) and a check value of the data key (HMAC under the data key), because an
+//!   RSA ciphertext carries no fingerprint of the key that made it.
 //! - Every compressed frame of a pack is sealed on its own ([`DataKey::seal_frame`]) with
 //!   the pack id, the frame index and a last-frame flag as associated data: a frame moved
 //!   to another pack or position, or a pack cut short at a frame boundary, fails its tag.
@@ -41,6 +46,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::azure::key_vault::{self, KeyVaultKey};
 use crate::support::secret::Secret;
 
 /// Bytes of a data key or KEK.
@@ -59,6 +65,7 @@ const BLOB_AD: &[u8] = b"blobpipe blob 1\0";
 const KEY_AD: &[u8] = b"blobpipe key 1\0";
 const KEK_ID: &[u8] = b"blobpipe kek 1\0";
 const NONCE_KEY: &[u8] = b"blobpipe nonce 1\0";
+const CHECK_AD: &[u8] = b"blobpipe key check 1\0";
 
 /// Default argon2id cost for a passphrase: 64 MiB, 3 passes, 1 lane.
 pub const ARGON2_M_KIB: u32 = 64 * 1024;
@@ -379,6 +386,8 @@ pub enum KekKind {
     KeyEnv,
     /// A passphrase stretched by argon2id.
     Passphrase,
+    /// An RSA key in Azure Key Vault (RSA-OAEP-256 wrap).
+    KeyVault,
 }
 
 impl KekKind {
@@ -388,6 +397,7 @@ impl KekKind {
             KekKind::KeyFile => "key-file",
             KekKind::KeyEnv => "key-env",
             KekKind::Passphrase => "passphrase",
+            KekKind::KeyVault => "key-vault",
         }
     }
 }
@@ -397,7 +407,8 @@ impl KekKind {
 pub struct KekRef {
     /// Kind.
     pub kind: KekKind,
-    /// First 8 bytes, hex, of SHA-256(`"blobpipe kek 1\0"` || KEK).
+    /// First 8 bytes, hex, of SHA-256(`"blobpipe kek 1\0"` || KEK); for a Key Vault key,
+    /// of SHA-256(`"blobpipe kek 1\0"` || its identifier without version).
     pub id: String,
 }
 
@@ -427,6 +438,8 @@ pub enum KekSource {
     PassphraseEnv(String),
     /// `passphrase_file`: a file holding a passphrase (one line).
     PassphraseFile(PathBuf),
+    /// `key_vault_key`: an RSA key in Azure Key Vault.
+    KeyVault(KeyVaultKey),
 }
 
 /// The checked `[encryption]` table of a pipeline.
@@ -509,6 +522,7 @@ impl KekSource {
             KekSource::KeyFile(_) => KekKind::KeyFile,
             KekSource::KeyEnv(_) => KekKind::KeyEnv,
             KekSource::PassphraseEnv(_) | KekSource::PassphraseFile(_) => KekKind::Passphrase,
+            KekSource::KeyVault(_) => KekKind::KeyVault,
         }
     }
 
@@ -527,6 +541,19 @@ impl KekSource {
             p: ARGON2_P,
             salt: crate::store::b64(&random::<16>()?),
         }))
+    }
+
+    /// Check that the key can be had before anything is written: read it (a passphrase
+    /// with a throwaway salt), or for a Key Vault key find the token credential that will
+    /// ask the vault (no network call).
+    ///
+    /// # Errors
+    /// As [`KekSource::resolve`]; `Config` when no Entra ID token credential is available.
+    pub fn preflight(&self) -> Result<()> {
+        match self {
+            KekSource::KeyVault(k) => key_vault::preflight(k),
+            _ => self.resolve(self.new_kdf()?.as_ref()).map(drop),
+        }
     }
 
     /// Read the key (or derive it from the passphrase with `kdf`).
@@ -558,6 +585,9 @@ impl KekSource {
                 let raw = derive(pass.expose().trim_end_matches(['\n', '\r']), kdf)?;
                 kek_from(KekKind::Passphrase, &raw)
             }
+            KekSource::KeyVault(k) => Err(Error::internal(format!(
+                "the Key Vault key {k} wraps in the vault; it has no local key to resolve"
+            ))),
         }
     }
 }
@@ -613,8 +643,45 @@ pub struct KeyRecord {
     /// argon2id parameters (passphrase KEKs only).
     #[serde(default)]
     pub kdf: Option<Kdf>,
-    /// base64 of `nonce || AES-256-GCM(KEK, data key, ad = "blobpipe key 1\0" || id) || tag`.
+    /// base64 of `nonce || AES-256-GCM(KEK, data key, ad = "blobpipe key 1\0" || id) || tag`;
+    /// for a Key Vault KEK, of the vault's RSA-OAEP-256 ciphertext of the data key.
     pub wrapped: String,
+    /// Key Vault KEKs only: the key version that wrapped and the data key's check value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vault: Option<VaultWrap>,
+}
+
+/// What a key record keeps about a Key Vault wrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultWrap {
+    /// The key identifier, with the version that wrapped (unwrap asks for that version).
+    pub key: String,
+    /// The wrap algorithm (`RSA-OAEP-256`).
+    pub alg: String,
+    /// First 8 bytes, hex, of HMAC-SHA256(data key, `"blobpipe key check 1\0"` || id): tells
+    /// that the vault gave back this record's data key.
+    pub check: String,
+}
+
+/// The KEK reference of a Key Vault key (any version).
+fn vault_ref(k: &KeyVaultKey) -> KekRef {
+    let mut h = Sha256::new();
+    h.update(KEK_ID);
+    h.update(k.unversioned().to_ascii_lowercase().as_bytes());
+    KekRef {
+        kind: KekKind::KeyVault,
+        id: hex::encode(&h.finalize()[..8]),
+    }
+}
+
+/// The check value of data key `raw` with id `id` ([`VaultWrap::check`]).
+fn check_value(raw: &[u8], id: &str) -> Result<String> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(raw)
+        .map_err(|_| Error::internal("HMAC refused a key"))?;
+    m.update(CHECK_AD);
+    m.update(id.as_bytes());
+    Ok(hex::encode(&m.finalize().into_bytes()[..8]))
 }
 
 impl KeyRecord {
@@ -622,7 +689,26 @@ impl KeyRecord {
     ///
     /// # Errors
     /// As [`KekSource::resolve`].
-    pub fn wrap(dk: &DataKey, source: &KekSource) -> Result<KeyRecord> {
+    pub async fn wrap(dk: &DataKey, source: &KekSource) -> Result<KeyRecord> {
+        if let KekSource::KeyVault(k) = source {
+            let w = key_vault::wrap(k, &dk.raw[..]).await?;
+            return Ok(KeyRecord {
+                kind: "key".into(),
+                format: 1,
+                id: dk.id.clone(),
+                alg: ALG.into(),
+                created_at: chrono::Utc::now(),
+                rotated_at: None,
+                kek: vault_ref(k),
+                kdf: None,
+                wrapped: crate::store::b64(&w.value),
+                key_vault: Some(VaultWrap {
+                    key: w.key.id(),
+                    alg: key_vault::ALG.into(),
+                    check: check_value(&dk.raw[..], &dk.id)?,
+                }),
+            });
+        }
         let kdf = source.new_kdf()?;
         let kek = source.resolve(kdf.as_ref())?;
         let mut ad = KEY_AD.to_vec();
@@ -645,6 +731,7 @@ impl KeyRecord {
             kek: kek.r,
             kdf,
             wrapped: crate::store::b64(&wrapped),
+            key_vault: None,
         })
     }
 
@@ -654,7 +741,7 @@ impl KeyRecord {
     /// `WrongKey` when the KEK's kind or fingerprint is not the record's; `Integrity`
     /// when the record is malformed or its tag does not match; `Config` as
     /// [`KekSource::resolve`].
-    pub fn unwrap(&self, source: &KekSource) -> Result<DataKey> {
+    pub async fn unwrap(&self, source: &KekSource) -> Result<DataKey> {
         if self.kind != "key" || self.format != 1 || self.alg != ALG {
             return Err(Error::integrity(format!(
                 "key record {}: type {:?}, format {}, alg {:?}: this blobpipe reads type \"key\", format 1, {ALG}",
@@ -678,6 +765,9 @@ impl KeyRecord {
                     source.kind().as_str()
                 ),
             ));
+        }
+        if let KekSource::KeyVault(k) = source {
+            return self.unwrap_vault(k).await;
         }
         let kek = source.resolve(self.kdf.as_ref())?;
         if kek.r.id != self.kek.id {
@@ -715,13 +805,65 @@ impl KeyRecord {
         Ok(DataKey::from_raw(self.id.clone(), k)?.wrapped_by(self.kek.clone()))
     }
 
+    /// [`KeyRecord::unwrap`] by Key Vault: one `unwrapkey` call, with the version that
+    /// wrapped.
+    async fn unwrap_vault(&self, k: &KeyVaultKey) -> Result<DataKey> {
+        let vw = self.key_vault.as_ref().ok_or_else(|| {
+            Error::integrity(format!(
+                "key record {}: a key-vault record without its key_vault entry",
+                self.id
+            ))
+        })?;
+        let at = KeyVaultKey::parse(&vw.key)
+            .map_err(|e| Error::integrity(format!("key record {}: {e}", self.id)))?;
+        if vault_ref(k).id != self.kek.id || !at.same_key(k) {
+            return Err(Error::new(
+                ErrorKind::WrongKey,
+                format!(
+                    "wrong key-vault key: data key {} is wrapped by {}, the pipeline names {}",
+                    self.id,
+                    at.unversioned(),
+                    k.unversioned()
+                ),
+            ));
+        }
+        if vw.alg != key_vault::ALG || at.version.is_none() {
+            return Err(Error::integrity(format!(
+                "key record {}: Key Vault wrap {:?} of {}: this blobpipe unwraps {} with a key version",
+                self.id,
+                vw.alg,
+                vw.key,
+                key_vault::ALG
+            )));
+        }
+        let wrapped = crate::store::b64_decode(&self.wrapped).ok_or_else(|| {
+            Error::integrity(format!("key record {}: wrapped is not base64", self.id))
+        })?;
+        let raw = key_vault::unwrap(&at, &wrapped)
+            .await
+            .map_err(|e| e.context(format!("data key {}", self.id)))?;
+        let ok = raw.len() == KEY_LEN && check_value(&raw, &self.id)? == vw.check;
+        if !ok {
+            return Err(Error::new(
+                ErrorKind::WrongKey,
+                format!(
+                    "wrong key-vault key: {} unwrapped data key {}, but what it gave back does not match the record's check value",
+                    at, self.id
+                ),
+            ));
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(&raw);
+        Ok(DataKey::from_raw(self.id.clone(), key)?.wrapped_by(self.kek.clone()))
+    }
+
     /// This record's data key re-wrapped under `to` (`key rotate`): same id and data key.
     ///
     /// # Errors
     /// As [`KeyRecord::unwrap`] with `from`, and [`KeyRecord::wrap`] with `to`.
-    pub fn rewrap(&self, from: &KekSource, to: &KekSource) -> Result<(KeyRecord, DataKey)> {
-        let dk = self.unwrap(from)?;
-        let mut r = KeyRecord::wrap(&dk, to)?;
+    pub async fn rewrap(&self, from: &KekSource, to: &KekSource) -> Result<(KeyRecord, DataKey)> {
+        let dk = self.unwrap(from).await?;
+        let mut r = KeyRecord::wrap(&dk, to).await?;
         r.created_at = self.created_at;
         r.rotated_at = Some(chrono::Utc::now());
         Ok((r, dk))
@@ -827,27 +969,36 @@ mod tests {
         assert!(k.open_blob("n", b"\x1f\x8bplain gzip").is_err());
     }
 
-    #[test]
-    fn key_records_tell_a_wrong_key_from_a_damaged_record() {
+    #[tokio::test]
+    async fn key_records_tell_a_wrong_key_from_a_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, hex::encode([7u8; 32])).unwrap();
         std::fs::write(&b, hex::encode([8u8; 32])).unwrap();
         let (sa, sb) = (KekSource::KeyFile(a), KekSource::KeyFile(b));
         let k = dk();
-        let rec = KeyRecord::wrap(&k, &sa).unwrap();
-        let back = rec.unwrap(&sa).unwrap();
+        let rec = KeyRecord::wrap(&k, &sa).await.unwrap();
+        let back = rec.unwrap(&sa).await.unwrap();
         assert_eq!(back.raw[..], k.raw[..]);
-        assert_eq!(rec.unwrap(&sb).unwrap_err().kind(), ErrorKind::WrongKey);
+        assert_eq!(
+            rec.unwrap(&sb).await.unwrap_err().kind(),
+            ErrorKind::WrongKey
+        );
         let mut bad = rec.clone();
         let mut w = crate::store::b64_decode(&bad.wrapped).unwrap();
         w[20] ^= 1;
         bad.wrapped = crate::store::b64(&w);
-        assert_eq!(bad.unwrap(&sa).unwrap_err().kind(), ErrorKind::Integrity);
+        assert_eq!(
+            bad.unwrap(&sa).await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
         // Rotation keeps the data key.
-        let (rot, _) = rec.rewrap(&sa, &sb).unwrap();
-        assert_eq!(rot.unwrap(&sb).unwrap().raw[..], k.raw[..]);
-        assert_eq!(rot.unwrap(&sa).unwrap_err().kind(), ErrorKind::WrongKey);
+        let (rot, _) = rec.rewrap(&sa, &sb).await.unwrap();
+        assert_eq!(rot.unwrap(&sb).await.unwrap().raw[..], k.raw[..]);
+        assert_eq!(
+            rot.unwrap(&sa).await.unwrap_err().kind(),
+            ErrorKind::WrongKey
+        );
         let json = serde_json::to_vec(&rot).unwrap();
         assert_eq!(KeyRecord::from_json("k", &json).unwrap(), rot);
         // Nothing secret in Debug.
@@ -868,21 +1019,23 @@ mod tests {
         assert!(e.to_string().contains("openssl rand -hex 32"), "{e}");
     }
 
-    #[test]
-    fn passphrases_go_through_argon2id() {
+    #[tokio::test]
+    async fn passphrases_go_through_argon2id() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, "correct horse\n").unwrap();
         std::fs::write(&b, "battery staple\n").unwrap();
         let k = dk();
-        let rec = KeyRecord::wrap(&k, &KekSource::PassphraseFile(a.clone())).unwrap();
+        let rec = KeyRecord::wrap(&k, &KekSource::PassphraseFile(a.clone()))
+            .await
+            .unwrap();
         let kdf = rec.kdf.clone().unwrap();
         assert_eq!(
             (kdf.alg.as_str(), kdf.m_kib, kdf.t),
             ("argon2id", ARGON2_M_KIB, ARGON2_T)
         );
-        assert!(rec.unwrap(&KekSource::PassphraseFile(a)).is_ok());
-        let e = rec.unwrap(&KekSource::PassphraseFile(b)).unwrap_err();
+        assert!(rec.unwrap(&KekSource::PassphraseFile(a)).await.is_ok());
+        let e = rec.unwrap(&KekSource::PassphraseFile(b)).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WrongKey, "{e}");
     }
 }

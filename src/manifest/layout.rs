@@ -107,7 +107,7 @@ pub async fn unlock(
     let mut wrong = None;
     for r in &records {
         let rec = KeyRecord::from_json(&r.name, &store.get(&r.name, None).await?)?;
-        match rec.unwrap(&enc.kek) {
+        match rec.unwrap(&enc.kek).await {
             Ok(k) => return Ok(Some(Arc::new(k))),
             Err(e) if e.kind() == ErrorKind::WrongKey => wrong = Some(e),
             Err(e) => return Err(e.context(format!("opening key record {}", r.name))),
@@ -118,7 +118,7 @@ pub async fn unlock(
     }
     // No key record yet: still read the key now, so a missing or malformed one fails
     // before anything (the run lock included) is written.
-    enc.kek.resolve(enc.kek.new_kdf()?.as_ref())?;
+    enc.kek.preflight()?;
     let existing = store.list(&layout.snapshots(), None, 1).await?;
     if !create || !existing.items.is_empty() {
         return Err(Error::not_found(format!(
@@ -132,7 +132,7 @@ pub async fn unlock(
         )));
     }
     let dk = DataKey::generate()?;
-    let rec = KeyRecord::wrap(&dk, &enc.kek)?;
+    let rec = KeyRecord::wrap(&dk, &enc.kek).await?;
     let dk = dk.wrapped_by(rec.kek.clone());
     let body = serde_json::to_vec_pretty(&rec).map_err(|e| Error::encode("key record", e))?;
     store

@@ -83,6 +83,37 @@ pub fn client(cfg: &ClientConfig) -> Result<reqwest::Client> {
     } else {
         reqwest::redirect::Policy::limited(cfg.redirects)
     });
+    #[cfg(feature = "testing")]
+    {
+        b = test_hook(b)?;
+    }
     b.build()
         .map_err(|e| Error::internal(format!("building the HTTP client: {}", e.without_url())))
+}
+
+/// Test-only (compiled with the `testing` feature, never in a release): trust one more
+/// root, the PEM file `BLOBPIPE_TEST_EXTRA_ROOT_CA`, beside the system's, and send the
+/// host named by `BLOBPIPE_TEST_RESOLVE=host=ip:port` to that address. This lets the
+/// integration tests stand a loopback HTTPS server in for Azure Key Vault (the SDK sends
+/// bearer tokens over https only) with a certificate made at test time. Verification is
+/// never turned off.
+#[cfg(feature = "testing")]
+fn test_hook(mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
+    if let Ok(p) = std::env::var("BLOBPIPE_TEST_EXTRA_ROOT_CA") {
+        let pem = std::fs::read(&p)
+            .map_err(|e| Error::internal(format!("BLOBPIPE_TEST_EXTRA_ROOT_CA {p}: {e}")))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| Error::internal(format!("BLOBPIPE_TEST_EXTRA_ROOT_CA {p}: {e}")))?;
+        b = b.tls_certs_merge([cert]);
+    }
+    if let Ok(r) = std::env::var("BLOBPIPE_TEST_RESOLVE") {
+        let (host, addr) = r
+            .split_once('=')
+            .and_then(|(h, a)| Some((h, a.parse::<std::net::SocketAddr>().ok()?)))
+            .ok_or_else(|| {
+                Error::internal(format!("BLOBPIPE_TEST_RESOLVE {r:?}: not host=ip:port"))
+            })?;
+        b = b.resolve(host, addr);
+    }
+    Ok(b)
 }

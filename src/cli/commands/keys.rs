@@ -15,6 +15,7 @@ use crate::manifest::layout::Repo;
 use crate::pack::frame::decompress;
 use crate::pack::read::{decoder, BlobRead};
 use crate::pipeline::Pipeline;
+use crate::store::azure::key_vault::KeyVaultKey;
 use crate::store::list_all;
 use crate::support::out::{out_bytes, outln};
 
@@ -109,8 +110,13 @@ pub async fn rotate(a: RotateArgs, json: bool) -> Result<i32> {
             .clone()
             .map(KekSource::PassphraseFile),
     );
+    if let Some(k) = &a.from_key_vault_key {
+        from.push(KekSource::KeyVault(
+            KeyVaultKey::parse(k).map_err(|e| e.context("--from-key-vault-key"))?,
+        ));
+    }
     let [from] = <[KekSource; 1]>::try_from(from).map_err(|_| {
-        Error::config("name the old key with exactly one of --from-key-file, --from-key-env, --from-passphrase-env, --from-passphrase-file")
+        Error::config("name the old key with exactly one of --from-key-file, --from-key-env, --from-passphrase-env, --from-passphrase-file, --from-key-vault-key")
     })?;
     let repo = Repo::open(&p.target, &p.retry).await?;
     let names = list_all(&*repo.store, &repo.layout.keys()).await?;
@@ -125,6 +131,7 @@ pub async fn rotate(a: RotateArgs, json: bool) -> Result<i32> {
         let rec = KeyRecord::from_json(&item.name, &repo.store.get(&item.name, None).await?)?;
         let (new, _) = rec
             .rewrap(&from, &to.kek)
+            .await
             .map_err(|e| e.context(format!("key record {}", item.name)))?;
         done.push((item.name.clone(), rec.kek, new));
     }

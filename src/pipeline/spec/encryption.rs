@@ -1,8 +1,9 @@
 //! `[encryption]`: where the key-encryption key comes from, checked into
 //! [`EncryptionConfig`] (the format's own type, `manifest::crypt`).
 //!
-//! Exactly one source: `key_file`, `key_env`, `passphrase_env` or `passphrase_file`. The
-//! table names where the secret is, never the secret itself, so a pipeline file can be
+//! Exactly one source: `key_file`, `key_env`, `passphrase_env`, `passphrase_file` or
+//! `key_vault_key` (an RSA key in Azure Key Vault, its identifier checked here). The table
+//! names where the secret is, never the secret itself, so a pipeline file can be
 //! committed; the secret is read (and a missing one reported) when a command opens the
 //! pipeline's store.
 
@@ -11,8 +12,9 @@ use std::path::Path;
 use super::check::Checker;
 use super::raw::EncryptionSpec;
 use crate::manifest::crypt::{EncryptionConfig, KekSource};
+use crate::store::azure::key_vault::KeyVaultKey;
 
-const FIX: &str = "name exactly one of key_file = \"/etc/blobpipe/backup.key\" (64 hex digits, e.g. from `openssl rand -hex 32`), key_env = \"VAR\", passphrase_env = \"VAR\" or passphrase_file = \"/path\"";
+const FIX: &str = "name exactly one of key_file = \"/etc/blobpipe/backup.key\" (64 hex digits, e.g. from `openssl rand -hex 32`), key_env = \"VAR\", passphrase_env = \"VAR\", passphrase_file = \"/path\" or key_vault_key = \"https://<vault>.vault.azure.net/keys/<name>[/<version>]\"";
 
 /// Check `[encryption]` (paths relative to the pipeline file's directory `base`).
 pub(super) fn check_encryption(
@@ -42,10 +44,22 @@ pub(super) fn check_encryption(
     if let Some(v) = &s.passphrase_file {
         found.push((v.span(), KekSource::PassphraseFile(path(v.get_ref()))));
     }
+    if let Some(v) = &s.key_vault_key {
+        match KeyVaultKey::parse(v.get_ref()) {
+            Ok(k) => found.push((v.span(), KekSource::KeyVault(k))),
+            Err(e) => c.at(
+                v.span(),
+                "encryption.key_vault_key",
+                e,
+                "give the key's identifier, e.g. https://myvault.vault.azure.net/keys/blobpipe-kek",
+            ),
+        }
+    }
     for (span, src) in &found {
         let empty = match src {
             KekSource::KeyEnv(v) | KekSource::PassphraseEnv(v) => v.trim().is_empty(),
             KekSource::KeyFile(p) | KekSource::PassphraseFile(p) => p == base,
+            KekSource::KeyVault(_) => false,
         };
         if empty {
             c.at(span.clone(), "encryption", "the key source is empty", FIX);

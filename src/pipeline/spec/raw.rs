@@ -69,6 +69,7 @@ pub(super) struct EncryptionSpec {
     pub(super) key_env: Option<Spanned<String>>,
     pub(super) passphrase_env: Option<Spanned<String>>,
     pub(super) passphrase_file: Option<Spanned<String>>,
+    pub(super) key_vault_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

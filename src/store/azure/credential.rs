@@ -172,22 +172,7 @@ pub fn resolve_for(
 ) -> Result<Chosen> {
     // azure_identity builds reqwest clients for token requests.
     crate::support::http::ensure_tls_provider();
-    let forced = env("BLOBPIPE_AZURE_CREDENTIAL");
-    let forced_kind = match forced.as_deref() {
-        None => None,
-        Some("key") => Some(CredentialKind::AccountKey),
-        Some("sas") => Some(CredentialKind::Sas),
-        Some("managed-identity") => Some(CredentialKind::ManagedIdentity),
-        Some("workload-identity") => Some(CredentialKind::WorkloadIdentity),
-        Some("client-secret") => Some(CredentialKind::ClientSecret),
-        Some("azure-cli") => Some(CredentialKind::AzureCli),
-        Some(other) => {
-            return Err(Error::config(format!(
-                "BLOBPIPE_AZURE_CREDENTIAL={other:?} is not one of key, sas, managed-identity, \
-                 workload-identity, client-secret, azure-cli"
-            )))
-        }
-    };
+    let (forced, forced_kind) = forced_kind(env)?;
     let want = |k: CredentialKind| forced_kind.is_none_or(|f| f == k);
     let mut tried = Vec::new();
     let chosen = |kind, source: &str, tried: &mut Vec<String>, resolved| Chosen {
@@ -295,119 +280,8 @@ pub fn resolve_for(
             }
         }
     }
-    // Token credentials need https (the SDK refuses bearer tokens over http).
-    let token_ok = |tried: &mut Vec<String>, what: &str| {
-        if https {
-            true
-        } else {
-            tried.push(format!("{what}: needs an https endpoint"));
-            false
-        }
-    };
-    let client_id = env("AZURE_CLIENT_ID");
-    let tenant_id = env("AZURE_TENANT_ID");
-    // 4. Managed identity.
-    if want(CredentialKind::ManagedIdentity) {
-        let app_service = env("IDENTITY_ENDPOINT").is_some() && env("IDENTITY_HEADER").is_some();
-        if (app_service || forced_kind == Some(CredentialKind::ManagedIdentity))
-            && token_ok(&mut tried, "managed identity")
-        {
-            use azure_identity::{
-                ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
-            };
-            let opts = ManagedIdentityCredentialOptions {
-                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                ..Default::default()
-            };
-            let cred = ManagedIdentityCredential::new(Some(opts))
-                .map_err(|e| Error::config(format!("managed identity: {e}")))?;
-            let source = match (app_service, &client_id) {
-                (true, None) => "IDENTITY_ENDPOINT (system-assigned)",
-                (true, Some(_)) => "IDENTITY_ENDPOINT (user-assigned, AZURE_CLIENT_ID)",
-                (false, None) => "IMDS (system-assigned, forced)",
-                (false, Some(_)) => "IMDS (user-assigned via AZURE_CLIENT_ID, forced)",
-            };
-            return Ok(chosen(
-                CredentialKind::ManagedIdentity,
-                source,
-                &mut tried,
-                Resolved::Token(cred),
-            ));
-        }
-        if !app_service {
-            tried.push("managed identity: IDENTITY_ENDPOINT/IDENTITY_HEADER not set (force IMDS with BLOBPIPE_AZURE_CREDENTIAL=managed-identity)".into());
-        }
-    }
-    // 5. Workload identity.
-    if want(CredentialKind::WorkloadIdentity) {
-        let file = env("AZURE_FEDERATED_TOKEN_FILE");
-        if file.is_some()
-            && client_id.is_some()
-            && tenant_id.is_some()
-            && token_ok(&mut tried, "workload identity")
-        {
-            let cred = azure_identity::WorkloadIdentityCredential::new(Some(
-                azure_identity::WorkloadIdentityCredentialOptions {
-                    client_id: client_id.clone(),
-                    tenant_id: tenant_id.clone(),
-                    token_file_path: file.map(Into::into),
-                    ..Default::default()
-                },
-            ))
-            .map_err(|e| Error::config(format!("workload identity: {e}")))?;
-            return Ok(chosen(
-                CredentialKind::WorkloadIdentity,
-                "AZURE_FEDERATED_TOKEN_FILE",
-                &mut tried,
-                Resolved::Token(cred),
-            ));
-        }
-        if file.is_none() {
-            tried.push("workload identity: AZURE_FEDERATED_TOKEN_FILE not set".into());
-        }
-    }
-    // 6. Client secret.
-    if want(CredentialKind::ClientSecret) {
-        let secret = env("AZURE_CLIENT_SECRET");
-        match (&tenant_id, &client_id, secret) {
-            (Some(t), Some(c), Some(s)) if token_ok(&mut tried, "client secret") => {
-                let cred = azure_identity::ClientSecretCredential::new(
-                    t,
-                    c.clone(),
-                    azure_core::credentials::Secret::new(s),
-                    None,
-                )
-                .map_err(|e| Error::config(format!("client secret: {e}")))?;
-                return Ok(chosen(
-                    CredentialKind::ClientSecret,
-                    "AZURE_TENANT_ID + AZURE_CLIENT_ID + AZURE_CLIENT_SECRET",
-                    &mut tried,
-                    Resolved::Token(cred),
-                ));
-            }
-            (_, _, None) => tried.push("client secret: AZURE_CLIENT_SECRET not set".into()),
-            _ => tried
-                .push("client secret: AZURE_TENANT_ID and AZURE_CLIENT_ID must both be set".into()),
-        }
-    }
-    // 7. Azure CLI.
-    if want(CredentialKind::AzureCli) {
-        if on_path("az", env) && token_ok(&mut tried, "Azure CLI") {
-            let cred = azure_identity::AzureCliCredential::new(Some(
-                azure_identity::AzureCliCredentialOptions {
-                    tenant_id: tenant_id.clone(),
-                    ..Default::default()
-                },
-            ))
-            .map_err(|e| Error::config(format!("Azure CLI: {e}")))?;
-            return Ok(chosen(
-                CredentialKind::AzureCli,
-                "az (Azure CLI login)",
-                &mut tried,
-                Resolved::Token(cred),
-            ));
-        }
-        tried.push("Azure CLI: `az` not found on PATH".into());
+    if let Some((kind, source, cred)) = token_steps(forced_kind, https, env, &mut tried)? {
+        return Ok(chosen(kind, &source, &mut tried, Resolved::Token(cred)));
     }
     // 8. Emulator.
     if forced_kind.is_none() && target.is_loopback() && target.account == EMULATOR_ACCOUNT {
@@ -427,6 +301,188 @@ pub fn resolve_for(
     msg.push_str("; tried: ");
     msg.push_str(&tried.join("; "));
     Err(Error::config(msg))
+}
+
+/// `BLOBPIPE_AZURE_CREDENTIAL`, if set: its text and the kind it forces.
+fn forced_kind(env: EnvLookup<'_>) -> Result<(Option<String>, Option<CredentialKind>)> {
+    let forced = env("BLOBPIPE_AZURE_CREDENTIAL");
+    let kind = match forced.as_deref() {
+        None => None,
+        Some("key") => Some(CredentialKind::AccountKey),
+        Some("sas") => Some(CredentialKind::Sas),
+        Some("managed-identity") => Some(CredentialKind::ManagedIdentity),
+        Some("workload-identity") => Some(CredentialKind::WorkloadIdentity),
+        Some("client-secret") => Some(CredentialKind::ClientSecret),
+        Some("azure-cli") => Some(CredentialKind::AzureCli),
+        Some(other) => {
+            return Err(Error::config(format!(
+                "BLOBPIPE_AZURE_CREDENTIAL={other:?} is not one of key, sas, managed-identity, \
+                 workload-identity, client-secret, azure-cli"
+            )))
+        }
+    };
+    Ok((forced, kind))
+}
+
+/// The chain's Entra ID steps (4–7) alone, for a service that takes only bearer tokens
+/// (Azure Key Vault): the same environment gives the same credential the store's
+/// chain would pick once it is past keys and SAS. `what` names the service in messages.
+///
+/// # Errors
+/// `Config` when no token credential applies (naming what would: managed identity,
+/// workload identity, client secret variables, `az login`), or when
+/// `BLOBPIPE_AZURE_CREDENTIAL` forces a key or SAS, which such a service cannot use.
+pub fn resolve_token(what: &str, env: EnvLookup<'_>) -> Result<Chosen> {
+    crate::support::http::ensure_tls_provider();
+    let (forced, kind) = forced_kind(env)?;
+    if let Some(k @ (CredentialKind::AccountKey | CredentialKind::Sas)) = kind {
+        return Err(Error::config(format!(
+            "{what} needs an Entra ID token, but BLOBPIPE_AZURE_CREDENTIAL={} forces a {}; \
+             unset it or force managed-identity, workload-identity, client-secret or azure-cli",
+            forced.unwrap_or_default(),
+            k.as_str()
+        )));
+    }
+    let mut tried = Vec::new();
+    if let Some((kind, source, cred)) = token_steps(kind, true, env, &mut tried)? {
+        return Ok(Chosen {
+            kind,
+            source,
+            tried,
+            resolved: Resolved::Token(cred),
+        });
+    }
+    Err(Error::config(format!(
+        "{what} needs an Entra ID token and no token credential is available (a storage key \
+         or SAS does not authorize Key Vault): give the job a managed identity \
+         (IDENTITY_ENDPOINT/IDENTITY_HEADER, AZURE_CLIENT_ID for a user-assigned one), or set \
+         AZURE_TENANT_ID + AZURE_CLIENT_ID + AZURE_CLIENT_SECRET, or workload identity, or \
+         sign in with `az login`; tried: {}",
+        tried.join("; ")
+    )))
+}
+
+/// Steps 4–7 of the chain (managed identity, workload identity, client secret, Azure
+/// CLI): the Entra ID token credentials, shared by the store and Key Vault.
+#[allow(clippy::type_complexity)]
+fn token_steps(
+    forced_kind: Option<CredentialKind>,
+    https: bool,
+    env: EnvLookup<'_>,
+    tried: &mut Vec<String>,
+) -> Result<Option<(CredentialKind, String, Arc<dyn TokenCredential>)>> {
+    let want = |k: CredentialKind| forced_kind.is_none_or(|f| f == k);
+    // Token credentials need https (the SDK refuses bearer tokens over http).
+    let token_ok = |tried: &mut Vec<String>, what: &str| {
+        if https {
+            true
+        } else {
+            tried.push(format!("{what}: needs an https endpoint"));
+            false
+        }
+    };
+    let client_id = env("AZURE_CLIENT_ID");
+    let tenant_id = env("AZURE_TENANT_ID");
+    // 4. Managed identity.
+    if want(CredentialKind::ManagedIdentity) {
+        let app_service = env("IDENTITY_ENDPOINT").is_some() && env("IDENTITY_HEADER").is_some();
+        if (app_service || forced_kind == Some(CredentialKind::ManagedIdentity))
+            && token_ok(tried, "managed identity")
+        {
+            use azure_identity::{
+                ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+            };
+            let opts = ManagedIdentityCredentialOptions {
+                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                ..Default::default()
+            };
+            let cred = ManagedIdentityCredential::new(Some(opts))
+                .map_err(|e| Error::config(format!("managed identity: {e}")))?;
+            let source = match (app_service, &client_id) {
+                (true, None) => "IDENTITY_ENDPOINT (system-assigned)",
+                (true, Some(_)) => "IDENTITY_ENDPOINT (user-assigned, AZURE_CLIENT_ID)",
+                (false, None) => "IMDS (system-assigned, forced)",
+                (false, Some(_)) => "IMDS (user-assigned via AZURE_CLIENT_ID, forced)",
+            };
+            return Ok(Some((
+                CredentialKind::ManagedIdentity,
+                source.to_string(),
+                cred,
+            )));
+        }
+        if !app_service {
+            tried.push("managed identity: IDENTITY_ENDPOINT/IDENTITY_HEADER not set (force IMDS with BLOBPIPE_AZURE_CREDENTIAL=managed-identity)".into());
+        }
+    }
+    // 5. Workload identity.
+    if want(CredentialKind::WorkloadIdentity) {
+        let file = env("AZURE_FEDERATED_TOKEN_FILE");
+        if file.is_some()
+            && client_id.is_some()
+            && tenant_id.is_some()
+            && token_ok(tried, "workload identity")
+        {
+            let cred = azure_identity::WorkloadIdentityCredential::new(Some(
+                azure_identity::WorkloadIdentityCredentialOptions {
+                    client_id: client_id.clone(),
+                    tenant_id: tenant_id.clone(),
+                    token_file_path: file.map(Into::into),
+                    ..Default::default()
+                },
+            ))
+            .map_err(|e| Error::config(format!("workload identity: {e}")))?;
+            return Ok(Some((
+                CredentialKind::WorkloadIdentity,
+                "AZURE_FEDERATED_TOKEN_FILE".to_string(),
+                cred,
+            )));
+        }
+        if file.is_none() {
+            tried.push("workload identity: AZURE_FEDERATED_TOKEN_FILE not set".into());
+        }
+    }
+    // 6. Client secret.
+    if want(CredentialKind::ClientSecret) {
+        let secret = env("AZURE_CLIENT_SECRET");
+        match (&tenant_id, &client_id, secret) {
+            (Some(t), Some(c), Some(s)) if token_ok(tried, "client secret") => {
+                let cred = azure_identity::ClientSecretCredential::new(
+                    t,
+                    c.clone(),
+                    azure_core::credentials::Secret::new(s),
+                    None,
+                )
+                .map_err(|e| Error::config(format!("client secret: {e}")))?;
+                return Ok(Some((
+                    CredentialKind::ClientSecret,
+                    "AZURE_TENANT_ID + AZURE_CLIENT_ID + AZURE_CLIENT_SECRET".to_string(),
+                    cred,
+                )));
+            }
+            (_, _, None) => tried.push("client secret: AZURE_CLIENT_SECRET not set".into()),
+            _ => tried
+                .push("client secret: AZURE_TENANT_ID and AZURE_CLIENT_ID must both be set".into()),
+        }
+    }
+    // 7. Azure CLI.
+    if want(CredentialKind::AzureCli) {
+        if on_path("az", env) && token_ok(tried, "Azure CLI") {
+            let cred = azure_identity::AzureCliCredential::new(Some(
+                azure_identity::AzureCliCredentialOptions {
+                    tenant_id: tenant_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .map_err(|e| Error::config(format!("Azure CLI: {e}")))?;
+            return Ok(Some((
+                CredentialKind::AzureCli,
+                "az (Azure CLI login)".to_string(),
+                cred,
+            )));
+        }
+        tried.push("Azure CLI: `az` not found on PATH".into());
+    }
+    Ok(None)
 }
 
 fn on_path(cmd: &str, env: EnvLookup<'_>) -> bool {
@@ -868,6 +924,45 @@ mod tests {
         ] {
             assert!(m.contains(needle), "{needle} missing from: {m}");
         }
+    }
+
+    #[test]
+    fn key_vault_takes_only_the_token_steps() {
+        // A storage key does not authorize Key Vault: the error says what would.
+        let env = env_of(&[("AZURE_STORAGE_KEY", "c2VjcmV0")]);
+        let e = resolve_token("Key Vault key k", &env).expect_err("no token");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Config);
+        for needle in [
+            "Key Vault key k",
+            "managed identity",
+            "AZURE_CLIENT_SECRET",
+            "az login",
+        ] {
+            assert!(e.to_string().contains(needle), "{needle} missing from: {e}");
+        }
+        assert!(!e.to_string().contains("c2VjcmV0"));
+        let forced = env_of(&[("BLOBPIPE_AZURE_CREDENTIAL", "sas")]);
+        let e = resolve_token("Key Vault key k", &forced).expect_err("forced sas");
+        assert!(e.to_string().contains("forces a sas"), "{e}");
+        // The same environment gives the store's token step.
+        let mi = env_of(&[
+            ("AZURE_STORAGE_KEY", "c2VjcmV0"),
+            ("IDENTITY_ENDPOINT", "http://localhost:42356/msi/token"),
+            ("IDENTITY_HEADER", "h"),
+        ]);
+        let c = resolve_token("Key Vault key k", &mi).unwrap();
+        assert_eq!(c.kind, CredentialKind::ManagedIdentity);
+        let cs = env_of(&[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_SECRET", "s"),
+        ]);
+        let c = resolve_token("Key Vault key k", &cs).unwrap();
+        assert_eq!(c.kind, CredentialKind::ClientSecret);
+        assert_eq!(
+            c.kind,
+            resolve(&target("azure://acct/cont"), &cs).unwrap().kind
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@
 pub mod builder;
 pub mod client;
 pub mod credential;
+pub mod key_vault;
 pub mod queue;
 pub mod queue_url;
 pub mod source;
