@@ -62,6 +62,14 @@ EXIT_CODES: Mapping[int, Outcome] = _table(
         "committed, but the verification after the commit could not complete"
         " (a retry with the same run id verifies it)",
     ),
+    Outcome(
+        11,
+        "wrong_key",
+        False,
+        False,
+        "[encryption]: the key given does not open the pipeline's data key;"
+        " nothing was read or written",
+    ),
     Outcome(101, "panic", False, False, "blobpipe panicked (a bug: report it with the log)"),
     Outcome(130, "cancelled", False, True, "stopped by a signal; resumable with the same run id"),
     Outcome(143, "terminated", False, True, "ended by SIGTERM"),
