@@ -126,8 +126,8 @@ pub(super) async fn key_before_lock(
 
 /// `[encryption]`, second half, under the run lease: the layout carrying the key
 /// [`key_before_lock`] opened, or — a first encrypted backup — a new data key whose
-/// record is created here (create-only, so two leaseholders of different runs cannot
-/// both create one). Without `[encryption]`, `layout` unchanged.
+/// record is created here: the lease is the prefix's one lock, so no other run creates
+/// a second key meanwhile. Without `[encryption]`, `layout` unchanged.
 ///
 /// # Errors
 /// As [`unlock`], with the run id as context.
