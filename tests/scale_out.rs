@@ -732,10 +732,23 @@ fn a_worker_with_a_wrong_key_leaves_the_queue_to_workers_with_the_right_one() {
         v
     };
     let before = names(&q);
+    let stored = files_under(&store).len();
+
+    // A coordinator with a wrong key: exit 11, nothing planned, enqueued or locked.
+    let wrong = encrypted(&t.path().join("wrong"), &src, &store, &"ab".repeat(32));
+    let q2 = t.path().join("queue-2");
+    let o = run(&["plan", s(&wrong), "--queue", s(&q2), "--run-id", "enc-2"]);
+    assert_eq!(o.status.code(), Some(11), "a wrong key");
+    outputs.push(o);
+    assert!(queued(&q2).is_empty());
+    assert_eq!(
+        files_under(&store).len(),
+        stored,
+        "the coordinator wrote something"
+    );
 
     // A wrong key and a missing one: the exit codes of `backup`, and the queue and the
     // run's records as they were (nothing received, deleted or dead-lettered).
-    let wrong = encrypted(&t.path().join("wrong"), &src, &store, &"ab".repeat(32));
     let o = run(&[
         "--json",
         "work",
@@ -834,6 +847,75 @@ fn a_worker_with_a_wrong_key_leaves_the_queue_to_workers_with_the_right_one() {
             "a key was printed"
         );
     }
+}
+
+#[test]
+fn a_sealed_message_replayed_into_another_run_is_dead_lettered_with_sealed_records() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    encrypted_tree(&src);
+    let store = t.path().join("store");
+    let pf = encrypted(&t.path().join("right"), &src, &store, KEY_HEX);
+    let (qa, qb) = (t.path().join("qa"), t.path().join("qb"));
+    for (q, run_id) in [(&qa, "enc-a"), (&qb, "enc-b")] {
+        let o = run(&["plan", s(&pf), "--queue", s(q), "--run-id", run_id]);
+        assert_eq!(o.status.code(), Some(0));
+    }
+    // The same tree: partition 0 of both runs has the same digest, so only the run id
+    // the seal is bound to tells run A's description from run B's.
+    let (_, a0) = queued(&qa)
+        .into_iter()
+        .find(|(_, m)| m["partition"] == 0)
+        .expect("partition 0 of run A");
+    let (b0_path, b0) = queued(&qb)
+        .into_iter()
+        .find(|(_, m)| m["partition"] == 0)
+        .expect("partition 0 of run B");
+    assert_eq!(a0["digest"], b0["digest"]);
+    assert_ne!(a0["sealed"], b0["sealed"]);
+    let mut replayed = a0.clone();
+    replayed["run_id"] = Value::from("enc-b");
+    std::fs::write(&b0_path, replayed.to_string()).expect("replay");
+
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&qb),
+        "--run-id",
+        "enc-b",
+        "--max-dequeue",
+        "2",
+        "--retry-delay",
+        "0s",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "the run failed");
+    let w = json(&o);
+    assert_eq!(w["dead_lettered"], 1, "{w}");
+    assert_eq!(w["failed_attempts"], 2, "{w}");
+    assert_eq!(w["runs"][0]["outcome"], "failed", "{w}");
+    assert_eq!(queued(&qb.join("poison")).len(), 1);
+    // The error and dead-letter records are sealed, and a finalizer opens them.
+    let records = store.join("backups/enc/parts/enc-b");
+    for name in ["error-00000.txt", "dead-00000.json"] {
+        let b = std::fs::read(records.join(name)).expect(name);
+        assert!(b.starts_with(b"BPE1"), "{name} is not sealed");
+    }
+    assert_sealed(&store, true);
+    let o = run(&["finalize", s(&pf), "--run-id", "enc-b"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("dead-lettered") && err.contains("partition 0 "),
+        "{err}"
+    );
+    assert!(
+        !store.join("backups/enc/snapshots").exists(),
+        "nothing committed"
+    );
 }
 
 fn upstream(ep: &str) -> std::net::SocketAddr {
