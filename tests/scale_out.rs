@@ -1199,6 +1199,54 @@ async fn replicas_that_all_coordinate_plan_once_and_commit_once() {
     assert!(queued(&q).is_empty(), "every message deleted");
 }
 
+/// A first encrypted backup by replicas that all coordinate: one of them creates the key
+/// record under the run lease, the others open it (those that started before it existed
+/// open it when the run's plan appears), and one commits.
+#[test]
+fn encrypted_replicas_that_all_coordinate_make_one_key_record() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    encrypted_tree(&src);
+    let store = t.path().join("store");
+    let pf = encrypted(&t.path().join("right"), &src, &store, KEY_HEX);
+    let q = t.path().join("queue");
+    let replicas: Vec<Child> = (0..3)
+        .map(|_| {
+            blobpipe()
+                .args(["--json", "work", s(&pf), "--queue", s(&q), "--coordinate"])
+                .args(["--poll", "100ms"])
+                .env("CONTAINER_APP_JOB_EXECUTION_NAME", "bp-scale-enc-x1y2z")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn replica")
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for c in replicas {
+        let o = c.wait_with_output().expect("replica");
+        assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+        assert!(!printed(&o).contains(KEY_HEX), "the key was printed");
+        let w = json(&o);
+        outcomes.push(w["runs"][0]["outcome"].as_str().unwrap_or("-").to_string());
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["already_committed", "already_committed", "committed"]
+    );
+    assert_eq!(files_under(&store.join("backups/enc/keys")).len(), 1);
+    assert_sealed(&store, true);
+    let out = t.path().join("out");
+    assert_eq!(
+        run(&["restore", s(&pf), "latest", "--to", s(&out)])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_same_tree(&src, &out);
+}
+
 /// A forged message (its digest recomputed) naming a path outside the source root is
 /// refused, never read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
