@@ -91,7 +91,8 @@ async fn main() {
     let work = t.elapsed();
 
     let t = Instant::now();
-    let f = scale::finalize_run(&p, store.clone(), "bench-1", &Default::default(), &cancel)
+    let repo = blobpipe::manifest::layout::Repo::new(store.clone(), &p.target.prefix);
+    let f = scale::finalize_run(&p, &repo, "bench-1", &Default::default(), &cancel)
         .await
         .expect("finalize");
     let finalize = t.elapsed();

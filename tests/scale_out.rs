@@ -4,7 +4,9 @@
 //! four workers commit the snapshot one process would; `kill -9` of a worker mid-partition
 //! loses nothing, duplicates nothing and uploads no block twice; racing finalizers make
 //! one manifest; a partition that always fails is dead-lettered and nothing commits; a
-//! worker of another run leaves foreign messages alone; streamed sources are refused.
+//! worker of another run leaves foreign messages alone; streamed sources are refused;
+//! an `[encryption]` pipeline scales out with every record and message sealed, and a
+//! worker with a wrong key leaves the queue to those with the right one.
 
 mod common;
 mod support;
@@ -545,21 +547,375 @@ fn streamed_sources_are_refused_with_the_reason() {
         "{err}"
     );
     assert!(!t.path().join("store").join("snapshots").exists());
-    // [encryption]: the queue records are not sealed, so scale-out refuses it too.
-    let src = t.path().join("src");
-    std::fs::create_dir_all(&src).expect("src");
-    let key = t.path().join("backup.key");
-    std::fs::write(&key, "ab".repeat(32)).expect("key");
-    let enc = write_pipeline(
-        t.path(),
+}
+
+/// A key file's content (hex), distinctive enough to search printed output for.
+const KEY_HEX: &str = "5ca1e0e7c0ffee5ca1e0e7c0ffee5ca1e0e7c0ffee5ca1e0e7c0ffee5ca1e0e7";
+
+/// What must never be stored or queued in clear: a file's name and its content.
+const CLEAR_NAME: &str = "confidential-plans-q3";
+const CLEAR_TEXT: &str = "THE-CLEAR-TEXT-MARKER";
+
+/// The encrypted pipeline `enc` on `store`, its file and its key file in `dir`; the key
+/// file holds `hex` (none when empty: a missing key).
+fn encrypted(dir: &Path, src: &Path, store: &Path, hex: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("dir");
+    let key = dir.join("backup.key");
+    if !hex.is_empty() {
+        std::fs::write(&key, hex).expect("key");
+    }
+    write_pipeline(
+        dir,
         "enc",
-        &src,
-        &format!("file://{}", t.path().join("store").display()),
-        &format!("[encryption]\nkey_file = \"{}\"\n", key.display()),
+        src,
+        &format!("file://{}", store.display()),
+        &format!("{SMALL}[encryption]\nkey_file = \"{}\"\n", key.display()),
+    )
+}
+
+fn encrypted_tree(src: &Path) {
+    tree(src);
+    let d = src.join("d03");
+    std::fs::write(
+        d.join(format!("{CLEAR_NAME}.txt")),
+        format!("{CLEAR_TEXT}\n").repeat(50),
+    )
+    .expect("write");
+}
+
+/// Every file under `dir` (recursively) with its bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let b = std::fs::read(&p).expect("read");
+                out.push((p, b));
+            }
+        }
+    }
+    out
+}
+
+fn holds(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Nothing under `dir` holds the file's name or content in clear, and (for a store)
+/// every record of the run and every segment is sealed.
+fn assert_sealed(dir: &Path, store: bool) {
+    let files = files_under(dir);
+    assert!(!files.is_empty(), "nothing under {}", dir.display());
+    for (p, b) in &files {
+        for needle in [CLEAR_NAME, CLEAR_TEXT, "d03/", "big-0.bin"] {
+            assert!(
+                !holds(b, needle),
+                "{} holds {needle:?} in clear",
+                p.display()
+            );
+        }
+        // The pipeline's names, under the file store's container and the prefix.
+        let rel = p.strip_prefix(dir).expect("under").to_string_lossy();
+        let rel = rel.strip_prefix("backups/enc/").unwrap_or("-");
+        // Records are sealed whole (packs frame by frame, manifests behind a clear
+        // header without paths: the search above covers them).
+        let sealed = ["segments/", "parts/"].iter().any(|d| rel.starts_with(d))
+            && !rel.contains("/attempts/");
+        if store && sealed {
+            assert!(b.starts_with(b"BPE1"), "{rel} is not sealed");
+        }
+    }
+}
+
+fn printed(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn an_encrypted_pipeline_backed_up_by_three_workers_restores_and_stores_nothing_in_clear() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    encrypted_tree(&src);
+    let store = t.path().join("store");
+    let pf = encrypted(&t.path().join("right"), &src, &store, KEY_HEX);
+    let q = t.path().join("queue");
+
+    let o = run(&[
+        "--json",
+        "backup",
+        s(&pf),
+        "--workers",
+        "3",
+        "--queue",
+        &format!("file://{}", q.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let r = json(&o);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["verify"]["mode"], "full", "{r}");
+    assert!(
+        r["verify"]["mismatches"]
+            .as_array()
+            .is_some_and(|m| m.is_empty()),
+        "{r}"
     );
-    let o = run(&["plan", s(&enc), "--queue", s(&t.path().join("q"))]);
-    assert_eq!(o.status.code(), Some(2), "a configuration error");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("[encryption]"));
+    assert!(r["partitions"].as_u64().expect("partitions") >= 8, "{r}");
+    let mut outputs = vec![o];
+
+    // The key record was created once, by the coordinator.
+    assert_eq!(files_under(&store.join("backups/enc/keys")).len(), 1);
+    assert_sealed(&store, true);
+    assert!(
+        store.join("backups/enc/snapshots").exists() && store.join("backups/enc/parts").exists(),
+        "a manifest and the run's records were stored"
+    );
+    assert!(queued(&q).is_empty(), "every message was deleted");
+    assert!(!q.join("poison").exists() || queued(&q.join("poison")).is_empty());
+
+    let out = t.path().join("out");
+    let o = run(&["restore", s(&pf), "latest", "--to", s(&out)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_same_tree(&src, &out);
+    outputs.push(o);
+    let o = run(&["--json", "verify", s(&pf), "latest", "--full"]);
+    assert_eq!(o.status.code(), Some(0));
+    outputs.push(o);
+    for o in &outputs {
+        assert!(!printed(o).contains(KEY_HEX), "the key was printed");
+    }
+}
+
+#[test]
+fn a_worker_with_a_wrong_key_leaves_the_queue_to_workers_with_the_right_one() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    encrypted_tree(&src);
+    let store = t.path().join("store");
+    let pf = encrypted(&t.path().join("right"), &src, &store, KEY_HEX);
+    let q = t.path().join("queue");
+    let run_id = "enc-1";
+
+    let o = run(&[
+        "--json",
+        "plan",
+        s(&pf),
+        "--queue",
+        s(&q),
+        "--run-id",
+        run_id,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let enqueued = json(&o)["enqueued"].as_u64().expect("enqueued");
+    assert!(enqueued >= 8, "{enqueued} partitions");
+    let mut outputs = vec![o];
+    let msgs = queued(&q);
+    assert_eq!(msgs.len() as u64, enqueued);
+    for (_, m) in &msgs {
+        assert!(m["sealed"].is_string() && m["piece"].is_null(), "{m}");
+    }
+    assert_sealed(&q, false);
+    assert_sealed(&store, true);
+    let names = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = queued(d).into_iter().map(|(p, _)| p).collect();
+        v.sort();
+        v
+    };
+    let before = names(&q);
+    let stored = files_under(&store).len();
+
+    // A coordinator with a wrong key: exit 11, nothing planned, enqueued or locked.
+    let wrong = encrypted(&t.path().join("wrong"), &src, &store, &"ab".repeat(32));
+    let q2 = t.path().join("queue-2");
+    let o = run(&["plan", s(&wrong), "--queue", s(&q2), "--run-id", "enc-2"]);
+    assert_eq!(o.status.code(), Some(11), "a wrong key");
+    outputs.push(o);
+    assert!(queued(&q2).is_empty());
+    assert_eq!(
+        files_under(&store).len(),
+        stored,
+        "the coordinator wrote something"
+    );
+
+    // A wrong key and a missing one: the exit codes of `backup`, and the queue and the
+    // run's records as they were (nothing received, deleted or dead-lettered).
+    let o = run(&[
+        "--json",
+        "work",
+        s(&wrong),
+        "--queue",
+        s(&q),
+        "--run-id",
+        run_id,
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(11), "a wrong key");
+    outputs.push(o);
+    let missing = encrypted(&t.path().join("missing"), &src, &store, "");
+    let o = run(&[
+        "--json",
+        "work",
+        s(&missing),
+        "--queue",
+        s(&q),
+        "--run-id",
+        run_id,
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "a missing key");
+    outputs.push(o);
+    assert_eq!(names(&q), before, "the messages were touched");
+    assert!(!q.join("poison").exists() || queued(&q.join("poison")).is_empty());
+    let records = store.join("backups/enc/parts").join(run_id);
+    assert!(records.join("planned.json.gz").exists());
+    assert!(
+        !records.join("attempts").exists(),
+        "a worker without the key started a partition"
+    );
+
+    // The right key: two workers finish the run and one of them commits it.
+    let spawn = || -> Child {
+        blobpipe()
+            .args([
+                "--json",
+                "work",
+                s(&pf),
+                "--queue",
+                s(&q),
+                "--run-id",
+                run_id,
+            ])
+            .args(["--poll", "100ms"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    assert_eq!((a.status.code(), b.status.code()), (Some(0), Some(0)));
+    let outcomes: Vec<String> = [&a, &b]
+        .iter()
+        .map(|o| {
+            json(o)["runs"][0]["outcome"]
+                .as_str()
+                .unwrap_or("-")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "committed").count(),
+        1,
+        "{outcomes:?}"
+    );
+    outputs.extend([a, b]);
+    assert!(queued(&q).is_empty(), "every message was deleted");
+    assert_eq!(
+        files_under(&store.join("backups/enc/keys")).len(),
+        1,
+        "no worker made a key"
+    );
+    assert_sealed(&store, true);
+
+    let out = t.path().join("out");
+    let o = run(&["restore", s(&pf), "latest", "--to", s(&out)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_same_tree(&src, &out);
+    outputs.push(o);
+    let o = run(&["verify", s(&pf), "latest", "--full"]);
+    assert_eq!(o.status.code(), Some(0));
+    outputs.push(o);
+    for o in &outputs {
+        let text = printed(o);
+        assert!(
+            !text.contains(KEY_HEX) && !text.contains(&"ab".repeat(32)),
+            "a key was printed"
+        );
+    }
+}
+
+#[test]
+fn a_sealed_message_replayed_into_another_run_is_dead_lettered_with_sealed_records() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    encrypted_tree(&src);
+    let store = t.path().join("store");
+    let pf = encrypted(&t.path().join("right"), &src, &store, KEY_HEX);
+    let (qa, qb) = (t.path().join("qa"), t.path().join("qb"));
+    for (q, run_id) in [(&qa, "enc-a"), (&qb, "enc-b")] {
+        let o = run(&["plan", s(&pf), "--queue", s(q), "--run-id", run_id]);
+        assert_eq!(o.status.code(), Some(0));
+    }
+    // The same tree: partition 0 of both runs has the same digest, so only the run id
+    // the seal is bound to tells run A's description from run B's.
+    let (_, a0) = queued(&qa)
+        .into_iter()
+        .find(|(_, m)| m["partition"] == 0)
+        .expect("partition 0 of run A");
+    let (b0_path, b0) = queued(&qb)
+        .into_iter()
+        .find(|(_, m)| m["partition"] == 0)
+        .expect("partition 0 of run B");
+    assert_eq!(a0["digest"], b0["digest"]);
+    assert_ne!(a0["sealed"], b0["sealed"]);
+    let mut replayed = a0.clone();
+    replayed["run_id"] = Value::from("enc-b");
+    std::fs::write(&b0_path, replayed.to_string()).expect("replay");
+
+    let o = run(&[
+        "--json",
+        "work",
+        s(&pf),
+        "--queue",
+        s(&qb),
+        "--run-id",
+        "enc-b",
+        "--max-dequeue",
+        "2",
+        "--retry-delay",
+        "0s",
+        "--poll",
+        "100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "the run failed");
+    let w = json(&o);
+    assert_eq!(w["dead_lettered"], 1, "{w}");
+    assert_eq!(w["failed_attempts"], 2, "{w}");
+    assert_eq!(w["runs"][0]["outcome"], "failed", "{w}");
+    assert_eq!(queued(&qb.join("poison")).len(), 1);
+    // The error and dead-letter records are sealed, and a finalizer opens them.
+    let records = store.join("backups/enc/parts/enc-b");
+    for name in ["error-00000.txt", "dead-00000.json"] {
+        let b = std::fs::read(records.join(name)).expect(name);
+        assert!(b.starts_with(b"BPE1"), "{name} is not sealed");
+    }
+    assert_sealed(&store, true);
+    let o = run(&["finalize", s(&pf), "--run-id", "enc-b"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("dead-lettered") && err.contains("partition 0 "),
+        "{err}"
+    );
+    assert!(
+        !store.join("backups/enc/snapshots").exists(),
+        "nothing committed"
+    );
 }
 
 fn upstream(ep: &str) -> std::net::SocketAddr {
@@ -841,6 +1197,160 @@ async fn replicas_that_all_coordinate_plan_once_and_commit_once() {
     let m = only_snapshot(&st, &layout).await;
     restore_and_compare(&st, &layout, &m, &src, t.path().join("out")).await;
     assert!(queued(&q).is_empty(), "every message deleted");
+}
+
+/// A first encrypted backup by replicas that all coordinate: one of them creates the key
+/// record under the run lease, the others open it (those that started before it existed
+/// open it when the run's plan appears), and one commits.
+#[test]
+fn encrypted_replicas_that_all_coordinate_make_one_key_record() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    encrypted_tree(&src);
+    let store = t.path().join("store");
+    let pf = encrypted(&t.path().join("right"), &src, &store, KEY_HEX);
+    let q = t.path().join("queue");
+    let replicas: Vec<Child> = (0..3)
+        .map(|_| {
+            blobpipe()
+                .args(["--json", "work", s(&pf), "--queue", s(&q), "--coordinate"])
+                .args(["--poll", "100ms"])
+                .env("CONTAINER_APP_JOB_EXECUTION_NAME", "bp-scale-enc-x1y2z")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn replica")
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for c in replicas {
+        let o = c.wait_with_output().expect("replica");
+        assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+        assert!(!printed(&o).contains(KEY_HEX), "the key was printed");
+        let w = json(&o);
+        outcomes.push(w["runs"][0]["outcome"].as_str().unwrap_or("-").to_string());
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        ["already_committed", "already_committed", "committed"]
+    );
+    assert_eq!(files_under(&store.join("backups/enc/keys")).len(), 1);
+    assert_sealed(&store, true);
+    let out = t.path().join("out");
+    assert_eq!(
+        run(&["restore", s(&pf), "latest", "--to", s(&out)])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_same_tree(&src, &out);
+}
+
+/// An encrypted pipeline over Azurite's blob and queue services: the sealed descriptions
+/// travel as Azure queue messages, two workers commit, the snapshot restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_pipeline_scales_out_over_azure_queues() {
+    let Some(ep) = support::azurite() else { return };
+    let Some(qep) = support::service(
+        "AZURITE_QUEUE_ENDPOINT",
+        "scripts/azurite start && source .tools/azurite.env",
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    encrypted_tree(&src);
+    let dir = t.path().join("right");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("backup.key"), KEY_HEX).expect("key");
+    let container = support::unique_container("scaleenc");
+    let pf = write_pipeline(
+        &dir,
+        "enc",
+        &src,
+        &format!("{ep}/{container}"),
+        &format!(
+            "{SMALL}[encryption]\nkey_file = \"{}\"\n",
+            dir.join("backup.key").display()
+        ),
+    );
+    let queue = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let run_id = "exec-enc-1";
+    let o = run(&[
+        "--json",
+        "plan",
+        s(&pf),
+        "--queue",
+        &queue,
+        "--run-id",
+        run_id,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let total = json(&o)["partitions"].as_u64().expect("partitions");
+
+    // What the queue holds: sealed descriptions only (received and made visible again).
+    let q = blobpipe::store::queue::open(&queue).expect("queue");
+    let mut seen = Vec::new();
+    while let Some(m) = q.receive(Duration::from_secs(30)).await.expect("receive") {
+        for needle in [CLEAR_NAME, "d03/", "big-0.bin"] {
+            assert!(
+                !m.text.contains(needle),
+                "a message holds {needle:?}: {}",
+                m.text
+            );
+        }
+        let v: Value = serde_json::from_str(&m.text).expect("json");
+        assert!(v["sealed"].is_string() && v["piece"].is_null(), "{v}");
+        seen.push(m);
+    }
+    assert_eq!(seen.len() as u64, total);
+    for m in &seen {
+        q.set_visibility(m, Duration::ZERO).await.expect("release");
+    }
+
+    let spawn = || -> Child {
+        blobpipe()
+            .args([
+                "--json",
+                "work",
+                s(&pf),
+                "--queue",
+                &queue,
+                "--run-id",
+                run_id,
+            ])
+            .args(["--poll", "100ms"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    let mut outcomes = Vec::new();
+    for c in [a, b] {
+        let o = c.wait_with_output().expect("worker");
+        assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+        assert!(!printed(&o).contains(KEY_HEX), "the key was printed");
+        outcomes.push(
+            json(&o)["runs"][0]["outcome"]
+                .as_str()
+                .unwrap_or("-")
+                .to_string(),
+        );
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, ["already_committed", "committed"]);
+    let out = t.path().join("out");
+    assert_eq!(
+        run(&["restore", s(&pf), "latest", "--to", s(&out)])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_same_tree(&src, &out);
+    let o = run(&["verify", s(&pf), "latest", "--full"]);
+    assert_eq!(o.status.code(), Some(0));
 }
 
 /// A forged message (its digest recomputed) naming a path outside the source root is

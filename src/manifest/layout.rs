@@ -261,6 +261,13 @@ impl Layout {
     pub fn work_piece(&self, run: &str, partition: usize, digest: &str) -> String {
         self.join(&format!("parts/{run}/work/{partition:05}-{digest}.json.gz"))
     }
+    /// Scale-out, `[encryption]`: the name a queue message's sealed description is bound
+    /// to. Nothing is stored under it; binding the seal to the run and the partition
+    /// means a message copied into another run's queue, or relabelled as another
+    /// partition, does not open.
+    pub fn work_message(&self, run: &str, partition: usize, digest: &str) -> String {
+        self.join(&format!("parts/{run}/work/{partition:05}-{digest}.msg"))
+    }
     /// Scale-out: the record of a dead-lettered partition (the run cannot commit).
     pub fn dead(&self, run: &str, partition: usize) -> String {
         self.join(&format!("parts/{run}/dead-{partition:05}.json"))

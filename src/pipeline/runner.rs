@@ -14,6 +14,7 @@ use super::report::{write_run_record, BackupReport};
 use super::run::{self, Finished};
 use super::spec::Pipeline;
 use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::crypt::DataKey;
 use crate::manifest::layout::{unlock, Layout};
 use crate::manifest::records::RunStatus;
 use crate::store::Store;
@@ -61,15 +62,8 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
             "invalid run id {run_id:?}: use letters, digits, '-', '_' and '.'"
         )));
     }
-    let mut layout = Layout::new(&p.target.prefix);
-    // `[encryption]`: a wrong or missing key stops the run here, before anything is
-    // written (not even the lock). A pipeline without a key record gets one under the lock.
-    let enc = p.encryption.as_ref();
-    let key = match unlock(&*store, &layout, enc, false).await {
-        Ok(k) => k,
-        Err(e) if e.kind() == ErrorKind::NotFound && enc.is_some() => None,
-        Err(e) => return Err(e.context(format!("run {run_id}"))),
-    };
+    let layout = Layout::new(&p.target.prefix);
+    let key = key_before_lock(p, &store, &layout, &run_id).await?;
     let lock = crate::manifest::lock::RunLock::acquire(
         store.clone(),
         &layout,
@@ -79,20 +73,13 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
         &opts.cancel,
     )
     .await?;
-    let key = match (key, enc) {
-        (Some(k), _) => Some(k),
-        (None, Some(_)) => match unlock(&*store, &layout, enc, true).await {
-            Ok(k) => k,
-            Err(e) => {
-                lock.release().await;
-                return Err(e.context(format!("run {run_id}")));
-            }
-        },
-        (None, None) => None,
+    let layout = match keyed_under_lock(p, &store, layout, key, &run_id).await {
+        Ok(l) => l,
+        Err(e) => {
+            lock.release().await;
+            return Err(e);
+        }
     };
-    if let Some(k) = key {
-        layout = layout.with_key(k);
-    }
     let engine = match &opts.scale {
         Some(scale) => {
             super::scale::run_local(p, store.clone(), &layout, &run_id, started_at, &opts, scale)
@@ -113,6 +100,56 @@ pub async fn backup(p: &Pipeline, store: Store, opts: BackupOptions) -> Result<B
     }
     lock.release().await;
     record(p, &store, &layout, &run_id, started_at, result).await
+}
+
+/// `[encryption]`, first half, for whoever takes a run lease (a backup, a scale-out
+/// coordinator): open the data key before anything is written — not even the lock — so
+/// a wrong key (`WrongKey`) or a missing one (`Config`) stops the run here. `Ok(None)`
+/// for a pipeline without `[encryption]`, and for an encrypted one without a key record
+/// yet: [`keyed_under_lock`] creates it once the lease is held.
+///
+/// # Errors
+/// As [`unlock`], with the run id as context.
+pub(super) async fn key_before_lock(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+) -> Result<Option<Arc<DataKey>>> {
+    let enc = p.encryption.as_ref();
+    match unlock(&**store, layout, enc, false).await {
+        Ok(k) => Ok(k),
+        Err(e) if e.kind() == ErrorKind::NotFound && enc.is_some() => Ok(None),
+        Err(e) => Err(e.context(format!("run {run_id}"))),
+    }
+}
+
+/// `[encryption]`, second half, under the run lease: the layout carrying the key
+/// [`key_before_lock`] opened, or — a first encrypted backup — a new data key whose
+/// record is created here: the lease is the prefix's one lock, so no other run creates
+/// a second key meanwhile. Without `[encryption]`, `layout` unchanged.
+///
+/// # Errors
+/// As [`unlock`], with the run id as context.
+pub(super) async fn keyed_under_lock(
+    p: &Pipeline,
+    store: &Store,
+    layout: Layout,
+    key: Option<Arc<DataKey>>,
+    run_id: &str,
+) -> Result<Layout> {
+    let enc = p.encryption.as_ref();
+    let key = match (key, enc) {
+        (Some(k), _) => Some(k),
+        (None, Some(_)) => unlock(&**store, &layout, enc, true)
+            .await
+            .map_err(|e| e.context(format!("run {run_id}")))?,
+        (None, None) => None,
+    };
+    Ok(match key {
+        Some(k) => layout.with_key(k),
+        None => layout,
+    })
 }
 
 /// What follows a commit while the run lock is held: protection ([immutability]), then

@@ -29,6 +29,17 @@
 //! manifest and stops without an error. Verification, the run record, retention and
 //! alerts follow as for any backup ([`super::runner`]).
 //!
+//! `[encryption]`: the coordinator opens the data key before the run lease and creates a
+//! first key record under it, as a backup does ([`super::runner::key_before_lock`]); every
+//! record of the protocol it or a worker stores (plan, `planned`, descriptions in blobs,
+//! error and dead-letter records, part records, packs, segments, the manifest) is sealed
+//! through the [`Layout`]. A queue message names paths, so its description travels
+//! sealed too (base64), bound to its run and partition ([`Layout::work_message`]); only
+//! the pipeline name, run id, partition index and walk digest stay readable, for routing.
+//! Workers open the key once at start and never create one: a worker with a wrong or
+//! missing key stops before it receives a message, so it neither deletes nor
+//! dead-letters what a worker with the right key can do.
+//!
 //! Only directory sources scale out: a database or command source is read inside one
 //! consistent snapshot of one connection, which processes on other machines cannot share.
 
@@ -51,7 +62,7 @@ use super::spec::Pipeline;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::config::SourceConfig;
 use crate::extract::{self, Piece, PlannedEntry, Problem};
-use crate::manifest::layout::Layout;
+use crate::manifest::layout::{Layout, Repo};
 use crate::manifest::{Manifest, PathBytes};
 use crate::store::queue::{self, Received, WorkQueue};
 use crate::store::{self, Store};
@@ -77,9 +88,13 @@ struct WorkMessage {
     /// The description inline, or …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     piece: Option<PieceDesc>,
-    /// … the name of the blob holding it (gzip JSON).
+    /// … the name of the blob holding it (gzip JSON), or …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     piece_blob: Option<String>,
+    /// … `[encryption]`: the description sealed under the data key (base64), bound to
+    /// [`Layout::work_message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<String>,
 }
 
 /// A filesystem partition's description: its range and planned entries.
@@ -126,19 +141,35 @@ fn un_gz_json<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<
     serde_json::from_slice(&s).map_err(|e| Error::decode(name, e))
 }
 
+/// Store `v` as blob `name`, gzip JSON sealed through the layout, create-only (an
+/// existing blob is an earlier attempt's identical record).
+async fn put_record<T: Serialize>(store: &Store, layout: &Layout, name: &str, v: &T) -> Result<()> {
+    let body = layout.seal(name, gz_json(v)?.to_vec())?;
+    match store.put(name, Bytes::from(body), true).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::Conflict => Ok(()),
+        Err(e) => Err(e.context(format!("storing {name}"))),
+    }
+}
+
+/// Read a record [`put_record`] stored; `None` when there is none.
+async fn get_record<T: for<'de> Deserialize<'de>>(
+    store: &Store,
+    layout: &Layout,
+    name: &str,
+) -> Result<Option<T>> {
+    match store.get(name, None).await {
+        Ok(b) => Ok(Some(un_gz_json(name, &layout.open(name, b)?)?)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.context(format!("reading {name}"))),
+    }
+}
+
 /// Refuse sources that cannot be split across processes.
 ///
 /// # Errors
 /// `Config` naming why.
 pub fn check_source(p: &Pipeline) -> Result<()> {
-    if p.encryption.is_some() {
-        return Err(Error::config(format!(
-            "pipeline {:?}: scale-out (plan, work, backup --workers) does not support \
-             [encryption] yet: its queue records are not sealed and workers do not unlock \
-             the data key. Run it with a plain `blobpipe backup` (see docs/scale-out.md)",
-            p.name
-        )));
-    }
     match &p.source {
         SourceConfig::Fs(_) => Ok(()),
         _ => Err(Error::config(format!(
@@ -173,7 +204,8 @@ pub struct Coordinated {
 }
 
 /// Plan `run_id` and put one message per partition on `queue`; store the `planned`
-/// record last. The caller holds the run lease.
+/// record last. The caller holds the run lease; `layout` carries the data key of an
+/// encrypted pipeline.
 ///
 /// # Errors
 /// `Config` for a source that cannot scale out, `Source` when the walk fails, `Store`
@@ -252,14 +284,9 @@ pub(super) async fn coordinate(
         digests,
         enqueued_at: Utc::now(),
     };
-    match store
-        .put(&layout.planned(run_id), gz_json(&planned)?, true)
+    put_record(store, layout, &layout.planned(run_id), &planned)
         .await
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::Conflict => {}
-        Err(e) => return Err(e.context("storing the run's planned record")),
-    }
+        .ctx("storing the run's planned record")?;
     tracing::info!(
         run_id,
         partitions = out.partitions,
@@ -269,11 +296,12 @@ pub(super) async fn coordinate(
     Ok(out)
 }
 
-/// `blobpipe plan`: take the run lease, plan and enqueue `run_id` (a fresh id by
-/// default), release the lease.
+/// `blobpipe plan`: open the data key (`[encryption]`), take the run lease, plan and
+/// enqueue `run_id` (a fresh id by default), release the lease.
 ///
 /// # Errors
-/// As [`coordinate`]; `Locked` when another run holds the lease.
+/// As [`coordinate`]; `Locked` when another run holds the lease; `WrongKey`/`Config`
+/// for a wrong or missing key, before anything is written.
 pub async fn plan_run(
     p: &Pipeline,
     store: Store,
@@ -292,6 +320,7 @@ pub async fn plan_run(
         )));
     }
     let layout = Layout::new(&p.target.prefix);
+    let key = super::runner::key_before_lock(p, &store, &layout, &run_id).await?;
     let lock = crate::manifest::lock::RunLock::acquire(
         store.clone(),
         &layout,
@@ -301,7 +330,12 @@ pub async fn plan_run(
         cancel,
     )
     .await?;
-    let r = coordinate(p, &store, &layout, &run_id, started_at, full, queue, cancel).await;
+    let r = match super::runner::keyed_under_lock(p, &store, layout, key, &run_id).await {
+        Ok(layout) => {
+            coordinate(p, &store, &layout, &run_id, started_at, full, queue, cancel).await
+        }
+        Err(e) => Err(e),
+    };
     lock.release().await;
     r
 }
@@ -315,31 +349,34 @@ async fn enqueue(
     piece: Piece,
     queue: &dyn WorkQueue,
 ) -> Result<bool> {
+    let desc = PieceDesc {
+        lo: piece.lo,
+        hi: piece.hi,
+        entries: piece.entries,
+        problems: piece.problems,
+    };
     let mut msg = WorkMessage {
         v: MESSAGE_VERSION,
         pipeline: p.name.clone(),
         run_id: run_id.to_string(),
         partition: piece.idx,
-        digest: piece.digest.clone(),
-        piece: Some(PieceDesc {
-            lo: piece.lo,
-            hi: piece.hi,
-            entries: piece.entries,
-            problems: piece.problems,
-        }),
+        digest: piece.digest,
+        piece: None,
         piece_blob: None,
+        sealed: None,
     };
+    if layout.key().is_some() {
+        msg.sealed = Some(seal_piece(layout, &msg, &desc)?);
+    } else {
+        msg.piece = Some(desc.clone());
+    }
     let mut text = serde_json::to_string(&msg).map_err(|e| Error::encode("work message", e))?;
     let in_blob = text.len() > INLINE_MAX;
     if in_blob {
         let name = layout.work_piece(run_id, msg.partition, &msg.digest);
-        let body = gz_json(&msg.piece)?;
-        match store.put(&name, body, true).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Conflict => {}
-            Err(e) => return Err(e.context(format!("storing {name}"))),
-        }
+        put_record(store, layout, &name, &desc).await?;
         msg.piece = None;
+        msg.sealed = None;
         msg.piece_blob = Some(name);
         text = serde_json::to_string(&msg).map_err(|e| Error::encode("work message", e))?;
     }
@@ -348,12 +385,28 @@ async fn enqueue(
 }
 
 async fn load_planned(store: &Store, layout: &Layout, run_id: &str) -> Result<Option<Planned>> {
-    let name = layout.planned(run_id);
-    match store.get(&name, None).await {
-        Ok(b) => Ok(Some(un_gz_json(&name, &b)?)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.context(format!("reading {name}"))),
-    }
+    get_record(store, layout, &layout.planned(run_id)).await
+}
+
+/// `desc` sealed for `msg`'s run and partition (`[encryption]`), as base64 message text.
+fn seal_piece(layout: &Layout, msg: &WorkMessage, desc: &PieceDesc) -> Result<String> {
+    use base64::Engine;
+    let name = layout.work_message(&msg.run_id, msg.partition, &msg.digest);
+    let plain = serde_json::to_vec(desc).map_err(|e| Error::encode("work message", e))?;
+    let sealed = layout.seal(&name, plain)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
+}
+
+/// The description a message carries sealed (`[encryption]`), opened with the data key
+/// (`Integrity` when it was sealed for another run or partition, or altered).
+fn piece_of_sealed(layout: &Layout, msg: &WorkMessage, sealed: &str) -> Result<PieceDesc> {
+    use base64::Engine;
+    let name = layout.work_message(&msg.run_id, msg.partition, &msg.digest);
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|e| Error::integrity(format!("work message for {name}: {e}")))?;
+    let plain = layout.open(&name, Bytes::from(sealed))?;
+    serde_json::from_slice(&plain).map_err(|e| Error::decode(&name, e))
 }
 
 /// Where a run stands, from its stored records.
@@ -387,7 +440,7 @@ async fn run_state(store: &Store, layout: &Layout, run_id: &str) -> Result<RunSt
     for item in &listed {
         let base = item.name.rsplit('/').next().unwrap_or_default();
         if base.starts_with("dead-") {
-            let b = store.get(&item.name, None).await?;
+            let b = layout.open(&item.name, store.get(&item.name, None).await?)?;
             dead.push(serde_json::from_slice(&b).map_err(|e| Error::decode(&item.name, e))?);
         } else {
             parts.insert(item.name.clone());
@@ -589,18 +642,19 @@ pub enum FinalizeOutcome {
 
 /// Finalize `run_id` under the run lease (waiting for it), then protect, verify, record
 /// and alert like any backup. A run someone else committed ends `AlreadyCommitted`.
+/// `repo` is the pipeline's, unlocked ([`open_repo`]) when it is encrypted.
 ///
 /// # Errors
 /// `Source` for dead-lettered partitions (recorded as a failed run), lock, store and
 /// integrity errors.
 pub async fn finalize_run(
     p: &Pipeline,
-    store: Store,
+    repo: &Repo,
     run_id: &str,
     stats: &Stats,
     cancel: &Cancel,
 ) -> Result<FinalizeOutcome> {
-    let layout = Layout::new(&p.target.prefix);
+    let (store, layout) = (repo.store.clone(), repo.layout.clone());
     let started_at = Utc::now();
     let lock = crate::manifest::lock::RunLock::acquire(
         store.clone(),
@@ -636,6 +690,21 @@ pub async fn finalize_run(
     Ok(FinalizeOutcome::Committed {
         report: Box::new(report),
     })
+}
+
+/// The pipeline's store and layout for a worker or a finalizer: with `[encryption]`, the
+/// data key opened — never created (the coordinator creates a first key record under the
+/// run lease). Call it before anything is written.
+///
+/// # Errors
+/// As [`Repo::open`] and [`Repo::unlock`]: `WrongKey` for a key that opens no key
+/// record, `Config` for a missing one, `NotFound` when there is no key record yet.
+pub async fn open_repo(p: &Pipeline) -> Result<Repo> {
+    let mut repo = Repo::open(&p.target, &p.retry).await?;
+    repo.unlock(p.encryption.as_ref(), false)
+        .await
+        .map_err(|e| e.context(format!("pipeline {:?}", p.name)))?;
+    Ok(repo)
 }
 
 /// `backup --workers N`: the settings of the local worker processes.
@@ -863,7 +932,8 @@ struct Worker<'a> {
     pipelines: &'a [Pipeline],
     queue: Arc<dyn WorkQueue>,
     opts: &'a WorkOptions,
-    stores: tokio::sync::Mutex<HashMap<String, Store>>,
+    /// Per pipeline: its store and layout, unlocked ([`open_repo`]).
+    repos: tokio::sync::Mutex<HashMap<String, Repo>>,
     runs: tokio::sync::Mutex<HashMap<(String, String), Arc<RunCtx>>>,
     touched: std::sync::Mutex<HashSet<(String, String)>>,
     ends: std::sync::Mutex<Vec<RunEnd>>,
@@ -902,7 +972,7 @@ pub async fn work(
         pipelines,
         queue,
         opts,
-        stores: Default::default(),
+        repos: Default::default(),
         runs: Default::default(),
         touched: Default::default(),
         ends: Default::default(),
@@ -913,6 +983,19 @@ pub async fn work(
         started: std::time::Instant::now(),
         last_progress: std::sync::Mutex::new(std::time::Instant::now()),
     };
+    // Open every data key before the first receive: a worker with a wrong or missing key
+    // stops here and leaves the queue to workers that can read it. Only a key record
+    // that does not exist yet (the coordinator creates it under the run lease) is
+    // waited for: opened when a message or the run's plan needs it.
+    for p in pipelines {
+        match w.repo_for(p).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound && p.encryption.is_some() => {
+                tracing::info!("pipeline {:?}: no key record yet: {e}", p.name);
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let loops = (0..opts.parallel.max(1)).map(|_| w.run_loop());
     let results = futures::future::join_all(loops).await;
     // Close the upload pools: drop every context, then wait for the uploaders.
@@ -978,14 +1061,14 @@ impl Worker<'_> {
         }
     }
 
-    async fn store_for(&self, p: &Pipeline) -> Result<Store> {
-        let mut g = self.stores.lock().await;
-        if let Some(s) = g.get(&p.name) {
-            return Ok(s.clone());
+    async fn repo_for(&self, p: &Pipeline) -> Result<Repo> {
+        let mut g = self.repos.lock().await;
+        if let Some(r) = g.get(&p.name) {
+            return Ok(r.clone());
         }
-        let s = store::open(&p.target, &p.retry).await?;
-        g.insert(p.name.clone(), s.clone());
-        Ok(s)
+        let r = open_repo(p).await?;
+        g.insert(p.name.clone(), r.clone());
+        Ok(r)
     }
 
     fn pipeline(&self, name: &str) -> Option<&Pipeline> {
@@ -999,9 +1082,18 @@ impl Worker<'_> {
             Some(run) => {
                 let mut found = Vec::new();
                 for p in self.pipelines {
-                    let store = self.store_for(p).await?;
-                    let layout = Layout::new(&p.target.prefix);
-                    if plan::load_plan(&store, &layout, run).await?.is_some() {
+                    let repo = match self.repo_for(p).await {
+                        Ok(r) => r,
+                        // No key record yet: the coordinator has not started either.
+                        Err(e) if e.kind() == ErrorKind::NotFound && p.encryption.is_some() => {
+                            continue
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if plan::load_plan(&repo.store, &repo.layout, run)
+                        .await?
+                        .is_some()
+                    {
                         found.push((p.name.clone(), run.clone()));
                     }
                 }
@@ -1039,8 +1131,8 @@ impl Worker<'_> {
             let Some(p) = self.pipeline(&name) else {
                 continue;
             };
-            let store = self.store_for(p).await?;
-            let layout = Layout::new(&p.target.prefix);
+            let repo = self.repo_for(p).await?;
+            let (store, layout) = (&repo.store, &repo.layout);
             let end = |outcome: &str, report: Option<BackupReport>, error: Option<String>| RunEnd {
                 pipeline: name.clone(),
                 run_id: run.clone(),
@@ -1048,7 +1140,7 @@ impl Worker<'_> {
                 report: report.map(Box::new),
                 error,
             };
-            let ended = match run_state(&store, &layout, &run).await? {
+            let ended = match run_state(store, layout, &run).await? {
                 // The coordinator stored the plan but never its `planned` record, and
                 // nothing has moved for --plan-wait: it died while enqueueing.
                 RunState::Incomplete { total: None, .. }
@@ -1071,8 +1163,7 @@ impl Worker<'_> {
                 }
                 RunState::Complete if !self.opts.finalize => Some(end("complete", None, None)),
                 RunState::Complete => {
-                    match finalize_run(p, store.clone(), &run, &self.stats, &self.opts.cancel).await
-                    {
+                    match finalize_run(p, &repo, &run, &self.stats, &self.opts.cancel).await {
                         Ok(FinalizeOutcome::Committed { report }) => {
                             Some(end("committed", Some(*report), None))
                         }
@@ -1141,7 +1232,15 @@ impl Worker<'_> {
         if let Ok(mut t) = self.touched.lock() {
             t.insert((msg.pipeline.clone(), msg.run_id.clone()));
         }
-        let rc = self.run_ctx(p, &msg.run_id).await?;
+        let rc = match self.run_ctx(p, &msg.run_id).await {
+            Ok(rc) => rc,
+            Err(e) => {
+                // Leave the message to a worker that can read its run (a key record or
+                // plan this one cannot open, an unreachable store).
+                let _ = self.release(&m).await;
+                return Err(e);
+            }
+        };
         let part = rc.layout.part_of(&msg.run_id, msg.partition, &msg.digest);
         if rc.store.head(&part).await?.is_some() {
             self.n.skipped_done.fetch_add(1, Ordering::Relaxed);
@@ -1235,7 +1334,8 @@ impl Worker<'_> {
         );
         self.n.failed_attempts.fetch_add(1, Ordering::Relaxed);
         let name = rc.layout.part_error(&msg.run_id, msg.partition);
-        if let Err(we) = rc.store.put(&name, Bytes::from(e.to_string()), false).await {
+        let body = rc.layout.seal(&name, e.to_string().into_bytes())?;
+        if let Err(we) = rc.store.put(&name, Bytes::from(body), false).await {
             tracing::warn!("could not store {name}: {we}");
         }
         self.op();
@@ -1254,12 +1354,13 @@ impl Worker<'_> {
         m: &Received,
         attempts: u32,
     ) -> Result<()> {
-        let last_error = match rc
-            .store
-            .get(&rc.layout.part_error(&msg.run_id, msg.partition), None)
-            .await
-        {
-            Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        let error_name = rc.layout.part_error(&msg.run_id, msg.partition);
+        let last_error = match rc.store.get(&error_name, None).await {
+            Ok(b) => rc
+                .layout
+                .open(&error_name, b)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
             Err(_) => None,
         };
         let first_path = match &msg.piece {
@@ -1274,13 +1375,11 @@ impl Worker<'_> {
             last_error,
             at: Utc::now(),
         };
+        let name = rc.layout.dead(&msg.run_id, msg.partition);
         let body = serde_json::to_vec_pretty(&rec).map_err(|e| Error::encode("dead record", e))?;
+        let body = rc.layout.seal(&name, body)?;
         rc.store
-            .put(
-                &rc.layout.dead(&msg.run_id, msg.partition),
-                Bytes::from(body),
-                false,
-            )
+            .put(&name, Bytes::from(body), false)
             .await
             .ctx("storing the dead-letter record")?;
         self.op();
@@ -1295,22 +1394,29 @@ impl Worker<'_> {
 
     /// The partition a message describes, checked against its digest.
     async fn piece(&self, rc: &RunCtx, msg: &WorkMessage) -> Result<Piece> {
-        let desc = match (&msg.piece, &msg.piece_blob) {
-            (Some(d), _) => d.clone(),
-            (None, Some(name)) => {
+        let desc = match (&msg.piece, &msg.piece_blob, &msg.sealed) {
+            // An encrypted pipeline's coordinator seals every description: a plain one
+            // was not put there by it.
+            (Some(_), _, _) if rc.layout.key().is_some() => {
+                return Err(Error::integrity(format!(
+                    "partition {} of run {}: an unsealed description for an encrypted pipeline",
+                    msg.partition, msg.run_id
+                )))
+            }
+            (Some(d), _, _) => d.clone(),
+            (None, _, Some(sealed)) => piece_of_sealed(&rc.layout, msg, sealed)?,
+            (None, Some(name), None) => {
                 if !name.starts_with(&rc.layout.parts(&msg.run_id)) {
                     return Err(Error::integrity(format!(
                         "work message names {name:?}, outside its run's records"
                     )));
                 }
-                let b = rc
-                    .store
-                    .get(name, None)
+                get_record(&rc.store, &rc.layout, name)
                     .await
-                    .ctx("reading the partition description")?;
-                un_gz_json(name, &b)?
+                    .ctx("reading the partition description")?
+                    .ok_or_else(|| Error::not_found(format!("{name} is gone")))?
             }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(Error::integrity(
                     "work message without a partition description",
                 ))
@@ -1351,8 +1457,7 @@ impl Worker<'_> {
         if let Some(r) = g.get(&key) {
             return Ok(r.clone());
         }
-        let store = self.store_for(p).await?;
-        let layout = Layout::new(&p.target.prefix);
+        let Repo { store, layout } = self.repo_for(p).await?;
         let plan = plan::load_plan(&store, &layout, run_id)
             .await?
             .ok_or_else(|| Error::not_found(format!("run {run_id} has no stored plan")))?;
@@ -1383,5 +1488,47 @@ impl Worker<'_> {
         });
         g.insert(key, rc.clone());
         Ok(rc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::crypt::DataKey;
+
+    fn msg(run_id: &str, partition: usize) -> WorkMessage {
+        WorkMessage {
+            v: MESSAGE_VERSION,
+            pipeline: "p".into(),
+            run_id: run_id.into(),
+            partition,
+            digest: "d".repeat(24),
+            piece: None,
+            piece_blob: None,
+            sealed: None,
+        }
+    }
+
+    #[test]
+    fn a_sealed_description_opens_only_in_its_run_and_partition() {
+        let layout = Layout::new("pre").with_key(Arc::new(DataKey::generate().expect("key")));
+        let desc = PieceDesc {
+            lo: None,
+            hi: None,
+            entries: vec![],
+            problems: vec![],
+        };
+        let sealed = seal_piece(&layout, &msg("run-a", 1), &desc).expect("seal");
+        let opened = piece_of_sealed(&layout, &msg("run-a", 1), &sealed).expect("open");
+        assert!(opened.entries.is_empty() && opened.lo.is_none());
+        for other in [msg("run-b", 1), msg("run-a", 2)] {
+            let e = piece_of_sealed(&layout, &other, &sealed).expect_err("replayed");
+            assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+        }
+        let other_key = Layout::new("pre").with_key(Arc::new(DataKey::generate().expect("key")));
+        assert!(piece_of_sealed(&other_key, &msg("run-a", 1), &sealed).is_err());
+        let e =
+            piece_of_sealed(&Layout::new("pre"), &msg("run-a", 1), &sealed).expect_err("no key");
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
     }
 }

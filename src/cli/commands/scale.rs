@@ -120,11 +120,11 @@ pub async fn work(a: WorkArgs, json: bool) -> Result<i32> {
 pub async fn finalize(a: FinalizeArgs, json: bool) -> Result<i32> {
     let p = Pipeline::load(&a.pipeline)?;
     scale::check_source(&p)?;
-    let store = store::open(&p.target, &p.retry).await?;
+    let repo = scale::open_repo(&p).await?;
     let cancel = Cancel::new();
     cancel.on_signals();
     let stats = Default::default();
-    let o = scale::finalize_run(&p, store, &a.run_id, &stats, &cancel).await?;
+    let o = scale::finalize_run(&p, &repo, &a.run_id, &stats, &cancel).await?;
     emit(json, &o, || render::finalized(&o));
     Ok(match &o {
         FinalizeOutcome::Committed { report } => exit::for_run(report.status),
