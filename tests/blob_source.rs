@@ -1381,7 +1381,9 @@ async fn a_large_blob_is_staged_server_side_into_a_pack_tar_reads() {
     assert_eq!(r5.status, RunStatus::Ok, "{r5:?}");
     let ss5 = r5.server_side.clone().expect("server_side");
     assert!(
-        ss5.streamed.keys().any(|w| w.contains("encrypts its packs")),
+        ss5.streamed
+            .keys()
+            .any(|w| w.contains("encrypts its packs")),
         "{ss5:?}"
     );
     assert_eq!(ss5.staged.blobs, 0, "{ss5:?}");
