@@ -1331,3 +1331,87 @@ async fn kill_9_of_a_verify_worker_redelivers_its_batch_and_checks_each_pack_onc
     assert_eq!(r["verify"]["entries_checked"], one["entries_checked"]);
     assert_eq!(r["verify"]["bytes_read"], one["bytes_read"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_batch_that_always_fails_is_dead_lettered_and_names_its_packs() {
+    let Some(ep) = support::azurite() else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
+        .await
+        .expect("proxy");
+    let container = support::unique_container("vdead");
+    let pf = write_pipeline(
+        t.path(),
+        "vdead",
+        &src,
+        &format!("{}/{container}", proxy.endpoint("devstoreaccount1")),
+        &small_batches(),
+    );
+    let queue = format!("file://{}", t.path().join("queue").display());
+    let run_id = "verify-dead-1";
+    let args = [
+        "--json",
+        "backup",
+        s(&pf),
+        "--workers",
+        "2",
+        "--run-id",
+        run_id,
+        "--queue",
+        &queue,
+    ];
+    let o = run(&[&args[..], &["--no-verify"]].concat());
+    assert_eq!(o.status.code(), Some(0));
+
+    // Every read of one pack's data fails (beyond the store's retries).
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let m = only_snapshot(&st, &layout).await;
+    let bad = m.packs[m.packs.len() / 2].clone();
+    let blob = bad.blob.clone();
+    let reads: Filter =
+        Arc::new(move |x: &Seen| x.method == "GET" && x.comp.is_none() && x.path.ends_with(&blob));
+    proxy.set_filter(Some(reads));
+    proxy.set(FaultConfig {
+        rate: 1.0,
+        seed: 1,
+        kinds: vec![Fault::Internal500],
+        stall: Duration::from_secs(1),
+    });
+    let o = blobpipe()
+        .args(args)
+        .env("BLOBPIPE_WORK_MAX_DEQUEUE", "2")
+        .env("BLOBPIPE_WORK_RETRY_DELAY", "0s")
+        .env("BLOBPIPE_WORK_POLL", "100ms")
+        .output()
+        .expect("backup");
+    eprintln!(
+        "backup: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(10), "committed, unverified");
+    let r = json(&o);
+    assert_eq!(r["status"], "committed_unverified", "{r}");
+    let err = r["error"].as_str().expect("error");
+    assert!(
+        err.contains("dead-lettered") && err.contains(&bad.id),
+        "the error names the pack {}: {err}",
+        bad.id
+    );
+    let dead: Vec<_> = blobpipe::store::list_all(&*st, &format!("{}verify/", layout.parts(run_id)))
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|i| i.name.contains("/vdead-"))
+        .collect();
+    assert_eq!(dead.len(), 1, "one batch dead-lettered: {dead:?}");
+    let poison = t.path().join("queue").join("poison");
+    assert_eq!(
+        std::fs::read_dir(&poison).map(|d| d.count()).unwrap_or(0),
+        1,
+        "its message is in the dead-letter queue"
+    );
+}
