@@ -5,6 +5,10 @@
 //! loses nothing, duplicates nothing and uploads no block twice; racing finalizers make
 //! one manifest; a partition that always fails is dead-lettered and nothing commits; a
 //! worker of another run leaves foreign messages alone; streamed sources are refused.
+//! Verification split by pack batches: three workers' merged report equals `verify
+//! --full`; a pack damaged after the commit is named and the run exits 3; `kill -9` of a
+//! verify worker redelivers its batch and no pack is counted twice; a batch that always
+//! fails is dead-lettered and the run is `committed_unverified` naming its packs.
 
 mod common;
 mod support;

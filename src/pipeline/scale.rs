@@ -27,7 +27,8 @@
 //! Whoever finds the run complete finalizes ([`finalize_run`]): under the run lease it
 //! merges the part records into the manifest, create-only; a second finalizer finds the
 //! manifest and stops without an error. Verification, the run record, retention and
-//! alerts follow as for any backup ([`super::runner`]).
+//! alerts follow as for any backup ([`super::runner`]); under `backup --workers` the
+//! verification is itself queue work, by batches of packs (`scale_verify.rs`).
 //!
 //! Only directory sources scale out: a database or command source is read inside one
 //! consistent snapshot of one connection, which processes on other machines cannot share.
