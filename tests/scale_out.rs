@@ -1419,3 +1419,48 @@ async fn a_verify_batch_that_always_fails_is_dead_lettered_and_names_its_packs()
         "its message is in the dead-letter queue"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_sample_verification_checks_the_sample_one_process_would() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "vsample",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        &small_batches().replace("mode = \"full\"\n", "mode = \"sample\"\nsample = \"30%\"\n"),
+    );
+    let o = run(&["--json", "backup", s(&pf), "--workers", "3"]);
+    assert_eq!(o.status.code(), Some(0));
+    let r = json(&o);
+    assert_eq!(r["verify"]["mode"], "sample", "{r}");
+    let snapshot = r["snapshot"].as_str().expect("snapshot");
+    let seed = r["verify"]["seed"].as_u64().expect("seed").to_string();
+    let stored = r["verify"]["bytes_stored"].as_u64().expect("stored");
+    let read = r["verify"]["bytes_read"].as_u64().expect("read");
+    assert!(
+        read < stored,
+        "a sample, not everything: {read} of {stored}"
+    );
+
+    // One process, same snapshot, same seed: the same blocks, files and bytes.
+    let o = run(&[
+        "--json",
+        "verify",
+        s(&pf),
+        snapshot,
+        "--sample",
+        "30%",
+        "--seed",
+        &seed,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(checked(&r["verify"]), checked(&json(&o)));
+    // And the seed is the snapshot's: a second verify after a backup would pick it too.
+    assert_eq!(
+        r["verify"]["seed"].as_u64(),
+        Some(blobpipe::verify::snapshot_seed(snapshot))
+    );
+}
