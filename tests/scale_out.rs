@@ -474,6 +474,13 @@ async fn a_worker_of_another_run_leaves_foreign_messages() {
         "run-b",
     ]));
     let b_total = b["enqueued"].as_u64().expect("enqueued");
+    // A verify batch of a third run: neither worker touches it.
+    let verify_c = r#"{"v":1,"pipeline":"two","run_id":"run-c","verify":{"snapshot":"s","round":"r","batch":0,"packs":["p"],"segments":[0,1],"mode":"full","fraction":null,"seed":1}}"#;
+    blobpipe::store::queue::open(&format!("file://{}", q.display()))
+        .expect("queue")
+        .put(verify_c)
+        .await
+        .expect("put");
 
     let o = run(&[
         "--json",
@@ -493,10 +500,12 @@ async fn a_worker_of_another_run_leaves_foreign_messages() {
     let left: Vec<Value> = queued(&q).into_iter().map(|(_, v)| v).collect();
     assert_eq!(
         left.len() as u64,
-        b_total,
-        "run-b's messages are all still queued"
+        b_total + 1,
+        "run-b's messages (and run-c's verify batch) are all still queued"
     );
-    assert!(left.iter().all(|v| v["run_id"] == "run-b"));
+    assert!(left
+        .iter()
+        .all(|v| v["run_id"] == "run-b" || v["run_id"] == "run-c"));
     let (p, st) = open(&pf).await;
     let layout = Layout::new(&p.target.prefix);
     let b_parts = blobpipe::store::list_all(&*st, &layout.parts("run-b"))
@@ -520,6 +529,19 @@ async fn a_worker_of_another_run_leaves_foreign_messages() {
     ]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(json(&o)["runs"][0]["outcome"], "committed");
+    let left: Vec<Value> = queued(&q).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        left[0]["verify"]["round"], "r",
+        "run-c's verify batch is left alone"
+    );
+    assert!(
+        blobpipe::store::list_all(&*st, &layout.parts("run-c"))
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing was recorded for run-c"
+    );
     assert_eq!(
         catalog::snapshot_ids(&*st, &layout)
             .await
