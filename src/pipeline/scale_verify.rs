@@ -269,7 +269,17 @@ pub(crate) async fn verify_local(
             q.put(&text).await?;
         }
         tracing::info!(run_id, batches = cut.len(), "verify batches enqueued");
-        let (codes, _) = super::run_workers(w, &url, run_id, cancel).await?;
+        let (codes, done) = super::run_workers(w, &url, run_id, cancel).await?;
+        // What the split cost on the queue (the finalizer's puts included).
+        let ops = cut.len() as u64 + done.iter().map(|s| s.queue_ops).sum::<u64>();
+        tracing::info!(
+            run_id,
+            batches = cut.len(),
+            packs = m.packs.len(),
+            queue_ops = ops,
+            redone = done.iter().map(|s| s.skipped_done).sum::<u64>(),
+            "verify workers exited"
+        );
         merge(
             store, layout, run_id, &round, &m, mode, seed, started_at, &cut, &codes,
         )
