@@ -1202,6 +1202,19 @@ async fn a_pack_damaged_before_verification_is_named_and_fails_the_run() {
         .expect("name")
         .to_string();
 
+    // A round an earlier finalizer left unfinished (its messages gone with its queue)
+    // must not keep the workers of the next round waiting.
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let stale = format!(
+        "{}verify/20000101T000000000Z-dead/round.json",
+        layout.parts(run_id)
+    );
+    let body = r#"{"snapshot":"x","batches":5,"started_at":"2000-01-01T00:00:00Z"}"#;
+    st.put(&stale, bytes::Bytes::from(body), true)
+        .await
+        .expect("stale round");
+
     // Rerunning the committed run verifies it again, with the workers.
     let o = run(&args);
     assert_eq!(o.status.code(), Some(3), "the verify exit code");
@@ -1221,6 +1234,10 @@ async fn a_pack_damaged_before_verification_is_named_and_fails_the_run() {
     let one = json(&o);
     assert_eq!(r["verify"]["mismatches"], one["mismatches"]);
     assert_eq!(r["verify"]["blocks_checked"], one["blocks_checked"]);
+    assert!(
+        st.head(&stale).await.expect("head").is_none(),
+        "stale round removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

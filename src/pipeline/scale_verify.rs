@@ -21,6 +21,10 @@
 //! Batches follow the packs' places in the manifest's segments, so a worker reads only
 //! the segments its packs' entries lie in. A batch tried `max_dequeue` times is
 //! dead-lettered with a record naming its packs; the round then fails naming them.
+//!
+//! Workers of a committed run keep polling while its round record lists a batch with
+//! neither a part nor a dead record; the finalizer removes the record after the merge,
+//! and a new round (under the run lock) removes any an earlier finalizer left.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -230,6 +234,17 @@ pub(crate) async fn verify_local(
     let m = Arc::new(m.clone());
     let spans = verify::pack_segments(store, layout, &m).await?;
     let cut = batches(&m, &spans, p.verify.batch);
+    // An earlier round of this run that never finished (its finalizer died; the caller
+    // holds the run lock, so none is running) would keep the workers waiting for batches
+    // nobody will send: it is over.
+    for item in store::list_all(&**store, &Names::all(layout, run_id)).await? {
+        if item.name.ends_with("/round.json") {
+            store
+                .delete(&item.name)
+                .await
+                .ctx("removing an unfinished verify round")?;
+        }
+    }
     let round = ids::stamp(started_at);
     let names = Names::new(layout, run_id, &round);
     let rec = Round {
@@ -378,7 +393,10 @@ impl Worker<'_> {
         let b = &msg.verify;
         let store = self.store_for(p).await?;
         let layout = Layout::new(&p.target.prefix);
-        if !ids::is_safe_segment(&msg.run_id) || !ids::is_safe_segment(&b.round) {
+        if ![&msg.run_id, &b.round, &b.snapshot]
+            .iter()
+            .all(|x| ids::is_safe_segment(x))
+        {
             tracing::error!(message = %m.id, "verify message with an unsafe id: dead-lettered");
             self.op();
             self.queue.dead_letter(&m).await?;
