@@ -835,9 +835,9 @@ pub struct RunEnd {
 /// What a worker did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkSummary {
-    /// Partitions this worker packed and recorded.
+    /// Partitions this worker packed and recorded (and verify batches it checked).
     pub processed: u64,
-    /// Messages whose partition was already recorded (deleted).
+    /// Messages whose partition (or verify batch) was already recorded (deleted).
     pub skipped_done: u64,
     /// Failed partition attempts (their messages reappear).
     pub failed_attempts: u64,
