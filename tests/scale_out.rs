@@ -7,6 +7,10 @@
 //! worker of another run leaves foreign messages alone; streamed sources are refused;
 //! an `[encryption]` pipeline scales out with every record and message sealed, and a
 //! worker with a wrong key leaves the queue to those with the right one.
+//! Verification split by pack batches: three workers' merged report equals `verify
+//! --full`; a pack damaged after the commit is named and the run exits 3; `kill -9` of a
+//! verify worker redelivers its batch and no pack is counted twice; a batch that always
+//! fails is dead-lettered and the run is `committed_unverified` naming its packs.
 
 mod common;
 mod support;
@@ -472,6 +476,13 @@ async fn a_worker_of_another_run_leaves_foreign_messages() {
         "run-b",
     ]));
     let b_total = b["enqueued"].as_u64().expect("enqueued");
+    // A verify batch of a third run: neither worker touches it.
+    let verify_c = r#"{"v":1,"pipeline":"two","run_id":"run-c","verify":{"snapshot":"s","round":"r","batch":0,"packs":["p"],"segments":[0,1],"mode":"full","fraction":null,"seed":1}}"#;
+    blobpipe::store::queue::open(&format!("file://{}", q.display()))
+        .expect("queue")
+        .put(verify_c)
+        .await
+        .expect("put");
 
     let o = run(&[
         "--json",
@@ -491,10 +502,12 @@ async fn a_worker_of_another_run_leaves_foreign_messages() {
     let left: Vec<Value> = queued(&q).into_iter().map(|(_, v)| v).collect();
     assert_eq!(
         left.len() as u64,
-        b_total,
-        "run-b's messages are all still queued"
+        b_total + 1,
+        "run-b's messages (and run-c's verify batch) are all still queued"
     );
-    assert!(left.iter().all(|v| v["run_id"] == "run-b"));
+    assert!(left
+        .iter()
+        .all(|v| v["run_id"] == "run-b" || v["run_id"] == "run-c"));
     let (p, st) = open(&pf).await;
     let layout = Layout::new(&p.target.prefix);
     let b_parts = blobpipe::store::list_all(&*st, &layout.parts("run-b"))
@@ -518,6 +531,19 @@ async fn a_worker_of_another_run_leaves_foreign_messages() {
     ]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(json(&o)["runs"][0]["outcome"], "committed");
+    let left: Vec<Value> = queued(&q).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        left[0]["verify"]["round"], "r",
+        "run-c's verify batch is left alone"
+    );
+    assert!(
+        blobpipe::store::list_all(&*st, &layout.parts("run-c"))
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing was recorded for run-c"
+    );
     assert_eq!(
         catalog::snapshot_ids(&*st, &layout)
             .await
@@ -1530,5 +1556,460 @@ fn a_coordinator_that_died_while_enqueueing_is_noticed_and_resumed() {
         w["processed"].as_u64(),
         Some((msgs.len() / 2) as u64),
         "only the missing half: {w}"
+    );
+}
+
+/// [`SMALL`] with verify batches of about one pack (`[verify] batch` at its minimum):
+/// many verify messages.
+fn small_batches() -> String {
+    SMALL.replace("mode = \"full\"\n", "mode = \"full\"\nbatch = \"64KiB\"\n")
+}
+
+/// The parts of run `run`'s verification rounds: (name, parsed JSON).
+async fn verify_parts(st: &Store, layout: &Layout, run: &str) -> Vec<(String, Value)> {
+    let prefix = format!("{}verify/", layout.parts(run));
+    let mut out = Vec::new();
+    for item in blobpipe::store::list_all(&**st, &prefix)
+        .await
+        .expect("list")
+    {
+        let base = item.name.rsplit('/').next().unwrap_or_default().to_string();
+        if !base.starts_with("part-") {
+            continue;
+        }
+        let gz = st.get(&item.name, None).await.expect("part");
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+            .expect("gunzip");
+        out.push((
+            item.name.clone(),
+            serde_json::from_slice(&text).expect("part JSON"),
+        ));
+    }
+    out
+}
+
+/// What a verify report says it checked (everything but times and where it is stored).
+fn checked(v: &Value) -> Value {
+    let mut v = v.clone();
+    for k in ["started_at", "finished_at", "stored_as", "max_entries_held"] {
+        v.as_object_mut().expect("report").remove(k);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_verify_workers_check_what_one_verify_full_does() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "vsplit",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        &small_batches(),
+    );
+    let o = run(&["--json", "backup", s(&pf), "--workers", "3"]);
+    assert_eq!(o.status.code(), Some(0));
+    let r = json(&o);
+    assert_eq!(r["status"], "ok", "{r}");
+    let snapshot = r["snapshot"].as_str().expect("snapshot").to_string();
+    let run_id = r["run_id"].as_str().expect("run id").to_string();
+
+    let o = run(&["--json", "verify", s(&pf), &snapshot, "--full"]);
+    assert_eq!(o.status.code(), Some(0));
+    let one = json(&o);
+    assert!(one["blocks_checked"].as_u64().expect("blocks") > 0, "{one}");
+    assert_eq!(checked(&r["verify"]), {
+        let mut v = checked(&one);
+        // `verify` without --seed draws one; the post-backup seed is the snapshot's.
+        v["seed"] = r["verify"]["seed"].clone();
+        v
+    });
+
+    // The packs were checked in batches by the workers, each pack once.
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let parts = verify_parts(&st, &layout, &run_id).await;
+    assert!(parts.len() >= 3, "{} verify batches", parts.len());
+    let packs: u64 = parts
+        .iter()
+        .map(|(_, v)| v["packs"].as_u64().expect("packs"))
+        .sum();
+    assert_eq!(Some(packs), r["verify"]["packs"].as_u64(), "each pack once");
+    let blocks: u64 = parts
+        .iter()
+        .map(|(_, v)| v["blocks"].as_u64().expect("blocks"))
+        .sum();
+    assert_eq!(Some(blocks), r["verify"]["blocks_checked"].as_u64());
+    // The round is over: its record is gone, so workers of the run stop waiting.
+    let rounds = blobpipe::store::list_all(&*st, &format!("{}verify/", layout.parts(&run_id)))
+        .await
+        .expect("list");
+    assert!(
+        !rounds.iter().any(|i| i.name.ends_with("/round.json")),
+        "round record left behind"
+    );
+}
+
+/// Every pack blob under a file store's directory.
+fn pack_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.components().any(|c| c.as_os_str() == "packs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_damaged_before_verification_is_named_and_fails_the_run() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let store_dir = t.path().join("store");
+    let pf = write_pipeline(
+        t.path(),
+        "vdamage",
+        &src,
+        &format!("file://{}", store_dir.display()),
+        &small_batches(),
+    );
+    let run_id = "verify-damage-1";
+    let args = [
+        "--json",
+        "backup",
+        s(&pf),
+        "--workers",
+        "3",
+        "--run-id",
+        run_id,
+    ];
+    let o = run(&[&args[..], &["--no-verify"]].concat());
+    assert_eq!(o.status.code(), Some(0));
+    let snapshot = json(&o)["snapshot"].as_str().expect("snapshot").to_string();
+
+    // The partitions are committed; one pack is damaged before it is verified.
+    let packs = pack_files(&store_dir);
+    assert!(packs.len() >= 3, "{packs:?}");
+    let victim = &packs[packs.len() / 2];
+    let mut bytes = std::fs::read(victim).expect("pack");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(victim, bytes).expect("damage");
+    let name = victim
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_string();
+
+    // A round an earlier finalizer left unfinished (its messages gone with its queue)
+    // must not keep the workers of the next round waiting.
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let stale = format!(
+        "{}verify/20000101T000000000Z-dead/round.json",
+        layout.parts(run_id)
+    );
+    let body = r#"{"snapshot":"x","batches":5,"started_at":"2000-01-01T00:00:00Z"}"#;
+    st.put(&stale, bytes::Bytes::from(body), true)
+        .await
+        .expect("stale round");
+
+    // Rerunning the committed run verifies it again, with the workers.
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(3), "the verify exit code");
+    let r = json(&o);
+    assert_eq!(r["status"], "mismatch", "{r}");
+    let found = r["verify"]["mismatches"].as_array().expect("mismatches");
+    assert!(!found.is_empty(), "{r}");
+    assert!(
+        found
+            .iter()
+            .all(|m| m["blob"].as_str().is_some_and(|b| b.ends_with(&name))),
+        "every finding names the damaged pack {name}: {found:?}"
+    );
+    // The same findings a single-process verify of the snapshot makes.
+    let o = run(&["--json", "verify", s(&pf), &snapshot, "--full"]);
+    assert_eq!(o.status.code(), Some(3));
+    let one = json(&o);
+    assert_eq!(r["verify"]["mismatches"], one["mismatches"]);
+    assert_eq!(r["verify"]["blocks_checked"], one["blocks_checked"]);
+    assert!(
+        st.head(&stale).await.expect("head").is_none(),
+        "stale round removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_verify_worker_redelivers_its_batch_and_checks_each_pack_once() {
+    let Some(ep) = support::azurite() else { return };
+    let Some(qep) = support::service(
+        "AZURITE_QUEUE_ENDPOINT",
+        "scripts/azurite start && source .tools/azurite.env",
+    ) else {
+        return;
+    };
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
+        .await
+        .expect("proxy");
+    let container = support::unique_container("vkill");
+    let pf = write_pipeline(
+        t.path(),
+        "vkill",
+        &src,
+        &format!("{}/{container}", proxy.endpoint("devstoreaccount1")),
+        &small_batches(),
+    );
+    let queue = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let run_id = "verify-kill-1";
+    let args = [
+        "--json",
+        "backup",
+        s(&pf),
+        "--workers",
+        "2",
+        "--run-id",
+        run_id,
+        "--queue",
+        &queue,
+    ];
+    let o = run(&[&args[..], &["--no-verify"]].concat());
+    assert_eq!(o.status.code(), Some(0));
+
+    // The first read of a pack's data stalls: the worker that makes it holds its batch.
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let pack_read: Filter = Arc::new(move |x: &Seen| {
+        x.method == "GET"
+            && x.comp.is_none()
+            && x.path.contains("/packs/")
+            && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+    });
+    proxy.set_filter(Some(pack_read));
+    proxy.set(FaultConfig {
+        rate: 1.0,
+        seed: 1,
+        kinds: vec![Fault::Stall],
+        stall: Duration::from_secs(600),
+    });
+    let parent = blobpipe()
+        .args(args)
+        .env("BLOBPIPE_WORK_VISIBILITY", "3s")
+        .env("BLOBPIPE_WORK_POLL", "200ms")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn backup");
+
+    // Wait until every other batch is checked: the one left is the stalled worker's,
+    // and its attempt marker names the process.
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let prefix = format!("{}verify/", layout.parts(run_id));
+    let mut victim = None;
+    for _ in 0..1200 {
+        let listed = blobpipe::store::list_all(&*st, &prefix)
+            .await
+            .expect("list");
+        let round = listed.iter().find(|i| i.name.ends_with("/round.json"));
+        if let Some(round) = round {
+            let rec: Value =
+                serde_json::from_slice(&st.get(&round.name, None).await.expect("round"))
+                    .expect("round JSON");
+            let batches = rec["batches"].as_u64().expect("batches") as usize;
+            let dir = round.name.trim_end_matches("round.json");
+            let done: Vec<String> = listed
+                .iter()
+                .filter_map(|i| i.name.strip_prefix(&format!("{dir}part-")))
+                .map(|b| b[..5].to_string())
+                .collect();
+            let pending: Vec<&String> = listed
+                .iter()
+                .map(|i| &i.name)
+                .filter(|n| n.starts_with(&format!("{dir}attempts/")))
+                .filter(|n| !done.iter().any(|d| n.contains(&format!("attempts/{d}-"))))
+                .collect();
+            if done.len() + 1 == batches && pending.len() == 1 {
+                let marker = st.get(pending[0], None).await.expect("marker");
+                let text = String::from_utf8_lossy(&marker).to_string();
+                let pid = text.rsplit("pid=").next().expect("pid").trim().to_string();
+                victim = Some((pending[0].clone(), pid));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (marker, pid) = victim.expect("one batch held by the stalled worker");
+    let k = Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(k.success(), "kill -9 {pid}");
+
+    let o = parent.wait_with_output().expect("backup");
+    eprintln!("backup: {}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(o.status.code(), Some(0));
+    let r = json(&o);
+    assert_eq!(r["status"], "ok", "{r}");
+    // The held batch was tried again, by the surviving worker, and checked once.
+    let again = format!("{}002", marker.trim_end_matches(char::is_numeric));
+    assert!(
+        st.head(&again).await.expect("head").is_some(),
+        "{again}: the batch was redelivered"
+    );
+    let parts = verify_parts(&st, &layout, run_id).await;
+    let packs: u64 = parts
+        .iter()
+        .map(|(_, v)| v["packs"].as_u64().expect("packs"))
+        .sum();
+    assert_eq!(Some(packs), r["verify"]["packs"].as_u64(), "each pack once");
+    proxy.set_filter(None);
+    proxy.set(FaultConfig::none());
+    let snapshot = r["snapshot"].as_str().expect("snapshot");
+    let o = run(&["--json", "verify", s(&pf), snapshot, "--full"]);
+    assert_eq!(o.status.code(), Some(0));
+    let one = json(&o);
+    assert_eq!(r["verify"]["blocks_checked"], one["blocks_checked"]);
+    assert_eq!(r["verify"]["entries_checked"], one["entries_checked"]);
+    assert_eq!(r["verify"]["bytes_read"], one["bytes_read"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_batch_that_always_fails_is_dead_lettered_and_names_its_packs() {
+    let Some(ep) = support::azurite() else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
+        .await
+        .expect("proxy");
+    let container = support::unique_container("vdead");
+    let pf = write_pipeline(
+        t.path(),
+        "vdead",
+        &src,
+        &format!("{}/{container}", proxy.endpoint("devstoreaccount1")),
+        &small_batches(),
+    );
+    let queue = format!("file://{}", t.path().join("queue").display());
+    let run_id = "verify-dead-1";
+    let args = [
+        "--json",
+        "backup",
+        s(&pf),
+        "--workers",
+        "2",
+        "--run-id",
+        run_id,
+        "--queue",
+        &queue,
+    ];
+    let o = run(&[&args[..], &["--no-verify"]].concat());
+    assert_eq!(o.status.code(), Some(0));
+
+    // Every read of one pack's data fails (beyond the store's retries).
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let m = only_snapshot(&st, &layout).await;
+    let bad = m.packs[m.packs.len() / 2].clone();
+    let blob = bad.blob.clone();
+    let reads: Filter =
+        Arc::new(move |x: &Seen| x.method == "GET" && x.comp.is_none() && x.path.ends_with(&blob));
+    proxy.set_filter(Some(reads));
+    proxy.set(FaultConfig {
+        rate: 1.0,
+        seed: 1,
+        kinds: vec![Fault::Internal500],
+        stall: Duration::from_secs(1),
+    });
+    let o = blobpipe()
+        .args(args)
+        .env("BLOBPIPE_WORK_MAX_DEQUEUE", "2")
+        .env("BLOBPIPE_WORK_RETRY_DELAY", "0s")
+        .env("BLOBPIPE_WORK_POLL", "100ms")
+        .output()
+        .expect("backup");
+    eprintln!(
+        "backup: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(10), "committed, unverified");
+    let r = json(&o);
+    assert_eq!(r["status"], "committed_unverified", "{r}");
+    let err = r["error"].as_str().expect("error");
+    assert!(
+        err.contains("dead-lettered") && err.contains(&bad.id),
+        "the error names the pack {}: {err}",
+        bad.id
+    );
+    let dead: Vec<_> = blobpipe::store::list_all(&*st, &format!("{}verify/", layout.parts(run_id)))
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|i| i.name.contains("/vdead-"))
+        .collect();
+    assert_eq!(dead.len(), 1, "one batch dead-lettered: {dead:?}");
+    let poison = t.path().join("queue").join("poison");
+    assert_eq!(
+        std::fs::read_dir(&poison).map(|d| d.count()).unwrap_or(0),
+        1,
+        "its message is in the dead-letter queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_sample_verification_checks_the_sample_one_process_would() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "vsample",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        &small_batches().replace("mode = \"full\"\n", "mode = \"sample\"\nsample = \"30%\"\n"),
+    );
+    let o = run(&["--json", "backup", s(&pf), "--workers", "3"]);
+    assert_eq!(o.status.code(), Some(0));
+    let r = json(&o);
+    assert_eq!(r["verify"]["mode"], "sample", "{r}");
+    let snapshot = r["snapshot"].as_str().expect("snapshot");
+    let seed = r["verify"]["seed"].as_u64().expect("seed").to_string();
+    let stored = r["verify"]["bytes_stored"].as_u64().expect("stored");
+    let read = r["verify"]["bytes_read"].as_u64().expect("read");
+    assert!(
+        read < stored,
+        "a sample, not everything: {read} of {stored}"
+    );
+
+    // One process, same snapshot, same seed: the same blocks, files and bytes.
+    let o = run(&[
+        "--json",
+        "verify",
+        s(&pf),
+        snapshot,
+        "--sample",
+        "30%",
+        "--seed",
+        &seed,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(checked(&r["verify"]), checked(&json(&o)));
+    // And the seed is the snapshot's: a second verify after a backup would pick it too.
+    assert_eq!(
+        r["verify"]["seed"].as_u64(),
+        Some(blobpipe::verify::snapshot_seed(snapshot))
     );
 }

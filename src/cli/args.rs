@@ -316,18 +316,18 @@ pub struct WorkArgs {
     #[arg(long, conflicts_with = "run_id")]
     pub any_run: bool,
     /// How long a received message stays invisible (renewed every third of it).
-    #[arg(long, default_value = "2m")]
+    #[arg(long, default_value = "2m", env = "BLOBPIPE_WORK_VISIBILITY")]
     pub visibility: String,
     /// After a failed attempt the partition's message reappears after this long.
-    #[arg(long, default_value = "30s")]
+    #[arg(long, default_value = "30s", env = "BLOBPIPE_WORK_RETRY_DELAY")]
     pub retry_delay: String,
     /// A partition tried this often without success is dead-lettered (the run fails).
     /// Attempts are counted by markers in the store, not by the queue's dequeue count,
     /// which receipts by workers of other runs raise too.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, env = "BLOBPIPE_WORK_MAX_DEQUEUE")]
     pub max_dequeue: u32,
     /// Wait between receives while the queue is empty and the run is not over.
-    #[arg(long, default_value = "2s")]
+    #[arg(long, default_value = "2s", env = "BLOBPIPE_WORK_POLL")]
     pub poll: String,
     /// With a run id: how long to wait for its coordinator to store the plan (or, with
     /// the queue empty and nothing received meanwhile, to finish enqueueing) before giving

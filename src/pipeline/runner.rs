@@ -272,7 +272,31 @@ async fn verify_committed(
         c.begin(Phase::Verifying, None, 0, 0);
     }
     let counters = opts.counters.clone();
-    match verify::verify(store, layout, &m, mode, p.verify.seed, &p.upload, counters).await {
+    // After a backup the sample is the snapshot's own (unless the pipeline sets a seed),
+    // so `backup --workers` checks the blocks a single process would.
+    let seed = p
+        .verify
+        .seed
+        .unwrap_or_else(|| verify::snapshot_seed(&m.header.snapshot));
+    let checked = match &opts.scale {
+        // Pack reads are split across the worker processes, batch by batch.
+        Some(w) if mode != verify::config::VerifyMode::Metadata => {
+            super::scale::verify_local(
+                p,
+                store,
+                layout,
+                &report.run_id,
+                &m,
+                mode,
+                seed,
+                w,
+                &opts.cancel,
+            )
+            .await
+        }
+        _ => verify::verify(store, layout, &m, mode, Some(seed), &p.upload, counters).await,
+    };
+    match checked {
         Ok(v) => {
             if !v.ok() {
                 report.status = RunStatus::Mismatch;

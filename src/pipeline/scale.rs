@@ -27,7 +27,8 @@
 //! Whoever finds the run complete finalizes ([`finalize_run`]): under the run lease it
 //! merges the part records into the manifest, create-only; a second finalizer finds the
 //! manifest and stops without an error. Verification, the run record, retention and
-//! alerts follow as for any backup ([`super::runner`]).
+//! alerts follow as for any backup ([`super::runner`]); under `backup --workers` the
+//! verification is itself queue work, by batches of packs (`scale_verify.rs`).
 //!
 //! `[encryption]`: the coordinator opens the data key before the run lease and creates a
 //! first key record under it, as a backup does ([`super::runner::key_before_lock`]); every
@@ -69,6 +70,10 @@ use crate::store::{self, Store};
 use crate::support::cancel::Cancel;
 use crate::support::ids;
 use crate::support::progress::Counters;
+
+#[path = "scale_verify.rs"]
+mod verify_work;
+pub(super) use verify_work::verify_local;
 
 /// A description larger than this goes to a blob and the message carries its name
 /// (Azure takes 64 KiB of message text; JSON grows when the service XML-escapes it).
@@ -747,19 +752,70 @@ pub(super) async fn run_local(
             p.name
         )));
     }
-    let (url, temp) = match &w.queue {
+    let (url, temp) = local_queue(w, run_id);
+    let r = run_local_on(p, &store, layout, run_id, started_at, opts, w, &url).await;
+    if let Some(t) = temp {
+        let _ = std::fs::remove_dir_all(t);
+    }
+    r
+}
+
+/// The queue of `backup --workers`: the one given, or a file queue in a fresh temporary
+/// directory (returned, for the caller to remove).
+fn local_queue(w: &LocalWorkers, run_id: &str) -> (String, Option<PathBuf>) {
+    match &w.queue {
         Some(q) => (q.clone(), None),
         None => {
             let t = std::env::temp_dir()
                 .join(format!("blobpipe-queue-{run_id}-{}", ids::random_hex(4)));
             (format!("file://{}", t.display()), Some(t))
         }
-    };
-    let r = run_local_on(p, &store, layout, run_id, started_at, opts, w, &url).await;
-    if let Some(t) = temp {
-        let _ = std::fs::remove_dir_all(t);
     }
-    r
+}
+
+/// Run `w.workers` `blobpipe work --run-id RUN --no-finalize` processes on `url` and wait
+/// for them: their exit codes and summaries.
+///
+/// # Errors
+/// `Internal` when a process cannot start; `Cancelled` on a signal (the processes are
+/// killed).
+async fn run_workers(
+    w: &LocalWorkers,
+    url: &str,
+    run_id: &str,
+    cancel: &Cancel,
+) -> Result<(Vec<i32>, Vec<WorkSummary>)> {
+    let exe = match &w.exe {
+        Some(e) => e.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| Error::internal(format!("finding this program: {e}")))?,
+    };
+    let mut children = Vec::new();
+    for _ in 0..w.workers.max(1) {
+        let child = tokio::process::Command::new(&exe)
+            .args(["--json", "-q", "work"])
+            .arg(&w.pipeline_file)
+            .args(["--queue", url, "--run-id", run_id, "--no-finalize"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::internal(format!("starting a worker process: {e}")))?;
+        children.push(child);
+    }
+    let (mut codes, mut summaries) = (Vec::new(), Vec::new());
+    for child in children {
+        let out = tokio::select! {
+            o = child.wait_with_output() => o.map_err(|e| Error::internal(format!("worker process: {e}")))?,
+            _ = cancel.cancelled() => return Err(Error::cancelled()),
+        };
+        codes.push(out.status.code().unwrap_or(-1));
+        if let Ok(s) = serde_json::from_slice::<WorkSummary>(&out.stdout) {
+            summaries.push(s);
+        }
+    }
+    tracing::info!(?codes, "worker processes exited");
+    Ok((codes, summaries))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -788,35 +844,11 @@ async fn run_local_on(
     let stats = Stats::default();
     let mut codes = Vec::new();
     if c.committed.is_none() {
-        let exe = match &w.exe {
-            Some(e) => e.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| Error::internal(format!("finding this program: {e}")))?,
-        };
-        let mut children = Vec::new();
-        for _ in 0..w.workers.max(1) {
-            let child = tokio::process::Command::new(&exe)
-                .args(["--json", "-q", "work"])
-                .arg(&w.pipeline_file)
-                .args(["--queue", url, "--run-id", run_id, "--no-finalize"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| Error::internal(format!("starting a worker process: {e}")))?;
-            children.push(child);
+        let (c, summaries) = run_workers(w, url, run_id, &opts.cancel).await?;
+        codes = c;
+        for s in summaries {
+            s.add_to(&stats);
         }
-        for child in children {
-            let out = tokio::select! {
-                o = child.wait_with_output() => o.map_err(|e| Error::internal(format!("worker process: {e}")))?,
-                _ = opts.cancel.cancelled() => return Err(Error::cancelled()),
-            };
-            codes.push(out.status.code().unwrap_or(-1));
-            if let Ok(s) = serde_json::from_slice::<WorkSummary>(&out.stdout) {
-                s.add_to(&stats);
-            }
-        }
-        tracing::info!(?codes, "worker processes exited");
     }
     match finalize(p, store, layout, run_id, &stats).await? {
         Finalized::Committed(done) | Finalized::AlreadyCommitted(done) => Ok(done),
@@ -872,9 +904,9 @@ pub struct RunEnd {
 /// What a worker did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkSummary {
-    /// Partitions this worker packed and recorded.
+    /// Partitions this worker packed and recorded (and verify batches it checked).
     pub processed: u64,
-    /// Messages whose partition was already recorded (deleted).
+    /// Messages whose partition (or verify batch) was already recorded (deleted).
     pub skipped_done: u64,
     /// Failed partition attempts (their messages reappear).
     pub failed_attempts: u64,
@@ -943,6 +975,30 @@ struct Worker<'a> {
     n: Counts,
     started: std::time::Instant,
     last_progress: std::sync::Mutex<std::time::Instant>,
+}
+
+/// A message being worked on, renewed in the background.
+struct Held<'a> {
+    held: Arc<tokio::sync::Mutex<Received>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    ops: Arc<AtomicU64>,
+    counted: &'a AtomicU64,
+}
+
+impl Held<'_> {
+    /// Stop renewing; the message with its latest receipt.
+    async fn release(self) -> Received {
+        let m = {
+            let g = self.held.lock().await;
+            self.stop.store(true, Ordering::SeqCst);
+            g.clone()
+        };
+        self.task.abort();
+        self.counted
+            .fetch_add(self.ops.load(Ordering::Relaxed), Ordering::Relaxed);
+        m
+    }
 }
 
 #[derive(Default)]
@@ -1140,7 +1196,11 @@ impl Worker<'_> {
                 report: report.map(Box::new),
                 error,
             };
-            let ended = match run_state(store, layout, &run).await? {
+            let state = run_state(store, layout, &run).await?;
+            // A committed run whose verification round still has batches to check.
+            let verifying = matches!(state, RunState::Committed)
+                && verify_work::pending(store, layout, &run).await?;
+            let ended = match state {
                 // The coordinator stored the plan but never its `planned` record, and
                 // nothing has moved for --plan-wait: it died while enqueueing.
                 RunState::Incomplete { total: None, .. }
@@ -1154,6 +1214,10 @@ impl Worker<'_> {
                     )));
                 }
                 RunState::NoPlan | RunState::Incomplete { .. } => {
+                    waiting = true;
+                    None
+                }
+                RunState::Committed if verifying => {
                     waiting = true;
                     None
                 }
@@ -1213,6 +1277,9 @@ impl Worker<'_> {
         if let Ok(mut t) = self.last_progress.lock() {
             *t = std::time::Instant::now();
         }
+        if let Some(v) = verify_work::parse(&m.text) {
+            return self.handle_verify(m, v).await;
+        }
         let msg: WorkMessage = match serde_json::from_str(m.text.trim()) {
             Ok(w) => w,
             Err(e) => {
@@ -1265,45 +1332,9 @@ impl Worker<'_> {
             Ok(piece) => piece,
             Err(e) => return self.failed(&rc, &msg, m, e).await,
         };
-        // Keep the message invisible while working: renew every third of the timeout.
-        let held = Arc::new(tokio::sync::Mutex::new(m));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let renewer = {
-            let (held, stop, queue) = (held.clone(), stop.clone(), self.queue.clone());
-            let vis = self.opts.visibility;
-            let ops = Arc::new(AtomicU64::new(0));
-            let ops2 = ops.clone();
-            (
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(vis / 3).await;
-                        let mut g = held.lock().await;
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        ops2.fetch_add(1, Ordering::Relaxed);
-                        match queue.set_visibility(&g, vis).await {
-                            Ok(r) => g.pop_receipt = r,
-                            Err(e) => {
-                                tracing::warn!("could not renew message {}: {e}", g.id);
-                                break;
-                            }
-                        }
-                    }
-                }),
-                ops,
-            )
-        };
+        let held = self.hold(m);
         let r = run::run_partition_with_retries(rc.ctx.clone(), Arc::new(piece)).await;
-        let m = {
-            let g = held.lock().await;
-            stop.store(true, Ordering::SeqCst);
-            g.clone()
-        };
-        renewer.0.abort();
-        self.n
-            .queue_ops
-            .fetch_add(renewer.1.load(Ordering::Relaxed), Ordering::Relaxed);
+        let m = held.release().await;
         match r {
             Ok(_) => {
                 self.n.processed.fetch_add(1, Ordering::Relaxed);
@@ -1317,6 +1348,40 @@ impl Worker<'_> {
                 self.queue.delete(&m).await
             }
             Err(e) => self.failed(&rc, &msg, m, e).await,
+        }
+    }
+
+    /// Keep message `m` invisible while it is worked on: renew it every third of the
+    /// visibility timeout until [`Held::release`].
+    fn hold(&self, m: Received) -> Held<'_> {
+        let held = Arc::new(tokio::sync::Mutex::new(m));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let (h, st, queue, o) = (held.clone(), stop.clone(), self.queue.clone(), ops.clone());
+        let vis = self.opts.visibility;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(vis / 3).await;
+                let mut g = h.lock().await;
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                o.fetch_add(1, Ordering::Relaxed);
+                match queue.set_visibility(&g, vis).await {
+                    Ok(r) => g.pop_receipt = r,
+                    Err(e) => {
+                        tracing::warn!("could not renew message {}: {e}", g.id);
+                        break;
+                    }
+                }
+            }
+        });
+        Held {
+            held,
+            stop,
+            task,
+            ops,
+            counted: &self.n.queue_ops,
         }
     }
 

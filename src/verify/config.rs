@@ -24,6 +24,9 @@ pub struct VerifyConfig {
     pub seed: Option<u64>,
     /// Run verification right after every backup.
     pub after_backup: bool,
+    /// Scale-out: stored bytes of packs one verify message covers at most (a pack larger
+    /// than this is a message of its own).
+    pub batch: u64,
 }
 
 impl VerifyMode {

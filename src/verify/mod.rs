@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use self::config::VerifyMode;
@@ -169,7 +169,7 @@ fn by_pack(e: &Entry) -> Vec<Entry> {
 }
 
 /// One thing that did not match.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Mismatch {
     /// What kind of check failed (`missing-pack`, `size`, `content-md5`, `block-list`,
     /// `block-md5`, `entry-sha256`, `decompress`).
@@ -198,7 +198,7 @@ pub struct Mismatch {
 }
 
 /// Another snapshot that uses bytes a [`Mismatch`] found damaged.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SharedUse {
     /// Snapshot id.
     pub snapshot: String,
@@ -372,6 +372,14 @@ fn mismatch(p: &PackRecord, blob: &str, check: &str, detail: String) -> Mismatch
     }
 }
 
+/// The sampling seed of verifying `snapshot` when the pipeline sets none: derived from
+/// the snapshot id, so every process verifying it (the single-process verify after a
+/// backup, scale-out verify workers) picks the same blocks.
+pub fn snapshot_seed(snapshot: &str) -> u64 {
+    let d = Sha256::digest(snapshot.as_bytes());
+    u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]))
+}
+
 /// Verify snapshot `m` at `mode`; store the report next to the snapshot.
 ///
 /// # Errors
@@ -396,6 +404,109 @@ pub async fn verify(
     };
     counters.set_total(m.packs.len() as u64, data_bytes);
     let m = Arc::new(m.clone());
+    let checked = check_packs(store, layout, &m, mode, seed, upload, counters, None).await?;
+    finish_report(store, layout, &m, mode, seed, started_at, checked).await
+}
+
+/// Some of a snapshot's packs (indices into its pack list, ascending) whose entries all
+/// lie in manifest segments `segments` (format 2; ignored for format 1): what one
+/// scale-out verify message covers.
+#[derive(Debug, Clone)]
+pub struct PackSelection {
+    /// Pack indices, ascending.
+    pub packs: Vec<usize>,
+    /// Segments holding every entry of those packs.
+    pub segments: std::ops::Range<usize>,
+}
+
+/// What the pack checks of a verification found: the sums a report is made of, and the
+/// findings with the uncompressed range each affects (which [`finish_report`] needs to
+/// name other snapshots using the damaged bytes). Serializable, so verify workers can
+/// store theirs and one process can merge them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PacksChecked {
+    /// Packs checked.
+    pub packs: usize,
+    /// Blocks re-read and MD5-compared.
+    pub blocks: u64,
+    /// Files whose SHA-256 was recomputed.
+    pub entries: u64,
+    /// Compressed bytes downloaded.
+    pub bytes: u64,
+    /// Packs in Archive (metadata checked only).
+    pub archived: usize,
+    /// Most entries held at once.
+    pub held: usize,
+    /// Findings, each with the uncompressed bytes it affects (`None`: the whole pack).
+    pub findings: Vec<(Mismatch, Option<std::ops::Range<u64>>)>,
+}
+
+impl PacksChecked {
+    /// Add another part's sums and findings (`held` is the largest of the parts').
+    pub fn merge(&mut self, o: PacksChecked) {
+        self.packs += o.packs;
+        self.blocks += o.blocks;
+        self.entries += o.entries;
+        self.bytes += o.bytes;
+        self.archived += o.archived;
+        self.held = self.held.max(o.held);
+        self.findings.extend(o.findings);
+    }
+}
+
+/// For every pack of a format-2 snapshot, the first and last segment holding an entry
+/// that uses it (`None`: no entry does, or a format-1 manifest). Reads the segments'
+/// entries once, one segment at a time.
+///
+/// # Errors
+/// Store errors reading a segment.
+pub async fn pack_segments(
+    store: &Store,
+    layout: &Layout,
+    m: &Arc<Manifest>,
+) -> Result<Vec<Option<(usize, usize)>>> {
+    let mut out: Vec<Option<(usize, usize)>> = vec![None; m.packs.len()];
+    if m.segments.is_empty() || !m.entries.is_empty() {
+        return Ok(out);
+    }
+    let index: std::collections::HashMap<&str, usize> = m
+        .packs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    let mut reader = crate::manifest::segment::EntryReader::new(&**store, layout, m);
+    for si in 0..m.segments.len() {
+        for e in reader.read_segment(si, true).await? {
+            for p in e.packs() {
+                if let Some(&i) = index.get(p) {
+                    let r = out[i].get_or_insert((si, si));
+                    r.1 = si;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Check the packs of `m` (all, or `sel`'s) at `mode`: metadata, then the block and frame
+/// reads of [`scan`], `upload.concurrency` packs at a time. Mismatches are findings, not
+/// errors.
+///
+/// # Errors
+/// Store failures that prevent checking.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_packs(
+    store: &Store,
+    layout: &Layout,
+    m: &Arc<Manifest>,
+    mode: VerifyMode,
+    seed: u64,
+    upload: &UploadConfig,
+    counters: Arc<Counters>,
+    sel: Option<&PackSelection>,
+) -> Result<PacksChecked> {
+    let wanted = |pi: usize| sel.is_none_or(|s| s.packs.binary_search(&pi).is_ok());
     let sem = Arc::new(tokio::sync::Semaphore::new(upload.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     // A pack is handed out only once a permit is free, so at most `concurrency` packs'
@@ -421,6 +532,7 @@ pub async fn verify(
         .packs
         .iter()
         .enumerate()
+        .filter(|(i, _)| wanted(*i))
         .map(|(i, p)| (p.id.as_str(), i))
         .collect();
     let mut held = 0usize;
@@ -433,18 +545,25 @@ pub async fn verify(
             }
         }
         for (pi, g) in groups.into_iter().enumerate() {
-            let pm = permit().await?;
-            spawn(&mut tasks, pm, pi, g);
+            if wanted(pi) {
+                let pm = permit().await?;
+                spawn(&mut tasks, pm, pi, g);
+            }
         }
     } else {
         // A format-2 manifest is read a segment at a time, twice: first to learn in
         // which segment each pack is referenced last, then to hand each pack its entries
         // as soon as the stream has passed them. Memory holds the entries of the packs
         // whose entries are still being gathered (a pack's entries lie in one path range,
-        // so in one or two neighbouring segments), never the snapshot's.
+        // so in one or two neighbouring segments), never the snapshot's. A selection
+        // reads only its segments.
+        let segs = match sel {
+            Some(s) => s.segments.start..s.segments.end.min(m.segments.len()),
+            None => 0..m.segments.len(),
+        };
         let mut last: Vec<Option<usize>> = vec![None; m.packs.len()];
-        let mut reader = crate::manifest::segment::EntryReader::new(&**store, layout, &m);
-        for si in 0..m.segments.len() {
+        let mut reader = crate::manifest::segment::EntryReader::new(&**store, layout, m);
+        for si in segs.clone() {
             for e in reader.read_segment(si, true).await? {
                 for p in e.packs() {
                     if let Some(&i) = index.get(p) {
@@ -454,13 +573,13 @@ pub async fn verify(
             }
         }
         for (pi, l) in last.iter().enumerate() {
-            if l.is_none() {
+            if l.is_none() && wanted(pi) {
                 let pm = permit().await?;
                 spawn(&mut tasks, pm, pi, Vec::new());
             }
         }
         let mut groups: std::collections::HashMap<usize, Vec<Entry>> = Default::default();
-        for si in 0..m.segments.len() {
+        for si in segs {
             let seg = reader.read_segment(si, false).await?;
             let n = seg.len();
             for e in seg {
@@ -489,25 +608,13 @@ pub async fn verify(
             }
         }
     }
-    let mut report = VerifyReport {
-        snapshot: m.header.snapshot.clone(),
-        mode: mode.name().into(),
-        fraction: match mode {
-            VerifyMode::Sample(f) => Some(f),
-            _ => None,
+    let mut out = PacksChecked {
+        packs: match sel {
+            Some(s) => s.packs.len(),
+            None => m.packs.len(),
         },
-        seed,
-        started_at,
-        finished_at: started_at,
-        packs: m.packs.len(),
-        blocks_checked: 0,
-        entries_checked: 0,
-        bytes_read: 0,
-        bytes_stored: m.packs.iter().map(|p| p.size).sum(),
-        archived_packs_skipped: 0,
-        max_entries_held: held,
-        mismatches: vec![],
-        stored_as: None,
+        held,
+        ..Default::default()
     };
     // Every pack task is awaited, even after one failed: a task dropped mid-pack would
     // leave its blocking reader running (and calling into the runtime) after `verify`
@@ -525,18 +632,67 @@ pub async fn verify(
                 continue;
             }
         };
-        report.blocks_checked += r.blocks;
-        report.entries_checked += r.entries;
-        report.bytes_read += r.bytes;
-        report.archived_packs_skipped += usize::from(r.archived);
-        report.mismatches.extend(r.mismatches);
+        out.blocks += r.blocks;
+        out.entries += r.entries;
+        out.bytes += r.bytes;
+        out.archived += usize::from(r.archived);
+        out.findings.extend(r.mismatches.into_iter().map(|mut x| {
+            let raw = x.raw.take();
+            (x, raw)
+        }));
     }
     if let Some(e) = first_err {
         return Err(e);
     }
+    Ok(out)
+}
+
+/// Make the report of verifying `m` from its pack checks (one pass's, or the merged
+/// parts of scale-out workers): the whole-file checks of chunked files (`full`), entries
+/// naming unlisted packs, the other snapshots sharing damaged bytes; stored at
+/// `verify/<snapshot>/<time>.json`.
+///
+/// # Errors
+/// Store failures reading chunked files, segments or other snapshots.
+pub async fn finish_report(
+    store: &Store,
+    layout: &Layout,
+    m: &Arc<Manifest>,
+    mode: VerifyMode,
+    seed: u64,
+    started_at: DateTime<Utc>,
+    checked: PacksChecked,
+) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        snapshot: m.header.snapshot.clone(),
+        mode: mode.name().into(),
+        fraction: match mode {
+            VerifyMode::Sample(f) => Some(f),
+            _ => None,
+        },
+        seed,
+        started_at,
+        finished_at: started_at,
+        packs: m.packs.len(),
+        blocks_checked: checked.blocks,
+        entries_checked: checked.entries,
+        bytes_read: checked.bytes,
+        bytes_stored: m.packs.iter().map(|p| p.size).sum(),
+        archived_packs_skipped: checked.archived,
+        max_entries_held: checked.held,
+        mismatches: checked
+            .findings
+            .into_iter()
+            .map(|(mut x, raw)| {
+                x.raw = raw;
+                x
+            })
+            .collect(),
+        stored_as: None,
+    };
     // A chunked file: its chunks, read in order, must hash to the file's SHA-256.
     if matches!(mode, VerifyMode::Full) {
-        let (n, fetched, bad) = verify_chunked_files(store, layout, &m).await?;
+        let (n, fetched, bad) = verify_chunked_files(store, layout, m).await?;
         report.entries_checked += n;
         report.bytes_read += fetched;
         report.mismatches.extend(bad);

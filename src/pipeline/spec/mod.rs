@@ -591,6 +591,22 @@ tier = "lukewarm"
         assert!(!e.contains("untagged"), "{e}");
     }
 
+    /// issue 13: `[verify] batch` is checked at the edge (one block at least) and
+    /// defaults to 1 GiB.
+    #[test]
+    fn verify_batch_is_a_checked_size() {
+        let e = parse(&format!("{GOOD}[verify]\nbatch = \"1KiB\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("verify.batch") && e.contains("out of range"),
+            "{e}"
+        );
+        let p = parse(&format!("{GOOD}[verify]\nbatch = \"8MiB\"\n")).expect("valid");
+        assert_eq!(p.verify.batch, 8 << 20);
+        assert_eq!(parse(GOOD).expect("valid").verify.batch, 1 << 30);
+    }
+
     /// issue 14: with two value errors only the first was reported.
     #[test]
     fn every_structural_and_value_error_is_collected() {

@@ -246,6 +246,7 @@ pub(super) struct VerifySpec {
     pub(super) sample: Option<Spanned<FractionValue>>,
     pub(super) seed: Option<u64>,
     pub(super) after_backup: Option<bool>,
+    pub(super) batch: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,7 +9,8 @@ use super::{FullEvery, IncrementalConfig};
 use crate::support::units::parse_duration;
 use crate::verify::config::{VerifyConfig, VerifyMode};
 
-/// `[verify]`: mode (default: a 10% sample), seed, whether to verify after a backup.
+/// `[verify]`: mode (default: a 10% sample), seed, whether to verify after a backup, and
+/// the stored bytes of packs one scale-out verify message covers (`batch`, default 1 GiB).
 pub(super) fn check_verify(c: &mut Checker<'_>, s: &VerifySpec) -> VerifyConfig {
     let fraction = s.sample.as_ref().map(|f| f.get_ref().0).unwrap_or(0.1);
     let mode = match s.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
@@ -30,6 +31,8 @@ pub(super) fn check_verify(c: &mut Checker<'_>, s: &VerifySpec) -> VerifyConfig 
         mode,
         seed: s.seed,
         after_backup: s.after_backup.unwrap_or(true),
+        batch: super::check::size_in(c, &s.batch, "verify.batch", 1 << 30, 64 << 10, 1 << 40)
+            as u64,
     }
 }
 
