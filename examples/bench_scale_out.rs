@@ -92,7 +92,7 @@ async fn main() {
 
     let t = Instant::now();
     let repo = blobpipe::manifest::layout::Repo::new(store.clone(), &p.target.prefix);
-    let f = scale::finalize_run(&p, &repo, "bench-1", &Default::default(), &cancel)
+    let f = scale::finalize_run(&p, &repo, "bench-1", &Default::default(), &cancel, None)
         .await
         .expect("finalize");
     let finalize = t.elapsed();

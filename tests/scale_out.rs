@@ -1072,8 +1072,15 @@ async fn kill_9_mid_partition_loses_nothing_and_uploads_no_block_twice() {
         outcomes,
         ["already_committed", "already_committed", "committed"]
     );
+    // `processed` counts the verify batches the survivors checked too.
+    let batches = {
+        let (p, st) = open(&pf).await;
+        let layout = Layout::new(&p.target.prefix);
+        verify_parts(&st, &layout, run_id).await.len() as u64
+    };
     assert_eq!(
-        processed, total,
+        processed,
+        total + batches,
         "every partition packed once by the survivors"
     );
     assert!(
@@ -1354,19 +1361,34 @@ async fn an_encrypted_pipeline_scales_out_over_azure_queues() {
     };
     let (a, b) = (spawn(), spawn());
     let mut outcomes = Vec::new();
+    let mut verified = Vec::new();
     for c in [a, b] {
         let o = c.wait_with_output().expect("worker");
         assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
         assert!(!printed(&o).contains(KEY_HEX), "the key was printed");
-        outcomes.push(
-            json(&o)["runs"][0]["outcome"]
-                .as_str()
-                .unwrap_or("-")
-                .to_string(),
-        );
+        let w = json(&o);
+        if w["runs"][0]["outcome"] == "committed" {
+            verified.push(w["runs"][0]["report"]["verify"].clone());
+        }
+        outcomes.push(w["runs"][0]["outcome"].as_str().unwrap_or("-").to_string());
     }
     outcomes.sort();
     assert_eq!(outcomes, ["already_committed", "committed"]);
+    // The workers verified the snapshot by batches over the Azure queue: sealed parts.
+    assert_eq!(
+        verified[0]["mismatches"],
+        Value::Array(vec![]),
+        "{verified:?}"
+    );
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let parts = blobpipe::store::list_all(&*st, &format!("{}verify/", layout.parts(run_id)))
+        .await
+        .expect("list");
+    assert!(
+        parts.iter().any(|i| i.name.contains("/part-")),
+        "no verify batch parts: {parts:?}"
+    );
     let out = t.path().join("out");
     assert_eq!(
         run(&["restore", s(&pf), "latest", "--to", s(&out)])
@@ -1552,10 +1574,17 @@ fn a_coordinator_that_died_while_enqueueing_is_noticed_and_resumed() {
     assert_eq!(o.status.code(), Some(0));
     let w = json(&o);
     assert_eq!(w["runs"][0]["outcome"], "committed", "{w}");
+    // The worker also checked the verification's batches (it committed the run).
+    let batches = block_on(async {
+        let (p, st) = open(&pf).await;
+        let layout = Layout::new(&p.target.prefix);
+        verify_parts(&st, &layout, "half-1").await.len()
+    });
+    assert!(batches > 0, "the verification was queue work");
     assert_eq!(
         w["processed"].as_u64(),
-        Some((msgs.len() / 2) as u64),
-        "only the missing half: {w}"
+        Some((msgs.len() / 2 + batches) as u64),
+        "only the missing half (and the verify batches): {w}"
     );
 }
 
@@ -2012,4 +2041,157 @@ async fn split_sample_verification_checks_the_sample_one_process_would() {
         r["verify"]["seed"].as_u64(),
         Some(blobpipe::verify::snapshot_seed(snapshot))
     );
+}
+
+/// Three replicas of a run (`work --coordinate`, no `backup --workers`) on `q`: their
+/// outputs, in spawn order.
+fn replicas(pf: &Path, q: &Path, run_id: &str, extra: &[&str]) -> Vec<Output> {
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            blobpipe()
+                .args(["--json", "work", s(pf), "--queue", s(q), "--coordinate"])
+                .args(["--poll", "100ms"])
+                .args(extra)
+                .env("CONTAINER_APP_JOB_EXECUTION_NAME", run_id)
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn replica")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("replica"))
+        .collect()
+}
+
+/// The pids that marked attempts of run `run`'s verify batches.
+async fn verify_pids(st: &Store, layout: &Layout, run: &str) -> std::collections::BTreeSet<String> {
+    let prefix = format!("{}verify/", layout.parts(run));
+    let mut out = std::collections::BTreeSet::new();
+    for item in blobpipe::store::list_all(&**st, &prefix)
+        .await
+        .expect("list")
+    {
+        if !item.name.contains("/attempts/") {
+            continue;
+        }
+        let who = st.get(&item.name, None).await.expect("marker");
+        let who = String::from_utf8_lossy(&who).into_owned();
+        out.insert(who.rsplit("pid=").next().unwrap_or_default().to_string());
+    }
+    out
+}
+
+/// The replica that merged the run's verification (the one whose run ended `committed`)
+/// and its report; the others ended `already_committed`.
+fn merged(outs: &[Output]) -> (i32, Value) {
+    let mut found = Vec::new();
+    for o in outs {
+        let w = json(o);
+        match w["runs"][0]["outcome"].as_str() {
+            Some("committed") => found.push((
+                o.status.code().expect("exit"),
+                w["runs"][0]["report"].clone(),
+            )),
+            Some("already_committed") => assert_eq!(o.status.code(), Some(0), "{w}"),
+            other => panic!("unexpected outcome {other:?}: {w}"),
+        }
+    }
+    assert_eq!(found.len(), 1, "one replica merges: {found:?}");
+    found.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_verify_by_batches_into_one_report() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        "repverify",
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        &small_batches(),
+    );
+    let q = t.path().join("queue");
+    let run_id = "bp-scale-repverify-1";
+    let (code, r) = merged(&replicas(&pf, &q, run_id, &[]));
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["status"], "ok", "{r}");
+    let snapshot = r["snapshot"].as_str().expect("snapshot").to_string();
+
+    let (p, st) = open(&pf).await;
+    let layout = Layout::new(&p.target.prefix);
+    let reports = blobpipe::store::list_all(&*st, &layout.verify_reports(&snapshot))
+        .await
+        .expect("list");
+    assert_eq!(reports.len(), 1, "one verify report: {reports:?}");
+    let parts = verify_parts(&st, &layout, run_id).await;
+    assert!(parts.len() >= 3, "{} verify batches", parts.len());
+    let pids = verify_pids(&st, &layout, run_id).await;
+    assert!(
+        pids.len() > 1,
+        "verify batches checked by one replica only: {pids:?}"
+    );
+    assert!(queued(&q).is_empty(), "every message deleted");
+
+    let o = run(&["--json", "verify", s(&pf), &snapshot, "--full"]);
+    assert_eq!(o.status.code(), Some(0));
+    let one = json(&o);
+    assert!(one["blocks_checked"].as_u64().expect("blocks") > 0, "{one}");
+    assert_eq!(checked(&r["verify"]), {
+        let mut v = checked(&one);
+        v["seed"] = r["verify"]["seed"].clone();
+        v
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_damaged_before_the_replicas_verify_fails_their_run() {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let store_dir = t.path().join("store");
+    let pf = write_pipeline(
+        t.path(),
+        "repdamage",
+        &src,
+        &format!("file://{}", store_dir.display()),
+        &small_batches(),
+    );
+    let q = t.path().join("queue");
+    let run_id = "bp-scale-repdamage-1";
+    // The replicas pack every partition but hold the commit (and so the verification).
+    for o in replicas(&pf, &q, run_id, &["--no-finalize"]) {
+        assert_eq!(o.status.code(), Some(0), "{}", json(&o));
+        assert_eq!(json(&o)["runs"][0]["outcome"], "complete");
+    }
+    let packs = pack_files(&store_dir);
+    assert!(packs.len() >= 3, "{packs:?}");
+    let victim = &packs[packs.len() / 2];
+    let mut bytes = std::fs::read(victim).expect("pack");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(victim, bytes).expect("damage");
+    let name = victim
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_string();
+
+    let (code, r) = merged(&replicas(&pf, &q, run_id, &[]));
+    assert_eq!(code, 3, "the verify exit code: {r}");
+    assert_eq!(r["status"], "mismatch", "{r}");
+    let found = r["verify"]["mismatches"].as_array().expect("mismatches");
+    assert!(!found.is_empty(), "{r}");
+    assert!(
+        found
+            .iter()
+            .all(|m| m["blob"].as_str().is_some_and(|b| b.ends_with(&name))),
+        "every finding names the damaged pack {name}: {found:?}"
+    );
+    let snapshot = r["snapshot"].as_str().expect("snapshot").to_string();
+    let o = run(&["--json", "verify", s(&pf), &snapshot, "--full"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(r["verify"]["mismatches"], json(&o)["mismatches"]);
 }

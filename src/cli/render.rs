@@ -727,5 +727,8 @@ pub fn finalized(o: &crate::pipeline::scale::FinalizeOutcome) {
             outln!("already committed as snapshot {snapshot} (by another finalizer): nothing to do")
         }
         FinalizeOutcome::NotReady { why } => outln!("not ready to commit: {why}"),
+        FinalizeOutcome::Verifying { snapshot, batches } => {
+            outln!("committed snapshot {snapshot}; {batches} verify batch(es) enqueued")
+        }
     }
 }

@@ -58,7 +58,7 @@ pub struct Stats {
 }
 
 /// Blobs and bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Tally {
     /// Blobs.
     pub blobs: u64,
@@ -68,7 +68,7 @@ pub struct Tally {
 
 /// Where a blob source's blobs went when `source.server_side_min_size` is set
 /// (`server_side` of the run record and of `backup --json`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ServerSideCounts {
     /// Blobs copied into stored packs by the target's service (their bytes never passed
     /// through this process).
@@ -100,7 +100,7 @@ impl ServerSideCounts {
 
 /// What chunking did in a run (`chunks` of the run record): content-defined chunks of
 /// large files, table chunks (key ranges cut at `chunk_size`) or command-output chunks.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChunkCounts {
     /// What the chunks are of: `files` (directory and blob sources), `tables` (database
     /// sources) or `command` (command output).
@@ -140,7 +140,7 @@ impl Stats {
 }
 
 /// What a backup run reports (also stored as the run record).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BackupReport {
     /// Pipeline name.
     pub pipeline: String,

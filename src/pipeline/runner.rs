@@ -274,10 +274,7 @@ async fn verify_committed(
     let counters = opts.counters.clone();
     // After a backup the sample is the snapshot's own (unless the pipeline sets a seed),
     // so `backup --workers` checks the blocks a single process would.
-    let seed = p
-        .verify
-        .seed
-        .unwrap_or_else(|| verify::snapshot_seed(&m.header.snapshot));
+    let seed = verify_seed(p, &m);
     let checked = match &opts.scale {
         // Pack reads are split across the worker processes, batch by batch.
         Some(w) if mode != verify::config::VerifyMode::Metadata => {
@@ -296,6 +293,25 @@ async fn verify_committed(
         }
         _ => verify::verify(store, layout, &m, mode, Some(seed), &p.upload, counters).await,
     };
+    apply_verify(&mut report, mode, checked);
+    Ok(report)
+}
+
+/// The seed of the verification after a backup: the snapshot's own unless the pipeline
+/// sets one, so scale-out verification checks the blocks a single process would.
+pub(super) fn verify_seed(p: &Pipeline, m: &crate::manifest::Manifest) -> u64 {
+    p.verify
+        .seed
+        .unwrap_or_else(|| verify::snapshot_seed(&m.header.snapshot))
+}
+
+/// Put a verification's outcome into the run's report: findings make it `mismatch`, a
+/// verification that could not complete `committed_unverified` with the error.
+pub(super) fn apply_verify(
+    report: &mut BackupReport,
+    mode: verify::config::VerifyMode,
+    checked: Result<verify::VerifyReport>,
+) {
     match checked {
         Ok(v) => {
             if !v.ok() {
@@ -317,5 +333,4 @@ async fn verify_committed(
             ));
         }
     }
-    Ok(report)
 }

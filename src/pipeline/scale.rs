@@ -70,6 +70,7 @@ use crate::store::{self, Store};
 use crate::support::cancel::Cancel;
 use crate::support::ids;
 use crate::support::progress::Counters;
+use crate::verify::config::VerifyMode;
 
 #[path = "scale_verify.rs"]
 mod verify_work;
@@ -643,11 +644,21 @@ pub enum FinalizeOutcome {
         /// What is missing.
         why: String,
     },
+    /// This replica committed and enqueued the verification's batches: the replica that
+    /// merges them records the run.
+    Verifying {
+        /// The snapshot.
+        snapshot: String,
+        /// Verify batches enqueued.
+        batches: usize,
+    },
 }
 
 /// Finalize `run_id` under the run lease (waiting for it), then protect, verify, record
 /// and alert like any backup. A run someone else committed ends `AlreadyCommitted`.
-/// `repo` is the pipeline's, unlocked ([`open_repo`]) when it is encrypted.
+/// `repo` is the pipeline's, unlocked ([`open_repo`]) when it is encrypted. With
+/// `queue` (a replica's), the verification is that queue's work: its batches are
+/// enqueued and the run ends `Verifying`; without, this process verifies.
 ///
 /// # Errors
 /// `Source` for dead-lettered partitions (recorded as a failed run), lock, store and
@@ -658,6 +669,7 @@ pub async fn finalize_run(
     run_id: &str,
     stats: &Stats,
     cancel: &Cancel,
+    queue: Option<&dyn WorkQueue>,
 ) -> Result<FinalizeOutcome> {
     let (store, layout) = (repo.store.clone(), repo.layout.clone());
     let started_at = Utc::now();
@@ -675,9 +687,46 @@ pub async fn finalize_run(
         ..Default::default()
     };
     let result = match finalize(p, &store, &layout, run_id, stats).await {
-        Ok(Finalized::Committed(done)) => {
-            super::runner::check_committed(p, &store, &layout, run_id, &opts, Ok(done)).await
-        }
+        Ok(Finalized::Committed(done)) => match (queue, done.manifest.clone()) {
+            (Some(q), Some(m))
+                if p.verify.after_backup && p.verify.mode != VerifyMode::Metadata =>
+            {
+                // Protected now, verified by the replicas.
+                let unverified = BackupOptions {
+                    no_verify: true,
+                    ..opts
+                };
+                let protected = super::runner::check_committed(
+                    p,
+                    &store,
+                    &layout,
+                    run_id,
+                    &unverified,
+                    Ok(done),
+                )
+                .await;
+                match protected {
+                    Ok(report) => {
+                        let snapshot = m.header.snapshot.clone();
+                        match verify_work::start_replica_round(p, &store, &layout, m, &report, q)
+                            .await
+                        {
+                            Ok(batches) => {
+                                lock.release().await;
+                                return Ok(FinalizeOutcome::Verifying { snapshot, batches });
+                            }
+                            Err(e) => {
+                                let mut report = report;
+                                super::runner::apply_verify(&mut report, p.verify.mode, Err(e));
+                                Ok(report)
+                            }
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => super::runner::check_committed(p, &store, &layout, run_id, &opts, Ok(done)).await,
+        },
         Ok(Finalized::AlreadyCommitted(done)) => {
             lock.release().await;
             return Ok(FinalizeOutcome::AlreadyCommitted {
@@ -1174,6 +1223,7 @@ impl Worker<'_> {
                 .unwrap_or_default(),
         };
         let mut waiting = false;
+        let mut enqueued = false;
         for (name, run) in mine {
             let _one = self.finalizing.lock().await;
             if self
@@ -1221,18 +1271,70 @@ impl Worker<'_> {
                     waiting = true;
                     None
                 }
-                RunState::Committed => Some(end("already_committed", None, None)),
+                // Every batch checked (or none started): merge a replica's round once.
+                RunState::Committed => {
+                    match verify_work::merge_replicas(
+                        store,
+                        layout,
+                        &run,
+                        p.lock_ttl,
+                        &self.opts.cancel,
+                    )
+                    .await
+                    {
+                        Ok(verify_work::Merged::Pending) => {
+                            waiting = true;
+                            None
+                        }
+                        Ok(verify_work::Merged::Report(r)) => {
+                            let r =
+                                super::runner::record(p, store, layout, &run, r.started_at, Ok(*r))
+                                    .await;
+                            Some(match r {
+                                Ok(r) => end("committed", Some(r), None),
+                                Err(e) => end("failed", None, Some(e.to_string())),
+                            })
+                        }
+                        Ok(verify_work::Merged::Nothing) => {
+                            Some(end("already_committed", None, None))
+                        }
+                        Err(e) => Some(end("failed", None, Some(e.to_string()))),
+                    }
+                }
                 RunState::Dead(d) => {
                     Some(end("failed", None, Some(dead_error(&run, &d).to_string())))
                 }
                 RunState::Complete if !self.opts.finalize => Some(end("complete", None, None)),
                 RunState::Complete => {
-                    match finalize_run(p, &repo, &run, &self.stats, &self.opts.cancel).await {
+                    match finalize_run(
+                        p,
+                        &repo,
+                        &run,
+                        &self.stats,
+                        &self.opts.cancel,
+                        Some(&*self.queue),
+                    )
+                    .await
+                    {
                         Ok(FinalizeOutcome::Committed { report }) => {
                             Some(end("committed", Some(*report), None))
                         }
+                        // Another replica committed first: its verification is queue
+                        // work for this one too (the next look decides).
+                        Ok(FinalizeOutcome::AlreadyCommitted { .. })
+                            if self.opts.run_id.is_some() =>
+                        {
+                            waiting = true;
+                            None
+                        }
                         Ok(FinalizeOutcome::AlreadyCommitted { .. }) => {
                             Some(end("already_committed", None, None))
+                        }
+                        // The batches just enqueued are this worker's work too.
+                        Ok(FinalizeOutcome::Verifying { .. }) => {
+                            enqueued = true;
+                            waiting = true;
+                            None
                         }
                         Ok(FinalizeOutcome::NotReady { .. }) => {
                             waiting = true;
@@ -1249,7 +1351,7 @@ impl Worker<'_> {
             }
         }
         // Serving one run: wait until it ends. Serving any: stop when the queue is empty.
-        Ok(self.opts.run_id.is_none() || !waiting)
+        Ok(!enqueued && (self.opts.run_id.is_none() || !waiting))
     }
 
     async fn release(&self, m: &Received) -> Result<()> {

@@ -25,6 +25,11 @@
 //! Workers of a committed run keep polling while its round record lists a batch with
 //! neither a part nor a dead record; the finalizer removes the record after the merge,
 //! and a new round (under the run lock) removes any an earlier finalizer left.
+//!
+//! Replicas (`work`) use the same rounds: the one that commits starts the round on its
+//! own queue with the run's report in the round record, and whichever replica finds the
+//! round complete merges it under the run lock, removing the record before the lock is
+//! released, so one merge writes the one report.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,7 +42,8 @@ use super::{LocalWorkers, Worker};
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::manifest::layout::Layout;
 use crate::manifest::Manifest;
-use crate::store::queue::{self, Received};
+use crate::pipeline::report::BackupReport;
+use crate::store::queue::{self, Received, WorkQueue};
 use crate::store::{self, Store};
 use crate::support::cancel::Cancel;
 use crate::support::ids;
@@ -77,14 +83,27 @@ struct Batch {
 
 impl Batch {
     fn mode(&self) -> Result<VerifyMode> {
-        match (self.mode.as_str(), self.fraction) {
-            ("full", _) => Ok(VerifyMode::Full),
-            ("sample", Some(f)) => Ok(VerifyMode::Sample(f)),
-            ("metadata", _) => Ok(VerifyMode::Metadata),
-            (m, _) => Err(Error::integrity(format!(
-                "verify message with an unknown mode {m:?}"
-            ))),
-        }
+        parse_mode(&self.mode, self.fraction)
+    }
+}
+
+/// A mode as it is stored: its name and a sample's fraction.
+fn mode_fields(mode: VerifyMode) -> (String, Option<f64>) {
+    let fraction = match mode {
+        VerifyMode::Sample(f) => Some(f),
+        _ => None,
+    };
+    (mode.name().into(), fraction)
+}
+
+fn parse_mode(mode: &str, fraction: Option<f64>) -> Result<VerifyMode> {
+    match (mode, fraction) {
+        ("full", _) => Ok(VerifyMode::Full),
+        ("sample", Some(f)) => Ok(VerifyMode::Sample(f)),
+        ("metadata", _) => Ok(VerifyMode::Metadata),
+        (m, _) => Err(Error::integrity(format!(
+            "verify message with an unknown mode {m:?}"
+        ))),
     }
 }
 
@@ -95,6 +114,31 @@ struct Round {
     snapshot: String,
     batches: usize,
     started_at: DateTime<Utc>,
+    /// A round started by a replica (`work`): what the replica that merges it needs.
+    /// `backup --workers` merges its own rounds and stores none.
+    #[serde(default)]
+    replica: Option<ReplicaRound>,
+}
+
+/// What the replica that merges a round needs to finish the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReplicaRound {
+    round: String,
+    mode: String,
+    fraction: Option<f64>,
+    seed: u64,
+    /// The committed run's report, verification pending.
+    report: BackupReport,
+}
+
+/// How [`merge_replicas`] found a run's verification.
+pub(super) enum Merged {
+    /// Batches are still unchecked, or the committing replica has not enqueued them yet.
+    Pending,
+    /// This replica merged the round: the run's report, verified.
+    Report(Box<BackupReport>),
+    /// No round of a replica to merge (merged by another, or none was started).
+    Nothing,
 }
 
 /// The record of a dead-lettered batch.
@@ -151,7 +195,17 @@ pub(super) fn parse(text: &str) -> Option<VerifyMessage> {
 /// # Errors
 /// Store errors listing or reading the round records.
 pub(super) async fn pending(store: &Store, layout: &Layout, run_id: &str) -> Result<bool> {
+    Ok(rounds(store, layout, run_id)
+        .await?
+        .iter()
+        .any(|(r, done)| *done < r.batches))
+}
+
+/// The run's stored rounds, each with how many of its batches have a part or a dead
+/// record.
+async fn rounds(store: &Store, layout: &Layout, run_id: &str) -> Result<Vec<(Round, usize)>> {
     let listed = store::list_all(&**store, &Names::all(layout, run_id)).await?;
+    let mut out = Vec::new();
     for item in listed.iter().filter(|i| i.name.ends_with("/round.json")) {
         let b = layout.open(&item.name, store.get(&item.name, None).await?)?;
         let r: Round = serde_json::from_slice(&b).map_err(|e| Error::decode(&item.name, e))?;
@@ -164,11 +218,9 @@ pub(super) async fn pending(store: &Store, layout: &Layout, run_id: &str) -> Res
                     .is_some_and(|b| b.starts_with("part-") || b.starts_with("vdead-"))
             })
             .count();
-        if done < r.batches {
-            return Ok(true);
-        }
+        out.push((r, done));
     }
-    Ok(false)
+    Ok(out)
 }
 
 /// Cut the snapshot's packs into batches of at most `budget` stored bytes (a larger pack
@@ -211,6 +263,93 @@ fn batches(m: &Manifest, spans: &[Option<(usize, usize)>], budget: u64) -> Vec<P
     out
 }
 
+/// A round started: its id, batches and start.
+struct Started {
+    round: String,
+    batches: usize,
+    started_at: DateTime<Utc>,
+}
+
+/// Start a verification round of committed snapshot `m` of `run_id`: cut its packs into
+/// batches, remove rounds an earlier finalizer left unfinished (the caller holds the run
+/// lock, so none is running), store the round record (with `replica`'s report when a
+/// replica starts it) and put one message a batch on `q`.
+#[allow(clippy::too_many_arguments)]
+async fn start_round(
+    p: &super::Pipeline,
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    m: &Arc<Manifest>,
+    mode: VerifyMode,
+    seed: u64,
+    report: Option<&BackupReport>,
+    q: &dyn WorkQueue,
+) -> Result<Started> {
+    let started_at = Utc::now();
+    let spans = verify::pack_segments(store, layout, m).await?;
+    let cut = batches(m, &spans, p.verify.batch);
+    // An earlier round of this run that never finished would keep the workers waiting
+    // for batches nobody will send: it is over.
+    for item in store::list_all(&**store, &Names::all(layout, run_id)).await? {
+        if item.name.ends_with("/round.json") {
+            store
+                .delete(&item.name)
+                .await
+                .ctx("removing an unfinished verify round")?;
+        }
+    }
+    let round = ids::stamp(started_at);
+    let names = Names::new(layout, run_id, &round);
+    let (mode_name, fraction) = mode_fields(mode);
+    let rec = Round {
+        snapshot: m.header.snapshot.clone(),
+        batches: cut.len(),
+        started_at,
+        replica: report.map(|r| ReplicaRound {
+            round: round.clone(),
+            mode: mode_name.clone(),
+            fraction,
+            seed,
+            report: r.clone(),
+        }),
+    };
+    let body = serde_json::to_vec(&rec).map_err(|e| Error::encode("verify round", e))?;
+    store
+        .put(
+            &names.round(),
+            Bytes::from(layout.seal(&names.round(), body)?),
+            true,
+        )
+        .await
+        .ctx("storing the verify round")?;
+    for (n, b) in cut.iter().enumerate() {
+        let msg = VerifyMessage {
+            v: VERIFY_VERSION,
+            pipeline: p.name.clone(),
+            run_id: run_id.to_string(),
+            verify: Batch {
+                snapshot: m.header.snapshot.clone(),
+                round: round.clone(),
+                batch: n,
+                packs: b.packs.iter().map(|&i| m.packs[i].id.clone()).collect(),
+                segments: (b.segments.start, b.segments.end),
+                mode: mode_name.clone(),
+                fraction,
+                seed,
+            },
+        };
+        let text = serde_json::to_string(&msg).map_err(|e| Error::encode("verify message", e))?;
+        q.put(&text).await.ctx("enqueueing a verify batch")?;
+    }
+    tracing::info!(run_id, batches = cut.len(), "verify batches enqueued");
+    Ok(Started {
+        round,
+        batches: cut.len(),
+        started_at,
+    })
+}
+
 /// `backup --workers N`: verify committed snapshot `m` of `run_id` with N worker
 /// processes on the queue protocol, and merge their parts into the report a
 /// single-process verify would store.
@@ -230,77 +369,33 @@ pub(crate) async fn verify_local(
     w: &LocalWorkers,
     cancel: &Cancel,
 ) -> Result<VerifyReport> {
-    let started_at = Utc::now();
     let m = Arc::new(m.clone());
-    let spans = verify::pack_segments(store, layout, &m).await?;
-    let cut = batches(&m, &spans, p.verify.batch);
-    // An earlier round of this run that never finished (its finalizer died; the caller
-    // holds the run lock, so none is running) would keep the workers waiting for batches
-    // nobody will send: it is over.
-    for item in store::list_all(&**store, &Names::all(layout, run_id)).await? {
-        if item.name.ends_with("/round.json") {
-            store
-                .delete(&item.name)
-                .await
-                .ctx("removing an unfinished verify round")?;
-        }
-    }
-    let round = ids::stamp(started_at);
-    let names = Names::new(layout, run_id, &round);
-    let rec = Round {
-        snapshot: m.header.snapshot.clone(),
-        batches: cut.len(),
-        started_at,
-    };
-    let body = serde_json::to_vec(&rec).map_err(|e| Error::encode("verify round", e))?;
-    store
-        .put(
-            &names.round(),
-            Bytes::from(layout.seal(&names.round(), body)?),
-            true,
-        )
-        .await
-        .ctx("storing the verify round")?;
     let (url, temp) = super::local_queue(w, run_id);
     let r = async {
         let q = queue::open(&url)?;
-        for (n, b) in cut.iter().enumerate() {
-            let msg = VerifyMessage {
-                v: VERIFY_VERSION,
-                pipeline: p.name.clone(),
-                run_id: run_id.to_string(),
-                verify: Batch {
-                    snapshot: m.header.snapshot.clone(),
-                    round: round.clone(),
-                    batch: n,
-                    packs: b.packs.iter().map(|&i| m.packs[i].id.clone()).collect(),
-                    segments: (b.segments.start, b.segments.end),
-                    mode: mode.name().into(),
-                    fraction: match mode {
-                        VerifyMode::Sample(f) => Some(f),
-                        _ => None,
-                    },
-                    seed,
-                },
-            };
-            let text =
-                serde_json::to_string(&msg).map_err(|e| Error::encode("verify message", e))?;
-            q.put(&text).await?;
-        }
-        tracing::info!(run_id, batches = cut.len(), "verify batches enqueued");
+        let st = start_round(p, store, layout, run_id, &m, mode, seed, None, &*q).await?;
         let (codes, done) = super::run_workers(w, &url, run_id, cancel).await?;
         // What the split cost on the queue (the finalizer's puts included).
-        let ops = cut.len() as u64 + done.iter().map(|s| s.queue_ops).sum::<u64>();
+        let ops = st.batches as u64 + done.iter().map(|s| s.queue_ops).sum::<u64>();
         tracing::info!(
             run_id,
-            batches = cut.len(),
+            batches = st.batches,
             packs = m.packs.len(),
             queue_ops = ops,
             redone = done.iter().map(|s| s.skipped_done).sum::<u64>(),
             "verify workers exited"
         );
         merge(
-            store, layout, run_id, &round, &m, mode, seed, started_at, &cut, &codes,
+            store,
+            layout,
+            run_id,
+            &st.round,
+            &m,
+            mode,
+            seed,
+            st.started_at,
+            st.batches,
+            &format!("the verify workers exited (codes {codes:?})"),
         )
         .await
     }
@@ -309,6 +404,144 @@ pub(crate) async fn verify_local(
         let _ = std::fs::remove_dir_all(t);
     }
     r
+}
+
+/// A replica (`work`) committed `report`'s snapshot `m`: start its verification round on
+/// the queue the replica works from, for every replica of the run to check. The round
+/// record carries the report; the replica that finds the round complete merges it
+/// ([`merge_replicas`]). Returns the number of batches.
+///
+/// # Errors
+/// Store and queue errors storing the round or enqueueing its batches.
+pub(super) async fn start_replica_round(
+    p: &super::Pipeline,
+    store: &Store,
+    layout: &Layout,
+    m: Manifest,
+    report: &BackupReport,
+    q: &dyn WorkQueue,
+) -> Result<usize> {
+    let seed = super::super::runner::verify_seed(p, &m);
+    let m = Arc::new(m);
+    let st = start_round(
+        p,
+        store,
+        layout,
+        &report.run_id,
+        &m,
+        p.verify.mode,
+        seed,
+        Some(report),
+        q,
+    )
+    .await?;
+    Ok(st.batches)
+}
+
+/// A committed run of replicas whose batches all have a part or a dead record: merge
+/// its round into the verify report and the run's report, once. The merge runs under
+/// the run lock and removes the round record before releasing it, so of two replicas
+/// finishing together the second finds nothing to merge; a round whose merging replica
+/// died stays, complete, for the next replica that looks.
+///
+/// # Errors
+/// Lock and store errors (a round that cannot be merged is a run outcome, not an error:
+/// `committed_unverified` naming the cause).
+pub(super) async fn merge_replicas(
+    store: &Store,
+    layout: &Layout,
+    run_id: &str,
+    lock_ttl: std::time::Duration,
+    cancel: &Cancel,
+) -> Result<Merged> {
+    let found = rounds(store, layout, run_id).await?;
+    if found.iter().any(|(r, done)| *done < r.batches) {
+        return Ok(Merged::Pending);
+    }
+    if found.is_empty() {
+        // The committing replica holds the run lock from the commit until its round is
+        // stored: while it does, the run's verification is still to come.
+        match crate::manifest::lock::RunLock::acquire(
+            store.clone(),
+            layout,
+            run_id,
+            lock_ttl,
+            false,
+            cancel,
+        )
+        .await
+        {
+            Ok(l) => l.release().await,
+            Err(e) if e.kind() == ErrorKind::Locked => return Ok(Merged::Pending),
+            Err(e) => return Err(e),
+        }
+        if rounds(store, layout, run_id).await?.is_empty() {
+            return Ok(Merged::Nothing);
+        }
+        return Box::pin(merge_replicas(store, layout, run_id, lock_ttl, cancel)).await;
+    }
+    if !found.iter().any(|(r, _)| r.replica.is_some()) {
+        return Ok(Merged::Nothing);
+    }
+    let lock = crate::manifest::lock::RunLock::acquire(
+        store.clone(),
+        layout,
+        run_id,
+        lock_ttl,
+        true,
+        cancel,
+    )
+    .await?;
+    let r = merge_replica_round(store, layout, run_id).await;
+    lock.release().await;
+    r
+}
+
+/// Under the run lock: merge the run's complete replica round, if it is still there.
+async fn merge_replica_round(store: &Store, layout: &Layout, run_id: &str) -> Result<Merged> {
+    let Some((rec, _)) = rounds(store, layout, run_id)
+        .await?
+        .into_iter()
+        .find(|(r, done)| r.replica.is_some() && *done >= r.batches)
+    else {
+        return Ok(Merged::Nothing);
+    };
+    let Some(rr) = rec.replica else {
+        return Ok(Merged::Nothing);
+    };
+    let mut report = rr.report;
+    let checked = async {
+        let mode = parse_mode(&rr.mode, rr.fraction)?;
+        let m = Arc::new(
+            crate::manifest::catalog::load_head(&**store, layout, &rec.snapshot)
+                .await
+                .ctx(format!("loading snapshot {}", rec.snapshot))?,
+        );
+        merge(
+            store,
+            layout,
+            run_id,
+            &rr.round,
+            &m,
+            mode,
+            rr.seed,
+            rec.started_at,
+            rec.batches,
+            "the replicas",
+        )
+        .await
+    }
+    .await;
+    let mode = parse_mode(&rr.mode, rr.fraction).unwrap_or(VerifyMode::Full);
+    super::super::runner::apply_verify(&mut report, mode, checked);
+    // Merged (or failed for good: dead batches): the round is over either way.
+    let name = Names::new(layout, run_id, &rr.round).round();
+    match store.delete(&name).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e.context("removing a merged verify round")),
+    }
+    Ok(Merged::Report(Box::new(report)))
 }
 
 /// Merge a round's parts into the report (stored like any verify report).
@@ -322,14 +555,14 @@ async fn merge(
     mode: VerifyMode,
     seed: u64,
     started_at: DateTime<Utc>,
-    cut: &[PackSelection],
-    codes: &[i32],
+    batches: usize,
+    who: &str,
 ) -> Result<VerifyReport> {
     let names = Names::new(layout, run_id, round);
     let mut checked = PacksChecked::default();
     let mut dead = Vec::new();
     let mut missing = 0usize;
-    for n in 0..cut.len() {
+    for n in 0..batches {
         match store.get(&names.part(n), None).await {
             Ok(b) => checked.merge(super::un_gz_json(
                 &names.part(n),
@@ -376,8 +609,7 @@ async fn merge(
     }
     if missing > 0 {
         return Err(Error::internal(format!(
-            "the verify workers exited (codes {codes:?}) with {missing} of {} batches unchecked",
-            cut.len()
+            "{who}: {missing} of {batches} verify batches unchecked"
         )));
     }
     let report = verify::finish_report(store, layout, m, mode, seed, started_at, checked).await?;

@@ -289,7 +289,7 @@ async fn name_shared_uses(
 }
 
 /// A verification report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct VerifyReport {
     /// Snapshot verified.
     pub snapshot: String,

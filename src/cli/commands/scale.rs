@@ -124,11 +124,13 @@ pub async fn finalize(a: FinalizeArgs, json: bool) -> Result<i32> {
     let cancel = Cancel::new();
     cancel.on_signals();
     let stats = Default::default();
-    let o = scale::finalize_run(&p, &repo, &a.run_id, &stats, &cancel).await?;
+    // No queue here: `finalize` verifies in this process.
+    let o = scale::finalize_run(&p, &repo, &a.run_id, &stats, &cancel, None).await?;
     emit(json, &o, || render::finalized(&o));
     Ok(match &o {
         FinalizeOutcome::Committed { report } => exit::for_run(report.status),
         FinalizeOutcome::AlreadyCommitted { .. } => exit::OK,
         FinalizeOutcome::NotReady { .. } => exit::NOT_FOUND,
+        FinalizeOutcome::Verifying { .. } => exit::OK,
     })
 }
