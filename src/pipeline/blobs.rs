@@ -342,24 +342,6 @@ fn tally(ctx: &Ctx, f: impl FnOnce(&mut ServerSideCounts)) {
     }
 }
 
-/// Count `entry` as new, changed or unchanged against the parent's entry `before`.
-fn count_change(changes: &mut Changes, before: Option<&Entry>, entry: &Entry) {
-    match before {
-        Some(p) if p.same_as(entry) => {
-            changes.unchanged += 1;
-            changes.unchanged_bytes += entry.size;
-        }
-        Some(_) => {
-            changes.changed += 1;
-            changes.changed_bytes += entry.size;
-        }
-        None => {
-            changes.new += 1;
-            changes.new_bytes += entry.size;
-        }
-    }
-}
-
 /// Read, pack and store the blobs of partition `piece`; write its part record.
 ///
 /// # Errors
@@ -468,7 +450,7 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
         }
         if let Some(entry) = entry {
             ctx.counters.add(1, entry.size);
-            count_change(&mut changes, before, &entry);
+            super::files::count_change(&mut changes, before, &entry);
             result.entries.push(entry);
             continue;
         }
@@ -584,7 +566,7 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
                 .bytes_read
                 .fetch_add(entry.size, Ordering::Relaxed);
         }
-        count_change(&mut changes, before, &entry);
+        super::files::count_change(&mut changes, before, &entry);
         result.entries.push(entry);
         let full = cur
             .as_ref()

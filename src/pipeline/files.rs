@@ -333,8 +333,9 @@ pub(super) fn store_segment(ctx: &Ctx, r: &PartResult) -> Result<Option<segment:
     Ok(Some(sref))
 }
 
-/// Count `entry` (read this run) as unchanged, changed or new against the parent's.
-fn count_change(changes: &mut Changes, before: Option<&Entry>, entry: &Entry) {
+/// Count `entry` (read this run) as unchanged, changed or new against the parent's
+/// (directory and blob-container partitions alike).
+pub(super) fn count_change(changes: &mut Changes, before: Option<&Entry>, entry: &Entry) {
     match before {
         Some(p) if p.same_as(entry) => {
             changes.unchanged += 1;

@@ -1499,14 +1499,31 @@ impl Worker<'_> {
             dequeue_count = m.dequeue_count,
             "partition failed: {e}"
         );
-        self.n.failed_attempts.fetch_add(1, Ordering::Relaxed);
         let name = rc.layout.part_error(&msg.run_id, msg.partition);
-        let body = rc.layout.seal(&name, e.to_string().into_bytes())?;
-        if let Err(we) = rc.store.put(&name, Bytes::from(body), false).await {
+        self.retry_later(&rc.store, &rc.layout, &name, &m, &e).await
+    }
+
+    /// A failed attempt (a partition or a verify batch): keep its error as `name` (sealed
+    /// for `[encryption]`) for a later dead-letter record, and let the message reappear
+    /// after the retry delay.
+    pub(super) async fn retry_later(
+        &self,
+        store: &Store,
+        layout: &Layout,
+        name: &str,
+        m: &Received,
+        e: &Error,
+    ) -> Result<()> {
+        self.n.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        let put = match layout.seal(name, e.to_string().into_bytes()) {
+            Ok(body) => store.put(name, Bytes::from(body), false).await.map(|_| ()),
+            Err(se) => Err(se),
+        };
+        if let Err(we) = put {
             tracing::warn!("could not store {name}: {we}");
         }
         self.op();
-        match self.queue.set_visibility(&m, self.opts.retry_delay).await {
+        match self.queue.set_visibility(m, self.opts.retry_delay).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),

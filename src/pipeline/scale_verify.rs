@@ -714,24 +714,8 @@ impl Worker<'_> {
             Err(e) if e.kind() == ErrorKind::Cancelled => Err(e),
             Err(e) => {
                 tracing::error!(run_id = %msg.run_id, batch = b.batch, "verify batch failed: {e}");
-                self.n.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                let name = names.error(b.batch);
-                let stored = layout
-                    .seal(&name, e.to_string().into_bytes())
-                    .map(Bytes::from);
-                let put = match stored {
-                    Ok(body) => store.put(&name, body, false).await.map(|_| ()),
-                    Err(e) => Err(e),
-                };
-                if let Err(we) = put {
-                    tracing::warn!("could not store the verify batch's error: {we}");
-                }
-                self.op();
-                match self.queue.set_visibility(&m, self.opts.retry_delay).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(e),
-                }
+                self.retry_later(&store, &layout, &names.error(b.batch), &m, &e)
+                    .await
             }
         }
     }
