@@ -944,6 +944,36 @@ fn a_sealed_message_replayed_into_another_run_is_dead_lettered_with_sealed_recor
     );
 }
 
+/// Azurite's queue endpoint, or `None` (the test skips unless services are required).
+fn azurite_queue() -> Option<String> {
+    support::service(
+        "AZURITE_QUEUE_ENDPOINT",
+        "scripts/azurite start && source .tools/azurite.env",
+    )
+}
+
+/// A new queue's URL under Azurite's queue endpoint `qep`.
+fn fresh_queue(qep: &str) -> String {
+    format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8))
+}
+
+/// A pipeline `name` backing up `src` into a new Azurite container reached through a
+/// counting proxy (no faults), and the proxy.
+async fn behind_proxy(
+    ep: &str,
+    dir: &Path,
+    src: &Path,
+    name: &str,
+    extra: &str,
+) -> (FaultProxy, PathBuf) {
+    let proxy = FaultProxy::start(upstream(ep), FaultConfig::none())
+        .await
+        .expect("proxy");
+    let container = support::unique_container(name);
+    let url = format!("{}/{container}", proxy.endpoint("devstoreaccount1"));
+    (proxy, write_pipeline(dir, name, src, &url, extra))
+}
+
 fn upstream(ep: &str) -> std::net::SocketAddr {
     ep.trim_start_matches("http://")
         .split('/')
@@ -956,27 +986,12 @@ fn upstream(ep: &str) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_partition_loses_nothing_and_uploads_no_block_twice() {
     let Some(ep) = support::azurite() else { return };
-    let Some(qep) = support::service(
-        "AZURITE_QUEUE_ENDPOINT",
-        "scripts/azurite start && source .tools/azurite.env",
-    ) else {
-        return;
-    };
+    let Some(qep) = azurite_queue() else { return };
     let t = tempfile::tempdir().expect("tmp");
     let src = t.path().join("src");
     tree(&src);
-    let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
-        .await
-        .expect("proxy");
-    let container = support::unique_container("scale");
-    let pf = write_pipeline(
-        t.path(),
-        "kill",
-        &src,
-        &format!("{}/{container}", proxy.endpoint("devstoreaccount1")),
-        SMALL,
-    );
-    let queue = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let (proxy, pf) = behind_proxy(&ep, t.path(), &src, "kill", SMALL).await;
+    let queue = fresh_queue(&qep);
     let run_id = "exec-kill-1";
     let o = run(&[
         "--json",
@@ -1116,14 +1131,9 @@ async fn kill_9_mid_partition_loses_nothing_and_uploads_no_block_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_azure_work_queue_renews_refuses_stale_receipts_and_dead_letters() {
-    let Some(qep) = support::service(
-        "AZURITE_QUEUE_ENDPOINT",
-        "scripts/azurite start && source .tools/azurite.env",
-    ) else {
-        return;
-    };
+    let Some(qep) = azurite_queue() else { return };
     blobpipe::support::http::ensure_tls_provider();
-    let url = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let url = fresh_queue(&qep);
     let q = blobpipe::store::queue::open(&url).expect("open");
     q.put("{\"v\":1}").await.expect("put (creates the queue)");
     let a = q
@@ -1285,12 +1295,7 @@ fn encrypted_replicas_that_all_coordinate_make_one_key_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_pipeline_scales_out_over_azure_queues() {
     let Some(ep) = support::azurite() else { return };
-    let Some(qep) = support::service(
-        "AZURITE_QUEUE_ENDPOINT",
-        "scripts/azurite start && source .tools/azurite.env",
-    ) else {
-        return;
-    };
+    let Some(qep) = azurite_queue() else { return };
     let t = tempfile::tempdir().expect("tmp");
     let src = t.path().join("src");
     encrypted_tree(&src);
@@ -1308,7 +1313,7 @@ async fn an_encrypted_pipeline_scales_out_over_azure_queues() {
             dir.join("backup.key").display()
         ),
     );
-    let queue = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let queue = fresh_queue(&qep);
     let run_id = "exec-enc-1";
     let o = run(&[
         "--json",
@@ -1782,27 +1787,12 @@ async fn a_pack_damaged_before_verification_is_named_and_fails_the_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_verify_worker_redelivers_its_batch_and_checks_each_pack_once() {
     let Some(ep) = support::azurite() else { return };
-    let Some(qep) = support::service(
-        "AZURITE_QUEUE_ENDPOINT",
-        "scripts/azurite start && source .tools/azurite.env",
-    ) else {
-        return;
-    };
+    let Some(qep) = azurite_queue() else { return };
     let t = tempfile::tempdir().expect("tmp");
     let src = t.path().join("src");
     tree(&src);
-    let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
-        .await
-        .expect("proxy");
-    let container = support::unique_container("vkill");
-    let pf = write_pipeline(
-        t.path(),
-        "vkill",
-        &src,
-        &format!("{}/{container}", proxy.endpoint("devstoreaccount1")),
-        &small_batches(),
-    );
-    let queue = format!("{qep}/bp-{}", blobpipe::support::ids::random_hex(8));
+    let (proxy, pf) = behind_proxy(&ep, t.path(), &src, "vkill", &small_batches()).await;
+    let queue = fresh_queue(&qep);
     let run_id = "verify-kill-1";
     let args = [
         "--json",
@@ -1920,17 +1910,7 @@ async fn a_verify_batch_that_always_fails_is_dead_lettered_and_names_its_packs()
     let t = tempfile::tempdir().expect("tmp");
     let src = t.path().join("src");
     tree(&src);
-    let proxy = FaultProxy::start(upstream(&ep), FaultConfig::none())
-        .await
-        .expect("proxy");
-    let container = support::unique_container("vdead");
-    let pf = write_pipeline(
-        t.path(),
-        "vdead",
-        &src,
-        &format!("{}/{container}", proxy.endpoint("devstoreaccount1")),
-        &small_batches(),
-    );
+    let (proxy, pf) = behind_proxy(&ep, t.path(), &src, "vdead", &small_batches()).await;
     let queue = format!("file://{}", t.path().join("queue").display());
     let run_id = "verify-dead-1";
     let args = [
