@@ -48,6 +48,7 @@ fn retention_opts() -> retention::Options {
         grace: Some(std::time::Duration::ZERO),
         defer_early_deletion: false,
         cancel: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -268,6 +268,15 @@ fn pipeline(dir: &Path, src: &Path, name: &str, extra: &str) -> Pipeline {
     Pipeline::load(&f).unwrap()
 }
 
+/// Prune options; with `repack`, `--max-unused 0%` (repack every partly used pack).
+fn prune_opts(p: &Pipeline, repack: bool) -> Options {
+    Options {
+        max_unused: repack.then(|| "0%".parse().unwrap()),
+        repacker: Some(blobpipe::pipeline::repack::PackRepacker::handle(p)),
+        ..Default::default()
+    }
+}
+
 async fn packs(s: &Store, p: &Pipeline) -> BTreeSet<String> {
     list_all(&**s, &Layout::new(&p.target.prefix).packs())
         .await
@@ -627,6 +636,7 @@ proptest! {
         steps in proptest::collection::vec((any::<u8>(), any::<bool>()), 2..6),
         forgets in proptest::collection::vec(any::<proptest::sample::Index>(), 0..4),
         keep_last in 1u32..4,
+        repacks in proptest::collection::vec(any::<bool>(), 4),
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
@@ -664,12 +674,25 @@ proptest! {
                     s.delete(&layout.snapshot(victim)).await.unwrap();
                 }
                 if k % 2 == 0 {
-                    retention::prune(&p.retention_scope(), &s, &Options::default()).await.unwrap();
+                    retention::prune(&p.retention_scope(), &s, &prune_opts(&p, repacks[k % 4])).await.unwrap();
                 }
             }
             retention::forget(&p.retention_scope(), &s, &Options::default()).await.unwrap();
-            let r = retention::prune(&p.retention_scope(), &s, &Options::default()).await.unwrap();
-            assert_eq!(r.packs_referenced + r.packs_deleted, r.packs_total);
+            let last_repack = repacks[3];
+            let r = retention::prune(&p.retention_scope(), &s, &prune_opts(&p, last_repack)).await.unwrap();
+            assert_eq!(
+                r.packs_referenced + r.packs_deleted + r.packs_moved_deleted,
+                r.packs_total,
+                "{r:?}"
+            );
+            if last_repack {
+                // --max-unused 0%: every partly used pack was repacked and its old blob
+                // deleted (grace 0), so nothing stored is unused any more.
+                let dry = retention::prune(&p.retention_scope(), &s, &Options { dry_run: true, ..Default::default() }).await.unwrap();
+                let u = dry.usage.expect("a dry run accounts for space");
+                assert_eq!(u.unused_bytes, 0, "{u:?} after {r:?}");
+                assert_eq!(dry.packs_moved_waiting, 0);
+            }
             let again = retention::prune(&p.retention_scope(), &s, &Options::default()).await.unwrap();
             assert_eq!(again.packs_deleted, 0);
             assert_eq!(again.packs_referenced, again.packs_total, "after prune every pack is referenced");

@@ -203,6 +203,11 @@ pub struct RetentionArgs {
     /// Prune: grace period overriding `[retention] prune_grace` (e.g. "2d").
     #[arg(long)]
     pub grace: Option<String>,
+    /// Prune: repack partly used packs until at most this share of the stored bytes is
+    /// unused (e.g. "10%"; "0%" repacks every partly used pack). Overrides
+    /// `[retention] max_unused`. With `--dry-run`, shows what it would repack.
+    #[arg(long, value_name = "PCT")]
+    pub max_unused: Option<String>,
 }
 
 /// `auth` subcommands.
@@ -697,5 +702,17 @@ impl RetentionArgs {
             .map(parse_duration)
             .transpose()
             .map_err(|e| Error::config(format!("--grace: {e}")))
+    }
+
+    /// The `--max-unused` limit.
+    ///
+    /// # Errors
+    /// `Config` for a value that is not a percentage.
+    pub fn max_unused(&self) -> Result<Option<crate::retention::config::MaxUnused>> {
+        self.max_unused
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| Error::config(format!("--max-unused: {e}")))
     }
 }

@@ -560,6 +560,53 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
         r.verify_reports_deleted,
         human(r.record_bytes_freed)
     );
+    if let Some(u) = &r.usage {
+        outln!(
+            "space: {} referenced packs hold {}: {} used, {} unused ({:.1}%) in {} partly used packs ({} distinct records, {} segments read)",
+            u.packs,
+            human(u.stored_bytes),
+            human(u.used_bytes),
+            human(u.unused_bytes),
+            u.unused_share * 100.0,
+            u.packs_partly_used,
+            u.records,
+            u.segments_read
+        );
+    }
+    if let Some(x) = &r.repack {
+        let verb = if dry_run { "would repack" } else { "repacked" };
+        outln!(
+            "repack (--max-unused {:.2}%): {verb} {} of {} partly used packs ({} read, {} of live records copied{}), freeing ~{}; unused after: ~{} ({:.1}%)",
+            x.max_unused * 100.0,
+            x.packs,
+            x.candidates,
+            human(x.bytes),
+            human(x.live_raw_bytes),
+            if dry_run {
+                String::new()
+            } else {
+                format!(" into {} new packs of {}", x.new_packs, human(x.new_bytes))
+            },
+            human(x.frees_bytes),
+            human(x.unused_bytes_after),
+            x.unused_share_after * 100.0
+        );
+        for (why, s) in &x.skipped {
+            outln!(
+                "  left alone ({why}): {} packs, ~{} unused",
+                s.packs,
+                human(s.unused_bytes)
+            );
+        }
+    }
+    if r.packs_moved_deleted + r.packs_moved_waiting + r.moved_records_deleted > 0 {
+        outln!(
+            "repacked packs: {} {deleted}, {} kept until their moved record passes the grace period; {} moved records no snapshot needs {deleted}",
+            r.packs_moved_deleted,
+            r.packs_moved_waiting,
+            r.moved_records_deleted
+        );
+    }
     if r.immutable_kept > 0 {
         outln!(
             "{} unreferenced blobs ({}) kept: the store refused to delete them, they are still under an immutability policy or legal hold (a later prune frees them)",

@@ -330,7 +330,12 @@ pub async fn read(
             m.header.snapshot
         ))));
     }
-    Ok(Ok(m))
+    let mut m = m;
+    match super::moved::overlay(store, layout, &mut m, false).await {
+        Ok(()) => Ok(Ok(m)),
+        Err(e) if e.kind() == ErrorKind::Integrity => Ok(Err(damaged(e.to_string()))),
+        Err(e) => Err(e),
+    }
 }
 
 /// The newest snapshot whose manifest reads, and the damaged ones newer than it (newest

@@ -459,7 +459,7 @@ fn max_compressed(raw: u64) -> u64 {
     raw + raw / 64 + 1024
 }
 
-fn check_pack(p: &PackRecord) -> std::result::Result<(), Problem> {
+pub(crate) fn check_pack(p: &PackRecord) -> std::result::Result<(), Problem> {
     if p.id.len() != 32 || !p.id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(("id", "not a pack id (32 lowercase hex digits)".into()));
     }
@@ -857,6 +857,7 @@ mod tests {
                 chunks: vec![PathBytes(b"cmd/out".to_vec())],
                 stderr: String::new(),
             }],
+            moved: None,
         }
     }
 

@@ -343,6 +343,19 @@ impl Layout {
     pub fn protection(&self, snapshot: &str) -> String {
         self.join(&format!("immutability/{snapshot}.json"))
     }
+    /// Prefix of every moved record (`prune --max-unused`: where a repacked pack's
+    /// entries went).
+    pub fn moved_all(&self) -> String {
+        self.join("moved/")
+    }
+    /// The moved record of pack `id`.
+    pub fn moved(&self, id: &str) -> String {
+        self.join(&format!("moved/{id}.json"))
+    }
+    /// Pack id from a moved record's name.
+    pub fn moved_id_of(name: &str) -> Option<&str> {
+        name.rsplit('/').next()?.strip_suffix(".json")
+    }
     /// Prefix of every protection record.
     pub fn protections(&self) -> String {
         self.join("immutability/")

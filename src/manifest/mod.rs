@@ -23,6 +23,7 @@ pub mod codec;
 pub mod crypt;
 pub mod layout;
 pub mod lock;
+pub mod moved;
 pub mod records;
 pub mod segment;
 
@@ -881,6 +882,9 @@ pub struct Manifest {
     pub tables: Vec<TableRecord>,
     /// Command outputs (command sources; empty otherwise).
     pub streams: Vec<StreamRecord>,
+    /// The moved records it was read through (`None`: none of its packs was repacked,
+    /// or it was not read from a store). See [`moved::overlay`].
+    pub moved: Option<std::sync::Arc<moved::Moved>>,
 }
 
 impl Manifest {
@@ -1104,6 +1108,7 @@ impl Manifest {
             segments,
             tables,
             streams,
+            moved: None,
         };
         check::validate_at(&m, &lines)?;
         Ok(m)
@@ -1192,6 +1197,7 @@ impl Manifest {
             segments: vec![],
             tables: vec![],
             streams: vec![],
+            moved: None,
         };
         check::validate(&m)?;
         Ok(m)

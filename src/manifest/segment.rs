@@ -307,7 +307,14 @@ impl<'a> EntryReader<'a> {
             store,
             layout,
             m,
-            packs: m.packs.iter().map(|p| (p.id.as_str(), p)).collect(),
+            // Segments name the packs as they were written; a repacked one is checked
+            // against the manifest's own record of it, then relocated.
+            packs: m
+                .packs
+                .iter()
+                .chain(m.moved.iter().flat_map(|mv| mv.old_packs()))
+                .map(|p| (p.id.as_str(), p))
+                .collect(),
             next_segment: 0,
             next_inline: 0,
             guard: Guard::default(),
@@ -394,8 +401,19 @@ impl<'a> EntryReader<'a> {
             .open(&name, data)
             .map_err(|e| e.context(format!("snapshot {snapshot}")))?;
         self.segments_read += 1;
-        let entries =
+        let mut entries =
             decode(&data, r, &self.packs).map_err(|e| e.context(format!("snapshot {snapshot}")))?;
+        if let Some(mv) = &self.m.moved {
+            for e in &mut entries {
+                mv.relocate(e).map_err(|w| {
+                    Error::integrity(format!(
+                        "snapshot {snapshot}: segment {}, entry {:?}: {w}",
+                        r.blob,
+                        e.path.display()
+                    ))
+                })?;
+            }
+        }
         if guard {
             for e in &entries {
                 self.guard.next(e).map_err(|w| {

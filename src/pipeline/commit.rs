@@ -252,6 +252,7 @@ pub(super) async fn commit(
         segments,
         tables,
         streams,
+        moved: None,
     };
     // Readers validate every manifest they load: never commit one they would refuse.
     manifest::check::validate(&m).map_err(|e| {

@@ -147,6 +147,12 @@ pub async fn copy(from: &Repo, to: &Repo, ids: &[String], cancel: &Cancel) -> Re
             .await?;
             r.small_blobs += 1;
         }
+        // Packs it names that were repacked: their moved records say where the entries
+        // are now (the packs copied above).
+        for id in m.moved.iter().flat_map(|mv| mv.packs()) {
+            copy_small(from, to, &from.layout.moved(id), &to.layout.moved(id)).await?;
+            r.small_blobs += 1;
+        }
         // Last: the manifest makes the snapshot exist at the destination.
         copy_small(from, to, &from.layout.snapshot(&id), &manifest_blob).await?;
         r.small_blobs += 1;

@@ -30,6 +30,7 @@ pub mod drill;
 pub mod drill_db;
 mod files;
 mod plan;
+pub mod repack;
 pub mod report;
 mod run;
 pub mod runner;

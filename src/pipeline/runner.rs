@@ -214,6 +214,7 @@ pub(super) async fn record(
             &report.run_id,
             report.status,
             verified,
+            Some(super::repack::PackRepacker::handle(p)),
         )
         .await;
     }

@@ -27,6 +27,47 @@ pub struct RetentionConfig {
     pub auto: bool,
     /// Keep unreferenced packs whose tier's early-deletion minimum has not passed.
     pub defer_early_deletion: bool,
+    /// Repack partly used packs (after every prune, including automatic ones) until at
+    /// most this share of the stored bytes is unused. `None`: never repack.
+    pub max_unused: Option<MaxUnused>,
+}
+
+/// The share of a pipeline's stored bytes `prune` tolerates as unused before it repacks
+/// partly used packs (`--max-unused`, `[retention] max_unused`), in hundredths of a
+/// percent. Written `"10%"`, `"2.5%"` or `"0%"` (repack every partly used pack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxUnused(u32);
+
+impl MaxUnused {
+    /// As a fraction (0.0 to 1.0).
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / 10_000.0
+    }
+}
+
+impl std::str::FromStr for MaxUnused {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let num = t
+            .strip_suffix('%')
+            .ok_or_else(|| format!("{s:?} is not a percentage (write e.g. \"10%\")"))?;
+        let v: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a percentage (write e.g. \"10%\")"))?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(format!("{s:?} must be between 0% and 100%"));
+        }
+        Ok(MaxUnused((v * 100.0).round() as u32))
+    }
+}
+
+impl std::fmt::Display for MaxUnused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}%", f64::from(self.0) / 100.0)
+    }
 }
 
 /// Checked `[lifecycle]`: days since a pack was written after which Azure moves it to a

@@ -36,6 +36,12 @@ fn blobs_of(layout: &Layout, m: &Manifest) -> Vec<String> {
     out.push(layout.snapshot(&m.header.snapshot));
     out.extend(m.packs.iter().map(|p| layout.full(&p.blob)));
     out.extend(m.segments.iter().map(|s| layout.full(&s.blob)));
+    out.extend(
+        m.moved
+            .iter()
+            .flat_map(|mv| mv.packs())
+            .map(|id| layout.moved(id)),
+    );
     out
 }
 

@@ -25,8 +25,10 @@
 pub mod config;
 pub mod immutability;
 pub mod lifecycle;
+pub mod repack;
+pub mod usage;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +42,7 @@ use crate::manifest::catalog;
 use crate::manifest::crypt::EncryptionConfig;
 use crate::manifest::layout::Layout;
 use crate::manifest::lock::RunLock;
+use crate::manifest::moved;
 use crate::manifest::records::{PlanHead, RunRecord, RunStatus};
 use crate::manifest::Line;
 use crate::store::{list_all, BlobStore, Store, Tier};
@@ -172,6 +175,14 @@ pub struct Options {
     pub defer_early_deletion: bool,
     /// Cancellation (while waiting for the lock).
     pub cancel: Cancel,
+    /// Prune: repack partly used packs until at most this share of the stored bytes is
+    /// unused (overrides `[retention] max_unused`).
+    pub max_unused: Option<config::MaxUnused>,
+    /// Prune: what copies records when repacking (the engine's pack writer).
+    pub repacker: Option<repack::RepackWith>,
+    /// Prune: extents sorted in memory before spilling ([`usage::DEFAULT_SORT_BUFFER`]
+    /// when `None`).
+    pub sort_buffer: Option<usize>,
 }
 
 /// What `forget` decided (and did).
@@ -508,6 +519,20 @@ pub struct PruneReport {
     pub immutable_bytes: u64,
     /// The first of them (at most 100), by name.
     pub immutable_examples: Vec<String>,
+    /// Repacked packs whose moved record is older than the grace period, deleted (their
+    /// live records are in the packs the record names).
+    pub packs_moved_deleted: u64,
+    /// Repacked packs kept until their moved record is older than the grace period.
+    pub packs_moved_waiting: u64,
+    /// Moved records no remaining snapshot needs, deleted.
+    pub moved_records_deleted: u64,
+    /// How much of the referenced packs' bytes the remaining snapshots use (a dry run,
+    /// or a prune with `--max-unused`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<usage::SpaceUsage>,
+    /// What `--max-unused` repacked (or would).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repack: Option<repack::RepackReport>,
 }
 
 impl PruneReport {
@@ -606,11 +631,27 @@ pub async fn prune(p: &Scope<'_>, store: &Store, opts: &Options) -> Result<Prune
     };
     let grace = opts.grace.unwrap_or(policy.prune_grace);
     let defer = opts.defer_early_deletion || policy.defer_early_deletion;
-    let res = prune_locked(store, &layout, grace, defer, opts.dry_run).await;
+    let space = Space {
+        max_unused: opts.max_unused.or(policy.max_unused),
+        repacker: opts.repacker.clone(),
+        sort_buffer: opts.sort_buffer.unwrap_or(usage::DEFAULT_SORT_BUFFER),
+    };
+    let res = prune_locked(store, &layout, grace, defer, opts.dry_run, &space).await;
     if let Some(g) = guard {
         g.release().await;
     }
     res
+}
+
+/// How `prune` treats the space inside packs that are still referenced.
+#[derive(Debug, Clone, Default)]
+pub struct Space {
+    /// Repack until at most this share of the stored bytes is unused (`None`: no repack).
+    pub max_unused: Option<config::MaxUnused>,
+    /// What copies records when repacking.
+    pub repacker: Option<repack::RepackWith>,
+    /// Extents sorted in memory before spilling.
+    pub sort_buffer: usize,
 }
 
 /// [`prune`] on a store and layout, without taking the lock (the caller holds it).
@@ -623,6 +664,7 @@ pub async fn prune_locked(
     grace: Duration,
     defer_early: bool,
     dry_run: bool,
+    space: &Space,
 ) -> Result<PruneReport> {
     let now = Utc::now();
     let mut rep = PruneReport {
@@ -652,22 +694,127 @@ pub async fn prune_locked(
         }
     }
     let runs = run_parts(&**store, layout).await?;
+    // Packs unfinished runs point into: referenced, and never repacked or moved away.
+    let mut pinned = HashSet::new();
     for r in &runs {
         if r.stale(now, grace) {
             continue;
         }
         for (name, _) in &r.blobs {
             if name.ends_with(".jsonl.gz") {
-                referenced_by(&**store, layout, name, &mut referenced)
+                referenced_by(&**store, layout, name, &mut pinned)
                     .await
                     .ctx(format!("reading part record {name}; nothing was pruned"))?;
             }
         }
     }
+    referenced.extend(pinned.iter().cloned());
+    // 1b. Repacked packs: a referenced pack with a moved record is needed through the
+    // record (kept) and the packs it names (referenced); its own blob is not.
+    let moved_listed = moved::list(&**store, layout).await?;
+    let mut relocated: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut queue: Vec<String> = referenced
+        .iter()
+        .filter(|id| moved_listed.contains_key(id.as_str()))
+        .cloned()
+        .collect();
+    while let Some(id) = queue.pop() {
+        let Some(item) = moved_listed.get(&id) else {
+            continue;
+        };
+        if relocated.insert(id.clone(), item.last_modified).is_some() {
+            continue;
+        }
+        let r = moved::load(&**store, layout, &id, true)
+            .await
+            .ctx("reading a moved record; nothing was pruned")?;
+        for q in r.into {
+            if moved_listed.contains_key(&q.id) && !relocated.contains_key(&q.id) {
+                queue.push(q.id.clone());
+            }
+            referenced.insert(q.id);
+        }
+    }
+    let pack_items = list_all(&**store, &layout.packs()).await?;
+    // 1c. Space accounting (a dry run, or repacking), then the repack.
+    if dry_run || space.max_unused.is_some() {
+        let protected: HashSet<String> = catalog::protections(&**store, layout)
+            .await?
+            .into_iter()
+            .filter(|(_, r)| r.holds(now))
+            .map(|(id, _)| id)
+            .collect();
+        let use_ = usage::measure(&**store, layout, &ids, &protected, space.sort_buffer).await?;
+        rep.usage = Some(use_.summary());
+        if let Some(max) = space.max_unused {
+            let listed: HashMap<String, (DateTime<Utc>, crate::store::Tier)> = pack_items
+                .iter()
+                .map(|i| (pack_id_of(&i.name).to_string(), (i.last_modified, i.tier)))
+                .collect();
+            let rules = repack::Rules {
+                now,
+                grace,
+                defer_early,
+                listed: &listed,
+                pinned: &pinned,
+            };
+            let mut sel = repack::select(&use_, max.fraction(), &rules);
+            if !dry_run && !sel.selected.is_empty() {
+                let repacker = space.repacker.clone().ok_or_else(|| {
+                    Error::internal("prune was asked to repack without a repacker")
+                })?;
+                let want: HashSet<String> = sel
+                    .selected
+                    .iter()
+                    .map(|&i| use_.packs[i as usize].id.clone())
+                    .collect();
+                let records = usage::pack_records(&**store, layout, &ids, &want).await?;
+                let done = repack::run(store, layout, &use_, &mut sel, &records, &*repacker.0)
+                    .await
+                    .ctx("repacking")?;
+                tracing::info!(
+                    packs = done.len(),
+                    new_packs = sel.report.new_packs,
+                    "repacked partly used packs"
+                );
+                for id in done {
+                    relocated.insert(id, now);
+                }
+                // The new packs are referenced through the records just stored.
+                for id in moved::list(&**store, layout).await?.into_keys() {
+                    if relocated.contains_key(&id) {
+                        if let Ok(r) = moved::load(&**store, layout, &id, true).await {
+                            referenced.extend(r.into.into_iter().map(|p| p.id));
+                        }
+                    }
+                }
+            }
+            rep.repack = Some(sel.report);
+        }
+    }
     // 2. Packs.
-    for item in list_all(&**store, &layout.packs()).await? {
+    let pack_items = if rep.repack.as_ref().is_some_and(|r| r.new_packs > 0) {
+        list_all(&**store, &layout.packs()).await?
+    } else {
+        pack_items
+    };
+    for item in pack_items {
         rep.packs_total += 1;
-        if referenced.contains(pack_id_of(&item.name)) {
+        let id = pack_id_of(&item.name);
+        if let Some(at) = relocated.get(id).filter(|_| !pinned.contains(id)) {
+            // Its live records are in the packs its moved record names.
+            if age(now, (*at).max(item.last_modified)) < grace {
+                rep.packs_moved_waiting += 1;
+                continue;
+            }
+            if !rep.delete(&**store, &item.name, item.size).await? {
+                continue;
+            }
+            rep.packs_moved_deleted += 1;
+            rep.bytes_freed += item.size;
+            continue;
+        }
+        if referenced.contains(id) {
             rep.packs_referenced += 1;
             continue;
         }
@@ -697,6 +844,17 @@ pub async fn prune_locked(
         }
         rep.packs_deleted += 1;
         rep.bytes_freed += item.size;
+    }
+    // 2a. Moved records of packs no remaining snapshot (or unfinished run) names.
+    for (id, item) in moved::list(&**store, layout).await? {
+        if relocated.contains_key(&id) {
+            continue;
+        }
+        if !rep.delete(&**store, &item.name, item.size).await? {
+            continue;
+        }
+        rep.moved_records_deleted += 1;
+        rep.record_bytes_freed += item.size;
     }
     // 2b. Manifest segments: the same rule as packs (referenced, or young, stays).
     for item in list_all(&**store, &layout.segments()).await? {
@@ -792,6 +950,7 @@ pub async fn after_backup(
     run_id: &str,
     status: RunStatus,
     verified: bool,
+    repacker: Option<repack::RepackWith>,
 ) -> Option<AutoReport> {
     let policy = p.policy.filter(|r| r.auto)?;
     if status != RunStatus::Ok || !verified {
@@ -800,6 +959,7 @@ pub async fn after_backup(
     }
     let opts = Options {
         defer_early_deletion: policy.defer_early_deletion,
+        repacker,
         ..Default::default()
     };
     let mut out = AutoReport {

@@ -26,6 +26,9 @@ pub async fn forget_or_prune(a: RetentionArgs, forget: bool, json: bool) -> Resu
         grace: a.grace()?,
         defer_early_deletion: a.defer_early_deletion,
         cancel,
+        max_unused: a.max_unused()?,
+        repacker: Some(crate::pipeline::repack::PackRepacker::handle(&p)),
+        sort_buffer: None,
     };
     if forget {
         let r = retention::forget(&p.retention_scope(), &store, &opts).await?;

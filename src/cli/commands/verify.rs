@@ -24,8 +24,14 @@ pub async fn verify(a: VerifyArgs, json: bool, quiet: bool) -> Result<i32> {
     let m = if a.without_key {
         // An encrypted manifest's clear lines: its header and pack tables, no entries.
         let name = repo.layout.snapshot(&id);
-        crate::manifest::Manifest::from_stored_keyless(&repo.store.get(&name, None).await?)
-            .map_err(|e| e.context(format!("snapshot {id}")))?
+        let mut m =
+            crate::manifest::Manifest::from_stored_keyless(&repo.store.get(&name, None).await?)
+                .map_err(|e| e.context(format!("snapshot {id}")))?;
+        // Repacked packs: check the packs their moved records name instead.
+        crate::manifest::moved::overlay(&*repo.store, &repo.layout, &mut m, true)
+            .await
+            .map_err(|e| e.context(format!("snapshot {id}")))?;
+        m
     } else {
         // The head only: verify reads the entries a segment at a time.
         catalog::load_head(&*repo.store, &repo.layout, &id).await?

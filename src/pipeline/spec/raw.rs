@@ -93,6 +93,7 @@ pub(super) struct RetentionSpec {
     pub(super) prune_grace: Option<Spanned<String>>,
     pub(super) auto: Option<bool>,
     pub(super) defer_early_deletion: Option<bool>,
+    pub(super) max_unused: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

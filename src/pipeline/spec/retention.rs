@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::check::Checker;
 use super::raw::{ImmutabilitySpec, LifecycleSpec, RetentionSpec};
 use super::{FullEvery, IncrementalConfig};
-use crate::retention::config::{ImmutabilityConfig, LifecycleConfig, RetentionConfig};
+use crate::retention::config::{ImmutabilityConfig, LifecycleConfig, MaxUnused, RetentionConfig};
 use crate::store::config::{StoreLocation, TargetConfig};
 use crate::store::LockMode;
 use crate::support::units::parse_duration;
@@ -86,6 +86,20 @@ pub(super) fn check_retention(
         prune_grace,
         auto: r.auto.unwrap_or(false),
         defer_early_deletion: r.defer_early_deletion.unwrap_or(false),
+        max_unused: r.max_unused.as_ref().and_then(|v| {
+            match v.get_ref().parse::<MaxUnused>() {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    c.at(
+                        v.span(),
+                        "retention.max_unused",
+                        e,
+                        "write a share like \"10%\" (prune repacks partly used packs until at most that much of what is stored is unused)",
+                    );
+                    None
+                }
+            }
+        }),
     };
     let counts = [
         cfg.keep_last,
