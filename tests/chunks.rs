@@ -278,7 +278,10 @@ fn forget_and_prune_keep_the_chunks_survivors_share_and_damage_names_every_user(
     overwrite(&big, 9 * MIB, &noise(64 << 10, 6));
     let r3 = f.backup();
     let s3 = r3["snapshot"].as_str().unwrap().to_string();
-    assert!(u(&r3["chunks"]["reused"]) > 0, "{r3}");
+    assert!(
+        u(&r3["changes"]["unchanged"]) >= 1,
+        "the big file is reused: {r3}"
+    );
     let tree3 = f.copy_src("3");
 
     // keep_last = 1: s1 and s2 go; s3 shares most of its chunks with s1's packs.
@@ -455,4 +458,183 @@ fn verify_full_checks_that_the_chunk_list_makes_the_file() {
     assert_ne!(o.status.code(), Some(0));
     assert!(!out.join("data/disk.img").exists());
     assert!(out.join("data/notes.txt").exists());
+}
+
+/// Every file under `dir`, with its size (a store's full state, for "nothing changed").
+fn listing(dir: &Path) -> std::collections::BTreeMap<PathBuf, u64> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let n = std::fs::metadata(&p).unwrap().len();
+            (p, n)
+        })
+        .collect()
+}
+
+/// Files under `dir`, none when it does not exist.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    if dir.exists() {
+        files_under(dir)
+    } else {
+        Vec::new()
+    }
+}
+
+fn pack_files(prefix: &Path) -> std::collections::BTreeSet<PathBuf> {
+    files_under(&prefix.join("packs")).into_iter().collect()
+}
+
+/// Issue 12: `prune --max-unused` repacks packs a survivor only partly uses. The dry run
+/// shows the space accounting and changes nothing; the repack moves the live chunks into
+/// new packs (GNU tar reads them), deletes the old ones, leaves nothing unused; the
+/// survivor restores byte-identical and verifies; an incremental after it points at the
+/// new packs directly, so the moved records go once the old snapshot is forgotten.
+#[test]
+fn prune_max_unused_repacks_partly_used_packs_and_survivors_restore() {
+    let f = fixture("rp");
+    let big = f.src.join("data/disk.img");
+    std::fs::write(&big, noise((24 * MIB) as usize, 11)).unwrap();
+    let s1 = f.backup()["snapshot"].as_str().unwrap().to_string();
+    // Overwrite 1 MiB in each quarter: every pack of s1 keeps live chunks and loses some.
+    for (k, at) in [2u64, 8, 14, 20].iter().enumerate() {
+        overwrite(&big, at * MIB + 777, &noise(MIB as usize, 20 + k as u64));
+    }
+    let r2 = f.backup();
+    let s2 = r2["snapshot"].as_str().unwrap().to_string();
+    assert!(u(&r2["chunks"]["reused"]) > 0, "{r2}");
+    let tree2 = f.copy_src("2");
+    let fo = bp_json(0, &["forget", &f.pipeline]);
+    assert!(fo.to_string().contains(&s1), "{fo}");
+    // A plain prune frees nothing: every pack still holds a chunk s2 uses.
+    let pr = bp_json(0, &["prune", &f.pipeline]);
+    assert_eq!(u(&pr["packs_deleted"]), 0, "{pr}");
+    assert!(
+        pr.get("usage").is_none(),
+        "no accounting without a dry run or --max-unused"
+    );
+
+    // Dry run: the accounting, and what --max-unused 0% would repack; nothing changes.
+    let prefix = f.prefix();
+    let before = listing(&f.store);
+    let dry = bp_json(
+        0,
+        &["prune", &f.pipeline, "--dry-run", "--max-unused", "0%"],
+    );
+    assert_eq!(listing(&f.store), before, "a dry run changes nothing");
+    let usage = &dry["usage"];
+    let unused = u(&usage["unused_bytes"]);
+    // The chunks the overwrites replaced: about as many bytes as s2 stored anew
+    // (incompressible data; boundaries may shift by a chunk).
+    let replaced = u(&r2["chunks"]["new_bytes"]);
+    assert!(
+        unused >= MIB && unused <= replaced + 4 * MIB,
+        "4 overwritten regions leave their old chunks unused ({replaced} new bytes): {usage}"
+    );
+    assert_eq!(
+        u(&usage["used_bytes"]) + unused,
+        u(&usage["stored_bytes"]),
+        "{usage}"
+    );
+    let share = usage["unused_share"].as_f64().unwrap();
+    assert!(share > 0.02 && share < 0.6, "{usage}");
+    let rp = &dry["repack"];
+    assert!(
+        u(&rp["packs"]) >= 1 && u(&rp["packs"]) <= u(&rp["candidates"]),
+        "{rp}"
+    );
+    assert_eq!(u(&rp["new_packs"]), 0, "a dry run writes nothing: {rp}");
+    assert_eq!(u(&rp["unused_bytes_after"]), 0, "{rp}");
+    let text = String::from_utf8_lossy(
+        &bp(&["prune", &f.pipeline, "--dry-run", "--max-unused", "0%"]).stdout,
+    )
+    .to_string();
+    assert!(
+        text.contains("space: ") && text.contains("would repack"),
+        "{text}"
+    );
+    // A limit above the unused share repacks nothing.
+    let lax = bp_json(
+        0,
+        &["prune", &f.pipeline, "--dry-run", "--max-unused", "90%"],
+    );
+    assert_eq!(u(&lax["repack"]["packs"]), 0, "{lax}");
+    // A bad limit is a config error naming the flag, and changes nothing.
+    let o = bp(&["prune", &f.pipeline, "--max-unused", "lots"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--max-unused"));
+    assert_eq!(listing(&f.store), before);
+
+    // The repack.
+    let old_packs = pack_files(&prefix);
+    let real = bp_json(0, &["prune", &f.pipeline, "--max-unused", "0%"]);
+    let rp = &real["repack"];
+    let repacked = u(&rp["packs"]);
+    assert!(repacked >= 1 && u(&rp["new_packs"]) >= 1, "{real}");
+    assert_eq!(
+        u(&real["packs_moved_deleted"]),
+        repacked,
+        "grace 0: old packs go now: {real}"
+    );
+    let new_packs: Vec<PathBuf> = pack_files(&prefix)
+        .difference(&old_packs)
+        .cloned()
+        .collect();
+    assert_eq!(new_packs.len() as u64, u(&rp["new_packs"]));
+    assert_eq!(
+        old_packs.difference(&pack_files(&prefix)).count() as u64,
+        repacked,
+        "exactly the repacked packs are gone"
+    );
+    let moved = files_in(&prefix.join("moved"));
+    assert_eq!(
+        moved.len() as u64,
+        repacked,
+        "one moved record per repacked pack"
+    );
+    let size = |m: &std::collections::BTreeMap<PathBuf, u64>| m.values().sum::<u64>();
+    assert!(
+        size(&listing(&f.store)) + unused / 2 < size(&before),
+        "the store shrank by about the unused bytes"
+    );
+    // GNU tar reads a new pack: it holds the moved chunks as ordinary entries.
+    let o = Command::new("tar")
+        .arg("--zstd")
+        .arg("-tf")
+        .arg(&new_packs[0])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("data/disk.img.chunks/"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // Nothing is unused any more; the survivor restores and verifies.
+    let after = bp_json(
+        0,
+        &["prune", &f.pipeline, "--dry-run", "--max-unused", "0%"],
+    );
+    assert_eq!(u(&after["usage"]["unused_bytes"]), 0, "{after}");
+    assert_eq!(u(&after["repack"]["packs"]), 0, "{after}");
+    assert_same_tree(&tree2, &f.restore(&s2, "2"));
+    let v = bp_json(0, &["verify", &f.pipeline, &s2, "--full"]);
+    assert!(v["mismatches"].as_array().unwrap().is_empty(), "{v}");
+
+    // An incremental after the repack points at the new packs; once s2 is forgotten,
+    // no manifest names an old pack and its moved record goes.
+    std::fs::write(f.src.join("data/later.txt"), b"later\n").unwrap();
+    let r3 = f.backup();
+    let s3 = r3["snapshot"].as_str().unwrap().to_string();
+    assert!(
+        u(&r3["changes"]["unchanged"]) >= 1,
+        "the big file is reused: {r3}"
+    );
+    let tree3 = f.copy_src("3");
+    let _ = bp_json(0, &["forget", &f.pipeline]);
+    let pr = bp_json(0, &["prune", &f.pipeline]);
+    assert_eq!(u(&pr["moved_records_deleted"]), repacked, "{pr}");
+    assert!(files_in(&prefix.join("moved")).is_empty());
+    assert_same_tree(&tree3, &f.restore(&s3, "3"));
+    let v = bp_json(0, &["verify", &f.pipeline, &s3, "--full"]);
+    assert!(v["mismatches"].as_array().unwrap().is_empty(), "{v}");
 }

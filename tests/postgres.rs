@@ -970,6 +970,7 @@ proptest::proptest! {
         steps in proptest::collection::vec((0u8..4, 0i64..5, proptest::prelude::any::<bool>()), 2..6),
         forgets in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..3),
         keep_last in 1u32..4,
+        repacks in proptest::collection::vec(proptest::prelude::any::<bool>(), 3),
     ) {
         let Some(url) = support::postgres() else {
             return Ok(());
@@ -1019,12 +1020,18 @@ proptest::proptest! {
                     store.delete(&layout.snapshot(&ids[ix.index(ids.len())])).await.unwrap();
                 }
                 if k % 2 == 0 {
-                    retention::prune(&p.retention_scope(), &store, &Options::default()).await.unwrap();
+                    retention::prune(&p.retention_scope(), &store, &repack_opts(&p, repacks[k % 3])).await.unwrap();
                 }
             }
             retention::forget(&p.retention_scope(), &store, &Options::default()).await.unwrap();
-            let r = retention::prune(&p.retention_scope(), &store, &Options::default()).await.unwrap();
-            assert_eq!(r.packs_referenced + r.packs_deleted, r.packs_total);
+            // Repacking (`--max-unused 0%`) moves the live table chunks of partly used
+            // packs into new packs; survivors read them through the moved records.
+            let r = retention::prune(&p.retention_scope(), &store, &repack_opts(&p, repacks[2])).await.unwrap();
+            assert_eq!(r.packs_referenced + r.packs_deleted + r.packs_moved_deleted, r.packs_total, "{r:?}");
+            if repacks[2] {
+                let dry = retention::prune(&p.retention_scope(), &store, &Options { dry_run: true, ..Default::default() }).await.unwrap();
+                assert_eq!(dry.usage.expect("accounted").unused_bytes, 0, "nothing unused after a 0% repack");
+            }
             let survivors = catalog::snapshot_ids(&*store, &layout).await.unwrap();
             assert!(!survivors.is_empty() && survivors.len() <= keep_last as usize);
             for snap in &survivors {
@@ -1039,6 +1046,15 @@ proptest::proptest! {
                 assert_eq!(fp, expected[snap], "{snap} restores the rows it was taken with");
             }
         });
+    }
+}
+
+/// Prune options; with `repack`, `--max-unused 0%`.
+fn repack_opts(p: &blobpipe::pipeline::Pipeline, repack: bool) -> blobpipe::retention::Options {
+    blobpipe::retention::Options {
+        max_unused: repack.then(|| "0%".parse().unwrap()),
+        repacker: Some(blobpipe::pipeline::repack::PackRepacker::handle(p)),
+        ..Default::default()
     }
 }
 
