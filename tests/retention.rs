@@ -704,3 +704,249 @@ proptest! {
         });
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 12: repacking partly used packs (`--max-unused`)
+// ---------------------------------------------------------------------------------------
+
+const CHUNKS: &str = "[chunking]\nthreshold = \"64KiB\"\nmin_size = \"4KiB\"\navg_size = \"16KiB\"\nmax_size = \"64KiB\"\n";
+
+/// Two snapshots of a chunked file changed in several places, the first forgotten: its
+/// packs are left partly used by the second.
+async fn partly_used(
+    t: &Path,
+    name: &str,
+    extra: &str,
+) -> (Pipeline, Store, Layout, String, std::path::PathBuf) {
+    let src = t.join("src");
+    small_tree(&src);
+    let big = src.join("big.bin");
+    std::fs::write(&big, noise(768 << 10, 31)).unwrap();
+    let p = pipeline(
+        t,
+        &src,
+        name,
+        &format!("[incremental]\nfull_every = 100\n[retention]\nkeep_last = 1\nprune_grace = \"0s\"\n{CHUNKS}{extra}"),
+    );
+    let s = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let layout = Layout::new(&p.target.prefix);
+    backup(&p, &s).await;
+    let mut data = std::fs::read(&big).unwrap();
+    for at in [100_000usize, 300_000, 500_000, 700_000] {
+        data[at..at + 20_000].copy_from_slice(&noise(20_000, at as u64));
+    }
+    std::fs::write(&big, &data).unwrap();
+    let snap = backup(&p, &s).await.snapshot.unwrap();
+    let tree = t.join("tree");
+    copy_tree(&src, &tree);
+    retention::forget(&p.retention_scope(), &s, &Options::default())
+        .await
+        .unwrap();
+    (p, s, layout, snap, tree)
+}
+
+/// A repack that dies before its moved records are stored (the store refuses them)
+/// leaves every snapshot as it was: the survivor restores from the old packs, the new
+/// packs are unreferenced, and the next prune repacks again and removes the orphans.
+/// The accounting spills its sort to disk here (a 4-extent buffer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_repack_loses_nothing_and_the_next_prune_finishes_it() {
+    let t = tempfile::tempdir().unwrap();
+    let (p, s, layout, snap, tree) = partly_used(t.path(), "crash", "").await;
+    let blobpipe::store::config::StoreLocation::Memory(n) = &p.target.location else {
+        unreachable!()
+    };
+    let mem = MemoryStore::shared(&format!("{n}/backups"));
+    let packs_before = packs(&s, &p).await;
+    let opts = Options {
+        sort_buffer: Some(4),
+        ..prune_opts(&p, true)
+    };
+    mem.fail_writes_containing(Some("/moved/"));
+    let e = retention::prune(&p.retention_scope(), &s, &opts)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("moved record"), "{e}");
+    mem.fail_writes_containing(None);
+    let orphans: BTreeSet<String> = packs(&s, &p)
+        .await
+        .difference(&packs_before)
+        .cloned()
+        .collect();
+    assert!(
+        !orphans.is_empty(),
+        "the new packs were written before the failure"
+    );
+    assert!(
+        packs_before.is_subset(&packs(&s, &p).await),
+        "no old pack was deleted"
+    );
+    assert!(list_all(&*s, &layout.moved_all()).await.unwrap().is_empty());
+    restores_identically(&p, &s, &snap, &tree, t.path()).await;
+
+    let r = retention::prune(&p.retention_scope(), &s, &opts)
+        .await
+        .unwrap();
+    let rp = r.repack.clone().unwrap();
+    assert!(rp.packs >= 1 && rp.new_packs >= 1, "{r:?}");
+    assert!(
+        r.usage.as_ref().unwrap().spilled_runs > 0,
+        "the sort spilled: {r:?}"
+    );
+    assert_eq!(r.packs_moved_deleted, rp.packs, "{r:?}");
+    assert!(
+        r.packs_deleted >= orphans.len() as u64,
+        "the orphans go: {r:?}"
+    );
+    let now = packs(&s, &p).await;
+    assert!(orphans.is_disjoint(&now), "{orphans:?} still in {now:?}");
+    restores_identically(&p, &s, &snap, &tree, t.path()).await;
+    let dry = retention::prune(
+        &p.retention_scope(),
+        &s,
+        &Options {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.usage.unwrap().unused_bytes, 0);
+}
+
+/// `[retention] max_unused` repacks in automatic retention too; a repacked pack's blob
+/// stays until its moved record passes the grace period (a restore that loaded the
+/// manifest before the repack still finds it), then goes; an encrypted pipeline
+/// re-seals what it copies and seals the moved records' offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_retention_repacks_and_old_packs_wait_for_the_grace_period() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("key"), "07".repeat(32)).unwrap();
+    let src = t.path().join("src");
+    small_tree(&src);
+    let big = src.join("big.bin");
+    std::fs::write(&big, noise(768 << 10, 41)).unwrap();
+    let p = pipeline(
+        t.path(),
+        &src,
+        "autorp",
+        &format!(
+            "[incremental]\nfull_every = 100\n{CHUNKS}[retention]\nkeep_last = 1\nprune_grace = \"1h\"\nmax_unused = \"5%\"\nauto = true\n[encryption]\nkey_file = \"{}\"\n",
+            t.path().join("key").display()
+        ),
+    );
+    assert_eq!(
+        p.retention
+            .as_ref()
+            .unwrap()
+            .max_unused
+            .unwrap()
+            .to_string(),
+        "5%"
+    );
+    let mut repo = blobpipe::manifest::layout::Repo::new(
+        blobpipe::store::open(&p.target, &p.retry).await.unwrap(),
+        &p.target.prefix,
+    );
+    repo.unlock(p.encryption.as_ref(), true).await.unwrap();
+    let (s, layout) = (repo.store.clone(), repo.layout.clone());
+    backup(&p, &s).await;
+    let mut data = std::fs::read(&big).unwrap();
+    for at in [100_000usize, 300_000, 500_000, 700_000] {
+        data[at..at + 20_000].copy_from_slice(&noise(20_000, at as u64 + 1));
+    }
+    std::fs::write(&big, &data).unwrap();
+    let packs_before = packs(&s, &p).await;
+    // The second backup's automatic retention forgets the first and repacks its packs.
+    let snap = backup(&p, &s).await.snapshot.unwrap();
+    assert_eq!(
+        catalog::snapshot_ids(&*s, &layout).await.unwrap(),
+        vec![snap.clone()]
+    );
+    let moved = list_all(&*s, &layout.moved_all()).await.unwrap();
+    assert!(!moved.is_empty(), "automatic retention repacked");
+    let tree = t.path().join("tree");
+    copy_tree(&src, &tree);
+    // The old blobs wait for the 1h grace; the survivor reads the new packs meanwhile.
+    assert!(packs_before.is_subset(&packs(&s, &p).await));
+    let restores = |tag: &'static str| {
+        let (s, layout, snap, tree, p) = (
+            s.clone(),
+            layout.clone(),
+            snap.clone(),
+            tree.clone(),
+            p.clone(),
+        );
+        let out = t.path().join(tag);
+        async move {
+            let m = catalog::load(&*s, &layout, &snap).await.unwrap();
+            restore(
+                &s,
+                &layout,
+                &m,
+                &RestoreOptions {
+                    to: out.clone(),
+                    paths: vec![],
+                    overwrite: false,
+                    concurrency: 2,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+            assert_same_tree(&tree, &out);
+            let v = blobpipe::verify::verify(
+                &s,
+                &layout,
+                &m,
+                VerifyMode::Full,
+                Some(1),
+                &p.upload,
+                None,
+            )
+            .await
+            .unwrap();
+            assert!(v.ok(), "{:?}", v.mismatches);
+        }
+    };
+    restores("waiting").await;
+    let r = retention::prune(&p.retention_scope(), &s, &prune_opts(&p, false))
+        .await
+        .unwrap();
+    assert_eq!(r.packs_moved_waiting, moved.len() as u64, "{r:?}");
+    assert_eq!(r.packs_moved_deleted, 0);
+    // Past the grace (here: a zero grace), they go.
+    let r = retention::prune(
+        &p.retention_scope(),
+        &s,
+        &Options {
+            grace: Some(Duration::ZERO),
+            ..prune_opts(&p, false)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.packs_moved_deleted, moved.len() as u64, "{r:?}");
+    assert_eq!(
+        packs(&s, &p).await.intersection(&packs_before).count() as u64 + r.packs_moved_deleted,
+        packs_before.len() as u64
+    );
+    // The moved record's offsets are sealed; the new packs hold no plaintext.
+    for m in &moved {
+        let body = String::from_utf8(s.get(&m.name, None).await.unwrap().to_vec()).unwrap();
+        assert!(
+            body.contains("\"sealed\"") && !body.contains("\"moves\""),
+            "{body}"
+        );
+    }
+    let marker = &data[300_000 + 20_000..300_000 + 20_064];
+    for item in list_all(&*s, &layout.packs()).await.unwrap() {
+        let b = s.get(&item.name, None).await.unwrap();
+        assert!(
+            !b.windows(marker.len()).any(|w| w == marker),
+            "{} holds file bytes in clear",
+            item.name
+        );
+    }
+    restores("after").await;
+}

@@ -753,7 +753,6 @@ pub async fn prune_locked(
                 .collect();
             let rules = repack::Rules {
                 now,
-                grace,
                 defer_early,
                 listed: &listed,
                 pinned: &pinned,

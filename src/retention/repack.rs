@@ -11,8 +11,10 @@
 //! repacked when that cannot pay off or would be unsafe: packs of a snapshot under an
 //! immutability policy (the old blob cannot be deleted), packs an unfinished run's part
 //! records point into (its resume writes their names), one-file stored packs (staged
-//! server-side: a single record), archived packs (offline), packs younger than the grace
-//! period and, when early deletion is deferred, packs inside their tier's minimum.
+//! server-side: a single record), archived packs (offline) and, when early deletion is
+//! deferred, packs inside their tier's minimum. The grace period applies to the old
+//! blobs instead: each is deleted only once its moved record is older than the grace, so
+//! a restore that loaded a manifest before the repack still finds the pack it reads.
 //!
 //! The copying itself needs the pack writer, which this stage may not import: the engine
 //! implements [`Repacker`] and passes it in (`pipeline::repack`).
@@ -95,7 +97,7 @@ pub struct RepackReport {
     /// Partly used packs.
     pub candidates: u64,
     /// Partly used packs that may not be repacked, by reason (`protected`,
-    /// `unfinished-run`, `stored`, `archive`, `young`, `early-deletion`).
+    /// `unfinished-run`, `stored`, `archive`, `early-deletion`).
     pub skipped: BTreeMap<String, Skipped>,
     /// Packs repacked (or that would be, in a dry run).
     pub packs: u64,
@@ -120,8 +122,6 @@ pub struct RepackReport {
 pub struct Rules<'a> {
     /// Now.
     pub now: DateTime<Utc>,
-    /// Packs younger than this are left alone.
-    pub grace: std::time::Duration,
     /// Leave packs inside their tier's early-deletion minimum.
     pub defer_early: bool,
     /// Pack blobs as listed: last modified and current tier.
@@ -173,8 +173,6 @@ pub fn select(usage: &Usage, max_unused: f64, rules: &Rules<'_>) -> Selection {
             Some("stored")
         } else if tier == Tier::Archive {
             Some("archive")
-        } else if age < rules.grace {
-            Some("young")
         } else if rules.defer_early && age < early {
             Some("early-deletion")
         } else {
