@@ -812,6 +812,19 @@ async fn an_interrupted_repack_loses_nothing_and_the_next_prune_finishes_it() {
     .await
     .unwrap();
     assert_eq!(dry.usage.unwrap().unused_bytes, 0);
+    // `copy` takes the moved records along: the copy restores on its own.
+    let other: Store = std::sync::Arc::new(MemoryStore::new(&unique("copy-dst")));
+    let from = blobpipe::manifest::layout::Repo::new(s.clone(), &p.target.prefix);
+    let to = blobpipe::manifest::layout::Repo::new(other.clone(), &p.target.prefix);
+    let c = blobpipe::pipeline::copy::copy(&from, &to, &[], &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(c.copied, vec![snap.clone()]);
+    assert_eq!(
+        list_all(&*other, &layout.moved_all()).await.unwrap().len() as u64,
+        rp.packs
+    );
+    restores_identically(&p, &other, &snap, &tree, t.path()).await;
 }
 
 /// `[retention] max_unused` repacks in automatic retention too; a repacked pack's blob
