@@ -184,7 +184,10 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 async fn restores_identically(p: &Pipeline, s: &Store, snap: &str, tree: &Path, scratch: &Path) {
-    let layout = Layout::new(&p.target.prefix);
+    // The pipeline's data key, when it has `[encryption]`.
+    let mut repo = blobpipe::manifest::layout::Repo::new(s.clone(), &p.target.prefix);
+    repo.unlock(p.encryption.as_ref(), false).await.unwrap();
+    let layout = repo.layout;
     let m = catalog::load(&**s, &layout, snap).await.unwrap();
     let out = scratch.join(format!(
         "r-{snap}-{}",
@@ -882,47 +885,7 @@ async fn auto_retention_repacks_and_old_packs_wait_for_the_grace_period() {
     copy_tree(&src, &tree);
     // The old blobs wait for the 1h grace; the survivor reads the new packs meanwhile.
     assert!(packs_before.is_subset(&packs(&s, &p).await));
-    let restores = |tag: &'static str| {
-        let (s, layout, snap, tree, p) = (
-            s.clone(),
-            layout.clone(),
-            snap.clone(),
-            tree.clone(),
-            p.clone(),
-        );
-        let out = t.path().join(tag);
-        async move {
-            let m = catalog::load(&*s, &layout, &snap).await.unwrap();
-            restore(
-                &s,
-                &layout,
-                &m,
-                &RestoreOptions {
-                    to: out.clone(),
-                    paths: vec![],
-                    overwrite: false,
-                    concurrency: 2,
-                },
-                None,
-            )
-            .await
-            .unwrap();
-            assert_same_tree(&tree, &out);
-            let v = blobpipe::verify::verify(
-                &s,
-                &layout,
-                &m,
-                VerifyMode::Full,
-                Some(1),
-                &p.upload,
-                None,
-            )
-            .await
-            .unwrap();
-            assert!(v.ok(), "{:?}", v.mismatches);
-        }
-    };
-    restores("waiting").await;
+    restores_identically(&p, &s, &snap, &tree, t.path()).await;
     let r = retention::prune(&p.retention_scope(), &s, &prune_opts(&p, false))
         .await
         .unwrap();
@@ -961,5 +924,5 @@ async fn auto_retention_repacks_and_old_packs_wait_for_the_grace_period() {
             item.name
         );
     }
-    restores("after").await;
+    restores_identically(&p, &s, &snap, &tree, t.path()).await;
 }
