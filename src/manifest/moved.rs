@@ -42,12 +42,13 @@ pub const FORMAT: u32 = 1;
 /// Longest chain of repacks a location is followed through.
 pub const MAX_CHAIN: usize = 64;
 
-/// One tar record copied out of an old pack.
+/// A run of tar records copied out of an old pack, contiguous in both packs (records
+/// that followed each other and were copied one after the other share one move).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Move {
-    /// Uncompressed offset of the record (its first header) in the old pack.
+    /// Uncompressed offset of the run (its first record's first header) in the old pack.
     pub from: u64,
-    /// Bytes of the record (headers, data, padding).
+    /// Bytes of the run (headers, data, padding of each record).
     pub len: u64,
     /// Index of the new pack in [`MovedRecord::into`].
     pub pack: u32,
@@ -98,7 +99,7 @@ impl MovedRecord {
                 (None, Some(crate::store::b64(&layout.seal(&name, plain)?)))
             }
         };
-        serde_json::to_vec_pretty(&Stored {
+        serde_json::to_vec(&Stored {
             format: FORMAT,
             pack: self.pack.clone(),
             moved_at: self.moved_at,
@@ -260,7 +261,8 @@ impl Moved {
         self.records.keys().map(String::as_str)
     }
 
-    /// Where the record at `offset` of `pack` is now (itself when it never moved).
+    /// Where the `len` bytes at `offset` of `pack` are now (themselves when they never
+    /// moved): the move whose span holds them, shifted by the same amount.
     fn resolve(
         &self,
         pack: &str,
@@ -272,21 +274,23 @@ impl Moved {
             let Some(r) = self.records.get(&pack) else {
                 return Ok((pack, offset));
             };
-            let i = r
-                .moves
-                .binary_search_by_key(&offset, |m| m.from)
-                .map_err(|_| {
+            // The last move starting at or before `offset`.
+            let i = r.moves.partition_point(|m| m.from <= offset);
+            let m = i
+                .checked_sub(1)
+                .map(|i| r.moves[i])
+                .filter(|m| offset < m.from + m.len)
+                .ok_or_else(|| {
                     format!("pack {pack} was repacked, but its moved record has nothing at offset {offset}")
                 })?;
-            let m = r.moves[i];
-            if m.len < len {
+            if offset + len > m.from + m.len {
                 return Err(format!(
-                    "pack {pack} was repacked, but its moved record copied {} bytes at offset {offset}, the entry needs {len}",
-                    m.len
+                    "pack {pack} was repacked, but its moved record copied {} bytes from offset {}, the entry needs {len} from {offset}",
+                    m.len, m.from
                 ));
             }
+            offset = m.to + (offset - m.from);
             pack = r.into[m.pack as usize].id.clone();
-            offset = m.to;
         }
         Err(format!("a location moved more than {MAX_CHAIN} times"))
     }

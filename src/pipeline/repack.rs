@@ -94,7 +94,7 @@ impl PackRepacker {
             let old = &input.pack;
             let mut cursor = PackCursor::new(&**store, rt.clone(), layout.full(&old.blob), old)
                 .with_key(layout.key().cloned());
-            let mut moves = Vec::with_capacity(input.extents.len());
+            let mut moves: Vec<Move> = Vec::new();
             for (k, &(a, b)) in input.extents.iter().enumerate() {
                 let pk = match cur.as_mut() {
                     Some(pk) => pk,
@@ -123,12 +123,19 @@ impl PackRepacker {
                             old.id
                         ))
                     })?;
-                moves.push(Move {
-                    from: a,
-                    len: b - a,
-                    pack: out.into.len() as u32,
-                    to,
-                });
+                let pack = out.into.len() as u32;
+                match moves.last_mut() {
+                    // Follows the last record in both packs: one move for the run.
+                    Some(m) if m.pack == pack && m.from + m.len == a && m.to + m.len == to => {
+                        m.len += b - a;
+                    }
+                    _ => moves.push(Move {
+                        from: a,
+                        len: b - a,
+                        pack,
+                        to,
+                    }),
+                }
                 if pk.builder.get_ref().raw_offset() >= self.pack_size {
                     if let Some(pk) = cur.take() {
                         out.into.push(packs.close(pk)?);

@@ -226,14 +226,13 @@ pub struct BackupReport {
 }
 
 impl BackupReport {
-    /// The report of a run that committed nothing.
-    pub(super) fn failed(
+    /// A report of run `run_id` with every figure zero: what a run that did no work of
+    /// its own starts from (callers set what they know with struct update).
+    pub(super) fn empty(
         pipeline: &str,
         run_id: &str,
         status: RunStatus,
         started_at: DateTime<Utc>,
-        retries: u64,
-        error: String,
     ) -> Self {
         BackupReport {
             pipeline: pipeline.to_string(),
@@ -261,15 +260,31 @@ impl BackupReport {
             segments_reused: 0,
             max_entries_held: 0,
             chunks: ChunkCounts::default(),
-            retries,
+            retries: 0,
             problems: vec![],
             inconsistent: vec![],
             verify: None,
-            error: Some(error),
+            error: None,
             alerts: vec![],
             skipped_damaged: vec![],
             protection: None,
             server_side: None,
+        }
+    }
+
+    /// The report of a run that committed nothing.
+    pub(super) fn failed(
+        pipeline: &str,
+        run_id: &str,
+        status: RunStatus,
+        started_at: DateTime<Utc>,
+        retries: u64,
+        error: String,
+    ) -> Self {
+        BackupReport {
+            retries,
+            error: Some(error),
+            ..Self::empty(pipeline, run_id, status, started_at)
         }
     }
 }

@@ -346,12 +346,7 @@ pub(super) fn committed_report(
         })
         .collect();
     BackupReport {
-        pipeline: p.name.clone(),
-        run_id: run_id.to_string(),
-        status,
         snapshot: Some(snapshot.to_string()),
-        started_at,
-        finished_at: Utc::now(),
         totals: done.totals.clone(),
         kind: if done.chain == 0 {
             "full"
@@ -361,30 +356,9 @@ pub(super) fn committed_report(
         .into(),
         parent: done.parent.clone(),
         changes: done.changes.clone(),
-        files_read: 0,
-        bytes_read: 0,
-        new_packs: 0,
-        new_stored_bytes: 0,
-        reused_packs: 0,
-        reused_stored_bytes: 0,
-        partitions: 0,
-        partitions_resumed: 0,
-        blocks_staged: 0,
-        blocks_reused: 0,
-        max_inflight_blocks: 0,
-        segments_written: 0,
-        segments_reused: 0,
-        max_entries_held: 0,
-        chunks: Default::default(),
-        retries: 0,
         problems,
-        inconsistent: vec![],
-        verify: None,
-        error: None,
-        alerts: vec![],
         skipped_damaged: plan.skipped_damaged.clone(),
-        protection: None,
-        server_side: None,
+        ..BackupReport::empty(&p.name, run_id, status, started_at)
     }
 }
 
