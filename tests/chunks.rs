@@ -592,6 +592,21 @@ fn prune_max_unused_repacks_partly_used_packs_and_survivors_restore() {
         repacked,
         "one moved record per repacked pack"
     );
+    // `cat` of a repacked pack says where its records went.
+    let remaining = pack_files(&prefix);
+    let gone = old_packs.difference(&remaining).next().unwrap();
+    let gone_id = gone
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap();
+    let o = bp(&["cat", &f.pipeline, gone_id]);
+    assert_ne!(o.status.code(), Some(0));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("was repacked") && e.contains("moved/"), "{e}");
     let size = |m: &std::collections::BTreeMap<PathBuf, u64>| m.values().sum::<u64>();
     assert!(
         size(&listing(&f.store)) + unused / 2 < size(&before),

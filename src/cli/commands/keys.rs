@@ -41,6 +41,16 @@ pub async fn cat(pipeline: &Path, pack: &str) -> Result<i32> {
     )
     .await?;
     let Some(item) = found.into_iter().next() else {
+        // Repacked by `prune --max-unused`: say where its records went.
+        if let Ok(r) = crate::manifest::moved::load(&*repo.store, &repo.layout, &id, true).await {
+            let into: Vec<&str> = r.into.iter().map(|p| p.id.as_str()).collect();
+            return Err(Error::not_found(format!(
+                "pack {id} was repacked on {}: its records are in pack(s) {} (see {})",
+                r.moved_at.format("%Y-%m-%d %H:%M UTC"),
+                into.join(", "),
+                repo.layout.moved(&id)
+            )));
+        }
         return Err(Error::not_found(format!(
             "no pack {id} in this pipeline's store"
         )));
