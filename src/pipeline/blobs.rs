@@ -26,15 +26,14 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 
-use super::commit::{self, PartResult};
+use super::commit::PartResult;
 use super::report::ServerSideCounts;
 use super::run::Ctx;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::extract::blob::{self, BlobSplitter, Listed, RawBlob, Selector};
 use crate::extract::config::{BlobSourceConfig, PartitionsConfig, Rehydrate, SourceConfig};
 use crate::extract::{Piece, Problem};
-use crate::manifest::segment::MAX_LISTED;
-use crate::manifest::{BlobMeta, Changes, Entry, EntryKind};
+use crate::manifest::{BlobMeta, Changes, Entry};
 use crate::pack::packer::io_to_err;
 use crate::pack::stored::Staging;
 use crate::pack::tarball::{self, HeaderMeta};
@@ -560,52 +559,23 @@ pub(super) fn run_partition(ctx: &Ctx, piece: &Piece) -> Result<PartResult> {
                 continue;
             }
         }
-        ctx.counters.add(1, entry.size);
-        if entry.kind == EntryKind::File {
-            ctx.stats
-                .bytes_read
-                .fetch_add(entry.size, Ordering::Relaxed);
-        }
-        super::files::count_change(&mut changes, before, &entry);
-        result.entries.push(entry);
-        let full = cur
-            .as_ref()
-            .is_some_and(|pk| pk.builder.get_ref().raw_offset() >= pack_size);
-        if is_large || full {
-            if let Some(pk) = cur.take() {
-                result.packs.push(ctx.close_pack(pk)?);
-            }
-        }
-    }
-    if let Some(pk) = cur.take() {
-        result.packs.push(ctx.close_pack(pk)?);
-    }
-    for p in &prev[prev_at..] {
-        changes.deleted += 1;
-        changes.deleted_bytes += p.size;
+        super::files::stored(
+            ctx,
+            &mut result,
+            &mut changes,
+            &mut cur,
+            before,
+            entry,
+            is_large,
+        )?;
     }
     ctx.stats
         .note_held(piece.blobs.len() + prev.len() + result.entries.len());
-    drop(prev);
-    result.problems.extend(piece.problems.iter().cloned());
-    result.inconsistent = result
-        .entries
-        .iter()
-        .filter(|e| e.inconsistent)
-        .take(MAX_LISTED)
-        .map(|e| e.path.clone())
-        .collect();
-    result.changes = ctx.parent.is_some().then_some(changes);
-    result.parent_packs = parent_packs.into_iter().collect();
-    result.segment = super::files::store_segment(ctx, &result)?;
-    result.entries = Vec::new();
-    let unreadable = result.problems.iter().map(|p| p.path.clone()).collect();
-    commit::write_part_record(
-        ctx,
-        idx,
-        &ctx.layout.part_of(&ctx.run_id, idx, &piece.digest),
-        &result,
-        unreadable,
-    )?;
-    Ok(result)
+    let built = super::files::Built {
+        result,
+        changes,
+        parent_packs,
+        cur,
+    };
+    built.finish(ctx, piece, &prev[prev_at..])
 }

@@ -234,55 +234,106 @@ pub(super) fn run_partition(ctx: &Ctx, fs: &FsSourceConfig, piece: &Piece) -> Re
                 }
             }
         }
-        ctx.counters.add(1, entry.size);
-        if entry.kind == EntryKind::File {
-            ctx.stats
-                .bytes_read
-                .fetch_add(entry.size, Ordering::Relaxed);
-        }
-        count_change(&mut changes, before, &entry);
-        result.entries.push(entry);
-        let full = cur
-            .as_ref()
-            .is_some_and(|pk| pk.builder.get_ref().raw_offset() >= pack_size);
-        if is_large || full {
-            if let Some(pk) = cur.take() {
-                result.packs.push(ctx.close_pack(pk)?);
-            }
-        }
-    }
-    if let Some(pk) = cur.take() {
-        result.packs.push(ctx.close_pack(pk)?);
-    }
-    for p in &prev[prev_at..] {
-        changes.deleted += 1;
-        changes.deleted_bytes += p.size;
+        stored(
+            ctx,
+            &mut result,
+            &mut changes,
+            &mut cur,
+            before,
+            entry,
+            is_large,
+        )?;
     }
     ctx.stats
         .note_held(planned.len() + prev.len() + result.entries.len());
-    drop(prev);
-    result.problems.extend(piece.problems.iter().cloned());
-    result.inconsistent = result
-        .entries
-        .iter()
-        .filter(|e| e.inconsistent)
-        .take(MAX_LISTED)
-        .map(|e| e.path.clone())
-        .collect();
-    result.changes = ctx.parent.is_some().then_some(changes);
-    result.parent_packs = parent_packs.into_iter().collect();
-    result.segment = store_segment(ctx, &result)?;
-    result.entries = Vec::new();
-    // Durable partition result.
-    let unreadable = result.problems.iter().map(|p| p.path.clone()).collect();
-    commit::write_part_record(
-        ctx,
-        idx,
-        &ctx.layout.part_of(&ctx.run_id, idx, &piece.digest),
-        &result,
-        unreadable,
-    )?;
-    Ok(result)
+    let built = Built {
+        result,
+        changes,
+        parent_packs,
+        cur,
+    };
+    built.finish(ctx, piece, &prev[prev_at..])
+}
+
+/// After an entry of a filesystem or blob-container partition was written by this
+/// attempt: count it and its change against the parent, and close the open pack when
+/// the entry was large or the pack is full.
+pub(super) fn stored(
+    ctx: &Ctx,
+    result: &mut PartResult,
+    changes: &mut Changes,
+    cur: &mut Option<OpenPack<ChannelSink>>,
+    before: Option<&Entry>,
+    entry: Entry,
+    is_large: bool,
+) -> Result<()> {
+    ctx.counters.add(1, entry.size);
+    if entry.kind == EntryKind::File {
+        ctx.stats
+            .bytes_read
+            .fetch_add(entry.size, Ordering::Relaxed);
+    }
+    count_change(changes, before, &entry);
+    result.entries.push(entry);
+    let full = cur
+        .as_ref()
+        .is_some_and(|pk| pk.builder.get_ref().raw_offset() >= ctx.pipeline.upload.pack_size);
+    if is_large || full {
+        if let Some(pk) = cur.take() {
+            result.packs.push(ctx.close_pack(pk)?);
+        }
+    }
+    Ok(())
+}
+
+/// What a filesystem or blob-container partition built, entry by entry.
+pub(super) struct Built {
+    pub(super) result: PartResult,
+    pub(super) changes: Changes,
+    pub(super) parent_packs: BTreeSet<String>,
+    pub(super) cur: Option<OpenPack<ChannelSink>>,
+}
+
+impl Built {
+    /// After the partition's last entry: close the open pack, count the parent's entries
+    /// past the last one (`rest`) as deleted, store the segment and then the part record
+    /// (the durable partition result).
+    pub(super) fn finish(self, ctx: &Ctx, piece: &Piece, rest: &[Entry]) -> Result<PartResult> {
+        let Built {
+            mut result,
+            mut changes,
+            parent_packs,
+            mut cur,
+        } = self;
+        if let Some(pk) = cur.take() {
+            result.packs.push(ctx.close_pack(pk)?);
+        }
+        for p in rest {
+            changes.deleted += 1;
+            changes.deleted_bytes += p.size;
+        }
+        result.problems.extend(piece.problems.iter().cloned());
+        result.inconsistent = result
+            .entries
+            .iter()
+            .filter(|e| e.inconsistent)
+            .take(MAX_LISTED)
+            .map(|e| e.path.clone())
+            .collect();
+        result.changes = ctx.parent.is_some().then_some(changes);
+        result.parent_packs = parent_packs.into_iter().collect();
+        result.segment = store_segment(ctx, &result)?;
+        result.entries = Vec::new();
+        let unreadable = result.problems.iter().map(|p| p.path.clone()).collect();
+        commit::write_part_record(
+            ctx,
+            piece.idx,
+            &ctx.layout.part_of(&ctx.run_id, piece.idx, &piece.digest),
+            &result,
+            unreadable,
+        )?;
+        Ok(result)
+    }
 }
 
 /// Check the partition's entries as a reader will (every field, order, nothing below a
