@@ -650,3 +650,77 @@ fn prune_max_unused_repacks_partly_used_packs_and_survivors_restore() {
     assert!(files_in(&prefix.join("moved")).is_empty());
     f.restores_and_verifies(&s3, &tree3, "3");
 }
+
+/// Issue 12: an incremental reuses the chunks the parent stores under *another* path —
+/// a renamed big file, a copy, a dump named by its date — through the bounded index of
+/// the parent's chunks; `[chunking] index = 0` turns it off, and an index too small to
+/// hold the parent's chunks says how many it left out. Every snapshot restores.
+#[test]
+fn renamed_copied_and_dated_files_reuse_the_parents_chunks_within_the_index_bound() {
+    let f = fixture("ix");
+    let dump = |day: u32| f.src.join(format!("data/dump-2026-12-{day:02}.sql"));
+    std::fs::write(dump(6), noise((6 * MIB) as usize, 51)).unwrap();
+    let r1 = f.backup();
+    assert_eq!(
+        u(&r1["chunks"]["indexed"]),
+        0,
+        "a first backup has no parent: {r1}"
+    );
+
+    // The next day's dump: yesterday's content, a new name, 64 KiB changed in the middle.
+    std::fs::rename(dump(6), dump(7)).unwrap();
+    overwrite(&dump(7), 3 * MIB, &noise(64 << 10, 52));
+    // A copy of it too.
+    std::fs::copy(dump(7), f.src.join("data/copy.sql")).unwrap();
+    let r2 = f.backup();
+    let c = &r2["chunks"];
+    let (new_bytes, reused_bytes) = (u(&c["new_bytes"]), u(&c["reused_bytes"]));
+    assert_eq!(new_bytes + reused_bytes, 12 * MIB, "{c}");
+    assert!(
+        new_bytes <= 3 * MIB,
+        "only the chunks around the change are new, for both files: {c}"
+    );
+    assert!(u(&c["reused_elsewhere"]) >= 1, "{c}");
+    assert!(u(&c["indexed"]) >= 4, "{c}");
+    assert_eq!(u(&c["index_left_out"]), 0, "{c}");
+    let s2 = r2["snapshot"].as_str().unwrap().to_string();
+    let tree2 = f.copy_src("2");
+    f.restores_and_verifies(&s2, &tree2, "2");
+
+    // With the index off, a renamed file stores all its chunks again.
+    let text = std::fs::read_to_string(&f.pipeline).unwrap();
+    std::fs::write(
+        &f.pipeline,
+        text.replace("[chunking]\n", "[chunking]\nindex = \"0B\"\n"),
+    )
+    .unwrap();
+    std::fs::rename(dump(7), dump(8)).unwrap();
+    let r3 = f.backup();
+    assert_eq!(u(&r3["chunks"]["reused_elsewhere"]), 0, "{r3}");
+    assert_eq!(u(&r3["chunks"]["indexed"]), 0, "{r3}");
+    assert_eq!(u(&r3["chunks"]["new_bytes"]), 6 * MIB, "{r3}");
+
+    // An index of 256 bytes holds 4 chunks: the rest of the parent's are left out and
+    // counted; what it holds is still reused.
+    std::fs::write(
+        &f.pipeline,
+        text.replace("[chunking]\n", "[chunking]\nindex = \"256B\"\n"),
+    )
+    .unwrap();
+    std::fs::rename(dump(8), dump(9)).unwrap();
+    let r4 = f.backup();
+    let c = &r4["chunks"];
+    assert_eq!(u(&c["indexed"]), 4, "{c}");
+    assert!(u(&c["index_left_out"]) > 0, "{c}");
+    assert!(u(&c["reused_elsewhere"]) <= 4, "{c}");
+    let s4 = r4["snapshot"].as_str().unwrap().to_string();
+    let tree4 = f.copy_src("4");
+    f.restores_and_verifies(&s4, &tree4, "4");
+    // The text summary says the index was full, and how to raise it.
+    std::fs::rename(dump(9), dump(10)).unwrap();
+    let text5 = String::from_utf8_lossy(&bp(&["backup", &f.pipeline]).stdout).to_string();
+    assert!(
+        text5.contains("chunk index full") && text5.contains("[chunking] index"),
+        "{text5}"
+    );
+}

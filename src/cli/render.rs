@@ -79,13 +79,25 @@ pub fn backup(r: &BackupReport) {
     let c = &r.chunks;
     if c.files > 0 {
         outln!(
-            "large files: {} read as chunks: {} chunks new ({}), {} reused ({}, not stored again)",
+            "large files: {} read as chunks: {} chunks new ({}), {} reused ({}, not stored again{})",
             c.files,
             c.new,
             human(c.new_bytes),
             c.reused,
-            human(c.reused_bytes)
+            human(c.reused_bytes),
+            if c.reused_elsewhere > 0 {
+                format!("; {} of them held by another path of the parent", c.reused_elsewhere)
+            } else {
+                String::new()
+            }
         );
+        if c.index_left_out > 0 {
+            outln!(
+                "chunk index full: {} of the parent's chunks indexed, {} left out (raise [chunking] index to reuse them from renamed or copied files)",
+                c.indexed,
+                c.index_left_out
+            );
+        }
     } else if c.source != "files" && c.new + c.reused > 0 {
         outln!(
             "{} chunks: {} new ({}), {} reused from the parent ({}, {:.1}% of the bytes read, not compressed or stored again)",

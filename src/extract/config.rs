@@ -112,6 +112,11 @@ pub struct ChunkingConfig {
     /// points at the parent's chunks; a larger range is stored as it is read (no reuse).
     /// Each running partition holds up to this much (`partitions.max_parallel` × it).
     pub range_buffer: usize,
+    /// Filesystem sources: memory for the index of the parent snapshot's chunks (about
+    /// [`ChunkingConfig::INDEX_BYTES_PER_CHUNK`] bytes each), which lets a renamed, copied
+    /// or newly named big file (a dated dump) point at chunks the parent already stores.
+    /// 0 turns it off (only the parent's file of the same path is reused from).
+    pub index: usize,
 }
 
 impl ChunkingConfig {
@@ -125,6 +130,10 @@ impl ChunkingConfig {
     pub const DEFAULT_MAX: usize = 8 << 20;
     /// Default range buffer: 64 MiB.
     pub const DEFAULT_RANGE_BUFFER: usize = 64 << 20;
+    /// Default chunk index: 32 MiB (about 500,000 chunks: 500 GiB at 1 MiB chunks).
+    pub const DEFAULT_INDEX: usize = 32 << 20;
+    /// What one chunk costs in the index, counted against `index`.
+    pub const INDEX_BYTES_PER_CHUNK: usize = 64;
 }
 
 impl Default for ChunkingConfig {
@@ -135,6 +144,7 @@ impl Default for ChunkingConfig {
             avg: Self::DEFAULT_AVG,
             max: Self::DEFAULT_MAX,
             range_buffer: Self::DEFAULT_RANGE_BUFFER,
+            index: Self::DEFAULT_INDEX,
         }
     }
 }

@@ -410,6 +410,113 @@ pub(super) fn count_change(changes: &mut Changes, before: Option<&Entry>, entry:
 /// is only referenced. Every other chunk becomes a tar entry `<path>.chunks/<sha256>` of
 /// the open pack. Memory: the chunker's buffer (`max` bytes) and one file's chunk list
 /// (the parent's and the new one), never the store's.
+/// The parent snapshot's chunks by SHA-256, so a big file whose parent entry (same path)
+/// does not hold a chunk — a renamed or copied file, a dump named by its date — still
+/// points at the copy the parent stores instead of storing it again. Built once per run
+/// from the parent's segments that hold chunked files; bounded by `[chunking] index`
+/// (about 64 bytes a chunk): when the parent holds more, the rest is left out (counted),
+/// and files that only they would match store their chunks again.
+pub(super) struct ChunkIndex {
+    packs: Vec<String>,
+    by_sha: HashMap<[u8; 32], ChunkLoc>,
+}
+
+/// Where an indexed chunk is: pack (index into `packs`), record offset, header length,
+/// size (chunks are at most 16 MiB).
+#[derive(Clone, Copy)]
+struct ChunkLoc {
+    pack: u32,
+    offset: u64,
+    head: u32,
+    size: u32,
+}
+
+impl ChunkIndex {
+    /// Index the chunks of `parent` (read through its moved records) within `budget`
+    /// bytes; `None` when the parent has no chunked file or the budget is 0.
+    ///
+    /// # Errors
+    /// Store errors and damaged segments.
+    pub(super) async fn build(
+        store: &crate::store::Store,
+        layout: &crate::manifest::layout::Layout,
+        parent: &crate::manifest::Manifest,
+        budget: usize,
+        stats: &super::report::Stats,
+    ) -> Result<Option<ChunkIndex>> {
+        let cap = budget / crate::extract::config::ChunkingConfig::INDEX_BYTES_PER_CHUNK;
+        if cap == 0 || !parent.segments.iter().any(|s| s.chunked > 0) {
+            return Ok(None);
+        }
+        let mut ix = ChunkIndex {
+            packs: Vec::new(),
+            by_sha: HashMap::new(),
+        };
+        let mut pack_ix: HashMap<String, u32> = HashMap::new();
+        let mut left_out = 0u64;
+        let mut reader = EntryReader::new(&**store, layout, parent);
+        for (i, sref) in parent.segments.iter().enumerate() {
+            if sref.chunked == 0 {
+                continue;
+            }
+            for e in reader.read_segment(i, false).await? {
+                for c in &e.chunks {
+                    let Some(sha) = hex::decode(&c.sha256)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    else {
+                        continue;
+                    };
+                    if ix.by_sha.contains_key(&sha) {
+                        continue;
+                    }
+                    let (Ok(head), Ok(size)) = (
+                        u32::try_from(c.data_offset.saturating_sub(c.offset)),
+                        u32::try_from(c.size),
+                    ) else {
+                        continue;
+                    };
+                    if ix.by_sha.len() >= cap {
+                        left_out += 1;
+                        continue;
+                    }
+                    let next = ix.packs.len() as u32;
+                    let pack = *pack_ix.entry(c.pack.clone()).or_insert_with(|| {
+                        ix.packs.push(c.pack.clone());
+                        next
+                    });
+                    ix.by_sha.insert(
+                        sha,
+                        ChunkLoc {
+                            pack,
+                            offset: c.offset,
+                            head,
+                            size,
+                        },
+                    );
+                }
+            }
+        }
+        if let Ok(mut g) = stats.chunk_index.lock() {
+            *g = (ix.by_sha.len() as u64, left_out);
+        }
+        Ok(Some(ix))
+    }
+
+    /// The parent's chunk with this SHA-256 (hex), if indexed.
+    fn get(&self, sha_hex: &str) -> Option<Chunk> {
+        let key = <[u8; 32]>::try_from(hex::decode(sha_hex).ok()?).ok()?;
+        let l = self.by_sha.get(&key)?;
+        Some(Chunk {
+            sha256: sha_hex.to_string(),
+            size: u64::from(l.size),
+            pack: self.packs.get(l.pack as usize)?.clone(),
+            offset: l.offset,
+            data_offset: l.offset + u64::from(l.head),
+        })
+    }
+}
+
 struct ChunkWriter<'a> {
     ctx: &'a Ctx,
     idx: usize,
@@ -468,6 +575,23 @@ impl ChunkWriter<'_> {
                     stats.chunks_reused.fetch_add(1, Ordering::Relaxed);
                     stats.chunk_bytes_reused.fetch_add(len, Ordering::Relaxed);
                     chunks.push(k.clone());
+                    continue;
+                }
+                // Another path of the parent holds it (a renamed or copied file).
+                if let Some(k) = ctx
+                    .chunk_index
+                    .as_deref()
+                    .filter(|_| ctx.reuse)
+                    .and_then(|ix| ix.get(&sha))
+                    .filter(|k| k.size == len)
+                {
+                    stats.chunks_reused.fetch_add(1, Ordering::Relaxed);
+                    stats.chunk_bytes_reused.fetch_add(len, Ordering::Relaxed);
+                    stats
+                        .chunks_reused_elsewhere
+                        .fetch_add(1, Ordering::Relaxed);
+                    known.insert(sha, k.clone());
+                    chunks.push(k);
                     continue;
                 }
                 if self.cur.is_none() {

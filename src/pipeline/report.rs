@@ -53,6 +53,11 @@ pub struct Stats {
     pub chunks_reused: AtomicU64,
     /// Their bytes (uncompressed): read and hashed, not stored again.
     pub chunk_bytes_reused: AtomicU64,
+    /// Of the reused chunks, those found through the index of the parent's chunks (held
+    /// by another path of the parent: a renamed or copied file).
+    pub chunks_reused_elsewhere: AtomicU64,
+    /// Parent chunks the index held, and those left out because it was full.
+    pub chunk_index: std::sync::Mutex<(u64, u64)>,
     /// Blob source: where large blobs went (`source.server_side_min_size`).
     pub server_side: std::sync::Mutex<ServerSideCounts>,
 }
@@ -116,6 +121,17 @@ pub struct ChunkCounts {
     pub reused: u64,
     /// Their source bytes.
     pub reused_bytes: u64,
+    /// Of the reused chunks, those another path of the parent held (a renamed, copied
+    /// or newly named file), found through the chunk index.
+    #[serde(default)]
+    pub reused_elsewhere: u64,
+    /// Chunks of the parent the index held (`[chunking] index`).
+    #[serde(default)]
+    pub indexed: u64,
+    /// Chunks of the parent left out of the index because it was full: files that only
+    /// they would have matched store their chunks again.
+    #[serde(default)]
+    pub index_left_out: u64,
 }
 
 impl ChunkCounts {
@@ -128,6 +144,9 @@ impl ChunkCounts {
             new_bytes: s.chunk_bytes_new.load(Ordering::Relaxed),
             reused: s.chunks_reused.load(Ordering::Relaxed),
             reused_bytes: s.chunk_bytes_reused.load(Ordering::Relaxed),
+            reused_elsewhere: s.chunks_reused_elsewhere.load(Ordering::Relaxed),
+            indexed: s.chunk_index.lock().map_or(0, |g| g.0),
+            index_left_out: s.chunk_index.lock().map_or(0, |g| g.1),
         }
     }
 }

@@ -73,6 +73,8 @@ pub(super) struct Ctx {
     pub(super) reuse: bool,
     /// The source container of a blob source (its own account and credential).
     pub(super) blob_source: Option<Arc<crate::store::azure::AzureStore>>,
+    /// The parent's chunks by hash, for big files the parent held under another path.
+    pub(super) chunk_index: Option<Arc<super::files::ChunkIndex>>,
 }
 
 impl Ctx {
@@ -161,6 +163,7 @@ pub(super) async fn run(
     let problems = plan.problems.clone();
     let earlier = plan::finished_parts(&store, layout, run_id, session.is_some()).await?;
 
+    let chunk_index = chunk_index(p, &store, layout, &plan, parent.as_deref(), &stats).await?;
     let (ctx, uploaders) = open_ctx(
         p,
         &store,
@@ -170,6 +173,7 @@ pub(super) async fn run(
         parent.clone(),
         session,
         blob_source.clone(),
+        chunk_index,
         (&cancel, &counters, &stats),
     );
 
@@ -362,6 +366,30 @@ pub(super) fn committed_report(
     }
 }
 
+/// The index of the parent's chunks for a filesystem incremental (`[chunking] index`).
+///
+/// # Errors
+/// Store errors and damaged parent segments.
+pub(super) async fn chunk_index(
+    p: &Pipeline,
+    store: &Store,
+    layout: &Layout,
+    plan: &Plan,
+    parent: Option<&Manifest>,
+    stats: &Stats,
+) -> Result<Option<Arc<super::files::ChunkIndex>>> {
+    let Some(parent) = parent.filter(|_| plan.reuse && matches!(p.source, SourceConfig::Fs(_)))
+    else {
+        return Ok(None);
+    };
+    Ok(
+        super::files::ChunkIndex::build(store, layout, parent, p.chunking.index, stats)
+            .await
+            .ctx("indexing the parent snapshot's chunks")?
+            .map(Arc::new),
+    )
+}
+
 /// The shared context of a run's partitions and its upload pool (await the returned
 /// uploaders after dropping every handle on the context).
 #[allow(clippy::too_many_arguments)]
@@ -374,6 +402,7 @@ pub(super) fn open_ctx(
     parent: Option<Arc<Manifest>>,
     session: Option<Arc<extract::Session>>,
     blob_source: Option<Arc<crate::store::azure::AzureStore>>,
+    chunk_index: Option<Arc<super::files::ChunkIndex>>,
     (cancel, counters, stats): (&Cancel, &Arc<Counters>, &Arc<Stats>),
 ) -> (Arc<Ctx>, Vec<tokio::task::JoinHandle<()>>) {
     let (uploads, uploaders) = upload::start(
@@ -410,6 +439,7 @@ pub(super) fn open_ctx(
         reuse: plan.reuse,
         session,
         blob_source,
+        chunk_index,
     });
     (ctx, uploaders)
 }

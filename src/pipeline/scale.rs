@@ -1653,6 +1653,8 @@ impl Worker<'_> {
             )),
             None => None,
         };
+        let chunk_index =
+            run::chunk_index(p, &store, &layout, &plan, parent.as_deref(), &self.stats).await?;
         let (ctx, uploaders) = run::open_ctx(
             p,
             &store,
@@ -1662,6 +1664,7 @@ impl Worker<'_> {
             parent,
             None,
             None,
+            chunk_index,
             (&self.opts.cancel, &self.counters, &self.stats),
         );
         let rc = Arc::new(RunCtx {

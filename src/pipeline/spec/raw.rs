@@ -167,6 +167,7 @@ pub(super) struct ChunkingSpec {
     pub(super) avg_size: Option<Spanned<SizeValue>>,
     pub(super) max_size: Option<Spanned<SizeValue>>,
     pub(super) range_buffer: Option<Spanned<SizeValue>>,
+    pub(super) index: Option<Spanned<SizeValue>>,
 }
 
 /// A count or the word `"auto"`.
@@ -343,14 +344,13 @@ impl<'de> Deserialize<'de> for SizeValue {
                 f.write_str("a size such as \"8MiB\" or a whole number of bytes")
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<SizeValue, E> {
+                // 0 parses: the key's own range decides whether it means something
+                // (`range_buffer = 0`, `index = 0` turn a feature off) or is refused.
                 match n {
-                    n if n > 0 => Ok(SizeValue(n as u64)),
-                    n if n < 0 => Err(E::custom(format!(
+                    n if n >= 0 => Ok(SizeValue(n as u64)),
+                    n => Err(E::custom(format!(
                         "negative sizes are not allowed, got {n} (write e.g. \"8MiB\")"
                     ))),
-                    _ => Err(E::custom(
-                        "size must be positive, got 0 (write e.g. \"8MiB\")",
-                    )),
                 }
             }
             fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<SizeValue, E> {
@@ -363,6 +363,14 @@ impl<'de> Deserialize<'de> for SizeValue {
                 )))
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SizeValue, E> {
+                let t = s.trim();
+                let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+                let unit = &t[digits.len()..];
+                if digits.trim().parse::<f64>().is_ok_and(|n| n == 0.0)
+                    && (unit.is_empty() || parse_size(&format!("1{unit}")).is_ok())
+                {
+                    return Ok(SizeValue(0));
+                }
                 parse_size(s).map(SizeValue).map_err(E::custom)
             }
         }

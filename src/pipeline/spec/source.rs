@@ -106,7 +106,7 @@ pub(super) fn check_readers(c: &mut Checker<'_>, s: &PartitionsSpec, source: &So
 /// `[chunking]`: `threshold` (4 KiB–1 TiB) and the chunk sizes, within FastCDC 2020's
 /// limits (`min_size` 64 B–1 MiB, `avg_size` 256 B–4 MiB, `max_size` 1 KiB–16 MiB), even,
 /// with `min_size ≤ avg_size ≤ max_size`; `range_buffer` 0–4 GiB (0: no table range
-/// reuse).
+/// reuse); `index` 0–4 GiB (0: no reuse across paths).
 pub(super) fn check_chunking(c: &mut Checker<'_>, s: &ChunkingSpec) -> ChunkingConfig {
     use fastcdc::v2020 as cdc;
     let d = ChunkingConfig::default();
@@ -165,6 +165,7 @@ pub(super) fn check_chunking(c: &mut Checker<'_>, s: &ChunkingSpec) -> ChunkingC
         0,
         4 << 30,
     );
+    let index = size_in(c, &s.index, "chunking.index", d.index, 0, 4 << 30);
     if !(min <= avg && avg <= max) {
         let span = s
             .avg_size
@@ -187,6 +188,7 @@ pub(super) fn check_chunking(c: &mut Checker<'_>, s: &ChunkingSpec) -> ChunkingC
         avg,
         max,
         range_buffer,
+        index,
     }
 }
 
@@ -720,6 +722,29 @@ mod tests {
     use super::super::fixtures::{parse, GOOD, PG};
     use super::*;
     use crate::restore::config::Strategy;
+
+    /// Regression: `range_buffer = 0` (documented: turns table range reuse off) was
+    /// refused as "size must be positive"; 0 now parses and each key's range decides.
+    #[test]
+    fn zero_sizes_turn_features_off_where_the_range_allows_it() {
+        let p = parse(&format!(
+            "{GOOD}\n[chunking]\nrange_buffer = 0\nindex = \"0B\"\n"
+        ))
+        .unwrap();
+        assert_eq!((p.chunking.range_buffer, p.chunking.index), (0, 0));
+        let p = parse(&format!("{GOOD}\n[chunking]\nindex = \"0MiB\"\n")).unwrap();
+        assert_eq!(p.chunking.index, 0);
+        for bad in [
+            "threshold = 0",
+            "min_size = \"0KiB\"",
+            "index = \"0parsecs\"",
+        ] {
+            let e = parse(&format!("{GOOD}\n[chunking]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("chunking."), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn bad_glob_is_located() {
