@@ -323,6 +323,7 @@ fn db_cfg(url: &str, db: &str) -> blobpipe::extract::config::DbSourceConfig {
         include: vec![],
         exclude: vec![],
         split_rows: 1000,
+        split_bytes: 0,
         chunk_size: 64 << 10,
     }
 }

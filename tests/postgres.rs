@@ -1108,3 +1108,79 @@ async fn a_range_larger_than_the_range_buffer_is_stored_again_not_held() {
         (seen[0].1.rows, &seen[0].1.checksum)
     );
 }
+
+/// Issue 12: without `split_rows`, a table of few but wide rows is split by its size so
+/// each key range fits `[chunking] range_buffer` (the defaults would otherwise read it as
+/// ranges too large to hold, reusing nothing); after 1% of its rows change in one key
+/// region, the incremental stores only that region's range and the restore is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_rows_are_split_by_size_so_unchanged_ranges_are_reused() {
+    let Some(url) = support::postgres() else {
+        return;
+    };
+    let (c, g) = schemas(&url, &["src", "dst"]).await;
+    let (src, dst) = (&g.names[0], &g.names[1]);
+    c.batch_execute(&format!(
+        "{}; INSERT INTO {src}.big SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 2000) g; ANALYZE {src}.big; {}",
+        ddl(BIG_DDL, src),
+        ddl(BIG_DDL, dst)
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 2000 rows of ~1 KiB: far below split_rows' default of 1,000,000 rows, but ~2 MiB on
+    // disk; half of a 256 KiB range buffer makes ranges of ~128 KiB.
+    let p = pipeline(
+        dir.path(),
+        &url,
+        src,
+        "chunk_size = \"64KiB\"\n[chunking]\nrange_buffer = \"256KiB\"",
+    );
+    let store = blobpipe::store::open(&p.target, &p.retry).await.unwrap();
+    let layout = blobpipe::manifest::layout::Layout::new(&p.target.prefix);
+    let r1 = blobpipe::pipeline::backup(&p, store.clone(), BackupOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r1.status, RunStatus::Ok, "{r1:?}");
+    let m1 = blobpipe::manifest::catalog::load(&*store, &layout, r1.snapshot.as_ref().unwrap())
+        .await
+        .unwrap();
+    let ranges = m1
+        .tables
+        .iter()
+        .find(|t| t.name == "big")
+        .unwrap()
+        .ranges
+        .len();
+    assert!(
+        ranges >= 8,
+        "split by size into ranges that fit the buffer: {ranges}"
+    );
+    // 1% of the rows, all in the first key region.
+    c.batch_execute(&format!(
+        "UPDATE {src}.big SET payload = payload || 'x' WHERE id <= 20"
+    ))
+    .await
+    .unwrap();
+    let r2 = blobpipe::pipeline::backup(&p, store.clone(), BackupOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r2.status, RunStatus::Ok, "{r2:?}");
+    let ch = &r2.chunks;
+    assert!(ch.reused > 0, "{ch:?}");
+    assert!(
+        ch.reused_bytes >= 4 * ch.new_bytes,
+        "most of the table is reused: {ch:?}"
+    );
+    let m2 = blobpipe::manifest::catalog::load(&*store, &layout, r2.snapshot.as_ref().unwrap())
+        .await
+        .unwrap();
+    let got = restore(&p, &store, &m2, &opts(&url, dst, Strategy::FailIfNotEmpty))
+        .await
+        .unwrap();
+    assert!(got.tables.iter().all(|t| t.checksum_checked), "{got:?}");
+    assert_eq!(
+        fingerprint(&c, &format!("{dst}.big"), "id").await,
+        fingerprint(&c, &format!("{src}.big"), "id").await
+    );
+}

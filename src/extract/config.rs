@@ -49,6 +49,10 @@ pub struct DbSourceConfig {
     pub exclude: Vec<String>,
     /// Tables with more (estimated) rows than this are split into primary-key ranges.
     pub split_rows: u64,
+    /// When `split_rows` was not set: also split tables whose on-disk size exceeds this,
+    /// into ranges of about this many bytes (half of `[chunking] range_buffer`, so a range
+    /// fits the buffer and an unchanged one is reused). 0: by rows only.
+    pub split_bytes: u64,
     /// Bytes of CSV buffered per tar entry (each chunk becomes one entry).
     pub chunk_size: usize,
 }

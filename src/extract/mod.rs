@@ -125,6 +125,21 @@ impl Item {
 /// Most key ranges one table is split into.
 pub const MAX_RANGES: usize = 4096;
 
+/// How a table of about `rows` rows and `bytes` bytes on disk is split when it has no
+/// ranges from its parent: whether to split it (more than `split_rows` rows or, with
+/// `split_bytes` > 0, more than `split_bytes` bytes) and into how many ranges (enough for
+/// at most `split_rows` rows and about `split_bytes` bytes each; 1 to 4096).
+pub(crate) fn range_count(rows: f64, bytes: u64, split_rows: u64, split_bytes: u64) -> (bool, i64) {
+    let by_rows = (rows / split_rows.max(1) as f64).ceil().max(1.0) as u64;
+    let by_bytes = if split_bytes > 0 {
+        bytes.div_ceil(split_bytes).max(1)
+    } else {
+        1
+    };
+    let split = rows > split_rows as f64 || (split_bytes > 0 && bytes > split_bytes);
+    (split, by_rows.max(by_bytes).clamp(1, 4096) as i64)
+}
+
 /// The bounded key ranges `prior` (the parent snapshot's record of the same table) was
 /// read in, when it was split and has the same one-column key; otherwise empty.
 pub(crate) fn prior_bounds(prior: Option<&TableRecord>, pk: &[String]) -> Vec<(i64, i64)> {
@@ -618,6 +633,29 @@ pub fn piece_digest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_are_split_by_rows_and_by_bytes() {
+        // Small: not split.
+        assert_eq!(range_count(500.0, 1 << 20, 1_000_000, 32 << 20), (false, 1));
+        // Many rows: by rows.
+        assert_eq!(
+            range_count(2_500_000.0, 1 << 20, 1_000_000, 32 << 20),
+            (true, 3)
+        );
+        // Few but wide rows: by bytes, so a range fits half the range buffer.
+        assert_eq!(
+            range_count(100_000.0, 100 << 20, 1_000_000, 32 << 20),
+            (true, 4)
+        );
+        // split_bytes 0 (split_rows given): rows only.
+        assert_eq!(range_count(100_000.0, 100 << 30, 1_000_000, 0), (false, 1));
+        // At most 4096 ranges.
+        assert_eq!(
+            range_count(1e12, 1 << 50, 1_000_000, 32 << 20),
+            (true, 4096)
+        );
+    }
 
     #[test]
     fn table_patterns_and_segments() {

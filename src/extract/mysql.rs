@@ -245,15 +245,15 @@ impl MySession {
 async fn plan(c: &mut Conn, cfg: &DbSourceConfig, prior: &[TableRecord]) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for schema in &cfg.schemas {
-        let tables: Vec<(String, Option<u64>)> = c
+        let tables: Vec<(String, Option<u64>, Option<u64>)> = c
             .exec(
-                "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
+                "SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES \
                  WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
                 (schema.as_str(),),
             )
             .await
             .map_err(|e| my_err("listing tables", e))?;
-        for (name, est) in tables {
+        for (name, est, bytes) in tables {
             if !super::table_selected(&cfg.include, &cfg.exclude, schema, &name) {
                 continue;
             }
@@ -280,7 +280,13 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig, prior: &[TableRecord]) -> Resu
                     .find(|t| t.source == "mysql" && &t.schema == schema && t.name == name),
                 &pk,
             );
-            if int_pk && (est > cfg.split_rows || !before.is_empty()) {
+            let (split, n) = super::range_count(
+                est as f64,
+                bytes.unwrap_or(0),
+                cfg.split_rows,
+                cfg.split_bytes,
+            );
+            if int_pk && (split || !before.is_empty()) {
                 let fq = format!("{}.{}", my_ident(schema), my_ident(&name));
                 let k = my_ident(&pk[0]);
                 let bounds: Option<(Option<i64>, Option<i64>)> = c
@@ -290,7 +296,6 @@ async fn plan(c: &mut Conn, cfg: &DbSourceConfig, prior: &[TableRecord]) -> Resu
                     .await
                     .map_err(|e| my_err(format!("key bounds of {fq}"), e))?;
                 if let Some((Some(lo), Some(hi))) = bounds {
-                    let n = est.div_ceil(cfg.split_rows).clamp(1, 4096) as i64;
                     ranges = super::stable_ranges(&before, lo, hi, n)
                         .into_iter()
                         .map(Some)

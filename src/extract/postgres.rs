@@ -83,7 +83,8 @@ impl PgSession {
             .get(0);
         let rows = c
             .query(
-                "SELECT n.nspname::text, c.relname::text, c.reltuples::float8 \
+                "SELECT n.nspname::text, c.relname::text, c.reltuples::float8, \
+                        pg_relation_size(c.oid)::int8 \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
                    AND n.nspname = ANY($1) ORDER BY 1, 2",
@@ -93,7 +94,8 @@ impl PgSession {
             .map_err(|e| pg_err("listing tables", e))?;
         let mut items = Vec::new();
         for r in rows {
-            let (schema, name, est): (String, String, f64) = (r.get(0), r.get(1), r.get(2));
+            let (schema, name, est, bytes): (String, String, f64, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
             if !super::table_selected(&cfg.include, &cfg.exclude, &schema, &name) {
                 continue;
             }
@@ -143,7 +145,13 @@ impl PgSession {
                         .find(|t| t.source == "postgres" && t.schema == schema && t.name == name),
                     &pk,
                 );
-                if est > cfg.split_rows as f64 || !before.is_empty() {
+                let (split, n) = super::range_count(
+                    est,
+                    u64::try_from(bytes).unwrap_or(0),
+                    cfg.split_rows,
+                    cfg.split_bytes,
+                );
+                if split || !before.is_empty() {
                     let k = pg_ident(&pk[0]);
                     let row = c
                         .query_one(
@@ -155,7 +163,6 @@ impl PgSession {
                     if let (Some(lo), Some(hi)) =
                         (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
                     {
-                        let n = (est / cfg.split_rows as f64).ceil().clamp(1.0, 4096.0) as i64;
                         ranges = super::stable_ranges(&before, lo, hi, n)
                             .into_iter()
                             .map(Some)

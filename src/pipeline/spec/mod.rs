@@ -354,10 +354,17 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
         );
     }
 
-    let source = source::check_source(c, &s.source, base);
+    let mut source = source::check_source(c, &s.source, base);
     let partitions = source::check_partitions(c, &s.partitions);
     source::check_readers(c, &s.partitions, &source);
     let chunking = source::check_chunking(c, &s.chunking);
+    // Without an explicit `split_rows`, database tables are also split by size, so a
+    // key range fits `range_buffer` and an unchanged range is reused.
+    if let SourceConfig::Postgres(db) | SourceConfig::Mysql(db) = &mut source {
+        if s.source.split_rows.is_none() {
+            db.split_bytes = chunking.range_buffer as u64 / 2;
+        }
+    }
     let compression = target::check_compression(c, &s.compression);
     let target = target::check_target(c, &s.target, &name, base);
     let upload = target::check_upload(c, &s.upload);

@@ -445,6 +445,9 @@ fn check_db_source(c: &mut Checker<'_>, s: &SourceSpec, pg: bool) -> DbSourceCon
         include: table_patterns(c, &s.include, "source.include"),
         exclude: table_patterns(c, &s.exclude, "source.exclude"),
         split_rows,
+        // Set by the pipeline check from `[chunking] range_buffer` when `split_rows` is
+        // not given (see `spec::check_pipeline`).
+        split_bytes: 0,
         chunk_size: chunk_size_of(c, s),
     }
 }
