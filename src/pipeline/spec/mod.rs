@@ -196,6 +196,12 @@ pub fn interpolate(s: &str) -> std::result::Result<String, String> {
     Ok(out)
 }
 
+/// Key-range size database tables are split into when `split_rows` is not set (unless
+/// half of `[chunking] range_buffer` is smaller): small enough that a change touching 1%
+/// of a table stores little more than the ranges it touched, large enough that a
+/// 100 GB table stays within 4,096 ranges of ~25 MB.
+const DEFAULT_SPLIT_BYTES: u64 = 4 << 20;
+
 /// The pieces of a pipeline the retention stage takes (it sits below `pipeline` and
 /// does not know the whole spec).
 impl Pipeline {
@@ -362,7 +368,7 @@ fn check(c: &mut Checker<'_>, s: PipelineSpec, base: &Path) -> Pipeline {
     // key range fits `range_buffer` and an unchanged range is reused.
     if let SourceConfig::Postgres(db) | SourceConfig::Mysql(db) = &mut source {
         if s.source.split_rows.is_none() {
-            db.split_bytes = chunking.range_buffer as u64 / 2;
+            db.split_bytes = (chunking.range_buffer as u64 / 2).min(DEFAULT_SPLIT_BYTES);
         }
     }
     let compression = target::check_compression(c, &s.compression);
