@@ -540,8 +540,13 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
     } else {
         ("deleted", "freed")
     };
+    let repacked = if r.packs_moved_deleted > 0 {
+        format!(" and {} repacked packs {deleted}", r.packs_moved_deleted)
+    } else {
+        String::new()
+    };
     outln!(
-        "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} {deleted} ({} {freed})",
+        "{} snapshots, {} packs: {} referenced, {} younger than the grace period, {} unreferenced {deleted}{repacked} ({} {freed})",
         r.snapshots,
         r.packs_total,
         r.packs_referenced,
@@ -566,9 +571,10 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
         );
     }
     outln!(
-        "{} runs' part records ({} blobs) and {} verify reports of forgotten snapshots {deleted} ({})",
+        "{} runs' part records ({} blobs), {} manifest segments and {} verify reports of forgotten snapshots {deleted} ({})",
         r.runs_cleaned.len(),
         r.part_blobs_deleted,
+        r.segments_deleted,
         r.verify_reports_deleted,
         human(r.record_bytes_freed)
     );
@@ -588,8 +594,10 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
     if let Some(x) = &r.repack {
         let verb = if dry_run { "would repack" } else { "repacked" };
         outln!(
-            "repack (--max-unused {:.2}%): {verb} {} of {} partly used packs ({} read, {} of live records copied{}), freeing ~{}; unused after: ~{} ({:.1}%)",
-            x.max_unused * 100.0,
+            "repack (--max-unused {}%): {verb} {} of {} partly used packs ({} read, {} of live records copied{}), freeing ~{}; unused after: ~{} ({:.1}%)",
+            format!("{:.2}", x.max_unused * 100.0)
+                .trim_end_matches('0')
+                .trim_end_matches('.'),
             x.packs,
             x.candidates,
             human(x.bytes),
@@ -611,11 +619,15 @@ pub fn prune(r: &PruneReport, dry_run: bool) {
             );
         }
     }
-    if r.packs_moved_deleted + r.packs_moved_waiting + r.moved_records_deleted > 0 {
+    if r.packs_moved_waiting > 0 {
         outln!(
-            "repacked packs: {} {deleted}, {} kept until their moved record passes the grace period; {} moved records no snapshot needs {deleted}",
-            r.packs_moved_deleted,
-            r.packs_moved_waiting,
+            "{} repacked packs kept until their moved record is older than the grace period (a later prune deletes them)",
+            r.packs_moved_waiting
+        );
+    }
+    if r.moved_records_deleted > 0 {
+        outln!(
+            "{} moved records no remaining snapshot needs {deleted}",
             r.moved_records_deleted
         );
     }
