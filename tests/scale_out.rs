@@ -56,6 +56,50 @@ fn run(args: &[&str]) -> Output {
     o
 }
 
+/// A tree in `src`, a pipeline `name` backing it up into a local store with [`SMALL`]
+/// settings, and where its directory queue goes.
+fn fixture(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().expect("tmp");
+    let src = t.path().join("src");
+    tree(&src);
+    let pf = write_pipeline(
+        t.path(),
+        name,
+        &src,
+        &format!("file://{}", t.path().join("store").display()),
+        SMALL,
+    );
+    let q = t.path().join("queue");
+    (t, src, pf, q)
+}
+
+/// `blobpipe plan PIPELINE --queue QUEUE --run-id RUN`, which must succeed.
+fn plan_ok(pf: &Path, q: &Path, run_id: &str) {
+    let o = run(&["plan", s(pf), "--queue", s(q), "--run-id", run_id]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `blobpipe --json work PIPELINE --queue QUEUE --run-id RUN --poll 100ms EXTRA…`.
+fn work(pf: &Path, queue: &str, run_id: &str, extra: &[&str]) -> Output {
+    let mut a = vec![
+        "--json",
+        "work",
+        s(pf),
+        "--queue",
+        queue,
+        "--run-id",
+        run_id,
+    ];
+    a.extend_from_slice(extra);
+    a.extend(["--poll", "100ms"]);
+    run(&a)
+}
+
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).expect("one JSON document on stdout")
 }
@@ -257,17 +301,7 @@ async fn a_partition_too_large_for_a_message_travels_as_a_blob() {
         "{}",
         msgs[0].1
     );
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
-        s(&q),
-        "--run-id",
-        "wide-1",
-        "--poll",
-        "100ms",
-    ]);
+    let o = work(&pf, s(&q), "wide-1", &[]);
     assert_eq!(o.status.code(), Some(0));
     let w = json(&o);
     assert_eq!(w["runs"][0]["outcome"], "committed", "{w}");
@@ -279,35 +313,9 @@ async fn a_partition_too_large_for_a_message_travels_as_a_blob() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_finalizers_commit_one_manifest() {
-    let t = tempfile::tempdir().expect("tmp");
-    let src = t.path().join("src");
-    tree(&src);
-    let pf = write_pipeline(
-        t.path(),
-        "race",
-        &src,
-        &format!("file://{}", t.path().join("store").display()),
-        SMALL,
-    );
-    let q = t.path().join("queue");
-    assert_eq!(
-        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "race-1"])
-            .status
-            .code(),
-        Some(0)
-    );
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
-        s(&q),
-        "--run-id",
-        "race-1",
-        "--no-finalize",
-        "--poll",
-        "100ms",
-    ]);
+    let (t, src, pf, q) = fixture("race");
+    plan_ok(&pf, &q, "race-1");
+    let o = work(&pf, s(&q), "race-1", &["--no-finalize"]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(json(&o)["runs"][0]["outcome"], "complete");
     let (p, st) = open(&pf).await;
@@ -349,17 +357,7 @@ async fn racing_finalizers_commit_one_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_that_always_fails_is_dead_lettered_and_nothing_commits() {
-    let t = tempfile::tempdir().expect("tmp");
-    let src = t.path().join("src");
-    tree(&src);
-    let pf = write_pipeline(
-        t.path(),
-        "dead",
-        &src,
-        &format!("file://{}", t.path().join("store").display()),
-        SMALL,
-    );
-    let q = t.path().join("queue");
+    let (_t, _src, pf, q) = fixture("dead");
     let c = json(&run(&[
         "--json",
         "plan",
@@ -377,21 +375,12 @@ async fn a_partition_that_always_fails_is_dead_lettered_and_nothing_commits() {
     msg["piece"]["entries"][0]["size"] = Value::from(123_456_789u64);
     std::fs::write(&path, msg.to_string()).expect("tamper");
 
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
+    let o = work(
+        &pf,
         s(&q),
-        "--run-id",
         "dead-1",
-        "--max-dequeue",
-        "2",
-        "--retry-delay",
-        "0s",
-        "--poll",
-        "100ms",
-    ]);
+        &["--max-dequeue", "2", "--retry-delay", "0s"],
+    );
     assert_eq!(o.status.code(), Some(1), "the run failed");
     let w = json(&o);
     assert_eq!(w["dead_lettered"], 1, "{w}");
@@ -449,23 +438,8 @@ async fn a_partition_that_always_fails_is_dead_lettered_and_nothing_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_of_another_run_leaves_foreign_messages() {
-    let t = tempfile::tempdir().expect("tmp");
-    let src = t.path().join("src");
-    tree(&src);
-    let pf = write_pipeline(
-        t.path(),
-        "two",
-        &src,
-        &format!("file://{}", t.path().join("store").display()),
-        SMALL,
-    );
-    let q = t.path().join("queue");
-    assert_eq!(
-        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "run-a"])
-            .status
-            .code(),
-        Some(0)
-    );
+    let (_t, _src, pf, q) = fixture("two");
+    plan_ok(&pf, &q, "run-a");
     let b = json(&run(&[
         "--json",
         "plan",
@@ -484,17 +458,7 @@ async fn a_worker_of_another_run_leaves_foreign_messages() {
         .await
         .expect("put");
 
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
-        s(&q),
-        "--run-id",
-        "run-a",
-        "--poll",
-        "100ms",
-    ]);
+    let o = work(&pf, s(&q), "run-a", &[]);
     assert_eq!(o.status.code(), Some(0));
     let w = json(&o);
     assert_eq!(w["runs"][0]["outcome"], "committed", "{w}");
@@ -518,17 +482,7 @@ async fn a_worker_of_another_run_leaves_foreign_messages() {
         "run-b's partitions were touched"
     );
 
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
-        s(&q),
-        "--run-id",
-        "run-b",
-        "--poll",
-        "100ms",
-    ]);
+    let o = work(&pf, s(&q), "run-b", &[]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(json(&o)["runs"][0]["outcome"], "committed");
     let left: Vec<Value> = queued(&q).into_iter().map(|(_, v)| v).collect();
@@ -775,31 +729,11 @@ fn a_worker_with_a_wrong_key_leaves_the_queue_to_workers_with_the_right_one() {
 
     // A wrong key and a missing one: the exit codes of `backup`, and the queue and the
     // run's records as they were (nothing received, deleted or dead-lettered).
-    let o = run(&[
-        "--json",
-        "work",
-        s(&wrong),
-        "--queue",
-        s(&q),
-        "--run-id",
-        run_id,
-        "--poll",
-        "100ms",
-    ]);
+    let o = work(&wrong, s(&q), run_id, &[]);
     assert_eq!(o.status.code(), Some(11), "a wrong key");
     outputs.push(o);
     let missing = encrypted(&t.path().join("missing"), &src, &store, "");
-    let o = run(&[
-        "--json",
-        "work",
-        s(&missing),
-        "--queue",
-        s(&q),
-        "--run-id",
-        run_id,
-        "--poll",
-        "100ms",
-    ]);
+    let o = work(&missing, s(&q), run_id, &[]);
     assert_eq!(o.status.code(), Some(2), "a missing key");
     outputs.push(o);
     assert_eq!(names(&q), before, "the messages were touched");
@@ -903,21 +837,12 @@ fn a_sealed_message_replayed_into_another_run_is_dead_lettered_with_sealed_recor
     replayed["run_id"] = Value::from("enc-b");
     std::fs::write(&b0_path, replayed.to_string()).expect("replay");
 
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
+    let o = work(
+        &pf,
         s(&qb),
-        "--run-id",
         "enc-b",
-        "--max-dequeue",
-        "2",
-        "--retry-delay",
-        "0s",
-        "--poll",
-        "100ms",
-    ]);
+        &["--max-dequeue", "2", "--retry-delay", "0s"],
+    );
     assert_eq!(o.status.code(), Some(1), "the run failed");
     let w = json(&o);
     assert_eq!(w["dead_lettered"], 1, "{w}");
@@ -1187,17 +1112,7 @@ async fn the_azure_work_queue_renews_refuses_stale_receipts_and_dead_letters() {
 /// execution name as run id, no separate coordinator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_that_all_coordinate_plan_once_and_commit_once() {
-    let t = tempfile::tempdir().expect("tmp");
-    let src = t.path().join("src");
-    tree(&src);
-    let pf = write_pipeline(
-        t.path(),
-        "rep",
-        &src,
-        &format!("file://{}", t.path().join("store").display()),
-        SMALL,
-    );
-    let q = t.path().join("queue");
+    let (t, src, pf, q) = fixture("rep");
     let replicas: Vec<Child> = (0..3)
         .map(|_| {
             blobpipe()
@@ -1422,12 +1337,7 @@ async fn a_message_naming_a_path_outside_the_root_is_refused() {
         SMALL,
     );
     let q = t.path().join("queue");
-    assert_eq!(
-        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "forge-1"])
-            .status
-            .code(),
-        Some(0)
-    );
+    plan_ok(&pf, &q, "forge-1");
     let (path, mut msg) = queued(&q).into_iter().next().expect("a message");
     let mut desc: serde_json::Map<String, Value> =
         serde_json::from_value(msg["piece"].clone()).expect("piece");
@@ -1442,21 +1352,12 @@ async fn a_message_naming_a_path_outside_the_root_is_refused() {
     msg["piece"] = Value::Object(desc);
     msg["digest"] = Value::from(digest);
     std::fs::write(&path, msg.to_string()).expect("forge");
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
+    let o = work(
+        &pf,
         s(&q),
-        "--run-id",
         "forge-1",
-        "--max-dequeue",
-        "1",
-        "--retry-delay",
-        "0s",
-        "--poll",
-        "100ms",
-    ]);
+        &["--max-dequeue", "1", "--retry-delay", "0s"],
+    );
     assert_eq!(o.status.code(), Some(1));
     let w = json(&o);
     assert_eq!(w["dead_lettered"], 1, "{w}");
@@ -1530,12 +1431,7 @@ fn a_coordinator_that_died_while_enqueueing_is_noticed_and_resumed() {
         SMALL,
     );
     let q = t.path().join("queue");
-    assert_eq!(
-        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "half-1"])
-            .status
-            .code(),
-        Some(0)
-    );
+    plan_ok(&pf, &q, "half-1");
     let (p, st) = block_on(open(&pf));
     let layout = Layout::new(&p.target.prefix);
     block_on(st.delete(&layout.planned("half-1"))).expect("drop the planned record");
@@ -1544,38 +1440,11 @@ fn a_coordinator_that_died_while_enqueueing_is_noticed_and_resumed() {
     for (path, _) in &msgs[..msgs.len() / 2] {
         std::fs::remove_file(path).expect("drop a message");
     }
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
-        s(&q),
-        "--run-id",
-        "half-1",
-        "--plan-wait",
-        "500ms",
-        "--poll",
-        "100ms",
-    ]);
+    let o = work(&pf, s(&q), "half-1", &["--plan-wait", "500ms"]);
     assert_eq!(o.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has not finished enqueueing"));
-    assert_eq!(
-        run(&["plan", s(&pf), "--queue", s(&q), "--run-id", "half-1"])
-            .status
-            .code(),
-        Some(0)
-    );
-    let o = run(&[
-        "--json",
-        "work",
-        s(&pf),
-        "--queue",
-        s(&q),
-        "--run-id",
-        "half-1",
-        "--poll",
-        "100ms",
-    ]);
+    plan_ok(&pf, &q, "half-1");
+    let o = work(&pf, s(&q), "half-1", &[]);
     assert_eq!(o.status.code(), Some(0));
     let w = json(&o);
     assert_eq!(w["runs"][0]["outcome"], "committed", "{w}");
