@@ -926,3 +926,54 @@ async fn auto_retention_repacks_and_old_packs_wait_for_the_grace_period() {
     }
     restores_identically(&p, &s, &snap, &tree, t.path()).await;
 }
+
+/// Bad input: a moved record altered in the store makes the snapshots that need it
+/// damaged (named, with the record), never silently read elsewhere; prune stops before
+/// deleting anything; a bad `max_unused` in the file is refused with its location.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_moved_record_is_refused_and_prune_deletes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (p, s, layout, snap, _tree) = partly_used(t.path(), "damaged", "").await;
+    let r = retention::prune(&p.retention_scope(), &s, &prune_opts(&p, true))
+        .await
+        .unwrap();
+    assert!(r.repack.unwrap().packs >= 1);
+    let moved = list_all(&*s, &layout.moved_all()).await.unwrap();
+    let victim = &moved[0].name;
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&s.get(victim, None).await.unwrap()).unwrap();
+    rec["moves"] = serde_json::json!([]);
+    s.delete(victim).await.unwrap();
+    s.put(victim, serde_json::to_vec(&rec).unwrap().into(), true)
+        .await
+        .unwrap();
+    // The manifest's head reads; its entries (what restore and verify read) do not.
+    let e = catalog::load(&*s, &layout, &snap).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(
+        e.to_string().contains(&snap) && e.to_string().contains("moved record"),
+        "{e}"
+    );
+    let before = packs(&s, &p).await;
+    let e = retention::prune(&p.retention_scope(), &s, &prune_opts(&p, true))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nothing was pruned"), "{e}");
+    assert_eq!(packs(&s, &p).await, before, "nothing was deleted");
+    assert!(s.head(victim).await.unwrap().is_some());
+
+    let base =
+        "name = \"r\"\n[source]\ntype = \"fs\"\nroot = \"/tmp\"\n[target]\nurl = \"memory://x\"\n";
+    for bad in ["\"ten\"", "\"150%\"", "\"-1%\""] {
+        let e = Pipeline::parse(
+            Path::new("/p/r.toml"),
+            &format!("{base}[retention]\nkeep_last = 1\nmax_unused = {bad}\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("retention.max_unused") && e.contains("r.toml:9:"),
+            "{bad}: {e}"
+        );
+    }
+}

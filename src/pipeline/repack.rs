@@ -18,7 +18,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::manifest::layout::Layout;
 use crate::manifest::moved::Move;
 use crate::pack::packer::{io_to_err, OpenPack, Packs, SinkFactory};
-use crate::pack::read::{PackCursor, WINDOW};
+use crate::pack::read::PackCursor;
 use crate::pack::writer::{BlockSink, SealedBlock};
 use crate::retention::repack::{RepackInput, RepackOutput, Repacker};
 use crate::store::Store;
@@ -95,7 +95,7 @@ impl PackRepacker {
             let mut cursor = PackCursor::new(&**store, rt.clone(), layout.full(&old.blob), old)
                 .with_key(layout.key().cloned());
             let mut moves: Vec<Move> = Vec::new();
-            for (k, &(a, b)) in input.extents.iter().enumerate() {
+            for &(a, b) in &input.extents {
                 let pk = match cur.as_mut() {
                     Some(pk) => pk,
                     None => {
@@ -104,12 +104,8 @@ impl PackRepacker {
                     }
                 };
                 let to = pk.builder.get_ref().raw_offset();
-                // Read ahead over the next records of this pack (one window at most).
-                let hint = input.extents[k..]
-                    .iter()
-                    .take_while(|e| e.1 <= a + WINDOW)
-                    .last()
-                    .map_or(b, |e| e.1);
+                // Read ahead over the pack's next records (the cursor stops at one window).
+                let hint = input.extents.last().map_or(b, |e| e.1);
                 let blob = pk.blob.clone();
                 let w = pk.builder.get_mut();
                 cursor

@@ -744,7 +744,9 @@ pub async fn prune_locked(
             .filter(|(_, r)| r.holds(now))
             .map(|(id, _)| id)
             .collect();
-        let use_ = usage::measure(&**store, layout, &ids, &protected, space.sort_buffer).await?;
+        let use_ = usage::measure(&**store, layout, &ids, &protected, space.sort_buffer)
+            .await
+            .ctx("counting what the remaining snapshots use; nothing was pruned")?;
         rep.usage = Some(use_.summary());
         if let Some(max) = space.max_unused {
             let listed: HashMap<String, (DateTime<Utc>, crate::store::Tier)> = pack_items
@@ -772,21 +774,13 @@ pub async fn prune_locked(
                     .await
                     .ctx("repacking")?;
                 tracing::info!(
-                    packs = done.len(),
+                    packs = done.moved.len(),
                     new_packs = sel.report.new_packs,
                     "repacked partly used packs"
                 );
-                for id in done {
-                    relocated.insert(id, now);
-                }
+                relocated.extend(done.moved.into_iter().map(|id| (id, now)));
                 // The new packs are referenced through the records just stored.
-                for id in moved::list(&**store, layout).await?.into_keys() {
-                    if relocated.contains_key(&id) {
-                        if let Ok(r) = moved::load(&**store, layout, &id, true).await {
-                            referenced.extend(r.into.into_iter().map(|p| p.id));
-                        }
-                    }
-                }
+                referenced.extend(done.written);
             }
             rep.repack = Some(sel.report);
         }
@@ -844,8 +838,9 @@ pub async fn prune_locked(
         rep.packs_deleted += 1;
         rep.bytes_freed += item.size;
     }
-    // 2a. Moved records of packs no remaining snapshot (or unfinished run) names.
-    for (id, item) in moved::list(&**store, layout).await? {
+    // 2a. Moved records of packs no remaining snapshot (or unfinished run) names (the
+    // records this prune wrote are all of relocated packs).
+    for (id, item) in moved_listed {
         if relocated.contains_key(&id) {
             continue;
         }

@@ -220,9 +220,18 @@ pub fn select(usage: &Usage, max_unused: f64, rules: &Rules<'_>) -> Selection {
     }
 }
 
+/// The packs a repack moved and the packs it wrote.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// Old packs, each now with a moved record.
+    pub moved: Vec<String>,
+    /// New packs their records went to.
+    pub written: Vec<String>,
+}
+
 /// Repack the selected packs: gather their live records from the sorted extents in
 /// batches of about one new pack, have `repacker` copy each batch, then store one moved
-/// record per old pack. Returns the ids of the packs moved.
+/// record per old pack.
 ///
 /// # Errors
 /// `Integrity` when records overlap or an old pack does not read back; store errors.
@@ -234,8 +243,8 @@ pub async fn run(
     sel: &mut Selection,
     records: &HashMap<String, PackRecord>,
     repacker: &dyn Repacker,
-) -> Result<Vec<String>> {
-    let mut moved_ids = Vec::new();
+) -> Result<Done> {
+    let mut done = Done::default();
     let mut batch: Vec<RepackInput> = Vec::new();
     let mut batch_live = 0u64;
     let mut cur: Option<RepackInput> = None;
@@ -248,7 +257,7 @@ pub async fn run(
         if cur.as_ref().is_some_and(|c| &c.pack.id != id) {
             batch.extend(cur.take());
             if batch_live >= repacker.pack_size() {
-                flush(store, layout, &mut batch, repacker, sel, &mut moved_ids).await?;
+                flush(store, layout, &mut batch, repacker, sel, &mut done).await?;
                 batch_live = 0;
             }
         }
@@ -273,8 +282,8 @@ pub async fn run(
         batch_live += b - a;
     }
     batch.extend(cur.take());
-    flush(store, layout, &mut batch, repacker, sel, &mut moved_ids).await?;
-    Ok(moved_ids)
+    flush(store, layout, &mut batch, repacker, sel, &mut done).await?;
+    Ok(done)
 }
 
 async fn flush(
@@ -283,7 +292,7 @@ async fn flush(
     batch: &mut Vec<RepackInput>,
     repacker: &dyn Repacker,
     sel: &mut Selection,
-    moved_ids: &mut Vec<String>,
+    done: &mut Done,
 ) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
@@ -298,6 +307,7 @@ async fn flush(
     }
     sel.report.new_packs += out.into.len() as u64;
     sel.report.new_bytes += out.into.iter().map(|p| p.size).sum::<u64>();
+    done.written.extend(out.into.iter().map(|p| p.id.clone()));
     let now = Utc::now();
     // The new packs are committed: only now may records point at them.
     for (id, moves) in ids.into_iter().zip(out.moves) {
@@ -330,7 +340,7 @@ async fn flush(
             },
         )
         .await?;
-        moved_ids.push(id);
+        done.moved.push(id);
     }
     Ok(())
 }

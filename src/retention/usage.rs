@@ -347,20 +347,23 @@ pub fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// The uncompressed span of `e`'s tar record(s) in their packs: `(pack, start, end)`.
-fn extents_of(e: &Entry, mut f: impl FnMut(&str, u64, u64)) {
+/// The uncompressed spans of `e`'s tar record(s) in their packs: `(pack, start, end)`.
+fn extents_of(e: &Entry) -> impl Iterator<Item = (&str, u64, u64)> {
     let padded = |size: u64| size.div_ceil(512) * 512;
-    if let Some(p) = &e.pack {
-        let data = if e.kind == EntryKind::File {
-            padded(e.size)
-        } else {
-            0
-        };
-        f(p, e.offset, e.data_offset + data);
-    }
-    for c in &e.chunks {
-        f(&c.pack, c.offset, c.data_offset + padded(c.size));
-    }
+    let data = if e.kind == EntryKind::File {
+        padded(e.size)
+    } else {
+        0
+    };
+    e.pack
+        .as_deref()
+        .map(|p| (p, e.offset, e.data_offset + data))
+        .into_iter()
+        .chain(
+            e.chunks
+                .iter()
+                .map(move |c| (c.pack.as_str(), c.offset, c.data_offset + padded(c.size))),
+        )
 }
 
 struct Counter {
@@ -392,13 +395,9 @@ impl Counter {
     }
 
     fn add_entries(&mut self, entries: &[Entry]) -> Result<()> {
-        let mut out = Vec::new();
-        for e in entries {
-            extents_of(e, |p, a, b| out.push((p.to_string(), a, b)));
-        }
-        for (p, a, b) in out {
+        for (p, a, b) in entries.iter().flat_map(extents_of) {
             // Validation put every location inside a listed pack.
-            let Some(&i) = self.index.get(&p) else {
+            let Some(&i) = self.index.get(p) else {
                 return Err(Error::integrity(format!(
                     "an entry refers to pack {p}, which its manifest does not list"
                 )));
