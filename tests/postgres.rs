@@ -136,6 +136,17 @@ const TYPES_DDL: &str = "CREATE TABLE {s}.types (
 const BIG_DDL: &str = "CREATE TABLE {s}.big (id int PRIMARY KEY, payload text NOT NULL)";
 const NOPK_DDL: &str = "CREATE TABLE {s}.nopk (x text, y int)";
 
+/// Table `schema.big` (BIG_DDL) with `rows` rows whose payload is `payload` (SQL over the
+/// row number `g`), analyzed.
+async fn big_table(c: &Client, schema: &str, payload: &str, rows: u32) {
+    c.batch_execute(&format!(
+        "{}; INSERT INTO {schema}.big SELECT g, {payload} FROM generate_series(1, {rows}) g; ANALYZE {schema}.big;",
+        ddl(BIG_DDL, schema)
+    ))
+    .await
+    .unwrap();
+}
+
 fn ddl(t: &str, s: &str) -> String {
     t.replace("{s}", s)
 }
@@ -981,12 +992,7 @@ proptest::proptest! {
             use blobpipe::retention::{self, Options};
             let (c, g) = schemas(&url, &["src"]).await;
             let src = &g.names[0];
-            c.batch_execute(&format!(
-                "{}; INSERT INTO {src}.big SELECT g, md5(g::text) FROM generate_series(1, 5000) g; ANALYZE {src}.big;",
-                ddl(BIG_DDL, src)
-            ))
-            .await
-            .unwrap();
+            big_table(&c, src, "md5(g::text)", 5000).await;
             let dir = tempfile::tempdir().unwrap();
             let p = pipeline(
                 dir.path(),
@@ -1067,12 +1073,7 @@ async fn a_range_larger_than_the_range_buffer_is_stored_again_not_held() {
     };
     let (c, g) = schemas(&url, &["src"]).await;
     let src = &g.names[0];
-    c.batch_execute(&format!(
-        "{}; INSERT INTO {src}.big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 3000) g; ANALYZE {src}.big;",
-        ddl(BIG_DDL, src)
-    ))
-    .await
-    .unwrap();
+    big_table(&c, src, "repeat(md5(g::text), 3)", 3000).await;
     let dir = tempfile::tempdir().unwrap();
     // Ranges of 1000 rows (~100 KiB of CSV), cut into 64 KiB chunks; the buffer holds one.
     let p = pipeline(
@@ -1120,13 +1121,8 @@ async fn wide_rows_are_split_by_size_so_unchanged_ranges_are_reused() {
     };
     let (c, g) = schemas(&url, &["src", "dst"]).await;
     let (src, dst) = (&g.names[0], &g.names[1]);
-    c.batch_execute(&format!(
-        "{}; INSERT INTO {src}.big SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 2000) g; ANALYZE {src}.big; {}",
-        ddl(BIG_DDL, src),
-        ddl(BIG_DDL, dst)
-    ))
-    .await
-    .unwrap();
+    big_table(&c, src, "repeat(md5(g::text), 30)", 2000).await;
+    c.batch_execute(&ddl(BIG_DDL, dst)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // 2000 rows of ~1 KiB: far below split_rows' default of 1,000,000 rows, but ~2 MiB on
     // disk; half of a 256 KiB range buffer makes ranges of ~128 KiB.
