@@ -60,7 +60,7 @@ fn get(r: &mut impl Read) -> std::io::Result<Option<Extent>> {
 
 /// A temporary directory removed when dropped.
 #[derive(Debug)]
-struct TempDir(PathBuf);
+pub struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> std::io::Result<Self> {
@@ -96,16 +96,12 @@ pub enum Sorted {
     Memory(Vec<Extent>),
     /// Merged into one file.
     File {
-        /// Keeps the file's directory alive.
-        _dir: TempDirHandle,
+        /// Keeps the file's directory alive (removed on drop).
+        _dir: TempDir,
         /// The file.
         path: PathBuf,
     },
 }
-
-/// Opaque owner of the temporary directory a spilled sort lives in.
-#[derive(Debug)]
-pub struct TempDirHandle(#[allow(dead_code)] TempDir);
 
 fn io_err(e: std::io::Error) -> Error {
     Error::internal(format!("prune's temporary sort files: {e}"))
@@ -201,10 +197,7 @@ impl ExtentSorter {
         for p in &self.runs {
             let _ = std::fs::remove_file(p);
         }
-        Ok(Sorted::File {
-            _dir: TempDirHandle(dir),
-            path,
-        })
+        Ok(Sorted::File { _dir: dir, path })
     }
 }
 
@@ -242,8 +235,6 @@ impl Sorted {
 pub struct PackUse {
     /// Pack id.
     pub id: String,
-    /// Blob name relative to the prefix.
-    pub blob: String,
     /// Codec.
     pub codec: Codec,
     /// Tier at commit.
@@ -380,7 +371,6 @@ impl Counter {
             let i = *self.index.entry(p.id.clone()).or_insert_with(|| {
                 self.packs.push(PackUse {
                     id: p.id.clone(),
-                    blob: p.blob.clone(),
                     codec: p.codec,
                     tier: p.tier,
                     size: p.size,
@@ -554,7 +544,6 @@ mod tests {
     fn unused_share_is_proportional_and_ignores_the_tar_end() {
         let p = PackUse {
             id: "a".into(),
-            blob: "b".into(),
             codec: Codec::Zstd,
             tier: Tier::Hot,
             size: 1000,
